@@ -1,0 +1,1 @@
+//! The audit log (stub: being written in the audit worktree).

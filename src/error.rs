@@ -1,0 +1,118 @@
+//! Result codes and exit codes, mapped in one place.
+//!
+//! Every module has its own `thiserror` enum; this file is the only place that
+//! decides which stable `code` word and which process exit code each of them
+//! becomes. Callers and auditors key on these, so they never change meaning.
+
+use serde_json::Value;
+
+/// The stable `code` word of a result. Each code has exactly one exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    Usage,
+    BadRequest,
+    RequestTooLarge,
+    NotWhitelisted,
+    ConfigError,
+    UntrustedConfig,
+    PluginStartFailed,
+    IntegrityMismatch,
+    MethodNotAllowed,
+    MethodNotFound,
+    PluginFailed,
+    InvalidArgs,
+    AuditError,
+    Timeout,
+    LimitExceeded,
+    SandboxUnavailable,
+    Internal,
+}
+
+impl Code {
+    pub const ALL: [Code; 17] = [
+        Code::Usage,
+        Code::BadRequest,
+        Code::RequestTooLarge,
+        Code::NotWhitelisted,
+        Code::ConfigError,
+        Code::UntrustedConfig,
+        Code::PluginStartFailed,
+        Code::IntegrityMismatch,
+        Code::MethodNotAllowed,
+        Code::MethodNotFound,
+        Code::PluginFailed,
+        Code::InvalidArgs,
+        Code::AuditError,
+        Code::Timeout,
+        Code::LimitExceeded,
+        Code::SandboxUnavailable,
+        Code::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Usage => "usage",
+            Code::BadRequest => "bad_request",
+            Code::RequestTooLarge => "request_too_large",
+            Code::NotWhitelisted => "not_whitelisted",
+            Code::ConfigError => "config_error",
+            Code::UntrustedConfig => "untrusted_config",
+            Code::PluginStartFailed => "plugin_start_failed",
+            Code::IntegrityMismatch => "integrity_mismatch",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::MethodNotFound => "method_not_found",
+            Code::PluginFailed => "plugin_failed",
+            Code::InvalidArgs => "invalid_args",
+            Code::AuditError => "audit_error",
+            Code::Timeout => "timeout",
+            Code::LimitExceeded => "limit_exceeded",
+            Code::SandboxUnavailable => "sandbox_unavailable",
+            Code::Internal => "internal_error",
+        }
+    }
+
+    /// UPM-compatible exit codes, extended (see README "Exit codes").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Code::Usage => 2,
+            Code::BadRequest | Code::RequestTooLarge => 3,
+            Code::NotWhitelisted => 4,
+            Code::ConfigError | Code::UntrustedConfig => 5,
+            Code::PluginStartFailed | Code::IntegrityMismatch => 6,
+            Code::MethodNotAllowed => 7,
+            Code::MethodNotFound => 8,
+            Code::PluginFailed => 9,
+            Code::InvalidArgs => 10,
+            Code::AuditError => 11,
+            Code::Timeout => 12,
+            Code::LimitExceeded => 13,
+            Code::SandboxUnavailable => 14,
+            Code::Internal => 99,
+        }
+    }
+}
+
+/// A refused or failed call, ready to become an error result.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: Code,
+    /// A sentence a person understands.
+    pub message: String,
+    /// Machine-readable specifics (schema violations, config problems, ...).
+    pub details: Option<Value>,
+}
+
+impl Failure {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}

@@ -1,0 +1,24 @@
+//! upm: a one-shot secure plugin entrypoint.
+//!
+//! The pipeline, top-down, lives in [`pipeline`]: parse → authorize (whitelist)
+//! → validate (schema) → prepare sandbox → spawn → capture → audit → respond.
+//! Each concern has its own module:
+//!
+//! - [`request`] / [`response`]: the wire types of one call.
+//! - [`config`]: `upm_config.json`, loaded and checked as a whole (fail closed).
+//! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only.
+//! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
+//! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
+//! - [`audit`]: the tamper-evident audit log.
+//! - [`error`]: the one place where errors become result codes and exit codes.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod request;
+pub mod response;
+pub mod sandbox;
+pub mod schema;
+pub mod spawn;

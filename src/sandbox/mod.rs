@@ -1,0 +1,2 @@
+//! The native sandbox: one file per layer.
+pub mod seccomp;

@@ -1,0 +1,1 @@
+//! OCI / Docker seccomp profiles (stub: being written in the seccomp worktree).

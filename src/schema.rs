@@ -1,0 +1,1 @@
+//! Per-method JSON Schemas (stub: being written in the schema worktree).
