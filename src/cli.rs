@@ -1,4 +1,314 @@
-//! Command line.
+//! The command line: `upm run`, the UPM argv form, and the operator commands.
+
+use crate::config::{self, Config, PluginKind};
+use crate::error::{Code, Failure};
+use crate::pipeline::{self, Input};
+use crate::response::Response;
+use crate::schema::MethodSchema;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "upm",
+    version,
+    about = "A one-shot secure plugin entrypoint: one JSON call in, one JSON result out.",
+    long_about = "A one-shot secure plugin entrypoint. `upm run` reads one JSON call on stdin, checks it \
+against the whitelist and the method's JSON Schema, runs the plugin under Landlock, seccomp, a \
+non-root user, no network and hard limits, and prints one JSON result.\n\n\
+The argv form of the original UPM entrypoint also works: `upm <plugin> <method> <json_args>`.",
+    allow_external_subcommands = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Config file (else $UPM_CONFIG_PATH, else ./upm_config.json).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one call read as JSON from stdin: {"plugin", "method", "args", "request_id"?}.
+    Run,
+    /// Print the whitelisted plugins and methods with their schemas, as JSON.
+    List,
+    /// Validate the config, every schema, policy and plugin command; list every problem.
+    Check,
+    /// Report which sandbox layers this kernel and this invoker can enforce.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(external_subcommand)]
+    Legacy(Vec<String>),
+}
+
+/// Parses argv, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
+    ensure_std_fds();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Code::Usage.exit_code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let config_path = config::resolve_path(cli.config.as_deref());
+    match cli.command {
+        Command::Run => respond(pipeline::run(
+            &config_path,
+            Input::Stdin(std::io::stdin().lock()),
+        )),
+        Command::Legacy(argv) => legacy(&config_path, argv),
+        Command::List => list(&config_path),
+        Command::Check => check(&config_path),
+        Command::Doctor { json } => doctor(json),
+    }
+}
+
+/// `upm <plugin> <method> <json_args>`, as UPM's `entrypoint.py` took it.
+fn legacy(config_path: &Path, mut argv: Vec<String>) -> i32 {
+    if argv.len() != 3 {
+        let f = Failure::new(
+            Code::Usage,
+            format!(
+                "usage: upm <plugin> <method> <json_args> (got {} argument{}); see upm --help",
+                argv.len(),
+                if argv.len() == 1 { "" } else { "s" }
+            ),
+        );
+        eprintln!("upm: {}", f.message);
+        let id = uuid::Uuid::now_v7().to_string();
+        return respond(Response::new(&id, Instant::now()).fail(&f));
+    }
+    let args = argv.pop().unwrap_or_default();
+    let method = argv.pop().unwrap_or_default();
+    let plugin = argv.pop().unwrap_or_default();
+    respond(pipeline::run(
+        config_path,
+        Input::<std::io::Empty>::Argv {
+            plugin,
+            method,
+            args,
+        },
+    ))
+}
+
+fn respond(resp: Response) -> i32 {
+    print_json_line(&resp.to_json());
+    resp.exit_code
+}
+
+fn print_json_line(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{s}");
+    let _ = out.flush();
+}
+
+fn config_failure(e: &config::ConfigError) -> i32 {
+    print_json_line(
+        &json!({ "ok": false, "code": Code::ConfigError.as_str(), "error": e.to_string(), "problems": e.problems() })
+            .to_string(),
+    );
+    Code::ConfigError.exit_code()
+}
+
+fn list(config_path: &Path) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e),
+    };
+    let mut plugins = serde_json::Map::new();
+    let mut problems = Vec::new();
+    for (name, p) in &config.plugins {
+        let mut methods = serde_json::Map::new();
+        for (m, spec) in &p.methods {
+            let schema = match &spec.schema {
+                None => Value::Null,
+                Some(path) => match MethodSchema::load(path) {
+                    Ok(s) => s.document().clone(),
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        Value::Null
+                    }
+                },
+            };
+            methods.insert(m.clone(), json!({ "schema": schema }));
+        }
+        let kind = match p.kind {
+            PluginKind::Command { .. } => "command",
+            PluginKind::PythonClass { .. } => "python_class",
+        };
+        plugins.insert(
+            name.clone(),
+            json!({ "kind": kind, "description": p.description, "network": p.policy.network, "methods": methods }),
+        );
+    }
+    if !problems.is_empty() {
+        let e = config::ConfigError::Invalid {
+            path: config.path.clone(),
+            problems,
+        };
+        return config_failure(&e);
+    }
+    print_json_line(&json!({ "config": config.path, "plugins": plugins }).to_string());
     0
+}
+
+fn check(config_path: &Path) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in e.problems() {
+                eprintln!("problem: {p}");
+            }
+            return config_failure(&e);
+        }
+    };
+    let mut problems = Vec::new();
+    let mut plugins = serde_json::Map::new();
+    for (name, p) in &config.plugins {
+        let at = format!("plugin \"{name}\"");
+        let before = problems.len();
+        match &p.kind {
+            PluginKind::Command { argv } => {
+                check_executable(&at, Path::new(&argv[0]), &mut problems)
+            }
+            PluginKind::PythonClass {
+                module,
+                python_path,
+                ..
+            } => {
+                check_executable(&at, &config.python, &mut problems);
+                check_module(&at, module, python_path, &mut problems);
+            }
+        }
+        for (m, spec) in &p.methods {
+            if let Some(path) = &spec.schema {
+                if let Err(e) = MethodSchema::load(path) {
+                    problems.push(format!("{at}, method \"{m}\": {e}"));
+                }
+            }
+        }
+        match crate::sandbox::seccomp::Profile::load(&p.seccomp_profile).and_then(|prof| {
+            prof.compile(&crate::sandbox::seccomp::CompileOptions {
+                deny_non_unix_sockets: !p.policy.network,
+            })
+        }) {
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{at}: seccomp profile: {e}")),
+        }
+        plugins.insert(
+            name.clone(),
+            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>() }),
+        );
+    }
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    let ok = problems.is_empty();
+    print_json_line(
+        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "plugins": plugins, "problems": problems })
+            .to_string(),
+    );
+    if ok {
+        0
+    } else {
+        Code::ConfigError.exit_code()
+    }
+}
+
+fn check_executable(at: &str, path: &Path, problems: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(e) => problems.push(format!(
+            "{at}: command {} cannot be used: {e}",
+            path.display()
+        )),
+        Ok(m) if !m.is_file() => {
+            problems.push(format!("{at}: command {} is not a file", path.display()))
+        }
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => problems.push(format!(
+            "{at}: command {} is not executable",
+            path.display()
+        )),
+        Ok(_) => {}
+    }
+}
+
+fn check_module(at: &str, module: &str, python_path: &[PathBuf], problems: &mut Vec<String>) {
+    let rel: PathBuf = module.split('.').collect();
+    let found = python_path.iter().any(|dir| {
+        dir.join(&rel).with_extension("py").is_file()
+            || dir.join(&rel).join("__init__.py").is_file()
+    });
+    if !found {
+        problems.push(format!(
+            "{at}: module \"{module}\" is not found in its python_path ({})",
+            python_path
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+}
+
+fn doctor(as_json: bool) -> i32 {
+    let report = crate::sandbox::host::doctor();
+    if as_json {
+        print_json_line(&report.to_string());
+        return 0;
+    }
+    println!("{:<22} {:<10} detail", "layer", "available");
+    if let Some(rows) = report["layers"].as_array() {
+        for row in rows {
+            println!(
+                "{:<22} {:<10} {}",
+                row["layer"].as_str().unwrap_or(""),
+                if row["available"] == Value::Bool(true) {
+                    "yes"
+                } else {
+                    "NO"
+                },
+                row["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    0
+}
+
+/// A caller may start upm with 0, 1 or 2 closed; pipes must never land there.
+fn ensure_std_fds() {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only queries a descriptor number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                use std::os::fd::IntoRawFd;
+                let raw = f.into_raw_fd();
+                if raw != fd {
+                    // SAFETY: dup2 onto a closed std descriptor, then closing our temporary.
+                    unsafe {
+                        libc::dup2(raw, fd);
+                        libc::close(raw);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,1 +1,526 @@
-//! config
+//! `upm_config.json`: loaded, checked as a whole, and refused as a whole.
+//!
+//! A superset of the original UPM config. Loading never stops at the first
+//! problem: an operator gets every problem at once. Anything unknown is a
+//! problem too, because a misspelt sandbox key must not silently loosen it.
+//! Schemas are compiled on demand (`run` compiles only the called method's;
+//! `check` compiles all of them).
+
+use crate::audit::AuditSettings;
+use crate::request::valid_name;
+use crate::sandbox::policy::{merge_json, Policy};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "upm_config.json";
+pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
+/// Bare command names are looked up here, never in the caller's PATH.
+const SAFE_PATH: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("config file {path} cannot be read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid JSON: {message}")]
+    NotJson { path: PathBuf, message: String },
+    #[error("config file {path} is invalid: {}", problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// How a plugin is started.
+#[derive(Debug, Clone)]
+pub enum PluginKind {
+    /// Any executable speaking the stdin/stdout JSON protocol. argv[0] is absolute.
+    Command { argv: Vec<String> },
+    /// A UPM-style Python class, run by upm's embedded runner.
+    PythonClass {
+        module: String,
+        class: String,
+        python_path: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Method {
+    /// Absolute path of the method's JSON Schema, if it has one.
+    pub schema: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    pub name: String,
+    pub kind: PluginKind,
+    pub description: Option<String>,
+    pub methods: BTreeMap<String, Method>,
+    pub policy: Policy,
+    /// Absolute path of the seccomp profile named by the policy.
+    pub seccomp_profile: PathBuf,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    /// `sha256:<hex>` of the config file's bytes.
+    pub digest: String,
+    pub require_schemas: bool,
+    pub max_request_bytes: u64,
+    pub policy: Value,
+    pub python: PathBuf,
+    pub project_root: PathBuf,
+    pub audit: AuditSettings,
+    /// Where the audit log goes: `UPM_LOG_FILE`, else `audit.path`, else `entrypoint.log` beside the config.
+    pub audit_path: PathBuf,
+    pub plugins: BTreeMap<String, Plugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    module: Option<String>,
+    #[serde(default)]
+    class: Option<String>,
+    #[serde(default)]
+    python_path: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    allowed_methods: Vec<String>,
+    #[serde(default)]
+    methods: BTreeMap<String, RawMethod>,
+    #[serde(default)]
+    sandbox: Option<Value>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMethod {
+    #[serde(default)]
+    schema: Option<PathBuf>,
+}
+
+const TOP_LEVEL_KEYS: [&str; 9] = [
+    "plugins",
+    "policy",
+    "require_schemas",
+    "max_request_bytes",
+    "python",
+    "project_root",
+    "audit",
+    "sandbox",
+    "$comment",
+];
+
+/// Where the config is: `--config`, else `UPM_CONFIG_PATH`, else `./upm_config.json`.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("UPM_CONFIG_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_CONFIG),
+    }
+}
+
+/// Where the audit log goes even when the config cannot be loaded, so that a
+/// refused call is audited too.
+pub fn fallback_audit_path(config_path: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    absolute(config_path)
+        .parent()
+        .map(|d| d.join("entrypoint.log"))
+        .unwrap_or_else(|| PathBuf::from("entrypoint.log"))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let path = absolute(path);
+        let bytes = std::fs::read(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing { path: path.clone() }
+            } else {
+                ConfigError::Unreadable {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::NotJson {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let mut problems = Vec::new();
+        let config = build(&path, digest, &doc, &mut problems);
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid { path, problems }),
+        }
+    }
+
+    /// Resolves a path from the config: relative paths are relative to the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        resolve_in(&self.dir, p)
+    }
+}
+
+fn resolve_in(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn field<T: for<'de> Deserialize<'de>>(
+    obj: &Map<String, Value>,
+    key: &str,
+    default: T,
+    problems: &mut Vec<String>,
+) -> T {
+    match obj.get(key) {
+        None => default,
+        Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            problems.push(format!("\"{key}\": {e}"));
+            default
+        }),
+    }
+}
+
+fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -> Option<Config> {
+    let Some(obj) = doc.as_object() else {
+        problems.push("the config must be a JSON object".into());
+        return None;
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    for key in obj.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            problems.push(format!("unknown top-level key \"{key}\""));
+        }
+    }
+    let require_schemas = field(obj, "require_schemas", true, problems);
+    let max_request_bytes = field(
+        obj,
+        "max_request_bytes",
+        crate::request::DEFAULT_MAX_REQUEST_BYTES,
+        problems,
+    );
+    if max_request_bytes == 0 {
+        problems.push("\"max_request_bytes\" must be positive".into());
+    }
+    let policy = obj
+        .get("policy")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    if !policy.is_object() {
+        problems.push("\"policy\" must be an object".into());
+    }
+    let python = resolve_in(
+        &dir,
+        &field(obj, "python", PathBuf::from(DEFAULT_PYTHON), problems),
+    );
+    let project_root = resolve_in(
+        &dir,
+        &field(obj, "project_root", PathBuf::from("."), problems),
+    );
+    let audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
+    let audit_path = match std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => resolve_in(
+            &dir,
+            audit
+                .path
+                .as_deref()
+                .unwrap_or_else(|| Path::new("entrypoint.log")),
+        ),
+    };
+
+    let sandbox_defaults = obj
+        .get("sandbox")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    if let Err(e) = serde_json::from_value::<Policy>(sandbox_defaults.clone()) {
+        problems.push(format!("\"sandbox\": {e}"));
+    }
+
+    let mut plugins = BTreeMap::new();
+    match obj.get("plugins") {
+        None => problems.push("\"plugins\" is missing".into()),
+        Some(Value::Object(raw)) => {
+            for (name, value) in raw {
+                let ctx = PluginCtx {
+                    dir: &dir,
+                    require_schemas,
+                    sandbox_defaults: &sandbox_defaults,
+                };
+                if let Some(p) = build_plugin(&ctx, name, value, problems) {
+                    plugins.insert(name.clone(), p);
+                }
+            }
+        }
+        Some(_) => problems.push("\"plugins\" must be an object".into()),
+    }
+
+    Some(Config {
+        path: path.to_path_buf(),
+        dir,
+        digest,
+        require_schemas,
+        max_request_bytes,
+        policy,
+        python,
+        project_root,
+        audit,
+        audit_path,
+        plugins,
+    })
+}
+
+struct PluginCtx<'a> {
+    dir: &'a Path,
+    require_schemas: bool,
+    sandbox_defaults: &'a Value,
+}
+
+fn build_plugin(
+    ctx: &PluginCtx<'_>,
+    name: &str,
+    value: &Value,
+    problems: &mut Vec<String>,
+) -> Option<Plugin> {
+    let at = format!("plugin \"{name}\"");
+    if !valid_name(name) {
+        problems.push(format!(
+            "{at}: not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)"
+        ));
+    }
+    let raw: RawPlugin = match serde_json::from_value(value.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            return None;
+        }
+    };
+    let kind = match (&raw.command, &raw.module) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{at}: has both \"command\" and \"module\"; choose one"
+            ));
+            return None;
+        }
+        (None, None) => {
+            problems.push(format!(
+                "{at}: needs \"command\" (an executable) or \"module\" (a Python class)"
+            ));
+            return None;
+        }
+        (Some(argv), None) => {
+            let Some(first) = argv.first() else {
+                problems.push(format!("{at}: \"command\" is empty"));
+                return None;
+            };
+            let mut argv = argv.clone();
+            argv[0] = resolve_command(ctx.dir, first)
+                .to_string_lossy()
+                .into_owned();
+            PluginKind::Command { argv }
+        }
+        (None, Some(module)) => {
+            let class = raw.class.clone().unwrap_or_else(|| name.to_owned());
+            if !is_python_dotted(module) {
+                problems.push(format!(
+                    "{at}: \"module\" {module:?} is not a Python module path"
+                ));
+            }
+            if !is_python_dotted(&class) || class.contains('.') {
+                problems.push(format!(
+                    "{at}: class {class:?} is not a Python identifier (set \"class\")"
+                ));
+            }
+            // Required: the import path becomes the plugin's readable tree, and a silent
+            // default of the config's own directory would expose the config and the audit log.
+            let python_path = match &raw.python_path {
+                Some(v) if !v.is_empty() => v.iter().map(|p| resolve_in(ctx.dir, p)).collect(),
+                _ => {
+                    problems.push(format!(
+                        "{at}: \"python_path\" is required for a Python class plugin: the directories \
+                         that hold its module (they become readable to the plugin)"
+                    ));
+                    Vec::new()
+                }
+            };
+            PluginKind::PythonClass {
+                module: module.clone(),
+                class,
+                python_path,
+            }
+        }
+    };
+
+    let mut methods = BTreeMap::new();
+    for (m, spec) in &raw.methods {
+        methods.insert(
+            m.clone(),
+            Method {
+                schema: spec.schema.as_ref().map(|s| resolve_in(ctx.dir, s)),
+            },
+        );
+    }
+    for m in &raw.allowed_methods {
+        methods.entry(m.clone()).or_insert(Method { schema: None });
+    }
+    if methods.is_empty() {
+        problems.push(format!("{at}: whitelists no method"));
+    }
+    for (m, spec) in &methods {
+        if m.starts_with('_') || !valid_name(m) {
+            problems.push(format!(
+                "{at}: method {m:?} can never be called (private or not a valid name)"
+            ));
+        }
+        if spec.schema.is_none() && ctx.require_schemas {
+            problems.push(format!(
+                "{at}: method \"{m}\" has no schema (give it one, or set \"require_schemas\": false)"
+            ));
+        }
+    }
+
+    let mut merged = ctx.sandbox_defaults.clone();
+    if let Some(over) = &raw.sandbox {
+        merge_json(&mut merged, over);
+    }
+    let policy: Policy = match serde_json::from_value(merged) {
+        Ok(p) => p,
+        Err(e) => {
+            if raw.sandbox.is_some() {
+                problems.push(format!("{at}: \"sandbox\": {e}"));
+            }
+            Policy::default()
+        }
+    };
+    if let Some(h) = &raw.sha256 {
+        if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            problems.push(format!("{at}: \"sha256\" must be 64 hex digits"));
+        }
+    }
+    let seccomp_profile = resolve_in(ctx.dir, &policy.seccomp);
+    Some(Plugin {
+        name: name.to_owned(),
+        kind,
+        description: raw.description,
+        methods,
+        policy,
+        seccomp_profile,
+        sha256: raw.sha256.map(|h| h.to_ascii_lowercase()),
+    })
+}
+
+/// `./x` and `dir/x` are relative to the config; a bare name is looked up in a fixed safe PATH.
+fn resolve_command(dir: &Path, cmd: &str) -> PathBuf {
+    let p = Path::new(cmd);
+    if p.is_absolute() || cmd.contains('/') {
+        return resolve_in(dir, p);
+    }
+    SAFE_PATH
+        .iter()
+        .map(|d| Path::new(d).join(cmd))
+        .find(|c| c.is_file())
+        .unwrap_or_else(|| PathBuf::from(cmd))
+}
+
+fn is_python_dotted(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            let mut chars = part.chars();
+            matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+                && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let err = load_str(
+            r#"{"plugins": {"../x": {"command": ["/bin/true"], "allowed_methods": ["_p"]},
+                            "B": {"module": "a.b"}}, "sandox": {}}"#,
+        )
+        .unwrap_err();
+        let problems = err.problems();
+        assert!(
+            problems.iter().any(|p| p.contains("sandox")),
+            "{problems:?}"
+        );
+        assert!(problems.iter().any(|p| p.contains("\"../x\": not a valid")));
+        assert!(problems.iter().any(|p| p.contains("\"_p\" can never")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("\"B\": whitelists no method")));
+        assert!(problems.iter().any(|p| p.contains("has no schema")));
+    }
+
+    #[test]
+    fn plugin_sandbox_overrides_merge() {
+        let c = load_str(
+            r#"{"require_schemas": false, "sandbox": {"limits": {"timeout_ms": 500, "cpu_seconds": 3}},
+                "plugins": {"P": {"command": ["/bin/true"], "allowed_methods": ["m"],
+                                  "sandbox": {"limits": {"timeout_ms": 900}, "network": true}}}}"#,
+        )
+        .unwrap();
+        let p = &c.plugins["P"].policy;
+        assert_eq!(p.limits.timeout_ms, 900);
+        assert_eq!(p.limits.cpu_seconds, 3);
+        assert!(p.network);
+    }
+
+    #[test]
+    fn unknown_sandbox_key_is_refused() {
+        let err = load_str(
+            r#"{"require_schemas": false, "plugins": {"P": {"command": ["/bin/true"],
+                 "allowed_methods": ["m"], "sandbox": {"netwrk": true}}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("netwrk"), "{err}");
+    }
+}

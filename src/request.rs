@@ -1,1 +1,213 @@
-//! request
+//! The call a parent process hands upm: parsed from bounded stdin or from argv.
+//!
+//! Everything here runs before the config is trusted to look at the request,
+//! so it is strict: a size cap enforced while reading, UTF-8 checked, JSON depth
+//! bounded by serde_json's recursion limit, unknown fields refused, and names
+//! checked against a fixed pattern before any lookup.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::io::Read;
+
+/// Default cap on the request read from stdin.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the request is larger than the {cap}-byte limit")]
+    TooLarge { cap: u64 },
+    #[error("the request could not be read from stdin: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the request is empty")]
+    Empty,
+    #[error("the request is not valid UTF-8 (invalid byte at offset {offset})")]
+    Utf8 { offset: usize },
+    #[error("the request is nested too deeply (the limit is 128 levels)")]
+    TooDeep,
+    #[error("the request is not valid JSON: {0}")]
+    Json(String),
+    #[error("the args are not valid JSON: {0}")]
+    ArgsJson(String),
+    #[error("the request is not a valid call: {0}")]
+    Shape(String),
+    #[error("request_id must match ^[A-Za-z0-9_.:-]{{1,128}}$")]
+    BadRequestId,
+    #[error("plugin name {0:?} is not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)")]
+    BadPluginName(String),
+    #[error("method {0:?} is private: methods starting with '_' are never callable")]
+    PrivateMethod(String),
+    #[error("method name {0:?} is not a valid method name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)")]
+    BadMethodName(String),
+}
+
+/// One call, as the caller sent it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub plugin: String,
+    pub method: String,
+    #[serde(default = "empty_object")]
+    pub args: Value,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Reads at most `cap` bytes; one byte more means the request is refused
+/// without reading the rest into memory.
+pub fn read_bounded(mut input: impl Read, cap: u64) -> Result<Vec<u8>, RequestError> {
+    let mut buf = Vec::new();
+    input
+        .by_ref()
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(RequestError::Read)?;
+    if buf.len() as u64 > cap {
+        return Err(RequestError::TooLarge { cap });
+    }
+    Ok(buf)
+}
+
+/// Parses JSON text from bytes with clear errors for the cases callers hit.
+pub fn parse_json(bytes: &[u8], what_is_args: bool) -> Result<Value, RequestError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| RequestError::Utf8 {
+        offset: e.valid_up_to(),
+    })?;
+    if text.trim().is_empty() {
+        return Err(RequestError::Empty);
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            RequestError::TooDeep
+        } else if what_is_args {
+            RequestError::ArgsJson(e.to_string())
+        } else {
+            RequestError::Json(e.to_string())
+        }
+    })
+}
+
+/// The caller's request_id if the document carries a valid one, even when the
+/// rest of the request is refused: the error result must echo it.
+pub fn peek_request_id(doc: &Value) -> Option<String> {
+    doc.get("request_id")
+        .and_then(Value::as_str)
+        .filter(|id| valid_request_id(id))
+        .map(str::to_owned)
+}
+
+/// Turns a parsed document into a checked request.
+pub fn from_value(doc: Value) -> Result<Request, RequestError> {
+    if !doc.is_object() {
+        return Err(RequestError::Shape(
+            "expected a JSON object with plugin, method, args and an optional request_id".into(),
+        ));
+    }
+    let req: Request =
+        serde_json::from_value(doc).map_err(|e| RequestError::Shape(e.to_string()))?;
+    req.check()?;
+    Ok(req)
+}
+
+impl Request {
+    /// Names are checked before anything else looks at them.
+    pub fn check(&self) -> Result<(), RequestError> {
+        if let Some(id) = &self.request_id {
+            if !valid_request_id(id) {
+                return Err(RequestError::BadRequestId);
+            }
+        }
+        if !valid_name(&self.plugin) {
+            return Err(RequestError::BadPluginName(self.plugin.clone()));
+        }
+        if self.method.starts_with('_') {
+            return Err(RequestError::PrivateMethod(self.method.clone()));
+        }
+        if !valid_name(&self.method) {
+            return Err(RequestError::BadMethodName(self.method.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// `^[A-Za-z0-9_.:-]{1,128}$`
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "Text_tools.v2-1", &"x".repeat(64)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "a\0b", "_p", ".x", &"x".repeat(65), "é"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id("req-1:a_b.c"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn bounded_read_refuses_one_byte_over() {
+        assert!(read_bounded(&b"12345"[..], 5).is_ok());
+        assert!(matches!(
+            read_bounded(&b"123456"[..], 5),
+            Err(RequestError::TooLarge { cap: 5 })
+        ));
+    }
+
+    #[test]
+    fn deep_json_is_a_clear_error() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(matches!(
+            parse_json(deep.as_bytes(), false),
+            Err(RequestError::TooDeep)
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_and_private_methods() {
+        let doc = serde_json::json!({"plugin": "p", "method": "m", "extra": 1});
+        assert!(matches!(from_value(doc), Err(RequestError::Shape(_))));
+        let doc = serde_json::json!({"plugin": "p", "method": "_secret"});
+        assert!(matches!(
+            from_value(doc),
+            Err(RequestError::PrivateMethod(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_names_offset() {
+        assert!(matches!(
+            parse_json(b"{\"a\": \"\xff\"}", false),
+            Err(RequestError::Utf8 { offset: 7 })
+        ));
+    }
+}

@@ -1,1 +1,120 @@
-//! response
+//! The one JSON document upm prints on stdout for every call.
+//!
+//! A superset of UPM's `{"success", "status", "request_id", "data"}`; `data`
+//! always carries who answered and when, and on error a stable `code`.
+
+use crate::error::Failure;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Instant;
+
+/// What a stream of the plugin printed, capped.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Captured {
+    pub text: String,
+    pub bytes: u64,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Response {
+    pub success: bool,
+    pub status: &'static str,
+    pub request_id: String,
+    pub data: Data,
+    /// The process exit code this response stands for.
+    #[serde(skip)]
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Data {
+    pub request_id: String,
+    pub timestamp: String,
+    pub hostname: String,
+    pub pid: u32,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<Captured>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<Captured>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// RFC 3339, UTC, milliseconds, `Z`.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+impl Response {
+    /// A response with the envelope filled in; the caller adds the rest.
+    pub fn new(request_id: &str, started: Instant) -> Response {
+        Response {
+            success: true,
+            status: "success",
+            request_id: request_id.to_owned(),
+            data: Data {
+                request_id: request_id.to_owned(),
+                timestamp: timestamp_now(),
+                hostname: hostname(),
+                pid: std::process::id(),
+                duration_ms: round_ms(started.elapsed().as_secs_f64() * 1000.0),
+                ..Data::default()
+            },
+            exit_code: 0,
+        }
+    }
+
+    pub fn fail(mut self, failure: &Failure) -> Response {
+        self.success = false;
+        self.status = "error";
+        self.data.error = Some(failure.message.clone());
+        self.data.code = Some(failure.code.as_str());
+        self.data.details = failure.details.clone();
+        self.exit_code = failure.code.exit_code();
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing these plain types cannot fail; fall back to a fixed document anyway.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"success":false,"status":"error","data":{"code":"internal_error"}}"#.to_owned()
+        })
+    }
+}
+
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}

@@ -1,2 +1,369 @@
-//! The native sandbox: one file per layer.
+//! The native sandbox: one file per layer, behind `Policy → LayerReport`.
+//!
+//! [`prepare`] turns a plugin's [`policy::Policy`] into a [`Prepared`]
+//! sandbox: every ruleset, BPF program, rlimit and id is computed in the
+//! parent, and each layer says what it will enforce in a [`LayerReport`].
+//! [`Prepared::apply_in_child`] then runs between fork and exec and does
+//! only async-signal-safe system calls, in the one order that works:
+//! rlimits → bounding set and credentials → parent-death signal →
+//! no_new_privs → Landlock → seccomp (last, so it need not allow the setup).
+//!
+//! A layer that cannot be applied stops the call (exit 14) unless the policy
+//! lists it in `allow_degraded`; then its report says `degraded` and why.
+
+pub mod credentials;
+pub mod host;
+pub mod landlock;
+pub mod limits;
+pub mod namespaces;
+pub mod policy;
 pub mod seccomp;
+
+use host::Host;
+use policy::{Layer, Policy};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the {} layer cannot be applied here: {reason}", layer.as_str())]
+    Unavailable { layer: Layer, reason: String },
+    #[error("seccomp profile: {0}")]
+    Profile(#[from] seccomp::SeccompError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerState {
+    /// Applied, as the detail says.
+    Enforced,
+    /// Could not be applied here and was skipped because `allow_degraded` names it.
+    Degraded,
+    /// Switched off by the config (only `network: true` does this).
+    Lifted,
+}
+
+/// What one layer really puts in force for this call.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub layer: Layer,
+    pub state: LayerState,
+    pub detail: Value,
+}
+
+impl LayerReport {
+    pub fn enforced(layer: Layer, detail: Value) -> Self {
+        LayerReport {
+            layer,
+            state: LayerState::Enforced,
+            detail,
+        }
+    }
+    pub fn degraded(layer: Layer, reason: &str) -> Self {
+        LayerReport {
+            layer,
+            state: LayerState::Degraded,
+            detail: json!({ "reason": reason }),
+        }
+    }
+}
+
+/// The files a call needs besides the base system.
+pub struct Paths<'a> {
+    /// The call's private, writable working directory.
+    pub workdir: &'a Path,
+    /// What the plugin must read and execute: its executable or module tree, the interpreter.
+    pub plugin_files: Vec<PathBuf>,
+    pub seccomp_profile: &'a Path,
+}
+
+/// Everything the child needs, computed in the parent.
+pub struct Prepared {
+    pub namespaces: Option<namespaces::Plan>,
+    pub credentials: credentials::Plan,
+    pub landlock: Option<landlock::Plan>,
+    pub seccomp: Option<seccomp::CompiledFilter>,
+    pub limits: limits::Plan,
+    pub reports: Vec<LayerReport>,
+    pub allow_degraded: Vec<Layer>,
+}
+
+/// Which step of the child's setup failed, for the error result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Sync = 1,
+    Session,
+    Stdio,
+    Workdir,
+    Limits,
+    Credentials,
+    ParentDeath,
+    NoNewPrivs,
+    Landlock,
+    Seccomp,
+    Fork,
+    Exec,
+}
+
+impl Step {
+    pub fn from_u32(v: u32) -> Option<Step> {
+        use Step::*;
+        [
+            Sync,
+            Session,
+            Stdio,
+            Workdir,
+            Limits,
+            Credentials,
+            ParentDeath,
+            NoNewPrivs,
+            Landlock,
+            Seccomp,
+            Fork,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
+
+    /// The layer a failing step belongs to, if any.
+    pub fn layer(self) -> Option<Layer> {
+        match self {
+            Step::Limits => Some(Layer::Limits),
+            Step::Credentials => Some(Layer::Credentials),
+            Step::Landlock => Some(Layer::Landlock),
+            Step::Seccomp => Some(Layer::Seccomp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Sync => "sync",
+            Step::Session => "setsid",
+            Step::Stdio => "stdio",
+            Step::Workdir => "chdir",
+            Step::Limits => "rlimits",
+            Step::Credentials => "credentials",
+            Step::ParentDeath => "parent_death_signal",
+            Step::NoNewPrivs => "no_new_privs",
+            Step::Landlock => "landlock",
+            Step::Seccomp => "seccomp",
+            Step::Fork => "fork",
+            Step::Exec => "exec",
+        }
+    }
+}
+
+/// Builds every layer the policy asks for, or says which one cannot be had.
+pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepared, SandboxError> {
+    let degradable = |layer: Layer| policy.allow_degraded.contains(&layer);
+    let mut reports = Vec::new();
+
+    let (credentials, cred_report) = credentials::prepare(&policy.user, host);
+    reports.push(cred_report);
+
+    let (ns_plan, ns_report) = namespaces::prepare(policy.network, credentials.mode);
+    reports.push(ns_report);
+
+    let mut read: Vec<PathBuf> = landlock::BASE_READ_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    read.extend(paths.plugin_files.iter().cloned());
+    read.extend(policy.read_paths.iter().cloned());
+    let mut write = vec![paths.workdir.to_path_buf()];
+    write.extend(policy.write_paths.iter().cloned());
+    let spec = landlock::Spec {
+        read,
+        write,
+        network: policy.network,
+        host,
+        best_effort: false,
+    };
+    let landlock = match landlock::prepare(&spec) {
+        Ok((plan, report)) => {
+            reports.push(report);
+            Some(plan)
+        }
+        Err(SandboxError::Unavailable { reason, .. }) if degradable(Layer::Landlock) => {
+            reports.push(LayerReport::degraded(Layer::Landlock, &reason));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+
+    let seccomp = if !host.seccomp {
+        let reason = "seccomp filtering is not available in this kernel";
+        if !degradable(Layer::Seccomp) {
+            return Err(SandboxError::Unavailable {
+                layer: Layer::Seccomp,
+                reason: reason.into(),
+            });
+        }
+        reports.push(LayerReport::degraded(Layer::Seccomp, reason));
+        None
+    } else {
+        // A profile that does not load is a config error, never a degradation.
+        let profile = seccomp::Profile::load(paths.seccomp_profile)?;
+        let filter = profile.compile(&seccomp::CompileOptions {
+            deny_non_unix_sockets: !policy.network,
+        })?;
+        reports.push(LayerReport::enforced(
+            Layer::Seccomp,
+            json!({
+                "profile": profile.name,
+                "digest": profile.digest,
+                "instructions": filter.instruction_count(),
+                "non_unix_sockets": if policy.network { "allowed" } else { "denied" },
+            }),
+        ));
+        Some(filter)
+    };
+
+    reports.push(network_report(
+        policy.network,
+        landlock.is_some(),
+        seccomp.is_some(),
+    ));
+    if !policy.network && (landlock.is_none() || seccomp.is_none()) && !degradable(Layer::Network) {
+        return Err(SandboxError::Unavailable {
+            layer: Layer::Network,
+            reason: "no network needs both the seccomp socket rule and Landlock's TCP denial"
+                .into(),
+        });
+    }
+
+    let (limits, limits_report) = limits::prepare(&policy.limits);
+    reports.push(limits_report);
+
+    Ok(Prepared {
+        namespaces: Some(ns_plan),
+        credentials,
+        landlock,
+        seccomp,
+        limits,
+        reports,
+        allow_degraded: policy.allow_degraded.clone(),
+    })
+}
+
+fn network_report(allowed: bool, landlock: bool, seccomp: bool) -> LayerReport {
+    if allowed {
+        return LayerReport {
+            layer: Layer::Network,
+            state: LayerState::Lifted,
+            detail: json!({ "mode": "host", "reason": "the config sets \"network\": true" }),
+        };
+    }
+    let state = if landlock && seccomp {
+        LayerState::Enforced
+    } else {
+        LayerState::Degraded
+    };
+    LayerReport {
+        layer: Layer::Network,
+        state,
+        detail: json!({
+            "mode": "none",
+            "network_namespace": true,
+            "seccomp_non_unix_sockets_denied": seccomp,
+            "landlock_tcp_denied": landlock,
+            "landlock_abstract_unix_scoped": landlock,
+        }),
+    }
+}
+
+impl Prepared {
+    /// Called when the namespaces cannot be created: allowed only if degradable.
+    pub fn without_namespaces(&mut self, reason: &str) -> Result<(), SandboxError> {
+        if !self.allow_degraded.contains(&Layer::Namespaces) {
+            return Err(SandboxError::Unavailable {
+                layer: Layer::Namespaces,
+                reason: reason.into(),
+            });
+        }
+        self.namespaces = None;
+        if self.credentials.mode == credentials::Mode::UserNamespace {
+            self.credentials.mode = credentials::Mode::KeepCaller;
+        }
+        for r in &mut self.reports {
+            if r.layer == Layer::Namespaces {
+                *r = LayerReport::degraded(Layer::Namespaces, reason);
+            }
+            if r.layer == Layer::Network {
+                if let Some(d) = r.detail.as_object_mut() {
+                    d.insert("network_namespace".into(), json!(false));
+                }
+            }
+            if r.layer == Layer::Credentials {
+                if let Some(d) = r.detail.as_object_mut() {
+                    if self.credentials.mode == credentials::Mode::KeepCaller {
+                        d.insert("mode".into(), json!("caller_uid"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sandbox as the result and the audit report it.
+    pub fn summary(&self) -> Value {
+        let mut layers = serde_json::Map::new();
+        for r in &self.reports {
+            layers.insert(
+                r.layer.as_str().into(),
+                json!({ "state": r.state, "detail": r.detail }),
+            );
+        }
+        json!({ "backend": "native", "layers": layers })
+    }
+
+    /// Runs in the child between fork and exec. Async-signal-safe only: every
+    /// plan was built in the parent and applies itself with raw syscalls.
+    pub fn apply_in_child(&self, parent_alive_fd: libc::c_int) -> Result<(), (Step, i32)> {
+        self.limits.apply().map_err(|e| (Step::Limits, e))?;
+        self.credentials
+            .apply()
+            .map_err(|e| (Step::Credentials, e))?;
+        // The credential change cleared any earlier parent-death signal: set it now, then
+        // make sure the parent did not die before it was set.
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+            return Err((Step::ParentDeath, errno()));
+        }
+        if parent_gone(parent_alive_fd) {
+            return Err((Step::ParentDeath, libc::ESRCH));
+        }
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err((Step::NoNewPrivs, errno()));
+        }
+        if let Some(l) = &self.landlock {
+            l.apply().map_err(|e| (Step::Landlock, e))?;
+        }
+        if let Some(s) = &self.seccomp {
+            s.apply().map_err(|e| (Step::Seccomp, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The parent holds the write end of a pipe for the whole call: a hang-up means it died.
+fn parent_gone(fd: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on our stack, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && (p.revents & libc::POLLHUP) != 0
+}
+
+/// The calling thread's errno, without allocating.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}

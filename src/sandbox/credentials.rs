@@ -1,0 +1,139 @@
+//! Credentials: an unprivileged uid/gid, no supplementary groups, no
+//! capabilities in any set (bounding and ambient included).
+//!
+//! As root the plugin becomes the configured uid/gid. Unprivileged, upm maps
+//! the caller's own uid/gid into a fresh user namespace (so the other
+//! namespaces can be created) and the plugin keeps that identity. Every
+//! capability is cleared explicitly: inside a user namespace the uid change
+//! alone would not drop them.
+
+use super::host::Host;
+use super::policy::{Layer, UserSpec};
+use super::LayerReport;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// upm is root: switch to the configured uid/gid.
+    Switch,
+    /// upm is unprivileged: a user namespace maps the caller's uid/gid onto themselves.
+    UserNamespace,
+    /// upm is unprivileged and no user namespace can be had (only with `allow_degraded: ["namespaces"]`):
+    /// the plugin keeps the caller's uid, with every capability cleared.
+    KeepCaller,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    pub uid: u32,
+    pub gid: u32,
+    pub cap_last_cap: u32,
+}
+
+pub fn prepare(user: &UserSpec, host: &Host) -> (Plan, LayerReport) {
+    let (mode, uid, gid) = if host.privileged {
+        (Mode::Switch, user.uid, user.gid)
+    } else {
+        (Mode::UserNamespace, host.euid, host.egid)
+    };
+    let plan = Plan {
+        mode,
+        uid,
+        gid,
+        cap_last_cap: host.cap_last_cap,
+    };
+    let report = LayerReport::enforced(
+        Layer::Credentials,
+        json!({
+            "uid": uid,
+            "gid": gid,
+            "supplementary_groups": [],
+            "capabilities": [],
+            "no_new_privs": true,
+            "mode": match mode { Mode::Switch => "switched_from_root", Mode::UserNamespace => "caller_uid_in_user_namespace", Mode::KeepCaller => "caller_uid" },
+        }),
+    );
+    (plan, report)
+}
+
+/// The kernel's `__user_cap_header_struct` / `__user_cap_data_struct` (version 3).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+impl Plan {
+    /// Async-signal-safe: raw prctl/set*id/capset only. Order matters: the
+    /// bounding set needs CAP_SETPCAP, which the uid change takes away.
+    pub fn apply(&self) -> Result<(), i32> {
+        for cap in 0..=self.cap_last_cap {
+            // SAFETY: plain prctl with integer arguments.
+            // Without a user namespace an unprivileged caller cannot drop the bounding set
+            // (EPERM); it has no capabilities to gain, and no_new_privs blocks file capabilities.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
+                && super::errno() != libc::EINVAL
+                && !(self.mode == Mode::KeepCaller && super::errno() == libc::EPERM)
+            {
+                return Err(super::errno());
+            }
+        }
+        if self.mode == Mode::Switch {
+            // SAFETY: an empty group list; the pointer is never read for size 0.
+            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+                return Err(super::errno());
+            }
+        }
+        // SAFETY: set*id with integer arguments.
+        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
+            return Err(super::errno());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
+            return Err(super::errno());
+        }
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        } != 0
+        {
+            return Err(super::errno());
+        }
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: header and data are valid, correctly laid out kernel structs on our stack.
+        if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+            return Err(super::errno());
+        }
+        // Check rather than trust: a uid still 0 here would be a silent failure.
+        // SAFETY: getters without arguments.
+        if unsafe {
+            libc::getuid() != self.uid || libc::geteuid() != self.uid || libc::getgid() != self.gid
+        } {
+            return Err(libc::EPERM);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! What this kernel and this invoker can enforce, probed cheaply once per call.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub euid: u32,
+    pub egid: u32,
+    /// Root with CAP_SYS_ADMIN/CAP_SETUID: namespaces and uid changes work without a user namespace.
+    pub privileged: bool,
+    /// 0 when Landlock is unsupported or disabled.
+    pub landlock_abi: i32,
+    pub seccomp: bool,
+    /// Highest capability number, for dropping the bounding set.
+    pub cap_last_cap: u32,
+}
+
+impl Host {
+    pub fn probe() -> Host {
+        let euid = nix::unistd::geteuid().as_raw();
+        let privileged = euid == 0
+            && caps::has_cap(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_ADMIN,
+            )
+            .unwrap_or(false)
+            && caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETUID)
+                .unwrap_or(false);
+        Host {
+            euid,
+            egid: nix::unistd::getegid().as_raw(),
+            privileged,
+            landlock_abi: landlock_abi(),
+            seccomp: seccomp_available(),
+            cap_last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(40),
+        }
+    }
+}
+
+fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: a query with a null attribute pointer and size 0; the kernel reads nothing.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if abi < 0 {
+        0
+    } else {
+        abi as i32
+    }
+}
+
+fn seccomp_available() -> bool {
+    // SAFETY: PR_GET_SECCOMP only reads the calling thread's seccomp mode.
+    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    // 0: not filtered yet, 2: already filtered (filters stack). -1/EINVAL: no seccomp.
+    mode == 0 || mode == 2
+}
+
+/// `upm doctor`: which layers this kernel and this invoker can enforce.
+pub fn doctor() -> serde_json::Value {
+    use serde_json::json;
+    let host = Host::probe();
+    let userns = try_unshare(libc::CLONE_NEWUSER);
+    let netns = try_unshare(
+        libc::CLONE_NEWNET
+            | if host.privileged {
+                0
+            } else {
+                libc::CLONE_NEWUSER
+            },
+    );
+    let pidns = try_unshare(
+        libc::CLONE_NEWPID
+            | if host.privileged {
+                0
+            } else {
+                libc::CLONE_NEWUSER
+            },
+    );
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let cgroup_mode = if cgroup.lines().all(|l| l.starts_with("0::")) && !cgroup.is_empty() {
+        "v2"
+    } else if cgroup.lines().any(|l| l.starts_with("0::")) {
+        "hybrid"
+    } else {
+        "v1"
+    };
+    let row = |layer: &str, available: bool, detail: String| json!({ "layer": layer, "available": available, "detail": detail });
+    let credentials = if host.privileged {
+        row(
+            "credentials",
+            true,
+            "root: plugins run as the configured uid/gid".into(),
+        )
+    } else if userns {
+        row(
+            "credentials",
+            true,
+            format!(
+                "unprivileged: uid {} kept, inside a user namespace",
+                host.euid
+            ),
+        )
+    } else {
+        row(
+            "credentials",
+            true,
+            format!("unprivileged: uid {} kept, no user namespace", host.euid),
+        )
+    };
+    json!({
+        "host": host,
+        "layers": [
+            credentials,
+            row("landlock", host.landlock_abi >= 6, format!("ABI {} (upm handles ABI 6 rights)", host.landlock_abi)),
+            row("seccomp", host.seccomp, "seccomp filter mode".into()),
+            row("user_namespace", userns, String::new()),
+            row("network_namespace", netns, String::new()),
+            row("pid_namespace", pidns, "kills the whole process tree".into()),
+            row("cgroups", false, format!("{cgroup_mode}; upm relies on rlimits and a PID namespace, not cgroups")),
+        ],
+    })
+}
+
+/// Tries to create namespaces in a throwaway child process.
+fn try_unshare(flags: libc::c_int) -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/bin/true");
+    // SAFETY: the closure only calls unshare(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -1,0 +1,166 @@
+//! Filesystem and network access control with Landlock.
+//!
+//! The ruleset is built and every path opened in the parent; the child only
+//! calls `landlock_restrict_self` on the ruleset's descriptor. The crate is
+//! used with `HardRequirement`, so a kernel that cannot enforce every handled
+//! right makes `prepare` fail instead of silently downgrading.
+
+use super::host::Host;
+use super::policy::Layer;
+use super::{LayerReport, SandboxError};
+use landlock::{
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+};
+use serde_json::json;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The ABI whose rights upm handles: V6 brings TCP rules (V4), device ioctl (V5) and scoping (V6).
+const TARGET_ABI: ABI = ABI::V6;
+
+/// Paths every dynamic executable (and upm's Python runner) needs to read.
+pub const BASE_READ_PATHS: [&str; 9] = [
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+];
+
+pub struct Spec<'a> {
+    /// Read (and execute) access.
+    pub read: Vec<PathBuf>,
+    /// Full access: the private working directory and any configured write paths.
+    pub write: Vec<PathBuf>,
+    pub network: bool,
+    pub host: &'a Host,
+    pub best_effort: bool,
+}
+
+pub struct Plan {
+    pub ruleset: OwnedFd,
+}
+
+pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
+    let unavailable = |reason: String| SandboxError::Unavailable {
+        layer: Layer::Landlock,
+        reason,
+    };
+    if spec.host.landlock_abi == 0 {
+        return Err(unavailable(
+            "Landlock is not supported or not enabled by this kernel".into(),
+        ));
+    }
+    let level = if spec.best_effort {
+        CompatLevel::BestEffort
+    } else {
+        CompatLevel::HardRequirement
+    };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(level)
+        .handle_access(AccessFs::from_all(TARGET_ABI))
+        .map_err(|e| unavailable(e.to_string()))?;
+    if !spec.network {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(TARGET_ABI))
+            .map_err(|e| unavailable(e.to_string()))?
+            .scope(Scope::AbstractUnixSocket)
+            .map_err(|e| unavailable(e.to_string()))?;
+    }
+    ruleset = ruleset
+        .scope(Scope::Signal)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut created = ruleset.create().map_err(|e| unavailable(e.to_string()))?;
+
+    let read_dir = AccessFs::from_read(TARGET_ABI);
+    let mut readable = Vec::new();
+    for p in &spec.read {
+        if add_rule(&mut created, p, read_dir)? {
+            readable.push(p.display().to_string());
+        }
+    }
+    let mut writable = Vec::new();
+    for p in &spec.write {
+        if add_rule(&mut created, p, AccessFs::from_all(TARGET_ABI))? {
+            writable.push(p.display().to_string());
+        }
+    }
+    // /dev/null is where well-behaved programs send what they discard.
+    add_rule(
+        &mut created,
+        Path::new("/dev/null"),
+        AccessFs::ReadFile | AccessFs::WriteFile,
+    )?;
+    let fd: Option<OwnedFd> = created.into();
+    let ruleset = fd.ok_or_else(|| unavailable("the kernel refused to create a ruleset".into()))?;
+    let abi = spec.host.landlock_abi.min(TARGET_ABI as i32);
+    let report = LayerReport::enforced(
+        Layer::Landlock,
+        json!({
+            "abi": spec.host.landlock_abi,
+            "handled_abi": abi,
+            "fully_enforced": !spec.best_effort || spec.host.landlock_abi >= TARGET_ABI as i32,
+            "read": readable,
+            "write": writable,
+            "tcp_bind_connect": if spec.network { "allowed" } else { "denied" },
+            "scopes": if spec.network { json!(["signal"]) } else { json!(["abstract_unix_socket", "signal"]) },
+        }),
+    );
+    Ok((Plan { ruleset }, report))
+}
+
+/// Adds a path rule; a path that does not exist is skipped (`false`), any other failure is an error.
+fn add_rule(
+    created: &mut landlock::RulesetCreated,
+    path: &Path,
+    access: landlock::BitFlags<AccessFs>,
+) -> Result<bool, SandboxError> {
+    let fd = match PathFd::new(path) {
+        Ok(fd) => fd,
+        Err(_) if !path.exists() => return Ok(false),
+        Err(e) => {
+            return Err(SandboxError::Unavailable {
+                layer: Layer::Landlock,
+                reason: format!("cannot open {}: {e}", path.display()),
+            })
+        }
+    };
+    let is_dir = path.is_dir();
+    let access = if is_dir {
+        access
+    } else {
+        access & AccessFs::from_file(TARGET_ABI)
+    };
+    created
+        .as_mut()
+        .add_rule(PathBeneath::new(fd, access))
+        .map_err(|e| SandboxError::Unavailable {
+            layer: Layer::Landlock,
+            reason: format!("rule for {}: {e}", path.display()),
+        })?;
+    Ok(true)
+}
+
+impl Plan {
+    /// Async-signal-safe: one syscall on a descriptor opened in the parent.
+    /// no_new_privs must already be set.
+    pub fn apply(&self) -> Result<(), i32> {
+        // SAFETY: the descriptor is a valid Landlock ruleset owned by this plan.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                self.ruleset.as_raw_fd(),
+                0u32,
+            )
+        };
+        if rc != 0 {
+            return Err(super::errno());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! What the config asks of the sandbox, per plugin: the `Policy` the layers
+//! are prepared from. Defaults are the strict ones; every relaxation is explicit.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A sandbox layer, by the name used in `allow_degraded`, results and the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    Credentials,
+    Network,
+    Landlock,
+    Seccomp,
+    Namespaces,
+    Limits,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Credentials => "credentials",
+            Layer::Network => "network",
+            Layer::Landlock => "landlock",
+            Layer::Seccomp => "seccomp",
+            Layer::Namespaces => "namespaces",
+            Layer::Limits => "limits",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    #[default]
+    Native,
+    Container,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for UserSpec {
+    fn default() -> Self {
+        UserSpec {
+            uid: 65534,
+            gid: 65534,
+        }
+    }
+}
+
+/// Hard limits on one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall clock; the whole process tree is killed when it runs out.
+    pub timeout_ms: u64,
+    pub cpu_seconds: u64,
+    /// Address space (RLIMIT_AS) of each process.
+    pub memory_bytes: u64,
+    /// Processes and threads of the plugin's uid (RLIMIT_NPROC).
+    pub max_processes: u64,
+    pub file_size_bytes: u64,
+    pub open_files: u64,
+    /// stdout + stderr (+ the Python result channel) together; past it the plugin is stopped.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: 10_000,
+            cpu_seconds: 10,
+            memory_bytes: 1 << 30,
+            max_processes: 64,
+            file_size_bytes: 16 << 20,
+            open_files: 256,
+            output_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The plugin's environment: nothing of the caller's unless allowed by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvSettings {
+    /// Variables copied from upm's own environment when present.
+    pub allow: Vec<String>,
+    /// Variables set to fixed values (win over `allow`).
+    pub set: BTreeMap<String, String>,
+}
+
+impl Default for EnvSettings {
+    fn default() -> Self {
+        EnvSettings {
+            allow: vec!["LANG".into(), "LC_ALL".into(), "TZ".into()],
+            set: BTreeMap::from([
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("HOME".into(), "/nonexistent".into()),
+            ]),
+        }
+    }
+}
+
+/// The config's `sandbox` block (top-level defaults merged with a plugin's overrides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub backend: Backend,
+    /// Who the plugin runs as when upm is root.
+    pub user: UserSpec,
+    /// `true` lifts every network layer, explicitly and visibly.
+    pub network: bool,
+    /// OCI/Docker seccomp profile, relative to the config directory.
+    pub seccomp: PathBuf,
+    /// Extra paths the plugin may read and execute.
+    pub read_paths: Vec<PathBuf>,
+    /// Extra paths the plugin may write (besides its private working directory).
+    pub write_paths: Vec<PathBuf>,
+    pub limits: Limits,
+    pub env: EnvSettings,
+    /// Layers that may be skipped where this kernel or invoker cannot apply them.
+    pub allow_degraded: Vec<Layer>,
+    /// Container backend: image reference (digest-pinned unless `allow_tags`).
+    pub image: Option<String>,
+    pub engine: Option<String>,
+    pub allow_tags: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            backend: Backend::Native,
+            user: UserSpec::default(),
+            network: false,
+            seccomp: PathBuf::from("policies/default.json"),
+            read_paths: Vec::new(),
+            write_paths: Vec::new(),
+            limits: Limits::default(),
+            env: EnvSettings::default(),
+            allow_degraded: Vec::new(),
+            image: None,
+            engine: None,
+            allow_tags: false,
+        }
+    }
+}
+
+/// Overlays `over` on `base`: objects merge key by key, anything else replaces.
+pub fn merge_json(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge_json(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
