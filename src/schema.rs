@@ -1,1 +1,0 @@
-//! Per-method JSON Schemas (stub: being written in the schema worktree).
