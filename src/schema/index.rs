@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use jsonschema::{Draft, Uri};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::SchemaError;
 
@@ -41,6 +42,8 @@ pub(super) struct Doc {
     pub uri: String,
     pub value: Value,
     pub draft: Draft,
+    /// SHA-256 hex of the exact bytes that were parsed.
+    pub sha256: String,
 }
 
 /// A place inside one of the documents.
@@ -78,7 +81,7 @@ impl Index {
             path: path.to_path_buf(),
             source,
         })?;
-        let value = read_json(&abs)?;
+        let (value, sha256) = read_json(&abs)?;
         let draft = detect_draft(&abs, &value, Draft::default())?;
         let mut index = Index {
             docs: Vec::new(),
@@ -87,7 +90,7 @@ impl Index {
             patterns: Vec::new(),
             has_secrets: false,
         };
-        let mut pending = index.add_doc(abs, value, draft)?;
+        let mut pending = index.add_doc(abs, value, draft, sha256)?;
         let mut deferred = Vec::new();
         while let Some(r) = pending.pop() {
             let target = resolve(&r.base, &r.reference)
@@ -130,7 +133,7 @@ impl Index {
         file: PathBuf,
     ) -> Result<Vec<PendingRef>, SchemaError> {
         let referrer = &self.docs[r.referrer];
-        let value = read_json(&file).map_err(|e| match e {
+        let (value, sha256) = read_json(&file).map_err(|e| match e {
             SchemaError::Read { path, source } => SchemaError::ReferenceUnreadable {
                 path: referrer.path.clone(),
                 reference: r.reference.clone(),
@@ -147,7 +150,7 @@ impl Index {
         }
         // A referenced file without `$schema` is read with its referrer's draft.
         let draft = detect_draft(&file, &value, referrer.draft)?;
-        self.add_doc(file, value, draft)
+        self.add_doc(file, value, draft, sha256)
     }
 
     /// Checks one document against its draft's meta-schema and indexes it.
@@ -156,6 +159,7 @@ impl Index {
         path: PathBuf,
         value: Value,
         draft: Draft,
+        sha256: String,
     ) -> Result<Vec<PendingRef>, SchemaError> {
         meta_validate(&path, &value, draft)?;
         let uri = resolve(&file_uri(&path), "").map_err(|message| SchemaError::BadUri {
@@ -186,6 +190,7 @@ impl Index {
             uri,
             value,
             draft,
+            sha256,
         });
         scanned
             .map_err(|(keyword, value, message)| self.bad_uri(doc, &keyword, &value, message))?;
@@ -362,8 +367,9 @@ pub(super) fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// Reads one schema file: a regular file of bounded size holding JSON.
-fn read_json(path: &Path) -> Result<Value, SchemaError> {
+/// Reads one schema file (a regular file of bounded size holding JSON) and digests the
+/// bytes read, so integrity checks cover exactly what was compiled.
+fn read_json(path: &Path) -> Result<(Value, String), SchemaError> {
     let read_error = |source| SchemaError::Read {
         path: path.to_path_buf(),
         source,
@@ -385,10 +391,11 @@ fn read_json(path: &Path) -> Result<Value, SchemaError> {
             limit: MAX_SCHEMA_FILE_BYTES,
         });
     }
-    serde_json::from_slice(&bytes).map_err(|source| SchemaError::Parse {
+    let value = serde_json::from_slice(&bytes).map_err(|source| SchemaError::Parse {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok((value, hex::encode(Sha256::digest(&bytes))))
 }
 
 /// The draft a document declares with `$schema`, else `default`; custom meta-schemas

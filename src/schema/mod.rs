@@ -144,6 +144,15 @@ impl MethodSchema {
         &self.files
     }
 
+    /// `(path, SHA-256 hex)` of every file in [`files`](Self::files), digesting the bytes
+    /// actually compiled: hashing the paths again later could see a file swapped since.
+    pub fn file_digests(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.index
+            .docs
+            .iter()
+            .map(|d| (d.path.as_path(), d.sha256.as_str()))
+    }
+
     /// Every violation, not just the first.
     pub fn validate(&self, args: &Value) -> Result<(), Vec<Violation>> {
         // The fast path: no error objects are built for valid args.

@@ -253,6 +253,18 @@ fn refs_reach_sibling_and_subdirectory_files() {
         s.document()["properties"]["size"]["$ref"],
         "types/size.json"
     );
+
+    let digests: Vec<(&Path, &str)> = s.file_digests().collect();
+    assert_eq!(digests.len(), 3);
+    for (path, digest) in digests {
+        let bytes = fs::read(path).expect("read");
+        assert_eq!(
+            digest,
+            hex::encode(Sha256::digest(&bytes)),
+            "{}",
+            path.display()
+        );
+    }
 }
 
 #[test]
