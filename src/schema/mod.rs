@@ -1,0 +1,321 @@
+//! Per-method JSON Schemas, compiled once, local `$ref`s only.
+//!
+//! A method's schema is the gate between the caller's args and the plugin, so it fails
+//! closed: every file it is made of is read and checked against its draft's meta-schema at
+//! load, references may only reach local files (never the network), unknown `format`s are
+//! refused and known ones asserted, and the validator only ever sees documents already held.
+
+mod index;
+mod redact;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use index::Index;
+use redact::Redactor;
+
+/// Why a schema could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot read schema file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("schema file {} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("schema file {} is larger than the {limit}-byte limit", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("schema file {} is not valid JSON: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "schema file {} declares \"$schema\": {declared}, which is not a JSON Schema draft upm \
+         knows (draft-04, -06, -07, 2019-09, 2020-12); custom meta-schemas are not supported",
+        path.display()
+    )]
+    UnsupportedDraft { path: PathBuf, declared: String },
+    #[error("schema file {} is not a valid {draft} schema at \"{location}\": {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        draft: &'static str,
+        location: String,
+        message: String,
+    },
+    #[error("schema file {} has an invalid {keyword} {value:?}: {message}", path.display())]
+    BadUri {
+        path: PathBuf,
+        keyword: String,
+        value: String,
+        message: String,
+    },
+    #[error(
+        "schema file {} references {reference:?} ({target}), which is not a local file: \
+         schemas may only reference local files, never the network",
+        path.display()
+    )]
+    NonLocalReference {
+        path: PathBuf,
+        reference: String,
+        target: String,
+    },
+    #[error(
+        "schema file {} references {reference:?}, but {} cannot be read: {source}",
+        path.display(),
+        target.display()
+    )]
+    ReferenceUnreadable {
+        path: PathBuf,
+        reference: String,
+        target: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("schema {} reaches more than {limit} files through $ref", path.display())]
+    TooManyFiles { path: PathBuf, limit: usize },
+    #[error("schema {} cannot be compiled: {message}", path.display())]
+    Compile { path: PathBuf, message: String },
+}
+
+/// One way the args break the schema. Both paths are JSON Pointers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    pub instance_path: String,
+    pub schema_path: String,
+    /// Never quotes the offending value: it may be a secret, and violations reach the audit.
+    pub message: String,
+}
+
+/// A method's compiled schema.
+pub struct MethodSchema {
+    index: Index,
+    files: Vec<PathBuf>,
+    validator: jsonschema::Validator,
+    /// Only filled when the schema has secrets: the redactor's `patternProperties` matchers.
+    patterns: HashMap<String, Option<jsonschema::Validator>>,
+}
+
+impl fmt::Debug for MethodSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MethodSchema")
+            .field("files", &self.files)
+            .field("has_secrets", &self.has_secrets())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MethodSchema {
+    /// Reads and compiles the schema file. Draft 2020-12 unless its `$schema` says otherwise;
+    /// `format` validated (not just annotated); `$ref` to other local files allowed (relative
+    /// refs resolved against the referring file), never the network: http(s) or any non-file
+    /// reference is a load-time error naming it. A schema that is not valid for its draft is
+    /// an error. An unknown `format` is refused too, rather than silently not checked.
+    pub fn load(path: &Path) -> Result<MethodSchema, SchemaError> {
+        let index = Index::load(path)?;
+        let validator = compile(&index)?;
+        let patterns = if index.has_secrets {
+            compile_patterns(&index.patterns)
+        } else {
+            HashMap::new()
+        };
+        Ok(MethodSchema {
+            files: index.files(),
+            index,
+            validator,
+            patterns,
+        })
+    }
+
+    /// The schema document, for `upm list`.
+    pub fn document(&self) -> &Value {
+        // `Index::load` always holds the root document first.
+        static EMPTY: Value = Value::Null;
+        self.index.docs.first().map_or(&EMPTY, |d| &d.value)
+    }
+
+    /// Every local file this schema is made of (itself first, then every file reached by
+    /// `$ref`, transitively), as the absolute paths that were read, for integrity digests.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// `(path, SHA-256 hex)` of every file in [`files`](Self::files), digesting the bytes
+    /// actually compiled: hashing the paths again later could see a file swapped since.
+    pub fn file_digests(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.index
+            .docs
+            .iter()
+            .map(|d| (d.path.as_path(), d.sha256.as_str()))
+    }
+
+    /// Every violation, not just the first.
+    pub fn validate(&self, args: &Value) -> Result<(), Vec<Violation>> {
+        // The fast path: no error objects are built for valid args.
+        if self.validator.is_valid(args) {
+            return Ok(());
+        }
+        let mut violations: Vec<Violation> = self
+            .validator
+            .iter_errors(args)
+            .map(|e| Violation {
+                instance_path: e.instance_path().as_str().to_owned(),
+                schema_path: e.schema_path().as_str().to_owned(),
+                message: e.masked().to_string(),
+            })
+            .collect();
+        if violations.is_empty() {
+            // The two paths disagreeing must still reject.
+            violations.push(Violation {
+                instance_path: String::new(),
+                schema_path: String::new(),
+                message: "args do not match the schema".to_owned(),
+            });
+        }
+        Err(violations)
+    }
+
+    /// A copy of `args` in which every value the schema marks secret (`"writeOnly": true`
+    /// or `"x-upm-secret": true`) is replaced by `{"sha256": "<digest_hex(value)>"}`, so the
+    /// audit log never sees secrets. When in doubt, it redacts.
+    pub fn redact(&self, args: &Value) -> Value {
+        if !self.index.has_secrets {
+            return args.clone();
+        }
+        Redactor {
+            index: &self.index,
+            patterns: &self.patterns,
+        }
+        .redact_root(args)
+    }
+
+    /// Whether any subschema marks a value secret.
+    pub fn has_secrets(&self) -> bool {
+        self.index.has_secrets
+    }
+}
+
+/// Serves the validator the documents already loaded, and nothing else.
+struct LoadedDocs(HashMap<String, Value>);
+
+impl jsonschema::Retrieve for LoadedDocs {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        self.0
+            .get(uri.strip_fragment().as_str())
+            .cloned()
+            .ok_or_else(|| format!("{uri} is not a local schema file upm has loaded").into())
+    }
+}
+
+fn compile(index: &Index) -> Result<jsonschema::Validator, SchemaError> {
+    let (root, rest) = index
+        .docs
+        .split_first()
+        .ok_or_else(|| SchemaError::Compile {
+            path: PathBuf::new(),
+            message: "no schema document".to_owned(),
+        })?;
+    let docs = rest
+        .iter()
+        .map(|d| (d.uri.clone(), d.value.clone()))
+        .collect();
+    jsonschema::options()
+        .with_draft(root.draft)
+        .with_base_uri(root.uri.clone())
+        .with_retriever(LoadedDocs(docs))
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(false)
+        .build(&root.value)
+        .map_err(|e| SchemaError::Compile {
+            path: root.path.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// Compiles each pattern with the validator's own regex engine, so matching agrees.
+fn compile_patterns(patterns: &[String]) -> HashMap<String, Option<jsonschema::Validator>> {
+    patterns
+        .iter()
+        .map(|p| {
+            let schema = serde_json::json!({ "pattern": p });
+            (p.clone(), jsonschema::options().build(&schema).ok())
+        })
+        .collect()
+}
+
+/// Canonical JSON: object keys sorted (by code point), no whitespace, strings escaped as
+/// serde_json does. Used for args digests in results and the audit.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+/// SHA-256 of [`canonical_json`], lowercase hex.
+pub fn digest_hex(v: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_json(v).as_bytes()))
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                use fmt::Write as _;
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests;
