@@ -1,2 +1,3 @@
 //! The native sandbox: one file per layer.
 pub mod seccomp;
+mod syscalls;
