@@ -18,6 +18,7 @@ pub mod limits;
 pub mod namespaces;
 pub mod policy;
 pub mod seccomp;
+mod syscalls;
 
 use host::Host;
 use policy::{Layer, Policy};
