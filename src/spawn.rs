@@ -122,6 +122,8 @@ struct ChildCtx<'a> {
     result_w: Option<RawFd>,
     report_w: RawFd,
     sync_r: RawFd,
+    /// The parent's ends of every pipe: the init never execs, so CLOEXEC would not close them.
+    parent_ends: [RawFd; 6],
     workdir: *const libc::c_char,
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
@@ -178,6 +180,14 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
             result_w: result_pipe.as_ref().map(|(_, w)| w.as_raw_fd()),
             report_w: report_w.as_raw_fd(),
             sync_r: sync_r.as_raw_fd(),
+            parent_ends: [
+                stdin_w.as_raw_fd(),
+                stdout_r.as_raw_fd(),
+                stderr_r.as_raw_fd(),
+                report_r.as_raw_fd(),
+                sync_w.as_raw_fd(),
+                result_pipe.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+            ],
             workdir: launch.workdir.as_ptr(),
             program: launch.program.as_ptr(),
             argv: argv.as_ptr(),
@@ -273,6 +283,12 @@ fn fail(fd: RawFd, step: Step, err: i32) -> ! {
 /// The sandbox's init. Async-signal-safe code only: raw syscalls, no allocation.
 fn child_init(ctx: &ChildCtx<'_>) -> ! {
     let rep = ctx.report_w;
+    for fd in ctx.parent_ends {
+        if fd >= 0 {
+            // SAFETY: closing this process's copy of a descriptor the parent keeps.
+            unsafe { libc::close(fd) };
+        }
+    }
     let mut byte = 0u8;
     // SAFETY: reads one byte into a stack variable.
     if unsafe { libc::read(ctx.sync_r, (&mut byte as *mut u8).cast(), 1) } != 1 {
