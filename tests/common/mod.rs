@@ -1,0 +1,163 @@
+//! Shared support for the integration tests: they run the real `upm` binary.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn upm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_upm"))
+}
+
+pub fn texttools_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_upm-texttools"))
+}
+
+/// The repository root (where the example config, schemas and policies live).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A scratch directory that an unprivileged plugin (uid 65534) can read:
+/// under /tmp, mode 0755, removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let tmp = tempfile::Builder::new()
+            .prefix("upm-test-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        TestDir {
+            path: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// Writes a file (parents created 0755), mode 0644 or 0755 when `exec`.
+    pub fn write(&self, rel: &str, content: &str, exec: bool) -> PathBuf {
+        let p = self.path.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+            let mut d = parent.to_path_buf();
+            while d.starts_with(&self.path) {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+                if !d.pop() {
+                    break;
+                }
+            }
+        }
+        std::fs::write(&p, content).unwrap();
+        let mode = if exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// Writes `upm_config.json` with the given JSON and returns its path.
+    /// Copies the repository's `policies/` beside it unless the config names others.
+    pub fn config(&self, config: &Value) -> PathBuf {
+        let policies = self.path.join("policies");
+        if !policies.exists() {
+            std::fs::create_dir_all(&policies).unwrap();
+            std::fs::set_permissions(&policies, std::fs::Permissions::from_mode(0o755)).unwrap();
+            for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
+            }
+        }
+        self.write(
+            "upm_config.json",
+            &serde_json::to_string_pretty(config).unwrap(),
+            false,
+        )
+    }
+
+    pub fn audit_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.path.join("entrypoint.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+}
+
+/// The outcome of one upm invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub json: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: Output) -> Run {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            json,
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn code_word(&self) -> &str {
+        self.json["data"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn result(&self) -> &Value {
+        &self.json["data"]["result"]
+    }
+}
+
+/// `upm run --config CONFIG` with `input` on stdin.
+pub fn run_stdin(config: &Path, input: &[u8]) -> Run {
+    run_with(&["run", "--config", config.to_str().unwrap()], input, &[])
+}
+
+/// `upm --config CONFIG <plugin> <method> <args>` (the UPM argv form).
+pub fn run_argv(config: &Path, args: &[&str]) -> Run {
+    let mut v = vec!["--config", config.to_str().unwrap()];
+    v.extend_from_slice(args);
+    run_with(&v, b"", &[])
+}
+
+/// Runs upm with the given argv, stdin and extra environment.
+pub fn run_with(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(upm_bin());
+    cmd.args(argv)
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn upm");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        // upm may refuse before reading everything: a broken pipe is fine.
+        let _ = stdin.write_all(input);
+    }
+    Run::from_output(child.wait_with_output().expect("wait upm"))
+}
+
+/// A request document.
+pub fn request(plugin: &str, method: &str, args: Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args})).unwrap()
+}
