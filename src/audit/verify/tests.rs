@@ -2,7 +2,9 @@ use super::*;
 
 fn lines(p: &Path) -> Vec<Vec<u8>> {
     let data = std::fs::read(p).unwrap();
-    data.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+    data.split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn write_lines(p: &Path, l: &[Vec<u8>]) {
@@ -60,13 +62,18 @@ fn empty_log_is_intact_and_missing_log_is_unreadable() {
 fn edited_line_is_named_as_altered() {
     let (_d, p) = log(30);
     let mut l = lines(&p);
-    let s = String::from_utf8(l[16].clone()).unwrap().replace("\"ok\"", "\"no\"");
+    let s = String::from_utf8(l[16].clone())
+        .unwrap()
+        .replace("\"ok\"", "\"no\"");
     l[16] = s.into_bytes();
     write_lines(&p, &l);
     let r = verify(&p, None);
     let f = broken(&r);
     assert_eq!((f.line, f.seq), (17, Some(17)));
-    assert_eq!(f.message, "line 17 (seq 17): hash does not match its contents (altered)");
+    assert_eq!(
+        f.message,
+        "line 17 (seq 17): hash does not match its contents (altered)"
+    );
     assert_eq!(r.exit_code(), 1);
 }
 
@@ -74,12 +81,18 @@ fn edited_line_is_named_as_altered() {
 fn edited_and_rehashed_line_breaks_the_next_link() {
     let (_d, p) = log(30);
     let mut l = lines(&p);
-    let prev16 = String::from_utf8_lossy(parse(&l[15][..l[15].len() - 1]).unwrap().hash).into_owned();
+    let prev16 =
+        String::from_utf8_lossy(parse(&l[15][..l[15].len() - 1]).unwrap().hash).into_owned();
     l[16] = reseal(&l[16][..l[16].len() - 1], 17, &prev16).0;
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
     assert_eq!(f.line, 18);
-    assert!(f.message.starts_with("line 18 (seq 18): prev does not match the hash of line 17 (seq 17)"), "{}", f.message);
+    assert!(
+        f.message
+            .starts_with("line 18 (seq 18): prev does not match the hash of line 17 (seq 17)"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -90,7 +103,12 @@ fn deleted_line_is_named_as_removed() {
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
     assert_eq!((f.line, f.seq), (17, Some(18)));
-    assert!(f.message.starts_with("line 17: seq 18 follows seq 16 (entry removed?"), "{}", f.message);
+    assert!(
+        f.message
+            .starts_with("line 17: seq 18 follows seq 16 (entry removed?"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -102,20 +120,30 @@ fn inserted_copy_is_named_as_inserted() {
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
     assert_eq!((f.line, f.seq), (17, Some(5)));
-    assert!(f.message.contains("line 17: seq 5 follows seq 16 (entry inserted"), "{}", f.message);
+    assert!(
+        f.message
+            .contains("line 17: seq 5 follows seq 16 (entry inserted"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
 fn inserted_forgery_is_caught_by_the_following_entry() {
     let (_d, p) = log(30);
     let mut l = lines(&p);
-    let prev16 = String::from_utf8_lossy(parse(&l[15][..l[15].len() - 1]).unwrap().hash).into_owned();
+    let prev16 =
+        String::from_utf8_lossy(parse(&l[15][..l[15].len() - 1]).unwrap().hash).into_owned();
     let forged = reseal(&l[16][..l[16].len() - 1], 17, &prev16).0;
     l.insert(16, forged);
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
     assert_eq!(f.line, 18);
-    assert!(f.message.contains("seq 17 follows seq 17 (entry inserted"), "{}", f.message);
+    assert!(
+        f.message.contains("seq 17 follows seq 17 (entry inserted"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -126,7 +154,10 @@ fn swapped_lines_are_named_as_reordered() {
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
     assert_eq!(f.line, 17);
-    assert_eq!(f.message, "line 17 (seq 18) and line 18 (seq 17) are out of order (reordered)");
+    assert_eq!(
+        f.message,
+        "line 17 (seq 18) and line 18 (seq 17) are out of order (reordered)"
+    );
 }
 
 #[test]
@@ -136,11 +167,24 @@ fn torn_last_line_is_reported_as_a_crash_not_tampering() {
     data.extend_from_slice(b"{\"seq\":11,\"prev\":\"abc");
     std::fs::write(&p, &data).unwrap();
     let r = verify(&p, None);
-    assert!(matches!(r.outcome, Outcome::TornTail { line: 11, bytes: 21, .. }), "{r:?}");
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::TornTail {
+                line: 11,
+                bytes: 21,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     assert_eq!(r.exit_code(), 0);
     assert_eq!(r.last_seq, Some(10));
     let text = r.to_string();
-    assert!(text.contains("torn write") && text.contains("not tampering"), "{text}");
+    assert!(
+        text.contains("torn write") && text.contains("not tampering"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -151,7 +195,11 @@ fn torn_fragment_without_recovery_entry_is_broken() {
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
     assert_eq!(f.line, 6);
-    assert!(f.message.contains("not a valid audit entry"), "{}", f.message);
+    assert!(
+        f.message.contains("not a valid audit entry"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -161,7 +209,11 @@ fn missing_and_altered_prefix_of_the_log_is_detected() {
     l.remove(0);
     write_lines(&p, &l);
     let f = broken(&verify(&p, None)).clone();
-    assert!(f.message.contains("first entry has seq 2, not 1"), "{}", f.message);
+    assert!(
+        f.message.contains("first entry has seq 2, not 1"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -184,5 +236,8 @@ fn verify_speed() {
     let r = verify(&p, None);
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(r.outcome, Outcome::Intact);
-    println!("verify: 100000 entries in {secs:.3} s = {:.0} entries/s", 100_000.0 / secs);
+    println!(
+        "verify: 100000 entries in {secs:.3} s = {:.0} entries/s",
+        100_000.0 / secs
+    );
 }

@@ -57,10 +57,19 @@ fn caller_supplied_ts_is_kept_and_bad_entries_are_refused() {
     assert_eq!(values(&p)[0]["ts"], "2020-01-01T00:00:00.000Z");
     let mut e = entry("r", "started");
     e.remove("request_id");
-    assert!(matches!(log.append(e), Err(AuditError::Entry { field: "request_id", .. })));
+    assert!(matches!(
+        log.append(e),
+        Err(AuditError::Entry {
+            field: "request_id",
+            ..
+        })
+    ));
     let mut e = entry("r", "started");
     e.insert("hash".into(), "x".into());
-    assert!(matches!(log.append(e), Err(AuditError::Entry { field: "hash", .. })));
+    assert!(matches!(
+        log.append(e),
+        Err(AuditError::Entry { field: "hash", .. })
+    ));
     assert_eq!(values(&p).len(), 1, "refused entries leave nothing behind");
 }
 
@@ -116,7 +125,11 @@ fn concurrent_appenders_with_rotation_keep_one_chain() {
     assert_eq!(r.entries, 100);
     assert!(r.files.len() > 3, "{:?}", r.files);
     for f in &r.files {
-        assert!(std::fs::metadata(f).unwrap().len() <= 4000, "{}", f.display());
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 4000,
+            "{}",
+            f.display()
+        );
     }
 }
 
@@ -145,8 +158,14 @@ fn rotation_links_files_and_a_missing_file_is_detected() {
     assert_eq!(second[0]["prev"], first.last().unwrap()["hash"]);
     std::fs::remove_file(&r.files[1]).unwrap();
     let r2 = verify(&p, None);
-    let Outcome::Broken(f) = &r2.outcome else { panic!("{r2}") };
-    assert!(f.message.contains("a rotated file removed?"), "{}", f.message);
+    let Outcome::Broken(f) = &r2.outcome else {
+        panic!("{r2}")
+    };
+    assert!(
+        f.message.contains("a rotated file removed?"),
+        "{}",
+        f.message
+    );
     assert_eq!(r2.exit_code(), 1);
 }
 
@@ -203,12 +222,21 @@ fn torn_tail_is_recovered_by_the_next_append() {
     let fragment = b"{\"seq\":4,\"prev\":\"0123";
     let mut f = OpenOptions::new().append(true).open(&p).unwrap();
     f.write_all(fragment).unwrap();
-    assert!(matches!(verify(&p, None).outcome, Outcome::TornTail { line: 4, .. }));
+    assert!(matches!(
+        verify(&p, None).outcome,
+        Outcome::TornTail { line: 4, .. }
+    ));
     let h = log.append(entry("r3", "finished")).unwrap();
     let r = assert_intact(&p, None);
     assert_eq!(r.entries, 5);
     assert_eq!(r.head.as_deref(), Some(h.as_str()));
-    assert!(r.notes.iter().any(|n| n.contains(&format!("line 4: {} torn bytes", fragment.len()))), "{:?}", r.notes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains(&format!("line 4: {} torn bytes", fragment.len()))),
+        "{:?}",
+        r.notes
+    );
     let text = std::fs::read_to_string(&p).unwrap();
     let rec: Value = serde_json::from_str(text.lines().nth(4).unwrap()).unwrap();
     assert_eq!(rec["event"], "recovered");
@@ -219,8 +247,14 @@ fn torn_tail_is_recovered_by_the_next_append() {
     let forged = text.replacen("0123", "0124", 1);
     std::fs::write(&p, forged).unwrap();
     let r = verify(&p, None);
-    let Outcome::Broken(f) = &r.outcome else { panic!("{r}") };
-    assert!(f.message.contains("line 4: not a valid audit entry"), "{}", f.message);
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("line 4: not a valid audit entry"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -231,7 +265,8 @@ fn crash_during_recovery_is_recovered_too() {
     log.append(entry("r0", "started")).unwrap();
     let mut f = OpenOptions::new().append(true).open(&p).unwrap();
     // First torn write, then a torn "\n" + recovery write on top of it.
-    f.write_all(b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"").unwrap();
+    f.write_all(b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"")
+        .unwrap();
     log.append(entry("r1", "started")).unwrap();
     let r = assert_intact(&p, None);
     assert_eq!(r.entries, 3);
@@ -274,8 +309,14 @@ fn checkpoints_are_signed_and_checked() {
     let (sk2, pk2) = (d.path().join("k2.pem"), d.path().join("k2.pub"));
     keygen(&sk2, &pk2).unwrap();
     let r = verify(&p, Some(&pk2));
-    let Outcome::Broken(f) = &r.outcome else { panic!("{r}") };
-    assert!(f.message.contains("checkpoint signature does not verify"), "{}", f.message);
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("checkpoint signature does not verify"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
@@ -287,7 +328,9 @@ fn a_log_rewritten_without_checkpoints_fails_with_a_key() {
     crate::audit::write_synthetic_log(&p, 20).unwrap();
     assert_intact(&p, None);
     let r = verify(&p, Some(&pk));
-    let Outcome::Broken(f) = &r.outcome else { panic!("{r}") };
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
     assert!(f.message.contains("no signed checkpoint"), "{}", f.message);
 
     // Signed for a while, then rewritten (seals recomputed, no checkpoints).
@@ -305,19 +348,31 @@ fn a_log_rewritten_without_checkpoints_fails_with_a_key() {
         log.append(entry(&format!("x{i}"), "started")).unwrap();
     }
     let r = verify(&q, Some(&pk));
-    let Outcome::Broken(f) = &r.outcome else { panic!("{r}") };
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
     assert!(f.message.contains("checkpoints missing"), "{}", f.message);
 }
 
 #[test]
 fn open_fails_where_the_log_cannot_be_written() {
-    let err = AuditLog::open(Path::new("/nonexistent-dir/x/entrypoint.log"), &AuditSettings::default())
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("/nonexistent-dir/x/entrypoint.log"), "{err}");
+    let err = AuditLog::open(
+        Path::new("/nonexistent-dir/x/entrypoint.log"),
+        &AuditSettings::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent-dir/x/entrypoint.log"),
+        "{err}"
+    );
     // procfs lets root open it for writing; the append itself must fail.
     if let Ok(mut log) = AuditLog::open(Path::new("/proc/version"), &AuditSettings::default()) {
-        assert!(matches!(log.append(entry("r", "started")), Err(AuditError::Write { .. })));
+        assert!(matches!(
+            log.append(entry("r", "started")),
+            Err(AuditError::Write { .. })
+        ));
     }
     assert!(AuditLog::open(Path::new("/dev/null"), &AuditSettings::default()).is_err());
 }
@@ -327,7 +382,10 @@ struct Immutable<'a>(&'a Path);
 
 impl Drop for Immutable<'_> {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(self.0).status();
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
     }
 }
 
@@ -352,7 +410,9 @@ fn immutable_log_fails_open_and_append_even_as_root() {
     let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
     log.append(entry("r0", "started")).unwrap();
     let before = std::fs::read(&p).unwrap();
-    let Some(_guard) = make_immutable(&p) else { return };
+    let Some(_guard) = make_immutable(&p) else {
+        return;
+    };
     assert!(matches!(
         AuditLog::open(&p, &AuditSettings::default()),
         Err(AuditError::Open { .. })
@@ -367,7 +427,9 @@ fn immutable_log_fails_open_and_append_even_as_root() {
 #[test]
 #[ignore]
 fn read_only_mount_inner() {
-    let Ok(dir) = std::env::var("UPM_AUDIT_RO_DIR") else { return };
+    let Ok(dir) = std::env::var("UPM_AUDIT_RO_DIR") else {
+        return;
+    };
     let p = Path::new(&dir).join("ro.log");
     let err = AuditLog::open(&p, &AuditSettings::default()).err().unwrap();
     assert!(err.to_string().contains("Read-only file system"), "{err}");
@@ -397,4 +459,52 @@ fn read_only_bind_mount_refuses_open() {
         ),
         Err(e) => eprintln!("SKIP: unshare not available: {e}"),
     }
+}
+
+/// One appender process of `concurrent_processes_never_interleave`.
+#[test]
+#[ignore]
+fn process_appender_inner() {
+    let Ok(path) = std::env::var("UPM_AUDIT_MP_LOG") else {
+        return;
+    };
+    let settings = AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(20_000),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(Path::new(&path), &settings).unwrap();
+    for i in 0..50 {
+        log.append(entry(&format!("p{}-{i}", std::process::id()), "started"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn concurrent_processes_never_interleave() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("mp.log");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "audit::writer::tests::process_appender_inner",
+                    "--ignored",
+                ])
+                .env("UPM_AUDIT_MP_LOG", &p)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 400);
+    assert!(r.files.len() > 1, "rotation happened under contention");
 }
