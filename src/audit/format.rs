@@ -130,9 +130,10 @@ pub fn now_ts() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The exact bytes a checkpoint signs.
-pub fn checkpoint_message(seq: u64, hash: &str) -> Vec<u8> {
-    format!("upm-audit-checkpoint:v1:{seq}:{hash}").into_bytes()
+/// The exact bytes a checkpoint signs. `sign_every` is signed too, so the
+/// cadence verify enforces on the unsigned tail cannot be edited.
+pub fn checkpoint_message(seq: u64, hash: &str, sign_every: u64) -> Vec<u8> {
+    format!("upm-audit-checkpoint:v1:{seq}:{hash}:{sign_every}").into_bytes()
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@
 //! `sign_every` (and for the very first entry) the writer appends a
 //! `checkpoint` entry with `signed_seq`, `signed_hash` (the head it signs),
 //! `sign_every`, `key_id` and `sig`: an ed25519 signature over
-//! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>`. A signature covers
+//! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A signature covers
 //! every entry before it through the chain. See [`keys`] for the key files.
 
 mod cli;

@@ -122,3 +122,79 @@ pub fn show(
     }
     Ok(matched)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, AuditSettings};
+
+    fn sample() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q.log");
+        let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+        for (rid, plugin, code, ts) in [
+            ("a", "texttools", "ok", "2026-01-01T10:00:00.000Z"),
+            ("b", "texttools", "timeout", "2026-01-02T10:00:00.000Z"),
+            ("c", "other", "ok", "2026-01-03T10:00:00.000Z"),
+        ] {
+            let v = serde_json::json!({"request_id": rid, "event": "finished", "plugin": plugin,
+                "method": "upper", "code": code, "exit_code": 0, "ts": ts});
+            log.append(v.as_object().cloned().unwrap()).unwrap();
+        }
+        (d, p)
+    }
+
+    fn run(p: &Path, f: &Filter, format: ShowFormat) -> (u64, String) {
+        let mut out = Vec::new();
+        let n = show(p, f, format, &mut out).unwrap();
+        (n, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn filters_combine_and_jsonl_is_the_raw_line() {
+        let (_d, p) = sample();
+        let f = Filter {
+            plugin: Some("texttools".into()),
+            outcome: Some("ok".into()),
+            ..Filter::default()
+        };
+        let (n, out) = run(&p, &f, ShowFormat::Jsonl);
+        assert_eq!(n, 1);
+        let raw = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(out, format!("{}\n", raw.lines().next().unwrap()));
+        let f = Filter {
+            request_id: Some("c".into()),
+            ..Filter::default()
+        };
+        assert_eq!(run(&p, &f, ShowFormat::Jsonl).0, 1);
+        assert_eq!(run(&p, &Filter::default(), ShowFormat::Jsonl).0, 3);
+    }
+
+    #[test]
+    fn time_window_is_since_inclusive_until_exclusive() {
+        let (_d, p) = sample();
+        let t = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap());
+        let f = Filter {
+            since: t("2026-01-02T10:00:00Z"),
+            until: t("2026-01-03T10:00:00Z"),
+            ..Filter::default()
+        };
+        let (n, out) = run(&p, &f, ShowFormat::Jsonl);
+        assert_eq!(n, 1);
+        assert!(out.contains("\"request_id\":\"b\""), "{out}");
+    }
+
+    #[test]
+    fn table_has_a_header_and_one_row_per_match() {
+        let (_d, p) = sample();
+        let (n, out) = run(&p, &Filter::default(), ShowFormat::Table);
+        let rows: Vec<&str> = out.lines().collect();
+        assert_eq!(rows.len() as u64, n + 1);
+        assert!(
+            rows[0].starts_with("TS") && rows[0].contains("REQUEST_ID"),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[2].contains("timeout") && rows[2].contains("2026-01-02T10:00:00.000Z"));
+    }
+}

@@ -414,23 +414,22 @@ impl Checker {
         let Some(sig) = sig else {
             return Err(fail("has a missing or malformed signature".into()));
         };
+        let Some(every) = v
+            .get("sign_every")
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0)
+        else {
+            return Err(fail("has no valid sign_every".into()));
+        };
         let hash = String::from_utf8_lossy(p.prev);
-        if key
-            .0
-            .verify(&checkpoint_message(p.seq - 1, &hash), &sig)
-            .is_err()
-        {
+        let message = checkpoint_message(p.seq - 1, &hash, every);
+        if key.0.verify(&message, &sig).is_err() {
             let their = v.get("key_id").and_then(Value::as_str).unwrap_or("?");
             return Err(fail(format!(
                 "signature does not verify with key {} (checkpoint names key {their}): forged, or signed by another key",
                 key.1
             )));
         }
-        let every = v
-            .get("sign_every")
-            .and_then(Value::as_u64)
-            .unwrap_or(1)
-            .max(1);
         self.checkpoints += 1;
         self.last_checkpoint = Some((file, line, p.seq, every));
         Ok(())

@@ -184,6 +184,10 @@ impl AuditLog {
         &self.path
     }
 
+    pub fn settings(&self) -> &AuditSettings {
+        &self.settings
+    }
+
     /// Appends one entry durably and returns its hash. An error means the
     /// entry is NOT durable (and nothing partial was left behind if the
     /// file could be truncated back).
@@ -210,8 +214,9 @@ impl AuditLog {
         if self.checkpoint_due(written.first_seq, written.last_seq) {
             // A failed checkpoint does not undo the durable entry; verify
             // reports a long unsigned tail if checkpoints keep failing.
-            if let Ok(cp) = self.write_checkpoint(&request_id) {
-                lines.extend(cp.lines);
+            match self.write_checkpoint(&request_id) {
+                Ok(cp) => lines.extend(cp.lines),
+                Err(e) => tracing::warn!("audit checkpoint not written: {e}"),
             }
         }
         self.mirror(&lines);
@@ -229,7 +234,7 @@ impl AuditLog {
         };
         let sign_every = self.settings.sign_every;
         self.transact(request_id, |head| {
-            let sig = signer.sign(&checkpoint_message(head.seq, &head.hash));
+            let sig = signer.sign(&checkpoint_message(head.seq, &head.hash, sign_every));
             let mut m = Map::new();
             m.insert("event".into(), "checkpoint".into());
             m.insert("request_id".into(), request_id.into());
@@ -256,7 +261,9 @@ impl AuditLog {
                 return Ok(());
             }
             let _ = flock(&self.file, libc::LOCK_UN);
-            self.file = open_rw(&self.path)?.0;
+            let (file, created) = open_rw(&self.path)?;
+            self.file = file;
+            self.created |= created;
         }
         Err(lock_err(
             &self.path,
@@ -412,7 +419,10 @@ impl AuditLog {
     /// `YYYY-MM-DD` of the first entry's `ts`, if it can be read.
     fn first_entry_day(&self) -> Option<String> {
         let len = self.file.metadata().ok()?.len();
-        let buf = read_at(&self.file, 0, len.min(1 << 20)).ok()?;
+        let mut buf = read_at(&self.file, 0, len.min(4096)).ok()?;
+        if !buf.contains(&b'\n') {
+            buf = read_at(&self.file, 0, len.min(1 << 20)).ok()?;
+        }
         let nl = buf.iter().position(|&b| b == b'\n')?;
         let v: Value = serde_json::from_slice(&buf[..nl]).ok()?;
         v.get("ts")?.as_str()?.get(..10).map(str::to_string)

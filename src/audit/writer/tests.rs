@@ -508,3 +508,79 @@ fn concurrent_processes_never_interleave() {
     assert_eq!(r.entries, 400);
     assert!(r.files.len() > 1, "rotation happened under contention");
 }
+
+/// Rewrites a log as an attacker without the key would: edit, re-seal and
+/// re-chain every line, pointing checkpoints at the new hashes.
+fn rewrite(p: &Path, edit: impl Fn(u64, &mut Map<String, Value>)) {
+    let mut prev = GENESIS.to_string();
+    let mut out = Vec::new();
+    for (i, l) in std::fs::read_to_string(p).unwrap().lines().enumerate() {
+        let mut m: Map<String, Value> = serde_json::from_str(l).unwrap();
+        for k in ["seq", "prev", "hash"] {
+            m.remove(k);
+        }
+        let seq = i as u64 + 1;
+        edit(seq, &mut m);
+        if m["event"] == "checkpoint" {
+            m.insert("signed_hash".into(), prev.clone().into());
+        }
+        let (line, hash) = crate::audit::format::seal(seq, &prev, &m).unwrap();
+        out.extend(line);
+        prev = hash;
+    }
+    std::fs::write(p, out).unwrap();
+}
+
+#[test]
+fn rechained_edits_are_caught_only_by_signatures() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
+    keygen(&sk, &pk).unwrap();
+    let p = d.path().join("f.log");
+    let settings = AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 3,
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    for i in 0..6 {
+        log.append(entry(&format!("r{i}"), "finished")).unwrap();
+    }
+    assert_intact(&p, Some(&pk));
+    // Editing an old entry and re-chaining fools the hash chain alone...
+    rewrite(&p, |seq, m| {
+        if seq == 3 {
+            m.insert("code".into(), "timeout".into());
+        }
+    });
+    assert_intact(&p, None);
+    // ...but not the checkpoint that signed the original head.
+    let r = verify(&p, Some(&pk));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("signature does not verify"),
+        "{}",
+        f.message
+    );
+
+    // Raising the signed cadence to hide a long unsigned tail fails too.
+    let q = d.path().join("g.log");
+    let mut log = AuditLog::open(&q, &settings).unwrap();
+    log.append(entry("r", "started")).unwrap();
+    rewrite(&q, |_, m| {
+        if m["event"] == "checkpoint" {
+            m.insert("sign_every".into(), 1_000_000.into());
+        }
+    });
+    let r = verify(&q, Some(&pk));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("signature does not verify"),
+        "{}",
+        f.message
+    );
+}
