@@ -584,3 +584,20 @@ fn rechained_edits_are_caught_only_by_signatures() {
         f.message
     );
 }
+
+/// `cargo test --release --lib audit::writer::tests::append_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn append_speed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("speed.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let n = 2000;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        log.append(entry(&format!("r{i}"), "started")).unwrap();
+    }
+    let per = t.elapsed().as_secs_f64() / f64::from(n);
+    println!("append: {:.1} us per durable entry", per * 1e6);
+    assert_intact(&p, None);
+}
