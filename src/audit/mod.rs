@@ -54,8 +54,26 @@
 //! `sign_every` (and for the very first entry) the writer appends a
 //! `checkpoint` entry with `signed_seq`, `signed_hash` (the head it signs),
 //! `sign_every`, `key_id` and `sig`: an ed25519 signature over
-//! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A signature covers
-//! every entry before it through the chain. See [`keys`] for the key files.
+//! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A
+//! signature covers every entry before it through the chain. `verify --key`
+//! checks every checkpoint, fails when there is none, and fails when more than
+//! `2 × sign_every + 2` entries follow the last one (checkpoints stripped by a
+//! rewrite; one lost to a crash is tolerated). See [`keys`] for the key files.
+//!
+//! # Concurrency and durability
+//!
+//! Each append: `flock(LOCK_EX)` on the log, re-check that the locked inode
+//! is still the one at the path (reopen if another process rotated it), read
+//! the head from the tail, one `write` on the `O_APPEND` fd, `fdatasync`,
+//! unlock. A failed write is truncated back and reported: the entry is not
+//! durable and the caller must not run the plugin.
+//!
+//! # Limits
+//!
+//! A hash chain cannot show that entries were cut off the *end* (or that the
+//! whole log was rewritten): only checkpoint signatures, and copies shipped
+//! elsewhere (`mirror`), bound that. `verify` exits 0 for a torn tail, since
+//! it is a crash artifact; the report says so.
 
 mod cli;
 mod files;
