@@ -1,55 +1,169 @@
-//! TEMPORARY STUB: replaced by the audit worktree's implementation at merge.
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! The tamper-evident audit log.
+//!
+//! Auditors must be able to prove that no entry is missing, altered, inserted
+//! or reordered. The log is JSON Lines (one object per line, readable with
+//! `jq`), hash-chained, optionally signed, and appended durably by many
+//! concurrent upm processes.
+//!
+//! # Line format
+//!
+//! Every line is one compact JSON object, written as
+//!
+//! ```text
+//! {"seq":17,"prev":"<64 hex>",<the entry's other fields, sorted by key>,"hash":"<64 hex>"}\n
+//! ```
+//!
+//! - `seq` (first key): 1 for the very first entry, then +1 per line, across
+//!   rotated files.
+//! - `prev` (second key): the `hash` of the previous entry, or
+//!   [`GENESIS`] (64 zeros) for the first entry ever.
+//! - `hash` (last key): lowercase hex SHA-256 of the line's *own bytes without
+//!   the hash*: the line with the exact 75-byte suffix `,"hash":"<64 hex>"}`
+//!   replaced by `}`. Verification hashes bytes, never a re-serialisation, so
+//!   there is no canonicalisation ambiguity; the fixed positions of `seq`,
+//!   `prev` and `hash` let [`verify`] check a line with a prefix/suffix scan
+//!   and one SHA-256, without parsing JSON.
+//! - `ts`: RFC 3339 UTC with milliseconds and `Z` (added when absent).
+//! - `request_id`: on every line (checkpoint and recovery lines carry the id of
+//!   the request whose append wrote them).
+//! - `event`: `started` | `finished` | `refused` (from the pipeline), plus the
+//!   log's own `checkpoint` and `recovered`. Other fields (`plugin`, `method`,
+//!   `code`, `exit_code`, `args_sha256`, ...) are the pipeline's.
+//!
+//! # Crash recovery
+//!
+//! A crash can leave a torn last line (no trailing newline). [`verify`]
+//! reports that as [`Outcome::TornTail`], not as tampering. The next append
+//! terminates the fragment with `\n` and first writes a `recovered` entry with
+//! `torn_bytes` and `torn_sha256` (the length and SHA-256 of every byte after
+//! the last complete entry's newline, up to the old end of file), chained from
+//! the last complete entry. [`verify`] accepts non-entry bytes only when they
+//! are immediately followed by a recovery entry naming exactly them.
+//!
+//! # Rotation
+//!
+//! By size and/or daily. The current file is hard-linked to
+//! `<name>.YYYYMMDDTHHMMSSZ` (`.N` appended on a name clash) and atomically
+//! replaced by a new file that already holds its first entry, chained to the
+//! last entry of the rotated file. [`verify`] walks `<name>.*` rotated files in
+//! name order, then the current file, and reports a missing file as a seq gap.
+//!
+//! # Checkpoints
+//!
+//! With a signing key, whenever an append's seq range crosses a multiple of
+//! `sign_every` (and for the very first entry) the writer appends a
+//! `checkpoint` entry with `signed_seq`, `signed_hash` (the head it signs),
+//! `sign_every`, `key_id` and `sig`: an ed25519 signature over
+//! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A
+//! signature covers every entry before it through the chain. `verify --key`
+//! checks every checkpoint, fails when there is none, and fails when more than
+//! `2 × sign_every + 2` entries follow the last one (checkpoints stripped by a
+//! rewrite; one lost to a crash is tolerated). See [`keys`] for the key files.
+//!
+//! # Concurrency and durability
+//!
+//! Each append: `flock(LOCK_EX)` on the log, re-check that the locked inode
+//! is still the one at the path (reopen if another process rotated it), read
+//! the head from the tail, one `write` on the `O_APPEND` fd, `fdatasync`,
+//! unlock. A failed write is truncated back and reported: the entry is not
+//! durable and the caller must not run the plugin.
+//!
+//! # Limits
+//!
+//! A hash chain cannot show that entries were cut off the *end* (or that the
+//! whole log was rewritten): only checkpoint signatures, and copies shipped
+//! elsewhere (`mirror`), bound that. `verify` exits 0 for a torn tail, since
+//! it is a crash artifact; the report says so.
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditSettings {
-    pub path: Option<PathBuf>,
-    pub include_args: bool,
-}
+mod cli;
+mod files;
+mod format;
+pub mod keys;
+mod query;
+mod settings;
+mod verify;
+mod writer;
 
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+pub use cli::{run, AuditCommand, ShowFormat};
+pub use format::GENESIS;
+pub use keys::keygen;
+pub use query::{show, Filter};
+pub use settings::{AuditSettings, Mirror, Rotation};
+pub use verify::{verify, Finding, Outcome, VerifyReport};
+pub use writer::AuditLog;
+
+#[doc(hidden)]
+pub use verify::write_synthetic_log;
+
+/// Everything that can go wrong while writing or reading the audit log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {path} cannot be written: {source}")]
-    Io {
+    #[error("cannot open audit log {path} for append: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit log {path} is not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error("cannot lock audit log {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read audit log {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write audit log {path} (the entry is not durable): {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot rotate audit log {path}: {source}")]
+    Rotate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit log {path} cannot be appended to: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("audit entry field `{field}` {reason}")]
+    Entry { field: &'static str, reason: String },
+    #[error("cannot serialise audit entry: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("invalid audit settings: {0}")]
+    Settings(String),
+    #[error("key file {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("key file {path}: {source}")]
+    KeyIo {
         path: PathBuf,
         source: std::io::Error,
     },
 }
 
-pub struct AuditLog {
-    file: std::fs::File,
-    path: PathBuf,
+/// Digest logged instead of the arguments when `include_args` is false:
+/// `sha256:<hex>` of the compact JSON (object keys sorted by serde_json).
+pub fn args_digest(args: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(args).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
-impl AuditLog {
-    pub fn open(path: &Path, _s: &AuditSettings) -> Result<AuditLog, AuditError> {
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|source| AuditError::Io {
-                path: path.into(),
-                source,
-            })?;
-        Ok(AuditLog {
-            file,
-            path: path.into(),
-        })
-    }
-    pub fn append(&mut self, entry: Map<String, Value>) -> Result<String, AuditError> {
-        let mut line = serde_json::to_string(&entry).unwrap_or_default();
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
-            .map_err(|source| AuditError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        Ok(String::new())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_digest_is_key_order_independent() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":[1,2]}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":[1,2],"b":1}"#).unwrap();
+        let c: serde_json::Value = serde_json::from_str(r#"{"a":[2,1],"b":1}"#).unwrap();
+        assert_eq!(args_digest(&a), args_digest(&b));
+        assert_ne!(args_digest(&a), args_digest(&c));
+        assert!(args_digest(&a).starts_with("sha256:"));
     }
 }

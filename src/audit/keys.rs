@@ -1,0 +1,126 @@
+//! ed25519 key files, shared by audit checkpoints and config signing.
+//!
+//! Format: standard PEM, interoperable with OpenSSL
+//! (`openssl genpkey -algorithm ed25519` / `openssl pkey -pubout`):
+//! - secret: PKCS#8 `-----BEGIN PRIVATE KEY-----`, created mode 0600;
+//! - public: SPKI `-----BEGIN PUBLIC KEY-----`, created mode 0644.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use super::AuditError;
+
+/// Writes a fresh key pair. Refuses to overwrite either file, so a running
+/// deployment's key cannot be replaced by accident.
+pub fn keygen(secret: &Path, public: &Path) -> Result<(), AuditError> {
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let secret_pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| AuditError::Key {
+            path: secret.to_path_buf(),
+            reason: format!("cannot encode the secret key: {e}"),
+        })?;
+    let public_pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| AuditError::Key {
+            path: public.to_path_buf(),
+            reason: format!("cannot encode the public key: {e}"),
+        })?;
+    write_new(secret, secret_pem.as_bytes(), 0o600)?;
+    write_new(public, public_pem.as_bytes(), 0o644)
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuditError> {
+    let io = |source| AuditError::KeyIo {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+fn read_text(path: &Path) -> Result<String, AuditError> {
+    std::fs::read_to_string(path).map_err(|source| AuditError::KeyIo {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a PKCS#8 PEM ed25519 secret key.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, AuditError> {
+    SigningKey::from_pkcs8_pem(&read_text(path)?).map_err(|e| AuditError::Key {
+        path: path.to_path_buf(),
+        reason: format!("not a PKCS#8 PEM ed25519 secret key: {e}"),
+    })
+}
+
+/// Reads an SPKI PEM ed25519 public key.
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, AuditError> {
+    VerifyingKey::from_public_key_pem(&read_text(path)?).map_err(|e| AuditError::Key {
+        path: path.to_path_buf(),
+        reason: format!("not an SPKI PEM ed25519 public key: {e}"),
+    })
+}
+
+/// Short fingerprint recorded in checkpoints so a reader can tell keys apart:
+/// the first 8 bytes of SHA-256 over the raw 32-byte public key, in hex.
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, Verifier};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keygen_round_trips_with_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, p) = (d.path().join("k.pem"), d.path().join("k.pub"));
+        keygen(&s, &p).unwrap();
+        let mode = std::fs::metadata(&s).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(read_text(&s)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(read_text(&p)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----"));
+        let sk = load_signing_key(&s).unwrap();
+        let vk = load_verifying_key(&p).unwrap();
+        assert_eq!(sk.verifying_key(), vk);
+        let sig = sk.sign(b"m");
+        assert!(vk.verify(b"m", &sig).is_ok());
+        assert!(vk.verify(b"n", &sig).is_err());
+        assert_eq!(key_id(&vk).len(), 16);
+    }
+
+    #[test]
+    fn keygen_refuses_to_overwrite_and_bad_files_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, p) = (d.path().join("k.pem"), d.path().join("k.pub"));
+        keygen(&s, &p).unwrap();
+        assert!(keygen(&s, &d.path().join("other.pub")).is_err());
+        let err = load_verifying_key(&s).unwrap_err().to_string();
+        assert!(err.contains("k.pem") && err.contains("public key"), "{err}");
+        let err = load_signing_key(&d.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+}

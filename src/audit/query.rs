@@ -1,0 +1,200 @@
+//! `upm audit show`: filter entries of the whole log set.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use chrono::{DateTime, FixedOffset};
+use serde_json::{Map, Value};
+
+use super::cli::ShowFormat;
+use super::verify::log_set;
+use super::AuditError;
+
+/// All given conditions must hold. `since` is inclusive, `until` exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub request_id: Option<String>,
+    pub plugin: Option<String>,
+    pub method: Option<String>,
+    /// The entry's `code` word ("ok", "timeout", ...).
+    pub outcome: Option<String>,
+    pub since: Option<DateTime<FixedOffset>>,
+    pub until: Option<DateTime<FixedOffset>>,
+}
+
+impl Filter {
+    fn field_is(entry: &Map<String, Value>, key: &str, want: &Option<String>) -> bool {
+        want.as_deref()
+            .is_none_or(|w| entry.get(key).and_then(Value::as_str) == Some(w))
+    }
+
+    pub fn matches(&self, entry: &Map<String, Value>) -> bool {
+        if !(Self::field_is(entry, "request_id", &self.request_id)
+            && Self::field_is(entry, "plugin", &self.plugin)
+            && Self::field_is(entry, "method", &self.method)
+            && Self::field_is(entry, "code", &self.outcome))
+        {
+            return false;
+        }
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(ts) = entry
+            .get("ts")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return false;
+        };
+        self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
+    }
+}
+
+const COLUMNS: [(&str, usize); 8] = [
+    ("ts", 24),
+    ("seq", 8),
+    ("event", 10),
+    ("request_id", 36),
+    ("plugin", 14),
+    ("method", 14),
+    ("code", 20),
+    ("exit_code", 9),
+];
+
+fn cell(entry: &Map<String, Value>, key: &str) -> String {
+    match entry.get(key) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn table_row(out: &mut dyn Write, cells: &[String]) -> std::io::Result<()> {
+    let mut row = String::new();
+    for (i, (c, (_, w))) in cells.iter().zip(COLUMNS).enumerate() {
+        if i > 0 {
+            row.push_str("  ");
+        }
+        row.push_str(&format!("{c:<w$}"));
+    }
+    writeln!(out, "{}", row.trim_end())
+}
+
+/// Prints the matching entries of the log set of `path` to `out`, oldest
+/// first; lines that are not entries are skipped. Returns how many matched.
+pub fn show(
+    path: &Path,
+    filter: &Filter,
+    format: ShowFormat,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
+    let read_err = |p: &Path, source| AuditError::Read {
+        path: p.to_path_buf(),
+        source,
+    };
+    let files = log_set(path).map_err(|e| read_err(path, e))?;
+    if format == ShowFormat::Table {
+        let head: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_uppercase()).collect();
+        table_row(out, &head).map_err(|e| read_err(path, e))?;
+    }
+    let mut matched = 0;
+    for file in &files {
+        let r = BufReader::new(File::open(file).map_err(|e| read_err(file, e))?);
+        for line in r.split(b'\n') {
+            let line = line.map_err(|e| read_err(file, e))?;
+            let Ok(entry) = serde_json::from_slice::<Map<String, Value>>(&line) else {
+                continue;
+            };
+            if !filter.matches(&entry) {
+                continue;
+            }
+            matched += 1;
+            let res = match format {
+                ShowFormat::Jsonl => out.write_all(&line).and_then(|()| out.write_all(b"\n")),
+                ShowFormat::Table => {
+                    let cells: Vec<String> = COLUMNS.iter().map(|(k, _)| cell(&entry, k)).collect();
+                    table_row(out, &cells)
+                }
+            };
+            res.map_err(|e| read_err(path, e))?;
+        }
+    }
+    Ok(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, AuditSettings};
+
+    fn sample() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q.log");
+        let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+        for (rid, plugin, code, ts) in [
+            ("a", "texttools", "ok", "2026-01-01T10:00:00.000Z"),
+            ("b", "texttools", "timeout", "2026-01-02T10:00:00.000Z"),
+            ("c", "other", "ok", "2026-01-03T10:00:00.000Z"),
+        ] {
+            let v = serde_json::json!({"request_id": rid, "event": "finished", "plugin": plugin,
+                "method": "upper", "code": code, "exit_code": 0, "ts": ts});
+            log.append(v.as_object().cloned().unwrap()).unwrap();
+        }
+        (d, p)
+    }
+
+    fn run(p: &Path, f: &Filter, format: ShowFormat) -> (u64, String) {
+        let mut out = Vec::new();
+        let n = show(p, f, format, &mut out).unwrap();
+        (n, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn filters_combine_and_jsonl_is_the_raw_line() {
+        let (_d, p) = sample();
+        let f = Filter {
+            plugin: Some("texttools".into()),
+            outcome: Some("ok".into()),
+            ..Filter::default()
+        };
+        let (n, out) = run(&p, &f, ShowFormat::Jsonl);
+        assert_eq!(n, 1);
+        let raw = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(out, format!("{}\n", raw.lines().next().unwrap()));
+        let f = Filter {
+            request_id: Some("c".into()),
+            ..Filter::default()
+        };
+        assert_eq!(run(&p, &f, ShowFormat::Jsonl).0, 1);
+        assert_eq!(run(&p, &Filter::default(), ShowFormat::Jsonl).0, 3);
+    }
+
+    #[test]
+    fn time_window_is_since_inclusive_until_exclusive() {
+        let (_d, p) = sample();
+        let t = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap());
+        let f = Filter {
+            since: t("2026-01-02T10:00:00Z"),
+            until: t("2026-01-03T10:00:00Z"),
+            ..Filter::default()
+        };
+        let (n, out) = run(&p, &f, ShowFormat::Jsonl);
+        assert_eq!(n, 1);
+        assert!(out.contains("\"request_id\":\"b\""), "{out}");
+    }
+
+    #[test]
+    fn table_has_a_header_and_one_row_per_match() {
+        let (_d, p) = sample();
+        let (n, out) = run(&p, &Filter::default(), ShowFormat::Table);
+        let rows: Vec<&str> = out.lines().collect();
+        assert_eq!(rows.len() as u64, n + 1);
+        assert!(
+            rows[0].starts_with("TS") && rows[0].contains("REQUEST_ID"),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[2].contains("timeout") && rows[2].contains("2026-01-02T10:00:00.000Z"));
+    }
+}

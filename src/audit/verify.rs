@@ -1,0 +1,639 @@
+//! Verification: walks the rotated files then the current file, line by
+//! line, with a prefix/suffix scan and one SHA-256 per line (no JSON parsing
+//! except for the rare recovery and checkpoint lines).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::files::{is_rotated_name, rotated_siblings, split};
+use super::format::{checkpoint_message, parse, seal, Parsed, GENESIS};
+use super::keys::{key_id, load_verifying_key};
+use super::AuditError;
+
+/// The first problem found, located by file and 1-based line number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub file: PathBuf,
+    pub line: u64,
+    pub seq: Option<u64>,
+    /// e.g. "line 17 (seq 17): hash does not match its contents (altered)".
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every entry is present, unaltered and in order (and, with a key,
+    /// every checkpoint is validly signed).
+    Intact,
+    /// Intact, except that the log ends with bytes that are not a complete
+    /// entry: a write torn by a crash. Not tampering; the next append
+    /// records and seals them.
+    TornTail {
+        file: PathBuf,
+        line: u64,
+        bytes: u64,
+    },
+    Broken(Finding),
+    /// The log could not be read at all.
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Files walked, oldest first.
+    pub files: Vec<PathBuf>,
+    /// Complete entries checked before the walk ended.
+    pub entries: u64,
+    pub last_seq: Option<u64>,
+    pub head: Option<String>,
+    pub checkpoints_verified: u64,
+    /// Things an auditor should see that do not break the chain.
+    pub notes: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl VerifyReport {
+    /// 0 intact (a torn tail included: it is a crash, not tampering),
+    /// 1 broken, 2 unreadable.
+    pub fn exit_code(&self) -> i32 {
+        match self.outcome {
+            Outcome::Intact | Outcome::TornTail { .. } => 0,
+            Outcome::Broken(_) => 1,
+            Outcome::Unreadable(_) => 2,
+        }
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let span = match self.last_seq {
+            Some(s) => format!("seq {s}"),
+            None => "no entries".into(),
+        };
+        match &self.outcome {
+            Outcome::Intact => write!(
+                f,
+                "intact: {} entries in {} file(s), up to {span}, head {}",
+                self.entries,
+                self.files.len(),
+                self.head.as_deref().unwrap_or(GENESIS)
+            )?,
+            Outcome::TornTail { file, line, bytes } => write!(
+                f,
+                "intact up to {span}, but {} line {line} is a torn write: {bytes} bytes that are not a \
+                 complete entry, left by a crash during an append (not tampering; the next append \
+                 records and seals them)",
+                file.display()
+            )?,
+            Outcome::Broken(fd) => write!(f, "BROKEN: {}: {}", fd.file.display(), fd.message)?,
+            Outcome::Unreadable(why) => write!(f, "cannot verify: {why}")?,
+        }
+        if self.checkpoints_verified > 0 {
+            write!(
+                f,
+                "\n{} checkpoint signature(s) verified",
+                self.checkpoints_verified
+            )?;
+        }
+        for n in &self.notes {
+            write!(f, "\nnote: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A gap in seq, classified once the next line is seen (reorder or removal).
+struct Gap {
+    file: usize,
+    line: u64,
+    seq: u64,
+    expected: u64,
+    first_in_file: bool,
+}
+
+/// Lines that are not entries, waiting for a recovery entry that names them.
+struct Region {
+    file: usize,
+    line: u64,
+    bytes: Vec<u8>,
+}
+
+struct Checker {
+    files: Vec<PathBuf>,
+    key: Option<(VerifyingKey, String)>,
+    expected_seq: u64,
+    expected_prev: [u8; 64],
+    last_entry: Option<(usize, u64)>,
+    entries: u64,
+    gap: Option<Gap>,
+    region: Option<Region>,
+    torn: Option<(usize, u64, u64)>,
+    checkpoints: u64,
+    last_checkpoint: Option<(usize, u64, u64, u64)>,
+    notes: Vec<String>,
+}
+
+fn finding(file: &Path, line: u64, seq: Option<u64>, message: String) -> Finding {
+    Finding {
+        file: file.to_path_buf(),
+        line,
+        seq,
+        message,
+    }
+}
+
+/// Substring search; `str::contains` is much faster than a naive window
+/// scan, and the writer only ever writes UTF-8.
+fn contains(hay: &[u8], needle: &str) -> bool {
+    match std::str::from_utf8(hay) {
+        Ok(s) => s.contains(needle),
+        Err(_) => hay.windows(needle.len()).any(|w| w == needle.as_bytes()),
+    }
+}
+
+impl Checker {
+    fn new(files: Vec<PathBuf>, key: Option<VerifyingKey>) -> Checker {
+        let mut genesis = [0u8; 64];
+        genesis.copy_from_slice(GENESIS.as_bytes());
+        Checker {
+            files,
+            key: key.map(|k| {
+                let id = key_id(&k);
+                (k, id)
+            }),
+            expected_seq: 1,
+            expected_prev: genesis,
+            last_entry: None,
+            entries: 0,
+            gap: None,
+            region: None,
+            torn: None,
+            checkpoints: 0,
+            last_checkpoint: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn name(&self, file: usize) -> String {
+        self.files[file].display().to_string()
+    }
+
+    /// One line of file `file`; `complete` is false for bytes at EOF
+    /// without a newline.
+    fn line(
+        &mut self,
+        file: usize,
+        line: u64,
+        bytes: &[u8],
+        complete: bool,
+    ) -> Result<(), Finding> {
+        let path = self.files[file].clone();
+        if !complete {
+            let start = self
+                .region
+                .take()
+                .map_or((line, 0), |r| (r.line, r.bytes.len() as u64));
+            self.torn = Some((file, start.0, start.1 + bytes.len() as u64));
+            return Ok(());
+        }
+        let Some(p) = parse(bytes) else {
+            let r = self.region.get_or_insert_with(|| Region {
+                file,
+                line,
+                bytes: Vec::new(),
+            });
+            r.bytes.extend_from_slice(bytes);
+            r.bytes.push(b'\n');
+            return Ok(());
+        };
+        if let Some(gap) = self.gap.take() {
+            return Err(self.gap_finding(&gap, Some((line, p.seq))));
+        }
+        if let Some(region) = self.region.take() {
+            self.check_recovery(&region, file, line, bytes, &p)?;
+        }
+        if !p.hash_matches() {
+            return Err(finding(
+                &path,
+                line,
+                Some(p.seq),
+                format!(
+                    "line {line} (seq {}): hash does not match its contents (altered)",
+                    p.seq
+                ),
+            ));
+        }
+        if p.seq > self.expected_seq {
+            self.gap = Some(Gap {
+                file,
+                line,
+                seq: p.seq,
+                expected: self.expected_seq,
+                first_in_file: line == 1,
+            });
+            return Ok(());
+        }
+        if p.seq < self.expected_seq {
+            return Err(finding(
+                &path,
+                line,
+                Some(p.seq),
+                format!(
+                    "line {line}: seq {} follows seq {} (entry inserted, duplicated or reordered?)",
+                    p.seq,
+                    self.expected_seq - 1
+                ),
+            ));
+        }
+        if p.prev != self.expected_prev {
+            return Err(self.prev_finding(file, line, p.seq));
+        }
+        if let Some(key) = &self.key {
+            if contains(bytes, "\"event\":\"checkpoint\"") {
+                let key = key.clone();
+                self.check_checkpoint(&key, file, line, bytes, &p)?;
+            }
+        }
+        self.expected_seq = p.seq + 1;
+        self.expected_prev.copy_from_slice(p.hash);
+        self.last_entry = Some((file, line));
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn prev_finding(&self, file: usize, line: u64, seq: u64) -> Finding {
+        let message = match self.last_entry {
+            None => format!("line {line} (seq {seq}): prev is not the genesis value (entries before it removed?)"),
+            Some((f, l)) => {
+                let where_ = if f == file {
+                    format!("line {l}")
+                } else {
+                    format!("line {l} of {}", self.name(f))
+                };
+                format!(
+                    "line {line} (seq {seq}): prev does not match the hash of {where_} (seq {}): \
+                     that entry was altered or replaced, or this one was inserted",
+                    seq - 1
+                )
+            }
+        };
+        finding(&self.files[file], line, Some(seq), message)
+    }
+
+    fn gap_finding(&self, gap: &Gap, next: Option<(u64, u64)>) -> Finding {
+        let path = &self.files[gap.file];
+        if let Some((next_line, next_seq)) = next {
+            if next_seq == gap.expected {
+                return finding(
+                    path,
+                    gap.line,
+                    Some(gap.seq),
+                    format!(
+                        "line {} (seq {}) and line {next_line} (seq {next_seq}) are out of order (reordered)",
+                        gap.line, gap.seq
+                    ),
+                );
+            }
+        }
+        let missing = if gap.expected + 1 == gap.seq {
+            format!("seq {}", gap.expected)
+        } else {
+            format!("seq {}..{}", gap.expected, gap.seq - 1)
+        };
+        let message = match self.last_entry {
+            None => format!(
+                "line {}: the first entry has seq {}, not 1 ({missing} missing: earlier entries or rotated files removed?)",
+                gap.line, gap.seq
+            ),
+            Some((f, _)) if gap.first_in_file && f != gap.file => format!(
+                "line {}: seq {} follows seq {} at the end of {} ({missing} missing: a rotated file removed?)",
+                gap.line,
+                gap.seq,
+                gap.expected - 1,
+                self.name(f)
+            ),
+            Some(_) => format!(
+                "line {}: seq {} follows seq {} (entry removed? {missing} missing)",
+                gap.line,
+                gap.seq,
+                gap.expected - 1
+            ),
+        };
+        finding(path, gap.line, Some(gap.seq), message)
+    }
+
+    /// Non-entry lines are accepted only when the next entry is a recovery
+    /// entry naming exactly their bytes.
+    fn check_recovery(
+        &mut self,
+        region: &Region,
+        file: usize,
+        line: u64,
+        bytes: &[u8],
+        p: &Parsed,
+    ) -> Result<(), Finding> {
+        let bad = || {
+            finding(
+                &self.files[region.file],
+                region.line,
+                None,
+                format!(
+                    "line {}: not a valid audit entry (altered, or a torn write that no recovery entry accounts for)",
+                    region.line
+                ),
+            )
+        };
+        if region.file != file {
+            return Err(bad());
+        }
+        let v: Map<String, Value> = serde_json::from_slice(bytes).map_err(|_| bad())?;
+        let claimed_len = v.get("torn_bytes").and_then(Value::as_u64);
+        let claimed_sha = v.get("torn_sha256").and_then(Value::as_str);
+        let (Some("recovered"), Some(n), Some(sha)) = (
+            v.get("event").and_then(Value::as_str),
+            claimed_len,
+            claimed_sha,
+        ) else {
+            return Err(bad());
+        };
+        let raw = &region.bytes;
+        // The writer adds one '\n' after a fragment that lacks it.
+        let torn = if n == raw.len() as u64 {
+            &raw[..]
+        } else if n + 1 == raw.len() as u64 {
+            &raw[..raw.len() - 1]
+        } else {
+            return Err(bad());
+        };
+        if hex::encode(Sha256::digest(torn)) != sha {
+            return Err(bad());
+        }
+        self.notes.push(format!(
+            "{} line {}: {n} torn bytes left by a crash, recorded by the recovery entry on line {line} (seq {})",
+            self.name(file),
+            region.line,
+            p.seq
+        ));
+        Ok(())
+    }
+
+    fn check_checkpoint(
+        &mut self,
+        key: &(VerifyingKey, String),
+        file: usize,
+        line: u64,
+        bytes: &[u8],
+        p: &Parsed,
+    ) -> Result<(), Finding> {
+        let Ok(v) = serde_json::from_slice::<Map<String, Value>>(bytes) else {
+            return Ok(());
+        };
+        if v.get("event").and_then(Value::as_str) != Some("checkpoint") {
+            return Ok(());
+        }
+        let path = self.files[file].clone();
+        let fail = |why: String| {
+            finding(
+                &path,
+                line,
+                Some(p.seq),
+                format!("line {line} (seq {}): checkpoint {why}", p.seq),
+            )
+        };
+        let signed_seq = v.get("signed_seq").and_then(Value::as_u64);
+        let signed_hash = v.get("signed_hash").and_then(Value::as_str);
+        if signed_seq != Some(p.seq - 1) || signed_hash.map(str::as_bytes) != Some(p.prev) {
+            return Err(fail("does not sign the entry just before it".into()));
+        }
+        let sig = v
+            .get("sig")
+            .and_then(Value::as_str)
+            .and_then(|s| hex::decode(s).ok())
+            .and_then(|b| Signature::from_slice(&b).ok());
+        let Some(sig) = sig else {
+            return Err(fail("has a missing or malformed signature".into()));
+        };
+        let Some(every) = v
+            .get("sign_every")
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0)
+        else {
+            return Err(fail("has no valid sign_every".into()));
+        };
+        let hash = String::from_utf8_lossy(p.prev);
+        let message = checkpoint_message(p.seq - 1, &hash, every);
+        if key.0.verify(&message, &sig).is_err() {
+            let their = v.get("key_id").and_then(Value::as_str).unwrap_or("?");
+            return Err(fail(format!(
+                "signature does not verify with key {} (checkpoint names key {their}): forged, or signed by another key",
+                key.1
+            )));
+        }
+        self.checkpoints += 1;
+        self.last_checkpoint = Some((file, line, p.seq, every));
+        Ok(())
+    }
+
+    /// End of one file: non-entry lines must have been accounted for.
+    fn end_file(&mut self, file: usize, is_last: bool) -> Result<(), Finding> {
+        if let Some((f, line, _)) = self.torn {
+            if !is_last {
+                return Err(finding(
+                    &self.files[f],
+                    line,
+                    None,
+                    format!("line {line}: a rotated file ends with an incomplete line (altered)"),
+                ));
+            }
+        }
+        if let Some(r) = self.region.take() {
+            if is_last {
+                self.torn = Some((r.file, r.line, r.bytes.len() as u64));
+            } else {
+                return Err(finding(
+                    &self.files[file],
+                    r.line,
+                    None,
+                    format!("line {}: not a valid audit entry (altered)", r.line),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Finding> {
+        if let Some(gap) = self.gap.take() {
+            return Err(self.gap_finding(&gap, None));
+        }
+        if self.key.is_none() || self.entries == 0 {
+            return Ok(());
+        }
+        let last = self.expected_seq - 1;
+        match self.last_checkpoint {
+            None => {
+                let (file, line) = self.last_entry.unwrap_or((0, 1));
+                Err(finding(
+                    &self.files[file],
+                    line,
+                    Some(last),
+                    "no signed checkpoint anywhere in the log (signing was off, or checkpoints were removed)".into(),
+                ))
+            }
+            Some((file, line, seq, every)) if last - seq > 2 * every + 2 => Err(finding(
+                &self.files[file],
+                line,
+                Some(seq),
+                format!(
+                    "line {line} (seq {seq}) is the last checkpoint, but {} entries follow it and one is \
+                     written every {every}: checkpoints missing (log rewritten after seq {seq}?)",
+                    last - seq
+                ),
+            )),
+            Some((_, _, seq, _)) => {
+                if last > seq {
+                    self.notes.push(format!(
+                        "seq {}..{last} come after the last checkpoint and are not yet signed",
+                        seq + 1
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The files of a log set, oldest first: rotated siblings, then `path`. A
+/// rotated file given directly is checked alone.
+pub(super) fn log_set(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let (_, base) = split(path)?;
+    if is_rotated_name(&base) {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = rotated_siblings(path)?;
+    if path.exists() || files.is_empty() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
+}
+
+/// Verifies the whole log set of `path`; with `key`, also every checkpoint.
+pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
+    let mut report = VerifyReport {
+        files: Vec::new(),
+        entries: 0,
+        last_seq: None,
+        head: None,
+        checkpoints_verified: 0,
+        notes: Vec::new(),
+        outcome: Outcome::Intact,
+    };
+    let key = match key.map(load_verifying_key).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            report.outcome = Outcome::Unreadable(e.to_string());
+            return report;
+        }
+    };
+    let files = match log_set(path) {
+        Ok(f) => f,
+        Err(e) => {
+            report.outcome =
+                Outcome::Unreadable(format!("cannot list the files of {}: {e}", path.display()));
+            return report;
+        }
+    };
+    report.files = files.clone();
+    let mut c = Checker::new(files, key);
+    let walked = walk(&mut c);
+    report.entries = c.entries;
+    report.last_seq = (c.entries > 0).then(|| c.expected_seq - 1);
+    report.head = (c.entries > 0).then(|| String::from_utf8_lossy(&c.expected_prev).into_owned());
+    report.checkpoints_verified = c.checkpoints;
+    report.outcome = match walked {
+        Err(o) => o,
+        Ok(()) => match c.torn {
+            Some((f, line, bytes)) => Outcome::TornTail {
+                file: c.files[f].clone(),
+                line,
+                bytes,
+            },
+            None => Outcome::Intact,
+        },
+    };
+    report.notes = std::mem::take(&mut c.notes);
+    report
+}
+
+fn walk(c: &mut Checker) -> Result<(), Outcome> {
+    let count = c.files.len();
+    for i in 0..count {
+        let path = c.files[i].clone();
+        let unreadable =
+            |e: std::io::Error| Outcome::Unreadable(format!("cannot read {}: {e}", path.display()));
+        let f = File::open(&path).map_err(unreadable)?;
+        let mut r = BufReader::with_capacity(1 << 20, f);
+        let mut buf = Vec::with_capacity(4096);
+        let mut line = 0u64;
+        loop {
+            buf.clear();
+            let n = r.read_until(b'\n', &mut buf).map_err(unreadable)?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            let complete = buf.last() == Some(&b'\n');
+            let bytes = if complete {
+                &buf[..buf.len() - 1]
+            } else {
+                &buf[..]
+            };
+            c.line(i, line, bytes, complete).map_err(Outcome::Broken)?;
+        }
+        c.end_file(i, i + 1 == count).map_err(Outcome::Broken)?;
+    }
+    c.finish().map_err(Outcome::Broken)
+}
+
+/// Writes `n` sealed entries without fsync, for tests and the benchmark
+/// (`verify` speed on a large log).
+pub fn write_synthetic_log(path: &Path, n: u64) -> Result<(), AuditError> {
+    let io = |source| AuditError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(File::create(path).map_err(io)?);
+    let mut prev = GENESIS.to_string();
+    for seq in 1..=n {
+        let mut m = Map::new();
+        m.insert(
+            "event".into(),
+            if seq % 2 == 1 { "started" } else { "finished" }.into(),
+        );
+        m.insert(
+            "request_id".into(),
+            format!("0190f1a2-0000-7000-8000-{:012x}", seq / 2).into(),
+        );
+        m.insert("plugin".into(), "texttools".into());
+        m.insert("method".into(), "upper".into());
+        m.insert("code".into(), "ok".into());
+        m.insert("exit_code".into(), 0.into());
+        m.insert(
+            "args_sha256".into(),
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        );
+        m.insert("ts".into(), "2026-11-22T04:40:00.000Z".into());
+        let (line, hash) = seal(seq, &prev, &m)?;
+        out.write_all(&line).map_err(io)?;
+        prev = hash;
+    }
+    out.flush().map_err(io)
+}
+
+#[cfg(test)]
+mod tests;

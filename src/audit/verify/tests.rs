@@ -1,0 +1,251 @@
+use super::*;
+
+fn lines(p: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(p).unwrap();
+    data.split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn write_lines(p: &Path, l: &[Vec<u8>]) {
+    std::fs::write(p, l.concat()).unwrap();
+}
+
+fn log(n: u64) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("entrypoint.log");
+    write_synthetic_log(&p, n).unwrap();
+    (d, p)
+}
+
+fn broken(r: &VerifyReport) -> &Finding {
+    match &r.outcome {
+        Outcome::Broken(f) => f,
+        o => panic!("expected broken, got {o:?}"),
+    }
+}
+
+/// Re-seals one line's fields at the given seq/prev (what an attacker who
+/// edits an entry and recomputes its hash would write).
+fn reseal(line: &[u8], seq: u64, prev: &str) -> (Vec<u8>, String) {
+    let mut m: Map<String, Value> = serde_json::from_slice(line).unwrap();
+    for k in ["seq", "prev", "hash"] {
+        m.remove(k);
+    }
+    m.insert("code".into(), "forged".into());
+    seal(seq, prev, &m).unwrap()
+}
+
+#[test]
+fn intact_log_verifies() {
+    let (_d, p) = log(30);
+    let r = verify(&p, None);
+    assert_eq!(r.outcome, Outcome::Intact, "{r}");
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.entries, 30);
+    assert_eq!(r.last_seq, Some(30));
+    assert!(r.to_string().starts_with("intact: 30 entries"), "{r}");
+}
+
+#[test]
+fn empty_log_is_intact_and_missing_log_is_unreadable() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("e.log");
+    std::fs::write(&p, b"").unwrap();
+    assert_eq!(verify(&p, None).exit_code(), 0);
+    let r = verify(&d.path().join("none.log"), None);
+    assert_eq!(r.exit_code(), 2, "{r}");
+    assert!(r.to_string().contains("none.log"), "{r}");
+}
+
+#[test]
+fn edited_line_is_named_as_altered() {
+    let (_d, p) = log(30);
+    let mut l = lines(&p);
+    let s = String::from_utf8(l[16].clone())
+        .unwrap()
+        .replace("\"ok\"", "\"no\"");
+    l[16] = s.into_bytes();
+    write_lines(&p, &l);
+    let r = verify(&p, None);
+    let f = broken(&r);
+    assert_eq!((f.line, f.seq), (17, Some(17)));
+    assert_eq!(
+        f.message,
+        "line 17 (seq 17): hash does not match its contents (altered)"
+    );
+    assert_eq!(r.exit_code(), 1);
+}
+
+#[test]
+fn edited_and_rehashed_line_breaks_the_next_link() {
+    let (_d, p) = log(30);
+    let mut l = lines(&p);
+    let prev16 =
+        String::from_utf8_lossy(parse(&l[15][..l[15].len() - 1]).unwrap().hash).into_owned();
+    l[16] = reseal(&l[16][..l[16].len() - 1], 17, &prev16).0;
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert_eq!(f.line, 18);
+    assert!(
+        f.message
+            .starts_with("line 18 (seq 18): prev does not match the hash of line 17 (seq 17)"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn deleted_line_is_named_as_removed() {
+    let (_d, p) = log(30);
+    let mut l = lines(&p);
+    l.remove(16);
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert_eq!((f.line, f.seq), (17, Some(18)));
+    assert!(
+        f.message
+            .starts_with("line 17: seq 18 follows seq 16 (entry removed?"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn inserted_copy_is_named_as_inserted() {
+    let (_d, p) = log(30);
+    let mut l = lines(&p);
+    let copy = l[4].clone();
+    l.insert(16, copy);
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert_eq!((f.line, f.seq), (17, Some(5)));
+    assert!(
+        f.message
+            .contains("line 17: seq 5 follows seq 16 (entry inserted"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn inserted_forgery_is_caught_by_the_following_entry() {
+    let (_d, p) = log(30);
+    let mut l = lines(&p);
+    let prev16 =
+        String::from_utf8_lossy(parse(&l[15][..l[15].len() - 1]).unwrap().hash).into_owned();
+    let forged = reseal(&l[16][..l[16].len() - 1], 17, &prev16).0;
+    l.insert(16, forged);
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert_eq!(f.line, 18);
+    assert!(
+        f.message.contains("seq 17 follows seq 17 (entry inserted"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn swapped_lines_are_named_as_reordered() {
+    let (_d, p) = log(30);
+    let mut l = lines(&p);
+    l.swap(16, 17);
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert_eq!(f.line, 17);
+    assert_eq!(
+        f.message,
+        "line 17 (seq 18) and line 18 (seq 17) are out of order (reordered)"
+    );
+}
+
+#[test]
+fn torn_last_line_is_reported_as_a_crash_not_tampering() {
+    let (_d, p) = log(10);
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(b"{\"seq\":11,\"prev\":\"abc");
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, None);
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::TornTail {
+                line: 11,
+                bytes: 21,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.last_seq, Some(10));
+    let text = r.to_string();
+    assert!(
+        text.contains("torn write") && text.contains("not tampering"),
+        "{text}"
+    );
+}
+
+#[test]
+fn torn_fragment_without_recovery_entry_is_broken() {
+    let (_d, p) = log(10);
+    let mut l = lines(&p);
+    l.insert(5, b"{\"seq\":6,\"prev\":\"ab\n".to_vec());
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert_eq!(f.line, 6);
+    assert!(
+        f.message.contains("not a valid audit entry"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn missing_and_altered_prefix_of_the_log_is_detected() {
+    let (_d, p) = log(10);
+    let mut l = lines(&p);
+    l.remove(0);
+    write_lines(&p, &l);
+    let f = broken(&verify(&p, None)).clone();
+    assert!(
+        f.message.contains("first entry has seq 2, not 1"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn a_rotated_file_given_directly_is_checked_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("x.log.20261122T044000Z");
+    write_synthetic_log(&p, 5).unwrap();
+    std::fs::write(d.path().join("x.log"), b"garbage\n").unwrap();
+    let r = verify(&p, None);
+    assert_eq!(r.files, vec![p.clone()]);
+    assert_eq!(r.outcome, Outcome::Intact, "{r}");
+}
+
+/// `cargo test --release --lib audit::verify::tests::verify_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn verify_speed() {
+    let (_d, p) = log(100_000);
+    let t = std::time::Instant::now();
+    let r = verify(&p, None);
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(r.outcome, Outcome::Intact);
+    println!(
+        "verify: 100000 entries in {secs:.3} s = {:.0} entries/s",
+        100_000.0 / secs
+    );
+    // With --key every line is also scanned for a checkpoint.
+    let (sk, pk) = (p.with_extension("pem"), p.with_extension("pub"));
+    crate::audit::keygen(&sk, &pk).unwrap();
+    let t = std::time::Instant::now();
+    let r = verify(&p, Some(&pk));
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(r.entries, 100_000);
+    println!("verify --key: {:.0} entries/s", 100_000.0 / secs);
+}

@@ -1,0 +1,540 @@
+//! Appending: lock, read the chain head, recover a torn tail, rotate, write
+//! one line in one `write`, fsync, unlock; then sign and mirror.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::files::{rotated_name, rotated_siblings, split};
+use super::format::{checkpoint_message, now_ts, parse, seal, GENESIS};
+use super::keys::{key_id, load_signing_key};
+use super::settings::{AuditSettings, Mirror};
+use super::AuditError;
+
+/// How far back the writer looks for the last complete entry before it
+/// declares the file unusable (a real log never has this much garbage).
+const MAX_TAIL_SCAN: u64 = 64 << 20;
+
+/// The last complete entry: what the next one chains from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+impl Head {
+    fn genesis() -> Head {
+        Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        }
+    }
+}
+
+/// What one locked transaction wrote.
+struct Written {
+    hash: String,
+    first_seq: u64,
+    last_seq: u64,
+    lines: Vec<Vec<u8>>,
+}
+
+/// An open audit log. One per process; each `append` is an independent,
+/// locked transaction, so any number of processes may share the file.
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    settings: AuditSettings,
+    signer: Option<SigningKey>,
+    /// The file was created by `open`: its directory entry needs an fsync.
+    created: bool,
+}
+
+fn open_rw(path: &Path) -> Result<(File, bool), AuditError> {
+    let opts = |create_new: bool| {
+        let mut o = OpenOptions::new();
+        o.read(true).append(true).mode(0o600);
+        if create_new {
+            o.create_new(true);
+        }
+        o.custom_flags(libc::O_CLOEXEC);
+        o
+    };
+    let open_err = |source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (file, created) = match opts(true).open(path) {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            (opts(false).open(path).map_err(open_err)?, false)
+        }
+        Err(e) => return Err(open_err(e)),
+    };
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.file_type().is_file() {
+        return Err(AuditError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((file, created))
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock only reads the fd number, which `file` keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn same_inode(file: &File, path: &Path) -> io::Result<bool> {
+    let a = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(b) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// The last complete entry of a file of `len` bytes, and the bytes after it
+/// (a torn tail, or lines that are not entries).
+fn read_tail(file: &File, len: u64) -> io::Result<(Option<Head>, Vec<u8>)> {
+    let mut n = len.min(4096);
+    loop {
+        let start = len - n;
+        let buf = read_at(file, start, n)?;
+        let mut end = buf.len();
+        let found_start = loop {
+            // `end` is the exclusive end of the bytes still unexamined.
+            let Some(nl) = buf[..end].iter().rposition(|&b| b == b'\n') else {
+                break start == 0;
+            };
+            let line_start = match buf[..nl].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if start == 0 => 0,
+                None => break false,
+            };
+            if let Some(p) = parse(&buf[line_start..nl]) {
+                let head = Head {
+                    seq: p.seq,
+                    hash: p.hash_str(),
+                };
+                return Ok((Some(head), buf[nl + 1..].to_vec()));
+            }
+            end = line_start;
+        };
+        if found_start {
+            return Ok((None, buf));
+        }
+        if n >= MAX_TAIL_SCAN {
+            return Err(io::Error::other(format!(
+                "no complete entry in its last {MAX_TAIL_SCAN} bytes"
+            )));
+        }
+        n = len.min(n * 4);
+    }
+}
+
+fn fsync_dir(path: &Path) -> io::Result<()> {
+    let (dir, _) = split(path)?;
+    File::open(dir)?.sync_all()
+}
+
+impl AuditLog {
+    /// Opens (creating with mode 0600 if absent) the log for append. Fails
+    /// when it cannot be opened for append, so the caller refuses to run the
+    /// plugin rather than run it unaudited.
+    pub fn open(path: &Path, settings: &AuditSettings) -> Result<AuditLog, AuditError> {
+        settings.validate()?;
+        let signer = match &settings.signing_key {
+            Some(k) => Some(load_signing_key(k)?),
+            None => None,
+        };
+        let (file, created) = open_rw(path)?;
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file,
+            settings: settings.clone(),
+            signer,
+            created,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn settings(&self) -> &AuditSettings {
+        &self.settings
+    }
+
+    /// Appends one entry durably and returns its hash. An error means the
+    /// entry is NOT durable (and nothing partial was left behind if the
+    /// file could be truncated back).
+    pub fn append(&mut self, mut entry: Map<String, Value>) -> Result<String, AuditError> {
+        let request_id = match entry.get("request_id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => {
+                return Err(AuditError::Entry {
+                    field: "request_id",
+                    reason: "must be a non-empty string".into(),
+                })
+            }
+        };
+        if !matches!(entry.get("event"), Some(Value::String(_))) {
+            return Err(AuditError::Entry {
+                field: "event",
+                reason: "must be a string".into(),
+            });
+        }
+        entry.entry("ts").or_insert_with(|| Value::String(now_ts()));
+        let written = self.transact(&request_id, |_| Ok(entry.clone()))?;
+        let hash = written.hash.clone();
+        let mut lines = written.lines;
+        if self.checkpoint_due(written.first_seq, written.last_seq) {
+            // A failed checkpoint does not undo the durable entry; verify
+            // reports a long unsigned tail if checkpoints keep failing.
+            match self.write_checkpoint(&request_id) {
+                Ok(cp) => lines.extend(cp.lines),
+                Err(e) => tracing::warn!("audit checkpoint not written: {e}"),
+            }
+        }
+        self.mirror(&lines);
+        Ok(hash)
+    }
+
+    fn checkpoint_due(&self, first: u64, last: u64) -> bool {
+        let n = self.settings.sign_every;
+        self.signer.is_some() && (first == 1 || (first.saturating_sub(1)) / n != last / n)
+    }
+
+    fn write_checkpoint(&mut self, request_id: &str) -> Result<Written, AuditError> {
+        let Some(signer) = self.signer.clone() else {
+            return Err(AuditError::Settings("no signing key".into()));
+        };
+        let sign_every = self.settings.sign_every;
+        self.transact(request_id, |head| {
+            let sig = signer.sign(&checkpoint_message(head.seq, &head.hash, sign_every));
+            let mut m = Map::new();
+            m.insert("event".into(), "checkpoint".into());
+            m.insert("request_id".into(), request_id.into());
+            m.insert("ts".into(), now_ts().into());
+            m.insert("signed_seq".into(), head.seq.into());
+            m.insert("signed_hash".into(), head.hash.clone().into());
+            m.insert("sign_every".into(), sign_every.into());
+            m.insert("key_id".into(), key_id(&signer.verifying_key()).into());
+            m.insert("sig".into(), hex::encode(sig.to_bytes()).into());
+            Ok(m)
+        })
+    }
+
+    /// Locks the file that is currently at `path` (reopening if another
+    /// process rotated it away while we waited).
+    fn lock_current(&mut self) -> Result<(), AuditError> {
+        let lock_err = |path: &Path, source| AuditError::Lock {
+            path: path.to_path_buf(),
+            source,
+        };
+        for _ in 0..1000 {
+            flock(&self.file, libc::LOCK_EX).map_err(|e| lock_err(&self.path, e))?;
+            if same_inode(&self.file, &self.path).map_err(|e| lock_err(&self.path, e))? {
+                return Ok(());
+            }
+            let _ = flock(&self.file, libc::LOCK_UN);
+            let (file, created) = open_rw(&self.path)?;
+            self.file = file;
+            self.created |= created;
+        }
+        Err(lock_err(
+            &self.path,
+            io::Error::other("the file kept being replaced while waiting for the lock"),
+        ))
+    }
+
+    /// One locked transaction: builds the entry from the chain head, writes
+    /// it (plus a recovery entry for a torn tail), fsyncs.
+    fn transact(
+        &mut self,
+        request_id: &str,
+        build: impl FnOnce(&Head) -> Result<Map<String, Value>, AuditError>,
+    ) -> Result<Written, AuditError> {
+        self.lock_current()?;
+        let result = self.transact_locked(request_id, build);
+        // Closing the fd would release the lock too; unlock explicitly so a
+        // long-lived AuditLog does not hold it.
+        let _ = flock(&self.file, libc::LOCK_UN);
+        result
+    }
+
+    fn transact_locked(
+        &mut self,
+        request_id: &str,
+        build: impl FnOnce(&Head) -> Result<Map<String, Value>, AuditError>,
+    ) -> Result<Written, AuditError> {
+        let read_err = |path: &Path, source| AuditError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| read_err(&self.path, e))?
+            .len();
+        let (head, torn) = read_tail(&self.file, len).map_err(|e| read_err(&self.path, e))?;
+        let head = match head {
+            Some(h) => h,
+            None if torn.contains(&b'\n') => {
+                return Err(AuditError::Corrupt {
+                    path: self.path.clone(),
+                    reason: "it holds lines but no valid audit entry (not an audit log?)".into(),
+                })
+            }
+            None => self.head_of_rotated()?,
+        };
+        let mut lines = Vec::new();
+        let mut head = head;
+        let mut first_seq = head.seq + 1;
+        if !torn.is_empty() {
+            let (line, hash) = seal(
+                head.seq + 1,
+                &head.hash,
+                &recovery_fields(request_id, &torn),
+            )?;
+            let mut bytes = Vec::with_capacity(line.len() + 1);
+            if torn.last() != Some(&b'\n') {
+                bytes.push(b'\n');
+            }
+            bytes.extend_from_slice(&line);
+            lines.push(bytes);
+            head = Head {
+                seq: head.seq + 1,
+                hash,
+            };
+            first_seq = head.seq;
+        }
+        let (line, hash) = seal(head.seq + 1, &head.hash, &build(&head)?)?;
+        let last_seq = head.seq + 1;
+        let cur_len = len + lines.iter().map(|l| l.len() as u64).sum::<u64>();
+        if self.rotation_due(cur_len, line.len() as u64) {
+            if !lines.is_empty() {
+                self.write_durably(len, &lines.concat())?;
+            }
+            self.rotate(&line)?;
+        } else {
+            let mut all = lines.concat();
+            all.extend_from_slice(&line);
+            self.write_durably(len, &all)?;
+        }
+        if self.created {
+            fsync_dir(&self.path).map_err(|source| AuditError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+            self.created = false;
+        }
+        lines.push(line);
+        Ok(Written {
+            hash,
+            first_seq,
+            last_seq,
+            lines,
+        })
+    }
+
+    /// One `write` on the O_APPEND fd, then fdatasync. On failure the file
+    /// is cut back to `old_len` so no torn bytes stay behind when possible.
+    fn write_durably(&mut self, old_len: u64, bytes: &[u8]) -> Result<(), AuditError> {
+        let res = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = res {
+            let _ = self.file.set_len(old_len);
+            return Err(AuditError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// The chain head when the current file is empty: the newest rotated
+    /// file's last entry (the current file was removed or never written).
+    fn head_of_rotated(&self) -> Result<Head, AuditError> {
+        let siblings = rotated_siblings(&self.path).map_err(|source| AuditError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let Some(newest) = siblings.last() else {
+            return Ok(Head::genesis());
+        };
+        let read_err = |source| AuditError::Read {
+            path: newest.clone(),
+            source,
+        };
+        let f = File::open(newest).map_err(read_err)?;
+        let len = f.metadata().map_err(read_err)?.len();
+        Ok(read_tail(&f, len)
+            .map_err(read_err)?
+            .0
+            .unwrap_or_else(Head::genesis))
+    }
+
+    fn rotation_due(&self, cur_len: u64, line_len: u64) -> bool {
+        let Some(rot) = &self.settings.rotate else {
+            return false;
+        };
+        if cur_len == 0 {
+            return false;
+        }
+        if rot.max_bytes.is_some_and(|max| cur_len + line_len > max) {
+            return true;
+        }
+        rot.daily
+            && self
+                .first_entry_day()
+                .is_some_and(|day| day != chrono::Utc::now().format("%Y-%m-%d").to_string())
+    }
+
+    /// `YYYY-MM-DD` of the first entry's `ts`, if it can be read.
+    fn first_entry_day(&self) -> Option<String> {
+        let len = self.file.metadata().ok()?.len();
+        let mut buf = read_at(&self.file, 0, len.min(4096)).ok()?;
+        if !buf.contains(&b'\n') {
+            buf = read_at(&self.file, 0, len.min(1 << 20)).ok()?;
+        }
+        let nl = buf.iter().position(|&b| b == b'\n')?;
+        let v: Value = serde_json::from_slice(&buf[..nl]).ok()?;
+        v.get("ts")?.as_str()?.get(..10).map(str::to_string)
+    }
+
+    /// Moves the current file aside and atomically puts a new file holding
+    /// `first_line` in its place: `link(path, rotated)` then
+    /// `rename(tmp, path)`, so `path` is never missing or empty.
+    fn rotate(&mut self, first_line: &[u8]) -> Result<(), AuditError> {
+        let rot_err = |path: &Path, source| AuditError::Rotate {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (dir, base) = split(&self.path).map_err(|e| rot_err(&self.path, e))?;
+        let tmp = dir.join(format!(".{base}.rotate"));
+        let old_meta = self.file.metadata().map_err(|e| rot_err(&self.path, e))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| rot_err(&tmp, e))?;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(old_meta.mode() & 0o777));
+        let _ = std::os::unix::fs::fchown(&f, Some(old_meta.uid()), Some(old_meta.gid()));
+        f.write_all(first_line)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| rot_err(&tmp, e))?;
+        self.drop_stale_links(&old_meta)?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let mut counter = 0;
+        loop {
+            let name =
+                rotated_name(&self.path, &stamp, counter).map_err(|e| rot_err(&self.path, e))?;
+            match std::fs::hard_link(&self.path, &name) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && counter < 10_000 => {
+                    counter += 1
+                }
+                Err(e) => return Err(rot_err(&name, e)),
+            }
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| rot_err(&self.path, e))?;
+        fsync_dir(&self.path).map_err(|e| rot_err(&self.path, e))?;
+        // Keep the old (still locked) fd until the transaction unlocks it;
+        // the next transaction reopens `path` via `lock_current`.
+        Ok(())
+    }
+
+    /// A crash between `link` and `rename` leaves a rotated name that is a
+    /// second link to the current file: remove it before linking again.
+    fn drop_stale_links(&self, cur: &std::fs::Metadata) -> Result<(), AuditError> {
+        if cur.nlink() < 2 {
+            return Ok(());
+        }
+        let siblings = rotated_siblings(&self.path).map_err(|source| AuditError::Rotate {
+            path: self.path.clone(),
+            source,
+        })?;
+        for s in siblings {
+            if let Ok(m) = std::fs::metadata(&s) {
+                if m.dev() == cur.dev() && m.ino() == cur.ino() {
+                    std::fs::remove_file(&s).map_err(|source| AuditError::Rotate {
+                        path: s.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Best effort, after the entry is durable.
+    fn mirror(&self, lines: &[Vec<u8>]) {
+        match self.settings.mirror {
+            None => {}
+            Some(Mirror::Stderr) => {
+                let mut err = io::stderr().lock();
+                for l in lines {
+                    let _ = err.write_all(l.strip_prefix(b"\n").unwrap_or(l));
+                }
+            }
+            Some(Mirror::Syslog) => {
+                let Ok(sock) = UnixDatagram::unbound() else {
+                    return;
+                };
+                let pid = std::process::id();
+                for l in lines {
+                    let l = l.strip_prefix(b"\n").unwrap_or(l);
+                    let l = l.strip_suffix(b"\n").unwrap_or(l);
+                    // <86> = facility authpriv (10) * 8 + severity info (6).
+                    let mut msg = format!("<86>upm-audit[{pid}]: ").into_bytes();
+                    msg.extend_from_slice(l);
+                    let _ = sock.send_to(&msg, "/dev/log");
+                }
+            }
+        }
+    }
+}
+
+fn recovery_fields(request_id: &str, torn: &[u8]) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("event".into(), "recovered".into());
+    m.insert("request_id".into(), request_id.into());
+    m.insert("ts".into(), now_ts().into());
+    m.insert("torn_bytes".into(), (torn.len() as u64).into());
+    m.insert(
+        "torn_sha256".into(),
+        hex::encode(Sha256::digest(torn)).into(),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests;

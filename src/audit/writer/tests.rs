@@ -1,0 +1,603 @@
+use super::*;
+use crate::audit::verify::{verify, Outcome};
+use crate::audit::{keygen, Rotation};
+
+fn entry(rid: &str, event: &str) -> Map<String, Value> {
+    let v = serde_json::json!({"request_id": rid, "event": event, "plugin": "texttools", "method": "upper", "code": "ok", "exit_code": 0});
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn values(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn assert_intact(p: &Path, key: Option<&Path>) -> crate::audit::VerifyReport {
+    let r = verify(p, key);
+    assert_eq!(r.outcome, Outcome::Intact, "{r}");
+    r
+}
+
+#[test]
+fn appends_chained_jsonl_with_required_fields() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("entrypoint.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let h1 = log.append(entry("r1", "started")).unwrap();
+    let h2 = log.append(entry("r1", "finished")).unwrap();
+    assert_ne!(h1, h2);
+    let v = values(&p);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0]["seq"], 1);
+    assert_eq!(v[0]["prev"], GENESIS);
+    assert_eq!(v[0]["hash"], h1.as_str());
+    assert_eq!(v[1]["prev"], h1.as_str());
+    assert_eq!(v[1]["request_id"], "r1");
+    let ts = v[0]["ts"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A second handle (another process) continues the same chain.
+    let mut other = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    other.append(entry("r2", "refused")).unwrap();
+    assert_eq!(assert_intact(&p, None).entries, 3);
+}
+
+#[test]
+fn caller_supplied_ts_is_kept_and_bad_entries_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let mut e = entry("r", "started");
+    e.insert("ts".into(), "2020-01-01T00:00:00.000Z".into());
+    log.append(e).unwrap();
+    assert_eq!(values(&p)[0]["ts"], "2020-01-01T00:00:00.000Z");
+    let mut e = entry("r", "started");
+    e.remove("request_id");
+    assert!(matches!(
+        log.append(e),
+        Err(AuditError::Entry {
+            field: "request_id",
+            ..
+        })
+    ));
+    let mut e = entry("r", "started");
+    e.insert("hash".into(), "x".into());
+    assert!(matches!(
+        log.append(e),
+        Err(AuditError::Entry { field: "hash", .. })
+    ));
+    assert_eq!(values(&p).len(), 1, "refused entries leave nothing behind");
+}
+
+#[test]
+fn concurrent_appenders_never_interleave() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("c.log");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+                for i in 0..50 {
+                    log.append(entry(&format!("t{t}-{i}"), "started")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let v = values(&p);
+    assert_eq!(v.len(), 400);
+    assert_eq!(assert_intact(&p, None).entries, 400);
+}
+
+#[test]
+fn concurrent_appenders_with_rotation_keep_one_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("r.log");
+    let settings = AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(4000),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    };
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (p, s) = (p.clone(), settings.clone());
+            std::thread::spawn(move || {
+                let mut log = AuditLog::open(&p, &s).unwrap();
+                for i in 0..25 {
+                    log.append(entry(&format!("t{t}-{i}"), "finished")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 100);
+    assert!(r.files.len() > 3, "{:?}", r.files);
+    for f in &r.files {
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 4000,
+            "{}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn rotation_links_files_and_a_missing_file_is_detected() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("entrypoint.log");
+    let settings = AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(600),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    for i in 0..12 {
+        log.append(entry(&format!("r{i}"), "started")).unwrap();
+    }
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 12);
+    assert!(r.files.len() >= 4, "{:?}", r.files);
+    assert_eq!(r.files.last(), Some(&p));
+    // The first line of each file links to the last line of the previous one.
+    let second = values(&r.files[1]);
+    let first = values(&r.files[0]);
+    assert_eq!(second[0]["prev"], first.last().unwrap()["hash"]);
+    std::fs::remove_file(&r.files[1]).unwrap();
+    let r2 = verify(&p, None);
+    let Outcome::Broken(f) = &r2.outcome else {
+        panic!("{r2}")
+    };
+    assert!(
+        f.message.contains("a rotated file removed?"),
+        "{}",
+        f.message
+    );
+    assert_eq!(r2.exit_code(), 1);
+}
+
+#[test]
+fn daily_rotation_starts_a_new_file_on_a_new_day() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("day.log");
+    let settings = AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: None,
+            daily: true,
+        }),
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    let mut old = entry("r0", "started");
+    old.insert("ts".into(), "2020-01-01T23:59:59.999Z".into());
+    log.append(old).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    log.append(entry("r2", "started")).unwrap();
+    let r = assert_intact(&p, None);
+    assert_eq!(r.files.len(), 2, "{:?}", r.files);
+    assert_eq!(values(&p).len(), 2, "today's entries share the new file");
+}
+
+#[test]
+fn crash_between_link_and_rename_leaves_no_duplicate() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.log");
+    let settings = AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(400),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    // What a crash right after `link` leaves: a rotated name for the live file.
+    std::fs::hard_link(&p, d.path().join("s.log.20200101T000000Z")).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    log.append(entry("r2", "started")).unwrap();
+    assert_eq!(assert_intact(&p, None).entries, 3);
+}
+
+#[test]
+fn torn_tail_is_recovered_by_the_next_append() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    for i in 0..3 {
+        log.append(entry(&format!("r{i}"), "started")).unwrap();
+    }
+    let fragment = b"{\"seq\":4,\"prev\":\"0123";
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(fragment).unwrap();
+    assert!(matches!(
+        verify(&p, None).outcome,
+        Outcome::TornTail { line: 4, .. }
+    ));
+    let h = log.append(entry("r3", "finished")).unwrap();
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 5);
+    assert_eq!(r.head.as_deref(), Some(h.as_str()));
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains(&format!("line 4: {} torn bytes", fragment.len()))),
+        "{:?}",
+        r.notes
+    );
+    let text = std::fs::read_to_string(&p).unwrap();
+    let rec: Value = serde_json::from_str(text.lines().nth(4).unwrap()).unwrap();
+    assert_eq!(rec["event"], "recovered");
+    assert_eq!(rec["seq"], 4);
+    assert_eq!(rec["torn_bytes"], fragment.len());
+    assert_eq!(rec["torn_sha256"], hex::encode(Sha256::digest(fragment)));
+    // A recovery entry that names other bytes does not excuse the fragment.
+    let forged = text.replacen("0123", "0124", 1);
+    std::fs::write(&p, forged).unwrap();
+    let r = verify(&p, None);
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("line 4: not a valid audit entry"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn crash_during_recovery_is_recovered_too() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t2.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    // First torn write, then a torn "\n" + recovery write on top of it.
+    f.write_all(b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"")
+        .unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 3);
+}
+
+#[test]
+fn a_file_that_is_not_an_audit_log_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("notes.txt");
+    std::fs::write(&p, "hello\nworld\n").unwrap();
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let err = log.append(entry("r", "started")).unwrap_err();
+    assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "hello\nworld\n");
+}
+
+#[test]
+fn checkpoints_are_signed_and_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
+    keygen(&sk, &pk).unwrap();
+    let p = d.path().join("s.log");
+    let settings = AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 5,
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    for i in 0..12 {
+        log.append(entry(&format!("r{i}"), "started")).unwrap();
+    }
+    let v = values(&p);
+    let cps: Vec<&Value> = v.iter().filter(|e| e["event"] == "checkpoint").collect();
+    assert!(cps.len() >= 3, "{} checkpoints", cps.len());
+    assert_eq!(cps[0]["signed_seq"], 1);
+    let r = assert_intact(&p, Some(&pk));
+    assert_eq!(r.checkpoints_verified, cps.len() as u64);
+    // Without a key the chain is still checked; with another key it fails.
+    assert_intact(&p, None);
+    let (sk2, pk2) = (d.path().join("k2.pem"), d.path().join("k2.pub"));
+    keygen(&sk2, &pk2).unwrap();
+    let r = verify(&p, Some(&pk2));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("checkpoint signature does not verify"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn a_log_rewritten_without_checkpoints_fails_with_a_key() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
+    keygen(&sk, &pk).unwrap();
+    let p = d.path().join("w.log");
+    crate::audit::write_synthetic_log(&p, 20).unwrap();
+    assert_intact(&p, None);
+    let r = verify(&p, Some(&pk));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(f.message.contains("no signed checkpoint"), "{}", f.message);
+
+    // Signed for a while, then rewritten (seals recomputed, no checkpoints).
+    let settings = AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 2,
+        ..AuditSettings::default()
+    };
+    let q = d.path().join("w2.log");
+    let mut log = AuditLog::open(&q, &settings).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    drop(log);
+    let mut log = AuditLog::open(&q, &AuditSettings::default()).unwrap();
+    for i in 0..10 {
+        log.append(entry(&format!("x{i}"), "started")).unwrap();
+    }
+    let r = verify(&q, Some(&pk));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(f.message.contains("checkpoints missing"), "{}", f.message);
+}
+
+#[test]
+fn open_fails_where_the_log_cannot_be_written() {
+    let err = AuditLog::open(
+        Path::new("/nonexistent-dir/x/entrypoint.log"),
+        &AuditSettings::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent-dir/x/entrypoint.log"),
+        "{err}"
+    );
+    // procfs lets root open it for writing; the append itself must fail.
+    if let Ok(mut log) = AuditLog::open(Path::new("/proc/version"), &AuditSettings::default()) {
+        assert!(matches!(
+            log.append(entry("r", "started")),
+            Err(AuditError::Write { .. })
+        ));
+    }
+    assert!(AuditLog::open(Path::new("/dev/null"), &AuditSettings::default()).is_err());
+}
+
+/// Clears the immutable flag even when the test fails.
+struct Immutable<'a>(&'a Path);
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
+    }
+}
+
+fn make_immutable(p: &Path) -> Option<Immutable<'_>> {
+    let ok = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(p)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(Immutable(p))
+    } else {
+        eprintln!("SKIP: chattr +i is not available on this file system");
+        None
+    }
+}
+
+#[test]
+fn immutable_log_fails_open_and_append_even_as_root() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("ro.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    let Some(_guard) = make_immutable(&p) else {
+        return;
+    };
+    assert!(matches!(
+        AuditLog::open(&p, &AuditSettings::default()),
+        Err(AuditError::Open { .. })
+    ));
+    let err = log.append(entry("r1", "started")).unwrap_err();
+    assert!(err.to_string().contains("not durable"), "{err}");
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
+/// Runs inside a mount namespace where the log's directory is a read-only
+/// bind mount; `read_only_bind_mount_refuses_open` drives it.
+#[test]
+#[ignore]
+fn read_only_mount_inner() {
+    let Ok(dir) = std::env::var("UPM_AUDIT_RO_DIR") else {
+        return;
+    };
+    let p = Path::new(&dir).join("ro.log");
+    let err = AuditLog::open(&p, &AuditSettings::default()).err().unwrap();
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+}
+
+#[test]
+fn read_only_bind_mount_refuses_open() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display().to_string();
+    std::fs::write(d.path().join("ro.log"), b"").unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "mount --bind -o ro '{dir}' '{dir}' || exit 77; exec '{}' --exact audit::writer::tests::read_only_mount_inner --ignored",
+        exe.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("UPM_AUDIT_RO_DIR", &dir)
+        .output();
+    match out {
+        Ok(o) if o.status.code() == Some(77) => eprintln!("SKIP: cannot bind-mount read-only here"),
+        Ok(o) => assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("1 passed"),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("SKIP: unshare not available: {e}"),
+    }
+}
+
+/// One appender process of `concurrent_processes_never_interleave`.
+#[test]
+#[ignore]
+fn process_appender_inner() {
+    let Ok(path) = std::env::var("UPM_AUDIT_MP_LOG") else {
+        return;
+    };
+    let settings = AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(20_000),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(Path::new(&path), &settings).unwrap();
+    for i in 0..50 {
+        log.append(entry(&format!("p{}-{i}", std::process::id()), "started"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn concurrent_processes_never_interleave() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("mp.log");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "audit::writer::tests::process_appender_inner",
+                    "--ignored",
+                ])
+                .env("UPM_AUDIT_MP_LOG", &p)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 400);
+    assert!(r.files.len() > 1, "rotation happened under contention");
+}
+
+/// Rewrites a log as an attacker without the key would: edit, re-seal and
+/// re-chain every line, pointing checkpoints at the new hashes.
+fn rewrite(p: &Path, edit: impl Fn(u64, &mut Map<String, Value>)) {
+    let mut prev = GENESIS.to_string();
+    let mut out = Vec::new();
+    for (i, l) in std::fs::read_to_string(p).unwrap().lines().enumerate() {
+        let mut m: Map<String, Value> = serde_json::from_str(l).unwrap();
+        for k in ["seq", "prev", "hash"] {
+            m.remove(k);
+        }
+        let seq = i as u64 + 1;
+        edit(seq, &mut m);
+        if m["event"] == "checkpoint" {
+            m.insert("signed_hash".into(), prev.clone().into());
+        }
+        let (line, hash) = crate::audit::format::seal(seq, &prev, &m).unwrap();
+        out.extend(line);
+        prev = hash;
+    }
+    std::fs::write(p, out).unwrap();
+}
+
+#[test]
+fn rechained_edits_are_caught_only_by_signatures() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
+    keygen(&sk, &pk).unwrap();
+    let p = d.path().join("f.log");
+    let settings = AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 3,
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    for i in 0..6 {
+        log.append(entry(&format!("r{i}"), "finished")).unwrap();
+    }
+    assert_intact(&p, Some(&pk));
+    // Editing an old entry and re-chaining fools the hash chain alone...
+    rewrite(&p, |seq, m| {
+        if seq == 3 {
+            m.insert("code".into(), "timeout".into());
+        }
+    });
+    assert_intact(&p, None);
+    // ...but not the checkpoint that signed the original head.
+    let r = verify(&p, Some(&pk));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("signature does not verify"),
+        "{}",
+        f.message
+    );
+
+    // Raising the signed cadence to hide a long unsigned tail fails too.
+    let q = d.path().join("g.log");
+    let mut log = AuditLog::open(&q, &settings).unwrap();
+    log.append(entry("r", "started")).unwrap();
+    rewrite(&q, |_, m| {
+        if m["event"] == "checkpoint" {
+            m.insert("sign_every".into(), 1_000_000.into());
+        }
+    });
+    let r = verify(&q, Some(&pk));
+    let Outcome::Broken(f) = &r.outcome else {
+        panic!("{r}")
+    };
+    assert!(
+        f.message.contains("signature does not verify"),
+        "{}",
+        f.message
+    );
+}
+
+/// `cargo test --release --lib audit::writer::tests::append_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn append_speed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("speed.log");
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let n = 2000;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        log.append(entry(&format!("r{i}"), "started")).unwrap();
+    }
+    let per = t.elapsed().as_secs_f64() / f64::from(n);
+    println!("append: {:.1} us per durable entry", per * 1e6);
+    assert_intact(&p, None);
+}
