@@ -45,6 +45,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify, query or sign the audit log.
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCommand),
     #[command(external_subcommand)]
     Legacy(Vec<String>),
 }
@@ -74,6 +77,14 @@ pub fn main() -> i32 {
         Command::List => list(&config_path),
         Command::Check => check(&config_path),
         Command::Doctor { json } => doctor(json),
+        Command::Audit(cmd) => {
+            // The default log is the config's, even when the config itself is broken.
+            let default_log = match Config::load(&config_path) {
+                Ok(c) => c.audit_path,
+                Err(_) => config::fallback_audit_path(&config_path),
+            };
+            crate::audit::run(cmd, Some(&default_log))
+        }
     }
 }
 

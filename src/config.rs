@@ -256,6 +256,9 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         &field(obj, "project_root", PathBuf::from("."), problems),
     );
     let audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
+    if let Err(e) = audit.validate() {
+        problems.push(format!("\"audit\": {e}"));
+    }
     let audit_path = match std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => resolve_in(

@@ -12,7 +12,7 @@ use crate::error::{Code, Failure};
 use crate::request::{self, Request};
 use crate::response::{round_ms, Captured, Response};
 use crate::sandbox::{self, host::Host, Step};
-use crate::schema::{self, MethodSchema};
+use crate::schema::MethodSchema;
 use crate::spawn::{self, Exit, Launch, Outcome, Stop};
 use serde_json::{json, Map, Value};
 use std::ffi::CString;
@@ -645,7 +645,10 @@ fn started_entry(
             "parent_exe": std::fs::read_link(format!("/proc/{ppid}/exe")).ok(),
         }),
     );
-    e.insert("args_sha256".into(), json!(schema::digest_hex(&req.args)));
+    e.insert(
+        "args_digest".into(),
+        json!(crate::audit::args_digest(&req.args)),
+    );
     if config.audit.include_args {
         let args = schema.map_or_else(|| req.args.clone(), |s| s.redact(&req.args));
         e.insert("args".into(), args);

@@ -86,8 +86,6 @@ mod writer;
 
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
-
 pub use cli::{run, AuditCommand, ShowFormat};
 pub use format::GENESIS;
 pub use keys::keygen;
@@ -149,8 +147,7 @@ pub enum AuditError {
 /// Digest logged instead of the arguments when `include_args` is false:
 /// `sha256:<hex>` of the compact JSON (object keys sorted by serde_json).
 pub fn args_digest(args: &serde_json::Value) -> String {
-    let bytes = serde_json::to_vec(args).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    format!("sha256:{}", crate::schema::digest_hex(args))
 }
 
 #[cfg(test)]
