@@ -55,6 +55,7 @@ enum Command {
 /// Parses argv, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
     ensure_std_fds();
+    crate::diagnostics::init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

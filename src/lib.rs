@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod diagnostics;
 pub mod error;
 pub mod pipeline;
 pub mod request;

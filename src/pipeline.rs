@@ -253,12 +253,12 @@ fn execute(
                 Code::SandboxUnavailable,
                 format!("cannot create the private working directory: {e}"),
             );
-            return finish_with(call, audit, config, None, f.into());
+            return finish_refused(call, Some(config), &config.audit_path, f);
         }
     };
     let launch = match build_launch(config, plugin, req, &call.request_id, &workdir.0) {
         Ok(l) => l,
-        Err(f) => return finish_with(call, audit, config, None, f.into()),
+        Err(f) => return finish_refused(call, Some(config), &config.audit_path, f),
     };
     let paths = sandbox::Paths {
         workdir: &workdir.0,
@@ -273,7 +273,7 @@ fn execute(
                 _ => Code::SandboxUnavailable,
             };
             let f = Failure::new(code, format!("{e}; the plugin was not run"));
-            return finish_with(call, audit, config, None, f.into());
+            return finish_refused(call, Some(config), &config.audit_path, f);
         }
     };
 
@@ -295,12 +295,12 @@ fn execute(
             };
             let f = Failure::new(code, format!("{e}; the plugin was not run"));
             let summary = prepared.summary();
-            return finish_with(call, audit, config, Some(summary), f.into());
+            return finish_with(call, audit, Some(summary), f.into());
         }
     };
     drop(workdir);
     let ran = interpret(&outcome, plugin);
-    finish_with(call, audit, config, Some(prepared.summary()), ran)
+    finish_with(call, audit, Some(prepared.summary()), ran)
 }
 
 fn build_launch(
@@ -709,13 +709,7 @@ fn finish_refused(call: &Call, config: Option<&Config>, audit_path: &Path, f: Fa
 }
 
 /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
-fn finish_with(
-    call: &Call,
-    audit: &mut AuditLog,
-    _config: &Config,
-    sandbox: Option<Value>,
-    ran: Ran,
-) -> Response {
+fn finish_with(call: &Call, audit: &mut AuditLog, sandbox: Option<Value>, ran: Ran) -> Response {
     let did_run = ran.ran;
     let mut resp = respond(call, ran);
     resp.data.sandbox = sandbox.clone();

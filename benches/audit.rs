@@ -1,0 +1,2 @@
+//! Placeholder: the audit benchmark is being written.
+fn main() {}
