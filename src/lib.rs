@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
+pub mod keys;
 pub mod pipeline;
 pub mod request;
 pub mod response;

@@ -78,7 +78,6 @@
 mod cli;
 mod files;
 mod format;
-pub mod keys;
 mod query;
 mod settings;
 mod verify;
@@ -86,9 +85,9 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use crate::keys::keygen;
 pub use cli::{run, AuditCommand, ShowFormat};
 pub use format::GENESIS;
-pub use keys::keygen;
 pub use query::{show, Filter};
 pub use settings::{AuditSettings, Mirror, Rotation};
 pub use verify::{verify, Finding, Outcome, VerifyReport};
@@ -162,5 +161,14 @@ mod tests {
         assert_eq!(args_digest(&a), args_digest(&b));
         assert_ne!(args_digest(&a), args_digest(&c));
         assert!(args_digest(&a).starts_with("sha256:"));
+    }
+}
+
+impl From<crate::keys::KeyError> for AuditError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        match e {
+            crate::keys::KeyError::Format { path, reason } => AuditError::Key { path, reason },
+            crate::keys::KeyError::Io { path, source } => AuditError::KeyIo { path, source },
+        }
     }
 }

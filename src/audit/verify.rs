@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::files::{is_rotated_name, rotated_siblings, split};
 use super::format::{checkpoint_message, parse, seal, Parsed, GENESIS};
-use super::keys::{key_id, load_verifying_key};
 use super::AuditError;
+use crate::keys::{key_id, load_verifying_key};
 
 /// The first problem found, located by file and 1-based line number.
 #[derive(Debug, Clone, PartialEq, Eq)]

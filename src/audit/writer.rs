@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use super::files::{rotated_name, rotated_siblings, split};
 use super::format::{checkpoint_message, now_ts, parse, seal, GENESIS};
-use super::keys::{key_id, load_signing_key};
 use super::settings::{AuditSettings, Mirror};
 use super::AuditError;
+use crate::keys::{key_id, load_signing_key};
 
 /// How far back the writer looks for the last complete entry before it
 /// declares the file unusable (a real log never has this much garbage).

@@ -8,29 +8,39 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use super::AuditError;
+/// A key file that cannot be read, written or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Writes a fresh key pair. Refuses to overwrite either file, so a running
 /// deployment's key cannot be replaced by accident.
-pub fn keygen(secret: &Path, public: &Path) -> Result<(), AuditError> {
+pub fn keygen(secret: &Path, public: &Path) -> Result<(), KeyError> {
     let key = SigningKey::generate(&mut rand_core::OsRng);
     let secret_pem = key
         .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| AuditError::Key {
+        .map_err(|e| KeyError::Format {
             path: secret.to_path_buf(),
             reason: format!("cannot encode the secret key: {e}"),
         })?;
     let public_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| AuditError::Key {
+        .map_err(|e| KeyError::Format {
             path: public.to_path_buf(),
             reason: format!("cannot encode the public key: {e}"),
         })?;
@@ -38,8 +48,8 @@ pub fn keygen(secret: &Path, public: &Path) -> Result<(), AuditError> {
     write_new(public, public_pem.as_bytes(), 0o644)
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuditError> {
-    let io = |source| AuditError::KeyIo {
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     };
@@ -53,24 +63,24 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuditError> {
     f.sync_all().map_err(io)
 }
 
-fn read_text(path: &Path) -> Result<String, AuditError> {
-    std::fs::read_to_string(path).map_err(|source| AuditError::KeyIo {
+fn read_text(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
 /// Reads a PKCS#8 PEM ed25519 secret key.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, AuditError> {
-    SigningKey::from_pkcs8_pem(&read_text(path)?).map_err(|e| AuditError::Key {
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    SigningKey::from_pkcs8_pem(&read_text(path)?).map_err(|e| KeyError::Format {
         path: path.to_path_buf(),
         reason: format!("not a PKCS#8 PEM ed25519 secret key: {e}"),
     })
 }
 
 /// Reads an SPKI PEM ed25519 public key.
-pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, AuditError> {
-    VerifyingKey::from_public_key_pem(&read_text(path)?).map_err(|e| AuditError::Key {
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
+    VerifyingKey::from_public_key_pem(&read_text(path)?).map_err(|e| KeyError::Format {
         path: path.to_path_buf(),
         reason: format!("not an SPKI PEM ed25519 public key: {e}"),
     })
