@@ -75,7 +75,10 @@ pub struct Plugin {
     pub policy: Policy,
     /// Absolute path of the seccomp profile named by the policy.
     pub seccomp_profile: PathBuf,
+    /// Pin of the executable (`command[0]`).
     pub sha256: Option<String>,
+    /// Pin of the plugin's tree: a Python class plugin's `python_path`, or the directory of `command[0]`.
+    pub manifest_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,8 @@ struct RawPlugin {
     sandbox: Option<Value>,
     #[serde(default)]
     sha256: Option<String>,
+    #[serde(default)]
+    manifest_sha256: Option<String>,
     #[serde(default)]
     description: Option<String>,
 }
@@ -433,10 +438,20 @@ fn build_plugin(
             Policy::default()
         }
     };
-    if let Some(h) = &raw.sha256 {
-        if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-            problems.push(format!("{at}: \"sha256\" must be 64 hex digits"));
+    for (key, pin) in [
+        ("sha256", &raw.sha256),
+        ("manifest_sha256", &raw.manifest_sha256),
+    ] {
+        if let Some(h) = pin {
+            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                problems.push(format!("{at}: \"{key}\" must be 64 hex digits"));
+            }
         }
+    }
+    if raw.sha256.is_some() && matches!(kind, PluginKind::PythonClass { .. }) {
+        problems.push(format!(
+            "{at}: a Python class plugin is pinned with \"manifest_sha256\" (over its python_path), not \"sha256\""
+        ));
     }
     let seccomp_profile = resolve_in(ctx.dir, &policy.seccomp);
     Some(Plugin {
@@ -447,6 +462,7 @@ fn build_plugin(
         policy,
         seccomp_profile,
         sha256: raw.sha256.map(|h| h.to_ascii_lowercase()),
+        manifest_sha256: raw.manifest_sha256.map(|h| h.to_ascii_lowercase()),
     })
 }
 

@@ -17,6 +17,7 @@ pub enum Code {
     UntrustedConfig,
     PluginStartFailed,
     IntegrityMismatch,
+    UnsafePluginFile,
     MethodNotAllowed,
     MethodNotFound,
     PluginFailed,
@@ -29,7 +30,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::Usage,
         Code::BadRequest,
         Code::RequestTooLarge,
@@ -38,6 +39,7 @@ impl Code {
         Code::UntrustedConfig,
         Code::PluginStartFailed,
         Code::IntegrityMismatch,
+        Code::UnsafePluginFile,
         Code::MethodNotAllowed,
         Code::MethodNotFound,
         Code::PluginFailed,
@@ -59,6 +61,7 @@ impl Code {
             Code::UntrustedConfig => "untrusted_config",
             Code::PluginStartFailed => "plugin_start_failed",
             Code::IntegrityMismatch => "integrity_mismatch",
+            Code::UnsafePluginFile => "unsafe_plugin_file",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::MethodNotFound => "method_not_found",
             Code::PluginFailed => "plugin_failed",
@@ -78,7 +81,7 @@ impl Code {
             Code::BadRequest | Code::RequestTooLarge => 3,
             Code::NotWhitelisted => 4,
             Code::ConfigError | Code::UntrustedConfig => 5,
-            Code::PluginStartFailed | Code::IntegrityMismatch => 6,
+            Code::PluginStartFailed | Code::IntegrityMismatch | Code::UnsafePluginFile => 6,
             Code::MethodNotAllowed => 7,
             Code::MethodNotFound => 8,
             Code::PluginFailed => 9,
@@ -114,5 +117,46 @@ impl Failure {
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
+    }
+}
+
+impl From<crate::integrity::IntegrityError> for Failure {
+    fn from(e: crate::integrity::IntegrityError) -> Failure {
+        use crate::integrity::IntegrityError as E;
+        let code = match e {
+            E::Mismatch { .. } | E::ManifestMismatch { .. } => Code::IntegrityMismatch,
+            E::Unsafe { .. } => Code::UnsafePluginFile,
+            E::Open { .. } | E::Snapshot { .. } => Code::PluginStartFailed,
+        };
+        Failure::new(code, format!("{e}; the plugin was not run"))
+    }
+}
+
+impl From<crate::sandbox::SandboxError> for Failure {
+    fn from(e: crate::sandbox::SandboxError) -> Failure {
+        use crate::sandbox::SandboxError as E;
+        let code = match e {
+            // A profile that does not load is a config problem, never a degradation.
+            E::Profile(_) => Code::ConfigError,
+            E::Unavailable { .. } => Code::SandboxUnavailable,
+        };
+        Failure::new(code, format!("{e}; the plugin was not run"))
+    }
+}
+
+impl From<crate::spawn::SpawnError> for Failure {
+    fn from(e: crate::spawn::SpawnError) -> Failure {
+        use crate::spawn::SpawnError as E;
+        match e {
+            E::Sandbox(s) => s.into(),
+            E::IdMap(_) => Failure::new(
+                Code::SandboxUnavailable,
+                format!("{e}; the plugin was not run"),
+            ),
+            E::Pipe(_) | E::Clone(_) => Failure::new(
+                Code::PluginStartFailed,
+                format!("{e}; the plugin was not run"),
+            ),
+        }
     }
 }

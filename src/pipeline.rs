@@ -7,20 +7,19 @@
 //! `started` entry is durable.
 
 use crate::audit::AuditLog;
-use crate::config::{Config, Plugin, PluginKind};
+use crate::config::{Config, Plugin};
 use crate::error::{Code, Failure};
+use crate::launch::{self, Workdir};
+use crate::outcome::{self, Ran};
 use crate::request::{self, Request};
-use crate::response::{round_ms, Captured, Response};
-use crate::sandbox::{self, host::Host, Step};
+use crate::response::{Captured, Response};
+use crate::sandbox::{self, host::Host};
 use crate::schema::MethodSchema;
-use crate::spawn::{self, Exit, Launch, Outcome, Stop};
+use crate::spawn::{self, Exit};
 use serde_json::{json, Map, Value};
-use std::ffi::CString;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
+use std::path::Path;
+use std::time::Instant;
 
 /// Where the call comes from.
 pub enum Input<R: Read> {
@@ -192,45 +191,6 @@ fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> 
 }
 
 /// The call's private working directory, removed when the call ends.
-struct Workdir(PathBuf);
-
-impl Workdir {
-    fn create(request_id: &str, owner: Option<(u32, u32)>) -> std::io::Result<Workdir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let safe: String = request_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(40)
-            .collect();
-        let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let path = PathBuf::from("/tmp").join(format!("upm-{safe}-{}", &suffix[20..]));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let dir = Workdir(path);
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir.0, Some(uid), Some(gid))?;
-        }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir.0.join("cache"))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(dir.0.join("cache"), Some(uid), Some(gid))?;
-        }
-        Ok(dir)
-    }
-}
-
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn execute(
     config: &Config,
     plugin: &Plugin,
@@ -245,396 +205,56 @@ fn execute(
         .privileged
         .then_some((policy.user.uid, policy.user.gid));
 
-    // prepare sandbox
-    let workdir = match Workdir::create(&call.request_id, owner) {
-        Ok(w) => w,
-        Err(e) => {
-            let f = Failure::new(
+    // prepare: private directory, verified plugin files, launch, sandbox layers
+    let prepared = Workdir::create(&call.request_id, owner)
+        .map_err(|e| {
+            Failure::new(
                 Code::SandboxUnavailable,
-                format!("cannot create the private working directory: {e}"),
-            );
-            return finish_refused(call, Some(config), &config.audit_path, f);
-        }
-    };
-    let launch = match build_launch(config, plugin, req, &call.request_id, &workdir.0) {
-        Ok(l) => l,
-        Err(f) => return finish_refused(call, Some(config), &config.audit_path, f),
-    };
-    let paths = sandbox::Paths {
-        workdir: &workdir.0,
-        plugin_files: plugin_files(config, plugin),
-        seccomp_profile: &plugin.seccomp_profile,
-    };
-    let mut prepared = match sandbox::prepare(policy, &paths, &host) {
-        Ok(p) => p,
-        Err(e) => {
-            let code = match e {
-                sandbox::SandboxError::Profile(_) => Code::ConfigError,
-                _ => Code::SandboxUnavailable,
+                format!("cannot create the call's private directory: {e}"),
+            )
+        })
+        .and_then(|workdir| {
+            let runnable = launch::resolve(config, plugin, &workdir)?;
+            let launch = launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
+            let paths = sandbox::Paths {
+                workdir: &workdir.home,
+                plugin_files: runnable.readable.clone(),
+                seccomp_profile: &plugin.seccomp_profile,
             };
-            let f = Failure::new(code, format!("{e}; the plugin was not run"));
-            return finish_refused(call, Some(config), &config.audit_path, f);
-        }
+            let sandbox = sandbox::prepare(policy, &paths, &host)?;
+            Ok((workdir, runnable, launch, sandbox))
+        });
+    let (workdir, runnable, launch, mut sandbox) = match prepared {
+        Ok(p) => p,
+        Err(f) => return finish_refused(call, Some(config), &config.audit_path, f),
     };
 
     // audit `started`, durably, before the plugin exists
-    let started = started_entry(config, plugin, schema, req, call, &prepared);
+    let started = started_entry(config, schema, req, call, &runnable, &sandbox);
     if let Err(e) = audit.append(started) {
         let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
         return respond(call, f.into());
     }
 
     // spawn, capture
-    let outcome = match spawn::run(&launch, &mut prepared) {
-        Ok(o) => o,
-        Err(e) => {
-            let code = match e {
-                spawn::SpawnError::Sandbox(_) => Code::SandboxUnavailable,
-                spawn::SpawnError::IdMap(_) => Code::SandboxUnavailable,
-                _ => Code::PluginStartFailed,
-            };
-            let f = Failure::new(code, format!("{e}; the plugin was not run"));
-            let summary = prepared.summary();
-            return finish_with(call, audit, Some(summary), f.into());
-        }
-    };
+    let outcome = spawn::run(&launch, &mut sandbox);
     drop(workdir);
-    let ran = interpret(&outcome, plugin);
-    finish_with(call, audit, Some(prepared.summary()), ran)
-}
-
-fn build_launch(
-    config: &Config,
-    plugin: &Plugin,
-    req: &Request,
-    request_id: &str,
-    workdir: &Path,
-) -> Result<Launch, Failure> {
-    let cstr = |s: &str| {
-        CString::new(s).map_err(|_| {
-            Failure::new(
-                Code::ConfigError,
-                format!(
-                    "plugin \"{}\": a command or setting contains a NUL byte",
-                    plugin.name
-                ),
-            )
-        })
+    let ran = match outcome {
+        Ok(o) => outcome::interpret(&o, plugin),
+        Err(e) => Failure::from(e).into(),
     };
-    let stdin = serde_json::to_vec(&json!({
-        "method": req.method,
-        "args": req.args,
-        "request_id": request_id,
-    }))
-    .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
-
-    let (program, argv, result_channel) = match &plugin.kind {
-        PluginKind::Command { argv } => (argv[0].clone(), argv.clone(), false),
-        PluginKind::PythonClass {
-            module,
-            class,
-            python_path,
-        } => {
-            let settings = json!({
-                "module": module,
-                "class": class,
-                "python_path": python_path,
-                "project_root": config.project_root,
-                "cache_dir": workdir.join("cache"),
-                "policy": config.policy,
-            });
-            let python = config.python.to_string_lossy().into_owned();
-            let argv = vec![
-                python.clone(),
-                "-I".into(),
-                "-c".into(),
-                PYTHON_RUNNER.into(),
-                settings.to_string(),
-            ];
-            (python, argv, true)
-        }
-    };
-    let mut env: Vec<(String, String)> = Vec::new();
-    for name in &plugin.policy.env.allow {
-        if let Ok(v) = std::env::var(name) {
-            env.push((name.clone(), v));
-        }
-    }
-    for (k, v) in &plugin.policy.env.set {
-        env.retain(|(name, _)| name != k);
-        env.push((k.clone(), v.clone()));
-    }
-    let workdir_s = workdir.to_string_lossy().into_owned();
-    env.retain(|(name, _)| name != "TMPDIR");
-    env.push(("TMPDIR".into(), workdir_s.clone()));
-    if result_channel {
-        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-    }
-    Ok(Launch {
-        program: cstr(&program)?,
-        argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
-        envp: env
-            .iter()
-            .map(|(k, v)| cstr(&format!("{k}={v}")))
-            .collect::<Result<_, _>>()?,
-        workdir: cstr(&workdir_s)?,
-        stdin,
-        result_channel,
-        timeout: Duration::from_millis(plugin.policy.limits.timeout_ms),
-        output_cap: plugin.policy.limits.output_bytes,
-    })
-}
-
-/// What the plugin needs to read besides the base system: its own files.
-fn plugin_files(config: &Config, plugin: &Plugin) -> Vec<PathBuf> {
-    match &plugin.kind {
-        PluginKind::Command { argv } => vec![PathBuf::from(&argv[0])],
-        PluginKind::PythonClass { python_path, .. } => {
-            let mut v = python_path.clone();
-            v.push(config.python.clone());
-            v
-        }
-    }
-}
-
-/// Turns how the plugin ended into the call's outcome.
-fn interpret(o: &Outcome, plugin: &Plugin) -> Ran {
-    let limits = &plugin.policy.limits;
-    let mut ran = Ran::from_outcome(o);
-    if let Some((step, errno)) = o.start_failure {
-        let err = std::io::Error::from_raw_os_error(errno);
-        ran.failure = Some(match (step, step.layer()) {
-            (Step::Exec, _) => Failure::new(
-                Code::PluginStartFailed,
-                format!("the plugin could not be started: exec failed: {err}"),
-            ),
-            (_, Some(layer)) => Failure::new(
-                Code::SandboxUnavailable,
-                format!(
-                    "the {} layer could not be applied ({} failed: {err}); the plugin was not run",
-                    layer.as_str(),
-                    step.as_str()
-                ),
-            ),
-            _ => Failure::new(
-                Code::SandboxUnavailable,
-                format!(
-                    "the sandbox could not be set up ({} failed: {err}); the plugin was not run",
-                    step.as_str()
-                ),
-            ),
-        });
-        return ran;
-    }
-    let cpu_ms = o.usage.user_ms + o.usage.sys_ms;
-    let limit = match (o.stopped_by, o.exit) {
-        (Some(Stop::Timeout), _) => Some("timeout"),
-        (Some(Stop::Output), _) => Some("output"),
-        (_, Some(Exit::Signal(libc::SIGXCPU))) => Some("cpu"),
-        (_, Some(Exit::Signal(libc::SIGKILL))) if cpu_ms >= limits.cpu_seconds as f64 * 1000.0 => {
-            Some("cpu")
-        }
-        (_, Some(Exit::Signal(libc::SIGXFSZ))) => Some("file_size"),
-        _ => None,
-    };
-    ran.limit = limit;
-    ran.failure = match limit {
-        Some("timeout") => Some(Failure::new(
-            Code::Timeout,
-            format!(
-                "the plugin did not finish within {} ms and was killed with its whole process tree",
-                limits.timeout_ms
-            ),
-        )),
-        Some("output") => Some(Failure::new(
-            Code::LimitExceeded,
-            format!(
-                "the plugin printed more than {} bytes and was stopped",
-                limits.output_bytes
-            ),
-        )),
-        Some("cpu") => Some(Failure::new(
-            Code::LimitExceeded,
-            format!(
-                "the plugin used more than {} CPU seconds and was stopped",
-                limits.cpu_seconds
-            ),
-        )),
-        Some(l) => Some(Failure::new(
-            Code::LimitExceeded,
-            format!("the plugin went past its {l} limit and was stopped"),
-        )),
-        None => None,
-    };
-    if ran.failure.is_some() {
-        return ran;
-    }
-    match &plugin.kind {
-        PluginKind::Command { .. } => interpret_command(o, &mut ran),
-        PluginKind::PythonClass { .. } => interpret_python(o, &mut ran),
-    }
-    ran
-}
-
-fn exit_failure(o: &Outcome) -> Option<Failure> {
-    match o.exit {
-        Some(Exit::Code(0)) => None,
-        Some(Exit::Code(n)) => Some(Failure::new(
-            Code::PluginFailed,
-            format!("the plugin exited with status {n}"),
-        )),
-        Some(Exit::Signal(s)) => Some(Failure::new(
-            Code::PluginFailed,
-            format!("the plugin was killed by signal {s} ({})", signal_name(s)),
-        )),
-        None => Some(Failure::new(
-            Code::PluginFailed,
-            "the plugin ended without an exit status",
-        )),
-    }
-}
-
-fn interpret_command(o: &Outcome, ran: &mut Ran) {
-    if let Some(f) = exit_failure(o) {
-        ran.failure = Some(f);
-        return;
-    }
-    let text = String::from_utf8_lossy(&o.stdout.data);
-    if text.trim().is_empty() {
-        ran.result = Some(Value::Null);
-        return;
-    }
-    match serde_json::from_str::<Value>(text.trim()) {
-        Ok(v) => {
-            ran.result = Some(v);
-            // The result is the stdout; do not echo it twice.
-            ran.stdout = None;
-        }
-        Err(e) => {
-            ran.failure = Some(Failure::new(
-                Code::PluginFailed,
-                format!("the plugin printed something that is not one JSON value: {e}"),
-            ))
-        }
-    }
-}
-
-fn interpret_python(o: &Outcome, ran: &mut Ran) {
-    let envelope: Option<Value> = serde_json::from_slice(&o.result.data).ok();
-    let Some(env) = envelope else {
-        ran.failure = Some(exit_failure(o).unwrap_or_else(|| {
-            Failure::new(Code::PluginFailed, "the Python runner returned no result")
-        }));
-        return;
-    };
-    if env["ok"] == Value::Bool(true) {
-        ran.result = Some(env["result"].clone());
-        return;
-    }
-    let message = env["message"].as_str().unwrap_or("").to_owned();
-    let details = json!({
-        "type": env["type"],
-        "message": env["message"],
-        "traceback": env["traceback"],
-    });
-    let (code, text) = match env["kind"].as_str() {
-        Some("method_not_found") => (Code::MethodNotFound, message.clone()),
-        Some("import_error") => (
-            Code::PluginStartFailed,
-            format!("the plugin's module could not be loaded: {message}"),
-        ),
-        Some("exception") if env["type"] == "MemoryError" => {
-            ran.limit = Some("memory");
-            (
-                Code::LimitExceeded,
-                "the plugin ran out of memory under its memory limit".to_owned(),
-            )
-        }
-        Some("bad_result") => (
-            Code::PluginFailed,
-            format!("the plugin returned a value that is not JSON: {message}"),
-        ),
-        _ => (
-            Code::PluginFailed,
-            format!(
-                "the plugin raised {}: {message}",
-                env["type"].as_str().unwrap_or("an exception")
-            ),
-        ),
-    };
-    ran.failure = Some(Failure::new(code, text).with_details(details));
-}
-
-fn signal_name(s: i32) -> &'static str {
-    match s {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGSYS => "SIGSYS",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGPIPE => "SIGPIPE",
-        _ => "signal",
-    }
-}
-
-/// A call's outcome, whether or not a plugin ran.
-#[derive(Default)]
-struct Ran {
-    failure: Option<Failure>,
-    result: Option<Value>,
-    stdout: Option<Captured>,
-    stderr: Option<Captured>,
-    exit: Option<Exit>,
-    limit: Option<&'static str>,
-    usage: Option<Value>,
-    ran: bool,
-}
-
-impl From<Failure> for Ran {
-    fn from(f: Failure) -> Ran {
-        Ran {
-            failure: Some(f),
-            ..Ran::default()
-        }
-    }
-}
-
-impl Ran {
-    fn from_outcome(o: &Outcome) -> Ran {
-        let cap = |s: &spawn::Stream| Captured {
-            text: String::from_utf8_lossy(&s.data).into_owned(),
-            bytes: s.total,
-            truncated: o.truncated(s),
-        };
-        Ran {
-            stdout: Some(cap(&o.stdout)),
-            stderr: Some(cap(&o.stderr)),
-            exit: o.exit,
-            usage: Some(json!({
-                "wall_ms": round_ms(o.wall.as_secs_f64() * 1000.0),
-                "cpu_user_ms": round_ms(o.usage.user_ms),
-                "cpu_system_ms": round_ms(o.usage.sys_ms),
-                "max_rss_kb": o.usage.max_rss_kb,
-            })),
-            ran: o.start_failure.is_none(),
-            ..Ran::default()
-        }
-    }
+    finish_with(call, audit, Some(sandbox.summary()), ran)
 }
 
 fn started_entry(
     config: &Config,
-    plugin: &Plugin,
     schema: Option<&MethodSchema>,
     req: &Request,
     call: &Call,
-    prepared: &sandbox::Prepared,
+    runnable: &launch::Runnable,
+    sandbox: &sandbox::Prepared,
 ) -> Map<String, Value> {
     let mut e = base_entry("started", call);
-    // SAFETY-free getters via nix.
     let ppid = nix::unistd::getppid().as_raw();
     e.insert(
         "caller".into(),
@@ -654,22 +274,16 @@ fn started_entry(
         e.insert("args".into(), args);
     }
     e.insert("config_sha256".into(), json!(config.digest));
-    if let PluginKind::Command { argv } = &plugin.kind {
-        e.insert(
-            "plugin_sha256".into(),
-            json!(file_digest(Path::new(&argv[0]))),
-        );
-    }
-    e.insert("sandbox_requested".into(), prepared.summary());
+    e.insert(
+        "plugin_files".into(),
+        json!({
+            "exec": runnable.exe.path,
+            "exec_sha256": runnable.exe.sha256,
+            "manifest_sha256": runnable.manifest_sha256,
+        }),
+    );
+    e.insert("sandbox_requested".into(), sandbox.summary());
     e
-}
-
-fn file_digest(p: &Path) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(p).ok()?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).ok()?;
-    Some(hex::encode(h.finalize()))
 }
 
 fn base_entry(event: &str, call: &Call) -> Map<String, Value> {

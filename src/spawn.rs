@@ -39,7 +39,10 @@ pub enum SpawnError {
 
 /// Everything needed to start one plugin process.
 pub struct Launch {
-    pub program: CString,
+    /// The verified executable, opened once: it is exec'd through this descriptor.
+    pub exec_fd: RawFd,
+    /// A script: the interpreter reads it as `/dev/fd/N`, so it must survive the exec.
+    pub keep_exec_fd: bool,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub workdir: CString,
@@ -125,7 +128,8 @@ struct ChildCtx<'a> {
     /// The parent's ends of every pipe: the init never execs, so CLOEXEC would not close them.
     parent_ends: [RawFd; 6],
     workdir: *const libc::c_char,
-    program: *const libc::c_char,
+    exec_fd: RawFd,
+    keep_exec_fd: bool,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     sandbox: &'a Prepared,
@@ -140,8 +144,12 @@ fn pipe_high() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 }
 
 fn high(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
+    high_dup(fd.as_raw_fd())
+}
+
+fn high_dup(fd: RawFd) -> Result<OwnedFd, SpawnError> {
     // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor returns a new one we then own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
     if n < 0 {
         return Err(SpawnError::Pipe(io::Error::last_os_error()));
     }
@@ -169,6 +177,7 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
     } else {
         None
     };
+    let exec_fd = high_dup(launch.exec_fd)?;
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
 
@@ -189,7 +198,8 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
                 result_pipe.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
             ],
             workdir: launch.workdir.as_ptr(),
-            program: launch.program.as_ptr(),
+            exec_fd: exec_fd.as_raw_fd(),
+            keep_exec_fd: launch.keep_exec_fd,
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
             sandbox,
@@ -330,8 +340,22 @@ fn child_init(ctx: &ChildCtx<'_>) -> ! {
     let plugin =
         unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
     if plugin == 0 {
-        // SAFETY: program/argv/envp are NUL-terminated arrays prepared by the parent.
-        unsafe { libc::execve(ctx.program, ctx.argv, ctx.envp) };
+        // SAFETY: fcntl on the verified descriptor, which stays open in this process.
+        if ctx.keep_exec_fd && unsafe { libc::fcntl(ctx.exec_fd, libc::F_SETFD, 0) } != 0 {
+            fail(rep, Step::Exec, errno());
+        }
+        // SAFETY: exec of the verified descriptor; argv/envp are NULL-terminated arrays of
+        // NUL-terminated strings prepared by the parent; "" with AT_EMPTY_PATH names the fd itself.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                ctx.exec_fd,
+                c"".as_ptr(),
+                ctx.argv,
+                ctx.envp,
+                libc::AT_EMPTY_PATH,
+            )
+        };
         fail(rep, Step::Exec, errno());
     }
     if plugin < 0 {

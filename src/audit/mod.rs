@@ -149,6 +149,15 @@ pub fn args_digest(args: &serde_json::Value) -> String {
     format!("sha256:{}", crate::schema::digest_hex(args))
 }
 
+impl From<crate::keys::KeyError> for AuditError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        match e {
+            crate::keys::KeyError::Format { path, reason } => AuditError::Key { path, reason },
+            crate::keys::KeyError::Io { path, source } => AuditError::KeyIo { path, source },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,14 +170,5 @@ mod tests {
         assert_eq!(args_digest(&a), args_digest(&b));
         assert_ne!(args_digest(&a), args_digest(&c));
         assert!(args_digest(&a).starts_with("sha256:"));
-    }
-}
-
-impl From<crate::keys::KeyError> for AuditError {
-    fn from(e: crate::keys::KeyError) -> Self {
-        match e {
-            crate::keys::KeyError::Format { path, reason } => AuditError::Key { path, reason },
-            crate::keys::KeyError::Io { path, source } => AuditError::KeyIo { path, source },
-        }
     }
 }

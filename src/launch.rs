@@ -1,0 +1,217 @@
+//! Getting a plugin ready to start: its private directory, its verified
+//! executable (and verified tree), its argv, environment and stdin.
+
+use crate::config::{Config, Plugin, PluginKind};
+use crate::error::{Code, Failure};
+use crate::integrity::{self, Executable};
+use crate::request::Request;
+use crate::spawn::Launch;
+use serde_json::json;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
+
+/// The call's private directory, removed when the call ends:
+///
+/// ```text
+/// /tmp/upm-<request id>-<random>/   owned by upm, 0755
+///     home/                          the plugin's cwd and $TMPDIR, owned by the plugin's uid, 0700
+///     home/cache/                    the Python plugin's cache_dir
+///     verified/                      snapshot of a pinned plugin tree, read-only to the plugin
+/// ```
+pub struct Workdir {
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub verified: PathBuf,
+}
+
+impl Workdir {
+    pub fn create(request_id: &str, owner: Option<(u32, u32)>) -> std::io::Result<Workdir> {
+        let safe: String = request_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let root = PathBuf::from("/tmp").join(format!("upm-{safe}-{}", &suffix[20..]));
+        std::fs::DirBuilder::new().mode(0o755).create(&root)?;
+        let dir = Workdir {
+            home: root.join("home"),
+            verified: root.join("verified"),
+            root,
+        };
+        let b = |mode| {
+            let mut b = std::fs::DirBuilder::new();
+            b.mode(mode);
+            b
+        };
+        b(0o700).create(&dir.home)?;
+        b(0o700).create(dir.home.join("cache"))?;
+        b(0o755).create(&dir.verified)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&dir.home, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(dir.home.join("cache"), Some(uid), Some(gid))?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A plugin resolved to exactly what will run.
+pub struct Runnable {
+    pub exe: Executable,
+    pub argv: Vec<String>,
+    /// For a Python class plugin: the import path (the verified snapshot when pinned).
+    pub python_path: Vec<PathBuf>,
+    /// What the plugin must be able to read besides the base system.
+    pub readable: Vec<PathBuf>,
+    /// Digest of the plugin's tree, when one was read.
+    pub manifest_sha256: Option<String>,
+}
+
+/// Verifies the plugin's files and opens what will be exec'd.
+pub fn resolve(config: &Config, plugin: &Plugin, workdir: &Workdir) -> Result<Runnable, Failure> {
+    match &plugin.kind {
+        PluginKind::Command { argv } => {
+            let original = PathBuf::from(&argv[0]);
+            let (path, readable, manifest_sha256) = match &plugin.manifest_sha256 {
+                Some(pin) => {
+                    let roots = vec![original.parent().unwrap_or(Path::new("/")).to_path_buf()];
+                    let m = integrity::manifest(&roots)?;
+                    m.check(&roots, pin)?;
+                    let snap = m.snapshot(1, &workdir.verified)?;
+                    let name = original.file_name().unwrap_or_default();
+                    (snap[0].join(name), snap, Some(m.digest))
+                }
+                None => (original.clone(), vec![original.clone()], None),
+            };
+            let exe = integrity::open_executable(&path, plugin.sha256.as_deref())?;
+            Ok(Runnable {
+                exe,
+                argv: argv.clone(),
+                python_path: Vec::new(),
+                readable,
+                manifest_sha256,
+            })
+        }
+        PluginKind::PythonClass { python_path, .. } => {
+            // The tree is read (and checked) on every call: its digest goes to the audit log.
+            let m = integrity::manifest(python_path)?;
+            let python_path = match &plugin.manifest_sha256 {
+                Some(pin) => {
+                    m.check(python_path, pin)?;
+                    m.snapshot(python_path.len(), &workdir.verified)?
+                }
+                None => python_path.clone(),
+            };
+            let exe = integrity::open_executable(&config.python, None)?;
+            let mut readable = python_path.clone();
+            readable.push(config.python.clone());
+            Ok(Runnable {
+                exe,
+                argv: Vec::new(),
+                python_path,
+                readable,
+                manifest_sha256: Some(m.digest),
+            })
+        }
+    }
+}
+
+/// Builds argv, environment and stdin for the plugin.
+pub fn build(
+    config: &Config,
+    plugin: &Plugin,
+    runnable: &Runnable,
+    req: &Request,
+    request_id: &str,
+    workdir: &Workdir,
+) -> Result<Launch, Failure> {
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| {
+            Failure::new(
+                Code::ConfigError,
+                format!(
+                    "plugin \"{}\": a command or setting contains a NUL byte",
+                    plugin.name
+                ),
+            )
+        })
+    };
+    let stdin = serde_json::to_vec(&json!({
+        "method": req.method,
+        "args": req.args,
+        "request_id": request_id,
+    }))
+    .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
+
+    let (argv, result_channel) = match &plugin.kind {
+        PluginKind::Command { .. } => (runnable.argv.clone(), false),
+        PluginKind::PythonClass { module, class, .. } => {
+            let settings = json!({
+                "module": module,
+                "class": class,
+                "python_path": runnable.python_path,
+                "project_root": config.project_root,
+                "cache_dir": workdir.home.join("cache"),
+                "policy": config.policy,
+            });
+            let argv = vec![
+                config.python.to_string_lossy().into_owned(),
+                "-I".into(),
+                "-c".into(),
+                PYTHON_RUNNER.into(),
+                settings.to_string(),
+            ];
+            (argv, true)
+        }
+    };
+    let home = workdir.home.to_string_lossy().into_owned();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for name in &plugin.policy.env.allow {
+        if let Ok(v) = std::env::var(name) {
+            env.push((name.clone(), v));
+        }
+    }
+    let fixed = plugin
+        .policy
+        .env
+        .set
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([("TMPDIR".to_owned(), home.clone())])
+        .chain(result_channel.then(|| ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())));
+    for (k, v) in fixed {
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    }
+    Ok(Launch {
+        exec_fd: runnable.exe.fd.as_raw_fd(),
+        keep_exec_fd: runnable.exe.script,
+        argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?,
+        workdir: cstr(&home)?,
+        stdin,
+        result_channel,
+        timeout: Duration::from_millis(plugin.policy.limits.timeout_ms),
+        output_cap: plugin.policy.limits.output_bytes,
+    })
+}

@@ -1,0 +1,237 @@
+//! How a plugin's end becomes the call's outcome: result, failure code, limit.
+
+use crate::config::{Plugin, PluginKind};
+use crate::error::{Code, Failure};
+use crate::response::{round_ms, Captured};
+use crate::sandbox::Step;
+use crate::spawn::{self, Exit, Outcome, Stop};
+use serde_json::{json, Value};
+
+/// Turns how the plugin ended into the call's outcome.
+pub fn interpret(o: &Outcome, plugin: &Plugin) -> Ran {
+    let limits = &plugin.policy.limits;
+    let mut ran = Ran::from_outcome(o);
+    if let Some((step, errno)) = o.start_failure {
+        let err = std::io::Error::from_raw_os_error(errno);
+        ran.failure = Some(match (step, step.layer()) {
+            (Step::Exec, _) => Failure::new(
+                Code::PluginStartFailed,
+                format!("the plugin could not be started: exec failed: {err}"),
+            ),
+            (_, Some(layer)) => Failure::new(
+                Code::SandboxUnavailable,
+                format!(
+                    "the {} layer could not be applied ({} failed: {err}); the plugin was not run",
+                    layer.as_str(),
+                    step.as_str()
+                ),
+            ),
+            _ => Failure::new(
+                Code::SandboxUnavailable,
+                format!(
+                    "the sandbox could not be set up ({} failed: {err}); the plugin was not run",
+                    step.as_str()
+                ),
+            ),
+        });
+        return ran;
+    }
+    let cpu_ms = o.usage.user_ms + o.usage.sys_ms;
+    let limit = match (o.stopped_by, o.exit) {
+        (Some(Stop::Timeout), _) => Some("timeout"),
+        (Some(Stop::Output), _) => Some("output"),
+        (_, Some(Exit::Signal(libc::SIGXCPU))) => Some("cpu"),
+        (_, Some(Exit::Signal(libc::SIGKILL))) if cpu_ms >= limits.cpu_seconds as f64 * 1000.0 => {
+            Some("cpu")
+        }
+        (_, Some(Exit::Signal(libc::SIGXFSZ))) => Some("file_size"),
+        _ => None,
+    };
+    ran.limit = limit;
+    ran.failure = match limit {
+        Some("timeout") => Some(Failure::new(
+            Code::Timeout,
+            format!(
+                "the plugin did not finish within {} ms and was killed with its whole process tree",
+                limits.timeout_ms
+            ),
+        )),
+        Some("output") => Some(Failure::new(
+            Code::LimitExceeded,
+            format!(
+                "the plugin printed more than {} bytes and was stopped",
+                limits.output_bytes
+            ),
+        )),
+        Some("cpu") => Some(Failure::new(
+            Code::LimitExceeded,
+            format!(
+                "the plugin used more than {} CPU seconds and was stopped",
+                limits.cpu_seconds
+            ),
+        )),
+        Some(l) => Some(Failure::new(
+            Code::LimitExceeded,
+            format!("the plugin went past its {l} limit and was stopped"),
+        )),
+        None => None,
+    };
+    if ran.failure.is_some() {
+        return ran;
+    }
+    match &plugin.kind {
+        PluginKind::Command { .. } => interpret_command(o, &mut ran),
+        PluginKind::PythonClass { .. } => interpret_python(o, &mut ran),
+    }
+    ran
+}
+
+fn exit_failure(o: &Outcome) -> Option<Failure> {
+    match o.exit {
+        Some(Exit::Code(0)) => None,
+        Some(Exit::Code(n)) => Some(Failure::new(
+            Code::PluginFailed,
+            format!("the plugin exited with status {n}"),
+        )),
+        Some(Exit::Signal(s)) => Some(Failure::new(
+            Code::PluginFailed,
+            format!("the plugin was killed by signal {s} ({})", signal_name(s)),
+        )),
+        None => Some(Failure::new(
+            Code::PluginFailed,
+            "the plugin ended without an exit status",
+        )),
+    }
+}
+
+fn interpret_command(o: &Outcome, ran: &mut Ran) {
+    if let Some(f) = exit_failure(o) {
+        ran.failure = Some(f);
+        return;
+    }
+    let text = String::from_utf8_lossy(&o.stdout.data);
+    if text.trim().is_empty() {
+        ran.result = Some(Value::Null);
+        return;
+    }
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(v) => {
+            ran.result = Some(v);
+            // The result is the stdout; do not echo it twice.
+            ran.stdout = None;
+        }
+        Err(e) => {
+            ran.failure = Some(Failure::new(
+                Code::PluginFailed,
+                format!("the plugin printed something that is not one JSON value: {e}"),
+            ))
+        }
+    }
+}
+
+fn interpret_python(o: &Outcome, ran: &mut Ran) {
+    let envelope: Option<Value> = serde_json::from_slice(&o.result.data).ok();
+    let Some(env) = envelope else {
+        ran.failure = Some(exit_failure(o).unwrap_or_else(|| {
+            Failure::new(Code::PluginFailed, "the Python runner returned no result")
+        }));
+        return;
+    };
+    if env["ok"] == Value::Bool(true) {
+        ran.result = Some(env["result"].clone());
+        return;
+    }
+    let message = env["message"].as_str().unwrap_or("").to_owned();
+    let details = json!({
+        "type": env["type"],
+        "message": env["message"],
+        "traceback": env["traceback"],
+    });
+    let (code, text) = match env["kind"].as_str() {
+        Some("method_not_found") => (Code::MethodNotFound, message.clone()),
+        Some("import_error") => (
+            Code::PluginStartFailed,
+            format!("the plugin's module could not be loaded: {message}"),
+        ),
+        Some("exception") if env["type"] == "MemoryError" => {
+            ran.limit = Some("memory");
+            (
+                Code::LimitExceeded,
+                "the plugin ran out of memory under its memory limit".to_owned(),
+            )
+        }
+        Some("bad_result") => (
+            Code::PluginFailed,
+            format!("the plugin returned a value that is not JSON: {message}"),
+        ),
+        _ => (
+            Code::PluginFailed,
+            format!(
+                "the plugin raised {}: {message}",
+                env["type"].as_str().unwrap_or("an exception")
+            ),
+        ),
+    };
+    ran.failure = Some(Failure::new(code, text).with_details(details));
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
+
+/// A call's outcome, whether or not a plugin ran.
+#[derive(Default)]
+pub struct Ran {
+    pub failure: Option<Failure>,
+    pub result: Option<Value>,
+    pub stdout: Option<Captured>,
+    pub stderr: Option<Captured>,
+    pub exit: Option<Exit>,
+    pub limit: Option<&'static str>,
+    pub usage: Option<Value>,
+    /// A plugin process really ran (the sandbox was applied and exec succeeded).
+    pub ran: bool,
+}
+
+impl From<Failure> for Ran {
+    fn from(f: Failure) -> Ran {
+        Ran {
+            failure: Some(f),
+            ..Ran::default()
+        }
+    }
+}
+
+impl Ran {
+    fn from_outcome(o: &Outcome) -> Ran {
+        let cap = |s: &spawn::Stream| Captured {
+            text: String::from_utf8_lossy(&s.data).into_owned(),
+            bytes: s.total,
+            truncated: o.truncated(s),
+        };
+        Ran {
+            stdout: Some(cap(&o.stdout)),
+            stderr: Some(cap(&o.stderr)),
+            exit: o.exit,
+            usage: Some(json!({
+                "wall_ms": round_ms(o.wall.as_secs_f64() * 1000.0),
+                "cpu_user_ms": round_ms(o.usage.user_ms),
+                "cpu_system_ms": round_ms(o.usage.sys_ms),
+                "max_rss_kb": o.usage.max_rss_kb,
+            })),
+            ran: o.start_failure.is_none(),
+            ..Ran::default()
+        }
+    }
+}
