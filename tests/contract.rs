@@ -866,6 +866,33 @@ fn a_non_zero_exit_is_a_plugin_failure() {
 }
 
 #[test]
+fn a_plugin_killed_by_a_signal_is_a_plugin_failure() {
+    let d = setup();
+    let p = sh(&d, "segv", "kill -SEGV $$");
+    let c = cfg(&d, json!({"plugins": {"Segv": cmd(&p, &["go"])}}));
+    let r = call(&c, "Segv", "go", json!({}));
+    let data = err(&r, 9, "plugin_failed");
+    assert_eq!(data["signal"], libc::SIGSEGV);
+    assert!(data.get("exit_code").is_none(), "{data}");
+    assert!(error_text(&r).contains("SIGSEGV"), "{}", r.stdout);
+}
+
+#[test]
+fn processes_the_plugin_leaves_behind_do_not_delay_the_answer() {
+    let d = setup();
+    let p = sh(&d, "bg", "sleep 5 &\necho '{\"done\": true}'");
+    let c = cfg(&d, json!({"plugins": {"Bg": cmd(&p, &["go"])}}));
+    let t = Instant::now();
+    let r = call(&c, "Bg", "go", json!({}));
+    assert_eq!(ok(&r), &json!({"done": true}));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
 fn stdout_that_is_not_one_json_value_is_a_plugin_failure() {
     let d = setup();
     let p = sh(&d, "chatty", "echo 'hello there'");
