@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -101,8 +100,7 @@ fn legacy(config_path: &Path, mut argv: Vec<String>) -> i32 {
             ),
         );
         eprintln!("upm: {}", f.message);
-        let id = uuid::Uuid::now_v7().to_string();
-        return respond(Response::new(&id, Instant::now()).fail(&f));
+        return respond(pipeline::refuse(config_path, f));
     }
     let args = argv.pop().unwrap_or_default();
     let method = argv.pop().unwrap_or_default();

@@ -97,6 +97,23 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
     )
 }
 
+/// A call refused before it could even be read (the argv form's usage error):
+/// audited like every other refusal.
+pub fn refuse(config_path: &Path, failure: Failure) -> Response {
+    let call = Call {
+        started: Instant::now(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        plugin: None,
+        method: None,
+    };
+    let config = Config::load(config_path).ok();
+    let audit_path = config.as_ref().map_or_else(
+        || crate::config::fallback_audit_path(config_path),
+        |c| c.audit_path.clone(),
+    );
+    finish_refused(&call, config.as_ref(), &audit_path, failure)
+}
+
 fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request, Failure> {
     let bad = |e: request::RequestError| {
         let code = match e {

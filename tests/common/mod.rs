@@ -159,5 +159,28 @@ pub fn run_with(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
 
 /// A request document.
 pub fn request(plugin: &str, method: &str, args: Value) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args})).unwrap()
+    serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args}))
+        .unwrap()
+}
+
+/// Like [`run_with`], from the working directory `cwd` (for `./upm_config.json`
+/// and relative `--config` paths).
+pub fn run_in(cwd: &Path, argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(upm_bin());
+    cmd.args(argv)
+        .current_dir(cwd)
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn upm");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input);
+    }
+    Run::from_output(child.wait_with_output().expect("wait upm"))
 }

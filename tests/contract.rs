@@ -1,0 +1,1522 @@
+//! upm's call contract, end to end: the real binary, real configs, real plugins.
+//!
+//! Every assertion about a call checks the process exit code AND the result's
+//! `data.code` word AND the fields that matter for that case, and every result
+//! goes through [`envelope`], which checks what `data` must always carry.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- helpers
+
+/// A TestDir holding copies of the repository's schemas plus a few of our own.
+fn setup() -> TestDir {
+    let d = TestDir::new();
+    for f in [
+        "text.json",
+        "empty.json",
+        "echo.json",
+        "greeter_greet.json",
+        "greeter_greet_later.json",
+        "defs/name.json",
+    ] {
+        let text = std::fs::read_to_string(repo().join("schemas").join(f)).unwrap();
+        d.write(&format!("schemas/{f}"), &text, false);
+    }
+    d.write(
+        "schemas/strict.json",
+        r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "properties": {
+    "name": { "type": "string", "maxLength": 3 },
+    "count": { "type": "integer", "minimum": 0 }
+  },
+  "required": ["name", "count", "flag"],
+  "additionalProperties": false
+}"#,
+        false,
+    );
+    d
+}
+
+/// The Rust example plugin, with the repository's schemas.
+fn texttools() -> Value {
+    json!({
+        "command": [texttools_bin()],
+        "methods": {
+            "wordcount": { "schema": "schemas/text.json" },
+            "upper": { "schema": "schemas/text.json" },
+            "reverse": { "schema": "schemas/text.json" },
+            "noop": { "schema": "schemas/empty.json" }
+        }
+    })
+}
+
+/// Writes `plugins/<name>.sh` (a `/bin/sh` script) and returns its absolute path.
+fn sh(d: &TestDir, name: &str, body: &str) -> String {
+    let p = d.write(
+        &format!("plugins/{name}.sh"),
+        &format!("#!/bin/sh\n{body}\n"),
+        true,
+    );
+    p.to_string_lossy().into_owned()
+}
+
+/// A command plugin whitelisting `methods` without schemas.
+fn cmd(path: &str, methods: &[&str]) -> Value {
+    json!({ "command": [path], "allowed_methods": methods })
+}
+
+/// Writes the config: `top` merged over `require_schemas: false` and a short timeout.
+fn cfg(d: &TestDir, top: Value) -> PathBuf {
+    let mut c = json!({
+        "require_schemas": false,
+        "sandbox": { "limits": { "timeout_ms": 5000 } }
+    });
+    for (k, v) in top.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    d.config(&c)
+}
+
+/// The usual config: TextTools plus whatever else `plugins` adds.
+fn tt_cfg(d: &TestDir, more: Value) -> PathBuf {
+    let mut plugins = json!({ "TextTools": texttools() });
+    for (k, v) in more.as_object().unwrap() {
+        plugins[k] = v.clone();
+    }
+    cfg(d, json!({ "plugins": plugins }))
+}
+
+const PROBE_PY: &str = r#"
+import asyncio
+import sys
+
+
+class Probe:
+    def __init__(self, project_root, cache_dir, policy):
+        self.project_root = project_root
+        self.cache_dir = cache_dir
+        self.policy = policy
+
+    def echo(self, *args, **kwargs):
+        return {"args": list(args), "kwargs": kwargs}
+
+    async def later(self, x, delay_ms=5):
+        await asyncio.sleep(delay_ms / 1000)
+        return {"later": x}
+
+    def boom(self, what):
+        raise ValueError("boom: " + what)
+
+    def noisy(self):
+        print('NOISE-OUT {"result": "forged"}')
+        print("NOISE-ERR", file=sys.stderr)
+        sys.stdout.write("{")
+        return {"clean": True}
+
+    def show_policy(self):
+        return {"policy": self.policy}
+"#;
+
+/// Python class plugins in `py/`: `Probe` (everything works) and `Broken` (import fails).
+fn py_cfg(d: &TestDir) -> PathBuf {
+    d.write("py/probe.py", PROBE_PY, false);
+    d.write(
+        "py/broken.py",
+        "raise ImportError('frobnicate is not installed')\n",
+        false,
+    );
+    cfg(
+        d,
+        json!({
+            "policy": { "mode": "strict", "n": 3 },
+            "plugins": {
+                "Probe": {
+                    "module": "probe",
+                    "python_path": ["py"],
+                    "allowed_methods": ["echo", "later", "boom", "noisy", "show_policy", "missing"]
+                },
+                "Broken": { "module": "broken", "class": "Broken", "python_path": ["py"], "allowed_methods": ["x"] }
+            }
+        }),
+    )
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, exactly, and a real instant close to now.
+fn assert_timestamp(ts: &str) {
+    let shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+    assert_eq!(ts.len(), shape.len(), "timestamp {ts:?}");
+    for (c, s) in ts.chars().zip(shape.chars()) {
+        match s {
+            'd' => assert!(c.is_ascii_digit(), "timestamp {ts:?}"),
+            _ => assert_eq!(c, s, "timestamp {ts:?}"),
+        }
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
+    let skew = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
+    assert!((0..120).contains(&skew), "timestamp {ts} is {skew} s off");
+}
+
+fn assert_uuid_v7(id: &str) {
+    let u = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("{id:?} is not a UUID"));
+    assert_eq!(u.get_version_num(), 7, "{id} is not a UUIDv7");
+    assert_eq!(u.hyphenated().to_string(), id, "canonical lowercase form");
+}
+
+/// What every result carries, success or error.
+fn envelope(r: &Run) {
+    assert!(
+        r.json.is_object(),
+        "stdout must be one JSON document; got {:?} (stderr {:?})",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.stdout.trim().lines().count(), 1, "one line: {}", r.stdout);
+    let d = &r.json["data"];
+    let id = r.json["request_id"].as_str().expect("request_id");
+    assert_eq!(d["request_id"], id);
+    assert_timestamp(d["timestamp"].as_str().expect("timestamp"));
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(d["hostname"], host);
+    let pid = d["pid"].as_u64().expect("pid");
+    assert!(pid > 0 && pid != u64::from(std::process::id()), "pid {pid}");
+    let ms = d["duration_ms"].as_f64().expect("duration_ms");
+    assert!((0.0..60_000.0).contains(&ms), "duration_ms {ms}");
+    let ok = r.json["success"].as_bool().expect("success");
+    assert_eq!(r.json["status"], if ok { "success" } else { "error" });
+    assert_eq!(ok, d.get("code").is_none(), "code iff error: {}", r.json);
+}
+
+/// A successful call: exit 0, no code word; returns `data.result`.
+fn ok(r: &Run) -> &Value {
+    envelope(r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["success"], true);
+    assert!(r.json["data"].get("code").is_none());
+    assert!(r.json["data"].get("error").is_none());
+    r.result()
+}
+
+/// A failed call: this exit code, this code word, a readable message; returns `data`.
+fn err<'a>(r: &'a Run, exit: i32, code: &str) -> &'a Value {
+    envelope(r);
+    assert_eq!(
+        (r.code, r.code_word()),
+        (exit, code),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.json["success"], false);
+    let msg = r.json["data"]["error"].as_str().expect("error message");
+    assert!(msg.len() > 10, "a sentence, not a token: {msg:?}");
+    &r.json["data"]
+}
+
+fn error_text(r: &Run) -> &str {
+    r.json["data"]["error"].as_str().unwrap_or("")
+}
+
+fn call(config: &Path, plugin: &str, method: &str, args: Value) -> Run {
+    run_stdin(config, &request(plugin, method, args))
+}
+
+/// The audit lines of one request.
+fn audit_of(d: &TestDir, id: &str) -> Vec<Value> {
+    d.audit_lines()
+        .into_iter()
+        .filter(|l| l["request_id"] == id)
+        .collect()
+}
+
+// ---------------------------------------------------------------- 0 success
+
+#[test]
+fn success_runs_the_plugin_and_parses_its_stdout() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let r = call(&c, "TextTools", "upper", json!({"text": "héllo world"}));
+    assert_eq!(ok(&r), &json!({"text": "HÉLLO WORLD"}));
+    let data = &r.json["data"];
+    assert_eq!(data["plugin"], "TextTools");
+    assert_eq!(data["method"], "upper");
+    assert_eq!(data["exit_code"], 0);
+    // The result is the stdout: it is not echoed a second time.
+    assert!(data.get("stdout").is_none(), "{data}");
+    assert_eq!(data["stderr"]["text"], "");
+    assert_eq!(data["stderr"]["truncated"], false);
+    assert_uuid_v7(r.json["request_id"].as_str().unwrap());
+
+    let r = call(&c, "TextTools", "wordcount", json!({"text": "a b\nc"}));
+    assert_eq!(ok(&r), &json!({"lines": 2, "words": 3, "chars": 5}));
+}
+
+#[test]
+fn empty_stdout_is_a_null_result() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let r = call(&c, "TextTools", "noop", json!({}));
+    assert_eq!(ok(&r), &Value::Null);
+    assert!(
+        r.json["data"].as_object().unwrap().contains_key("result"),
+        "result: null must be present, not omitted: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn plugin_stderr_is_captured_beside_the_result() {
+    let d = setup();
+    let p = sh(&d, "diag", r#"echo "diagnostic line" >&2; echo '{"n": 1}'"#);
+    let c = cfg(&d, json!({"plugins": {"Diag": cmd(&p, &["go"])}}));
+    let r = call(&c, "Diag", "go", json!({}));
+    assert_eq!(ok(&r), &json!({"n": 1}));
+    let e = &r.json["data"]["stderr"];
+    assert_eq!(e["text"], "diagnostic line\n");
+    assert_eq!(e["bytes"], 16);
+    assert_eq!(e["truncated"], false);
+}
+
+#[test]
+fn output_caps_truncate_and_flag_each_stream() {
+    let d = setup();
+    // 5000 bytes on one stream, then a JSON result.
+    let loud = |fd: &str| {
+        format!(
+            "i=0; while [ $i -lt 100 ]; do printf '%s' \
+             xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx >&{fd}; i=$((i+1)); done; echo '{{}}'"
+        )
+    };
+    let err_p = sh(&d, "loud_err", &loud("2"));
+    let out_p = sh(&d, "loud_out", &loud("1"));
+    let c = cfg(
+        &d,
+        json!({
+            "sandbox": { "limits": { "timeout_ms": 5000, "output_bytes": 1000 } },
+            "plugins": { "LoudErr": cmd(&err_p, &["go"]), "LoudOut": cmd(&out_p, &["go"]) }
+        }),
+    );
+    for (plugin, stream) in [("LoudErr", "stderr"), ("LoudOut", "stdout")] {
+        let r = call(&c, plugin, "go", json!({}));
+        let data = err(&r, 13, "limit_exceeded");
+        assert_eq!(data["limit"], "output", "{plugin}");
+        let s = &data[stream];
+        assert_eq!(s["truncated"], true, "{plugin}: {s}");
+        let kept = s["text"].as_str().unwrap().len() as u64;
+        assert!(kept <= 1000, "{plugin}: kept {kept} bytes past the cap");
+        assert!(
+            s["bytes"].as_u64().unwrap() > 1000,
+            "{plugin}: bytes counts what was printed: {s}"
+        );
+        assert!(data.get("result").is_none(), "{plugin}: no result");
+    }
+}
+
+// ---------------------------------------------------------------- 2 usage
+
+#[test]
+fn argv_form_with_the_wrong_argument_count_is_a_usage_error() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    for argv in [
+        vec!["TextTools"],
+        vec!["TextTools", "upper"],
+        vec!["TextTools", "upper", "{}", "extra"],
+    ] {
+        let r = run_argv(&c, &argv);
+        err(&r, 2, "usage");
+        assert!(error_text(&r).contains("usage: upm"), "{}", r.stdout);
+        assert!(r.stderr.contains("usage"), "also on stderr: {}", r.stderr);
+        let id = r.json["request_id"].as_str().unwrap();
+        assert_uuid_v7(id);
+        // A refusal like any other: audited.
+        let lines = audit_of(&d, id);
+        assert_eq!(lines.len(), 1, "usage error not audited: {lines:?}");
+        assert_eq!(lines[0]["event"], "refused");
+        assert_eq!(lines[0]["code"], "usage");
+        assert_eq!(lines[0]["exit_code"], 2);
+    }
+}
+
+// ---------------------------------------------------------------- 3 bad_request, request_too_large
+
+#[test]
+fn malformed_requests_are_bad_requests() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let deep_args = format!(r#"{{"plugin":"TextTools","method":"upper","args":{deep}}}"#);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not JSON", b"plugin=TextTools".to_vec(), "not valid JSON"),
+        (
+            "truncated JSON",
+            br#"{"plugin": "TextTools""#.to_vec(),
+            "not valid JSON",
+        ),
+        ("empty", b"".to_vec(), "empty"),
+        (
+            "bad UTF-8",
+            b"{\"plugin\": \"Text\xffTools\", \"method\": \"upper\"}".to_vec(),
+            "not valid UTF-8",
+        ),
+        (
+            "10,000-deep array",
+            deep.clone().into_bytes(),
+            "nested too deeply",
+        ),
+        (
+            "10,000-deep args",
+            deep_args.into_bytes(),
+            "nested too deeply",
+        ),
+        (
+            "unknown top-level field",
+            br#"{"plugin":"TextTools","method":"upper","args":{"text":"x"},"user":"root"}"#
+                .to_vec(),
+            "unknown field `user`",
+        ),
+        ("an array", b"[1, 2]".to_vec(), "expected a JSON object"),
+        (
+            "unknown field, valid id",
+            br#"{"plugin":"TextTools","method":"upper","request_id":"keep-me","x":1}"#.to_vec(),
+            "unknown field `x`",
+        ),
+        (
+            "a string",
+            b"\"TextTools upper\"".to_vec(),
+            "expected a JSON object",
+        ),
+        ("null", b"null".to_vec(), "expected a JSON object"),
+        (
+            "plugin missing",
+            br#"{"method":"upper","args":{}}"#.to_vec(),
+            "missing field `plugin`",
+        ),
+        (
+            "plugin not a string",
+            br#"{"plugin":7,"method":"upper"}"#.to_vec(),
+            "not a valid call",
+        ),
+    ];
+    for (what, input, says) in cases {
+        let r = run_stdin(&c, &input);
+        err(&r, 3, "bad_request");
+        assert!(
+            error_text(&r).contains(says),
+            "{what}: expected {says:?} in {}",
+            r.stdout
+        );
+        assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
+        if what.contains("valid id") {
+            assert_eq!(r.json["request_id"], "keep-me", "a valid id is echoed");
+        }
+    }
+    // The argv form's args are checked the same way.
+    let r = run_argv(&c, &["TextTools", "upper", "{not json"]);
+    err(&r, 3, "bad_request");
+    assert!(
+        error_text(&r).contains("args are not valid JSON"),
+        "{}",
+        r.stdout
+    );
+    let r = run_argv(&c, &["TextTools", "upper", &deep]);
+    err(&r, 3, "bad_request");
+    assert!(error_text(&r).contains("nested too deeply"), "{}", r.stdout);
+}
+
+#[test]
+fn bad_request_ids_are_refused_and_replaced_by_a_fresh_one() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let long = "a".repeat(129);
+    for bad in [
+        json!("a b"),
+        json!(long),
+        json!(""),
+        json!("id/../x"),
+        json!(42),
+    ] {
+        let input = serde_json::to_vec(&json!({
+            "plugin": "TextTools", "method": "upper", "args": {"text": "x"}, "request_id": bad
+        }))
+        .unwrap();
+        let r = run_stdin(&c, &input);
+        err(&r, 3, "bad_request");
+        let id = r.json["request_id"].as_str().unwrap();
+        assert_ne!(Some(id), bad.as_str(), "an invalid id is never echoed");
+        assert_uuid_v7(id);
+    }
+    // 128 characters is the longest valid id.
+    let max = "b".repeat(128);
+    let input = serde_json::to_vec(&json!({
+        "plugin": "TextTools", "method": "upper", "args": {"text": "x"}, "request_id": max
+    }))
+    .unwrap();
+    let r = run_stdin(&c, &input);
+    ok(&r);
+    assert_eq!(r.json["request_id"], max.as_str());
+}
+
+#[test]
+fn stdin_over_a_small_cap_is_too_large_and_the_cap_itself_is_fine() {
+    let d = setup();
+    let c = cfg(
+        &d,
+        json!({"max_request_bytes": 64, "plugins": {"TextTools": texttools()}}),
+    );
+    let base = br#"{"plugin":"TextTools","method":"upper","args":{"text":"x"}}"#;
+    let pad = |n: usize| {
+        let mut v = base.to_vec();
+        v.resize(n, b' ');
+        v
+    };
+    let r = run_stdin(&c, &pad(64));
+    assert_eq!(ok(&r), &json!({"text": "X"}), "exactly at the cap");
+    let r = run_stdin(&c, &pad(65));
+    err(&r, 3, "request_too_large");
+    assert!(error_text(&r).contains("64-byte limit"), "{}", r.stdout);
+    let r = run_stdin(&c, &pad(10_000));
+    err(&r, 3, "request_too_large");
+
+    // The argv form's args count against the same cap.
+    let args = json!({"text": "y".repeat(80)}).to_string();
+    let r = run_argv(&c, &["TextTools", "upper", &args]);
+    err(&r, 3, "request_too_large");
+    assert_eq!(r.json["data"]["plugin"], "TextTools");
+}
+
+/// Default 1 MiB cap, ~2 MiB offered on a pipe that is never closed: upm must
+/// answer after reading one byte past the cap, neither waiting for EOF nor
+/// draining the rest.
+#[test]
+fn stdin_over_the_default_cap_is_refused_without_reading_everything() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let mut child = Command::new(upm_bin())
+        .args(["run", "--config", c.to_str().unwrap()])
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let mut input = br#"{"plugin":"TextTools","method":"upper","args":{"text":""#.to_vec();
+        input.resize(2 * 1024 * 1024, b'z');
+        let written = stdin.write_all(&input);
+        // Keep the pipe open (no EOF) until the test is done.
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+        written
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    let _ = done_tx.send(());
+    let written = writer.join().unwrap();
+    let status = status.expect("upm must answer without waiting for EOF");
+    let json: Value = serde_json::from_str(out.trim()).expect("one JSON result");
+    let r = Run {
+        code: status.code().unwrap_or(-1),
+        json,
+        stdout: out,
+        stderr: String::new(),
+    };
+    err(&r, 3, "request_too_large");
+    assert!(
+        error_text(&r).contains("1048576-byte limit"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        written.is_err(),
+        "upm must not have drained all 2 MiB (the writer should hit a closed pipe)"
+    );
+}
+
+// ---------------------------------------------------------------- 4 not_whitelisted
+
+#[test]
+fn unknown_and_malformed_plugin_names_are_not_whitelisted() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let invalid = ["../x", "a/b", "a\u{0}b", "/bin/sh", ".hidden", "é"];
+    let long65 = "p".repeat(65);
+    for name in invalid.iter().copied().chain([long65.as_str()]) {
+        let r = call(&c, name, "upper", json!({"text": "x"}));
+        err(&r, 4, "not_whitelisted");
+        assert!(
+            error_text(&r).contains("is not a valid plugin name"),
+            "{name:?}: {}",
+            r.stdout
+        );
+    }
+    // Syntactically fine, merely unknown: a different sentence, same code.
+    let long64 = "p".repeat(64);
+    for name in ["Nope", "texttools", long64.as_str()] {
+        let r = call(&c, name, "upper", json!({"text": "x"}));
+        err(&r, 4, "not_whitelisted");
+        assert!(
+            error_text(&r).contains("is not whitelisted in the config"),
+            "{name:?}: {}",
+            r.stdout
+        );
+        assert_eq!(r.json["data"]["plugin"], name);
+    }
+    let r = run_argv(&c, &["../x", "upper", "{}"]);
+    err(&r, 4, "not_whitelisted");
+}
+
+// ---------------------------------------------------------------- 5 config_error
+
+fn config_problems(r: &Run) -> Vec<String> {
+    r.json["data"]["details"]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("data.details.problems: {}", r.stdout))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn missing_unreadable_and_non_json_configs_are_config_errors() {
+    let d = setup();
+    let req = request("TextTools", "upper", json!({"text": "x"}));
+
+    let missing = d.join("nope.json");
+    let r = run_stdin(&missing, &req);
+    err(&r, 5, "config_error");
+    let problems = config_problems(&r);
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("does not exist"), "{problems:?}");
+    assert!(problems[0].contains("nope.json"), "{problems:?}");
+    // Audited beside where the config should have been.
+    let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["code"], "config_error");
+
+    // In a directory that does not exist, even the refusal cannot be audited:
+    // the caller is told so, with the original outcome.
+    let r = run_stdin(&d.join("nodir/upm_config.json"), &req);
+    let data = err(&r, 11, "audit_error");
+    assert_eq!(data["details"]["outcome"]["code"], "config_error");
+
+    // A directory cannot be read as a file, not even by root.
+    std::fs::create_dir(d.join("dir.json")).unwrap();
+    let r = run_stdin(&d.join("dir.json"), &req);
+    err(&r, 5, "config_error");
+    assert!(
+        config_problems(&r)[0].contains("cannot be read"),
+        "{}",
+        r.stdout
+    );
+
+    let p = d.write("broken.json", "{ \"plugins\": ", false);
+    let r = run_stdin(&p, &req);
+    err(&r, 5, "config_error");
+    assert!(
+        config_problems(&r)[0].contains("not valid JSON"),
+        "{}",
+        r.stdout
+    );
+
+    // The request is still parsed: its id is echoed on the config error.
+    let input = br#"{"plugin":"TextTools","method":"upper","request_id":"cfg-1"}"#;
+    let r = run_stdin(&missing, input);
+    err(&r, 5, "config_error");
+    assert_eq!(r.json["request_id"], "cfg-1");
+}
+
+#[test]
+fn an_invalid_config_lists_every_problem() {
+    let d = setup();
+    let c = d.config(&json!({
+        "require_schemas": true,
+        "plugins_typo": {},
+        "plugins": {
+            "../x": { "command": ["/bin/true"], "allowed_methods": ["_p"] },
+            "Both": { "command": ["/bin/true"], "module": "m", "allowed_methods": ["a"] },
+            "Nothing": { "command": ["/bin/true"] },
+            "Py": { "module": "some_mod", "allowed_methods": ["a"] },
+            "Loose": { "command": ["/bin/true"], "allowed_methods": ["a"], "sandbox": { "netwrk": true } }
+        }
+    }));
+    let r = call(&c, "Py", "a", json!({}));
+    err(&r, 5, "config_error");
+    let problems = config_problems(&r);
+    for needle in [
+        "unknown top-level key \"plugins_typo\"",
+        "plugin \"../x\": not a valid plugin name",
+        "\"_p\" can never be called",
+        "plugin \"Both\": has both",
+        "plugin \"Nothing\": whitelists no method",
+        "plugin \"Py\": \"python_path\" is required",
+        "has no schema",
+        "netwrk",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing problem {needle:?} in {problems:#?}"
+        );
+    }
+    // The sentence names them too.
+    assert!(error_text(&r).contains("plugins_typo"), "{}", r.stdout);
+    assert!(error_text(&r).contains("netwrk"), "{}", r.stdout);
+}
+
+#[test]
+fn a_missing_method_schema_file_is_a_config_error() {
+    let d = setup();
+    let c = cfg(
+        &d,
+        json!({"plugins": {"TextTools": {
+            "command": [texttools_bin()],
+            "methods": { "upper": { "schema": "schemas/missing.json" } }
+        }}}),
+    );
+    let r = call(&c, "TextTools", "upper", json!({"text": "x"}));
+    err(&r, 5, "config_error");
+    assert!(error_text(&r).contains("missing.json"), "{}", r.stdout);
+    let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
+    assert!(
+        lines.iter().all(|l| l["event"] != "started"),
+        "nothing ran: {lines:?}"
+    );
+}
+
+#[test]
+fn the_config_is_found_by_flag_env_or_cwd() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let req = request("TextTools", "reverse", json!({"text": "abc"}));
+    let c_s = c.to_str().unwrap();
+    let want = json!({"text": "cba"});
+
+    // UPM_CONFIG_PATH, from an unrelated cwd.
+    let r = run_in(Path::new("/"), &["run"], &req, &[("UPM_CONFIG_PATH", c_s)]);
+    assert_eq!(ok(&r), &want);
+    // --config wins over UPM_CONFIG_PATH.
+    let missing = d.join("missing.json");
+    let env = [("UPM_CONFIG_PATH", missing.to_str().unwrap())];
+    let r = run_in(Path::new("/"), &["run", "--config", c_s], &req, &env);
+    assert_eq!(ok(&r), &want);
+    // And the env var really is read: pointing it at nothing fails.
+    let r = run_in(Path::new("/"), &["run"], &req, &env);
+    err(&r, 5, "config_error");
+    assert!(
+        config_problems(&r)[0].contains("missing.json"),
+        "{}",
+        r.stdout
+    );
+    // Neither: ./upm_config.json.
+    let r = run_in(&d.path, &["run"], &req, &[]);
+    assert_eq!(ok(&r), &want);
+    // The argv form finds it the same way.
+    let r = run_in(
+        &d.path,
+        &["TextTools", "reverse", r#"{"text":"abc"}"#],
+        b"",
+        &[],
+    );
+    assert_eq!(ok(&r), &want);
+}
+
+#[test]
+fn relative_paths_in_the_config_are_relative_to_its_directory() {
+    let d = setup();
+    sh(&d, "rel", r#"echo '{"from": "rel.sh"}'"#);
+    cfg(
+        &d,
+        json!({
+            "audit": { "path": "audit-rel.log" },
+            "sandbox": { "seccomp": "policies/default.json", "limits": { "timeout_ms": 5000 } },
+            "plugins": { "Rel": {
+                "command": ["plugins/rel.sh"],
+                "methods": { "go": { "schema": "schemas/empty.json" } }
+            }}
+        }),
+    );
+    std::fs::create_dir(d.join("elsewhere")).unwrap();
+    let req = request("Rel", "go", json!({}));
+    for (cwd, config) in [
+        (d.join("elsewhere"), "../upm_config.json".to_owned()),
+        (
+            PathBuf::from("/"),
+            d.join("upm_config.json").to_string_lossy().into_owned(),
+        ),
+    ] {
+        let r = run_in(&cwd, &["run", "--config", &config], &req, &[]);
+        assert_eq!(ok(&r), &json!({"from": "rel.sh"}), "cwd {}", cwd.display());
+        // The schema was found relative to the config too: it is enforced.
+        let bad = request("Rel", "go", json!({"x": 1}));
+        let r = run_in(&cwd, &["run", "--config", &config], &bad, &[]);
+        err(&r, 10, "invalid_args");
+    }
+    let log = std::fs::read_to_string(d.join("audit-rel.log")).expect("audit beside the config");
+    assert_eq!(log.lines().count(), 2 * 3, "{log}");
+    assert!(!d.join("elsewhere/audit-rel.log").exists());
+    assert!(!Path::new("/audit-rel.log").exists());
+}
+
+// ---------------------------------------------------------------- 6 plugin_start_failed
+
+#[test]
+fn a_command_deleted_after_the_config_was_written_fails_to_start() {
+    let d = setup();
+    let p = sh(&d, "vanishing", "echo '{}'");
+    let c = cfg(&d, json!({"plugins": {"Gone": cmd(&p, &["go"])}}));
+    std::fs::remove_file(&p).unwrap();
+    let r = call(&c, "Gone", "go", json!({}));
+    let data = err(&r, 6, "plugin_start_failed");
+    assert!(error_text(&r).contains("No such file"), "{}", r.stdout);
+    assert!(data.get("result").is_none());
+}
+
+#[test]
+fn a_python_module_that_fails_to_import_fails_to_start() {
+    let d = setup();
+    let c = py_cfg(&d);
+    let r = call(&c, "Broken", "x", json!({}));
+    let data = err(&r, 6, "plugin_start_failed");
+    assert_eq!(data["details"]["type"], "ImportError");
+    assert_eq!(data["details"]["message"], "frobnicate is not installed");
+    let tb = data["details"]["traceback"].as_str().unwrap();
+    assert!(tb.contains("broken.py"), "{tb}");
+    assert!(error_text(&r).contains("frobnicate"), "{}", r.stdout);
+}
+
+// ---------------------------------------------------------------- 7 method_not_allowed, 8 method_not_found
+
+#[test]
+fn methods_outside_the_whitelist_are_not_allowed() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let cases = [
+        ("lower", "is not allowed for plugin"),
+        ("Upper", "is not allowed for plugin"),
+        ("_x", "is private"),
+        ("__init__", "is private"),
+        ("a b", "not a valid method name"),
+        ("../upper", "not a valid method name"),
+        ("", "not a valid method name"),
+    ];
+    for (method, says) in cases {
+        let r = call(&c, "TextTools", method, json!({"text": "x"}));
+        err(&r, 7, "method_not_allowed");
+        assert!(error_text(&r).contains(says), "{method:?}: {}", r.stdout);
+    }
+    let r = run_argv(&c, &["TextTools", "_x", "{}"]);
+    err(&r, 7, "method_not_allowed");
+}
+
+#[test]
+fn a_whitelisted_method_the_class_lacks_is_not_found() {
+    let d = setup();
+    let c = py_cfg(&d);
+    let r = call(&c, "Probe", "missing", json!({}));
+    let data = err(&r, 8, "method_not_found");
+    assert!(error_text(&r).contains("'missing'"), "{}", r.stdout);
+    assert!(data["details"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Probe has no method"));
+}
+
+// ---------------------------------------------------------------- 9 plugin_failed
+
+#[test]
+fn a_non_zero_exit_is_a_plugin_failure() {
+    let d = setup();
+    let p = sh(&d, "fails", "echo 'it broke' >&2; exit 3");
+    let c = cfg(&d, json!({"plugins": {"Fails": cmd(&p, &["go"])}}));
+    let r = call(&c, "Fails", "go", json!({}));
+    let data = err(&r, 9, "plugin_failed");
+    assert_eq!(data["exit_code"], 3);
+    assert!(error_text(&r).contains("status 3"), "{}", r.stdout);
+    assert_eq!(data["stderr"]["text"], "it broke\n");
+    assert!(data.get("result").is_none());
+}
+
+#[test]
+fn a_plugin_killed_by_a_signal_is_a_plugin_failure() {
+    let d = setup();
+    let p = sh(&d, "segv", "kill -SEGV $$");
+    let c = cfg(&d, json!({"plugins": {"Segv": cmd(&p, &["go"])}}));
+    let r = call(&c, "Segv", "go", json!({}));
+    let data = err(&r, 9, "plugin_failed");
+    assert_eq!(data["signal"], libc::SIGSEGV);
+    assert!(data.get("exit_code").is_none(), "{data}");
+    assert!(error_text(&r).contains("SIGSEGV"), "{}", r.stdout);
+}
+
+#[test]
+fn processes_the_plugin_leaves_behind_do_not_delay_the_answer() {
+    let d = setup();
+    let p = sh(&d, "bg", "sleep 5 &\necho '{\"done\": true}'");
+    let c = cfg(&d, json!({"plugins": {"Bg": cmd(&p, &["go"])}}));
+    let t = Instant::now();
+    let r = call(&c, "Bg", "go", json!({}));
+    assert_eq!(ok(&r), &json!({"done": true}));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn stdout_that_is_not_one_json_value_is_a_plugin_failure() {
+    let d = setup();
+    let p = sh(&d, "chatty", "echo 'hello there'");
+    let p2 = sh(&d, "two", "echo '{}'; echo '{}'");
+    let c = cfg(
+        &d,
+        json!({"plugins": {"Chatty": cmd(&p, &["go"]), "Two": cmd(&p2, &["go"])}}),
+    );
+    let r = call(&c, "Chatty", "go", json!({}));
+    let data = err(&r, 9, "plugin_failed");
+    assert!(
+        error_text(&r).contains("not one JSON value"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        data["stdout"]["text"], "hello there\n",
+        "kept for diagnosis"
+    );
+    assert_eq!(data["exit_code"], 0);
+    let r = call(&c, "Two", "go", json!({}));
+    err(&r, 9, "plugin_failed");
+}
+
+#[test]
+fn a_python_exception_is_a_plugin_failure_with_its_traceback() {
+    let d = setup();
+    let c = py_cfg(&d);
+    let r = call(&c, "Probe", "boom", json!({"args": ["kaput"]}));
+    let data = err(&r, 9, "plugin_failed");
+    assert!(error_text(&r).contains("ValueError"), "{}", r.stdout);
+    assert!(error_text(&r).contains("boom: kaput"), "{}", r.stdout);
+    let det = &data["details"];
+    assert_eq!(det["type"], "ValueError");
+    assert_eq!(det["message"], "boom: kaput");
+    let tb = det["traceback"].as_str().unwrap();
+    assert!(tb.starts_with("Traceback (most recent call last)"), "{tb}");
+    assert!(tb.contains("raise ValueError"), "{tb}");
+    assert!(tb.contains("probe.py"), "{tb}");
+}
+
+// ---------------------------------------------------------------- 10 invalid_args
+
+#[test]
+fn every_schema_violation_is_listed() {
+    let d = setup();
+    let p = sh(&d, "never", "echo '{}'");
+    let c = cfg(
+        &d,
+        json!({"plugins": {"Strict": {
+            "command": [p],
+            "methods": { "go": { "schema": "schemas/strict.json" } }
+        }}}),
+    );
+    let args = json!({"name": "far-too-long-secretish", "count": -1, "bogus": 1});
+    let r = call(&c, "Strict", "go", args.clone());
+    let data = err(&r, 10, "invalid_args");
+    assert!(error_text(&r).contains("4 violations"), "{}", r.stdout);
+    let v = data["details"]["violations"].as_array().unwrap();
+    let pairs: Vec<(&str, &str)> = v
+        .iter()
+        .map(|x| {
+            (
+                x["instance_path"].as_str().expect("instance_path"),
+                x["schema_path"].as_str().expect("schema_path"),
+            )
+        })
+        .collect();
+    for want in [
+        ("/name", "/properties/name/maxLength"),
+        ("/count", "/properties/count/minimum"),
+        ("", "/required"),
+        ("", "/additionalProperties"),
+    ] {
+        assert!(pairs.contains(&want), "missing {want:?} in {pairs:?}");
+    }
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(
+        !r.stdout.contains("far-too-long-secretish"),
+        "violations never quote the value: {}",
+        r.stdout
+    );
+    // Same through the argv form.
+    let r2 = run_argv(&c, &["Strict", "go", &args.to_string()]);
+    err(&r2, 10, "invalid_args");
+    assert_eq!(r2.json["data"]["details"], r.json["data"]["details"]);
+    // Nothing ran.
+    let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "refused");
+}
+
+// ---------------------------------------------------------------- 11 audit_error
+
+#[test]
+fn an_unwritable_audit_log_refuses_the_call_before_the_plugin_runs() {
+    let d = setup();
+    // If the plugin ran, the call would take 5 s (timeout_ms is 10 s).
+    let p = sh(&d, "slow", "sleep 5; echo '{}'");
+    let c = cfg(
+        &d,
+        json!({
+            "sandbox": { "limits": { "timeout_ms": 10000 } },
+            "plugins": { "Slow": cmd(&p, &["go"]) }
+        }),
+    );
+    let req = request("Slow", "go", json!({}));
+    let c_s = c.to_str().unwrap();
+    for log in ["/nonexistent-upm-dir/audit.log", "/proc/version"] {
+        let t = Instant::now();
+        let r = run_with(&["run", "--config", c_s], &req, &[("UPM_LOG_FILE", log)]);
+        let took = t.elapsed();
+        let data = err(&r, 11, "audit_error");
+        assert!(error_text(&r).contains(log), "{log}: {}", r.stdout);
+        assert!(error_text(&r).contains("not run"), "{log}: {}", r.stdout);
+        assert!(
+            took < Duration::from_secs(4),
+            "{log}: the plugin ran ({took:?})"
+        );
+        assert!(data.get("result").is_none() && data.get("exit_code").is_none());
+    }
+    assert!(
+        d.audit_lines().is_empty(),
+        "UPM_LOG_FILE overrides the config's log"
+    );
+}
+
+#[test]
+fn a_refusal_that_cannot_be_audited_is_an_audit_error() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let r = run_with(
+        &["run", "--config", c.to_str().unwrap()],
+        &request("Nope", "upper", json!({})),
+        &[("UPM_LOG_FILE", "/nonexistent-upm-dir/audit.log")],
+    );
+    let data = err(&r, 11, "audit_error");
+    assert_eq!(data["details"]["outcome"]["code"], "not_whitelisted");
+}
+
+// ---------------------------------------------------------------- 12 timeout
+
+#[test]
+fn a_plugin_past_its_timeout_is_killed() {
+    let d = setup();
+    let p = sh(&d, "sleeper", "echo started >&2; sleep 5; echo '{}'");
+    let c = cfg(
+        &d,
+        json!({
+            "sandbox": { "limits": { "timeout_ms": 300 } },
+            "plugins": { "Sleeper": cmd(&p, &["go"]) }
+        }),
+    );
+    let t = Instant::now();
+    let r = call(&c, "Sleeper", "go", json!({}));
+    let took = t.elapsed();
+    let data = err(&r, 12, "timeout");
+    assert_eq!(data["limit"], "timeout");
+    assert!(error_text(&r).contains("300 ms"), "{}", r.stdout);
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(data.get("result").is_none());
+    assert_eq!(data["stderr"]["text"], "started\n", "output so far is kept");
+}
+
+// ---------------------------------------------------------------- forms, ids, audit
+
+#[test]
+fn stdin_and_argv_forms_give_the_same_result() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let cases = [
+        ("TextTools", "wordcount", json!({"text": "one two\nthree"})),
+        ("TextTools", "upper", json!({"text": 5})),
+        ("TextTools", "lower", json!({"text": "x"})),
+        ("Nope", "upper", json!({})),
+    ];
+    for (plugin, method, args) in cases {
+        let a = call(&c, plugin, method, args.clone());
+        let b = run_argv(&c, &[plugin, method, &args.to_string()]);
+        envelope(&a);
+        envelope(&b);
+        assert_eq!(a.code, b.code, "{plugin}.{method}");
+        for key in ["success", "status"] {
+            assert_eq!(a.json[key], b.json[key], "{plugin}.{method} {key}");
+        }
+        for key in ["code", "result", "error", "details", "plugin", "method"] {
+            assert_eq!(
+                a.json["data"].get(key),
+                b.json["data"].get(key),
+                "{plugin}.{method} data.{key}"
+            );
+        }
+        assert_ne!(a.json["request_id"], b.json["request_id"]);
+    }
+}
+
+#[test]
+fn the_request_id_round_trips_through_result_plugin_and_audit() {
+    let d = setup();
+    let echo = d.write(
+        "plugins/echo.sh",
+        &std::fs::read_to_string(repo().join("plugins/echo.sh")).unwrap(),
+        true,
+    );
+    let c = cfg(
+        &d,
+        json!({"plugins": {"Echo": cmd(echo.to_str().unwrap(), &["echo"])}}),
+    );
+    let id = "req-42:a_b.c";
+    let input = serde_json::to_vec(&json!({
+        "plugin": "Echo", "method": "echo", "args": {"k": [1, "two"]}, "request_id": id
+    }))
+    .unwrap();
+    let r = run_stdin(&c, &input);
+    let result = ok(&r);
+    assert_eq!(r.json["request_id"], id);
+    assert_eq!(r.json["data"]["request_id"], id);
+    // What the plugin received on stdin.
+    assert_eq!(
+        result,
+        &json!({"method": "echo", "args": {"k": [1, "two"]}, "request_id": id})
+    );
+    let lines = audit_of(&d, id);
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["started", "finished"]);
+
+    // Echoed on a refusal too.
+    let input = br#"{"plugin":"Nope","method":"echo","request_id":"refused-1"}"#;
+    let r = run_stdin(&c, input);
+    err(&r, 4, "not_whitelisted");
+    assert_eq!(r.json["data"]["request_id"], "refused-1");
+    assert_eq!(audit_of(&d, "refused-1").len(), 1);
+
+    // Absent: a fresh UUIDv7 per call, on success and on error, also in the audit.
+    let mut seen = Vec::new();
+    for input in [
+        request("Echo", "echo", json!({})),
+        request("Echo", "nope", json!({})),
+        b"not json".to_vec(),
+    ] {
+        let r = run_stdin(&c, &input);
+        envelope(&r);
+        let id = r.json["request_id"].as_str().unwrap().to_owned();
+        assert_uuid_v7(&id);
+        assert!(!audit_of(&d, &id).is_empty(), "{id} not audited");
+        assert!(!seen.contains(&id));
+        seen.push(id);
+    }
+}
+
+#[test]
+fn every_invocation_is_audited_with_its_outcome() {
+    let d = setup();
+    let fail = sh(&d, "fail", "exit 4");
+    let c = tt_cfg(&d, json!({"Fail": cmd(&fail, &["go"])}));
+    let secret = "s3cr3t-payload-123";
+    let runs = vec![
+        call(&c, "TextTools", "upper", json!({"text": secret})),
+        call(&c, "TextTools", "noop", json!({})),
+        call(&c, "Nope", "upper", json!({"text": secret})),
+        call(&c, "TextTools", "lower", json!({"text": secret})),
+        call(&c, "TextTools", "upper", json!({"text": 1, "x": secret})),
+        call(&c, "Fail", "go", json!({"why": secret})),
+        run_stdin(&c, b"{oops"),
+        run_argv(
+            &c,
+            &["TextTools", "reverse", &json!({"text": secret}).to_string()],
+        ),
+        run_stdin(
+            &d.join("missing.json"),
+            &request("TextTools", "upper", json!({})),
+        ),
+    ];
+    let raw = std::fs::read_to_string(d.join("entrypoint.log")).unwrap();
+    assert!(
+        !raw.contains(secret),
+        "raw args reached the audit log:\n{raw}"
+    );
+    for r in &runs {
+        envelope(r);
+        let id = r.json["request_id"].as_str().unwrap();
+        let lines = audit_of(&d, id);
+        let last = lines.last().unwrap_or_else(|| panic!("{id} not audited"));
+        let code = r.json["data"]["code"].as_str().unwrap_or("ok");
+        assert_eq!(last["code"], code, "{last}");
+        assert_eq!(last["exit_code"], r.code, "{last}");
+        for key in ["plugin", "method"] {
+            assert!(last.get(key).is_some(), "{key} missing: {last}");
+            if let Some(v) = r.json["data"].get(key) {
+                assert_eq!(&last[key], v, "{last}");
+            }
+        }
+        for l in &lines {
+            assert!(l.get("args").is_none(), "raw args present: {l}");
+            if l["event"] == "started" {
+                let sha = l["args_sha256"].as_str().expect("args digest");
+                assert_eq!(sha.len(), 64, "{l}");
+            }
+        }
+        let ran = lines.iter().any(|l| l["event"] == "started");
+        assert_eq!(
+            ran,
+            r.json["data"].get("exit_code").is_some(),
+            "a started entry iff a plugin ran: {lines:?}"
+        );
+    }
+    // The digest is the canonical digest of the args the plugin got.
+    let id = runs[0].json["request_id"].as_str().unwrap();
+    let started = &audit_of(&d, id)[0];
+    assert_eq!(started["event"], "started");
+    assert_eq!(
+        started["args_sha256"],
+        upm::schema::digest_hex(&json!({"text": secret}))
+    );
+    assert_eq!(audit_of(&d, id).len(), 2);
+}
+
+#[test]
+fn include_args_puts_the_args_in_the_started_entry() {
+    let d = setup();
+    cfg(
+        &d,
+        json!({"audit": {"include_args": true}, "plugins": {"TextTools": texttools()}}),
+    );
+    let r = call(
+        &d.join("upm_config.json"),
+        "TextTools",
+        "upper",
+        json!({"text": "visible"}),
+    );
+    ok(&r);
+    let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
+    assert_eq!(lines[0]["event"], "started");
+    assert_eq!(lines[0]["args"], json!({"text": "visible"}));
+}
+
+// ---------------------------------------------------------------- Python class plugins
+
+#[test]
+fn python_sync_and_async_methods_get_args_and_kwargs() {
+    let d = setup();
+    let c = py_cfg(&d);
+    let args = json!({"args": [1, "two", {"three": [3]}], "kwargs": {"k": [true, null], "n": 1.5}});
+    let r = call(&c, "Probe", "echo", args);
+    assert_eq!(
+        ok(&r),
+        &json!({"args": [1, "two", {"three": [3]}], "kwargs": {"k": [true, null], "n": 1.5}})
+    );
+    let r = call(
+        &c,
+        "Probe",
+        "later",
+        json!({"args": ["x"], "kwargs": {"delay_ms": 1}}),
+    );
+    assert_eq!(ok(&r), &json!({"later": "x"}));
+    // No args at all: called with none.
+    let r = call(&c, "Probe", "echo", json!({}));
+    assert_eq!(ok(&r), &json!({"args": [], "kwargs": {}}));
+}
+
+#[test]
+fn python_print_noise_never_corrupts_the_result() {
+    let d = setup();
+    let c = py_cfg(&d);
+    let r = call(&c, "Probe", "noisy", json!({}));
+    assert_eq!(ok(&r), &json!({"clean": true}));
+    let data = &r.json["data"];
+    assert_eq!(
+        data["stdout"]["text"],
+        "NOISE-OUT {\"result\": \"forged\"}\n{"
+    );
+    assert_eq!(data["stderr"]["text"], "NOISE-ERR\n");
+}
+
+#[test]
+fn the_config_policy_reaches_the_python_constructor() {
+    let d = setup();
+    let c = py_cfg(&d);
+    let r = call(&c, "Probe", "show_policy", json!({}));
+    assert_eq!(ok(&r), &json!({"policy": {"mode": "strict", "n": 3}}));
+}
+
+#[test]
+fn the_example_configs_greeter_works() {
+    let d = TestDir::new();
+    let log = d.join("entrypoint.log");
+    let example = repo().join("upm_config.json");
+    let argv = ["run", "--config", example.to_str().unwrap()];
+    let env = [("UPM_LOG_FILE", log.to_str().unwrap())];
+    let r = run_with(
+        &argv,
+        &request(
+            "Greeter",
+            "greet",
+            json!({"args": ["Ada"], "kwargs": {"punctuation": "?"}}),
+        ),
+        &env,
+    );
+    assert_eq!(ok(&r), &json!({"greeting": "Hello, Ada?"}));
+    assert_eq!(r.json["data"]["stdout"]["text"], "greeting Ada\n");
+    let r = run_with(
+        &argv,
+        &request(
+            "Greeter",
+            "greet_later",
+            json!({"args": ["Bo"], "kwargs": {"delay_ms": 1}}),
+        ),
+        &env,
+    );
+    assert_eq!(ok(&r), &json!({"greeting": "Hello, Bo, after 1 ms"}));
+    // The example's schemas are enforced.
+    let r = run_with(
+        &argv,
+        &request(
+            "Greeter",
+            "greet",
+            json!({"args": ["Ada"], "kwargs": {"punctuation": "!!!!"}}),
+        ),
+        &env,
+    );
+    err(&r, 10, "invalid_args");
+    let r = run_with(&argv, &request("Greeter", "_private", json!({})), &env);
+    err(&r, 7, "method_not_allowed");
+    assert_eq!(
+        d.audit_lines().len(),
+        2 + 2 + 1 + 1,
+        "all audited into UPM_LOG_FILE"
+    );
+}
+
+// ---------------------------------------------------------------- operator commands
+
+#[test]
+fn list_prints_plugins_methods_and_schemas() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    d.write("py/probe.py", PROBE_PY, false);
+    let c_s = c.to_str().unwrap().to_owned();
+    let mut conf: Value = serde_json::from_str(&std::fs::read_to_string(&c).unwrap()).unwrap();
+    conf["plugins"]["Probe"] =
+        json!({"module": "probe", "python_path": ["py"], "allowed_methods": ["echo"]});
+    d.config(&conf);
+
+    let r = run_with(&["list", "--config", &c_s], b"", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let plugins = &r.json["plugins"];
+    assert_eq!(plugins["TextTools"]["kind"], "command");
+    assert_eq!(plugins["Probe"]["kind"], "python_class");
+    let text_schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("schemas/text.json")).unwrap())
+            .unwrap();
+    let methods = plugins["TextTools"]["methods"].as_object().unwrap();
+    let names: Vec<&String> = methods.keys().collect();
+    assert_eq!(names, ["noop", "reverse", "upper", "wordcount"]);
+    assert_eq!(methods["upper"]["schema"], text_schema);
+    assert_eq!(plugins["Probe"]["methods"]["echo"]["schema"], Value::Null);
+    assert_eq!(plugins["TextTools"]["network"], false);
+
+    let r = run_with(
+        &["list", "--config", d.join("nope.json").to_str().unwrap()],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 5);
+    assert_eq!(r.json["code"], "config_error");
+}
+
+/// A config like the example, but with this build's texttools and copies of the plugins.
+fn example_like(d: &TestDir) -> PathBuf {
+    d.write(
+        "plugins/echo.sh",
+        &std::fs::read_to_string(repo().join("plugins/echo.sh")).unwrap(),
+        true,
+    );
+    d.write(
+        "plugins/python/greeter.py",
+        &std::fs::read_to_string(repo().join("plugins/python/greeter.py")).unwrap(),
+        false,
+    );
+    let mut conf: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("upm_config.json")).unwrap())
+            .unwrap();
+    conf["plugins"]["TextTools"]["command"] = json!([texttools_bin()]);
+    d.config(&conf)
+}
+
+#[test]
+fn check_passes_on_a_good_config_and_lists_every_problem_of_a_bad_one() {
+    let d = setup();
+    let c = example_like(&d);
+    let r = run_with(&["check", "--config", c.to_str().unwrap()], b"", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["ok"], true);
+    assert_eq!(r.json["problems"], json!([]));
+    for p in ["TextTools", "Echo", "Greeter"] {
+        assert_eq!(r.json["plugins"][p]["ok"], true, "{p}");
+    }
+    // The same config works for calls.
+    let r = call(&c, "TextTools", "upper", json!({"text": "ok"}));
+    assert_eq!(ok(&r), &json!({"text": "OK"}));
+    let r = call(&c, "Echo", "echo", json!({"a": 1}));
+    assert_eq!(ok(&r)["args"], json!({"a": 1}));
+
+    // Loadable, but broken in five independent ways.
+    let b = TestDir::new();
+    let not_exec = b.write("plugins/not_exec.sh", "#!/bin/sh\n", false);
+    b.write("py/.keep", "", false);
+    b.config(&json!({
+        "require_schemas": false,
+        "plugins": {
+            "Gone": { "command": [b.join("plugins/gone.sh")], "allowed_methods": ["go"] },
+            "NotExec": { "command": [not_exec], "allowed_methods": ["go"] },
+            "NoModule": { "module": "nosuchmod", "python_path": ["py"], "allowed_methods": ["go"] },
+            "BadSchema": { "command": ["/bin/true"], "methods": { "go": { "schema": "schemas/nope.json" } } },
+            "BadSeccomp": { "command": ["/bin/true"], "allowed_methods": ["go"],
+                            "sandbox": { "seccomp": "policies/nope.json" } }
+        }
+    }));
+    let r = run_with(
+        &[
+            "check",
+            "--config",
+            b.join("upm_config.json").to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 5, "{}", r.stdout);
+    assert_eq!(r.json["ok"], false);
+    let problems: Vec<&str> = r.json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for needle in [
+        "plugin \"Gone\": command",
+        "plugin \"NotExec\": command",
+        "plugin \"NoModule\": module \"nosuchmod\" is not found",
+        "plugin \"BadSchema\", method \"go\"",
+        "plugin \"BadSeccomp\": seccomp profile",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    assert_eq!(r.json["plugins"]["Gone"]["ok"], false);
+    for p in &problems {
+        assert!(r.stderr.contains(p), "problems also on stderr: {p}");
+    }
+
+    // Not loadable at all: every load problem listed.
+    b.config(&json!({"plugins": {"x/y": {"command": []}}, "typo": 1}));
+    let r = run_with(
+        &[
+            "check",
+            "--config",
+            b.join("upm_config.json").to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 5);
+    assert_eq!(r.json["code"], "config_error");
+    assert!(
+        r.json["problems"].as_array().unwrap().len() >= 2,
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn check_on_the_repository_example_config() {
+    let example = repo().join("upm_config.json");
+    let r = run_with(&["check", "--config", example.to_str().unwrap()], b"", &[]);
+    if repo().join("target/release/upm-texttools").exists() {
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.json["ok"], true);
+    } else {
+        // Only the unbuilt release binary is missing.
+        assert_eq!(r.code, 5, "{}", r.stdout);
+        let problems = r.json["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0]
+            .as_str()
+            .unwrap()
+            .contains("target/release/upm-texttools"));
+        assert_eq!(r.json["plugins"]["Greeter"]["ok"], true);
+        assert_eq!(r.json["plugins"]["Echo"]["ok"], true);
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let r = run_with(&["--help"], b"", &[]);
+    assert_eq!(r.code, 0);
+    for word in [
+        "run",
+        "list",
+        "check",
+        "doctor",
+        "--config",
+        "<plugin> <method> <json_args>",
+    ] {
+        assert!(
+            r.stdout.contains(word),
+            "--help lacks {word:?}:\n{}",
+            r.stdout
+        );
+    }
+    let r = run_with(&["run", "--help"], b"", &[]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("stdin"), "{}", r.stdout);
+    assert!(r.stdout.contains("--config"), "{}", r.stdout);
+    let r = run_with(&["--version"], b"", &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(
+        r.stdout.trim(),
+        format!("upm {}", env!("CARGO_PKG_VERSION"))
+    );
+    // An unknown flag is a usage error (clap's, on stderr).
+    let r = run_with(&["run", "--frobnicate"], b"", &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--frobnicate"), "{}", r.stderr);
+}
