@@ -223,7 +223,8 @@ impl Ran {
         Ran {
             stdout: Some(cap(&o.stdout)),
             stderr: Some(cap(&o.stderr)),
-            exit: o.exit,
+            // An exec that failed is not an exit of the plugin.
+            exit: o.exit.filter(|_| o.start_failure.is_none()),
             usage: Some(json!({
                 "wall_ms": round_ms(o.wall.as_secs_f64() * 1000.0),
                 "cpu_user_ms": round_ms(o.usage.user_ms),

@@ -1188,8 +1188,8 @@ fn every_invocation_is_audited_with_its_outcome() {
         for l in &lines {
             assert!(l.get("args").is_none(), "raw args present: {l}");
             if l["event"] == "started" {
-                let sha = l["args_sha256"].as_str().expect("args digest");
-                assert_eq!(sha.len(), 64, "{l}");
+                let sha = l["args_digest"].as_str().expect("args digest");
+                assert!(sha.starts_with("sha256:") && sha.len() == 71, "{l}");
             }
         }
         let ran = lines.iter().any(|l| l["event"] == "started");
@@ -1204,8 +1204,11 @@ fn every_invocation_is_audited_with_its_outcome() {
     let started = &audit_of(&d, id)[0];
     assert_eq!(started["event"], "started");
     assert_eq!(
-        started["args_sha256"],
-        upm::schema::digest_hex(&json!({"text": secret}))
+        started["args_digest"],
+        format!(
+            "sha256:{}",
+            upm::schema::digest_hex(&json!({"text": secret}))
+        )
     );
     assert_eq!(audit_of(&d, id).len(), 2);
 }
