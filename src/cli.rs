@@ -44,6 +44,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make an ed25519 key pair (PEM) for signing configs and audit checkpoints.
+    Keygen {
+        #[arg(long, value_name = "PATH")]
+        secret: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        public: PathBuf,
+    },
+    /// Sign the config: writes <config>.sig over it and every file it references.
+    Sign {
+        /// The secret key (PKCS#8 PEM, from `upm keygen`).
+        #[arg(long, value_name = "SECRET")]
+        key: PathBuf,
+    },
     /// Verify, query or sign the audit log.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
@@ -77,6 +90,21 @@ pub fn main() -> i32 {
         Command::List => list(&config_path),
         Command::Check => check(&config_path),
         Command::Doctor { json } => doctor(json),
+        Command::Keygen { secret, public } => match crate::keys::keygen(&secret, &public) {
+            Ok(()) => {
+                println!(
+                    "wrote {} (secret, 0600) and {}",
+                    secret.display(),
+                    public.display()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("upm keygen: {e}");
+                1
+            }
+        },
+        Command::Sign { key } => sign(&config_path, &key),
         Command::Audit(cmd) => {
             // The default log is the config's, even when the config itself is broken.
             let default_log = match Config::load(&config_path) {
@@ -219,17 +247,27 @@ fn check(config_path: &Path) -> i32 {
             Ok(_) => {}
             Err(e) => problems.push(format!("{at}: seccomp profile: {e}")),
         }
+        let pins = pins(&config, p, &mut problems);
         plugins.insert(
             name.clone(),
-            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>() }),
+            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins }),
         );
     }
+    let signature = match crate::trust::check(&config, None) {
+        None => json!({ "mode": "off" }),
+        Some(v) => {
+            if let (Err(e), crate::trust::Mode::Strict) = (&v.result, v.mode) {
+                problems.push(format!("signature: {e}"));
+            }
+            v.to_json()
+        }
+    };
     for p in &problems {
         eprintln!("problem: {p}");
     }
     let ok = problems.is_empty();
     print_json_line(
-        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "plugins": plugins, "problems": problems })
+        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "signature": signature, "plugins": plugins, "problems": problems })
             .to_string(),
     );
     if ok {
@@ -237,6 +275,68 @@ fn check(config_path: &Path) -> i32 {
     } else {
         Code::ConfigError.exit_code()
     }
+}
+
+fn sign(config_path: &Path, key: &Path) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e),
+    };
+    match crate::trust::sign(&config, key) {
+        Ok(path) => {
+            println!("signed {} -> {}", config.path.display(), path.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("upm sign: {e}");
+            Code::ConfigError.exit_code()
+        }
+    }
+}
+
+/// Each pin of a plugin: what is pinned, what is there now.
+fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) -> Value {
+    let at = format!("plugin \"{}\"", p.name);
+    let mut out = serde_json::Map::new();
+    let (exe, roots) = match &p.kind {
+        PluginKind::Command { argv } => {
+            let exe = PathBuf::from(&argv[0]);
+            let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            (exe, vec![dir])
+        }
+        PluginKind::PythonClass { python_path, .. } => (config.python.clone(), python_path.clone()),
+    };
+    match crate::integrity::open_executable(&exe, p.sha256.as_deref()) {
+        Ok(e) => {
+            out.insert(
+                "exec".into(),
+                json!({ "path": exe, "sha256": e.sha256, "pinned": p.sha256, "ok": true }),
+            );
+        }
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            out.insert(
+                "exec".into(),
+                json!({ "path": exe, "pinned": p.sha256, "ok": false, "error": e.to_string() }),
+            );
+        }
+    }
+    if p.manifest_sha256.is_some() || matches!(p.kind, PluginKind::PythonClass { .. }) {
+        let m = crate::integrity::manifest(&roots).and_then(|m| {
+            if let Some(pin) = &p.manifest_sha256 {
+                m.check(&roots, pin)?;
+            }
+            Ok(m)
+        });
+        match m {
+            Ok(m) => out.insert("manifest".into(), json!({ "roots": roots, "sha256": m.digest, "pinned": p.manifest_sha256, "ok": true })),
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                out.insert("manifest".into(), json!({ "roots": roots, "pinned": p.manifest_sha256, "ok": false, "error": e.to_string() }))
+            }
+        };
+    }
+    Value::Object(out)
 }
 
 fn check_executable(at: &str, path: &Path, problems: &mut Vec<String>) {

@@ -96,6 +96,8 @@ pub struct Config {
     /// Where the audit log goes: `UPM_LOG_FILE`, else `audit.path`, else `entrypoint.log` beside the config.
     pub audit_path: PathBuf,
     pub plugins: BTreeMap<String, Plugin>,
+    /// The config's `trust` block, read by [`crate::trust`] (which fails closed on it).
+    pub trust: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +132,8 @@ struct RawMethod {
     schema: Option<PathBuf>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 10] = [
+    "trust",
     "plugins",
     "policy",
     "require_schemas",
@@ -313,6 +316,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         audit,
         audit_path,
         plugins,
+        trust: obj.get("trust").cloned(),
     })
 }
 

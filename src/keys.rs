@@ -45,7 +45,10 @@ pub fn keygen(secret: &Path, public: &Path) -> Result<(), KeyError> {
             reason: format!("cannot encode the public key: {e}"),
         })?;
     write_new(secret, secret_pem.as_bytes(), 0o600)?;
-    write_new(public, public_pem.as_bytes(), 0o644)
+    // Never leave half a key pair behind.
+    write_new(public, public_pem.as_bytes(), 0o644).inspect_err(|_| {
+        let _ = std::fs::remove_file(secret);
+    })
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {

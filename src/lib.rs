@@ -27,3 +27,4 @@ pub mod response;
 pub mod sandbox;
 pub mod schema;
 pub mod spawn;
+pub mod trust;

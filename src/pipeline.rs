@@ -39,16 +39,27 @@ struct Call {
     request_id: String,
     plugin: Option<String>,
     method: Option<String>,
+    /// The signature verdict, when trust is not off.
+    trust: Option<Value>,
+    warnings: Vec<String>,
+}
+
+impl Call {
+    fn new() -> Call {
+        Call {
+            started: Instant::now(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            plugin: None,
+            method: None,
+            trust: None,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Runs one call and returns its response (whose `exit_code` is the process's).
 pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
-    let mut call = Call {
-        started: Instant::now(),
-        request_id: uuid::Uuid::now_v7().to_string(),
-        plugin: None,
-        method: None,
-    };
+    let mut call = Call::new();
     let loaded = Config::load(config_path);
     let cap = loaded
         .as_ref()
@@ -70,8 +81,9 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
         Err(f) => return finish_refused(&call, Some(&config), &config.audit_path, f),
     };
 
-    // authorize, validate
+    // authorize, verify the signed config, validate
     let (plugin, schema) = match authorize(&config, &req).and_then(|(p, s)| {
+        verify_trust(&config, p, &req.method, &mut call)?;
         validate(s.as_ref(), &req.args)?;
         Ok((p, s))
     }) {
@@ -100,12 +112,7 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
 /// A call refused before it could even be read (the argv form's usage error):
 /// audited like every other refusal.
 pub fn refuse(config_path: &Path, failure: Failure) -> Response {
-    let call = Call {
-        started: Instant::now(),
-        request_id: uuid::Uuid::now_v7().to_string(),
-        plugin: None,
-        method: None,
-    };
+    let call = Call::new();
     let config = Config::load(config_path).ok();
     let audit_path = config.as_ref().map_or_else(
         || crate::config::fallback_audit_path(config_path),
@@ -190,6 +197,32 @@ fn authorize<'c>(
             })?),
         };
     Ok((plugin, schema))
+}
+
+/// Strict: a config that is unsigned, badly signed or changed stops here.
+/// Warn: the call goes on, and the result and the audit say why it should not have.
+fn verify_trust(
+    config: &Config,
+    plugin: &Plugin,
+    method: &str,
+    call: &mut Call,
+) -> Result<(), Failure> {
+    let Some(verdict) = crate::trust::check(config, Some((plugin, method))) else {
+        return Ok(());
+    };
+    call.trust = Some(verdict.to_json());
+    match (&verdict.result, verdict.mode) {
+        (Ok(_), _) => Ok(()),
+        (Err(e), crate::trust::Mode::Warn) => {
+            call.warnings
+                .push(format!("the config is not trusted: {e}"));
+            Ok(())
+        }
+        (Err(e), _) => Err(Failure::new(
+            Code::UntrustedConfig,
+            format!("the config is not trusted: {e}; nothing was run"),
+        )),
+    }
 }
 
 fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> {
@@ -311,6 +344,12 @@ fn base_entry(event: &str, call: &Call) -> Map<String, Value> {
     e.insert("pid".into(), json!(std::process::id()));
     e.insert("plugin".into(), json!(call.plugin));
     e.insert("method".into(), json!(call.method));
+    if let Some(t) = &call.trust {
+        e.insert("trust".into(), t.clone());
+    }
+    if !call.warnings.is_empty() {
+        e.insert("warnings".into(), json!(call.warnings));
+    }
     e
 }
 
@@ -393,6 +432,8 @@ fn respond(call: &Call, ran: Ran) -> Response {
     let mut r = Response::new(&call.request_id, call.started);
     r.data.plugin = call.plugin.clone();
     r.data.method = call.method.clone();
+    r.data.trust = call.trust.clone();
+    r.data.warnings = call.warnings.clone();
     r.data.result = ran.result;
     r.data.stdout = ran.stdout;
     r.data.stderr = ran.stderr;

@@ -55,6 +55,8 @@ pub struct Data {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,

@@ -1,0 +1,365 @@
+//! Signed configs: what runs is what the operator signed.
+//!
+//! `upm sign` writes `<config>.sig`, a detached ed25519 signature over the
+//! config's digest and the digests of every file it references: schemas (and
+//! the files their `$ref`s reach), seccomp profiles and pinned executables.
+//! Before a call runs, upm checks the signature with a trusted key and
+//! re-hashes the files that call depends on.
+//!
+//! Trust settings: `UPM_TRUST_MODE` / `UPM_TRUSTED_KEYS_DIR` in the
+//! environment win over the config's `"trust": {"mode", "keys_dir"}`. A keys
+//! directory without a mode means `strict`. Settings that cannot be read mean
+//! `strict`, never open. A config's own `trust` block can be edited by whoever
+//! edits the config, so real protection comes from the environment (e.g. the
+//! container image's ENV), which an attacker who changes files cannot change.
+
+use crate::config::{Config, Plugin};
+use crate::keys;
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Strict,
+    Warn,
+    Off,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strict => "strict",
+            Mode::Warn => "warn",
+            Mode::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub keys_dir: Option<PathBuf>,
+    /// Why the settings fell back to strict, if they did.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("the config is not signed: {0} does not exist")]
+    Unsigned(PathBuf),
+    #[error("signature file {path} cannot be used: {reason}")]
+    BadSigFile { path: PathBuf, reason: String },
+    #[error("no trusted key is configured (set UPM_TRUSTED_KEYS_DIR or trust.keys_dir)")]
+    NoKeysDir,
+    #[error("trusted keys directory {dir} cannot be used: {reason}")]
+    KeysDir { dir: PathBuf, reason: String },
+    #[error("the signature was made with key {key_id}, which is not in the trusted keys directory {dir}")]
+    UnknownKey { key_id: String, dir: PathBuf },
+    #[error("the signature does not verify with trusted key {key_id}")]
+    BadSignature { key_id: String },
+    #[error("{file} changed since the config was signed")]
+    Changed { file: String },
+    #[error("{file} is referenced by the config but is not covered by the signature")]
+    NotCovered { file: String },
+    #[error("{file} cannot be read: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("trust settings cannot be read ({0}); treated as strict")]
+    Settings(String),
+    #[error("{0}")]
+    Key(#[from] keys::KeyError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Resolves the trust settings: environment first, then the config, then off.
+pub fn settings(config: &Config) -> Settings {
+    let mut problem = None;
+    let env_mode = std::env::var("UPM_TRUST_MODE")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let env_dir = std::env::var_os("UPM_TRUSTED_KEYS_DIR").filter(|s| !s.is_empty());
+    let (cfg_mode, cfg_dir) = match config_trust(config.trust.as_ref(), &config.dir) {
+        Ok(v) => v,
+        Err(e) => {
+            problem = Some(e);
+            (Some("strict".to_owned()), None)
+        }
+    };
+    let keys_dir = env_dir.map(PathBuf::from).or(cfg_dir);
+    let mode = match env_mode.or(cfg_mode).as_deref() {
+        Some("strict") => Mode::Strict,
+        Some("warn") => Mode::Warn,
+        Some("off") => Mode::Off,
+        Some(other) => {
+            problem.get_or_insert(format!("unknown trust mode {other:?}"));
+            Mode::Strict
+        }
+        None if keys_dir.is_some() => Mode::Strict,
+        None => Mode::Off,
+    };
+    Settings {
+        mode,
+        keys_dir,
+        problem,
+    }
+}
+
+fn config_trust(
+    v: Option<&Value>,
+    dir: &Path,
+) -> Result<(Option<String>, Option<PathBuf>), String> {
+    let Some(v) = v else { return Ok((None, None)) };
+    let obj = v.as_object().ok_or("\"trust\" must be an object")?;
+    let mut mode = None;
+    let mut keys_dir = None;
+    for (k, val) in obj {
+        match (k.as_str(), val) {
+            ("mode", Value::String(s)) => mode = Some(s.clone()),
+            ("keys_dir", Value::String(s)) => keys_dir = Some(dir.join(s)),
+            _ => return Err(format!("\"trust\": unexpected {k:?}")),
+        }
+    }
+    Ok((mode, keys_dir))
+}
+
+/// Path of the detached signature of a config.
+pub fn sig_path(config_path: &Path) -> PathBuf {
+    let mut s = config_path.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// How a file is named in the signature: relative to the config's directory when inside it.
+fn label(config: &Config, p: &Path) -> String {
+    p.strip_prefix(&config.dir)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The files one plugin depends on, with their current digests (`sha256:<hex>`).
+/// `method`: only that method's schema (a call), or all of them (signing, `check`).
+pub fn plugin_files(
+    config: &Config,
+    plugin: &Plugin,
+    method: Option<&str>,
+) -> Result<BTreeMap<String, String>, TrustError> {
+    let mut out = BTreeMap::new();
+    let mut add = |p: &Path| -> Result<(), TrustError> {
+        let d = crate::integrity::file_sha256(p).map_err(|e| TrustError::Unreadable {
+            file: label(config, p),
+            reason: e.to_string(),
+        })?;
+        out.insert(label(config, p), format!("sha256:{d}"));
+        Ok(())
+    };
+    for (name, m) in &plugin.methods {
+        if method.is_some_and(|wanted| wanted != name) {
+            continue;
+        }
+        if let Some(schema) = &m.schema {
+            // Every file the schema's $refs reach is covered too.
+            match crate::schema::MethodSchema::load(schema) {
+                Ok(s) => {
+                    for f in s.files() {
+                        add(f)?;
+                    }
+                }
+                Err(_) => add(schema)?,
+            }
+        }
+    }
+    add(&plugin.seccomp_profile)?;
+    if plugin.sha256.is_some() {
+        if let crate::config::PluginKind::Command { argv } = &plugin.kind {
+            add(Path::new(&argv[0]))?;
+        }
+    }
+    Ok(out)
+}
+
+/// Every file the config references, and the config itself.
+pub fn all_files(config: &Config) -> Result<BTreeMap<String, String>, TrustError> {
+    let mut files = BTreeMap::new();
+    files.insert(label(config, &config.path), config.digest.clone());
+    for p in config.plugins.values() {
+        files.extend(plugin_files(config, p, None)?);
+    }
+    Ok(files)
+}
+
+/// `upm sign`: writes `<config>.sig` with the given secret key.
+pub fn sign(config: &Config, secret: &Path) -> Result<PathBuf, TrustError> {
+    let key = keys::load_signing_key(secret)?;
+    let key_id = keys::key_id(&key.verifying_key());
+    let mut body = Map::new();
+    body.insert("version".into(), json!(1));
+    body.insert("key_id".into(), json!(key_id));
+    body.insert("signed_at".into(), json!(crate::response::timestamp_now()));
+    body.insert("files".into(), json!(all_files(config)?));
+    let signed = crate::schema::canonical_json(&Value::Object(body.clone()));
+    let signature = key.sign(signed.as_bytes());
+    body.insert("signature".into(), json!(hex::encode(signature.to_bytes())));
+    let path = sig_path(&config.path);
+    let text = serde_json::to_string_pretty(&Value::Object(body)).unwrap_or_default() + "\n";
+    std::fs::write(&path, text).map_err(|source| TrustError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// A verified signature: which key, and the signed digests.
+pub struct Signed {
+    pub key_id: String,
+    pub files: BTreeMap<String, String>,
+}
+
+/// Checks `<config>.sig` against the trusted keys and the config's own digest.
+pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Signed, TrustError> {
+    let path = sig_path(&config.path);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TrustError::Unsigned(path))
+        }
+        Err(e) => {
+            return Err(TrustError::BadSigFile {
+                path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let bad = |reason: &str| TrustError::BadSigFile {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut doc: Map<String, Value> =
+        serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+    let sig_hex = doc
+        .remove("signature")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or_else(|| bad("no \"signature\""))?;
+    if doc.get("version") != Some(&json!(1)) {
+        return Err(bad("unsupported version"));
+    }
+    let key_id = doc
+        .get("key_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no \"key_id\""))?
+        .to_owned();
+    let files: BTreeMap<String, String> = doc
+        .get("files")
+        .cloned()
+        .and_then(|f| serde_json::from_value(f).ok())
+        .ok_or_else(|| bad("no \"files\" map"))?;
+    let sig_bytes: [u8; 64] = hex::decode(&sig_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("the signature is not 64 bytes of hex"))?;
+    let dir = keys_dir.ok_or(TrustError::NoKeysDir)?;
+    let key = find_key(dir, &key_id)?;
+    let signed = crate::schema::canonical_json(&Value::Object(doc));
+    key.verify(signed.as_bytes(), &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| TrustError::BadSignature {
+            key_id: key_id.clone(),
+        })?;
+    let me = label(config, &config.path);
+    match files.get(&me) {
+        Some(d) if *d == config.digest => {}
+        Some(_) => return Err(TrustError::Changed { file: me }),
+        None => return Err(TrustError::NotCovered { file: me }),
+    }
+    Ok(Signed { key_id, files })
+}
+
+/// Finds the trusted key with this id; any `.pub`/`.pem` file that does not parse fails closed.
+fn find_key(dir: &Path, key_id: &str) -> Result<VerifyingKey, TrustError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| TrustError::KeysDir {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| TrustError::KeysDir {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let p = entry.path();
+        let is_key = p.extension().is_some_and(|e| e == "pub" || e == "pem");
+        if !is_key {
+            continue;
+        }
+        let key = keys::load_verifying_key(&p).map_err(|e| TrustError::KeysDir {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if keys::key_id(&key) == key_id {
+            return Ok(key);
+        }
+    }
+    Err(TrustError::UnknownKey {
+        key_id: key_id.to_owned(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Checks that every file in `current` is covered by the signature with the same digest.
+pub fn compare(signed: &Signed, current: &BTreeMap<String, String>) -> Result<(), TrustError> {
+    for (file, digest) in current {
+        match signed.files.get(file) {
+            Some(d) if d == digest => {}
+            Some(_) => return Err(TrustError::Changed { file: file.clone() }),
+            None => return Err(TrustError::NotCovered { file: file.clone() }),
+        }
+    }
+    Ok(())
+}
+
+/// The trust verdict for one call (or for `check` when `plugin` is None).
+pub struct Verdict {
+    pub mode: Mode,
+    pub result: Result<String, TrustError>,
+}
+
+impl Verdict {
+    /// For the result and the audit entry.
+    pub fn to_json(&self) -> Value {
+        match &self.result {
+            Ok(key_id) => {
+                json!({ "mode": self.mode.as_str(), "status": "verified", "key_id": key_id })
+            }
+            Err(e) => {
+                json!({ "mode": self.mode.as_str(), "status": "failed", "reason": e.to_string() })
+            }
+        }
+    }
+}
+
+/// Verifies the config and the files a call (or every plugin) depends on.
+pub fn check(config: &Config, call: Option<(&Plugin, &str)>) -> Option<Verdict> {
+    let s = settings(config);
+    if s.mode == Mode::Off {
+        return None;
+    }
+    let result = (|| {
+        if let Some(p) = &s.problem {
+            return Err(TrustError::Settings(p.clone()));
+        }
+        let signed = verify_signature(config, s.keys_dir.as_deref())?;
+        let current = match call {
+            Some((plugin, method)) => plugin_files(config, plugin, Some(method))?,
+            None => all_files(config)?,
+        };
+        compare(&signed, &current)?;
+        Ok(signed.key_id)
+    })();
+    Some(Verdict {
+        mode: s.mode,
+        result,
+    })
+}
