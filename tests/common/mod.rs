@@ -161,3 +161,17 @@ pub fn run_with(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
 pub fn request(plugin: &str, method: &str, args: Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args})).unwrap()
 }
+
+/// Runs a `Command` the caller prepared (uid, environment, wrapper...) with `input`
+/// on stdin; for upm invocations `run_with` cannot express.
+pub fn run_command(mut cmd: Command, input: &[u8]) -> Run {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn upm");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input);
+    }
+    Run::from_output(child.wait_with_output().expect("wait upm"))
+}
