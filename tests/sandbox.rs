@@ -234,7 +234,14 @@ impl Fx {
         let mut cmd = self.command(&common::upm_bin());
         self.upm_args(&mut cmd);
         customize(&mut cmd);
-        run_command(cmd, &request(plugin, method, args))
+        let run = run_command(cmd, &request(plugin, method, args));
+        if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
+            eprintln!(
+                "VERBOSE {:?} {plugin}.{method} {} {}",
+                self.who, run.code, run.json
+            );
+        }
+        run
     }
 }
 
@@ -349,6 +356,7 @@ both!(
     cpu_spin_is_limit_exceeded,
     sleeping_past_the_timeout_is_killed,
     daemonized_grandchild_does_not_outlive_the_call,
+    killing_upm_kills_the_plugin_tree,
     stdout_flood_is_capped,
     stderr_flood_is_capped,
     inherited_descriptors_are_closed,
@@ -475,6 +483,14 @@ fn writes_outside_the_workdir_are_denied(who: Who) {
     assert!(!Path::new("/etc/upm-escape").exists());
     assert_eq!(std::fs::read(&fx.config).unwrap(), config_before);
     assert_eq!(std::fs::read(&own).unwrap(), probe_before);
+    // The private working directory was the call's alone: gone once it returns.
+    let control = fx.call("probe", "control", json!({}));
+    let cwd = control.result()["cwd"].as_str().unwrap().to_owned();
+    assert!(cwd.starts_with("/tmp/upm-"), "{cwd}");
+    assert!(
+        !Path::new(&cwd).exists(),
+        "the workdir {cwd} outlived the call"
+    );
 }
 
 fn no_network_sockets(who: Who) {
@@ -801,32 +817,8 @@ fn daemonized_grandchild_does_not_outlive_the_call(who: Who) {
     // sleep(1) takes a fractional argument: a unique one marks the daemon in /proc.
     let marker = format!("977.{}", fx.nonce);
     let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
-    let mut cmd = fx.command(&common::upm_bin());
-    fx.upm_args(&mut cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(&request(
-                "probe",
-                "daemon",
-                json!({"marker": marker, "linger": 1.5}),
-            ))
-            .unwrap();
-    }
     // Control: while the call runs, the daemon is there to be seen.
-    let deadline = Instant::now() + Duration::from_secs(4);
-    let mut seen = Vec::new();
-    while seen.is_empty() && Instant::now() < deadline {
-        seen = processes_matching(&marker);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, seen) = start_daemon_call(&fx, &marker, 1.5);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -844,6 +836,72 @@ fn daemonized_grandchild_does_not_outlive_the_call(who: Who) {
         left.is_empty(),
         "the daemon outlived the call: {left:?} (seen during it: {seen:?})"
     );
+}
+
+/// Starts a `daemon` probe call and waits until its daemon shows up in /proc.
+fn start_daemon_call(fx: &Fx, marker: &str, linger: f64) -> (std::process::Child, Vec<String>) {
+    let mut cmd = fx.command(&common::upm_bin());
+    fx.upm_args(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let req = serde_json::to_vec(&json!({
+            "plugin": "probe", "method": "daemon", "request_id": format!("sandbox-test-{marker}"),
+            "args": {"marker": marker, "linger": linger}
+        }))
+        .unwrap();
+        stdin.write_all(&req).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut seen = Vec::new();
+    while seen.is_empty() && Instant::now() < deadline {
+        seen = processes_matching(marker);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, seen)
+}
+
+fn killing_upm_kills_the_plugin_tree(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["timeout_ms"] = json!(30000);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let marker = format!("978.{}", fx.nonce);
+    let script = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    let (mut child, seen) = start_daemon_call(&fx, &marker, 30.0);
+    assert!(!seen.is_empty(), "the daemon never appeared");
+    assert!(
+        !processes_matching(&script).is_empty(),
+        "the plugin is not running"
+    );
+    // upm dies without any chance to clean up: the init's parent-death signal does it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut left = processes_matching(&marker);
+    left.extend(processes_matching(&script));
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = processes_matching(&marker);
+        left.extend(processes_matching(&script));
+    }
+    assert!(left.is_empty(), "the plugin tree outlived upm: {left:?}");
+    // The killed upm could not remove its working directory: do it for it.
+    let prefix = format!("upm-sandbox-test-{}", marker.replace('.', "_"));
+    for entry in std::fs::read_dir("/tmp").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Runs a flood through `/usr/bin/time` to learn the peak RSS of upm and its tree.
@@ -894,6 +952,9 @@ fn flood(who: Who, method: &str) {
         .unwrap()
         .parse()
         .unwrap();
+    if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
+        eprintln!("{who:?} {method} flood: upm tree peak RSS {peak_kb} kB, took {took:?}");
+    }
     // A 1 MiB cap, kept once in the capture and once in the JSON: far below 64 MiB.
     assert!(peak_kb < 64 * 1024, "upm peaked at {peak_kb} kB");
 }
@@ -927,6 +988,15 @@ fn inherited_descriptors_are_closed(who: Who) {
         }
     }
     let _close = CloseOnDrop(leaked);
+    // Control: a process the test starts this way does inherit it, and so does upm.
+    let mut cmd = fx.command(Path::new("/usr/bin/readlink"));
+    cmd.arg(format!("/proc/self/fd/{leaked}"));
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        secret.to_str().unwrap(),
+        "the control did not inherit the descriptor"
+    );
     let run = fx.call("probe", "fd", json!({"fd": leaked}));
     assert_eq!(run.code, 0, "{}", ctx(&run));
     let r = run.result();
