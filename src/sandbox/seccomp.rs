@@ -54,7 +54,8 @@
 //! default filter also gets an ALLOW rule for those calls so the profile's default does
 //! not mask EAFNOSUPPORT (an explicit KILL/TRAP rule in the profile still wins, being
 //! more restrictive). A second filter answers ENOSYS to `io_uring_setup`, because
-//! io_uring can create sockets without any syscall seccomp sees.
+//! io_uring can create sockets without any syscall seccomp sees; the default filter
+//! allows it for the same reason as socket().
 //!
 //! # Deviations from Docker (all stricter or fail-closed)
 //! - Only the native ABI runs: sub-architectures listed in `archMap`/`architectures`
@@ -874,6 +875,8 @@ impl Profile {
             uring.add(&ResolvedRule::network(libc::SYS_io_uring_setup, None));
             groups.push(uring);
             default.add(&non_unix);
+            // Same reason as for socket(): the profile's default errno would mask ENOSYS.
+            default.add(&ResolvedRule::network(libc::SYS_io_uring_setup, None));
         }
         // A default filter that allows everything is a no-op (and seccompiler refuses
         // a filter whose two actions are equal).
@@ -1514,6 +1517,7 @@ mod tests {
         assert_eq!(plan[2].rules[&libc::SYS_socket], Some(non_unix.clone()));
         assert_eq!(plan[3].rules[&libc::SYS_io_uring_setup], None);
         assert_eq!(plan[4].rules[&libc::SYS_socket], Some(non_unix));
+        assert_eq!(plan[4].rules[&libc::SYS_io_uring_setup], None);
     }
 
     #[test]

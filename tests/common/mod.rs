@@ -184,3 +184,17 @@ pub fn run_in(cwd: &Path, argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> 
     }
     Run::from_output(child.wait_with_output().expect("wait upm"))
 }
+
+/// Runs a `Command` the caller prepared (uid, environment, wrapper...) with `input`
+/// on stdin; for upm invocations `run_with` cannot express.
+pub fn run_command(mut cmd: Command, input: &[u8]) -> Run {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn upm");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input);
+    }
+    Run::from_output(child.wait_with_output().expect("wait upm"))
+}

@@ -1,0 +1,1226 @@
+//! Hostile plugins against the native sandbox, as real processes.
+//!
+//! Every test runs twice: with upm as root (the plugin becomes uid 65534) and
+//! with upm as an unprivileged user (uid 4242; upm then uses a user namespace
+//! and the plugin keeps that uid). A hostile probe that ran without its
+//! sandbox would run with the test's own privileges, so every test first
+//! runs a benign control call through the same config and panics unless the
+//! result reports every layer enforced ([`assert_fully_sandboxed`]).
+//!
+//! Probes report what the kernel answered (`{"errno": 13}`), so each test
+//! asserts the specific denial next to a benign control that works.
+
+mod common;
+
+use common::{is_root, request, run_command, Run, TestDir};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+const PROBE: &str = include_str!("fixtures/sandbox/probe.py");
+
+/// Prints whatever it is asked, forever, on stdout or stderr.
+const SPEW: &str = r#"#!/bin/sh
+read -r line || true
+case "$line" in
+  *'"method":"control"'*) echo "{\"uid\": $(/usr/bin/id -u), \"euid\": $(/usr/bin/id -u), \"gid\": $(/usr/bin/id -g)}"; exit 0;;
+  *'"method":"stderr"'*) exec /usr/bin/yes 'upm sandbox test: a line of output that goes on and on and on' >&2;;
+esac
+exec /usr/bin/yes 'upm sandbox test: a line of output that goes on and on and on'
+"#;
+
+/// A UPM-style class plugin: the Python runner maps MemoryError to the memory limit.
+const PYCLASS: &str = r#"import os
+
+
+class Hostile:
+    def __init__(self, project_root=None, cache_dir=None, policy=None):
+        pass
+
+    def control(self):
+        return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid()}
+
+    def memory_bomb(self):
+        hoard = []
+        while True:
+            hoard.append(bytearray(16 << 20))
+"#;
+
+/// Writes a file into the call's `write_paths` directory, to prove it ran.
+const SENTINEL: &str = r#"#!/bin/sh
+echo ran > "$UPM_SENTINEL_DIR/ran"
+echo '{"ran": true}'
+"#;
+
+const PROBE_METHODS: [&str; 16] = [
+    "control",
+    "read",
+    "listdir",
+    "write",
+    "sockets",
+    "tcp",
+    "abstract",
+    "signal",
+    "syscalls",
+    "privileges",
+    "fork_bomb",
+    "sleep",
+    "spin",
+    "daemon",
+    "env",
+    "fd",
+];
+
+/// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
+const USER: (u32, u32) = (4242, 4242);
+const NOBODY: u32 = 65534;
+
+const EPERM: i64 = 1;
+const EAGAIN: i64 = 11;
+const EBADF: i64 = 9;
+const EACCES: i64 = 13;
+const ESRCH: i64 = 3;
+const ENOSYS: i64 = 38;
+const EAFNOSUPPORT: i64 = 97;
+const ECONNREFUSED: i64 = 111;
+
+/// Fork bombs use up RLIMIT_NPROC of the plugin uid, which every concurrent call shares:
+/// they run alone, other calls take this lock shared.
+static NPROC: RwLock<()> = RwLock::new(());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// upm runs as root: plugins become 65534.
+    Root,
+    /// upm runs as uid 4242: plugins stay 4242 inside a user namespace.
+    User,
+}
+
+impl Who {
+    /// The uid and gid the plugin must have.
+    fn plugin_ids(self) -> (u32, u32) {
+        match self {
+            Who::Root => (NOBODY, NOBODY),
+            Who::User => USER,
+        }
+    }
+}
+
+/// One scratch config dir with every hostile plugin in a `plugins/` subdirectory.
+struct Fx {
+    dir: TestDir,
+    config: PathBuf,
+    who: Who,
+    nonce: String,
+}
+
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}{n:03}{nanos:09}", std::process::id())
+}
+
+fn base_config() -> Value {
+    json!({
+        "require_schemas": false,
+        "python": "/usr/bin/python3",
+        "sandbox": {
+            "limits": {
+                "timeout_ms": 5000,
+                "cpu_seconds": 2,
+                "memory_bytes": 256u64 << 20,
+                "max_processes": 32,
+                "output_bytes": 1u64 << 20
+            },
+            "env": {
+                "allow": ["LANG"],
+                "set": {"PATH": "/usr/bin:/bin", "UPM_PROBE": "set-by-config"}
+            }
+        },
+        "plugins": {
+            "probe": {"command": ["plugins/probe.py"], "allowed_methods": PROBE_METHODS},
+            "spew": {"command": ["plugins/spew.sh"], "allowed_methods": ["control", "stdout", "stderr"]},
+            "pyclass": {
+                "module": "hostile_cls",
+                "class": "Hostile",
+                "python_path": ["plugins/pyclass"],
+                "allowed_methods": ["control", "memory_bomb"]
+            }
+        }
+    })
+}
+
+impl Fx {
+    /// `None` when this variant cannot run here (the root variant, or switching to
+    /// another uid, needs root): the caller returns, loudly.
+    fn new(who: Who, tweak: impl FnOnce(&mut Value, &Path)) -> Option<Fx> {
+        if !is_root() {
+            eprintln!(
+                "SKIPPED: the sandbox tests start upm as root and as uid 4242; run them as root"
+            );
+            return None;
+        }
+        let dir = TestDir::new();
+        dir.write("plugins/probe.py", PROBE, true);
+        dir.write("plugins/spew.sh", SPEW, true);
+        dir.write("plugins/sentinel.sh", SENTINEL, true);
+        dir.write("plugins/pyclass/hostile_cls.py", PYCLASS, false);
+        let mut cfg = base_config();
+        tweak(&mut cfg, &dir.path);
+        let config = dir.config(&cfg);
+        if who == Who::User {
+            // upm writes its audit log beside the config.
+            std::os::unix::fs::chown(&dir.path, Some(USER.0), Some(USER.1)).unwrap();
+        }
+        Some(Fx {
+            dir,
+            config,
+            who,
+            nonce: nonce(),
+        })
+    }
+
+    fn plugin_path(&self, name: &str) -> PathBuf {
+        self.dir.join("plugins").join(name)
+    }
+
+    /// `upm run --config ...` as the variant's user, with a clean, known environment.
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/root")
+            .env("LANG", "C.UTF-8");
+        if self.who == Who::User {
+            cmd.uid(USER.0).gid(USER.1);
+        }
+        cmd
+    }
+
+    fn upm_args(&self, cmd: &mut Command) {
+        cmd.args(["run", "--config", self.config.to_str().unwrap()]);
+    }
+
+    fn call(&self, plugin: &str, method: &str, args: Value) -> Run {
+        self.call_with(plugin, method, args, |_| {})
+    }
+
+    fn call_with(
+        &self,
+        plugin: &str,
+        method: &str,
+        args: Value,
+        customize: impl FnOnce(&mut Command),
+    ) -> Run {
+        let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+        self.call_unlocked(plugin, method, args, customize)
+    }
+
+    fn call_unlocked(
+        &self,
+        plugin: &str,
+        method: &str,
+        args: Value,
+        customize: impl FnOnce(&mut Command),
+    ) -> Run {
+        let mut cmd = self.command(&common::upm_bin());
+        self.upm_args(&mut cmd);
+        customize(&mut cmd);
+        let run = run_command(cmd, &request(plugin, method, args));
+        if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
+            eprintln!(
+                "VERBOSE {:?} {plugin}.{method} {} {}",
+                self.who, run.code, run.json
+            );
+        }
+        run
+    }
+}
+
+fn ctx(run: &Run) -> String {
+    format!(
+        "exit {}\nstdout: {}\nstderr: {}",
+        run.code,
+        truncate(&run.stdout, 4000),
+        truncate(&run.stderr, 2000)
+    )
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The guard: a benign control call through the same config and plugin must
+/// report every layer enforced and the expected unprivileged identity, or the
+/// test stops here, before any hostile probe runs.
+fn assert_fully_sandboxed(fx: &Fx, plugin: &str) {
+    let run = fx.call(plugin, "control", json!({}));
+    check_layers(fx, plugin, &run);
+}
+
+/// The guard's verdict on one control call's result.
+fn check_layers(fx: &Fx, plugin: &str, run: &Run) {
+    let fail = |why: String| -> ! {
+        panic!(
+            "GUARD: refusing to run hostile probes for plugin {plugin:?} ({:?}): {why}\n{}",
+            fx.who,
+            ctx(run)
+        )
+    };
+    if run.code != 0 {
+        fail("the control call failed".into());
+    }
+    let layers = &run.json["data"]["sandbox"]["layers"];
+    let Some(map) = layers.as_object() else {
+        fail("the result reports no sandbox layers".into())
+    };
+    for name in [
+        "credentials",
+        "landlock",
+        "seccomp",
+        "namespaces",
+        "network",
+        "limits",
+    ] {
+        if map.get(name).map(|l| &l["state"]) != Some(&json!("enforced")) {
+            fail(format!(
+                "layer {name} is not enforced: {}",
+                map.get(name).unwrap_or(&Value::Null)
+            ));
+        }
+    }
+    for (name, layer) in map {
+        if layer["state"] != "enforced" {
+            fail(format!("layer {name} is {}", layer["state"]));
+        }
+    }
+    let (uid, gid) = fx.who.plugin_ids();
+    let cred = &map["credentials"]["detail"];
+    if cred["uid"] != uid || cred["gid"] != gid {
+        fail(format!(
+            "credentials report uid/gid {}/{}, want {uid}/{gid}",
+            cred["uid"], cred["gid"]
+        ));
+    }
+    let created = &map["namespaces"]["detail"]["created"];
+    for ns in ["pid", "net", "ipc"] {
+        if !created.as_array().is_some_and(|a| a.contains(&json!(ns))) {
+            fail(format!("namespace {ns} was not created: {created}"));
+        }
+    }
+    // Check rather than trust: the plugin itself must see the unprivileged identity.
+    let r = run.result();
+    if r["uid"] != uid || r["euid"] != uid || r["gid"] != gid {
+        fail(format!("the plugin runs as {r}, want uid/gid {uid}/{gid}"));
+    }
+}
+
+/// Declares `name::as_root` and `name::as_user` for a `fn name(who: Who)`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn as_root() {
+                super::$name(super::Who::Root)
+            }
+            #[test]
+            fn as_user() {
+                super::$name(super::Who::User)
+            }
+        }
+    )*};
+}
+
+both!(
+    reads_outside_the_allowed_paths_are_denied,
+    writes_outside_the_workdir_are_denied,
+    no_network_sockets,
+    tcp_to_a_host_listener_never_connects,
+    abstract_unix_socket_of_the_host_is_unreachable,
+    signals_cannot_reach_the_caller,
+    dangerous_syscalls_are_refused,
+    no_privileges_and_setuid_does_not_work,
+    fork_bomb_is_contained,
+    memory_bomb_is_limit_exceeded,
+    cpu_spin_is_limit_exceeded,
+    sleeping_past_the_timeout_is_killed,
+    daemonized_grandchild_does_not_outlive_the_call,
+    killing_upm_kills_the_plugin_tree,
+    stdout_flood_is_capped,
+    stderr_flood_is_capped,
+    inherited_descriptors_are_closed,
+    caller_environment_is_not_passed,
+    layer_that_cannot_be_applied_fails_closed,
+    unreadable_read_path_fails_closed,
+    unknown_syscall_in_profile_is_config_error,
+);
+
+fn errno(v: &Value) -> i64 {
+    v["errno"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an errno, got {v}"))
+}
+
+fn assert_ok(v: &Value, what: &str) {
+    assert_eq!(v["ok"], true, "{what} should work inside the sandbox: {v}");
+}
+
+fn reads_outside_the_allowed_paths_are_denied(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    // A world-readable file under /root (0700): only the DAC of /root and Landlock stand in the way.
+    let root_file = PathBuf::from(format!("/root/upm-sandbox-test-{}", fx.nonce));
+    std::fs::write(&root_file, "secret under /root\n").unwrap();
+    std::fs::set_permissions(&root_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _cleanup = RemoveOnDrop(root_file.clone());
+
+    let config = fx.config.to_str().unwrap().to_owned();
+    let own = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    let sibling = fx.plugin_path("spew.sh").to_str().unwrap().to_owned();
+    let audit = fx.dir.join("entrypoint.log").to_str().unwrap().to_owned();
+    let root_s = root_file.to_str().unwrap().to_owned();
+    let run = fx.call(
+        "probe",
+        "read",
+        json!({"paths": [own, "/etc/ld.so.conf", "/usr/lib/os-release",
+                          "/etc/shadow", "/etc/passwd", root_s, config, sibling, audit,
+                          "/proc/1/environ"]}),
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    // Controls: the plugin's own file and the base system are readable.
+    assert_ok(&r[own.as_str()], "reading its own file");
+    assert_ok(&r["/etc/ld.so.conf"], "reading /etc/ld.so.conf");
+    assert_ok(&r["/usr/lib/os-release"], "reading under /usr");
+    // /etc/passwd, the config, a sibling plugin and the audit log are world-readable:
+    // EACCES there is Landlock's answer, not the file mode's.
+    for p in [
+        "/etc/shadow",
+        "/etc/passwd",
+        &root_s,
+        &config,
+        &sibling,
+        &audit,
+        "/proc/1/environ",
+    ] {
+        assert_eq!(errno(&r[p]), EACCES, "reading {p}: {r}");
+    }
+
+    let plugins_dir = fx.dir.join("plugins").to_str().unwrap().to_owned();
+    let dir_s = fx.dir.path.to_str().unwrap().to_owned();
+    let run = fx.call(
+        "probe",
+        "listdir",
+        json!({"paths": [".", "/usr", "/root", dir_s, plugins_dir, "/tmp", "/"]}),
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_ok(&r["."], "listing its working directory");
+    assert_ok(&r["/usr"], "listing /usr");
+    for p in ["/root", &dir_s, &plugins_dir, "/tmp", "/"] {
+        assert_eq!(errno(&r[p]), EACCES, "listing {p}: {r}");
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn writes_outside_the_workdir_are_denied(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let escape_tmp = format!("/tmp/upm-escape-{}", fx.nonce);
+    let escape_cfgdir = fx.dir.join("escaped.txt").to_str().unwrap().to_owned();
+    let config = fx.config.to_str().unwrap().to_owned();
+    let own = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    let config_before = std::fs::read(&fx.config).unwrap();
+    let probe_before = std::fs::read(&own).unwrap();
+    let _c1 = RemoveOnDrop(PathBuf::from(&escape_tmp));
+    let run = fx.call(
+        "probe",
+        "write",
+        json!({"paths": ["inside.txt", "/dev/null", escape_tmp, escape_cfgdir, config, own,
+                          "/etc/upm-escape", "/dev/shm/upm-escape"]}),
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_ok(&r["inside.txt"], "writing in its working directory");
+    assert_ok(&r["/dev/null"], "writing /dev/null");
+    for p in [
+        &escape_tmp,
+        &escape_cfgdir,
+        &config,
+        &own,
+        "/etc/upm-escape",
+        "/dev/shm/upm-escape",
+    ] {
+        assert_eq!(
+            errno(&r[AsRef::<str>::as_ref(p)]),
+            EACCES,
+            "writing {p}: {r}"
+        );
+    }
+    assert!(!Path::new(&escape_tmp).exists());
+    assert!(!Path::new(&escape_cfgdir).exists());
+    assert!(!Path::new("/etc/upm-escape").exists());
+    assert_eq!(std::fs::read(&fx.config).unwrap(), config_before);
+    assert_eq!(std::fs::read(&own).unwrap(), probe_before);
+    // The private working directory was the call's alone: gone once it returns.
+    let control = fx.call("probe", "control", json!({}));
+    let cwd = control.result()["cwd"].as_str().unwrap().to_owned();
+    assert!(cwd.starts_with("/tmp/upm-"), "{cwd}");
+    assert!(
+        !Path::new(&cwd).exists(),
+        "the workdir {cwd} outlived the call"
+    );
+}
+
+fn no_network_sockets(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call("probe", "sockets", json!({}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    for ok in ["unix_stream", "unix_dgram", "unix_socketpair"] {
+        assert_ok(&r[ok], ok);
+    }
+    // seccomp answers EAFNOSUPPORT to socket() of any family but AF_UNIX.
+    for denied in [
+        "inet_stream",
+        "inet_dgram",
+        "inet_raw_icmp",
+        "inet6_stream",
+        "inet6_dgram",
+        "packet_raw",
+        "netlink_route",
+    ] {
+        assert_eq!(errno(&r[denied]), EAFNOSUPPORT, "{denied}: {r}");
+    }
+}
+
+fn tcp_to_a_host_listener_never_connects(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let udp_port = udp.local_addr().unwrap().port();
+    // Control: the listener is reachable from outside the sandbox.
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let (_conn, _) = listener.accept().expect("the control connection");
+
+    let run = fx.call("probe", "tcp", json!({"port": port}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    assert_eq!(
+        errno(&run.result()["socket"]),
+        EAFNOSUPPORT,
+        "{}",
+        ctx(&run)
+    );
+    assert_eq!(
+        errno(&run.result()["udp_socket"]),
+        EAFNOSUPPORT,
+        "{}",
+        ctx(&run)
+    );
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the host listener got a connection from the sandbox: {other:?}"),
+    }
+    let run = fx.call("probe", "tcp", json!({"port": udp_port}));
+    assert_eq!(
+        errno(&run.result()["udp_socket"]),
+        EAFNOSUPPORT,
+        "{}",
+        ctx(&run)
+    );
+    let mut buf = [0u8; 16];
+    match udp.recv_from(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the host UDP socket got a datagram from the sandbox: {other:?}"),
+    }
+}
+
+fn abstract_unix_socket_of_the_host_is_unreachable(who: Who) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let name = format!("upm-sandbox-test-{}", fx.nonce);
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    // Control: reachable from outside.
+    drop(UnixStream::connect_addr(&addr).unwrap());
+    let _ = listener.accept().expect("the control connection");
+
+    let run = fx.call("probe", "abstract", json!({"name": name}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_ok(&r["connect_own"], "connecting to its own abstract socket");
+    // The name lives in the host's network namespace: from the plugin's own one it does not
+    // exist (Landlock's abstract-socket scope would answer EPERM behind that).
+    assert_eq!(errno(&r["connect_host"]), ECONNREFUSED, "{r}");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the host's abstract socket got a connection: {other:?}"),
+    }
+}
+
+fn signals_cannot_reach_the_caller(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let me = std::process::id();
+    let run = fx.call("probe", "signal", json!({"pid": me}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_ok(&r["self_0"], "signalling itself");
+    assert_ok(&r["own_child_term"], "signalling its own child");
+    assert_eq!(r["own_child_termsig"], libc::SIGTERM, "{r}");
+    // The test's pid does not exist in the plugin's PID namespace.
+    for k in ["test_0", "test_term", "test_pidfd"] {
+        assert_eq!(errno(&r[k]), ESRCH, "{k}: {r}");
+    }
+    // (Had SIGTERM arrived, this test process would be dead.)
+}
+
+fn dangerous_syscalls_are_refused(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call("probe", "syscalls", json!({}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_ok(&r["control_getpid"], "getpid through ctypes");
+    for k in [
+        "ptrace_traceme",
+        "ptrace_attach_parent",
+        "mount_tmpfs_on_cwd",
+        "unshare_user",
+        "unshare_mount",
+        "unshare_net",
+        "clone_newuser",
+        "chroot",
+    ] {
+        assert_eq!(errno(&r[k]), EPERM, "{k}: {r}");
+    }
+    // setuid(0): EPERM for 65534; in the user namespace uid 0 is not even mapped (EINVAL).
+    let want = if who == Who::Root {
+        EPERM
+    } else {
+        libc::EINVAL as i64
+    };
+    assert_eq!(errno(&r["setuid_0"]), want, "{r}");
+    assert_eq!(errno(&r["io_uring_setup"]), ENOSYS, "{r}");
+}
+
+fn no_privileges_and_setuid_does_not_work(who: Who) {
+    let mut suid = PathBuf::new();
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        suid = dir.join("plugins/suid-id");
+        cfg["sandbox"]["read_paths"] = json!([suid]);
+    }) else {
+        return;
+    };
+    // A setuid-root copy of id(1), made readable to the plugin by read_paths.
+    std::fs::copy("/usr/bin/id", &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    // Control: outside the sandbox, as nobody, it really does make euid 0.
+    let out = Command::new(&suid)
+        .arg("-u")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "the setuid control"
+    );
+    assert_fully_sandboxed(&fx, "probe");
+
+    let run = fx.call("probe", "privileges", json!({"suid": suid}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    let (uid, gid) = who.plugin_ids();
+    assert_eq!(r["euid"], uid, "{r}");
+    assert_eq!(r["uid"], uid, "{r}");
+    assert_eq!(r["egid"], gid, "{r}");
+    assert_eq!(r["groups"], json!([]), "{r}");
+    assert_eq!(r["capget"], 0, "{r}");
+    for set in ["cap_eff", "cap_prm", "cap_inh"] {
+        assert_eq!(r[set], 0, "{set}: {r}");
+    }
+    assert_eq!(r["cap_bnd"], json!([]), "bounding set: {r}");
+    assert_eq!(r["cap_amb"], json!([]), "ambient set: {r}");
+    assert_eq!(r["no_new_privs"], 1, "{r}");
+    assert_eq!(r["seccomp_mode"], 2, "seccomp filter mode: {r}");
+    // no_new_privs: the setuid bit is ignored.
+    assert_eq!(r["suid_rc"], 0, "{r}");
+    assert_eq!(r["suid_euid"], uid.to_string(), "{r}");
+    assert_eq!(errno(&r["proc_status"]), EACCES, "{r}");
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_matching(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid == std::process::id().to_string() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+fn fork_bomb_is_contained(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["max_processes"] = json!(16);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let script = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    let run = {
+        let _alone = NPROC.write().unwrap_or_else(|e| e.into_inner());
+        fx.call_unlocked("probe", "fork_bomb", json!({}), |_| {})
+    };
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_eq!(errno(r), EAGAIN, "{r}");
+    let forked = r["forked"].as_i64().unwrap();
+    assert!(
+        (1..=16).contains(&forked),
+        "forked {forked} under max_processes 16"
+    );
+    let wall = run.json["data"]["usage"]["wall_ms"].as_f64().unwrap();
+    assert!(wall < 5000.0, "upm returned only after {wall} ms");
+    // The init's exit killed every bomb process: none is left on the machine.
+    let left = processes_matching(&script);
+    assert!(
+        left.is_empty(),
+        "fork bomb processes outlived the call: {left:?}"
+    );
+    // And the machine still forks.
+    assert!(Command::new("/bin/true").status().unwrap().success());
+}
+
+fn memory_bomb_is_limit_exceeded(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "pyclass");
+    let run = fx.call("pyclass", "memory_bomb", json!({}));
+    assert_eq!(run.code, 13, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "limit_exceeded", "{}", ctx(&run));
+    assert_eq!(run.json["data"]["limit"], "memory", "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["details"]["type"],
+        "MemoryError",
+        "{}",
+        ctx(&run)
+    );
+    // RLIMIT_AS of 256 MiB: the plugin never got far past it.
+    let rss = run.json["data"]["usage"]["max_rss_kb"].as_i64().unwrap();
+    assert!(rss < 300 * 1024, "max RSS {rss} kB under a 256 MiB limit");
+}
+
+fn cpu_spin_is_limit_exceeded(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["cpu_seconds"] = json!(1);
+        cfg["sandbox"]["limits"]["timeout_ms"] = json!(20000);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call("probe", "spin", json!({}));
+    assert_eq!(run.code, 13, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "limit_exceeded", "{}", ctx(&run));
+    assert_eq!(run.json["data"]["limit"], "cpu", "{}", ctx(&run));
+    assert_eq!(run.json["data"]["signal"], libc::SIGXCPU, "{}", ctx(&run));
+    let cpu = run.json["data"]["usage"]["cpu_user_ms"].as_f64().unwrap()
+        + run.json["data"]["usage"]["cpu_system_ms"].as_f64().unwrap();
+    assert!(
+        (900.0..2500.0).contains(&cpu),
+        "cpu {cpu} ms under a 1 s limit"
+    );
+}
+
+fn sleeping_past_the_timeout_is_killed(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["timeout_ms"] = json!(1500);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let started = Instant::now();
+    let run = fx.call("probe", "sleep", json!({}));
+    let took = started.elapsed();
+    assert_eq!(run.code, 12, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "timeout", "{}", ctx(&run));
+    assert_eq!(run.json["data"]["limit"], "timeout", "{}", ctx(&run));
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(
+        took < Duration::from_millis(5000),
+        "upm returned after {took:?}"
+    );
+    let script = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    assert!(processes_matching(&script).is_empty());
+}
+
+fn daemonized_grandchild_does_not_outlive_the_call(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    // sleep(1) takes a fractional argument: a unique one marks the daemon in /proc.
+    let marker = format!("977.{}", fx.nonce);
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    // Control: while the call runs, the daemon is there to be seen.
+    let (child, seen) = start_daemon_call(&fx, &marker, 1.5);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !seen.is_empty(),
+        "the daemon never appeared; upm said {stdout}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let json: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(json["data"]["result"]["daemon_started"], true, "{stdout}");
+    // It held the stdout pipe open, yet upm returned right after the plugin exited.
+    let wall = json["data"]["usage"]["wall_ms"].as_f64().unwrap();
+    assert!(wall < 4000.0, "upm waited {wall} ms");
+    let left = processes_matching(&marker);
+    assert!(
+        left.is_empty(),
+        "the daemon outlived the call: {left:?} (seen during it: {seen:?})"
+    );
+}
+
+/// Starts a `daemon` probe call and waits until its daemon shows up in /proc.
+fn start_daemon_call(fx: &Fx, marker: &str, linger: f64) -> (std::process::Child, Vec<String>) {
+    let mut cmd = fx.command(&common::upm_bin());
+    fx.upm_args(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let req = serde_json::to_vec(&json!({
+            "plugin": "probe", "method": "daemon", "request_id": format!("sandbox-test-{marker}"),
+            "args": {"marker": marker, "linger": linger}
+        }))
+        .unwrap();
+        stdin.write_all(&req).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut seen = Vec::new();
+    while seen.is_empty() && Instant::now() < deadline {
+        seen = processes_matching(marker);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, seen)
+}
+
+fn killing_upm_kills_the_plugin_tree(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["timeout_ms"] = json!(30000);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let marker = format!("978.{}", fx.nonce);
+    let script = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    let (mut child, seen) = start_daemon_call(&fx, &marker, 30.0);
+    assert!(!seen.is_empty(), "the daemon never appeared");
+    assert!(
+        !processes_matching(&script).is_empty(),
+        "the plugin is not running"
+    );
+    // upm dies without any chance to clean up: the init's parent-death signal does it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut left = processes_matching(&marker);
+    left.extend(processes_matching(&script));
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = processes_matching(&marker);
+        left.extend(processes_matching(&script));
+    }
+    assert!(left.is_empty(), "the plugin tree outlived upm: {left:?}");
+    // The killed upm could not remove its working directory: do it for it.
+    let prefix = format!("upm-sandbox-test-{}", marker.replace('.', "_"));
+    for entry in std::fs::read_dir("/tmp").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Runs a flood through `/usr/bin/time` to learn the peak RSS of upm and its tree.
+fn flood(who: Who, method: &str) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "spew");
+    let time = Path::new("/usr/bin/time");
+    assert!(
+        time.exists(),
+        "this test measures upm's memory with /usr/bin/time"
+    );
+    let rss_file = fx.dir.join(&format!("rss-{method}"));
+    let mut cmd = fx.command(time);
+    cmd.args(["-f", "%M", "-o", rss_file.to_str().unwrap()])
+        .arg(common::upm_bin());
+    fx.upm_args(&mut cmd);
+    let started = Instant::now();
+    let run = {
+        let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+        run_command(cmd, &request("spew", method, json!({})))
+    };
+    let took = started.elapsed();
+    assert_eq!(run.code, 13, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "limit_exceeded", "{}", ctx(&run));
+    assert_eq!(run.json["data"]["limit"], "output", "{}", ctx(&run));
+    let (flooded, quiet) = if method == "stdout" {
+        ("stdout", "stderr")
+    } else {
+        ("stderr", "stdout")
+    };
+    let s = &run.json["data"][flooded];
+    assert_eq!(s["truncated"], true, "{}", ctx(&run));
+    assert_eq!(
+        s["text"].as_str().unwrap().len(),
+        1 << 20,
+        "kept exactly the cap"
+    );
+    assert!(s["bytes"].as_u64().unwrap() > 1 << 20);
+    assert_eq!(run.json["data"][quiet]["truncated"], false);
+    assert!(took < Duration::from_secs(4), "stopped only after {took:?}");
+    let peak_kb: u64 = std::fs::read_to_string(&rss_file)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
+        eprintln!("{who:?} {method} flood: upm tree peak RSS {peak_kb} kB, took {took:?}");
+    }
+    // A 1 MiB cap, kept once in the capture and once in the JSON: far below 64 MiB.
+    assert!(peak_kb < 64 * 1024, "upm peaked at {peak_kb} kB");
+}
+
+fn stdout_flood_is_capped(who: Who) {
+    flood(who, "stdout")
+}
+
+fn stderr_flood_is_capped(who: Who) {
+    flood(who, "stderr")
+}
+
+fn inherited_descriptors_are_closed(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let secret = fx
+        .dir
+        .write("leaked-secret", "the caller's secret\n", false);
+    let file = std::fs::File::open(&secret).unwrap();
+    // A high descriptor without FD_CLOEXEC: upm (and with it the plugin) would inherit it.
+    // SAFETY: F_DUPFD on a valid descriptor we own; the result is closed below.
+    let leaked = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_DUPFD, 300) };
+    assert!(leaked >= 300);
+    struct CloseOnDrop(i32);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: closing the descriptor this test made.
+            unsafe { libc::close(self.0) };
+        }
+    }
+    let _close = CloseOnDrop(leaked);
+    // Control: a process the test starts this way does inherit it, and so does upm.
+    let mut cmd = fx.command(Path::new("/usr/bin/readlink"));
+    cmd.arg(format!("/proc/self/fd/{leaked}"));
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        secret.to_str().unwrap(),
+        "the control did not inherit the descriptor"
+    );
+    let run = fx.call("probe", "fd", json!({"fd": leaked}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_ok(&r["control_stdin"], "fstat on its stdin");
+    assert_eq!(errno(&r["fstat"]), EBADF, "{r}");
+    assert_eq!(errno(&r["read"]), EBADF, "{r}");
+    assert!(!run.stdout.contains("the caller's secret"));
+}
+
+fn caller_environment_is_not_passed(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call_with("probe", "env", json!({}), |cmd| {
+        cmd.env("UPM_TEST_SECRET", "hunter2-sandbox")
+            .env("LD_PRELOAD", "/tmp/evil.so")
+            .env("PYTHONPATH", "/tmp/evil");
+    });
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let env = run.result();
+    // Controls: what the config sets, and the allowlisted LANG from the caller.
+    assert_eq!(env["PATH"], "/usr/bin:/bin", "{env}");
+    assert_eq!(env["UPM_PROBE"], "set-by-config", "{env}");
+    assert_eq!(env["LANG"], "C.UTF-8", "{env}");
+    for k in ["UPM_TEST_SECRET", "LD_PRELOAD", "PYTHONPATH", "HOME"] {
+        assert!(env.get(k).is_none(), "{k} leaked into the plugin: {env}");
+    }
+    assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
+}
+
+/// A seccomp filter the test puts on upm itself, as a container runtime would,
+/// so that one of upm's layers cannot be had.
+struct HostRestriction {
+    syscall: i64,
+    /// `Some((arg0 mask, value))` to match only some calls.
+    arg0: Option<(u64, u64)>,
+    errno: u32,
+}
+
+fn restrict_upm(cmd: &mut Command, r: HostRestriction) {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+    let rules = match r.arg0 {
+        None => vec![],
+        Some((mask, value)) => vec![SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(mask),
+            value,
+        )
+        .unwrap()])
+        .unwrap()],
+    };
+    let filter = SeccompFilter::new(
+        [(r.syscall, rules)].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(r.errno),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let prog: BpfProgram = filter.try_into().unwrap();
+    // SAFETY: apply_filter only makes prctl and seccomp system calls on a program
+    // built before the fork; it does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            seccompiler::apply_filter(&prog).map_err(std::io::Error::other)?;
+            Ok(())
+        });
+    }
+}
+
+/// The plugin must not have run: no result, no output, `ran: false` in the audit,
+/// and no trace in the directory it would have written.
+fn assert_not_run(fx: &Fx, run: &Run) {
+    assert!(run.json["data"].get("result").is_none(), "{}", ctx(run));
+    assert!(!fx.dir.join("sentinel/ran").exists(), "the plugin ran");
+    let audit = fx.dir.audit_lines();
+    let finished = audit
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "finished")
+        .unwrap_or_else(|| panic!("no finished audit entry: {audit:?}"));
+    assert_eq!(finished["ran"], false, "{finished}");
+}
+
+fn with_sentinel(cfg: &mut Value, dir: &Path) {
+    let sentinel = dir.join("sentinel");
+    std::fs::create_dir_all(&sentinel).unwrap();
+    std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o777)).unwrap();
+    cfg["plugins"]["sentinel"] = json!({
+        "command": ["plugins/sentinel.sh"],
+        "allowed_methods": ["run"],
+        "sandbox": {
+            "write_paths": [sentinel],
+            "env": {"set": {"PATH": "/usr/bin:/bin", "UPM_SENTINEL_DIR": sentinel}}
+        }
+    });
+}
+
+fn layer_that_cannot_be_applied_fails_closed(who: Who) {
+    let Some(fx) = Fx::new(who, with_sentinel) else {
+        return;
+    };
+    // Control: unrestricted, the sentinel runs and leaves its mark.
+    let run = fx.call("sentinel", "run", json!({}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    assert!(fx.dir.join("sentinel/ran").exists());
+    std::fs::remove_file(fx.dir.join("sentinel/ran")).unwrap();
+
+    let cases = [
+        // Like a kernel without Landlock (or a container whose profile hides it).
+        (
+            "landlock",
+            HostRestriction {
+                syscall: libc::SYS_landlock_create_ruleset,
+                arg0: None,
+                errno: libc::ENOSYS as u32,
+            },
+        ),
+        // Like a container runtime that refuses new PID namespaces.
+        ("namespaces", no_pid_namespaces()),
+        // Like a kernel without seccomp filtering: PR_GET_SECCOMP answers EINVAL.
+        (
+            "seccomp",
+            HostRestriction {
+                syscall: libc::SYS_prctl,
+                arg0: Some((u64::MAX, libc::PR_GET_SECCOMP as u64)),
+                errno: libc::EINVAL as u32,
+            },
+        ),
+    ];
+    for (layer, restriction) in cases {
+        let run = fx.call_with("sentinel", "run", json!({}), |cmd| {
+            restrict_upm(cmd, restriction)
+        });
+        assert_eq!(run.code, 14, "{layer}: {}", ctx(&run));
+        assert_eq!(
+            run.code_word(),
+            "sandbox_unavailable",
+            "{layer}: {}",
+            ctx(&run)
+        );
+        let msg = run.json["data"]["error"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(&format!("the {layer} layer")),
+            "{layer}: {msg}"
+        );
+        assert_not_run(&fx, &run);
+    }
+}
+
+/// `allow_degraded` lets the call run without the layer, and the guard must then refuse.
+#[test]
+#[should_panic(expected = "GUARD: refusing to run hostile probes")]
+fn guard_refuses_a_degraded_sandbox() {
+    let Some(fx) = Fx::new(Who::Root, |cfg, _| {
+        cfg["sandbox"]["allow_degraded"] = json!(["namespaces"]);
+    }) else {
+        panic!("GUARD: refusing to run hostile probes (not root: nothing to check)");
+    };
+    let run = fx.call_with("probe", "control", json!({}), |cmd| {
+        restrict_upm(cmd, no_pid_namespaces())
+    });
+    // The degraded call itself succeeds, and says so.
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
+    assert_eq!(ns["state"], "degraded", "{}", ctx(&run));
+    check_layers(&fx, "probe", &run);
+}
+
+fn no_pid_namespaces() -> HostRestriction {
+    HostRestriction {
+        syscall: libc::SYS_clone,
+        arg0: Some((libc::CLONE_NEWPID as u64, libc::CLONE_NEWPID as u64)),
+        errno: libc::EPERM as u32,
+    }
+}
+
+fn unreadable_read_path_fails_closed(who: Who) {
+    // A namespace file: it exists and opens, but Landlock cannot put a rule on it.
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        with_sentinel(cfg, dir);
+        cfg["plugins"]["sentinel"]["sandbox"]["read_paths"] = json!(["/proc/self/ns/net"]);
+    }) else {
+        return;
+    };
+    let run = fx.call("sentinel", "run", json!({}));
+    assert_eq!(run.code, 14, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "sandbox_unavailable", "{}", ctx(&run));
+    let msg = run.json["data"]["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("landlock") && msg.contains("/proc/self/ns/net"),
+        "{msg}"
+    );
+    assert_not_run(&fx, &run);
+}
+
+fn unknown_syscall_in_profile_is_config_error(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        with_sentinel(cfg, dir);
+        cfg["plugins"]["sentinel"]["sandbox"]["seccomp"] = json!("policies/unknown.json");
+    }) else {
+        return;
+    };
+    let mut profile: Value = serde_json::from_slice(
+        &std::fs::read(common::repo().join("policies/default.json")).unwrap(),
+    )
+    .unwrap();
+    profile["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"names": ["no_such_syscall_upm"], "action": "SCMP_ACT_ALLOW"}));
+    std::fs::write(
+        fx.dir.join("policies/unknown.json"),
+        serde_json::to_vec_pretty(&profile).unwrap(),
+    )
+    .unwrap();
+    let run = fx.call("sentinel", "run", json!({}));
+    assert_eq!(run.code, 5, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "config_error", "{}", ctx(&run));
+    let msg = run.json["data"]["error"].as_str().unwrap_or("");
+    assert!(msg.contains("no_such_syscall_upm"), "{msg}");
+    assert!(!fx.dir.join("sentinel/ran").exists(), "the plugin ran");
+}
