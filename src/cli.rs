@@ -219,18 +219,13 @@ fn check(config_path: &Path) -> i32 {
     for (name, p) in &config.plugins {
         let at = format!("plugin \"{name}\"");
         let before = problems.len();
-        match &p.kind {
-            PluginKind::Command { argv } => {
-                check_executable(&at, Path::new(&argv[0]), &mut problems)
-            }
-            PluginKind::PythonClass {
-                module,
-                python_path,
-                ..
-            } => {
-                check_executable(&at, &config.python, &mut problems);
-                check_module(&at, module, python_path, &mut problems);
-            }
+        if let PluginKind::PythonClass {
+            module,
+            python_path,
+            ..
+        } = &p.kind
+        {
+            check_module(&at, module, python_path, &mut problems);
         }
         for (m, spec) in &p.methods {
             if let Some(path) = &spec.schema {
@@ -308,6 +303,7 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
     };
     match crate::integrity::open_executable(&exe, p.sha256.as_deref()) {
         Ok(e) => {
+            check_executable(&at, &exe, problems);
             out.insert(
                 "exec".into(),
                 json!({ "path": exe, "sha256": e.sha256, "pinned": p.sha256, "ok": true }),

@@ -1432,7 +1432,7 @@ fn check_passes_on_a_good_config_and_lists_every_problem_of_a_bad_one() {
         .map(|p| p.as_str().unwrap())
         .collect();
     for needle in [
-        "plugin \"Gone\": command",
+        "plugin \"Gone\": plugin file",
         "plugin \"NotExec\": command",
         "plugin \"NoModule\": module \"nosuchmod\" is not found",
         "plugin \"BadSchema\", method \"go\"",

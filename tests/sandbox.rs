@@ -714,6 +714,28 @@ fn processes_matching(needle: &str) -> Vec<String> {
     found
 }
 
+/// Processes whose working directory path contains `needle`: plugins run in
+/// `/tmp/upm-<request id>-*/home`, and a script's cmdline names only `/dev/fd/N`
+/// (it is exec'd through its verified descriptor).
+fn processes_with_cwd(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
+            if cwd.to_string_lossy().contains(needle) {
+                found.push(format!("{}: cwd {}", name.to_string_lossy(), cwd.display()));
+            }
+        }
+    }
+    found
+}
+
 fn fork_bomb_is_contained(who: Who) {
     let Some(fx) = Fx::new(who, |cfg, _| {
         cfg["sandbox"]["limits"]["max_processes"] = json!(16);
@@ -875,12 +897,12 @@ fn killing_upm_kills_the_plugin_tree(who: Who) {
     };
     assert_fully_sandboxed(&fx, "probe");
     let marker = format!("978.{}", fx.nonce);
-    let script = fx.plugin_path("probe.py").to_str().unwrap().to_owned();
+    let workdirs = format!("upm-sandbox-test-{}", marker.replace('.', "_"));
     let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
     let (mut child, seen) = start_daemon_call(&fx, &marker, 30.0);
     assert!(!seen.is_empty(), "the daemon never appeared");
     assert!(
-        !processes_matching(&script).is_empty(),
+        !processes_with_cwd(&workdirs).is_empty(),
         "the plugin is not running"
     );
     // upm dies without any chance to clean up: the init's parent-death signal does it.
@@ -888,11 +910,11 @@ fn killing_upm_kills_the_plugin_tree(who: Who) {
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut left = processes_matching(&marker);
-    left.extend(processes_matching(&script));
+    left.extend(processes_with_cwd(&workdirs));
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         left = processes_matching(&marker);
-        left.extend(processes_matching(&script));
+        left.extend(processes_with_cwd(&workdirs));
     }
     assert!(left.is_empty(), "the plugin tree outlived upm: {left:?}");
     // The killed upm could not remove its working directory: do it for it.
@@ -1076,13 +1098,20 @@ fn restrict_upm(cmd: &mut Command, r: HostRestriction) {
 fn assert_not_run(fx: &Fx, run: &Run) {
     assert!(run.json["data"].get("result").is_none(), "{}", ctx(run));
     assert!(!fx.dir.join("sentinel/ran").exists(), "the plugin ran");
-    let audit = fx.dir.audit_lines();
-    let finished = audit
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "finished")
-        .unwrap_or_else(|| panic!("no finished audit entry: {audit:?}"));
-    assert_eq!(finished["ran"], false, "{finished}");
+    // Its audit trail: one `refused` entry, or `started` then `finished` with `ran: false`.
+    let id = &run.json["request_id"];
+    let audit: Vec<Value> = fx
+        .dir
+        .audit_lines()
+        .into_iter()
+        .filter(|e| &e["request_id"] == id)
+        .collect();
+    let last = audit
+        .last()
+        .unwrap_or_else(|| panic!("no audit entry for {id}"));
+    let not_run =
+        last["event"] == "refused" || (last["event"] == "finished" && last["ran"] == false);
+    assert!(not_run, "{audit:?}");
 }
 
 fn with_sentinel(cfg: &mut Value, dir: &Path) {
