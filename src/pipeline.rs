@@ -61,6 +61,7 @@ impl Call {
 pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
     let mut call = Call::new();
     let loaded = Config::load(config_path);
+    phase(&call, "config loaded");
     let cap = loaded
         .as_ref()
         .map_or(request::DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes);
@@ -81,6 +82,7 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
         Err(f) => return finish_refused(&call, Some(&config), &config.audit_path, f),
     };
 
+    phase(&call, "request parsed");
     // authorize, verify the signed config, validate
     let (plugin, schema) = match authorize(&config, &req).and_then(|(p, s)| {
         verify_trust(&config, p, &req.method, &mut call)?;
@@ -91,6 +93,7 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
         Err(f) => return finish_refused(&call, Some(&config), &config.audit_path, f),
     };
 
+    phase(&call, "authorized and validated");
     // audit log open before anything is prepared: nothing runs unaudited
     let mut audit = match AuditLog::open(&config.audit_path, &config.audit) {
         Ok(a) => a,
@@ -199,6 +202,15 @@ fn authorize<'c>(
     Ok((plugin, schema))
 }
 
+/// Where the time goes, for `UPM_DIAG_LEVEL=debug`.
+fn phase(call: &Call, what: &str) {
+    tracing::debug!(
+        request_id = %call.request_id,
+        elapsed_us = call.started.elapsed().as_micros() as u64,
+        "{what}"
+    );
+}
+
 /// Strict: a config that is unsigned, badly signed or changed stops here.
 /// Warn: the call goes on, and the result and the audit say why it should not have.
 fn verify_trust(
@@ -278,6 +290,7 @@ fn execute(
         Ok(p) => p,
         Err(f) => return finish_refused(call, Some(config), &config.audit_path, f),
     };
+    phase(call, "sandbox prepared");
 
     // audit `started`, durably, before the plugin exists
     let started = started_entry(config, schema, req, call, &runnable, &sandbox);
@@ -286,8 +299,10 @@ fn execute(
         return respond(call, f.into());
     }
 
+    phase(call, "started entry durable");
     // spawn, capture
     let outcome = spawn::run(&launch, &mut sandbox);
+    phase(call, "plugin finished");
     drop(workdir);
     let ran = match outcome {
         Ok(o) => outcome::interpret(&o, plugin),
