@@ -159,5 +159,21 @@ pub fn run_with(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
 
 /// A request document.
 pub fn request(plugin: &str, method: &str, args: Value) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args})).unwrap()
+    serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args}))
+        .unwrap()
+}
+
+/// Runs any command (e.g. upm wrapped in `unshare`) with `input` on stdin.
+pub fn run_command(mut cmd: Command, input: &[u8]) -> Run {
+    cmd.env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn command");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input);
+    }
+    Run::from_output(child.wait_with_output().expect("wait command"))
 }
