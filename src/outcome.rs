@@ -200,6 +200,8 @@ pub struct Ran {
     pub exit: Option<Exit>,
     pub limit: Option<&'static str>,
     pub usage: Option<Value>,
+    /// Bytes the plugin wrote on stdout, kept even when that output became the result.
+    pub stdout_bytes: Option<u64>,
     /// A plugin process really ran (the sandbox was applied and exec succeeded).
     pub ran: bool,
 }
@@ -222,6 +224,7 @@ impl Ran {
         };
         Ran {
             stdout: Some(cap(&o.stdout)),
+            stdout_bytes: Some(o.stdout.total),
             stderr: Some(cap(&o.stderr)),
             // An exec that failed is not an exit of the plugin.
             exit: o.exit.filter(|_| o.start_failure.is_none()),

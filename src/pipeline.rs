@@ -396,6 +396,7 @@ fn finish_refused(call: &Call, config: Option<&Config>, audit_path: &Path, f: Fa
 /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
 fn finish_with(call: &Call, audit: &mut AuditLog, sandbox: Option<Value>, ran: Ran) -> Response {
     let did_run = ran.ran;
+    let stdout_bytes = ran.stdout_bytes;
     let mut resp = respond(call, ran);
     resp.data.sandbox = sandbox.clone();
     let mut e = base_entry("finished", call);
@@ -414,7 +415,7 @@ fn finish_with(call: &Call, audit: &mut AuditLog, sandbox: Option<Value>, ran: R
     let bytes = |c: &Option<Captured>| c.as_ref().map(|c| c.bytes);
     e.insert(
         "output_bytes".into(),
-        json!({ "stdout": bytes(&resp.data.stdout), "stderr": bytes(&resp.data.stderr) }),
+        json!({ "stdout": stdout_bytes.or(bytes(&resp.data.stdout)), "stderr": bytes(&resp.data.stderr) }),
     );
     e.insert("sandbox".into(), json!(sandbox));
     match audit.append(e) {
