@@ -255,7 +255,7 @@ fn an_executed_call_writes_started_then_finished() {
     );
     assert!(s.get("args").is_none(), "args are not logged by default");
     assert_eq!(
-        s["plugin_sha256"],
+        s["plugin_files"]["exec_sha256"],
         sha256_hex(&std::fs::read(texttools_bin()).unwrap())
     );
     assert_eq!(
