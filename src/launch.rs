@@ -98,9 +98,17 @@ pub fn resolve(config: &Config, plugin: &Plugin, workdir: &Workdir) -> Result<Ru
                     let name = original.file_name().unwrap_or_default();
                     (snap[0].join(name), snap, Some(m.digest))
                 }
-                None => (original.clone(), vec![original.clone()], None),
+                None => (original.clone(), Vec::new(), None),
             };
             let exe = integrity::open_executable(&path, plugin.sha256.as_deref())?;
+            // Landlock's rule must name the verified inode, not whatever the path
+            // names by the time the sandbox is prepared (it may have been swapped).
+            let readable = if readable.is_empty() {
+                let verified = format!("/proc/self/fd/{}", exe.fd.as_raw_fd());
+                vec![PathBuf::from(verified)]
+            } else {
+                readable
+            };
             Ok(Runnable {
                 exe,
                 argv: argv.clone(),
