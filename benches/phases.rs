@@ -28,46 +28,97 @@ fn main() {
     let config_path = root.join("upm_config.json");
     let n = 200;
     let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
-    rows.push(("Config::load (example config)", median_us(|| {
-        upm::config::Config::load(&config_path).unwrap();
-    }, n)));
+    rows.push((
+        "Config::load (example config)",
+        median_us(
+            || {
+                upm::config::Config::load(&config_path).unwrap();
+            },
+            n,
+        ),
+    ));
     let schema = root.join("schemas/text.json");
-    rows.push(("MethodSchema::load (text.json)", median_us(|| {
-        upm::schema::MethodSchema::load(&schema).unwrap();
-    }, n)));
+    rows.push((
+        "MethodSchema::load (text.json)",
+        median_us(
+            || {
+                upm::schema::MethodSchema::load(&schema).unwrap();
+            },
+            n,
+        ),
+    ));
     let s = upm::schema::MethodSchema::load(&schema).unwrap();
     let args = serde_json::json!({"text": "x".repeat(900)});
-    rows.push(("MethodSchema::validate (1 KB args)", median_us(|| {
-        s.validate(&args).unwrap();
-    }, n * 10)));
+    rows.push((
+        "MethodSchema::validate (1 KB args)",
+        median_us(
+            || {
+                s.validate(&args).unwrap();
+            },
+            n * 10,
+        ),
+    ));
     let profile = root.join("policies/default.json");
-    rows.push(("seccomp Profile::load (default.json)", median_us(|| {
-        upm::sandbox::seccomp::Profile::load(&profile).unwrap();
-    }, n)));
+    rows.push((
+        "seccomp Profile::load (default.json)",
+        median_us(
+            || {
+                upm::sandbox::seccomp::Profile::load(&profile).unwrap();
+            },
+            n,
+        ),
+    ));
     let p = upm::sandbox::seccomp::Profile::load(&profile).unwrap();
-    rows.push(("seccomp compile to BPF", median_us(|| {
-        p.compile(&upm::sandbox::seccomp::CompileOptions { deny_non_unix_sockets: true }).unwrap();
-    }, n)));
+    rows.push((
+        "seccomp compile to BPF",
+        median_us(
+            || {
+                p.compile(&upm::sandbox::seccomp::CompileOptions {
+                    deny_non_unix_sockets: true,
+                })
+                .unwrap();
+            },
+            n,
+        ),
+    ));
     let host = upm::sandbox::host::Host::probe();
-    rows.push(("Host::probe", median_us(|| {
-        upm::sandbox::host::Host::probe();
-    }, n)));
+    rows.push((
+        "Host::probe",
+        median_us(
+            || {
+                upm::sandbox::host::Host::probe();
+            },
+            n,
+        ),
+    ));
     let exe = root.join("target/release/upm-texttools");
     if exe.exists() {
-        rows.push(("open + sha256 of upm-texttools", median_us(|| {
-            upm::integrity::open_executable(&exe, None).unwrap();
-        }, n)));
+        rows.push((
+            "open + sha256 of upm-texttools",
+            median_us(
+                || {
+                    upm::integrity::open_executable(&exe, None).unwrap();
+                },
+                n,
+            ),
+        ));
     }
     let wd = std::env::temp_dir();
     let policy = upm::sandbox::policy::Policy::default();
-    rows.push(("sandbox::prepare (all layers)", median_us(|| {
-        let paths = upm::sandbox::Paths {
-            workdir: &wd,
-            plugin_files: vec![exe.clone()],
-            seccomp_profile: &profile,
-        };
-        upm::sandbox::prepare(&policy, &paths, &host).unwrap();
-    }, n)));
+    rows.push((
+        "sandbox::prepare (all layers)",
+        median_us(
+            || {
+                let paths = upm::sandbox::Paths {
+                    workdir: &wd,
+                    plugin_files: vec![exe.clone()],
+                    seccomp_profile: &profile,
+                };
+                upm::sandbox::prepare(&policy, &paths, &host).unwrap();
+            },
+            n,
+        ),
+    ));
     println!("| phase | first call µs (what one-shot upm pays) | median µs (warm, batch mode) |");
     println!("| --- | ---: | ---: |");
     for (name, (cold, warm)) in rows {

@@ -13,9 +13,11 @@ use crate::launch::{self, Workdir};
 use crate::outcome::{self, Ran};
 use crate::request::{self, Request};
 use crate::response::{Captured, Response};
+use crate::sandbox::seccomp::Profile;
 use crate::sandbox::{self, host::Host};
 use crate::schema::MethodSchema;
 use crate::spawn::{self, Exit};
+use crate::trust;
 use serde_json::{json, Map, Value};
 use std::io::Read;
 use std::path::Path;
@@ -84,11 +86,20 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
 
     phase(&call, "request parsed");
     // authorize, verify the signed config, validate
-    let (plugin, schema) = match authorize(&config, &req).and_then(|(p, s)| {
-        verify_trust(&config, p, &req.method, &mut call)?;
-        validate(s.as_ref(), &req.args)?;
-        Ok((p, s))
-    }) {
+    let authorized = authorize(&config, &req).and_then(|(p, schema)| {
+        // A profile that does not load is a config error, never a degradation.
+        let seccomp = Profile::load(&p.seccomp_profile)
+            .map_err(|e| Failure::new(Code::ConfigError, format!("the config is invalid: {e}")))?;
+        let files = trust::CallFiles {
+            plugin: p,
+            schema: schema.as_ref(),
+            seccomp: &seccomp,
+        };
+        verify_trust(&config, &files, &mut call)?;
+        validate(schema.as_ref(), &req.args)?;
+        Ok((p, schema, seccomp))
+    });
+    let (plugin, schema, seccomp) = match authorized {
         Ok(ok) => ok,
         Err(f) => return finish_refused(&call, Some(&config), &config.audit_path, f),
     };
@@ -106,6 +117,7 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
         &config,
         plugin,
         schema.as_ref(),
+        &seccomp,
         &req,
         &mut call,
         &mut audit,
@@ -215,17 +227,16 @@ fn phase(call: &Call, what: &str) {
 /// Warn: the call goes on, and the result and the audit say why it should not have.
 fn verify_trust(
     config: &Config,
-    plugin: &Plugin,
-    method: &str,
+    files: &trust::CallFiles<'_>,
     call: &mut Call,
 ) -> Result<(), Failure> {
-    let Some(verdict) = crate::trust::check(config, Some((plugin, method))) else {
+    let Some(verdict) = trust::check(config, Some(files)) else {
         return Ok(());
     };
     call.trust = Some(verdict.to_json());
     match (&verdict.result, verdict.mode) {
         (Ok(_), _) => Ok(()),
-        (Err(e), crate::trust::Mode::Warn) => {
+        (Err(e), trust::Mode::Warn) => {
             call.warnings
                 .push(format!("the config is not trusted: {e}"));
             Ok(())
@@ -257,6 +268,7 @@ fn execute(
     config: &Config,
     plugin: &Plugin,
     schema: Option<&MethodSchema>,
+    seccomp: &Profile,
     req: &Request,
     call: &mut Call,
     audit: &mut AuditLog,
@@ -281,7 +293,7 @@ fn execute(
             let paths = sandbox::Paths {
                 workdir: &workdir.home,
                 plugin_files: runnable.readable.clone(),
-                seccomp_profile: &plugin.seccomp_profile,
+                seccomp,
             };
             let sandbox = sandbox::prepare(policy, &paths, &host)?;
             Ok((workdir, runnable, launch, sandbox))

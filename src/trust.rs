@@ -142,12 +142,10 @@ fn label(config: &Config, p: &Path) -> String {
         .into_owned()
 }
 
-/// The files one plugin depends on, with their current digests (`sha256:<hex>`).
-/// `method`: only that method's schema (a call), or all of them (signing, `check`).
+/// The files one plugin depends on, with their current digests (`sha256:<hex>`), for signing and `check`.
 pub fn plugin_files(
     config: &Config,
     plugin: &Plugin,
-    method: Option<&str>,
 ) -> Result<BTreeMap<String, String>, TrustError> {
     let mut out = BTreeMap::new();
     let mut add = |p: &Path| -> Result<(), TrustError> {
@@ -158,10 +156,7 @@ pub fn plugin_files(
         out.insert(label(config, p), format!("sha256:{d}"));
         Ok(())
     };
-    for (name, m) in &plugin.methods {
-        if method.is_some_and(|wanted| wanted != name) {
-            continue;
-        }
+    for m in plugin.methods.values() {
         if let Some(schema) = &m.schema {
             // Every file the schema's $refs reach is covered too.
             match crate::schema::MethodSchema::load(schema) {
@@ -188,7 +183,7 @@ pub fn all_files(config: &Config) -> Result<BTreeMap<String, String>, TrustError
     let mut files = BTreeMap::new();
     files.insert(label(config, &config.path), config.digest.clone());
     for p in config.plugins.values() {
-        files.extend(plugin_files(config, p, None)?);
+        files.extend(plugin_files(config, p)?);
     }
     Ok(files)
 }
@@ -340,8 +335,45 @@ impl Verdict {
     }
 }
 
+/// What one call uses, already loaded: their digests are of the very bytes in use,
+/// so a file swapped after this check cannot be used unverified.
+pub struct CallFiles<'a> {
+    pub plugin: &'a Plugin,
+    pub schema: Option<&'a crate::schema::MethodSchema>,
+    pub seccomp: &'a crate::sandbox::seccomp::Profile,
+}
+
+fn call_files(
+    config: &Config,
+    call: &CallFiles<'_>,
+) -> Result<BTreeMap<String, String>, TrustError> {
+    let mut out = BTreeMap::new();
+    if let Some(schema) = call.schema {
+        for (path, hex) in schema.file_digests() {
+            out.insert(label(config, path), format!("sha256:{hex}"));
+        }
+    }
+    out.insert(
+        label(config, &call.plugin.seccomp_profile),
+        call.seccomp.digest.clone(),
+    );
+    // A pinned executable is hashed again when it is opened for exec, through the
+    // descriptor that is exec'd, against the pin in this (signed) config.
+    if call.plugin.sha256.is_some() {
+        if let crate::config::PluginKind::Command { argv } = &call.plugin.kind {
+            let p = Path::new(&argv[0]);
+            let d = crate::integrity::file_sha256(p).map_err(|e| TrustError::Unreadable {
+                file: label(config, p),
+                reason: e.to_string(),
+            })?;
+            out.insert(label(config, p), format!("sha256:{d}"));
+        }
+    }
+    Ok(out)
+}
+
 /// Verifies the config and the files a call (or every plugin) depends on.
-pub fn check(config: &Config, call: Option<(&Plugin, &str)>) -> Option<Verdict> {
+pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
     let s = settings(config);
     if s.mode == Mode::Off {
         return None;
@@ -352,7 +384,7 @@ pub fn check(config: &Config, call: Option<(&Plugin, &str)>) -> Option<Verdict> 
         }
         let signed = verify_signature(config, s.keys_dir.as_deref())?;
         let current = match call {
-            Some((plugin, method)) => plugin_files(config, plugin, Some(method))?,
+            Some(files) => call_files(config, files)?,
             None => all_files(config)?,
         };
         compare(&signed, &current)?;

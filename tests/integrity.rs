@@ -1209,9 +1209,6 @@ enum Outcome {
 }
 
 #[test]
-#[ignore = "BUG: a signed schema is loaded (authorize) before it is hashed for the signature \
-            (verify_trust), so a schema swapped between the two validates the call while the \
-            signature check sees the signed one"]
 fn swapping_a_signed_schema_never_validates_with_the_unsigned_one() {
     if skip_unless_root() {
         return;
@@ -1231,9 +1228,6 @@ fn swapping_a_signed_schema_never_validates_with_the_unsigned_one() {
 }
 
 #[test]
-#[ignore = "BUG: a signed seccomp profile is hashed for the signature (verify_trust) and read \
-            again later (sandbox::prepare), so a profile swapped in between is enforced on a \
-            call reported as verified"]
 fn swapping_a_signed_seccomp_profile_never_enforces_the_unsigned_one() {
     if skip_unless_root() {
         return;

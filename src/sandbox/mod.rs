@@ -76,7 +76,8 @@ pub struct Paths<'a> {
     pub workdir: &'a Path,
     /// What the plugin must read and execute: its executable or module tree, the interpreter.
     pub plugin_files: Vec<PathBuf>,
-    pub seccomp_profile: &'a Path,
+    /// The seccomp profile, loaded once: the bytes the trust check hashed are the ones enforced.
+    pub seccomp: &'a seccomp::Profile,
 }
 
 /// Everything the child needs, computed in the parent.
@@ -207,8 +208,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         reports.push(LayerReport::degraded(Layer::Seccomp, reason));
         None
     } else {
-        // A profile that does not load is a config error, never a degradation.
-        let profile = seccomp::Profile::load(paths.seccomp_profile)?;
+        let profile = paths.seccomp;
         let filter = profile.compile(&seccomp::CompileOptions {
             deny_non_unix_sockets: !policy.network,
         })?;
