@@ -194,6 +194,36 @@ fn timeout_kills_and_removes_the_container() {
 }
 
 #[test]
+fn output_cap_stops_and_removes_the_container() {
+    if !engine_ready("output_cap_stops_and_removes_the_container") {
+        return;
+    }
+    let d = TestDir::new();
+    let mut plugin = container_plugin(
+        busybox_image(),
+        json!([
+            "/bin/sh",
+            "-c",
+            "while true; do echo yyyyyyyyyyyyyyyyyyyy; done"
+        ]),
+        10_000,
+    );
+    plugin["sandbox"]["limits"]["output_bytes"] = json!(50_000);
+    let c = config(&d, json!({ "Loud": plugin }));
+    let r = run_stdin(&c, &request("Loud", "m", json!({})));
+    assert_eq!(r.code, 13, "{}", r.stdout);
+    assert_eq!(r.json["data"]["limit"], "output");
+    assert_eq!(r.json["data"]["stdout"]["truncated"], true);
+    let name = r.json["data"]["sandbox"]["container_name"]
+        .as_str()
+        .unwrap();
+    assert!(
+        !container_exists(name),
+        "{name} is still there after the cap"
+    );
+}
+
+#[test]
 fn same_result_as_the_native_backend() {
     if !engine_ready("same_result_as_the_native_backend") {
         return;
