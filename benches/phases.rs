@@ -112,7 +112,7 @@ fn main() {
                 let paths = upm::sandbox::Paths {
                     workdir: &wd,
                     plugin_files: vec![exe.clone()],
-                    seccomp_profile: &profile,
+                    seccomp: &p,
                 };
                 upm::sandbox::prepare(&policy, &paths, &host).unwrap();
             },

@@ -242,7 +242,11 @@ fn check(config_path: &Path) -> i32 {
             Ok(_) => {}
             Err(e) => problems.push(format!("{at}: seccomp profile: {e}")),
         }
-        let pins = pins(&config, p, &mut problems);
+        // A container plugin's files live in its image, pinned by digest.
+        let pins = match p.policy.backend {
+            crate::sandbox::policy::Backend::Container => json!({ "image": p.policy.image }),
+            crate::sandbox::policy::Backend::Native => pins(&config, p, &mut problems),
+        };
         plugins.insert(
             name.clone(),
             json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins }),

@@ -8,7 +8,7 @@
 
 use crate::audit::AuditSettings;
 use crate::request::valid_name;
-use crate::sandbox::policy::{merge_json, Policy};
+use crate::sandbox::policy::{merge_json, Backend, Policy};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -345,7 +345,7 @@ fn build_plugin(
             return None;
         }
     };
-    let kind = match (&raw.command, &raw.module) {
+    let mut kind = match (&raw.command, &raw.module) {
         (Some(_), Some(_)) => {
             problems.push(format!(
                 "{at}: has both \"command\" and \"module\"; choose one"
@@ -456,6 +456,16 @@ fn build_plugin(
         problems.push(format!(
             "{at}: a Python class plugin is pinned with \"manifest_sha256\" (over its python_path), not \"sha256\""
         ));
+    }
+    if policy.backend == Backend::Container {
+        // The command is a path inside the image, never resolved on the host.
+        if let (PluginKind::Command { argv }, Some(raw_argv)) = (&mut kind, &raw.command) {
+            argv.clone_from(raw_argv);
+        }
+        let pinned = raw.sha256.is_some() || raw.manifest_sha256.is_some();
+        for p in crate::container::config_problems(&policy, &kind, pinned) {
+            problems.push(format!("{at}: {p}"));
+        }
     }
     let seccomp_profile = resolve_in(ctx.dir, &policy.seccomp);
     Some(Plugin {

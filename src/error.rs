@@ -160,3 +160,19 @@ impl From<crate::spawn::SpawnError> for Failure {
         }
     }
 }
+
+impl From<crate::container::ContainerError> for Failure {
+    fn from(e: crate::container::ContainerError) -> Failure {
+        use crate::container::ContainerError as E;
+        let code = match e {
+            E::UnknownEngine(_) | E::NotContainer(_) | E::Profile(_) => Code::ConfigError,
+            E::Command { .. } => Code::PluginStartFailed,
+            E::NoEngine { .. }
+            | E::NoRuntime(_)
+            | E::Workdir { .. }
+            | E::Spawn { .. }
+            | E::Engine { .. } => Code::SandboxUnavailable,
+        };
+        Failure::new(code, format!("{e}; the plugin was not run"))
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`config`]: `upm_config.json`, loaded and checked as a whole (fail closed).
 //! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
+//! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: the one place where errors become result codes and exit codes.
@@ -15,6 +16,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod diagnostics;
 pub mod error;
 pub mod integrity;

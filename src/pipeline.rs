@@ -8,13 +8,14 @@
 
 use crate::audit::AuditLog;
 use crate::config::{Config, Plugin};
+use crate::container;
 use crate::error::{Code, Failure};
 use crate::launch::{self, Workdir};
 use crate::outcome::{self, Ran};
 use crate::request::{self, Request};
 use crate::response::{Captured, Response};
 use crate::sandbox::seccomp::Profile;
-use crate::sandbox::{self, host::Host};
+use crate::sandbox::{self, host::Host, policy::Backend};
 use crate::schema::MethodSchema;
 use crate::spawn::{self, Exit};
 use crate::trust;
@@ -263,8 +264,23 @@ fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> 
     })
 }
 
-/// The call's private working directory, removed when the call ends.
+/// The rest of the call, by the plugin's sandbox backend.
 fn execute(
+    config: &Config,
+    plugin: &Plugin,
+    schema: Option<&MethodSchema>,
+    seccomp: &Profile,
+    req: &Request,
+    call: &mut Call,
+    audit: &mut AuditLog,
+) -> Response {
+    match plugin.policy.backend {
+        Backend::Native => execute_native(config, plugin, schema, seccomp, req, call, audit),
+        Backend::Container => execute_container(config, plugin, schema, seccomp, req, call, audit),
+    }
+}
+
+fn execute_native(
     config: &Config,
     plugin: &Plugin,
     schema: Option<&MethodSchema>,
@@ -305,7 +321,12 @@ fn execute(
     phase(call, "sandbox prepared");
 
     // audit `started`, durably, before the plugin exists
-    let started = started_entry(config, schema, req, call, &runnable, &sandbox);
+    let files = json!({
+        "exec": runnable.exe.path,
+        "exec_sha256": runnable.exe.sha256,
+        "manifest_sha256": runnable.manifest_sha256,
+    });
+    let started = started_entry(config, schema, req, call, files, sandbox.summary());
     if let Err(e) = audit.append(started) {
         let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
         return respond(call, f.into());
@@ -323,13 +344,44 @@ fn execute(
     finish_with(call, audit, Some(sandbox.summary()), ran)
 }
 
+/// The same steps through a container engine: prepare, audit `started`, run, interpret.
+fn execute_container(
+    config: &Config,
+    plugin: &Plugin,
+    schema: Option<&MethodSchema>,
+    seccomp: &Profile,
+    req: &Request,
+    call: &mut Call,
+    audit: &mut AuditLog,
+) -> Response {
+    let prepared = match container::prepare(plugin, seccomp, req, &call.request_id) {
+        Ok(p) => p,
+        Err(e) => return finish_refused(call, Some(config), &config.audit_path, e.into()),
+    };
+    let files = json!({ "image": plugin.policy.image, "command": prepared.command() });
+    let started = started_entry(config, schema, req, call, files, prepared.summary());
+    if let Err(e) = audit.append(started) {
+        let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+        return respond(call, f.into());
+    }
+    let ran = match container::run(&prepared) {
+        Ok(o) => {
+            let mut ran = outcome::interpret(&o, plugin);
+            ran.usage = Some(container::usage(&o));
+            ran
+        }
+        Err(e) => Failure::from(e).into(),
+    };
+    finish_with(call, audit, Some(prepared.summary()), ran)
+}
+
 fn started_entry(
     config: &Config,
     schema: Option<&MethodSchema>,
     req: &Request,
     call: &Call,
-    runnable: &launch::Runnable,
-    sandbox: &sandbox::Prepared,
+    plugin_files: Value,
+    sandbox: Value,
 ) -> Map<String, Value> {
     let mut e = base_entry("started", call);
     let ppid = nix::unistd::getppid().as_raw();
@@ -351,15 +403,8 @@ fn started_entry(
         e.insert("args".into(), args);
     }
     e.insert("config_sha256".into(), json!(config.digest));
-    e.insert(
-        "plugin_files".into(),
-        json!({
-            "exec": runnable.exe.path,
-            "exec_sha256": runnable.exe.sha256,
-            "manifest_sha256": runnable.manifest_sha256,
-        }),
-    );
-    e.insert("sandbox_requested".into(), sandbox.summary());
+    e.insert("plugin_files".into(), plugin_files);
+    e.insert("sandbox_requested".into(), sandbox);
     e
 }
 

@@ -232,8 +232,13 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
     // checks it to learn whether upm died before the parent-death signal was set.
     let _ = nix::unistd::write(&sync_w, b"g");
 
-    let mut cap = Capture::new(launch, started);
-    cap.pump(stdin_w, stdout_r, stderr_r, result_r, report_r, pid);
+    let mut cap = Capture::new(launch.io(), started);
+    let pipes = Pipes {
+        stdin: stdin_w,
+        stdout: stdout_r,
+        stderr: stderr_r,
+    };
+    cap.pump(pipes, result_r, Some(report_r), &mut || kill_tree(pid));
     kill_tree(pid);
     let init_usage = reap(pid);
     drop(sync_w);
@@ -427,9 +432,56 @@ fn usage_of(u: libc::timeval, s: libc::timeval, maxrss_kb: i64) -> Usage {
     }
 }
 
+/// What the parent feeds a plugin and how long and how much it lets it print.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub stdin: &'a [u8],
+    pub timeout: Duration,
+    /// stdout + stderr (+ the result channel), together.
+    pub output_cap: u64,
+}
+
+impl Launch {
+    pub fn io(&self) -> Io<'_> {
+        Io {
+            stdin: &self.stdin,
+            timeout: self.timeout,
+            output_cap: self.output_cap,
+        }
+    }
+}
+
+/// The parent's ends of a process's standard streams.
+pub struct Pipes {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// What [`capture`] collected, and why it cut the process short if it did.
+#[derive(Debug)]
+pub struct Collected {
+    pub stdout: Stream,
+    pub stderr: Stream,
+    pub stopped_by: Option<Stop>,
+}
+
+/// Feeds stdin and drains stdout/stderr of a process started elsewhere (the
+/// container engine's client) with the same cap, clock and loop as the native
+/// backend. `stop` must end the whole process tree; it is called at most once.
+pub fn capture(io: Io<'_>, started: Instant, pipes: Pipes, stop: &mut dyn FnMut()) -> Collected {
+    let mut cap = Capture::new(io, started);
+    cap.pump(pipes, None, None, stop);
+    Collected {
+        stdout: cap.stdout,
+        stderr: cap.stderr,
+        stopped_by: cap.stopped_by,
+    }
+}
+
 /// The parent's side of one call: feed stdin, drain outputs under a cap, watch the clock.
 struct Capture<'a> {
-    launch: &'a Launch,
+    io: Io<'a>,
     started: Instant,
     stdout: Stream,
     stderr: Stream,
@@ -443,9 +495,9 @@ const CHUNK: usize = 64 * 1024;
 const GRACE: Duration = Duration::from_millis(2000);
 
 impl<'a> Capture<'a> {
-    fn new(launch: &'a Launch, started: Instant) -> Self {
+    fn new(io: Io<'a>, started: Instant) -> Self {
         Capture {
-            launch,
+            io,
             started,
             stdout: Stream::default(),
             stderr: Stream::default(),
@@ -455,33 +507,33 @@ impl<'a> Capture<'a> {
         }
     }
 
+    /// `stop` kills the process tree; called at most once, on timeout or past the output cap.
     fn pump(
         &mut self,
-        stdin_w: OwnedFd,
-        stdout_r: OwnedFd,
-        stderr_r: OwnedFd,
+        pipes: Pipes,
         result_r: Option<OwnedFd>,
-        report_r: OwnedFd,
-        pid: libc::pid_t,
+        report_r: Option<OwnedFd>,
+        stop: &mut dyn FnMut(),
     ) {
-        for fd in [&stdin_w, &stdout_r, &stderr_r, &report_r]
+        for fd in [&pipes.stdin, &pipes.stdout, &pipes.stderr]
             .into_iter()
             .chain(result_r.as_ref())
+            .chain(report_r.as_ref())
         {
             set_nonblocking(fd.as_raw_fd());
         }
-        let mut stdin_w = Some(stdin_w);
+        let mut stdin_w = Some(pipes.stdin);
         let mut written = 0usize;
         let mut readers: Vec<(usize, Option<OwnedFd>)> = vec![
-            (0, Some(stdout_r)),
-            (1, Some(stderr_r)),
+            (0, Some(pipes.stdout)),
+            (1, Some(pipes.stderr)),
             (2, result_r),
-            (3, Some(report_r)),
+            (3, report_r),
         ];
         if readers[2].1.is_none() {
             self.result.closed = true;
         }
-        let deadline = self.started + self.launch.timeout;
+        let deadline = self.started + self.io.timeout;
         let mut give_up: Option<Instant> = None;
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -494,7 +546,7 @@ impl<'a> Capture<'a> {
             }
             if self.stopped_by.is_none() && now >= deadline {
                 self.stopped_by = Some(Stop::Timeout);
-                kill_tree(pid);
+                stop();
                 give_up = Some(now + GRACE);
                 stdin_w = None;
             }
@@ -527,13 +579,13 @@ impl<'a> Capture<'a> {
                 let ev = pfds[i].revents;
                 i += 1;
                 if ev & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
-                    let rest = &self.launch.stdin[written..];
+                    let rest = &self.io.stdin[written..];
                     match nix::unistd::write(w, rest) {
                         Ok(k) => written += k,
                         Err(nix::errno::Errno::EAGAIN) => {}
-                        Err(_) => written = self.launch.stdin.len(),
+                        Err(_) => written = self.io.stdin.len(),
                     }
-                    if written >= self.launch.stdin.len() {
+                    if written >= self.io.stdin.len() {
                         stdin_w = None;
                     }
                 }
@@ -552,7 +604,7 @@ impl<'a> Capture<'a> {
                             self.report.extend_from_slice(&buf[..k]);
                         } else if !self.keep(*which, &buf[..k]) && self.stopped_by.is_none() {
                             self.stopped_by = Some(Stop::Output);
-                            kill_tree(pid);
+                            stop();
                             give_up = Some(Instant::now() + GRACE);
                         }
                     }
@@ -575,7 +627,7 @@ impl<'a> Capture<'a> {
 
     /// Keeps output up to the combined cap; false once the cap is passed.
     fn keep(&mut self, which: usize, bytes: &[u8]) -> bool {
-        let cap = self.launch.output_cap;
+        let cap = self.io.output_cap;
         let used =
             (self.stdout.data.len() + self.stderr.data.len() + self.result.data.len()) as u64;
         let room = cap.saturating_sub(used) as usize;

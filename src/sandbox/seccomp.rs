@@ -345,6 +345,8 @@ pub struct Profile {
     pub name: String,
     /// `sha256:<hex>` of the file bytes, for the audit log.
     pub digest: String,
+    /// The exact bytes parsed (and digested): a container engine is handed these, never the path.
+    pub bytes: Vec<u8>,
     default_action: Action,
     entries: Vec<Entry>,
 }
@@ -792,6 +794,7 @@ impl Profile {
         Ok(Profile {
             name: name.to_owned(),
             digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            bytes: bytes.to_vec(),
             default_action,
             entries,
         })
