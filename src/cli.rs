@@ -33,7 +33,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one call read as JSON from stdin: {"plugin", "method", "args", "request_id"?}.
-    Run,
+    Run {
+        /// Batch: one request per line on stdin, one result per line on stdout.
+        #[arg(long)]
+        jsonl: bool,
+        /// With --jsonl: run up to N calls at a time.
+        #[arg(long, value_name = "N", default_value_t = 1, requires = "jsonl",
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallel: u16,
+    },
     /// Print the whitelisted plugins and methods with their schemas, as JSON.
     List,
     /// Validate the config, every schema, policy and plugin command; list every problem.
@@ -82,10 +90,22 @@ pub fn main() -> i32 {
     };
     let config_path = config::resolve_path(cli.config.as_deref());
     match cli.command {
-        Command::Run => respond(pipeline::run(
+        Command::Run { jsonl: false, .. } => respond(pipeline::run(
             &config_path,
             Input::Stdin(std::io::stdin().lock()),
         )),
+        Command::Run {
+            jsonl: true,
+            parallel,
+        } => {
+            let session = pipeline::Session::load(&config_path);
+            crate::batch::run(
+                &session,
+                std::io::BufReader::with_capacity(64 * 1024, std::io::stdin()),
+                std::io::stdout(),
+                usize::from(parallel),
+            )
+        }
         Command::Legacy(argv) => legacy(&config_path, argv),
         Command::List => list(&config_path),
         Command::Check => check(&config_path),

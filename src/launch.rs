@@ -20,8 +20,9 @@ const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
 /// ```text
 /// /tmp/upm-<request id>-<random>/   owned by upm, 0755
 ///     home/                          the plugin's cwd and $TMPDIR, owned by the plugin's uid, 0700
-///     home/cache/                    the Python plugin's cache_dir
+///     home/cache/                    a Python class plugin's cache_dir (only for those)
 ///     verified/                      snapshot of a pinned plugin tree, read-only to the plugin
+///                                    (made by the snapshot, only when there is one)
 /// ```
 pub struct Workdir {
     pub root: PathBuf,
@@ -30,7 +31,11 @@ pub struct Workdir {
 }
 
 impl Workdir {
-    pub fn create(request_id: &str, owner: Option<(u32, u32)>) -> std::io::Result<Workdir> {
+    pub fn create(
+        request_id: &str,
+        owner: Option<(u32, u32)>,
+        with_cache: bool,
+    ) -> std::io::Result<Workdir> {
         let safe: String = request_id
             .chars()
             .map(|c| {
@@ -55,12 +60,15 @@ impl Workdir {
             b.mode(mode);
             b
         };
-        b(0o700).create(&dir.home)?;
-        b(0o700).create(dir.home.join("cache"))?;
-        b(0o755).create(&dir.verified)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir.home, Some(uid), Some(gid))?;
-            std::os::unix::fs::chown(dir.home.join("cache"), Some(uid), Some(gid))?;
+        let mut private = vec![dir.home.clone()];
+        if with_cache {
+            private.push(dir.home.join("cache"));
+        }
+        for d in &private {
+            b(0o700).create(d)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(d, Some(uid), Some(gid))?;
+            }
         }
         Ok(dir)
     }

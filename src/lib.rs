@@ -14,6 +14,7 @@
 //! - [`error`]: the one place where errors become result codes and exit codes.
 
 pub mod audit;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod container;

@@ -2,12 +2,17 @@
 //! audit `started` → spawn → capture → audit `finished` → respond.
 //!
 //! Every step either hands the next one what it needs or returns a
-//! [`Failure`]; whichever way a call ends, it ends in [`finish`], which writes
-//! the audit entry and builds the one response. Nothing runs before its
-//! `started` entry is durable.
+//! [`Failure`]; whichever way a call ends, it ends in `finish_refused` or
+//! `finish_with`, which write the audit entry and build the one response.
+//! Nothing runs before its `started` entry is durable.
+//!
+//! A [`Session`] holds what does not change between calls — the config, the
+//! host probe, compiled schemas, seccomp profiles with their BPF, the open
+//! audit log — so that `upm run --jsonl` loads them once for a whole batch,
+//! while each call still gets its own sandbox and its own audit entries.
 
 use crate::audit::AuditLog;
-use crate::config::{Config, Plugin};
+use crate::config::{Config, ConfigError, Plugin};
 use crate::container;
 use crate::error::{Code, Failure};
 use crate::launch::{self, Workdir};
@@ -20,14 +25,20 @@ use crate::schema::MethodSchema;
 use crate::spawn::{self, Exit};
 use crate::trust;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Where the call comes from.
 pub enum Input<R: Read> {
     /// `upm run`: one JSON request on this reader.
     Stdin(R),
+    /// `upm run --jsonl`: one line, already read (at most the size cap).
+    Line(Vec<u8>),
+    /// `upm run --jsonl`: a line longer than the size cap, skipped without being kept.
+    TooLong,
     /// `upm <plugin> <method> <json_args>`: the original UPM entrypoint's argv form.
     Argv {
         plugin: String,
@@ -60,81 +71,167 @@ impl Call {
     }
 }
 
+/// What calls share: loaded once per process (once per batch in `--jsonl` mode).
+pub struct Session {
+    config_path: PathBuf,
+    config: Result<Config, ConfigError>,
+    host: Host,
+    schemas: Mutex<HashMap<(String, String), Arc<MethodSchema>>>,
+    profiles: Mutex<HashMap<PathBuf, Arc<Profile>>>,
+    audit: Mutex<Option<AuditLog>>,
+}
+
 /// Runs one call and returns its response (whose `exit_code` is the process's).
 pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
-    let mut call = Call::new();
-    let loaded = Config::load(config_path);
-    phase(&call, "config loaded");
-    let cap = loaded
-        .as_ref()
-        .map_or(request::DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes);
-
-    // parse
-    let req = parse(input, cap, &mut call);
-    let config = match loaded {
-        Ok(c) => c,
-        Err(e) => {
-            let failure = Failure::new(Code::ConfigError, e.to_string())
-                .with_details(json!({ "problems": e.problems() }));
-            let audit_path = crate::config::fallback_audit_path(config_path);
-            return finish_refused(&call, None, &audit_path, failure);
-        }
-    };
-    let req = match req {
-        Ok(r) => r,
-        Err(f) => return finish_refused(&call, Some(&config), &config.audit_path, f),
-    };
-
-    phase(&call, "request parsed");
-    // authorize, verify the signed config, validate
-    let authorized = authorize(&config, &req).and_then(|(p, schema)| {
-        // A profile that does not load is a config error, never a degradation.
-        let seccomp = Profile::load(&p.seccomp_profile)
-            .map_err(|e| Failure::new(Code::ConfigError, format!("the config is invalid: {e}")))?;
-        let files = trust::CallFiles {
-            plugin: p,
-            schema: schema.as_ref(),
-            seccomp: &seccomp,
-        };
-        verify_trust(&config, &files, &mut call)?;
-        validate(schema.as_ref(), &req.args)?;
-        Ok((p, schema, seccomp))
-    });
-    let (plugin, schema, seccomp) = match authorized {
-        Ok(ok) => ok,
-        Err(f) => return finish_refused(&call, Some(&config), &config.audit_path, f),
-    };
-
-    phase(&call, "authorized and validated");
-    // audit log open before anything is prepared: nothing runs unaudited
-    let mut audit = match AuditLog::open(&config.audit_path, &config.audit) {
-        Ok(a) => a,
-        Err(e) => {
-            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
-            return respond(&call, f.into());
-        }
-    };
-    execute(
-        &config,
-        plugin,
-        schema.as_ref(),
-        &seccomp,
-        &req,
-        &mut call,
-        &mut audit,
-    )
+    Session::load(config_path).call(input)
 }
 
 /// A call refused before it could even be read (the argv form's usage error):
 /// audited like every other refusal.
 pub fn refuse(config_path: &Path, failure: Failure) -> Response {
-    let call = Call::new();
-    let config = Config::load(config_path).ok();
-    let audit_path = config.as_ref().map_or_else(
-        || crate::config::fallback_audit_path(config_path),
-        |c| c.audit_path.clone(),
-    );
-    finish_refused(&call, config.as_ref(), &audit_path, failure)
+    Session::load(config_path).finish_refused(&Call::new(), failure)
+}
+
+impl Session {
+    pub fn load(config_path: &Path) -> Session {
+        Session {
+            config_path: config_path.to_path_buf(),
+            config: Config::load(config_path),
+            host: Host::probe(),
+            schemas: Mutex::new(HashMap::new()),
+            profiles: Mutex::new(HashMap::new()),
+            audit: Mutex::new(None),
+        }
+    }
+
+    pub fn max_request_bytes(&self) -> u64 {
+        self.config
+            .as_ref()
+            .map_or(request::DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes)
+    }
+
+    /// One call, top-down.
+    pub fn call<R: Read>(&self, input: Input<R>) -> Response {
+        let mut call = Call::new();
+        let cap = self.max_request_bytes();
+
+        // parse
+        let req = parse(input, cap, &mut call);
+        let config = match &self.config {
+            Ok(c) => c,
+            Err(e) => {
+                let failure = Failure::new(Code::ConfigError, e.to_string())
+                    .with_details(json!({ "problems": e.problems() }));
+                return self.finish_refused(&call, failure);
+            }
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(f) => return self.finish_refused(&call, f),
+        };
+        phase(&call, "request parsed");
+
+        // authorize, verify the signed config, validate
+        let authorized = authorize(config, &req).and_then(|plugin| {
+            let schema = self.schema(plugin, &req.method)?;
+            // A profile that does not load is a config error, never a degradation.
+            let seccomp = self.profile(&plugin.seccomp_profile)?;
+            let files = trust::CallFiles {
+                plugin,
+                schema: schema.as_deref(),
+                seccomp: &seccomp,
+            };
+            verify_trust(config, &files, &mut call)?;
+            validate(schema.as_deref(), &req.args)?;
+            Ok((plugin, schema, seccomp))
+        });
+        let (plugin, schema, seccomp) = match authorized {
+            Ok(ok) => ok,
+            Err(f) => return self.finish_refused(&call, f),
+        };
+        phase(&call, "authorized and validated");
+
+        // audit log open before anything is prepared: nothing runs unaudited
+        if let Err(e) = self.with_audit(|_| Ok(String::new())) {
+            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+            return respond(&call, f.into());
+        }
+        match plugin.policy.backend {
+            Backend::Native => {
+                self.execute_native(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
+            }
+            Backend::Container => {
+                self.execute_container(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
+            }
+        }
+    }
+
+    /// The method's schema, compiled once per session.
+    fn schema(&self, plugin: &Plugin, method: &str) -> Result<Option<Arc<MethodSchema>>, Failure> {
+        let Some(path) = plugin.methods.get(method).and_then(|m| m.schema.as_ref()) else {
+            return Ok(None);
+        };
+        let key = (plugin.name.clone(), method.to_owned());
+        if let Some(s) = lock(&self.schemas).get(&key) {
+            return Ok(Some(s.clone()));
+        }
+        let schema =
+            Arc::new(MethodSchema::load(path).map_err(|e| {
+                Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
+            })?);
+        lock(&self.schemas).insert(key, schema.clone());
+        Ok(Some(schema))
+    }
+
+    /// A seccomp profile, parsed once per session (its compiled BPF is cached inside it).
+    fn profile(&self, path: &Path) -> Result<Arc<Profile>, Failure> {
+        if let Some(p) = lock(&self.profiles).get(path) {
+            return Ok(p.clone());
+        }
+        let profile =
+            Arc::new(Profile::load(path).map_err(|e| {
+                Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
+            })?);
+        lock(&self.profiles).insert(path.to_path_buf(), profile.clone());
+        Ok(profile)
+    }
+
+    /// Where this session's audit entries go, even when the config did not load.
+    fn audit_path(&self) -> PathBuf {
+        match &self.config {
+            Ok(c) => c.audit_path.clone(),
+            Err(_) => crate::config::fallback_audit_path(&self.config_path),
+        }
+    }
+
+    /// Runs `f` on the session's audit log, opening it on first use.
+    fn with_audit(
+        &self,
+        f: impl FnOnce(&mut AuditLog) -> Result<String, crate::audit::AuditError>,
+    ) -> Result<String, crate::audit::AuditError> {
+        let mut guard = lock(&self.audit);
+        if guard.is_none() {
+            let settings = self
+                .config
+                .as_ref()
+                .map(|c| c.audit.clone())
+                .unwrap_or_default();
+            *guard = Some(AuditLog::open(&self.audit_path(), &settings)?);
+        }
+        match guard.as_mut() {
+            Some(log) => f(log),
+            None => Ok(String::new()),
+        }
+    }
+
+    fn append(&self, entry: Map<String, Value>) -> Result<String, crate::audit::AuditError> {
+        self.with_audit(|log| log.append(entry))
+    }
+}
+
+/// A poisoned lock only means another call panicked; the data is still whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request, Failure> {
@@ -152,6 +249,18 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
     let req = match input {
         Input::Stdin(reader) => {
             let bytes = request::read_bounded(reader, cap).map_err(bad)?;
+            let doc = request::parse_json(&bytes, false).map_err(bad)?;
+            if let Some(id) = request::peek_request_id(&doc) {
+                call.request_id = id;
+            }
+            if let Some(o) = doc.as_object() {
+                call.plugin = o.get("plugin").and_then(Value::as_str).map(str::to_owned);
+                call.method = o.get("method").and_then(Value::as_str).map(str::to_owned);
+            }
+            request::from_value(doc).map_err(bad)?
+        }
+        Input::TooLong => return Err(bad(request::RequestError::TooLarge { cap })),
+        Input::Line(bytes) => {
             let doc = request::parse_json(&bytes, false).map_err(bad)?;
             if let Some(id) = request::peek_request_id(&doc) {
                 call.request_id = id;
@@ -186,33 +295,24 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
     Ok(req)
 }
 
-fn authorize<'c>(
-    config: &'c Config,
-    req: &Request,
-) -> Result<(&'c Plugin, Option<MethodSchema>), Failure> {
+/// The whitelist: the plugin, then the method.
+fn authorize<'c>(config: &'c Config, req: &Request) -> Result<&'c Plugin, Failure> {
     let plugin = config.plugins.get(&req.plugin).ok_or_else(|| {
         Failure::new(
             Code::NotWhitelisted,
             format!("plugin \"{}\" is not whitelisted in the config", req.plugin),
         )
     })?;
-    let method = plugin.methods.get(&req.method).ok_or_else(|| {
-        Failure::new(
+    if !plugin.methods.contains_key(&req.method) {
+        return Err(Failure::new(
             Code::MethodNotAllowed,
             format!(
                 "method \"{}\" is not allowed for plugin \"{}\"",
                 req.method, req.plugin
             ),
-        )
-    })?;
-    let schema =
-        match &method.schema {
-            None => None,
-            Some(path) => Some(MethodSchema::load(path).map_err(|e| {
-                Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
-            })?),
-        };
-    Ok((plugin, schema))
+        ));
+    }
+    Ok(plugin)
 }
 
 /// Where the time goes, for `UPM_DIAG_LEVEL=debug`.
@@ -264,115 +364,103 @@ fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> 
     })
 }
 
-/// The rest of the call, by the plugin's sandbox backend.
-fn execute(
-    config: &Config,
-    plugin: &Plugin,
-    schema: Option<&MethodSchema>,
-    seccomp: &Profile,
-    req: &Request,
-    call: &mut Call,
-    audit: &mut AuditLog,
-) -> Response {
-    match plugin.policy.backend {
-        Backend::Native => execute_native(config, plugin, schema, seccomp, req, call, audit),
-        Backend::Container => execute_container(config, plugin, schema, seccomp, req, call, audit),
-    }
-}
+impl Session {
+    fn execute_native(
+        &self,
+        config: &Config,
+        plugin: &Plugin,
+        schema: Option<&MethodSchema>,
+        seccomp: &Profile,
+        req: &Request,
+        call: &mut Call,
+    ) -> Response {
+        let host = &self.host;
+        let policy = &plugin.policy;
+        let owner = host
+            .privileged
+            .then_some((policy.user.uid, policy.user.gid));
 
-fn execute_native(
-    config: &Config,
-    plugin: &Plugin,
-    schema: Option<&MethodSchema>,
-    seccomp: &Profile,
-    req: &Request,
-    call: &mut Call,
-    audit: &mut AuditLog,
-) -> Response {
-    let host = Host::probe();
-    let policy = &plugin.policy;
-    let owner = host
-        .privileged
-        .then_some((policy.user.uid, policy.user.gid));
+        // prepare: private directory, verified plugin files, launch, sandbox layers
+        let python = matches!(plugin.kind, crate::config::PluginKind::PythonClass { .. });
+        let prepared = Workdir::create(&call.request_id, owner, python)
+            .map_err(|e| {
+                Failure::new(
+                    Code::SandboxUnavailable,
+                    format!("cannot create the call's private directory: {e}"),
+                )
+            })
+            .and_then(|workdir| {
+                let runnable = launch::resolve(config, plugin, &workdir)?;
+                let launch =
+                    launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
+                let paths = sandbox::Paths {
+                    workdir: &workdir.home,
+                    plugin_files: runnable.readable.clone(),
+                    seccomp,
+                };
+                let sandbox = sandbox::prepare(policy, &paths, host)?;
+                Ok((workdir, runnable, launch, sandbox))
+            });
+        let (workdir, runnable, launch, mut sandbox) = match prepared {
+            Ok(p) => p,
+            Err(f) => return self.finish_refused(call, f),
+        };
+        phase(call, "sandbox prepared");
 
-    // prepare: private directory, verified plugin files, launch, sandbox layers
-    let prepared = Workdir::create(&call.request_id, owner)
-        .map_err(|e| {
-            Failure::new(
-                Code::SandboxUnavailable,
-                format!("cannot create the call's private directory: {e}"),
-            )
-        })
-        .and_then(|workdir| {
-            let runnable = launch::resolve(config, plugin, &workdir)?;
-            let launch = launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
-            let paths = sandbox::Paths {
-                workdir: &workdir.home,
-                plugin_files: runnable.readable.clone(),
-                seccomp,
-            };
-            let sandbox = sandbox::prepare(policy, &paths, &host)?;
-            Ok((workdir, runnable, launch, sandbox))
+        // audit `started`, durably, before the plugin exists
+        let files = json!({
+            "exec": runnable.exe.path,
+            "exec_sha256": runnable.exe.sha256,
+            "manifest_sha256": runnable.manifest_sha256,
         });
-    let (workdir, runnable, launch, mut sandbox) = match prepared {
-        Ok(p) => p,
-        Err(f) => return finish_refused(call, Some(config), &config.audit_path, f),
-    };
-    phase(call, "sandbox prepared");
-
-    // audit `started`, durably, before the plugin exists
-    let files = json!({
-        "exec": runnable.exe.path,
-        "exec_sha256": runnable.exe.sha256,
-        "manifest_sha256": runnable.manifest_sha256,
-    });
-    let started = started_entry(config, schema, req, call, files, sandbox.summary());
-    if let Err(e) = audit.append(started) {
-        let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
-        return respond(call, f.into());
-    }
-
-    phase(call, "started entry durable");
-    // spawn, capture
-    let outcome = spawn::run(&launch, &mut sandbox);
-    phase(call, "plugin finished");
-    drop(workdir);
-    let ran = match outcome {
-        Ok(o) => outcome::interpret(&o, plugin),
-        Err(e) => Failure::from(e).into(),
-    };
-    finish_with(call, audit, Some(sandbox.summary()), ran)
-}
-
-/// The same steps through a container engine: prepare, audit `started`, run, interpret.
-fn execute_container(
-    config: &Config,
-    plugin: &Plugin,
-    schema: Option<&MethodSchema>,
-    seccomp: &Profile,
-    req: &Request,
-    call: &mut Call,
-    audit: &mut AuditLog,
-) -> Response {
-    let prepared = match container::prepare(plugin, seccomp, req, &call.request_id) {
-        Ok(p) => p,
-        Err(e) => return finish_refused(call, Some(config), &config.audit_path, e.into()),
-    };
-    let files = json!({ "image": plugin.policy.image, "command": prepared.command() });
-    let started = started_entry(config, schema, req, call, files, prepared.summary());
-    if let Err(e) = audit.append(started) {
-        let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
-        return respond(call, f.into());
-    }
-    let ran = match container::run(&prepared) {
-        Ok(o) => {
-            let mut ran = outcome::interpret(&o, plugin);
-            ran.usage = Some(container::usage(&o));
-            ran
+        let started = started_entry(config, schema, req, call, files, sandbox.summary());
+        if let Err(e) = self.append(started) {
+            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+            return respond(call, f.into());
         }
-        Err(e) => Failure::from(e).into(),
-    };
-    finish_with(call, audit, Some(prepared.summary()), ran)
+
+        phase(call, "started entry durable");
+        // spawn, capture
+        let outcome = spawn::run(&launch, &mut sandbox);
+        phase(call, "plugin finished");
+        drop(workdir);
+        let ran = match outcome {
+            Ok(o) => outcome::interpret(&o, plugin),
+            Err(e) => Failure::from(e).into(),
+        };
+        self.finish_with(call, Some(sandbox.summary()), ran)
+    }
+
+    /// The same steps through a container engine: prepare, audit `started`, run, interpret.
+    fn execute_container(
+        &self,
+        config: &Config,
+        plugin: &Plugin,
+        schema: Option<&MethodSchema>,
+        seccomp: &Profile,
+        req: &Request,
+        call: &mut Call,
+    ) -> Response {
+        let prepared = match container::prepare(plugin, seccomp, req, &call.request_id) {
+            Ok(p) => p,
+            Err(e) => return self.finish_refused(call, e.into()),
+        };
+        let files = json!({ "image": plugin.policy.image, "command": prepared.command() });
+        let started = started_entry(config, schema, req, call, files, prepared.summary());
+        if let Err(e) = self.append(started) {
+            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+            return respond(call, f.into());
+        }
+        let ran = match container::run(&prepared) {
+            Ok(o) => {
+                let mut ran = outcome::interpret(&o, plugin);
+                ran.usage = Some(container::usage(&o));
+                ran
+            }
+            Err(e) => Failure::from(e).into(),
+        };
+        self.finish_with(call, Some(prepared.summary()), ran)
+    }
 }
 
 fn started_entry(
@@ -434,50 +522,50 @@ fn outcome_fields(e: &mut Map<String, Value>, resp: &Response) {
     }
 }
 
-/// A refusal before any plugin was prepared: one `refused` entry.
-fn finish_refused(call: &Call, config: Option<&Config>, audit_path: &Path, f: Failure) -> Response {
-    let resp = respond(call, f.into());
-    let mut e = base_entry("refused", call);
-    outcome_fields(&mut e, &resp);
-    if let Some(c) = config {
-        e.insert("config_sha256".into(), json!(c.digest));
+impl Session {
+    /// A refusal before any plugin was prepared: one `refused` entry.
+    fn finish_refused(&self, call: &Call, f: Failure) -> Response {
+        let resp = respond(call, f.into());
+        let mut e = base_entry("refused", call);
+        outcome_fields(&mut e, &resp);
+        if let Ok(c) = &self.config {
+            e.insert("config_sha256".into(), json!(c.digest));
+        }
+        match self.append(e) {
+            Ok(_) => resp,
+            Err(err) => audit_failed(call, resp, &err.to_string()),
+        }
     }
-    let settings = config.map(|c| c.audit.clone()).unwrap_or_default();
-    let written = AuditLog::open(audit_path, &settings).and_then(|mut log| log.append(e));
-    match written {
-        Ok(_) => resp,
-        Err(err) => audit_failed(call, resp, &err.to_string()),
-    }
-}
 
-/// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
-fn finish_with(call: &Call, audit: &mut AuditLog, sandbox: Option<Value>, ran: Ran) -> Response {
-    let did_run = ran.ran;
-    let stdout_bytes = ran.stdout_bytes;
-    let mut resp = respond(call, ran);
-    resp.data.sandbox = sandbox.clone();
-    let mut e = base_entry("finished", call);
-    outcome_fields(&mut e, &resp);
-    e.insert("ran".into(), json!(did_run));
-    if let Some(x) = resp.data.exit_code {
-        e.insert("plugin_exit_code".into(), json!(x));
-    }
-    if let Some(s) = resp.data.signal {
-        e.insert("plugin_signal".into(), json!(s));
-    }
-    e.insert("limit".into(), json!(resp.data.limit));
-    if let Some(u) = &resp.data.usage {
-        e.insert("usage".into(), u.clone());
-    }
-    let bytes = |c: &Option<Captured>| c.as_ref().map(|c| c.bytes);
-    e.insert(
+    /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
+    fn finish_with(&self, call: &Call, sandbox: Option<Value>, ran: Ran) -> Response {
+        let did_run = ran.ran;
+        let stdout_bytes = ran.stdout_bytes;
+        let mut resp = respond(call, ran);
+        resp.data.sandbox = sandbox.clone();
+        let mut e = base_entry("finished", call);
+        outcome_fields(&mut e, &resp);
+        e.insert("ran".into(), json!(did_run));
+        if let Some(x) = resp.data.exit_code {
+            e.insert("plugin_exit_code".into(), json!(x));
+        }
+        if let Some(s) = resp.data.signal {
+            e.insert("plugin_signal".into(), json!(s));
+        }
+        e.insert("limit".into(), json!(resp.data.limit));
+        if let Some(u) = &resp.data.usage {
+            e.insert("usage".into(), u.clone());
+        }
+        let bytes = |c: &Option<Captured>| c.as_ref().map(|c| c.bytes);
+        e.insert(
         "output_bytes".into(),
         json!({ "stdout": stdout_bytes.or(bytes(&resp.data.stdout)), "stderr": bytes(&resp.data.stderr) }),
     );
-    e.insert("sandbox".into(), json!(sandbox));
-    match audit.append(e) {
-        Ok(_) => resp,
-        Err(err) => audit_failed(call, resp, &err.to_string()),
+        e.insert("sandbox".into(), json!(sandbox));
+        match self.append(e) {
+            Ok(_) => resp,
+            Err(err) => audit_failed(call, resp, &err.to_string()),
+        }
     }
 }
 

@@ -215,6 +215,7 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
             Err(e) => return Err(SpawnError::Clone(e)),
         }
     };
+    tracing::debug!(us = started.elapsed().as_micros() as u64, "spawn: cloned");
     drop((stdin_r, stdout_w, stderr_w, report_w));
     let result_r = result_pipe.map(|(r, w)| {
         drop(w);
@@ -239,8 +240,13 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
         stderr: stderr_r,
     };
     cap.pump(pipes, result_r, Some(report_r), &mut || kill_tree(pid));
+    tracing::debug!(
+        us = started.elapsed().as_micros() as u64,
+        "spawn: output drained"
+    );
     kill_tree(pid);
     let init_usage = reap(pid);
+    tracing::debug!(us = started.elapsed().as_micros() as u64, "spawn: reaped");
     drop(sync_w);
     Ok(cap.finish(init_usage))
 }

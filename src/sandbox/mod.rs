@@ -85,7 +85,7 @@ pub struct Prepared {
     pub namespaces: Option<namespaces::Plan>,
     pub credentials: credentials::Plan,
     pub landlock: Option<landlock::Plan>,
-    pub seccomp: Option<seccomp::CompiledFilter>,
+    pub seccomp: Option<std::sync::Arc<seccomp::CompiledFilter>>,
     pub limits: limits::Plan,
     pub reports: Vec<LayerReport>,
     pub allow_degraded: Vec<Layer>,
@@ -209,7 +209,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         None
     } else {
         let profile = paths.seccomp;
-        let filter = profile.compile(&seccomp::CompileOptions {
+        let filter = profile.compiled(&seccomp::CompileOptions {
             deny_non_unix_sockets: !policy.network,
         })?;
         reports.push(LayerReport::enforced(

@@ -349,6 +349,8 @@ pub struct Profile {
     pub bytes: Vec<u8>,
     default_action: Action,
     entries: Vec<Entry>,
+    /// Compiled filters, by `deny_non_unix_sockets`: a batch compiles each once.
+    compiled: [std::sync::OnceLock<std::sync::Arc<CompiledFilter>>; 2],
 }
 
 /// Options that upm layers on top of any profile.
@@ -797,10 +799,24 @@ impl Profile {
             bytes: bytes.to_vec(),
             default_action,
             entries,
+            compiled: Default::default(),
         })
     }
 
     /// Resolves the profile against this host and compiles it; call before forking.
+    /// Like [`Profile::compile`], compiled once per profile and options.
+    pub fn compiled(
+        &self,
+        opts: &CompileOptions,
+    ) -> Result<std::sync::Arc<CompiledFilter>, SeccompError> {
+        let slot = &self.compiled[usize::from(opts.deny_non_unix_sockets)];
+        if let Some(f) = slot.get() {
+            return Ok(f.clone());
+        }
+        let f = std::sync::Arc::new(self.compile(opts)?);
+        Ok(slot.get_or_init(|| f).clone())
+    }
+
     pub fn compile(&self, opts: &CompileOptions) -> Result<CompiledFilter, SeccompError> {
         let host = Host {
             arch: NATIVE_GO_ARCH,

@@ -1,0 +1,129 @@
+//! `upm run --jsonl`: one request per line in, one result per line out.
+//!
+//! The session (config, compiled schemas and BPF, audit log) is loaded once;
+//! every call still gets its own fresh sandbox and its own audit entries.
+//! With `--parallel N`, up to N calls run at a time and results are written
+//! as calls finish, each on its own line and tagged with its `request_id`.
+//! A malformed line gets its own error result and the batch goes on. A line
+//! longer than the size cap is refused without being kept in memory.
+
+use crate::pipeline::{Input, Session};
+use std::io::{BufRead, Write};
+use std::sync::Mutex;
+
+/// One line of input, bounded.
+enum Line {
+    Request(Vec<u8>),
+    TooLong,
+    Eof,
+}
+
+/// Reads up to the next newline, keeping at most `cap` bytes.
+fn read_line(input: &mut impl BufRead, cap: u64) -> std::io::Result<Line> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    let mut saw_any = false;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        saw_any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if !too_long {
+            if (line.len() + chunk.len()) as u64 > cap {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        let used = done.unwrap_or(buf.len());
+        input.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    Ok(match (saw_any, too_long) {
+        (false, _) => Line::Eof,
+        (true, true) => Line::TooLong,
+        (true, false) => Line::Request(line),
+    })
+}
+
+/// Runs every line of `input` as a call; returns the exit code (0 once every line has its result).
+pub fn run(
+    session: &Session,
+    input: impl BufRead + Send,
+    out: impl Write + Send,
+    parallel: usize,
+) -> i32 {
+    let cap = session.max_request_bytes();
+    let input = Mutex::new(input);
+    let out = Mutex::new(out);
+    let failed_output = std::sync::atomic::AtomicBool::new(false);
+    let worker = || loop {
+        let line = {
+            let mut reader = input.lock().unwrap_or_else(|e| e.into_inner());
+            match read_line(&mut *reader, cap) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("upm run --jsonl: cannot read stdin: {e}");
+                    Line::Eof
+                }
+            }
+        };
+        let response = match line {
+            Line::Eof => return,
+            Line::Request(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Request(bytes) => session.call(Input::<std::io::Empty>::Line(bytes)),
+            Line::TooLong => session.call(Input::<std::io::Empty>::TooLong),
+        };
+        let mut text = response.to_json();
+        text.push('\n');
+        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+        if w.write_all(text.as_bytes())
+            .and_then(|_| w.flush())
+            .is_err()
+        {
+            failed_output.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..parallel.max(1) {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    if failed_output.load(std::sync::atomic::Ordering::Relaxed) {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_bounded_and_skipped_whole() {
+        let data = b"{\"a\":1}\n0123456789abcdef\nxy\n";
+        let mut r = std::io::BufReader::with_capacity(4, &data[..]);
+        assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Request(l) if l == b"{\"a\":1}"));
+        assert!(matches!(read_line(&mut r, 8).unwrap(), Line::TooLong));
+        assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Request(l) if l == b"xy"));
+        assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Eof));
+    }
+
+    #[test]
+    fn last_line_without_newline() {
+        let mut r = &b"abc"[..];
+        assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Request(l) if l == b"abc"));
+        assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Eof));
+    }
+}
