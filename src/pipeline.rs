@@ -55,6 +55,8 @@ struct Call {
     method: Option<String>,
     /// The signature verdict, when trust is not off.
     trust: Option<Value>,
+    /// The sandbox recorded in the `started` entry, so `finished` need not repeat it.
+    sandbox_started: Option<Value>,
     warnings: Vec<String>,
 }
 
@@ -66,6 +68,7 @@ impl Call {
             plugin: None,
             method: None,
             trust: None,
+            sandbox_started: None,
             warnings: Vec::new(),
         }
     }
@@ -413,7 +416,9 @@ impl Session {
             "exec_sha256": runnable.exe.sha256,
             "manifest_sha256": runnable.manifest_sha256,
         });
-        let started = started_entry(config, schema, req, call, files, sandbox.summary());
+        let requested = sandbox.summary();
+        let started = started_entry(config, schema, req, call, files, requested.clone());
+        call.sandbox_started = Some(requested);
         if let Err(e) = self.append(started) {
             let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
             return respond(call, f.into());
@@ -446,7 +451,9 @@ impl Session {
             Err(e) => return self.finish_refused(call, e.into()),
         };
         let files = json!({ "image": plugin.policy.image, "command": prepared.command() });
-        let started = started_entry(config, schema, req, call, files, prepared.summary());
+        let requested = prepared.summary();
+        let started = started_entry(config, schema, req, call, files, requested.clone());
+        call.sandbox_started = Some(requested);
         if let Err(e) = self.append(started) {
             let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
             return respond(call, f.into());
@@ -561,7 +568,13 @@ impl Session {
         "output_bytes".into(),
         json!({ "stdout": stdout_bytes.or(bytes(&resp.data.stdout)), "stderr": bytes(&resp.data.stderr) }),
     );
-        e.insert("sandbox".into(), json!(sandbox));
+        // What was really in force; when it is exactly what `started` recorded (the chain
+        // ties the two lines together), say so instead of repeating ~1 KB.
+        let in_force = match (&sandbox, &call.sandbox_started) {
+            (Some(s), Some(requested)) if s == requested => json!({ "same_as_started": true }),
+            _ => json!(sandbox),
+        };
+        e.insert("sandbox".into(), in_force);
         match self.append(e) {
             Ok(_) => resp,
             Err(err) => audit_failed(call, resp, &err.to_string()),
