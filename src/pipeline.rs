@@ -252,28 +252,10 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
     let req = match input {
         Input::Stdin(reader) => {
             let bytes = request::read_bounded(reader, cap).map_err(bad)?;
-            let doc = request::parse_json(&bytes, false).map_err(bad)?;
-            if let Some(id) = request::peek_request_id(&doc) {
-                call.request_id = id;
-            }
-            if let Some(o) = doc.as_object() {
-                call.plugin = o.get("plugin").and_then(Value::as_str).map(str::to_owned);
-                call.method = o.get("method").and_then(Value::as_str).map(str::to_owned);
-            }
-            request::from_value(doc).map_err(bad)?
+            parse_document(&bytes, call).map_err(bad)?
         }
         Input::TooLong => return Err(bad(request::RequestError::TooLarge { cap })),
-        Input::Line(bytes) => {
-            let doc = request::parse_json(&bytes, false).map_err(bad)?;
-            if let Some(id) = request::peek_request_id(&doc) {
-                call.request_id = id;
-            }
-            if let Some(o) = doc.as_object() {
-                call.plugin = o.get("plugin").and_then(Value::as_str).map(str::to_owned);
-                call.method = o.get("method").and_then(Value::as_str).map(str::to_owned);
-            }
-            request::from_value(doc).map_err(bad)?
-        }
+        Input::Line(bytes) => parse_document(&bytes, call).map_err(bad)?,
         Input::Argv {
             plugin,
             method,
@@ -296,6 +278,20 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
         }
     };
     Ok(req)
+}
+
+/// A request document; whatever it names is noted for the response and the audit,
+/// even when the request is then refused.
+fn parse_document(bytes: &[u8], call: &mut Call) -> Result<Request, request::RequestError> {
+    let doc = request::parse_json(bytes, false)?;
+    if let Some(id) = request::peek_request_id(&doc) {
+        call.request_id = id;
+    }
+    if let Some(o) = doc.as_object() {
+        call.plugin = o.get("plugin").and_then(Value::as_str).map(str::to_owned);
+        call.method = o.get("method").and_then(Value::as_str).map(str::to_owned);
+    }
+    request::from_value(doc)
 }
 
 /// The whitelist: the plugin, then the method.
