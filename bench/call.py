@@ -4,7 +4,7 @@
 Runs the three commands interleaved (A, B, C, A, B, C, ...) so that the noise of this
 shared machine hits them alike, and prints medians, p90 and the ratios in a table.
 upm's call is the real thing: config load, whitelist, schema validation, every native
-layer on, durable audit (two fsync'd entries), plugin = the tiny no-op executable.
+layer on, durable audit (two fsync'd entries), plugin = /bin/true (a tiny no-op executable).
 
     sudo bench/call.py [--runs 200]      (after `cargo build --release`; installs bwrap if missing)
 """
@@ -21,7 +21,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPM = os.path.join(ROOT, "target/release/upm")
-NOOP = os.path.join(ROOT, "target/release/upm-texttools")
+# The tiny no-op plugin: the same program bwrap runs. It ignores its stdin and prints
+# nothing, which upm's protocol reads as result `null`.
+NOOP = "/bin/true"
 
 
 def ensure_bwrap():
@@ -70,7 +72,7 @@ def main():
         ("upm run (full sandbox, audited)", [UPM, "run", "--config", config], request),
         ("bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true",
          [bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"], b""),
-        ("bare exec of the no-op plugin", [NOOP], b'{"method": "noop"}'),
+        ("bare exec of the no-op plugin (/bin/true)", [NOOP], b'{"method": "noop"}'),
     ]
     # Warm up, and check that upm really ran with every layer in force.
     _, r = timed(cases[0][1], request)
