@@ -406,6 +406,30 @@ fn parallel_runs_calls_at_the_same_time_and_keeps_lines_whole() {
     assert!(took < Duration::from_millis(1600), "took {took:?}");
 }
 
+/// Calls start while the batch's threads are still being created (and end while
+/// others exit): a sandbox cloned from upm at that moment must not inherit a lock.
+#[test]
+fn many_parallel_calls_starting_together_all_finish() {
+    let d = TestDir::new();
+    let cfg = config(&d, &[("True", "/bin/true", 3000)], json!({}));
+    let n = 48;
+    let input: Vec<u8> = (0..n)
+        .flat_map(|i| line("True", &format!("t{i}"), json!({})))
+        .collect();
+    for round in 0..4 {
+        let b = batch(&cfg, &["--parallel", "48"], input.clone());
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        assert_eq!(b.results.len(), n);
+        let failed: Vec<String> = b
+            .results
+            .iter()
+            .filter(|r| r["success"] != true)
+            .map(|r| format!("{}: {}", r["request_id"], r["data"]["error"]))
+            .collect();
+        assert!(failed.is_empty(), "round {round}: {failed:#?}");
+    }
+}
+
 #[test]
 fn a_timeout_in_one_call_does_not_hold_up_the_others() {
     let d = TestDir::new();
