@@ -372,11 +372,10 @@ fn child_init(ctx: &ChildCtx<'_>) -> ! {
     if plugin < 0 {
         fail(rep, Step::Fork, errno());
     }
-    // The init keeps no end of the plugin's pipes, so they reach EOF when the plugin's tree closes them.
-    for fd in 0..=3 {
-        // SAFETY: closing our own descriptors.
-        unsafe { libc::close(fd) };
-    }
+    // The init keeps nothing but its report pipe: no end of the plugin's pipes, so they reach
+    // EOF when the plugin's tree closes them, and no copy of another call's pipes, which it
+    // inherited if upm was running calls concurrently (`run --jsonl --parallel`).
+    close_all_but(rep);
     loop {
         let mut status = 0;
         // SAFETY: zeroed rusage is a valid value; wait4 fills it.
@@ -402,6 +401,24 @@ fn child_init(ctx: &ChildCtx<'_>) -> ! {
         if r < 0 && errno() != libc::EINTR {
             // SAFETY: as above.
             unsafe { libc::_exit(1) };
+        }
+    }
+}
+
+/// Closes every descriptor except `keep`. Async-signal-safe; falls back to plain
+/// `close` calls if the seccomp profile refuses `close_range`.
+fn close_all_but(keep: RawFd) {
+    let keep = keep.max(0) as libc::c_uint;
+    // SAFETY: close_range only closes this process's own descriptors.
+    let below = keep == 0
+        || unsafe { libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, keep - 1, 0) } == 0;
+    // SAFETY: as above.
+    let above =
+        unsafe { libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0) } == 0;
+    if !(below && above) {
+        for fd in (0..4096).filter(|&fd| fd != keep as RawFd) {
+            // SAFETY: closing our own descriptors; EBADF for unused numbers is harmless.
+            unsafe { libc::close(fd) };
         }
     }
 }

@@ -87,18 +87,23 @@ impl Plan {
                 return Err(super::errno());
             }
         }
+        // Raw system calls, not glibc's wrappers: those broadcast the change to every thread
+        // glibc knows of, and in a child cloned from a multithreaded upm (`run --jsonl
+        // --parallel`) that means waiting forever for threads that do not exist here.
         if self.mode == Mode::Switch {
             // SAFETY: an empty group list; the pointer is never read for size 0.
-            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+            if unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) }
+                != 0
+            {
                 return Err(super::errno());
             }
         }
-        // SAFETY: set*id with integer arguments.
-        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
+        // SAFETY: set*id with integer arguments; changes only this (single-threaded) process.
+        if unsafe { libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) } != 0 {
             return Err(super::errno());
         }
         // SAFETY: as above.
-        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
+        if unsafe { libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) } != 0 {
             return Err(super::errno());
         }
         // SAFETY: plain prctl with integer arguments.
