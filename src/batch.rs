@@ -82,13 +82,8 @@ pub fn run(
             Line::Request(bytes) => session.call(Input::<std::io::Empty>::Line(bytes)),
             Line::TooLong => session.call(Input::<std::io::Empty>::TooLong),
         };
-        let mut text = response.to_json();
-        text.push('\n');
         let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
-        if w.write_all(text.as_bytes())
-            .and_then(|_| w.flush())
-            .is_err()
-        {
+        if response.write_line(&mut *w).is_err() {
             failed_output.store(true, std::sync::atomic::Ordering::Relaxed);
             return;
         }

@@ -164,7 +164,7 @@ fn legacy(config_path: &Path, mut argv: Vec<String>) -> i32 {
 }
 
 fn respond(resp: Response) -> i32 {
-    print_json_line(&resp.to_json());
+    let _ = resp.write_line(&mut std::io::stdout().lock());
     resp.exit_code
 }
 

@@ -7,10 +7,12 @@ use crate::sandbox::Step;
 use crate::spawn::{self, Exit, Outcome, Stop};
 use serde_json::{json, Value};
 
-/// Turns how the plugin ended into the call's outcome.
-pub fn interpret(o: &Outcome, plugin: &Plugin) -> Ran {
+/// Turns how the plugin ended into the call's outcome. Takes the outcome so that the
+/// captured bytes move into the result instead of being copied (they can be the whole cap).
+pub fn interpret(mut o: Outcome, plugin: &Plugin) -> Ran {
     let limits = &plugin.policy.limits;
-    let mut ran = Ran::from_outcome(o);
+    let mut ran = Ran::from_outcome(&mut o);
+    let o = &o;
     if let Some((step, errno)) = o.start_failure {
         let err = std::io::Error::from_raw_os_error(errno);
         ran.failure = Some(match (step, step.layer()) {
@@ -109,7 +111,7 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
         ran.failure = Some(f);
         return;
     }
-    let text = String::from_utf8_lossy(&o.stdout.data);
+    let text = ran.stdout.as_ref().map_or("", |c| c.text.as_str());
     if text.trim().is_empty() {
         ran.result = Some(Value::Null);
         return;
@@ -216,16 +218,22 @@ impl From<Failure> for Ran {
 }
 
 impl Ran {
-    fn from_outcome(o: &Outcome) -> Ran {
-        let cap = |s: &spawn::Stream| Captured {
-            text: String::from_utf8_lossy(&s.data).into_owned(),
-            bytes: s.total,
-            truncated: o.truncated(s),
+    fn from_outcome(o: &mut Outcome) -> Ran {
+        // Moved, not copied: valid UTF-8 becomes the text as it is.
+        let cap = |s: &mut spawn::Stream| {
+            let truncated = s.total > s.data.len() as u64;
+            let text = String::from_utf8(std::mem::take(&mut s.data))
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            Captured {
+                text,
+                bytes: s.total,
+                truncated,
+            }
         };
         Ran {
-            stdout: Some(cap(&o.stdout)),
+            stdout: Some(cap(&mut o.stdout)),
             stdout_bytes: Some(o.stdout.total),
-            stderr: Some(cap(&o.stderr)),
+            stderr: Some(cap(&mut o.stderr)),
             // An exec that failed is not an exit of the plugin.
             exit: o.exit.filter(|_| o.start_failure.is_none()),
             usage: Some(json!({

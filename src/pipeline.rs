@@ -426,7 +426,7 @@ impl Session {
         phase(call, "plugin finished");
         drop(workdir);
         let ran = match outcome {
-            Ok(o) => outcome::interpret(&o, plugin),
+            Ok(o) => outcome::interpret(o, plugin),
             Err(e) => Failure::from(e).into(),
         };
         self.finish_with(call, Some(sandbox.summary()), ran)
@@ -456,8 +456,9 @@ impl Session {
         }
         let ran = match container::run(&prepared) {
             Ok(o) => {
-                let mut ran = outcome::interpret(&o, plugin);
-                ran.usage = Some(container::usage(&o));
+                let usage = container::usage(&o);
+                let mut ran = outcome::interpret(o, plugin);
+                ran.usage = Some(usage);
                 ran
             }
             Err(e) => Failure::from(e).into(),

@@ -109,6 +109,16 @@ impl Response {
         self
     }
 
+    /// Writes the response as one line, streaming: the captured output (up to the cap)
+    /// is not copied into another string first.
+    pub fn write_line(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, w);
+        serde_json::to_writer(&mut w, self)?;
+        w.write_all(b"\n")?;
+        w.flush()
+    }
+
     pub fn to_json(&self) -> String {
         // Serializing these plain types cannot fail; fall back to a fixed document anyway.
         serde_json::to_string(self).unwrap_or_else(|_| {

@@ -143,6 +143,13 @@ fn pipe_high() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     Ok((high(r)?, high(w)?))
 }
 
+/// A 1 MiB pipe lets a chatty plugin write in big strides (fewer wake-ups on both
+/// sides). Best effort: the kernel's pipe-max-size may refuse it.
+fn widen_pipe(fd: RawFd) {
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves the default size.
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
 fn high(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
     high_dup(fd.as_raw_fd())
 }
@@ -170,6 +177,9 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
     let (stdin_r, stdin_w) = pipe_high()?;
     let (stdout_r, stdout_w) = pipe_high()?;
     let (stderr_r, stderr_w) = pipe_high()?;
+    for fd in [&stdout_r, &stderr_r] {
+        widen_pipe(fd.as_raw_fd());
+    }
     let (report_r, report_w) = pipe_high()?;
     let (sync_r, sync_w) = pipe_high()?;
     let result_pipe = if launch.result_channel {
@@ -513,7 +523,10 @@ struct Capture<'a> {
     stopped_by: Option<Stop>,
 }
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 1 << 20;
+/// Reads per readable stream per wake-up before polling again (bounded, so one
+/// stream cannot starve the clock or the others).
+const READS_PER_WAKE: usize = 16;
 /// After a kill, how long to keep reading before giving up on the pipes.
 const GRACE: Duration = Duration::from_millis(2000);
 
@@ -614,25 +627,35 @@ impl<'a> Capture<'a> {
                 }
             }
             for (which, slot) in readers.iter_mut() {
-                let Some(fd) = slot else { continue };
+                if slot.is_none() {
+                    continue;
+                }
                 let ev = pfds[i].revents;
                 i += 1;
                 if ev == 0 {
                     continue;
                 }
-                match nix::unistd::read(&*fd, &mut buf) {
-                    Ok(0) => *slot = None,
-                    Ok(k) => {
-                        if *which == 3 {
-                            self.report.extend_from_slice(&buf[..k]);
-                        } else if !self.keep(*which, &buf[..k]) && self.stopped_by.is_none() {
-                            self.stopped_by = Some(Stop::Output);
-                            stop();
-                            give_up = Some(Instant::now() + GRACE);
+                for _ in 0..READS_PER_WAKE {
+                    let Some(fd) = slot.as_ref() else { break };
+                    match nix::unistd::read(fd, &mut buf) {
+                        Ok(0) => *slot = None,
+                        Ok(k) => {
+                            if *which == 3 {
+                                self.report.extend_from_slice(&buf[..k]);
+                            } else if !self.keep(*which, &buf[..k]) && self.stopped_by.is_none() {
+                                self.stopped_by = Some(Stop::Output);
+                                stop();
+                                give_up = Some(Instant::now() + GRACE);
+                            }
+                            if k < buf.len() {
+                                break;
+                            }
+                            continue;
                         }
+                        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(_) => *slot = None,
                     }
-                    Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(_) => *slot = None,
+                    break;
                 }
             }
         }
