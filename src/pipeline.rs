@@ -412,11 +412,14 @@ impl Session {
             "exec_sha256": runnable.exe.sha256,
             "manifest_sha256": runnable.manifest_sha256,
         });
-        let requested = sandbox.summary();
-        let started = started_entry(config, schema, req, call, files, requested.clone());
-        call.sandbox_started = Some(requested);
-        if let Err(e) = self.append(started) {
-            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+        let started = Started {
+            config,
+            schema,
+            req,
+            files,
+            sandbox: sandbox.summary(),
+        };
+        if let Err(f) = self.audit_started(call, started) {
             return respond(call, f.into());
         }
 
@@ -447,11 +450,14 @@ impl Session {
             Err(e) => return self.finish_refused(call, e.into()),
         };
         let files = json!({ "image": plugin.policy.image, "command": prepared.command() });
-        let requested = prepared.summary();
-        let started = started_entry(config, schema, req, call, files, requested.clone());
-        call.sandbox_started = Some(requested);
-        if let Err(e) = self.append(started) {
-            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+        let started = Started {
+            config,
+            schema,
+            req,
+            files,
+            sandbox: prepared.summary(),
+        };
+        if let Err(f) = self.audit_started(call, started) {
             return respond(call, f.into());
         }
         let ran = match container::run(&prepared) {
@@ -467,14 +473,29 @@ impl Session {
     }
 }
 
-fn started_entry(
-    config: &Config,
-    schema: Option<&MethodSchema>,
-    req: &Request,
-    call: &Call,
-    plugin_files: Value,
+/// What the `started` entry records.
+struct Started<'a> {
+    config: &'a Config,
+    schema: Option<&'a MethodSchema>,
+    req: &'a Request,
+    /// What will be exec'd, and its digests (or the image, for a container).
+    files: Value,
+    /// The sandbox requested.
     sandbox: Value,
-) -> Map<String, Value> {
+}
+
+impl Session {
+    /// Makes the `started` entry durable, or answers `audit_error`: nothing runs unaudited.
+    fn audit_started(&self, call: &mut Call, s: Started<'_>) -> Result<(), Failure> {
+        let entry = started_entry(call, &s);
+        call.sandbox_started = Some(s.sandbox);
+        self.append(entry)
+            .map(|_| ())
+            .map_err(|e| Failure::new(Code::AuditError, format!("{e}; the plugin was not run")))
+    }
+}
+
+fn started_entry(call: &Call, s: &Started<'_>) -> Map<String, Value> {
     let mut e = base_entry("started", call);
     let ppid = nix::unistd::getppid().as_raw();
     e.insert(
@@ -488,15 +509,17 @@ fn started_entry(
     );
     e.insert(
         "args_digest".into(),
-        json!(crate::audit::args_digest(&req.args)),
+        json!(crate::audit::args_digest(&s.req.args)),
     );
-    if config.audit.include_args {
-        let args = schema.map_or_else(|| req.args.clone(), |s| s.redact(&req.args));
+    if s.config.audit.include_args {
+        let args = s
+            .schema
+            .map_or_else(|| s.req.args.clone(), |schema| schema.redact(&s.req.args));
         e.insert("args".into(), args);
     }
-    e.insert("config_sha256".into(), json!(config.digest));
-    e.insert("plugin_files".into(), plugin_files);
-    e.insert("sandbox_requested".into(), sandbox);
+    e.insert("config_sha256".into(), json!(s.config.digest));
+    e.insert("plugin_files".into(), s.files.clone());
+    e.insert("sandbox_requested".into(), s.sandbox.clone());
     e
 }
 
