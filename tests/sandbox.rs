@@ -56,7 +56,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 16] = [
+const PROBE_METHODS: [&str; 17] = [
     "control",
     "read",
     "listdir",
@@ -68,6 +68,7 @@ const PROBE_METHODS: [&str; 16] = [
     "syscalls",
     "privileges",
     "fork_bomb",
+    "file_limits",
     "sleep",
     "spin",
     "daemon",
@@ -354,6 +355,7 @@ both!(
     fork_bomb_is_contained,
     memory_bomb_is_limit_exceeded,
     cpu_spin_is_limit_exceeded,
+    file_size_open_files_and_core_limits_hold,
     sleeping_past_the_timeout_is_killed,
     daemonized_grandchild_does_not_outlive_the_call,
     killing_upm_kills_the_plugin_tree,
@@ -807,6 +809,38 @@ fn cpu_spin_is_limit_exceeded(who: Who) {
         (900.0..2500.0).contains(&cpu),
         "cpu {cpu} ms under a 1 s limit"
     );
+}
+
+/// The limits the result reports besides time, CPU, memory and processes: each is the
+/// configured value inside the plugin, and hitting it fails the operation.
+fn file_size_open_files_and_core_limits_hold(who: Who) {
+    const FSIZE: u64 = 1 << 20;
+    const NOFILE: u64 = 64;
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["file_size_bytes"] = json!(FSIZE);
+        cfg["sandbox"]["limits"]["open_files"] = json!(NOFILE);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call("probe", "file_limits", json!({ "fsize": FSIZE }));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_eq!(r["fsize"], json!([FSIZE, FSIZE]), "{r}");
+    assert_eq!(r["nofile"], json!([NOFILE, NOFILE]), "{r}");
+    assert_eq!(r["core"], json!([0, 0]), "no core dumps: {r}");
+    assert_ok(&r["small_write"], "a small write in the working directory");
+    assert_eq!(errno(&r["write_past_fsize"]), libc::EFBIG as i64, "{r}");
+    assert_eq!(r["big_size"], json!(FSIZE), "{r}");
+    assert_eq!(errno(&r["open_many"]), libc::EMFILE as i64, "{r}");
+    let opened = r["opened"].as_u64().unwrap();
+    assert!(
+        opened < NOFILE,
+        "opened {opened} descriptors under open_files {NOFILE}"
+    );
+    let limits = &run.json["data"]["sandbox"]["layers"]["limits"]["detail"];
+    assert_eq!(limits["file_size_bytes"], json!(FSIZE), "{limits}");
+    assert_eq!(limits["open_files"], json!(NOFILE), "{limits}");
 }
 
 fn sleeping_past_the_timeout_is_killed(who: Who) {
