@@ -7,7 +7,7 @@
 ARG BASE=localhost/upm-base:latest
 FROM ${BASE}
 # Where the two binaries are in the build context (the tests use their own profile's).
-ARG BIN_DIR=target/release
+ARG BIN_DIR=target/x86_64-unknown-linux-gnu/release
 
 COPY ${BIN_DIR}/upm /usr/local/bin/upm
 COPY image/upm_config.json /opt/upm/upm_config.json

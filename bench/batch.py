@@ -25,7 +25,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UPM = os.path.join(ROOT, "target/release/upm")
+UPM = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/upm")
 REQUEST = {"plugin": "True", "method": "noop", "args": {}}
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UPM = os.path.join(ROOT, "target/release/upm")
+UPM = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/upm")
 # The tiny no-op plugin: the same program bwrap runs. It ignores its stdin and prints
 # nothing, which upm's protocol reads as result `null`.
 NOOP = "/bin/true"

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UPM = os.path.join(ROOT, "target/release/upm")
+UPM = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/upm")
 MiB = 1 << 20
 TOTAL = 1 << 30
 CAPS = [64 * MiB, 512 * MiB]

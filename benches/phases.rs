@@ -91,7 +91,7 @@ fn main() {
             n,
         ),
     ));
-    let exe = root.join("target/release/upm-texttools");
+    let exe = root.join("target/x86_64-unknown-linux-gnu/release/upm-texttools");
     if exe.exists() {
         rows.push((
             "open + sha256 of upm-texttools",

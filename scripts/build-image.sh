@@ -8,7 +8,7 @@
 # Needs: cargo, python3 (/usr/bin/python3), podman (as root: apt-get install podman runc).
 # UPM_IMAGE_BASE names the base to build (default localhost/upm-base:latest);
 # UPM_SKIP_CARGO=1 reuses the binaries as they are; UPM_BIN_DIR says where they are
-# (default target/release, relative to the repository).
+# (default target/x86_64-unknown-linux-gnu/release, relative to the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +18,7 @@ engine=(podman)
 # crun, podman's usual default, refuses hybrid cgroup hosts; runc works wherever podman does.
 if command -v runc >/dev/null; then engine+=(--runtime "$(command -v runc)"); fi
 
-bin_dir=${UPM_BIN_DIR:-target/release}
+bin_dir=${UPM_BIN_DIR:-target/x86_64-unknown-linux-gnu/release}
 if [ "${UPM_SKIP_CARGO:-0}" != 1 ]; then
   cargo build --release --locked --bins
 fi
