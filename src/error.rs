@@ -153,7 +153,7 @@ impl From<crate::spawn::SpawnError> for Failure {
                 Code::SandboxUnavailable,
                 format!("{e}; the plugin was not run"),
             ),
-            E::Pipe(_) | E::Clone(_) => Failure::new(
+            E::Pipe(_) | E::Clone(_) | E::Stack(_) => Failure::new(
                 Code::PluginStartFailed,
                 format!("{e}; the plugin was not run"),
             ),

@@ -406,33 +406,39 @@ impl Session {
         };
         phase(call, "sandbox prepared");
 
-        // audit `started`, durably, before the plugin exists
+        // spawn: the sandbox's init sets every layer up, then waits for the go
+        let spawned = match spawn::start(&launch, &mut sandbox) {
+            Ok(s) => s,
+            Err(e) => return self.finish_refused(call, e.into()),
+        };
+        phase(call, "sandbox started");
+
+        // meanwhile, audit `started` durably: the plugin does not exist before it is
         let files = json!({
             "exec": runnable.exe.path,
             "exec_sha256": runnable.exe.sha256,
             "manifest_sha256": runnable.manifest_sha256,
         });
+        let summary = spawned.sandbox().summary();
         let started = Started {
             config,
             schema,
             req,
             files,
-            sandbox: sandbox.summary(),
+            sandbox: summary.clone(),
         };
         if let Err(f) = self.audit_started(call, started) {
+            drop(spawned);
             return respond(call, f.into());
         }
-
         phase(call, "started entry durable");
-        // spawn, capture
-        let outcome = spawn::run(&launch, &mut sandbox);
+
+        // go, capture
+        let outcome = spawned.run();
         phase(call, "plugin finished");
         drop(workdir);
-        let ran = match outcome {
-            Ok(o) => outcome::interpret(o, plugin),
-            Err(e) => Failure::from(e).into(),
-        };
-        self.finish_with(call, Some(sandbox.summary()), ran)
+        let ran = outcome::interpret(outcome, plugin);
+        self.finish_with(call, Some(summary), ran)
     }
 
     /// The same steps through a container engine: prepare, audit `started`, run, interpret.

@@ -9,7 +9,8 @@
 
 use super::host::Host;
 use super::policy::{Layer, UserSpec};
-use super::LayerReport;
+use super::{sys, LayerReport};
+use ::syscalls::{syscall, Sysno};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,51 +76,34 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 impl Plan {
     /// Async-signal-safe: raw prctl/set*id/capset only. Order matters: the
     /// bounding set needs CAP_SETPCAP, which the uid change takes away.
+    ///
+    /// Raw system calls, not glibc's wrappers: those broadcast a credential change to
+    /// every thread glibc knows of (in a child of a multithreaded upm that means waiting
+    /// forever for threads that do not exist there), and they write `errno`, which in a
+    /// child sharing upm's memory is a live upm thread's.
     pub fn apply(&self) -> Result<(), i32> {
         for cap in 0..=self.cap_last_cap {
-            // SAFETY: plain prctl with integer arguments.
             // Without a user namespace an unprivileged caller cannot drop the bounding set
             // (EPERM); it has no capabilities to gain, and no_new_privs blocks file capabilities.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
-                && super::errno() != libc::EINVAL
-                && !(self.mode == Mode::KeepCaller && super::errno() == libc::EPERM)
-            {
-                return Err(super::errno());
+            match sys(prctl_int(libc::PR_CAPBSET_DROP, cap as usize)) {
+                Ok(_) | Err(libc::EINVAL) => {}
+                Err(libc::EPERM) if self.mode == Mode::KeepCaller => {}
+                Err(e) => return Err(e),
             }
         }
-        // Raw system calls, not glibc's wrappers: those broadcast the change to every thread
-        // glibc knows of, and in a child cloned from a multithreaded upm (`run --jsonl
-        // --parallel`) that means waiting forever for threads that do not exist here.
         if self.mode == Mode::Switch {
             // SAFETY: an empty group list; the pointer is never read for size 0.
-            if unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) }
-                != 0
-            {
-                return Err(super::errno());
-            }
+            sys(unsafe { syscall!(Sysno::setgroups, 0, 0) })?;
         }
-        // SAFETY: set*id with integer arguments; changes only this (single-threaded) process.
-        if unsafe { libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) } != 0 {
-            return Err(super::errno());
-        }
+        // SAFETY: set*id with integer arguments; changes only this process.
+        sys(unsafe { syscall!(Sysno::setresgid, self.gid, self.gid, self.gid) })?;
         // SAFETY: as above.
-        if unsafe { libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) } != 0 {
-            return Err(super::errno());
-        }
-        // SAFETY: plain prctl with integer arguments.
-        if unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            )
-        } != 0
-        {
-            return Err(super::errno());
-        }
-        let mut header = CapHeader {
+        sys(unsafe { syscall!(Sysno::setresuid, self.uid, self.uid, self.uid) })?;
+        sys(prctl_int(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+        ))?;
+        let header = CapHeader {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,
         };
@@ -129,16 +113,26 @@ impl Plan {
             inheritable: 0,
         }; 2];
         // SAFETY: header and data are valid, correctly laid out kernel structs on our stack.
-        if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-            return Err(super::errno());
-        }
+        sys(unsafe { syscall!(Sysno::capset, &header as *const CapHeader, data.as_ptr()) })?;
         // Check rather than trust: a uid still 0 here would be a silent failure.
-        // SAFETY: getters without arguments.
-        if unsafe {
-            libc::getuid() != self.uid || libc::geteuid() != self.uid || libc::getgid() != self.gid
-        } {
+        let mut ids = [[0u32; 3]; 2];
+        let [u, g] = &mut ids;
+        let [ru, eu, su] = u.each_mut().map(|p| p as *mut u32);
+        let [rg, eg, sg] = g.each_mut().map(|p| p as *mut u32);
+        // SAFETY: getres*id write three ids each into arrays on our stack.
+        unsafe {
+            sys(syscall!(Sysno::getresuid, ru, eu, su))?;
+            sys(syscall!(Sysno::getresgid, rg, eg, sg))?;
+        }
+        if ids != [[self.uid; 3], [self.gid; 3]] {
             return Err(libc::EPERM);
         }
         Ok(())
     }
+}
+
+/// prctl with one integer argument (no pointers).
+fn prctl_int(option: libc::c_int, arg: usize) -> Result<usize, ::syscalls::Errno> {
+    // SAFETY: the options used here take integer arguments only.
+    unsafe { syscall!(Sysno::prctl, option, arg, 0, 0, 0) }
 }

@@ -7,13 +7,14 @@
 
 use super::host::Host;
 use super::policy::Layer;
-use super::{LayerReport, SandboxError};
+use super::{sys, LayerReport, SandboxError};
+use ::syscalls::{syscall, Sysno};
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 use serde_json::json;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// The ABI whose rights upm handles: V6 brings TCP rules (V4), device ioctl (V5) and scoping (V6).
@@ -98,6 +99,11 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
     )?;
     let fd: Option<OwnedFd> = created.into();
     let ruleset = fd.ok_or_else(|| unavailable("the kernel refused to create a ruleset".into()))?;
+    // At 10 or above, where the child's dup2s onto its standard descriptors cannot land.
+    let ruleset = nix::fcntl::fcntl(&ruleset, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+        // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that nothing else owns.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .map_err(|e| unavailable(format!("cannot move the ruleset descriptor: {e}")))?;
     let abi = spec.host.landlock_abi.min(TARGET_ABI as i32);
     let report = LayerReport::enforced(
         Layer::Landlock,
@@ -147,20 +153,22 @@ fn add_rule(
 }
 
 impl Plan {
-    /// Async-signal-safe: one syscall on a descriptor opened in the parent.
+    /// Async-signal-safe: one raw syscall on a descriptor opened in the parent.
     /// no_new_privs must already be set.
     pub fn apply(&self) -> Result<(), i32> {
         // SAFETY: the descriptor is a valid Landlock ruleset owned by this plan.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_restrict_self,
+        sys(unsafe {
+            syscall!(
+                Sysno::landlock_restrict_self,
                 self.ruleset.as_raw_fd(),
-                0u32,
+                0u32
             )
-        };
-        if rc != 0 {
-            return Err(super::errno());
-        }
+        })?;
         Ok(())
+    }
+
+    /// The ruleset's descriptor, which the child must keep open until it applies it.
+    pub fn fd(&self) -> RawFd {
+        self.ruleset.as_raw_fd()
     }
 }

@@ -1,10 +1,11 @@
 //! Hard limits: rlimits set in the child, the wall clock and output cap kept by the parent.
 
 use super::policy::Limits;
-use super::LayerReport;
+use super::{sys, LayerReport};
+use ::syscalls::{syscall, Sysno};
 use serde_json::json;
 
-/// One `setrlimit` to make in the child.
+/// One rlimit to set in the child.
 #[derive(Debug, Clone, Copy)]
 pub struct Rlimit {
     pub resource: libc::__rlimit_resource_t,
@@ -58,17 +59,23 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
 }
 
 impl Plan {
-    /// Async-signal-safe: setrlimit only.
+    /// Async-signal-safe: raw prlimit64 on this process only.
     pub fn apply(&self) -> Result<(), i32> {
         for l in &self.rlimits {
-            let lim = libc::rlimit {
+            let lim = libc::rlimit64 {
                 rlim_cur: l.soft,
                 rlim_max: l.hard,
             };
-            // SAFETY: setrlimit reads a valid rlimit struct on our stack.
-            if unsafe { libc::setrlimit(l.resource, &lim) } != 0 {
-                return Err(super::errno());
-            }
+            // SAFETY: prlimit64(0 = this process) reads a valid rlimit64 on our stack.
+            sys(unsafe {
+                syscall!(
+                    Sysno::prlimit64,
+                    0,
+                    l.resource,
+                    &lim as *const libc::rlimit64,
+                    0
+                )
+            })?;
         }
         Ok(())
     }

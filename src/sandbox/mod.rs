@@ -20,6 +20,7 @@ pub mod policy;
 pub mod seccomp;
 mod syscalls;
 
+use ::syscalls::{syscall, Sysno};
 use host::Host;
 use policy::{Layer, Policy};
 use serde::Serialize;
@@ -322,8 +323,9 @@ impl Prepared {
         json!({ "backend": "native", "layers": layers })
     }
 
-    /// Runs in the child between fork and exec. Async-signal-safe only: every
-    /// plan was built in the parent and applies itself with raw syscalls.
+    /// Runs in the sandbox's init before the plugin is started. Async-signal-safe
+    /// only, and through raw system calls that never write `errno` (the init shares
+    /// upm's memory): every plan was built in the parent and applies itself.
     pub fn apply_in_child(&self, parent_alive_fd: libc::c_int) -> Result<(), (Step, i32)> {
         self.limits.apply().map_err(|e| (Step::Limits, e))?;
         self.credentials
@@ -332,16 +334,14 @@ impl Prepared {
         // The credential change cleared any earlier parent-death signal: set it now, then
         // make sure the parent did not die before it was set.
         // SAFETY: plain prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-            return Err((Step::ParentDeath, errno()));
-        }
+        sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
+            .map_err(|e| (Step::ParentDeath, e))?;
         if parent_gone(parent_alive_fd) {
             return Err((Step::ParentDeath, libc::ESRCH));
         }
         // SAFETY: plain prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err((Step::NoNewPrivs, errno()));
-        }
+        sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+            .map_err(|e| (Step::NoNewPrivs, e))?;
         if let Some(l) = &self.landlock {
             l.apply().map_err(|e| (Step::Landlock, e))?;
         }
@@ -359,9 +359,28 @@ fn parent_gone(fd: libc::c_int) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd on our stack, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && (p.revents & libc::POLLHUP) != 0
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid pollfd and a zero timeout on our stack; no signal mask.
+    let n = unsafe {
+        syscall!(
+            Sysno::ppoll,
+            &mut p as *mut libc::pollfd,
+            1,
+            &zero as *const libc::timespec,
+            0,
+            0
+        )
+    };
+    n.is_ok_and(|n| n > 0) && (p.revents & libc::POLLHUP) != 0
+}
+
+/// A raw system call's result with its errno as a plain number, for code that must
+/// not touch `errno` (see [`Prepared::apply_in_child`]).
+pub fn sys(r: Result<usize, ::syscalls::Errno>) -> Result<usize, i32> {
+    r.map_err(::syscalls::Errno::into_raw)
 }
 
 /// The calling thread's errno, without allocating.

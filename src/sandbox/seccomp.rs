@@ -81,7 +81,8 @@ use seccompiler::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::syscalls;
+use super::{sys, syscalls};
+use ::syscalls::{syscall, Sysno};
 
 /// Profiles are small; anything bigger is a mistake or an attack on the parser.
 const MAX_PROFILE_BYTES: u64 = 1 << 20;
@@ -1066,14 +1067,13 @@ fn abi_guard() -> BpfProgram {
 }
 
 impl CompiledFilter {
-    /// Installs the filters in the calling thread. Runs between fork and exec, so async-signal-safe:
-    /// no allocation, no locks, raw prctl(PR_SET_NO_NEW_PRIVS) + seccomp(SECCOMP_SET_MODE_FILTER) syscalls; returns the errno on failure.
+    /// Installs the filters in the calling thread. Runs in the sandbox's init, so
+    /// async-signal-safe: no allocation, no locks, raw prctl(PR_SET_NO_NEW_PRIVS) +
+    /// seccomp(SECCOMP_SET_MODE_FILTER) system calls that never write `errno`; returns
+    /// the errno on failure.
     pub fn apply(&self) -> Result<(), i32> {
         // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes no pointers.
-        let rc = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        if rc != 0 {
-            return Err(last_errno());
-        }
+        sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
         for prog in &self.programs {
             let len = u16::try_from(prog.len()).map_err(|_| libc::EINVAL)?;
             let fprog = libc::sock_fprog {
@@ -1084,17 +1084,14 @@ impl CompiledFilter {
             // SAFETY: `fprog` points at `len` instructions owned by `self`, alive for the
             // call; seccompiler's `sock_filter` is `#[repr(C)]` with the kernel's layout,
             // the same as libc's.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
+            sys(unsafe {
+                syscall!(
+                    Sysno::seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
                     0,
-                    &fprog as *const libc::sock_fprog,
+                    &fprog as *const libc::sock_fprog
                 )
-            };
-            if rc != 0 {
-                return Err(last_errno());
-            }
+            })?;
         }
         Ok(())
     }
@@ -1108,13 +1105,6 @@ impl CompiledFilter {
     pub fn filter_count(&self) -> usize {
         self.programs.len()
     }
-}
-
-/// Reads errno without allocating.
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EINVAL)
 }
 
 #[cfg(test)]

@@ -1,0 +1,296 @@
+//! The parent's side of a running process: feed stdin, drain stdout, stderr (and
+//! the Python runner's result channel) in one poll loop under a combined byte cap,
+//! watch the clock, and read the init's report.
+
+use super::child::{Record, EXITED, RECORD_SIZE, SETUP_FAILED};
+use super::{Exit, Launch, Outcome, Stop, Stream, Usage};
+use crate::sandbox::{errno, Step};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// What the parent feeds a plugin and how long and how much it lets it print.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub stdin: &'a [u8],
+    pub timeout: Duration,
+    /// stdout + stderr (+ the result channel), together.
+    pub output_cap: u64,
+}
+
+impl Launch {
+    pub fn io(&self) -> Io<'_> {
+        Io {
+            stdin: &self.stdin,
+            timeout: self.timeout,
+            output_cap: self.output_cap,
+        }
+    }
+}
+
+/// The parent's ends of a process's standard streams.
+pub struct Pipes {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// What [`capture`] collected, and why it cut the process short if it did.
+#[derive(Debug)]
+pub struct Collected {
+    pub stdout: Stream,
+    pub stderr: Stream,
+    pub stopped_by: Option<Stop>,
+}
+
+/// Feeds stdin and drains stdout/stderr of a process started elsewhere (the
+/// container engine's client) with the same cap, clock and loop as the native
+/// backend. `stop` must end the whole process tree; it is called at most once.
+pub fn capture(io: Io<'_>, started: Instant, pipes: Pipes, stop: &mut dyn FnMut()) -> Collected {
+    let mut cap = Capture::new(io, started);
+    cap.pump(pipes, None, None, stop);
+    Collected {
+        stdout: cap.stdout,
+        stderr: cap.stderr,
+        stopped_by: cap.stopped_by,
+    }
+}
+
+/// The parent's side of one call: feed stdin, drain outputs under a cap, watch the clock.
+pub(super) struct Capture<'a> {
+    io: Io<'a>,
+    started: Instant,
+    stdout: Stream,
+    stderr: Stream,
+    result: Stream,
+    report: Vec<u8>,
+    stopped_by: Option<Stop>,
+}
+
+const CHUNK: usize = 1 << 20;
+/// Reads per readable stream per wake-up before polling again (bounded, so one
+/// stream cannot starve the clock or the others).
+const READS_PER_WAKE: usize = 16;
+/// After a kill, how long to keep reading before giving up on the pipes.
+const GRACE: Duration = Duration::from_millis(2000);
+
+impl<'a> Capture<'a> {
+    pub(super) fn new(io: Io<'a>, started: Instant) -> Self {
+        Capture {
+            io,
+            started,
+            stdout: Stream::default(),
+            stderr: Stream::default(),
+            result: Stream::default(),
+            report: Vec::new(),
+            stopped_by: None,
+        }
+    }
+
+    /// `stop` kills the process tree; called at most once, on timeout or past the output cap.
+    pub(super) fn pump(
+        &mut self,
+        pipes: Pipes,
+        result_r: Option<OwnedFd>,
+        report_r: Option<OwnedFd>,
+        stop: &mut dyn FnMut(),
+    ) {
+        for fd in [&pipes.stdin, &pipes.stdout, &pipes.stderr]
+            .into_iter()
+            .chain(result_r.as_ref())
+            .chain(report_r.as_ref())
+        {
+            set_nonblocking(fd.as_raw_fd());
+        }
+        let mut stdin_w = Some(pipes.stdin);
+        let mut written = 0usize;
+        let mut readers: Vec<(usize, Option<OwnedFd>)> = vec![
+            (0, Some(pipes.stdout)),
+            (1, Some(pipes.stderr)),
+            (2, result_r),
+            (3, report_r),
+        ];
+        if readers[2].1.is_none() {
+            self.result.closed = true;
+        }
+        let deadline = self.started + self.io.timeout;
+        let mut give_up: Option<Instant> = None;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if readers.iter().all(|(_, fd)| fd.is_none()) {
+                break;
+            }
+            let now = Instant::now();
+            if give_up.is_some_and(|g| now >= g) {
+                break;
+            }
+            if self.stopped_by.is_none() && now >= deadline {
+                self.stopped_by = Some(Stop::Timeout);
+                stop();
+                give_up = Some(now + GRACE);
+                stdin_w = None;
+            }
+            let wait_until = give_up.unwrap_or(deadline);
+            let timeout_ms = wait_until
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(i32::MAX as u128) as i32;
+
+            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(5);
+            if let Some(w) = &stdin_w {
+                pfds.push(pollfd(w.as_raw_fd(), libc::POLLOUT));
+            }
+            for (_, fd) in &readers {
+                if let Some(fd) = fd {
+                    pfds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
+                }
+            }
+            // SAFETY: pfds is a valid array of pollfd for its length.
+            let n =
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+            if n < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                break;
+            }
+            let mut i = 0;
+            if let Some(w) = &stdin_w {
+                let ev = pfds[i].revents;
+                i += 1;
+                if ev & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+                    let rest = &self.io.stdin[written..];
+                    match nix::unistd::write(w, rest) {
+                        Ok(k) => written += k,
+                        Err(nix::errno::Errno::EAGAIN) => {}
+                        Err(_) => written = self.io.stdin.len(),
+                    }
+                    if written >= self.io.stdin.len() {
+                        stdin_w = None;
+                    }
+                }
+            }
+            for (which, slot) in readers.iter_mut() {
+                if slot.is_none() {
+                    continue;
+                }
+                let ev = pfds[i].revents;
+                i += 1;
+                if ev == 0 {
+                    continue;
+                }
+                for _ in 0..READS_PER_WAKE {
+                    let Some(fd) = slot.as_ref() else { break };
+                    match nix::unistd::read(fd, &mut buf) {
+                        Ok(0) => *slot = None,
+                        Ok(k) => {
+                            if *which == 3 {
+                                self.report.extend_from_slice(&buf[..k]);
+                            } else if !self.keep(*which, &buf[..k]) && self.stopped_by.is_none() {
+                                self.stopped_by = Some(Stop::Output);
+                                stop();
+                                give_up = Some(Instant::now() + GRACE);
+                            }
+                            if k < buf.len() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(_) => *slot = None,
+                    }
+                    break;
+                }
+            }
+        }
+        for (which, slot) in &readers {
+            if slot.is_none() {
+                match which {
+                    0 => self.stdout.closed = true,
+                    1 => self.stderr.closed = true,
+                    2 => self.result.closed = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Keeps output up to the combined cap; false once the cap is passed.
+    fn keep(&mut self, which: usize, bytes: &[u8]) -> bool {
+        let cap = self.io.output_cap;
+        let used =
+            (self.stdout.data.len() + self.stderr.data.len() + self.result.data.len()) as u64;
+        let room = cap.saturating_sub(used) as usize;
+        let s = match which {
+            0 => &mut self.stdout,
+            1 => &mut self.stderr,
+            _ => &mut self.result,
+        };
+        s.total += bytes.len() as u64;
+        let take = bytes.len().min(room);
+        s.data.extend_from_slice(&bytes[..take]);
+        take == bytes.len()
+    }
+
+    pub(super) fn finish(self, init_usage: Usage) -> Outcome {
+        let mut exit = None;
+        let mut start_failure = None;
+        let mut usage = init_usage;
+        for chunk in self.report.chunks_exact(RECORD_SIZE) {
+            let mut rec = Record::default();
+            // SAFETY: copies RECORD_SIZE bytes into a repr(C) struct of plain integers.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    chunk.as_ptr(),
+                    (&mut rec as *mut Record).cast::<u8>(),
+                    RECORD_SIZE,
+                )
+            };
+            match rec.kind {
+                SETUP_FAILED => {
+                    start_failure =
+                        start_failure.or(Step::from_u32(rec.step).map(|s| (s, rec.errno)))
+                }
+                EXITED => {
+                    let st = rec.status;
+                    exit = Some(if libc::WIFSIGNALED(st) {
+                        Exit::Signal(libc::WTERMSIG(st))
+                    } else {
+                        Exit::Code(libc::WEXITSTATUS(st))
+                    });
+                    usage = Usage {
+                        user_ms: rec.utime_us as f64 / 1000.0,
+                        sys_ms: rec.stime_us as f64 / 1000.0,
+                        max_rss_kb: rec.maxrss_kb,
+                    };
+                }
+                _ => {}
+            }
+        }
+        Outcome {
+            exit,
+            start_failure,
+            stopped_by: self.stopped_by,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            result: self.result,
+            wall: self.started.elapsed(),
+            usage,
+        }
+    }
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl flag updates on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}

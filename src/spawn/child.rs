@@ -1,0 +1,396 @@
+//! The sandbox's own processes, up to the plugin's exec.
+//!
+//! ```text
+//! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC [| NEWUSER])──▶ init (pid 1 of its PID namespace)
+//!                               stdio, setsid, chdir, every layer; waits for upm's go
+//!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin: execveat
+//! ```
+//!
+//! Both processes share upm's memory until the plugin's exec: no page tables are
+//! copied, which is what made a fork of upm cost more than the rest of the spawn.
+//! The price is discipline. Everything in this file
+//! - runs on a stack of its own ([`Stacks`]), reads only what the parent prepared and
+//!   leaves untouched until the init is reaped, and writes only to that stack;
+//! - makes raw system calls only, which hand back their error instead of writing
+//!   `errno` (glibc's `errno` lives in the thread-local storage of the upm thread that
+//!   cloned, and that thread runs on concurrently);
+//! - never allocates, locks, panics or unwinds.
+
+use crate::sandbox::{sys, Prepared, Step};
+use ::syscalls::{syscall, Sysno};
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Where the report pipe and the go pipe sit in the init, above the plugin's 0..=3.
+pub(super) const REPORT_FD: RawFd = 4;
+pub(super) const SYNC_FD: RawFd = 5;
+
+/// What the children read: built by the parent, unchanged until the init is reaped.
+pub(super) struct Ctx {
+    /// Sources of the plugin's descriptors 0..=3 (-1: leave 3 closed). All >= 10.
+    pub stdio: [RawFd; 4],
+    pub report: RawFd,
+    pub sync: RawFd,
+    /// The verified executable; a script keeps it open across the exec.
+    pub exec_fd: RawFd,
+    pub keep_exec_fd: bool,
+    pub workdir: *const libc::c_char,
+    pub argv: *const *const libc::c_char,
+    pub envp: *const *const libc::c_char,
+    pub sandbox: *const Prepared,
+    /// A user namespace's id maps are written by the parent after the clone: the
+    /// credentials must wait for them.
+    pub go_before_credentials: bool,
+    pub plugin_stack: *mut u8,
+}
+
+/// What the init (or the plugin, when its exec fails) tells the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(super) struct Record {
+    pub kind: u32,
+    pub step: u32,
+    pub errno: i32,
+    pub status: i32,
+    pub utime_us: i64,
+    pub stime_us: i64,
+    pub maxrss_kb: i64,
+}
+pub(super) const RECORD_SIZE: usize = std::mem::size_of::<Record>();
+pub(super) const SETUP_FAILED: u32 = 1;
+pub(super) const EXITED: u32 = 3;
+
+/// Two stacks with a guard page below each: the init's and the plugin's (until exec).
+pub(super) struct Stacks {
+    base: *mut c_void,
+    len: usize,
+}
+
+const STACK: usize = 256 * 1024;
+const GUARD: usize = 64 * 1024;
+
+impl Stacks {
+    pub fn new() -> io::Result<Stacks> {
+        let len = 2 * (GUARD + STACK);
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stacks = Stacks { base, len };
+        for guard in [0, GUARD + STACK] {
+            // SAFETY: within the mapping just made, page-aligned (GUARD and STACK are).
+            if unsafe { libc::mprotect(stacks.at(guard).cast(), GUARD, libc::PROT_NONE) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(stacks)
+    }
+
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.base.cast::<u8>().wrapping_add(offset)
+    }
+
+    /// Tops (stacks grow down), 16-byte aligned as both ABIs want at a call.
+    pub fn init_top(&self) -> *mut u8 {
+        self.at(GUARD + STACK)
+    }
+    pub fn plugin_top(&self) -> *mut u8 {
+        self.at(self.len)
+    }
+}
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; the owner drops it only after reaping the init.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Starts the init on its stack, in the namespaces `ns_flags` asks for.
+///
+/// # Safety
+/// `ctx` and `stacks` must stay valid and unchanged until the init has been reaped.
+pub(super) unsafe fn clone_init(
+    ns_flags: libc::c_int,
+    stacks: &Stacks,
+    ctx: &Ctx,
+) -> Result<libc::pid_t, i32> {
+    let flags = (libc::CLONE_VM | ns_flags | libc::SIGCHLD) as usize;
+    clone_on(flags, stacks.init_top(), init_main, ctx)
+}
+
+/// clone(2) onto a fresh stack: the child calls `main(ctx)`, which never returns.
+/// (A raw clone without a new stack would have the child return into the parent's
+/// frames, which it shares.)
+///
+/// # Safety
+/// `stack_top` is the 16-byte aligned top of a mapping, and `ctx` a value, both valid
+/// for as long as the child runs on them.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone_on(
+    flags: usize,
+    stack_top: *mut u8,
+    main: extern "C" fn(*const Ctx) -> !,
+    ctx: *const Ctx,
+) -> Result<libc::pid_t, i32> {
+    let ret: isize;
+    // SAFETY: clone(flags, stack, NULL, NULL, 0). In the child (rax == 0) rsp is the
+    // new stack's top, which is 16-byte aligned, so `call` enters `main` with the
+    // alignment the ABI requires; r12/r13 survive the syscall in both processes.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone as isize => ret,
+            in("rdi") flags,
+            in("rsi") stack_top,
+            in("rdx") 0usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            in("r12") ctx,
+            in("r13") main,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        Err(-ret as i32)
+    } else {
+        Ok(ret as libc::pid_t)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("upm's spawn needs a clone-onto-a-new-stack trampoline for this architecture");
+
+/// The init: sets the plugin's descriptors and every layer up, waits for the go,
+/// starts the plugin, reaps it and reports how it ended.
+extern "C" fn init_main(ctx: *const Ctx) -> ! {
+    // SAFETY: the parent passed a Ctx that outlives this process.
+    let ctx = unsafe { &*ctx };
+    if let Err((step, errno)) = init(ctx) {
+        fail(step, errno);
+    }
+    // init() returns only on failure: it ends by exiting with the plugin's report.
+    exit(1)
+}
+
+fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
+    // The report pipe first, so that every later failure can be told.
+    if let Err(e) = dup_to(ctx.report, REPORT_FD, libc::O_CLOEXEC) {
+        write_record_to(ctx.report, &setup_failed(Step::Stdio, e));
+        exit(127);
+    }
+    for (to, from) in ctx.stdio.iter().enumerate() {
+        let to = to as RawFd;
+        if *from >= 0 {
+            dup_to(*from, to, 0).map_err(|e| (Step::Stdio, e))?;
+        } else {
+            // SAFETY: closing one of our own descriptors; EBADF is harmless.
+            let _ = unsafe { syscall!(Sysno::close, to) };
+        }
+    }
+    dup_to(ctx.sync, SYNC_FD, libc::O_CLOEXEC).map_err(|e| (Step::Sync, e))?;
+    // SAFETY: the parent built the plan and keeps it unchanged until we are reaped.
+    let sandbox = unsafe { &*ctx.sandbox };
+    // Whatever else upm had open (another call's pipes, in a batch) is none of ours.
+    let ruleset = sandbox.landlock.as_ref().map_or(-1, |l| l.fd());
+    close_except(&mut [0, 1, 2, 3, REPORT_FD, SYNC_FD, ctx.exec_fd, ruleset]);
+    // SAFETY: setsid takes no arguments.
+    sys(unsafe { syscall!(Sysno::setsid) }).map_err(|e| (Step::Session, e))?;
+    // SAFETY: a NUL-terminated path prepared by the parent.
+    sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;
+    if ctx.go_before_credentials {
+        wait_for_go()?;
+    }
+    sandbox.apply_in_child(SYNC_FD)?;
+    if !ctx.go_before_credentials {
+        wait_for_go()?;
+    }
+    let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize;
+    // SAFETY: the plugin's stack and ctx outlive the init, which outlives the plugin's
+    // use of them: CLONE_VFORK suspends the init until the plugin execs or exits.
+    let plugin = unsafe { clone_on(flags, ctx.plugin_stack, plugin_main, ctx) }
+        .map_err(|e| (Step::Fork, e))?;
+    // The init keeps nothing but its report pipe: no end of the plugin's pipes, so they
+    // reach EOF when the plugin's tree closes them.
+    close_except(&mut [REPORT_FD]);
+    reap_and_report(plugin)
+}
+
+/// The plugin's last steps before its exec, still in the init's (and upm's) memory.
+extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
+    // SAFETY: as in init_main.
+    let ctx = unsafe { &*ctx };
+    // upm ignores SIGPIPE, and an ignored signal stays ignored across exec.
+    let dfl = KernelSigaction::default();
+    // SAFETY: a valid kernel sigaction on our stack; the old one is not asked for.
+    if let Err(e) = sys(unsafe {
+        syscall!(
+            Sysno::rt_sigaction,
+            libc::SIGPIPE,
+            &dfl as *const KernelSigaction,
+            0,
+            8
+        )
+    }) {
+        fail(Step::Exec, e);
+    }
+    if ctx.keep_exec_fd {
+        // SAFETY: fcntl on the verified descriptor, which stays open in this process.
+        if let Err(e) = sys(unsafe { syscall!(Sysno::fcntl, ctx.exec_fd, libc::F_SETFD, 0) }) {
+            fail(Step::Exec, e);
+        }
+    }
+    // SAFETY: exec of the verified descriptor; argv/envp are NULL-terminated arrays of
+    // NUL-terminated strings prepared by the parent; "" with AT_EMPTY_PATH names the fd.
+    let e = unsafe {
+        syscall!(
+            Sysno::execveat,
+            ctx.exec_fd,
+            c"".as_ptr(),
+            ctx.argv,
+            ctx.envp,
+            libc::AT_EMPTY_PATH
+        )
+    };
+    fail(Step::Exec, sys(e).err().unwrap_or(libc::EINVAL))
+}
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 both have `sa_restorer`).
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+fn reap_and_report(plugin: libc::pid_t) -> ! {
+    loop {
+        let mut status = 0i32;
+        // SAFETY: zeroed rusage is a valid value; wait4 fills it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointers on our stack.
+        let r = sys(unsafe {
+            syscall!(
+                Sysno::wait4,
+                -1isize,
+                &mut status as *mut i32,
+                libc::__WALL,
+                &mut usage as *mut libc::rusage
+            )
+        });
+        match r {
+            Ok(pid) if pid as libc::pid_t == plugin => {
+                let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+                write_record_to(
+                    REPORT_FD,
+                    &Record {
+                        kind: EXITED,
+                        status,
+                        utime_us: us(usage.ru_utime),
+                        stime_us: us(usage.ru_stime),
+                        maxrss_kb: usage.ru_maxrss,
+                        ..Record::default()
+                    },
+                );
+                // The kernel now kills the rest of the namespace.
+                exit(0)
+            }
+            Ok(_) | Err(libc::EINTR) => {}
+            Err(_) => exit(1),
+        }
+    }
+}
+
+fn wait_for_go() -> Result<(), (Step, i32)> {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads one byte into a stack variable.
+        match sys(unsafe { syscall!(Sysno::read, SYNC_FD, &mut byte as *mut u8, 1) }) {
+            Ok(1) => return Ok(()),
+            // upm closed the pipe without a go: it gave the call up (or died).
+            Ok(_) => return Err((Step::Sync, libc::EPIPE)),
+            Err(libc::EINTR) => {}
+            Err(e) => return Err((Step::Sync, e)),
+        }
+    }
+}
+
+fn dup_to(from: RawFd, to: RawFd, flags: libc::c_int) -> Result<(), i32> {
+    // SAFETY: dup3 between descriptors; the sources are >= 10, so no target clobbers one.
+    sys(unsafe { syscall!(Sysno::dup3, from, to, flags) }).map(|_| ())
+}
+
+/// Closes every descriptor but `keep` (negative entries are ignored). Falls back to
+/// single closes where close_range is refused.
+fn close_except(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut next: u32 = 0;
+    for &fd in keep.iter().filter(|&&fd| fd >= 0) {
+        let fd = fd as u32;
+        if fd > next {
+            close_range(next, fd - 1);
+        }
+        next = next.max(fd + 1);
+    }
+    close_range(next, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: closes only this process's own descriptors.
+    if unsafe { syscall!(Sysno::close_range, first, last, 0) }.is_err() {
+        for fd in first..=last.min(4095) {
+            // SAFETY: as above; EBADF for unused numbers is harmless.
+            let _ = unsafe { syscall!(Sysno::close, fd) };
+        }
+    }
+}
+
+fn setup_failed(step: Step, errno: i32) -> Record {
+    Record {
+        kind: SETUP_FAILED,
+        step: step as u32,
+        errno,
+        ..Record::default()
+    }
+}
+
+fn write_record_to(fd: RawFd, rec: &Record) {
+    // SAFETY: writes RECORD_SIZE bytes from a valid repr(C) struct; a pipe write of
+    // less than PIPE_BUF bytes is atomic.
+    let _ = unsafe { syscall!(Sysno::write, fd, rec as *const Record, RECORD_SIZE) };
+}
+
+fn fail(step: Step, errno: i32) -> ! {
+    write_record_to(REPORT_FD, &setup_failed(step, errno));
+    exit(127)
+}
+
+/// Ends this process (not upm: the children are processes of their own).
+fn exit(code: i32) -> ! {
+    loop {
+        // SAFETY: exit_group takes an integer and does not return.
+        let _ = unsafe { syscall!(Sysno::exit_group, code) };
+    }
+}
