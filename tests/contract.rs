@@ -1473,7 +1473,10 @@ fn check_passes_on_a_good_config_and_lists_every_problem_of_a_bad_one() {
 fn check_on_the_repository_example_config() {
     let example = repo().join("upm_config.json");
     let r = run_with(&["check", "--config", example.to_str().unwrap()], b"", &[]);
-    if repo().join("target/x86_64-unknown-linux-gnu/release/upm-texttools").exists() {
+    if repo()
+        .join("target/x86_64-unknown-linux-gnu/release/upm-texttools")
+        .exists()
+    {
         assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
         assert_eq!(r.json["ok"], true);
     } else {
