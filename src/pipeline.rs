@@ -11,7 +11,7 @@
 //! audit log — so that `upm run --jsonl` loads them once for a whole batch,
 //! while each call still gets its own sandbox and its own audit entries.
 
-use crate::audit::AuditLog;
+use crate::audit::GroupCommit;
 use crate::config::{Config, ConfigError, Plugin};
 use crate::container;
 use crate::error::{Code, Failure};
@@ -76,12 +76,12 @@ impl Call {
 
 /// What calls share: loaded once per process (once per batch in `--jsonl` mode).
 pub struct Session {
-    config_path: PathBuf,
     config: Result<Config, ConfigError>,
     host: Host,
     schemas: Mutex<HashMap<(String, String), Arc<MethodSchema>>>,
     profiles: Mutex<HashMap<PathBuf, Arc<Profile>>>,
-    audit: Mutex<Option<AuditLog>>,
+    /// Opened on first use; concurrent calls share its fsyncs.
+    audit: GroupCommit,
 }
 
 /// Runs one call and returns its response (whose `exit_code` is the process's).
@@ -97,13 +97,21 @@ pub fn refuse(config_path: &Path, failure: Failure) -> Response {
 
 impl Session {
     pub fn load(config_path: &Path) -> Session {
+        let config = Config::load(config_path);
+        // Where this session's audit entries go, even when the config did not load.
+        let (audit_path, audit_settings) = match &config {
+            Ok(c) => (c.audit_path.clone(), c.audit.clone()),
+            Err(_) => (
+                crate::config::fallback_audit_path(config_path),
+                Default::default(),
+            ),
+        };
         Session {
-            config_path: config_path.to_path_buf(),
-            config: Config::load(config_path),
+            config,
             host: Host::probe(),
             schemas: Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
-            audit: Mutex::new(None),
+            audit: GroupCommit::new(audit_path, audit_settings),
         }
     }
 
@@ -155,7 +163,7 @@ impl Session {
         phase(&call, "authorized and validated");
 
         // audit log open before anything is prepared: nothing runs unaudited
-        if let Err(e) = self.with_audit(|_| Ok(String::new())) {
+        if let Err(e) = self.audit.ensure_open() {
             let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
             return respond(&call, f.into());
         }
@@ -199,36 +207,8 @@ impl Session {
         Ok(profile)
     }
 
-    /// Where this session's audit entries go, even when the config did not load.
-    fn audit_path(&self) -> PathBuf {
-        match &self.config {
-            Ok(c) => c.audit_path.clone(),
-            Err(_) => crate::config::fallback_audit_path(&self.config_path),
-        }
-    }
-
-    /// Runs `f` on the session's audit log, opening it on first use.
-    fn with_audit(
-        &self,
-        f: impl FnOnce(&mut AuditLog) -> Result<String, crate::audit::AuditError>,
-    ) -> Result<String, crate::audit::AuditError> {
-        let mut guard = lock(&self.audit);
-        if guard.is_none() {
-            let settings = self
-                .config
-                .as_ref()
-                .map(|c| c.audit.clone())
-                .unwrap_or_default();
-            *guard = Some(AuditLog::open(&self.audit_path(), &settings)?);
-        }
-        match guard.as_mut() {
-            Some(log) => f(log),
-            None => Ok(String::new()),
-        }
-    }
-
-    fn append(&self, entry: Map<String, Value>) -> Result<String, crate::audit::AuditError> {
-        self.with_audit(|log| log.append(entry))
+    fn append(&self, entry: Map<String, Value>) -> Result<String, Arc<crate::audit::AuditError>> {
+        self.audit.append(entry)
     }
 }
 
@@ -406,14 +386,14 @@ impl Session {
         };
         phase(call, "sandbox prepared");
 
-        // spawn: the sandbox's init sets every layer up, then waits for the go
+        // spawn: the sandbox's init, in its new namespaces, waits for the go
         let spawned = match spawn::start(&launch, &mut sandbox) {
             Ok(s) => s,
             Err(e) => return self.finish_refused(call, e.into()),
         };
         phase(call, "sandbox started");
 
-        // meanwhile, audit `started` durably: the plugin does not exist before it is
+        // audit `started` durably: the plugin does not exist before it is
         let files = json!({
             "exec": runnable.exe.path,
             "exec_sha256": runnable.exe.sha256,

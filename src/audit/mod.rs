@@ -78,6 +78,7 @@
 mod cli;
 mod files;
 mod format;
+mod group;
 mod query;
 mod settings;
 mod verify;
@@ -88,6 +89,7 @@ use std::path::PathBuf;
 pub use crate::keys::keygen;
 pub use cli::{run, AuditCommand, ShowFormat};
 pub use format::GENESIS;
+pub use group::GroupCommit;
 pub use query::{show, Filter};
 pub use settings::{AuditSettings, Mirror, Rotation};
 pub use verify::{verify, Finding, Outcome, VerifyReport};

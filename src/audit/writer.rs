@@ -40,7 +40,7 @@ impl Head {
 
 /// What one locked transaction wrote.
 struct Written {
-    hash: String,
+    hashes: Vec<String>,
     first_seq: u64,
     last_seq: u64,
     lines: Vec<Vec<u8>>,
@@ -191,28 +191,46 @@ impl AuditLog {
     /// Appends one entry durably and returns its hash. An error means the
     /// entry is NOT durable (and nothing partial was left behind if the
     /// file could be truncated back).
-    pub fn append(&mut self, mut entry: Map<String, Value>) -> Result<String, AuditError> {
-        let request_id = match entry.get("request_id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => {
+    pub fn append(&mut self, entry: Map<String, Value>) -> Result<String, AuditError> {
+        let mut hashes = self.append_all(vec![entry])?;
+        Ok(hashes.pop().unwrap_or_default())
+    }
+
+    /// Appends entries in order in one transaction — one `write`, one `fdatasync` —
+    /// and returns their hashes. All or none: an error means none is durable. This is
+    /// what makes group commit possible for concurrent calls (`run --jsonl --parallel`).
+    pub fn append_all(
+        &mut self,
+        mut entries: Vec<Map<String, Value>>,
+    ) -> Result<Vec<String>, AuditError> {
+        let mut first_id = None;
+        for entry in &mut entries {
+            let request_id = match entry.get("request_id") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => {
+                    return Err(AuditError::Entry {
+                        field: "request_id",
+                        reason: "must be a non-empty string".into(),
+                    })
+                }
+            };
+            if !matches!(entry.get("event"), Some(Value::String(_))) {
                 return Err(AuditError::Entry {
-                    field: "request_id",
-                    reason: "must be a non-empty string".into(),
-                })
+                    field: "event",
+                    reason: "must be a string".into(),
+                });
             }
-        };
-        if !matches!(entry.get("event"), Some(Value::String(_))) {
-            return Err(AuditError::Entry {
-                field: "event",
-                reason: "must be a string".into(),
-            });
+            entry.entry("ts").or_insert_with(|| Value::String(now_ts()));
+            first_id.get_or_insert(request_id);
         }
-        entry.entry("ts").or_insert_with(|| Value::String(now_ts()));
-        let written = self.transact(&request_id, |_| Ok(entry.clone()))?;
-        let hash = written.hash.clone();
+        let Some(request_id) = first_id else {
+            return Ok(Vec::new());
+        };
+        let written = self.transact(&request_id, |_| Ok(entries))?;
+        let hashes = written.hashes;
         let mut lines = written.lines;
         if self.checkpoint_due(written.first_seq, written.last_seq) {
-            // A failed checkpoint does not undo the durable entry; verify
+            // A failed checkpoint does not undo the durable entries; verify
             // reports a long unsigned tail if checkpoints keep failing.
             match self.write_checkpoint(&request_id) {
                 Ok(cp) => lines.extend(cp.lines),
@@ -220,7 +238,7 @@ impl AuditLog {
             }
         }
         self.mirror(&lines);
-        Ok(hash)
+        Ok(hashes)
     }
 
     fn checkpoint_due(&self, first: u64, last: u64) -> bool {
@@ -244,7 +262,7 @@ impl AuditLog {
             m.insert("sign_every".into(), sign_every.into());
             m.insert("key_id".into(), key_id(&signer.verifying_key()).into());
             m.insert("sig".into(), hex::encode(sig.to_bytes()).into());
-            Ok(m)
+            Ok(vec![m])
         })
     }
 
@@ -271,12 +289,12 @@ impl AuditLog {
         ))
     }
 
-    /// One locked transaction: builds the entry from the chain head, writes
-    /// it (plus a recovery entry for a torn tail), fsyncs.
+    /// One locked transaction: builds the entries from the chain head, writes
+    /// them (after a recovery entry for a torn tail), fsyncs.
     fn transact(
         &mut self,
         request_id: &str,
-        build: impl FnOnce(&Head) -> Result<Map<String, Value>, AuditError>,
+        build: impl FnOnce(&Head) -> Result<Vec<Map<String, Value>>, AuditError>,
     ) -> Result<Written, AuditError> {
         self.lock_current()?;
         let result = self.transact_locked(request_id, build);
@@ -289,7 +307,7 @@ impl AuditLog {
     fn transact_locked(
         &mut self,
         request_id: &str,
-        build: impl FnOnce(&Head) -> Result<Map<String, Value>, AuditError>,
+        build: impl FnOnce(&Head) -> Result<Vec<Map<String, Value>>, AuditError>,
     ) -> Result<Written, AuditError> {
         let read_err = |path: &Path, source| AuditError::Read {
             path: path.to_path_buf(),
@@ -332,17 +350,29 @@ impl AuditLog {
             };
             first_seq = head.seq;
         }
-        let (line, hash) = seal(head.seq + 1, &head.hash, &build(&head)?)?;
-        let last_seq = head.seq + 1;
+        let mut new_lines = Vec::new();
+        let mut hashes = Vec::new();
+        let mut link = head.clone();
+        for entry in build(&head)? {
+            let (line, hash) = seal(link.seq + 1, &link.hash, &entry)?;
+            link = Head {
+                seq: link.seq + 1,
+                hash: hash.clone(),
+            };
+            new_lines.push(line);
+            hashes.push(hash);
+        }
+        let last_seq = link.seq;
+        let new_bytes = new_lines.concat();
         let cur_len = len + lines.iter().map(|l| l.len() as u64).sum::<u64>();
-        if self.rotation_due(cur_len, line.len() as u64) {
+        if self.rotation_due(cur_len, new_bytes.len() as u64) {
             if !lines.is_empty() {
                 self.write_durably(len, &lines.concat())?;
             }
-            self.rotate(&line)?;
+            self.rotate(&new_bytes)?;
         } else {
             let mut all = lines.concat();
-            all.extend_from_slice(&line);
+            all.extend_from_slice(&new_bytes);
             self.write_durably(len, &all)?;
         }
         if self.created {
@@ -352,9 +382,9 @@ impl AuditLog {
             })?;
             self.created = false;
         }
-        lines.push(line);
+        lines.extend(new_lines);
         Ok(Written {
-            hash,
+            hashes,
             first_seq,
             last_seq,
             lines,
@@ -429,9 +459,9 @@ impl AuditLog {
     }
 
     /// Moves the current file aside and atomically puts a new file holding
-    /// `first_line` in its place: `link(path, rotated)` then
+    /// `first_lines` in its place: `link(path, rotated)` then
     /// `rename(tmp, path)`, so `path` is never missing or empty.
-    fn rotate(&mut self, first_line: &[u8]) -> Result<(), AuditError> {
+    fn rotate(&mut self, first_lines: &[u8]) -> Result<(), AuditError> {
         let rot_err = |path: &Path, source| AuditError::Rotate {
             path: path.to_path_buf(),
             source,
@@ -448,7 +478,7 @@ impl AuditLog {
             .map_err(|e| rot_err(&tmp, e))?;
         let _ = f.set_permissions(std::fs::Permissions::from_mode(old_meta.mode() & 0o777));
         let _ = std::os::unix::fs::fchown(&f, Some(old_meta.uid()), Some(old_meta.gid()));
-        f.write_all(first_line)
+        f.write_all(first_lines)
             .and_then(|()| f.sync_all())
             .map_err(|e| rot_err(&tmp, e))?;
         self.drop_stale_links(&old_meta)?;

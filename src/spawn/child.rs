@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC [| NEWUSER])──▶ init (pid 1 of its PID namespace)
-//!                               stdio, setsid, chdir, every layer; waits for upm's go
+//!                               stdio, setsid, chdir; waits for upm's go; every layer
 //!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin: execveat
 //! ```
 //!
@@ -39,9 +39,6 @@ pub(super) struct Ctx {
     pub argv: *const *const libc::c_char,
     pub envp: *const *const libc::c_char,
     pub sandbox: *const Prepared,
-    /// A user namespace's id maps are written by the parent after the clone: the
-    /// credentials must wait for them.
-    pub go_before_credentials: bool,
     pub plugin_stack: *mut u8,
 }
 
@@ -218,13 +215,11 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     sys(unsafe { syscall!(Sysno::setsid) }).map_err(|e| (Step::Session, e))?;
     // SAFETY: a NUL-terminated path prepared by the parent.
     sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;
-    if ctx.go_before_credentials {
-        wait_for_go()?;
-    }
+    // The layers wait for the go: a user namespace's id maps are written by upm after
+    // the clone, and an init already switched to the plugin's uid would count against
+    // that uid's RLIMIT_NPROC while it waits (many do, when calls run concurrently).
+    wait_for_go()?;
     sandbox.apply_in_child(SYNC_FD)?;
-    if !ctx.go_before_credentials {
-        wait_for_go()?;
-    }
     let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize;
     // SAFETY: the plugin's stack and ctx outlive the init, which outlives the plugin's
     // use of them: CLONE_VFORK suspends the init until the plugin execs or exits.

@@ -5,10 +5,11 @@
 //!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin (execveat)
 //! ```
 //!
-//! [`start`] clones the init, which sets the plugin's descriptors and every sandbox
-//! layer up while upm makes the call's `started` audit entry durable; [`Spawned::run`]
-//! then gives the go, and the init starts the plugin, reaps it and reports its status
-//! and resource usage on a pipe. When the init exits the kernel kills everything left
+//! [`start`] clones the init (creating the namespaces is most of a spawn's cost), which
+//! sets the plugin's descriptors up while upm makes the call's `started` audit entry
+//! durable; [`Spawned::run`] then gives the go, and the init applies every sandbox
+//! layer, starts the plugin, reaps it and reports its status and resource usage on a
+//! pipe. When the init exits the kernel kills everything left
 //! in the PID namespace, daemonized grandchildren included; on timeout upm kills the
 //! init, with the same effect. What runs in the children is in [`child`].
 //!
@@ -141,7 +142,7 @@ fn cptrs(v: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// A sandbox whose init is applying its layers; the plugin waits for [`Spawned::run`].
+/// A sandbox whose init waits for the go; the plugin starts in [`Spawned::run`].
 /// Dropping it without running kills the init: the plugin never starts.
 pub struct Spawned<'a> {
     launch: &'a Launch,
@@ -158,7 +159,7 @@ pub struct Spawned<'a> {
     _stacks: child::Stacks,
 }
 
-/// Clones the sandbox's init, which prepares everything and then waits for the go.
+/// Clones the sandbox's init, which prepares the plugin's descriptors and waits for the go.
 pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawned<'a>, SpawnError> {
     let (stdin_r, stdin_w) = pipe_high()?;
     let (stdout_r, stdout_w) = pipe_high()?;
@@ -194,7 +195,6 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
             sandbox: &*sandbox,
-            go_before_credentials: sandbox.namespaces.is_some_and(|n| n.user_namespace),
             plugin_stack: stacks.plugin_top(),
         });
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
