@@ -71,7 +71,6 @@
 //! - A SCMP_CMP_MASKED_EQ whose datum has bits outside its mask can never match in
 //!   libseccomp; that entry is dropped (seccompiler would have masked the datum and matched).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -315,7 +314,9 @@ struct Conditional {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    names: Vec<String>,
+    /// Native numbers of the entry's names, looked up once; a name foreign to this arch
+    /// has none.
+    nrs: Vec<i64>,
     action: Action,
     conds: Vec<Cond>,
     includes: Conditional,
@@ -589,7 +590,8 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn names(&self, entry: usize, raw: &RawSyscall) -> Result<Vec<String>, SeccompError> {
+    /// The native numbers of the entry's names (foreign names have none).
+    fn syscall_numbers(&self, entry: usize, raw: &RawSyscall) -> Result<Vec<i64>, SeccompError> {
         let names = match (&raw.name, &raw.names) {
             (Some(_), Some(names)) if !names.is_empty() => {
                 return Err(SeccompError::NameAndNames {
@@ -597,8 +599,8 @@ impl Parser<'_> {
                     entry,
                 })
             }
-            (Some(name), _) => vec![name.clone()],
-            (None, names) => names.clone().unwrap_or_default(),
+            (Some(name), _) => std::slice::from_ref(name),
+            (None, names) => names.as_deref().unwrap_or_default(),
         };
         if names.is_empty() {
             return Err(SeccompError::NoSyscallNames {
@@ -606,14 +608,21 @@ impl Parser<'_> {
                 entry,
             });
         }
-        if let Some(bad) = names.iter().find(|n| !syscalls::known_on_any_arch(n)) {
-            return Err(SeccompError::UnknownSyscall {
-                profile: self.profile.to_owned(),
-                entry,
-                name: bad.clone(),
-            });
+        let mut nrs = Vec::with_capacity(names.len());
+        for name in names {
+            match syscalls::native_number(name) {
+                Some(nr) => nrs.push(nr),
+                None if syscalls::known_on_any_arch(name) => {}
+                None => {
+                    return Err(SeccompError::UnknownSyscall {
+                        profile: self.profile.to_owned(),
+                        entry,
+                        name: name.clone(),
+                    })
+                }
+            }
         }
-        Ok(names)
+        Ok(nrs)
     }
 
     fn conds(&self, entry: usize, args: &[RawArg]) -> Result<Vec<Cond>, SeccompError> {
@@ -715,7 +724,7 @@ impl Parser<'_> {
     fn entry(&self, index: usize, raw: &RawSyscall) -> Result<Entry, SeccompError> {
         let location = format!("syscalls[{index}]");
         Ok(Entry {
-            names: self.names(index, raw)?,
+            nrs: self.syscall_numbers(index, raw)?,
             action: self.action(&location, &raw.action, raw.errno_ret, libc::EPERM as u32)?,
             conds: self.conds(index, raw.args.as_deref().unwrap_or_default())?,
             includes: self.conditional(index, "includes", raw.includes.as_ref())?,
@@ -829,11 +838,7 @@ impl Profile {
             if !entry.conds.iter().all(Cond::satisfiable) {
                 continue;
             }
-            for nr in entry
-                .names
-                .iter()
-                .filter_map(|n| syscalls::native_number(n))
-            {
+            for &nr in &entry.nrs {
                 rules.push(ResolvedRule {
                     nr,
                     action: entry.action,
@@ -880,23 +885,24 @@ impl Profile {
 
     /// The decision for every syscall number.
     fn plan(&self, opts: &CompileOptions, host: &Host) -> Plan {
-        let mut by_nr: BTreeMap<u32, Vec<(Rank, ResolvedRule)>> = BTreeMap::new();
-        for (rank, rule) in self.ranked_rules(opts, host) {
-            // Native numbers are small and positive (tested); anything else is no native syscall.
-            if let Ok(nr) = u32::try_from(rule.nr) {
-                by_nr.entry(nr).or_default().push((rank, rule));
-            }
-        }
+        let mut rules = self.ranked_rules(opts, host);
+        // By number, then best rank first; stable, so one rank keeps the profile's order.
+        rules.sort_by_key(|(rank, r)| (r.nr, std::cmp::Reverse(*rank)));
         let mut plan = Plan::default();
         let gap = plan.intern(Block::ret(self.default_action));
         let mut next: u64 = 0;
-        for (nr, rules) in by_nr {
-            if u64::from(nr) > next {
+        for same_nr in rules.chunk_by(|a, b| a.1.nr == b.1.nr) {
+            // Native numbers are small and positive (tested); anything else is no syscall.
+            let Some(nr) = same_nr.first().and_then(|(_, r)| u32::try_from(r.nr).ok()) else {
+                continue;
+            };
+            let nr = u64::from(nr);
+            if nr > next {
                 plan.push_range(next, gap);
             }
-            let block = plan.intern(Block::decide(rules, self.default_action));
-            plan.push_range(u64::from(nr), block);
-            next = u64::from(nr) + 1;
+            let block = plan.intern(Block::decide(same_nr, self.default_action));
+            plan.push_range(nr, block);
+            next = nr + 1;
         }
         if next <= u64::from(u32::MAX) {
             plan.push_range(next, gap);
@@ -1001,10 +1007,8 @@ impl Block {
         }
     }
 
-    /// Orders one syscall's rules by rank; a call matching none gets `default`.
-    fn decide(mut rules: Vec<(Rank, ResolvedRule)>, default: Action) -> Block {
-        // Stable: rules of one rank keep the profile's order.
-        rules.sort_by_key(|r| std::cmp::Reverse(r.0));
+    /// One syscall's rules, best rank first; a call matching none gets `default`.
+    fn decide(rules: &[(Rank, ResolvedRule)], default: Action) -> Block {
         let mut checks: Vec<Check> = Vec::new();
         let mut otherwise = default;
         for (_, rule) in rules {
@@ -1015,7 +1019,7 @@ impl Block {
             }
             let check = Check {
                 action: rule.action,
-                conds: rule.conds,
+                conds: rule.conds.clone(),
             };
             if !checks.contains(&check) {
                 checks.push(check);
@@ -1414,6 +1418,7 @@ fn last_errno() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     const DEFAULT_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.json");
     const DOCKER_PROFILE: &str = concat!(
@@ -1454,6 +1459,13 @@ mod tests {
         assert!(syscalls::known_on_any_arch("chown32"));
         assert!(syscalls::known_on_any_arch("set_tls"));
         assert!(!syscalls::known_on_any_arch("not_a_syscall"));
+        // The hash index finds every native name, and nothing else.
+        for (name, nr) in syscalls::NATIVE {
+            assert_eq!(syscalls::native_number(name), Some(*nr), "{name}");
+        }
+        for not_native in ["", "rea", "readd", "READ", "chown32", "set_tls", "x"] {
+            assert_eq!(syscalls::native_number(not_native), None, "{not_native}");
+        }
     }
 
     // ---- parsing and errors ----
@@ -1565,7 +1577,7 @@ mod tests {
         let err = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"name":"read","names":["write"],"action":"SCMP_ACT_ALLOW"}]}"#).unwrap_err();
         assert!(matches!(err, SeccompError::NameAndNames { .. }));
         let p = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"name":"read","action":"SCMP_ACT_ALLOW"}]}"#).unwrap();
-        assert_eq!(p.entries[0].names, vec!["read".to_owned()]);
+        assert_eq!(p.entries[0].nrs, vec![nr("read")]);
     }
 
     #[test]
@@ -1755,6 +1767,7 @@ mod tests {
             SeccompAction, SeccompCmpArgLen, SeccompCondition, SeccompFilter, SeccompRule,
             TargetArch,
         };
+        use std::collections::BTreeMap;
 
         #[cfg(target_arch = "x86_64")]
         const NATIVE_TARGET: TargetArch = TargetArch::x86_64;
