@@ -2329,10 +2329,13 @@ mod tests {
         for opts in both_network_options() {
             let compiled = p.compile_for(&opts, &host).unwrap();
             let stack: usize = oracle::stack(&p, &opts, &host).iter().map(Vec::len).sum();
+            let plan = p.plan(&opts, &host);
             println!(
-                "default.json (sockets denied: {}): {} instructions in 1 filter (the stack: {stack})",
+                "default.json (sockets denied: {}): {} instructions in 1 filter, {} ranges, {} blocks (the stack: {stack})",
                 opts.deny_non_unix_sockets,
-                compiled.instruction_count()
+                compiled.instruction_count(),
+                plan.ranges.len(),
+                plan.blocks.len()
             );
             assert_eq!(compiled.filter_count(), 1);
             assert!(
