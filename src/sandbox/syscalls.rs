@@ -12,7 +12,8 @@
 //! names libseccomp knows, e.g. ARM's `set_tls`). A profile name outside it is
 //! a typo, not a foreign syscall, and is refused.
 //!
-//! Generated once from libc's sources; keep both lists sorted (binary search).
+//! Generated once from libc's sources; keep both lists sorted (`ANY_ARCH` is binary
+//! searched; `NATIVE` is sorted for review and indexed by a hash table built at compile time).
 
 /// Native (name, number) pairs, sorted by name.
 #[cfg(target_arch = "x86_64")]
@@ -1308,14 +1309,58 @@ pub const ANY_ARCH: &[&str] = &[
 ];
 
 /// The native number of `name`, if this architecture has that syscall.
+///
+/// A profile names hundreds of syscalls and a one-shot upm looks each up on every call:
+/// a hash probe into a table built at compile time costs one string comparison, where a
+/// binary search over the names costs about nine.
 pub fn native_number(name: &str) -> Option<i64> {
-    NATIVE
-        .binary_search_by(|(n, _)| n.cmp(&name))
-        .ok()
-        .map(|i| NATIVE[i].1)
+    let mut slot = fnv1a(name) as usize & (NATIVE_SLOTS - 1);
+    loop {
+        let index = NATIVE_BY_HASH[slot];
+        let (n, nr) = NATIVE.get(usize::from(index))?;
+        if *n == name {
+            return Some(*nr);
+        }
+        slot = (slot + 1) & (NATIVE_SLOTS - 1);
+    }
+}
+
+/// Open-addressing table size: a power of two, under half full.
+const NATIVE_SLOTS: usize = 1024;
+const EMPTY_SLOT: u16 = u16::MAX;
+
+/// Indices into `NATIVE` by hash of the name, linear probing; `EMPTY_SLOT` ends a probe.
+static NATIVE_BY_HASH: [u16; NATIVE_SLOTS] = native_by_hash();
+
+const fn native_by_hash() -> [u16; NATIVE_SLOTS] {
+    assert!(NATIVE.len() * 2 < NATIVE_SLOTS);
+    let mut table = [EMPTY_SLOT; NATIVE_SLOTS];
+    let mut i = 0;
+    while i < NATIVE.len() {
+        let mut slot = fnv1a(NATIVE[i].0) as usize & (NATIVE_SLOTS - 1);
+        while table[slot] != EMPTY_SLOT {
+            slot = (slot + 1) & (NATIVE_SLOTS - 1);
+        }
+        table[slot] = i as u16;
+        i += 1;
+    }
+    table
+}
+
+/// FNV-1a, 64-bit: tiny and usable in a const fn.
+const fn fnv1a(s: &str) -> u64 {
+    let bytes = s.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
 }
 
 /// Whether `name` is a syscall on some Linux architecture.
 pub fn known_on_any_arch(name: &str) -> bool {
-    ANY_ARCH.binary_search(&name).is_ok() || native_number(name).is_some()
+    native_number(name).is_some() || ANY_ARCH.binary_search(&name).is_ok()
 }
