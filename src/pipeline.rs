@@ -145,8 +145,10 @@ impl Session {
         // authorize, verify the signed config, validate
         let authorized = authorize(config, &req).and_then(|plugin| {
             let schema = self.schema(plugin, &req.method)?;
+            phase(&call, "schema loaded");
             // A profile that does not load is a config error, never a degradation.
             let seccomp = self.profile(&plugin.seccomp_profile)?;
+            phase(&call, "seccomp profile loaded");
             let files = trust::CallFiles {
                 plugin,
                 schema: schema.as_deref(),
@@ -369,7 +371,9 @@ impl Session {
                 )
             })
             .and_then(|workdir| {
+                phase(call, "workdir created");
                 let runnable = launch::resolve(config, plugin, &workdir)?;
+                phase(call, "plugin resolved and hashed");
                 let launch =
                     launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
                 let paths = sandbox::Paths {
