@@ -390,39 +390,54 @@ impl Session {
         };
         phase(call, "sandbox prepared");
 
-        // spawn: the sandbox's init, in its new namespaces, waits for the go
-        let spawned = match spawn::start(&launch, &mut sandbox) {
-            Ok(s) => s,
-            Err(e) => return self.finish_refused(call, e.into()),
-        };
-        phase(call, "sandbox started");
-
-        // audit `started` durably: the plugin does not exist before it is
+        // spawn the sandbox's init (creating its namespaces is the slow part of a spawn)
+        // while another thread makes the `started` entry durable: the init waits for
+        // the go, so the plugin still does not exist before its entry does.
         let files = json!({
             "exec": runnable.exe.path,
             "exec_sha256": runnable.exe.sha256,
             "manifest_sha256": runnable.manifest_sha256,
         });
-        let summary = spawned.sandbox().summary();
+        let requested = sandbox.summary();
         let started = Started {
             config,
             schema,
             req,
             files,
-            sandbox: summary.clone(),
+            sandbox: requested.clone(),
         };
-        if let Err(f) = self.audit_started(call, started) {
-            drop(spawned);
-            return respond(call, f.into());
-        }
-        phase(call, "started entry durable");
+        let (audited, spawned) = std::thread::scope(|s| {
+            let audit = s.spawn(|| self.audit_started(call, started));
+            let spawned = spawn::start(&launch, &mut sandbox);
+            let audited = audit.join().unwrap_or_else(|_| {
+                Err(Failure::new(
+                    Code::AuditError,
+                    "the audit writer failed; the plugin was not run".to_owned(),
+                ))
+            });
+            (audited, spawned)
+        });
+        let spawned = match (audited, spawned) {
+            // Dropping the init (if it started) kills it: nothing ran.
+            (Err(f), _) => return respond(call, f.into()),
+            (Ok(()), Err(e)) => {
+                return self.finish_with(call, Some(requested), Failure::from(e).into())
+            }
+            (Ok(()), Ok(spawned)) => spawned,
+        };
+        phase(call, "sandbox started, started entry durable");
+        // What is really in force: namespaces may have been given up (only if allowed).
+        let summary = spawned.sandbox().summary();
 
         // go, capture
         let outcome = spawned.run();
         phase(call, "plugin finished");
-        drop(workdir);
         let ran = outcome::interpret(outcome, plugin);
-        self.finish_with(call, Some(summary), ran)
+        // the `finished` entry's fsync and the private directory's removal overlap too
+        std::thread::scope(|s| {
+            s.spawn(move || drop(workdir));
+            self.finish_with(call, Some(summary), ran)
+        })
     }
 
     /// The same steps through a container engine: prepare, audit `started`, run, interpret.
