@@ -63,6 +63,8 @@ pub(super) struct Capture<'a> {
     stderr: Stream,
     result: Stream,
     report: Vec<u8>,
+    /// Where output past the cap is read to be counted and dropped (allocated only then).
+    scratch: Option<Vec<u8>>,
     stopped_by: Option<Stop>,
 }
 
@@ -82,6 +84,7 @@ impl<'a> Capture<'a> {
             stderr: Stream::default(),
             result: Stream::default(),
             report: Vec::new(),
+            scratch: None,
             stopped_by: None,
         }
     }
@@ -114,7 +117,6 @@ impl<'a> Capture<'a> {
         }
         let deadline = self.started + self.io.timeout;
         let mut give_up: Option<Instant> = None;
-        let mut buf = vec![0u8; CHUNK];
         loop {
             if readers.iter().all(|(_, fd)| fd.is_none()) {
                 break;
@@ -180,23 +182,19 @@ impl<'a> Capture<'a> {
                 }
                 for _ in 0..READS_PER_WAKE {
                     let Some(fd) = slot.as_ref() else { break };
-                    match nix::unistd::read(fd, &mut buf) {
-                        Ok(0) => *slot = None,
-                        Ok(k) => {
-                            if *which == 3 {
-                                self.report.extend_from_slice(&buf[..k]);
-                            } else if !self.keep(*which, &buf[..k]) && self.stopped_by.is_none() {
+                    match self.read_from(*which, fd.as_raw_fd()) {
+                        Read::Eof | Read::Failed => *slot = None,
+                        Read::Again => {}
+                        Read::Data { full, over_cap } => {
+                            if over_cap && self.stopped_by.is_none() {
                                 self.stopped_by = Some(Stop::Output);
                                 stop();
                                 give_up = Some(Instant::now() + GRACE);
                             }
-                            if k < buf.len() {
-                                break;
+                            if full {
+                                continue;
                             }
-                            continue;
                         }
-                        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-                        Err(_) => *slot = None,
                     }
                     break;
                 }
@@ -214,21 +212,67 @@ impl<'a> Capture<'a> {
         }
     }
 
-    /// Keeps output up to the combined cap; false once the cap is passed.
-    fn keep(&mut self, which: usize, bytes: &[u8]) -> bool {
-        let cap = self.io.output_cap;
+    /// One read from stream `which` (0 stdout, 1 stderr, 2 result channel, 3 the
+    /// init's report). Output goes straight into its stream's buffer, up to the
+    /// combined cap — no intermediate buffer to zero or copy from — and what is past
+    /// the cap is read, counted and dropped.
+    fn read_from(&mut self, which: usize, fd: RawFd) -> Read {
+        if which == 3 {
+            let mut rec = [0u8; 4 * RECORD_SIZE];
+            return match read_fd(fd, &mut rec) {
+                Ok(0) => Read::Eof,
+                Ok(k) => {
+                    self.report.extend_from_slice(&rec[..k]);
+                    Read::Data {
+                        full: false,
+                        over_cap: false,
+                    }
+                }
+                Err(e) => Read::from_errno(e),
+            };
+        }
         let used =
             (self.stdout.data.len() + self.stderr.data.len() + self.result.data.len()) as u64;
-        let room = cap.saturating_sub(used) as usize;
+        let room = self.io.output_cap.saturating_sub(used).min(CHUNK as u64) as usize;
         let s = match which {
             0 => &mut self.stdout,
             1 => &mut self.stderr,
             _ => &mut self.result,
         };
-        s.total += bytes.len() as u64;
-        let take = bytes.len().min(room);
-        s.data.extend_from_slice(&bytes[..take]);
-        take == bytes.len()
+        if room == 0 {
+            let scratch = self.scratch.get_or_insert_with(|| vec![0u8; 64 * 1024]);
+            return match read_fd(fd, scratch) {
+                Ok(0) => Read::Eof,
+                Ok(k) => {
+                    s.total += k as u64;
+                    Read::Data {
+                        full: k == scratch.len(),
+                        over_cap: true,
+                    }
+                }
+                Err(e) => Read::from_errno(e),
+            };
+        }
+        s.data.reserve(room);
+        let spare = s.data.spare_capacity_mut();
+        let want = room.min(spare.len());
+        // SAFETY: read(2) writes at most `want` bytes into the vector's spare capacity,
+        // which is allocated and ours; only the bytes it reports are then marked initialized.
+        let r = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+        if r < 0 {
+            return Read::from_errno(errno());
+        }
+        let k = r as usize;
+        if k == 0 {
+            return Read::Eof;
+        }
+        // SAFETY: the first k bytes of the spare capacity were just written by read(2).
+        unsafe { s.data.set_len(s.data.len() + k) };
+        s.total += k as u64;
+        Read::Data {
+            full: k == want,
+            over_cap: false,
+        }
     }
 
     pub(super) fn finish(self, init_usage: Usage) -> Outcome {
@@ -276,6 +320,39 @@ impl<'a> Capture<'a> {
             wall: self.started.elapsed(),
             usage,
         }
+    }
+}
+
+/// What one read gave.
+enum Read {
+    Eof,
+    /// Nothing to read now (or interrupted): poll again.
+    Again,
+    Failed,
+    /// `full`: the read filled what was asked, so more may be waiting.
+    Data {
+        full: bool,
+        over_cap: bool,
+    },
+}
+
+impl Read {
+    fn from_errno(e: i32) -> Read {
+        if e == libc::EAGAIN || e == libc::EINTR {
+            Read::Again
+        } else {
+            Read::Failed
+        }
+    }
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: read(2) into a valid, writable buffer of buf.len() bytes.
+    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as usize)
     }
 }
 
