@@ -56,7 +56,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 17] = [
+const PROBE_METHODS: [&str; 18] = [
     "control",
     "read",
     "listdir",
@@ -74,6 +74,7 @@ const PROBE_METHODS: [&str; 17] = [
     "daemon",
     "env",
     "fd",
+    "reach_init",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -366,6 +367,7 @@ both!(
     layer_that_cannot_be_applied_fails_closed,
     unreadable_read_path_fails_closed,
     unknown_syscall_in_profile_is_config_error,
+    the_plugin_cannot_reach_into_its_init,
 );
 
 fn errno(v: &Value) -> i64 {
@@ -1258,6 +1260,46 @@ fn unreadable_read_path_fails_closed(who: Who) {
         "{msg}"
     );
     assert_not_run(&fx, &run);
+}
+
+/// The init shares upm's memory until the call ends. Even under a seccomp profile that
+/// allows ptrace and process_vm_* (Docker's, on kernels >= 4.8), the plugin — in a
+/// Landlock domain the init is outside of — cannot trace it or read its memory.
+fn the_plugin_cannot_reach_into_its_init(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["plugins"]["probe"]["sandbox"]["seccomp"] = json!("policies/docker.json");
+    }) else {
+        return;
+    };
+    std::fs::copy(
+        common::repo().join("tests/fixtures/seccomp/docker-default.json"),
+        fx.dir.join("policies/docker.json"),
+    )
+    .unwrap();
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call("probe", "reach_init", json!({}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_eq!(
+        r["ppid"], 1,
+        "the init is pid 1 of the plugin's namespace: {r}"
+    );
+    assert_eq!(r["own_child_vm_read"]["value"], 8, "control: {r}");
+    assert_ok(
+        &r["own_child_ptrace_attach"],
+        "control: ptrace of its own child",
+    );
+    assert_eq!(
+        errno(&r["init_vm_read"]),
+        EPERM,
+        "process_vm_readv of the init: {r}"
+    );
+    assert_eq!(
+        errno(&r["init_ptrace_attach"]),
+        EPERM,
+        "ptrace of the init: {r}"
+    );
+    errno(&r["init_mem"]);
 }
 
 fn unknown_syscall_in_profile_is_config_error(who: Who) {

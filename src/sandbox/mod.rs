@@ -3,10 +3,11 @@
 //! [`prepare`] turns a plugin's [`policy::Policy`] into a [`Prepared`]
 //! sandbox: every ruleset, BPF program, rlimit and id is computed in the
 //! parent, and each layer says what it will enforce in a [`LayerReport`].
-//! [`Prepared::apply_in_child`] then runs between fork and exec and does
-//! only async-signal-safe system calls, in the one order that works:
-//! rlimits → bounding set and credentials → parent-death signal →
-//! no_new_privs → Landlock → seccomp (last, so it need not allow the setup).
+//! [`Prepared::apply_in_init`] and [`Prepared::apply_in_plugin`] then run in
+//! the sandbox's init and in the plugin before its exec, and make only
+//! async-signal-safe system calls, in the one order that works: rlimits →
+//! bounding set and credentials → parent-death signal → no_new_privs →
+//! Landlock → seccomp (last, so it need not allow the setup).
 //!
 //! A layer that cannot be applied stops the call (exit 14) unless the policy
 //! lists it in `allow_degraded`; then its report says `degraded` and why.
@@ -323,10 +324,11 @@ impl Prepared {
         json!({ "backend": "native", "layers": layers })
     }
 
-    /// Runs in the sandbox's init before the plugin is started. Async-signal-safe
-    /// only, and through raw system calls that never write `errno` (the init shares
-    /// upm's memory): every plan was built in the parent and applies itself.
-    pub fn apply_in_child(&self, parent_alive_fd: libc::c_int) -> Result<(), (Step, i32)> {
+    /// The first half, in the sandbox's init: limits, credentials, parent-death
+    /// signal, no_new_privs. Async-signal-safe only, and through raw system calls that
+    /// never write `errno` (the init shares upm's memory): every plan was built in the
+    /// parent and applies itself.
+    pub fn apply_in_init(&self, parent_alive_fd: libc::c_int) -> Result<(), (Step, i32)> {
         self.limits.apply().map_err(|e| (Step::Limits, e))?;
         self.credentials
             .apply()
@@ -342,6 +344,14 @@ impl Prepared {
         // SAFETY: plain prctl with integer arguments.
         sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
             .map_err(|e| (Step::NoNewPrivs, e))?;
+        Ok(())
+    }
+
+    /// The second half, in the plugin's own process just before its exec: Landlock,
+    /// then seccomp. Not in the init: the init shares upm's memory, and a plugin in a
+    /// Landlock domain the init is outside of can neither trace it (ptrace,
+    /// process_vm_*, /proc/PID/mem) nor signal it. Same rules as [`Self::apply_in_init`].
+    pub fn apply_in_plugin(&self) -> Result<(), (Step, i32)> {
         if let Some(l) = &self.landlock {
             l.apply().map_err(|e| (Step::Landlock, e))?;
         }
@@ -374,11 +384,12 @@ fn parent_gone(fd: libc::c_int) -> bool {
             0
         )
     };
-    n.is_ok_and(|n| n > 0) && (p.revents & libc::POLLHUP) != 0
+    // An error counts as gone: fail closed.
+    !matches!(n, Ok(0)) && (n.is_err() || (p.revents & libc::POLLHUP) != 0)
 }
 
 /// A raw system call's result with its errno as a plain number, for code that must
-/// not touch `errno` (see [`Prepared::apply_in_child`]).
+/// not touch `errno` (see [`Prepared::apply_in_init`]).
 pub fn sys(r: Result<usize, ::syscalls::Errno>) -> Result<usize, i32> {
     r.map_err(::syscalls::Errno::into_raw)
 }

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC [| NEWUSER])──▶ init (pid 1 of its PID namespace)
-//!                               stdio, setsid, chdir; waits for upm's go; every layer
-//!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin: execveat
+//!                  signals reset, stdio, setsid, chdir; waits for upm's go;
+//!                  rlimits, credentials, no_new_privs
+//!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin:
+//!                                          Landlock, seccomp, execveat
 //! ```
 //!
 //! Both processes share upm's memory until the plugin's exec: no page tables are
@@ -183,6 +185,10 @@ compile_error!("upm's spawn needs a clone-onto-a-new-stack trampoline for this a
 extern "C" fn init_main(ctx: *const Ctx) -> ! {
     // SAFETY: the parent passed a Ctx that outlives this process.
     let ctx = unsafe { &*ctx };
+    // First, so that no handler of upm's (std's SIGSEGV/SIGBUS) can ever run here, on
+    // upm's memory: every disposition back to default, nothing blocked. The plugin
+    // inherits this clean slate (an ignored SIGPIPE, say, would survive its exec).
+    reset_signals();
     if let Err((step, errno)) = init(ctx) {
         fail(step, errno);
     }
@@ -210,7 +216,8 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     let sandbox = unsafe { &*ctx.sandbox };
     // Whatever else upm had open (another call's pipes, in a batch) is none of ours.
     let ruleset = sandbox.landlock.as_ref().map_or(-1, |l| l.fd());
-    close_except(&mut [0, 1, 2, 3, REPORT_FD, SYNC_FD, ctx.exec_fd, ruleset]);
+    close_except(&mut [0, 1, 2, 3, REPORT_FD, SYNC_FD, ctx.exec_fd, ruleset])
+        .map_err(|e| (Step::Stdio, e))?;
     // SAFETY: setsid takes no arguments.
     sys(unsafe { syscall!(Sysno::setsid) }).map_err(|e| (Step::Session, e))?;
     // SAFETY: a NUL-terminated path prepared by the parent.
@@ -219,15 +226,20 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // the clone, and an init already switched to the plugin's uid would count against
     // that uid's RLIMIT_NPROC while it waits (many do, when calls run concurrently).
     wait_for_go()?;
-    sandbox.apply_in_child(SYNC_FD)?;
+    // Without a PID namespace (only if allowed), orphans still come back to the init.
+    // SAFETY: plain prctl with integer arguments.
+    sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+        .map_err(|e| (Step::Session, e))?;
+    sandbox.apply_in_init(SYNC_FD)?;
     let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize;
     // SAFETY: the plugin's stack and ctx outlive the init, which outlives the plugin's
     // use of them: CLONE_VFORK suspends the init until the plugin execs or exits.
     let plugin = unsafe { clone_on(flags, ctx.plugin_stack, plugin_main, ctx) }
         .map_err(|e| (Step::Fork, e))?;
     // The init keeps nothing but its report pipe: no end of the plugin's pipes, so they
-    // reach EOF when the plugin's tree closes them.
-    close_except(&mut [REPORT_FD]);
+    // reach EOF when the plugin's tree closes them. (Failing here would leave the
+    // plugin running unreported: close what can be closed and go on.)
+    let _ = close_except(&mut [REPORT_FD]);
     reap_and_report(plugin)
 }
 
@@ -235,19 +247,16 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
 extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
     // SAFETY: as in init_main.
     let ctx = unsafe { &*ctx };
-    // upm ignores SIGPIPE, and an ignored signal stays ignored across exec.
-    let dfl = KernelSigaction::default();
-    // SAFETY: a valid kernel sigaction on our stack; the old one is not asked for.
-    if let Err(e) = sys(unsafe {
-        syscall!(
-            Sysno::rt_sigaction,
-            libc::SIGPIPE,
-            &dfl as *const KernelSigaction,
-            0,
-            8
-        )
-    }) {
-        fail(Step::Exec, e);
+    // Dies with the init, PID namespace or not (a fork clears the init's own).
+    // SAFETY: plain prctl with integer arguments.
+    if let Err(e) =
+        sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
+    {
+        fail(Step::ParentDeath, e);
+    }
+    // SAFETY: the parent keeps the plan unchanged until the init is reaped.
+    if let Err((step, e)) = unsafe { &*ctx.sandbox }.apply_in_plugin() {
+        fail(step, e);
     }
     if ctx.keep_exec_fd {
         // SAFETY: fcntl on the verified descriptor, which stays open in this process.
@@ -318,6 +327,35 @@ fn reap_and_report(plugin: libc::pid_t) -> ! {
     }
 }
 
+fn reset_signals() {
+    let dfl = KernelSigaction::default();
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: a valid kernel sigaction on our stack; the old one is not asked for.
+            let _ = unsafe {
+                syscall!(
+                    Sysno::rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    0,
+                    8
+                )
+            };
+        }
+    }
+    let none: u64 = 0;
+    // SAFETY: an empty kernel sigset on our stack.
+    let _ = unsafe {
+        syscall!(
+            Sysno::rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            0,
+            8
+        )
+    };
+}
+
 fn wait_for_go() -> Result<(), (Step, i32)> {
     let mut byte = 0u8;
     loop {
@@ -337,29 +375,23 @@ fn dup_to(from: RawFd, to: RawFd, flags: libc::c_int) -> Result<(), i32> {
     sys(unsafe { syscall!(Sysno::dup3, from, to, flags) }).map(|_| ())
 }
 
-/// Closes every descriptor but `keep` (negative entries are ignored). Falls back to
-/// single closes where close_range is refused.
-fn close_except(keep: &mut [RawFd]) {
+/// Closes every descriptor but `keep` (negative entries are ignored).
+fn close_except(keep: &mut [RawFd]) -> Result<(), i32> {
     keep.sort_unstable();
     let mut next: u32 = 0;
     for &fd in keep.iter().filter(|&&fd| fd >= 0) {
         let fd = fd as u32;
         if fd > next {
-            close_range(next, fd - 1);
+            close_range(next, fd - 1)?;
         }
         next = next.max(fd + 1);
     }
-    close_range(next, u32::MAX);
+    close_range(next, u32::MAX)
 }
 
-fn close_range(first: u32, last: u32) {
+fn close_range(first: u32, last: u32) -> Result<(), i32> {
     // SAFETY: closes only this process's own descriptors.
-    if unsafe { syscall!(Sysno::close_range, first, last, 0) }.is_err() {
-        for fd in first..=last.min(4095) {
-            // SAFETY: as above; EBADF for unused numbers is harmless.
-            let _ = unsafe { syscall!(Sysno::close, fd) };
-        }
-    }
+    sys(unsafe { syscall!(Sysno::close_range, first, last, 0) }).map(|_| ())
 }
 
 fn setup_failed(step: Step, errno: i32) -> Record {

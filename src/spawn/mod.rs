@@ -7,9 +7,9 @@
 //!
 //! [`start`] clones the init (creating the namespaces is most of a spawn's cost), which
 //! sets the plugin's descriptors up while upm makes the call's `started` audit entry
-//! durable; [`Spawned::run`] then gives the go, and the init applies every sandbox
-//! layer, starts the plugin, reaps it and reports its status and resource usage on a
-//! pipe. When the init exits the kernel kills everything left
+//! durable; [`Spawned::run`] then gives the go: the init applies limits and
+//! credentials, starts the plugin — which puts itself under Landlock and seccomp just
+//! before its exec — reaps it and reports its status and resource usage on a pipe. When the init exits the kernel kills everything left
 //! in the PID namespace, daemonized grandchildren included; on timeout upm kills the
 //! init, with the same effect. What runs in the children is in [`child`].
 //!
@@ -202,8 +202,9 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         // Spawned, unchanged, until its Drop has reaped the init.
         match unsafe { child::clone_init(flags, &stacks, &ctx) } {
             Ok(pid) => break (pid, ctx),
-            Err(e) if flags != 0 => {
-                // Namespaces refused by this kernel or invoker: go on without them only if allowed.
+            // Refused by this kernel or invoker (not a passing shortage like EAGAIN).
+            Err(e @ (libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)) if flags != 0 => {
+                // Go on without namespaces only if the policy allows it.
                 let e = io::Error::from_raw_os_error(e);
                 sandbox.without_namespaces(&format!("creating namespaces failed: {e}"))?;
             }
