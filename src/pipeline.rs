@@ -82,11 +82,16 @@ pub struct Session {
     profiles: Mutex<HashMap<PathBuf, Arc<Profile>>>,
     /// Opened on first use; concurrent calls share its fsyncs.
     audit: GroupCommit,
+    /// One call per process: overlap its two fsyncs with other work on extra threads.
+    /// (A batch has its calls to overlap instead, and no CPU to spare for threads.)
+    overlap: bool,
 }
 
 /// Runs one call and returns its response (whose `exit_code` is the process's).
 pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
-    Session::load(config_path).call(input)
+    let mut session = Session::load(config_path);
+    session.overlap = true;
+    session.call(input)
 }
 
 /// A call refused before it could even be read (the argv form's usage error):
@@ -112,6 +117,7 @@ impl Session {
             schemas: Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
             audit: GroupCommit::new(audit_path, audit_settings),
+            overlap: false,
         }
     }
 
@@ -406,17 +412,22 @@ impl Session {
             files,
             sandbox: requested.clone(),
         };
-        let (audited, spawned) = std::thread::scope(|s| {
-            let audit = s.spawn(|| self.audit_started(call, started));
+        let (audited, spawned) = if self.overlap {
+            std::thread::scope(|s| {
+                let audit = s.spawn(|| self.audit_started(call, started));
+                let spawned = spawn::start(&launch, &mut sandbox);
+                let audited = audit.join().unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        Code::AuditError,
+                        "the audit writer failed; the plugin was not run".to_owned(),
+                    ))
+                });
+                (audited, spawned)
+            })
+        } else {
             let spawned = spawn::start(&launch, &mut sandbox);
-            let audited = audit.join().unwrap_or_else(|_| {
-                Err(Failure::new(
-                    Code::AuditError,
-                    "the audit writer failed; the plugin was not run".to_owned(),
-                ))
-            });
-            (audited, spawned)
-        });
+            (self.audit_started(call, started), spawned)
+        };
         let spawned = match (audited, spawned) {
             // Dropping the init (if it started) kills it: nothing ran.
             (Err(f), _) => return respond(call, f.into()),
@@ -434,6 +445,10 @@ impl Session {
         phase(call, "plugin finished");
         let ran = outcome::interpret(outcome, plugin);
         // the `finished` entry's fsync and the private directory's removal overlap too
+        if !self.overlap {
+            drop(workdir);
+            return self.finish_with(call, Some(summary), ran);
+        }
         std::thread::scope(|s| {
             s.spawn(move || drop(workdir));
             self.finish_with(call, Some(summary), ran)
