@@ -56,7 +56,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 18] = [
+const PROBE_METHODS: [&str; 19] = [
     "control",
     "read",
     "listdir",
@@ -75,6 +75,7 @@ const PROBE_METHODS: [&str; 18] = [
     "env",
     "fd",
     "reach_init",
+    "signal_state",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -368,6 +369,7 @@ both!(
     unreadable_read_path_fails_closed,
     unknown_syscall_in_profile_is_config_error,
     the_plugin_cannot_reach_into_its_init,
+    signal_dispositions_and_mask_are_reset,
 );
 
 fn errno(v: &Value) -> i64 {
@@ -1300,6 +1302,36 @@ fn the_plugin_cannot_reach_into_its_init(who: Who) {
         "ptrace of the init: {r}"
     );
     errno(&r["init_mem"]);
+}
+
+/// upm's caller may leave signals ignored or blocked; the sandbox's init resets every
+/// disposition and the mask, so the plugin starts clean (and no handler of upm's runs
+/// in a process that shares its memory).
+fn signal_dispositions_and_mask_are_reset(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let run = fx.call_with("probe", "signal_state", json!({}), |cmd| {
+        // SAFETY: only sigaction and sigprocmask between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGUSR2);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+    });
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    assert_eq!(r["blocked"], json!([]), "{r}");
+    assert_eq!(r["sighup"], 0, "SIG_DFL: {r}");
+    assert_eq!(r["sigusr1"], 0, "SIG_DFL: {r}");
 }
 
 fn unknown_syscall_in_profile_is_config_error(who: Who) {
