@@ -26,7 +26,7 @@ use crate::config::{Plugin, PluginKind};
 use crate::request::Request;
 use crate::sandbox::policy::Policy;
 use crate::sandbox::seccomp;
-use crate::spawn::{self, Exit, Io, Outcome, Pipes, Stream, Usage};
+use crate::spawn::{self, Exit, Io, Outcome, Pipes, Stream};
 use serde_json::{json, Value};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -543,7 +543,7 @@ pub fn run(p: &Prepared) -> Result<Outcome, ContainerError> {
             ..Stream::default()
         },
         wall: started.elapsed(),
-        usage: Usage::default(),
+        usage: None,
     };
     if stopped_by.is_some() {
         return Ok(outcome);
@@ -776,7 +776,7 @@ mod tests {
             },
             result: Stream::default(),
             wall: Duration::ZERO,
-            usage: Usage::default(),
+            usage: None,
         }
     }
 

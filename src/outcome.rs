@@ -38,7 +38,7 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin) -> Ran {
         });
         return ran;
     }
-    let cpu_ms = o.usage.user_ms + o.usage.sys_ms;
+    let cpu_ms = o.usage.map_or(0.0, |u| u.user_ms + u.sys_ms);
     let limit = match (o.stopped_by, o.exit) {
         (Some(Stop::Timeout), _) => Some("timeout"),
         (Some(Stop::Output), _) => Some("output"),
@@ -236,14 +236,21 @@ impl Ran {
             stderr: Some(cap(&mut o.stderr)),
             // An exec that failed is not an exit of the plugin.
             exit: o.exit.filter(|_| o.start_failure.is_none()),
-            usage: Some(json!({
-                "wall_ms": round_ms(o.wall.as_secs_f64() * 1000.0),
-                "cpu_user_ms": round_ms(o.usage.user_ms),
-                "cpu_system_ms": round_ms(o.usage.sys_ms),
-                "max_rss_kb": o.usage.max_rss_kb,
-            })),
+            usage: Some(usage_json(o)),
             ran: o.start_failure.is_none(),
             ..Ran::default()
         }
     }
+}
+
+/// Wall time always; the plugin's CPU time and peak memory when its init reaped it (a
+/// plugin killed with its tree on timeout or past the output cap may not have been).
+fn usage_json(o: &Outcome) -> Value {
+    let mut u = json!({ "wall_ms": round_ms(o.wall.as_secs_f64() * 1000.0) });
+    if let (Some(plugin), Some(m)) = (o.usage, u.as_object_mut()) {
+        m.insert("cpu_user_ms".into(), json!(round_ms(plugin.user_ms)));
+        m.insert("cpu_system_ms".into(), json!(round_ms(plugin.sys_ms)));
+        m.insert("max_rss_kb".into(), json!(plugin.max_rss_kb));
+    }
+    u
 }

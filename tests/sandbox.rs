@@ -363,6 +363,7 @@ both!(
     killing_upm_kills_the_plugin_tree,
     stdout_flood_is_capped,
     stderr_flood_is_capped,
+    stopped_plugin_reports_its_own_usage,
     inherited_descriptors_are_closed,
     caller_environment_is_not_passed,
     layer_that_cannot_be_applied_fails_closed,
@@ -1025,6 +1026,35 @@ fn stdout_flood_is_capped(who: Who) {
 
 fn stderr_flood_is_capped(who: Who) {
     flood(who, "stderr")
+}
+
+/// A plugin stopped past the output cap is killed before its tree, so its init reaps
+/// it: the usage is the plugin's own. (Read off the init instead, which shares upm's
+/// memory, it would show upm holding the 192 MiB it kept, and almost no CPU.)
+fn stopped_plugin_reports_its_own_usage(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["output_bytes"] = json!(192u64 << 20);
+        cfg["sandbox"]["limits"]["memory_bytes"] = json!(1u64 << 30);
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "spew");
+    let run = fx.call("spew", "stdout", json!({}));
+    assert_eq!(run.code, 13, "{}", ctx(&run));
+    assert_eq!(run.json["data"]["limit"], "output", "{}", ctx(&run));
+    assert_eq!(run.json["data"]["signal"], libc::SIGKILL, "{}", ctx(&run));
+    let usage = &run.json["data"]["usage"];
+    let rss = usage["max_rss_kb"].as_i64().unwrap_or(-1);
+    assert!(
+        (1..64 * 1024).contains(&rss),
+        "`yes` peaked at {rss} kB? usage {usage}"
+    );
+    let cpu = usage["cpu_user_ms"].as_f64().unwrap_or(0.0)
+        + usage["cpu_system_ms"].as_f64().unwrap_or(0.0);
+    assert!(
+        cpu >= 10.0,
+        "writing 192 MiB took {cpu} ms of CPU? usage {usage}"
+    );
 }
 
 fn inherited_descriptors_are_closed(who: Who) {

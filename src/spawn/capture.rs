@@ -275,10 +275,10 @@ impl<'a> Capture<'a> {
         }
     }
 
-    pub(super) fn finish(self, init_usage: Usage) -> Outcome {
+    pub(super) fn finish(self) -> Outcome {
         let mut exit = None;
         let mut start_failure = None;
-        let mut usage = init_usage;
+        let mut usage = None;
         for chunk in self.report.chunks_exact(RECORD_SIZE) {
             let mut rec = Record::default();
             // SAFETY: copies RECORD_SIZE bytes into a repr(C) struct of plain integers.
@@ -301,11 +301,11 @@ impl<'a> Capture<'a> {
                     } else {
                         Exit::Code(libc::WEXITSTATUS(st))
                     });
-                    usage = Usage {
+                    usage = Some(Usage {
                         user_ms: rec.utime_us as f64 / 1000.0,
                         sys_ms: rec.stime_us as f64 / 1000.0,
                         max_rss_kb: rec.maxrss_kb,
-                    };
+                    });
                 }
                 _ => {}
             }

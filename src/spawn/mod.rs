@@ -97,7 +97,9 @@ pub struct Outcome {
     pub stderr: Stream,
     pub result: Stream,
     pub wall: Duration,
-    pub usage: Usage,
+    /// The plugin's own usage, as its init reaped it; `None` when the plugin was killed
+    /// without being reaped there (nothing else measures the plugin alone).
+    pub usage: Option<Usage>,
 }
 
 impl Outcome {
@@ -257,16 +259,16 @@ impl Spawned<'_> {
         let mut cap = capture::Capture::new(self.launch.io(), started);
         if let Some((pipes, result_r, report_r)) = self.pipes.take() {
             let pid = self.pid;
-            cap.pump(pipes, result_r, Some(report_r), &mut || kill_tree(pid));
+            cap.pump(pipes, result_r, Some(report_r), &mut || stop_tree(pid));
         }
         tracing::debug!(
             us = started.elapsed().as_micros() as u64,
             "spawn: output drained"
         );
         kill_tree(self.pid);
-        let usage = reap(self.pid);
+        reap(self.pid);
         self.reaped = true;
-        cap.finish(usage)
+        cap.finish()
     }
 }
 
@@ -291,6 +293,81 @@ fn map_ids(pid: libc::pid_t, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Stops a plugin on timeout or past the output cap. The plugin is killed first, alone,
+/// so that its init reaps it and reports its real usage (the init's own rusage would be
+/// upm's: it shares upm's memory), and the init gets a moment to exit; then the whole
+/// tree is killed whatever happened.
+fn stop_tree(init: libc::pid_t) {
+    let children = sandboxed_children(init);
+    for c in &children {
+        // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                c.as_raw_fd(),
+                libc::SIGKILL,
+                0,
+                0,
+            )
+        };
+    }
+    if !children.is_empty() {
+        wait_for_exit(init, Duration::from_millis(250));
+    }
+    kill_tree(init);
+}
+
+/// Pidfds of the init's children (the plugin, and orphans it adopted), each confirmed to
+/// be the init's child after its pidfd was opened: a number read earlier could since
+/// have been freed and reused by a process outside the sandbox.
+fn sandboxed_children(init: libc::pid_t) -> Vec<OwnedFd> {
+    let path = format!("/proc/{init}/task/{init}/children");
+    let pids = |s: &str| -> Vec<libc::pid_t> {
+        s.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let Ok(first) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let opened: Vec<(libc::pid_t, OwnedFd)> = pids(&first)
+        .into_iter()
+        .filter_map(|pid| pidfd_open(pid).map(|fd| (pid, fd)))
+        .collect();
+    let still = std::fs::read_to_string(&path).map_or_else(|_| Vec::new(), |s| pids(&s));
+    opened
+        .into_iter()
+        .filter(|(pid, _)| still.contains(pid))
+        .map(|(_, fd)| fd)
+        .collect()
+}
+
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open returns a new descriptor we then own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: fd is fresh and ours.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits (bounded) until a child has exited, without reaping it.
+fn wait_for_exit(pid: libc::pid_t, limit: Duration) {
+    let Some(fd) = pidfd_open(pid) else { return };
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on our stack.
+        let n = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
+        if n != -1 || crate::sandbox::errno() != libc::EINTR || left.is_zero() {
+            return;
+        }
+    }
+}
+
 /// Kills the init (and with it the PID namespace) and its process group.
 fn kill_tree(pid: libc::pid_t) {
     // SAFETY: signals to a child we have not reaped yet, so the ids are still ours.
@@ -300,25 +377,15 @@ fn kill_tree(pid: libc::pid_t) {
     }
 }
 
-fn reap(pid: libc::pid_t) -> Usage {
+/// Reaps the init. Its own rusage is not the plugin's (it shares upm's memory), so
+/// only the init's report says what the plugin used.
+fn reap(pid: libc::pid_t) {
     let mut status = 0;
-    // SAFETY: zeroed rusage is valid; wait4 fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: valid out-pointers on our stack.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut usage) };
+        // SAFETY: a valid out-pointer on our stack.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, std::ptr::null_mut()) };
         if r >= 0 || crate::sandbox::errno() != libc::EINTR {
             break;
         }
-    }
-    usage_of(usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
-}
-
-fn usage_of(u: libc::timeval, s: libc::timeval, maxrss_kb: i64) -> Usage {
-    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
-    Usage {
-        user_ms: ms(u),
-        sys_ms: ms(s),
-        max_rss_kb: maxrss_kb,
     }
 }
