@@ -9,9 +9,11 @@
 //! sets the plugin's descriptors up while upm makes the call's `started` audit entry
 //! durable; [`Spawned::run`] then gives the go: the init applies limits and
 //! credentials, starts the plugin — which puts itself under Landlock and seccomp just
-//! before its exec — reaps it and reports its status and resource usage on a pipe. When the init exits the kernel kills everything left
-//! in the PID namespace, daemonized grandchildren included; on timeout upm kills the
-//! init, with the same effect. What runs in the children is in [`child`].
+//! before its exec — reaps it and reports its status and resource usage on a pipe.
+//! When the init exits the kernel kills everything left in the PID namespace,
+//! daemonized grandchildren included. On timeout or past the output cap upm kills the
+//! plugin first (so that the init still reaps it and reports its usage), then the init,
+//! with the same effect. What runs in the children is in [`child`].
 //!
 //! The parent captures stdout, stderr and (for the Python runner) a result channel on
 //! fd 3 in one poll loop with a combined byte cap ([`capture`]), so upm's memory stays
