@@ -48,6 +48,10 @@ def setup_config(d):
     path = os.path.join(d, "upm_config.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
+    # The same, with each call's private directory on tmpfs (an operator's choice).
+    tmpfs = dict(cfg, workdir_root="/dev/shm")
+    with open(os.path.join(d, "upm_config_tmpfs.json"), "w") as f:
+        json.dump(tmpfs, f)
     return path
 
 
@@ -75,6 +79,11 @@ def main():
          [bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"], b""),
         ("bare exec of the no-op plugin (/bin/true)", [NOOP], b'{"method": "noop"}'),
     ]
+    if os.path.isdir("/dev/shm"):
+        cases.append(("upm run, private directory on tmpfs (workdir_root: /dev/shm)",
+                      [UPM, "run", "--config", config.replace("upm_config.json",
+                                                              "upm_config_tmpfs.json")],
+                      request))
     # Warm up, and check that upm really ran with every layer in force.
     _, r = timed(cases[0][1], request)
     out = json.loads(r.stdout)

@@ -95,6 +95,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Where the audit log goes: `UPM_LOG_FILE`, else `audit.path`, else `entrypoint.log` beside the config.
     pub audit_path: PathBuf,
+    /// Where each native call's private directory is made (`/tmp` unless set).
+    pub workdir_root: PathBuf,
     pub plugins: BTreeMap<String, Plugin>,
     /// The config's `trust` block, read by [`crate::trust`] (which fails closed on it).
     pub trust: Option<Value>,
@@ -132,8 +134,9 @@ struct RawMethod {
     schema: Option<PathBuf>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "trust",
+    "workdir_root",
     "plugins",
     "policy",
     "require_schemas",
@@ -278,6 +281,17 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         ),
     };
 
+    let workdir_root = match obj.get("workdir_root") {
+        None => PathBuf::from(DEFAULT_WORKDIR_ROOT),
+        Some(_) => {
+            let p: PathBuf = field(obj, "workdir_root", PathBuf::new(), problems);
+            if let Err(e) = check_workdir_root(&p) {
+                problems.push(format!("\"workdir_root\" {}: {e}", p.display()));
+            }
+            p
+        }
+    };
+
     let sandbox_defaults = obj
         .get("sandbox")
         .cloned()
@@ -315,9 +329,29 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         project_root,
         audit,
         audit_path,
+        workdir_root,
         plugins,
         trust: obj.get("trust").cloned(),
     })
+}
+
+const DEFAULT_WORKDIR_ROOT: &str = "/tmp";
+
+/// A directory others may write to must be sticky (as `/tmp` is): otherwise another
+/// user could rename a call's directory away and put one of their own in its place.
+fn check_workdir_root(p: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !p.is_absolute() {
+        return Err("must be an absolute path".into());
+    }
+    let m = std::fs::metadata(p).map_err(|e| e.to_string())?;
+    if !m.is_dir() {
+        return Err("is not a directory".into());
+    }
+    if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+        return Err("is writable by others but not sticky (chmod +t, or 0755)".into());
+    }
+    Ok(())
 }
 
 struct PluginCtx<'a> {

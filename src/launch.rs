@@ -18,7 +18,7 @@ const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
 /// The call's private directory, removed when the call ends:
 ///
 /// ```text
-/// /tmp/upm-<request id>-<random>/   owned by upm, 0755
+/// <workdir_root>/upm-<request id>-<random>/   owned by upm, 0755 (`/tmp` unless configured)
 ///     home/                          the plugin's cwd and $TMPDIR, owned by the plugin's uid, 0700
 ///     home/cache/                    a Python class plugin's cache_dir (only for those)
 ///     verified/                      snapshot of a pinned plugin tree, read-only to the plugin
@@ -32,6 +32,7 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn create(
+        under: &Path,
         request_id: &str,
         owner: Option<(u32, u32)>,
         with_cache: bool,
@@ -48,7 +49,7 @@ impl Workdir {
             .take(40)
             .collect();
         let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let root = PathBuf::from("/tmp").join(format!("upm-{safe}-{}", &suffix[20..]));
+        let root = under.join(format!("upm-{safe}-{}", &suffix[20..]));
         std::fs::DirBuilder::new().mode(0o755).create(&root)?;
         let dir = Workdir {
             home: root.join("home"),

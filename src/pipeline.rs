@@ -369,7 +369,7 @@ impl Session {
 
         // prepare: private directory, verified plugin files, launch, sandbox layers
         let python = matches!(plugin.kind, crate::config::PluginKind::PythonClass { .. });
-        let prepared = Workdir::create(&call.request_id, owner, python)
+        let prepared = Workdir::create(&config.workdir_root, &call.request_id, owner, python)
             .map_err(|e| {
                 Failure::new(
                     Code::SandboxUnavailable,

@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -593,6 +594,80 @@ fn unknown_and_malformed_plugin_names_are_not_whitelisted() {
     }
     let r = run_argv(&c, &["../x", "upper", "{}"]);
     err(&r, 4, "not_whitelisted");
+}
+
+/// `workdir_root` moves each call's private directory (an operator's tmpfs, say); it is
+/// made there, is the plugin's cwd and `$TMPDIR`, and is gone when the call ends.
+#[test]
+fn the_private_directory_is_made_under_workdir_root() {
+    let d = setup();
+    let root = d.join("work");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pwd = sh(
+        &d,
+        "pwd",
+        r#"read -r _; printf '{"cwd": "%s", "tmp": "%s"}' "$(pwd)" "$TMPDIR""#,
+    );
+    let config = cfg(
+        &d,
+        json!({ "workdir_root": root, "plugins": { "Pwd": cmd(&pwd, &["where"]) } }),
+    );
+    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+    let result = ok(&r);
+    let cwd = result["cwd"].as_str().unwrap();
+    let prefix = format!("{}/upm-", root.display());
+    assert!(
+        cwd.starts_with(&prefix) && cwd.ends_with("/home"),
+        "{result}"
+    );
+    assert_eq!(result["tmp"], result["cwd"], "{result}");
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A root others may write to without the sticky bit would let another user swap a
+/// call's directory for their own: refused, as are relative and missing paths.
+#[test]
+fn an_unsafe_workdir_root_is_a_config_error() {
+    let d = setup();
+    let pwd = sh(&d, "pwd", "read -r _; echo '{}'");
+    let open = d.join("open");
+    std::fs::create_dir(&open).unwrap();
+    let with_root = |root: Value| {
+        let config = cfg(
+            &d,
+            json!({ "workdir_root": root, "plugins": { "Pwd": cmd(&pwd, &["where"]) } }),
+        );
+        run_stdin(&config, &request("Pwd", "where", json!({})))
+    };
+    for (mode, refused) in [(0o777, true), (0o1777, false), (0o755, false)] {
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+        let r = with_root(json!(open));
+        if refused {
+            err(&r, 5, "config_error");
+            let problems = config_problems(&r);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("workdir_root") && p.contains("sticky")),
+                "{problems:?}"
+            );
+        } else {
+            ok(&r);
+        }
+    }
+    for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
+        let r = with_root(bad.clone());
+        err(&r, 5, "config_error");
+        assert!(
+            config_problems(&r)
+                .iter()
+                .any(|p| p.contains("workdir_root")),
+            "{bad}: {}",
+            r.stdout
+        );
+    }
 }
 
 // ---------------------------------------------------------------- 5 config_error
