@@ -285,10 +285,10 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         None => PathBuf::from(DEFAULT_WORKDIR_ROOT),
         Some(_) => {
             let p: PathBuf = field(obj, "workdir_root", PathBuf::new(), problems);
-            if let Err(e) = check_workdir_root(&p) {
+            check_workdir_root(&p).unwrap_or_else(|e| {
                 problems.push(format!("\"workdir_root\" {}: {e}", p.display()));
-            }
-            p
+                p
+            })
         }
     };
 
@@ -337,21 +337,37 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
 
 const DEFAULT_WORKDIR_ROOT: &str = "/tmp";
 
-/// A directory others may write to must be sticky (as `/tmp` is): otherwise another
-/// user could rename a call's directory away and put one of their own in its place.
-fn check_workdir_root(p: &Path) -> Result<(), String> {
+/// The directory and each one above it must belong to root or to upm's own user, and
+/// one that others may write to must be sticky (as `/tmp` is): otherwise another user
+/// could rename a call's directory away and put one of their own in its place. Returns
+/// the path with symlinks resolved, which is then used as it is.
+fn check_workdir_root(p: &Path) -> Result<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
     if !p.is_absolute() {
         return Err("must be an absolute path".into());
     }
-    let m = std::fs::metadata(p).map_err(|e| e.to_string())?;
-    if !m.is_dir() {
+    let real = std::fs::canonicalize(p).map_err(|e| e.to_string())?;
+    if !real.is_dir() {
         return Err("is not a directory".into());
     }
-    if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
-        return Err("is writable by others but not sticky (chmod +t, or 0755)".into());
+    let euid = nix::unistd::geteuid().as_raw();
+    for dir in real.ancestors() {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if m.uid() != 0 && m.uid() != euid {
+            return Err(format!(
+                "{} belongs to uid {}, neither root nor upm's user",
+                dir.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+            return Err(format!(
+                "{} is writable by others but not sticky (chmod +t, or 0755)",
+                dir.display()
+            ));
+        }
     }
-    Ok(())
+    Ok(real)
 }
 
 struct PluginCtx<'a> {

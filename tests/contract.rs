@@ -657,6 +657,25 @@ fn an_unsafe_workdir_root_is_a_config_error() {
             ok(&r);
         }
     }
+    if is_root() {
+        // Another user's directory: they could rename entries in it, sticky or not.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::chown(&open, Some(4242), Some(4242)).unwrap();
+        let r = with_root(json!(open));
+        err(&r, 5, "config_error");
+        assert!(
+            config_problems(&r).iter().any(|p| p.contains("uid 4242")),
+            "{}",
+            r.stdout
+        );
+        // ... also when it is only an ancestor.
+        let inner = open.join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        let r = with_root(json!(inner));
+        err(&r, 5, "config_error");
+    } else {
+        eprintln!("SKIPPED: another user's workdir_root (needs root to chown)");
+    }
     for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
         let r = with_root(bad.clone());
         err(&r, 5, "config_error");
