@@ -91,8 +91,8 @@ const ENOSYS: i64 = 38;
 const EAFNOSUPPORT: i64 = 97;
 const ECONNREFUSED: i64 = 111;
 
-/// Fork bombs run alone (other calls take this lock shared), so that their timing is
-/// not disturbed. (RLIMIT_NPROC itself is per call: each has its own user namespace.)
+/// Fork bombs use up RLIMIT_NPROC of the plugin uid, which every concurrent call shares:
+/// they run alone, other calls take this lock shared.
 static NPROC: RwLock<()> = RwLock::new(());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,7 +364,6 @@ both!(
     stdout_flood_is_capped,
     stderr_flood_is_capped,
     stopped_plugin_reports_its_own_usage,
-    process_limit_is_per_call,
     inherited_descriptors_are_closed,
     caller_environment_is_not_passed,
     layer_that_cannot_be_applied_fails_closed,
@@ -641,8 +640,13 @@ fn dangerous_syscalls_are_refused(who: Who) {
     ] {
         assert_eq!(errno(&r[k]), EPERM, "{k}: {r}");
     }
-    // setuid(0): in the call's user namespace (root's upm too) uid 0 is not even mapped.
-    assert_eq!(errno(&r["setuid_0"]), libc::EINVAL as i64, "{r}");
+    // setuid(0): EPERM for 65534; in the user namespace uid 0 is not even mapped (EINVAL).
+    let want = if who == Who::Root {
+        EPERM
+    } else {
+        libc::EINVAL as i64
+    };
+    assert_eq!(errno(&r["setuid_0"]), want, "{r}");
     assert_eq!(errno(&r["io_uring_setup"]), ENOSYS, "{r}");
 }
 
@@ -1053,53 +1057,6 @@ fn stopped_plugin_reports_its_own_usage(who: Who) {
     );
 }
 
-/// `max_processes` is each call's own: concurrent calls running as the same uid do not
-/// share one budget (each call has a user namespace of its own, and the kernel counts
-/// processes per user per user namespace). Twelve calls of three processes each under a
-/// limit of four: as one budget for the uid, most of them would fail to fork.
-fn process_limit_is_per_call(who: Who) {
-    let Some(fx) = Fx::new(who, |cfg, dir| {
-        std::fs::write(
-            dir.join("plugins/crowd.sh"),
-            "#!/bin/sh\nread -r _\n/bin/sleep 0.4 & /bin/sleep 0.4 & wait\necho '{\"ok\": true}'\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            dir.join("plugins/crowd.sh"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        cfg["plugins"]["crowd"] =
-            json!({"command": ["plugins/crowd.sh"], "allowed_methods": ["gather"]});
-        cfg["sandbox"]["limits"]["max_processes"] = json!(4);
-    }) else {
-        return;
-    };
-    // The same sandbox settings as the probe's (crowd.sh has no control method).
-    assert_fully_sandboxed(&fx, "probe");
-    let runs: Vec<Run> = {
-        let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
-        std::thread::scope(|s| {
-            let calls: Vec<_> = (0..12)
-                .map(|_| s.spawn(|| fx.call_unlocked("crowd", "gather", json!({}), |_| {})))
-                .collect();
-            calls.into_iter().map(|c| c.join().unwrap()).collect()
-        })
-    };
-    let failed: Vec<String> = runs.iter().filter(|r| r.code != 0).map(ctx).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of 12 calls failed: {failed:?}",
-        failed.len()
-    );
-    let ns = &runs[0].json["data"]["sandbox"]["layers"]["namespaces"]["detail"];
-    assert_eq!(
-        ns["created"].as_array().map(|a| a.contains(&json!("user"))),
-        Some(true),
-        "{ns}"
-    );
-}
-
 fn inherited_descriptors_are_closed(who: Who) {
     let Some(fx) = Fx::new(who, |_, _| {}) else {
         return;
@@ -1308,42 +1265,6 @@ fn guard_refuses_a_degraded_sandbox() {
     let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
     assert_eq!(ns["state"], "degraded", "{}", ctx(&run));
     check_layers(&fx, "probe", &run);
-}
-
-/// A root upm that may not create the call's user namespace still runs the plugin as
-/// its uid in the other namespaces, and says that `max_processes` is then the uid's.
-#[test]
-fn root_without_a_user_namespace_says_the_process_limit_is_shared() {
-    let Some(fx) = Fx::new(Who::Root, |_, _| {}) else {
-        return;
-    };
-    let run = fx.call_with("probe", "control", json!({}), |cmd| {
-        restrict_upm(
-            cmd,
-            HostRestriction {
-                syscall: libc::SYS_clone,
-                arg0: Some((libc::CLONE_NEWUSER as u64, libc::CLONE_NEWUSER as u64)),
-                errno: libc::EPERM as u32,
-            },
-        )
-    });
-    assert_eq!(run.code, 0, "{}", ctx(&run));
-    let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
-    assert_eq!(ns["state"], "enforced", "{ns}");
-    assert_eq!(
-        ns["detail"]["created"],
-        json!(["pid", "ipc", "net"]),
-        "{ns}"
-    );
-    let count = ns["detail"]["process_count"].as_str().unwrap_or("");
-    assert!(count.contains("other calls"), "{ns}");
-    assert!(
-        ns["detail"]["user_namespace"]
-            .as_str()
-            .is_some_and(|r| r.contains("not created")),
-        "{ns}"
-    );
-    assert_eq!(run.result()["uid"], 65534, "{}", ctx(&run));
 }
 
 fn no_pid_namespaces() -> HostRestriction {

@@ -206,15 +206,6 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         // Spawned, unchanged, until its Drop has reaped the init.
         match unsafe { child::clone_init(flags, &stacks, &ctx) } {
             Ok(pid) => break (pid, ctx),
-            // A root upm goes on without the call's own user namespace (the report says
-            // what max_processes then counts) before it considers the other namespaces.
-            Err(e @ (libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS))
-                if flags & libc::CLONE_NEWUSER != 0
-                    && sandbox.credentials.mode == crate::sandbox::credentials::Mode::Switch =>
-            {
-                let e = io::Error::from_raw_os_error(e);
-                sandbox.without_user_namespace(&format!("not created: {e}"));
-            }
             // Refused by this kernel or invoker (not a passing shortage like EAGAIN).
             Err(e @ (libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)) if flags != 0 => {
                 // Go on without namespaces only if the policy allows it.
@@ -248,9 +239,9 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _exec_fd: exec_fd,
         _stacks: stacks,
     };
-    if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
+    if sandbox.namespaces.is_some_and(|n| n.user_namespace) {
         let c = &sandbox.credentials;
-        map_ids(pid, c.uid, c.gid, n.deny_setgroups).map_err(SpawnError::IdMap)?;
+        map_ids(pid, c.uid, c.gid).map_err(SpawnError::IdMap)?;
     }
     Ok(spawned)
 }
@@ -297,12 +288,8 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
     Ok(start(launch, sandbox)?.run())
 }
 
-/// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
-/// (root's included) is unmapped in the call's user namespace.
-fn map_ids(pid: libc::pid_t, uid: u32, gid: u32, deny_setgroups: bool) -> io::Result<()> {
-    if deny_setgroups {
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
-    }
+fn map_ids(pid: libc::pid_t, uid: u32, gid: u32) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
     std::fs::write(format!("/proc/{pid}/uid_map"), format!("{uid} {uid} 1\n"))?;
     std::fs::write(format!("/proc/{pid}/gid_map"), format!("{gid} {gid} 1\n"))?;
     Ok(())
