@@ -318,6 +318,10 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         Some(_) => problems.push("\"plugins\" must be an object".into()),
     }
 
+    for problem in workdir_root_overlaps(&workdir_root, &plugins) {
+        problems.push(problem);
+    }
+
     Some(Config {
         path: path.to_path_buf(),
         dir,
@@ -336,6 +340,43 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
 }
 
 const DEFAULT_WORKDIR_ROOT: &str = "/tmp";
+
+/// Every call's plugin runs as the same uid, so only Landlock keeps one call out of
+/// another's private directory: no path a plugin may read or write may contain them.
+fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let within = |p: &Path| root.starts_with(p);
+    for base in crate::sandbox::landlock::BASE_READ_PATHS {
+        if within(Path::new(base)) {
+            problems.push(format!(
+                "\"workdir_root\" {} is inside {base}, which every plugin may read: \
+                 plugins could read other calls' private directories",
+                root.display()
+            ));
+        }
+    }
+    for (name, plugin) in plugins {
+        let python = match &plugin.kind {
+            PluginKind::PythonClass { python_path, .. } => python_path.as_slice(),
+            PluginKind::Command { .. } => &[],
+        };
+        let granted = plugin
+            .policy
+            .read_paths
+            .iter()
+            .chain(&plugin.policy.write_paths)
+            .chain(python);
+        for p in granted.filter(|p| within(p)) {
+            problems.push(format!(
+                "plugin \"{name}\": {} contains \"workdir_root\" {}: the plugin could reach \
+                 other calls' private directories",
+                p.display(),
+                root.display()
+            ));
+        }
+    }
+    problems
+}
 
 /// The directory and each one above it must belong to root or to upm's own user, and
 /// one that others may write to must be sticky (as `/tmp` is): otherwise another user

@@ -676,6 +676,32 @@ fn an_unsafe_workdir_root_is_a_config_error() {
     } else {
         eprintln!("SKIPPED: another user's workdir_root (needs root to chown)");
     }
+    // Where plugins may read, they could read other calls' directories.
+    let r = with_root(json!("/usr/local"));
+    err(&r, 5, "config_error");
+    assert!(
+        config_problems(&r)
+            .iter()
+            .any(|p| p.contains("inside /usr")),
+        "{}",
+        r.stdout
+    );
+    let config = cfg(
+        &d,
+        json!({ "plugins": { "Pwd": {
+            "command": [pwd], "allowed_methods": ["where"],
+            "sandbox": { "read_paths": ["/tmp"] }
+        } } }),
+    );
+    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+    err(&r, 5, "config_error");
+    assert!(
+        config_problems(&r)
+            .iter()
+            .any(|p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root")),
+        "{}",
+        r.stdout
+    );
     for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
         let r = with_root(bad.clone());
         err(&r, 5, "config_error");
