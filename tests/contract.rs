@@ -626,6 +626,16 @@ fn the_private_directory_is_made_under_workdir_root() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A config error whose problems include one that `want` recognizes.
+fn refused_with(r: &Run, want: impl Fn(&str) -> bool, what: impl std::fmt::Display) {
+    err(r, 5, "config_error");
+    assert!(
+        config_problems(r).iter().any(|p| want(p)),
+        "{what}: {}",
+        r.stdout
+    );
+}
+
 /// A root others may write to without the sticky bit would let another user swap a
 /// call's directory for their own: refused, as are relative and missing paths.
 #[test]
@@ -662,12 +672,7 @@ fn an_unsafe_workdir_root_is_a_config_error() {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         std::os::unix::fs::chown(&open, Some(4242), Some(4242)).unwrap();
         let r = with_root(json!(open));
-        err(&r, 5, "config_error");
-        assert!(
-            config_problems(&r).iter().any(|p| p.contains("uid 4242")),
-            "{}",
-            r.stdout
-        );
+        refused_with(&r, |p| p.contains("uid 4242"), "another user's root");
         // ... also when it is only an ancestor.
         let inner = open.join("inner");
         std::fs::create_dir(&inner).unwrap();
@@ -678,14 +683,7 @@ fn an_unsafe_workdir_root_is_a_config_error() {
     }
     // Where plugins may read, they could read other calls' directories.
     let r = with_root(json!("/usr/local"));
-    err(&r, 5, "config_error");
-    assert!(
-        config_problems(&r)
-            .iter()
-            .any(|p| p.contains("inside /usr")),
-        "{}",
-        r.stdout
-    );
+    refused_with(&r, |p| p.contains("inside /usr"), "/usr/local");
     let config = cfg(
         &d,
         json!({ "plugins": { "Pwd": {
@@ -694,24 +692,14 @@ fn an_unsafe_workdir_root_is_a_config_error() {
         } } }),
     );
     let r = run_stdin(&config, &request("Pwd", "where", json!({})));
-    err(&r, 5, "config_error");
-    assert!(
-        config_problems(&r)
-            .iter()
-            .any(|p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root")),
-        "{}",
-        r.stdout
+    refused_with(
+        &r,
+        |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
+        "read_paths [/tmp]",
     );
     for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
         let r = with_root(bad.clone());
-        err(&r, 5, "config_error");
-        assert!(
-            config_problems(&r)
-                .iter()
-                .any(|p| p.contains("workdir_root")),
-            "{bad}: {}",
-            r.stdout
-        );
+        refused_with(&r, |p| p.contains("workdir_root"), &bad);
     }
 }
 
