@@ -14,6 +14,7 @@ mod common;
 
 use common::{is_root, request, run_command, Run, TestDir};
 use serde_json::{json, Value};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -91,8 +92,8 @@ const ENOSYS: i64 = 38;
 const EAFNOSUPPORT: i64 = 97;
 const ECONNREFUSED: i64 = 111;
 
-/// Fork bombs use up RLIMIT_NPROC of the plugin uid, which every concurrent call shares:
-/// they run alone, other calls take this lock shared.
+/// Fork bombs run alone (other calls take this lock shared), so that their timing is
+/// not disturbed. (RLIMIT_NPROC itself is per call: each has its own user namespace.)
 static NPROC: RwLock<()> = RwLock::new(());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +365,9 @@ both!(
     stdout_flood_is_capped,
     stderr_flood_is_capped,
     stopped_plugin_reports_its_own_usage,
+    process_limit_is_per_call,
+    user_namespace_belongs_to_the_plugin_uid,
+    hard_limit_above_upms_own_is_raised_or_refused,
     inherited_descriptors_are_closed,
     caller_environment_is_not_passed,
     layer_that_cannot_be_applied_fails_closed,
@@ -640,13 +644,8 @@ fn dangerous_syscalls_are_refused(who: Who) {
     ] {
         assert_eq!(errno(&r[k]), EPERM, "{k}: {r}");
     }
-    // setuid(0): EPERM for 65534; in the user namespace uid 0 is not even mapped (EINVAL).
-    let want = if who == Who::Root {
-        EPERM
-    } else {
-        libc::EINVAL as i64
-    };
-    assert_eq!(errno(&r["setuid_0"]), want, "{r}");
+    // setuid(0): in the call's user namespace (root's upm too) uid 0 is not even mapped.
+    assert_eq!(errno(&r["setuid_0"]), libc::EINVAL as i64, "{r}");
     assert_eq!(errno(&r["io_uring_setup"]), ENOSYS, "{r}");
 }
 
@@ -1057,6 +1056,146 @@ fn stopped_plugin_reports_its_own_usage(who: Who) {
     );
 }
 
+/// `max_processes` is each call's own: concurrent calls running as the same uid do not
+/// share one budget (each call has a user namespace of its own, and the kernel counts
+/// processes per user per user namespace). Twelve calls of three processes each under a
+/// limit of four: as one budget for the uid, most of them would fail to fork.
+fn process_limit_is_per_call(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        std::fs::write(
+            dir.join("plugins/crowd.sh"),
+            "#!/bin/sh\nread -r _\n/bin/sleep 0.4 & /bin/sleep 0.4 & wait\necho '{\"ok\": true}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            dir.join("plugins/crowd.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        cfg["plugins"]["crowd"] =
+            json!({"command": ["plugins/crowd.sh"], "allowed_methods": ["gather"]});
+        cfg["sandbox"]["limits"]["max_processes"] = json!(4);
+    }) else {
+        return;
+    };
+    // The same sandbox settings as the probe's (crowd.sh has no control method).
+    assert_fully_sandboxed(&fx, "probe");
+    let runs: Vec<Run> = {
+        let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+        std::thread::scope(|s| {
+            let calls: Vec<_> = (0..12)
+                .map(|_| s.spawn(|| fx.call_unlocked("crowd", "gather", json!({}), |_| {})))
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        })
+    };
+    let failed: Vec<String> = runs.iter().filter(|r| r.code != 0).map(ctx).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 12 calls failed: {failed:?}",
+        failed.len()
+    );
+    let ns = &runs[0].json["data"]["sandbox"]["layers"]["namespaces"]["detail"];
+    assert_eq!(
+        ns["created"].as_array().map(|a| a.contains(&json!("user"))),
+        Some(true),
+        "{ns}"
+    );
+}
+
+/// The call's user namespace is owned by the plugin's uid, never by root: the kernel
+/// charges a namespace's per-user quotas (inotify instances, queued signals, nested
+/// namespaces) to its owner, so a root-owned one would let a plugin use up root's.
+fn user_namespace_belongs_to_the_plugin_uid(who: Who) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let marker = format!("979.{}", fx.nonce);
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    let (child, seen) = start_daemon_call(&fx, &marker, 2.0);
+    let owner = seen.first().map(|p| {
+        let pid = p.split(':').next().unwrap_or_default();
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).unwrap();
+        let mut uid: libc::uid_t = u32::MAX;
+        const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+        // SAFETY: the ioctl writes one uid_t into `uid`.
+        let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let host = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let own = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+        assert_ne!(own, host, "the plugin is in upm's own user namespace");
+        uid
+    });
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(owner, Some(who.plugin_ids().0), "seen: {seen:?}");
+}
+
+/// A policy limit above upm's own hard limit: the init cannot raise it from inside the
+/// call's user namespace, so upm does, from outside, if it holds CAP_SYS_RESOURCE;
+/// otherwise the call is refused, never run with a limit other than the one reported.
+/// A limit below upm's is set as usual.
+fn hard_limit_above_upms_own_is_raised_or_refused(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        with_sentinel(cfg, dir);
+        cfg["sandbox"]["limits"]["open_files"] = json!(256);
+        cfg["plugins"]["probe"]["sandbox"] = json!({"limits": {"open_files": 128}});
+    }) else {
+        return;
+    };
+    let nofile_200 = |cmd: &mut Command| {
+        // SAFETY: setrlimit is async-signal-safe; the values are on the closure's stack.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 200,
+                    rlim_max: 200,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    };
+    let below = fx.call_with("probe", "control", json!({}), nofile_200);
+    assert_eq!(below.code, 0, "{}", ctx(&below));
+    assert_eq!(
+        below.result()["nofile"],
+        json!([128, 128]),
+        "{}",
+        ctx(&below)
+    );
+
+    let run = fx.call_with("sentinel", "run", json!({}), nofile_200);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let may_raise = who == Who::Root && cap_eff & (1 << CAP_SYS_RESOURCE) != 0;
+    if may_raise {
+        assert_eq!(run.code, 0, "{}", ctx(&run));
+        return;
+    }
+    eprintln!("upm lacks CAP_SYS_RESOURCE here ({who:?}): checking that it refuses");
+    assert_eq!(run.code_word(), "sandbox_unavailable", "{}", ctx(&run));
+    let msg = run.json["data"]["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("the limits layer") && msg.contains("open_files needs a hard limit of 256"),
+        "{msg}"
+    );
+    assert_not_run(&fx, &run);
+}
+
 fn inherited_descriptors_are_closed(who: Who) {
     let Some(fx) = Fx::new(who, |_, _| {}) else {
         return;
@@ -1265,6 +1404,58 @@ fn guard_refuses_a_degraded_sandbox() {
     let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
     assert_eq!(ns["state"], "degraded", "{}", ctx(&run));
     check_layers(&fx, "probe", &run);
+}
+
+/// A root upm that may not create the call's user namespace, or not as the plugin's uid,
+/// still runs the plugin as its uid in the other namespaces, and says that
+/// `max_processes` is then the uid's.
+#[test]
+fn root_without_a_user_namespace_says_the_process_limit_is_shared() {
+    let Some(fx) = Fx::new(Who::Root, |_, _| {}) else {
+        return;
+    };
+    let cases = [
+        // Like a runtime whose profile refuses new user namespaces.
+        (
+            HostRestriction {
+                syscall: libc::SYS_clone,
+                arg0: Some((libc::CLONE_NEWUSER as u64, libc::CLONE_NEWUSER as u64)),
+                errno: libc::EPERM as u32,
+            },
+            "not created: Operation not permitted",
+        ),
+        // Like one that refuses changing securebits: upm cannot take the plugin's uid.
+        (
+            HostRestriction {
+                syscall: libc::SYS_prctl,
+                arg0: Some((u64::MAX, libc::PR_SET_SECUREBITS as u64)),
+                errno: libc::EPERM as u32,
+            },
+            "cannot create it as uid 65534",
+        ),
+    ];
+    for (restriction, why) in cases {
+        let run = fx.call_with("probe", "control", json!({}), |cmd| {
+            restrict_upm(cmd, restriction)
+        });
+        assert_eq!(run.code, 0, "{}", ctx(&run));
+        let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
+        assert_eq!(ns["state"], "enforced", "{ns}");
+        assert_eq!(
+            ns["detail"]["created"],
+            json!(["pid", "ipc", "net"]),
+            "{ns}"
+        );
+        let count = ns["detail"]["process_count"].as_str().unwrap_or("");
+        assert!(count.contains("other calls"), "{ns}");
+        assert!(
+            ns["detail"]["user_namespace"]
+                .as_str()
+                .is_some_and(|r| r.contains(why)),
+            "{why}: {ns}"
+        );
+        assert_eq!(run.result()["uid"], 65534, "{}", ctx(&run));
+    }
 }
 
 fn no_pid_namespaces() -> HostRestriction {

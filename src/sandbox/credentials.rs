@@ -1,8 +1,9 @@
 //! Credentials: an unprivileged uid/gid, no supplementary groups, no
 //! capabilities in any set (bounding and ambient included).
 //!
-//! As root the plugin becomes the configured uid/gid. Unprivileged, upm maps
-//! the caller's own uid/gid into a fresh user namespace (so the other
+//! As root the plugin becomes the configured uid/gid, inside the call's own user
+//! namespace where only that uid/gid is mapped (see `namespaces`). Unprivileged, upm
+//! maps the caller's own uid/gid into a fresh user namespace (so the other
 //! namespaces can be created) and the plugin keeps that identity. Every
 //! capability is cleared explicitly: inside a user namespace the uid change
 //! alone would not drop them.

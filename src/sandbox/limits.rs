@@ -8,9 +8,25 @@ use serde_json::json;
 /// One rlimit to set in the child.
 #[derive(Debug, Clone, Copy)]
 pub struct Rlimit {
+    /// The policy's name for it.
+    pub name: &'static str,
     pub resource: libc::__rlimit_resource_t,
     pub soft: u64,
     pub hard: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaiseError {
+    #[error("cannot read upm's own rlimits: {0}")]
+    Own(#[source] std::io::Error),
+    #[error("{name} needs a hard limit of {want}, above upm's own {have}, and upm may not raise it ({source})")]
+    Refused {
+        name: &'static str,
+        want: u64,
+        have: u64,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -20,6 +36,14 @@ pub struct Plan {
 
 pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
     let r = |resource, soft: u64, hard: u64| Rlimit {
+        name: match resource {
+            libc::RLIMIT_CPU => "cpu_seconds",
+            libc::RLIMIT_AS => "memory_bytes",
+            libc::RLIMIT_NPROC => "max_processes",
+            libc::RLIMIT_FSIZE => "file_size_bytes",
+            libc::RLIMIT_NOFILE => "open_files",
+            _ => "core_dumps",
+        },
         resource,
         soft,
         hard,
@@ -76,6 +100,40 @@ impl Plan {
                     0
                 )
             })?;
+        }
+        Ok(())
+    }
+
+    /// Raises, on the (not yet started) init, the hard limits the policy sets above
+    /// upm's own. The init sets every limit itself, but it cannot raise a hard one from
+    /// inside a user namespace: that takes CAP_SYS_RESOURCE in the initial namespace,
+    /// which only upm can have. Without it, this fails, and so does the call.
+    pub fn raise_on(&self, pid: libc::pid_t) -> Result<(), RaiseError> {
+        for l in &self.rlimits {
+            let mut own = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64 on upm itself, writing into a valid rlimit64 on our stack.
+            if unsafe { libc::prlimit64(0, l.resource, std::ptr::null(), &mut own) } != 0 {
+                return Err(RaiseError::Own(std::io::Error::last_os_error()));
+            }
+            if l.hard <= own.rlim_max {
+                continue;
+            }
+            let lim = libc::rlimit64 {
+                rlim_cur: own.rlim_cur,
+                rlim_max: l.hard,
+            };
+            // SAFETY: prlimit64 reads a valid rlimit64 on our stack and writes nothing.
+            if unsafe { libc::prlimit64(pid, l.resource, &lim, std::ptr::null_mut()) } != 0 {
+                return Err(RaiseError::Refused {
+                    name: l.name,
+                    want: l.hard,
+                    have: own.rlim_max,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
         }
         Ok(())
     }

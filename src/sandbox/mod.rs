@@ -169,7 +169,8 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     let (credentials, cred_report) = credentials::prepare(&policy.user, host);
     reports.push(cred_report);
 
-    let (ns_plan, ns_report) = namespaces::prepare(policy.network, credentials.mode);
+    let (ns_plan, ns_report) =
+        namespaces::prepare(policy.network, credentials.mode, credentials.uid);
     reports.push(ns_report);
 
     let mut read: Vec<PathBuf> = landlock::BASE_READ_PATHS
@@ -280,6 +281,28 @@ fn network_report(allowed: bool, landlock: bool, seccomp: bool) -> LayerReport {
 }
 
 impl Prepared {
+    /// Called when a root upm cannot create the call's user namespace: the plugin still
+    /// gets its uid and the other namespaces, but `max_processes` then counts every
+    /// process of that uid, and the report says so.
+    pub fn without_user_namespace(&mut self, reason: &str) {
+        if let Some(n) = &mut self.namespaces {
+            n.clone_flags &= !libc::CLONE_NEWUSER;
+            n.user_namespace = false;
+        }
+        for r in &mut self.reports {
+            if r.layer != Layer::Namespaces {
+                continue;
+            }
+            if let Some(d) = r.detail.as_object_mut() {
+                if let Some(created) = d.get_mut("created").and_then(Value::as_array_mut) {
+                    created.retain(|n| n != "user");
+                }
+                d.insert("process_count".into(), json!(namespaces::PER_UID));
+                d.insert("user_namespace".into(), json!(reason));
+            }
+        }
+    }
+
     /// Called when the namespaces cannot be created: allowed only if degradable.
     pub fn without_namespaces(&mut self, reason: &str) -> Result<(), SandboxError> {
         if !self.allow_degraded.contains(&Layer::Namespaces) {

@@ -220,12 +220,13 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         .map_err(|e| (Step::Stdio, e))?;
     // SAFETY: setsid takes no arguments.
     sys(unsafe { syscall!(Sysno::setsid) }).map_err(|e| (Step::Session, e))?;
+    // The rest waits for the go: a user namespace's id maps are written by upm after the
+    // clone (until then the private directory's owner is unmapped here, and root's
+    // capabilities do not reach it), and an init already switched to the plugin's uid
+    // would count against that uid's RLIMIT_NPROC while it waits.
+    wait_for_go()?;
     // SAFETY: a NUL-terminated path prepared by the parent.
     sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;
-    // The layers wait for the go: a user namespace's id maps are written by upm after
-    // the clone, and an init already switched to the plugin's uid would count against
-    // that uid's RLIMIT_NPROC while it waits (many do, when calls run concurrently).
-    wait_for_go()?;
     // Without a PID namespace (only if allowed), orphans still come back to the init.
     // SAFETY: plain prctl with integer arguments.
     sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })

@@ -24,6 +24,7 @@ mod child;
 
 pub use capture::{capture, Collected, Io, Pipes};
 
+use crate::sandbox::namespaces::AsOwner;
 use crate::sandbox::{Prepared, SandboxError, Step};
 use std::ffi::CString;
 use std::io;
@@ -40,6 +41,8 @@ pub enum SpawnError {
     Stack(#[source] io::Error),
     #[error("cannot map the caller's ids into the user namespace: {0}")]
     IdMap(#[source] io::Error),
+    #[error("the limits layer could not be applied: {0}")]
+    Limits(#[from] crate::sandbox::limits::RaiseError),
     #[error("{0}")]
     Sandbox(#[from] SandboxError),
 }
@@ -202,10 +205,33 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             plugin_stack: stacks.plugin_top(),
         });
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
+        // A root upm's call gets a user namespace owned by the plugin's uid.
+        let owner = match sandbox.namespaces.and_then(|n| n.owner) {
+            Some(uid) if flags & libc::CLONE_NEWUSER != 0 => match AsOwner::enter(uid) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    let why = format!("not created: cannot create it as uid {uid}: {e}");
+                    sandbox.without_user_namespace(&why);
+                    continue;
+                }
+            },
+            _ => None,
+        };
         // SAFETY: ctx, everything it points to and the stacks live in the returned
         // Spawned, unchanged, until its Drop has reaped the init.
-        match unsafe { child::clone_init(flags, &stacks, &ctx) } {
+        let cloned = unsafe { child::clone_init(flags, &stacks, &ctx) };
+        drop(owner);
+        match cloned {
             Ok(pid) => break (pid, ctx),
+            // A root upm goes on without the call's own user namespace (the report says
+            // what max_processes then counts) before it considers the other namespaces.
+            Err(e @ (libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS))
+                if flags & libc::CLONE_NEWUSER != 0
+                    && sandbox.credentials.mode == crate::sandbox::credentials::Mode::Switch =>
+            {
+                let e = io::Error::from_raw_os_error(e);
+                sandbox.without_user_namespace(&format!("not created: {e}"));
+            }
             // Refused by this kernel or invoker (not a passing shortage like EAGAIN).
             Err(e @ (libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)) if flags != 0 => {
                 // Go on without namespaces only if the policy allows it.
@@ -239,10 +265,12 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _exec_fd: exec_fd,
         _stacks: stacks,
     };
-    if sandbox.namespaces.is_some_and(|n| n.user_namespace) {
+    if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
         let c = &sandbox.credentials;
-        map_ids(pid, c.uid, c.gid).map_err(SpawnError::IdMap)?;
+        map_ids(pid, c.uid, c.gid, n.deny_setgroups).map_err(SpawnError::IdMap)?;
     }
+    // The init sets its rlimits after the go, but only upm can raise a hard one.
+    sandbox.limits.raise_on(pid).map_err(SpawnError::Limits)?;
     Ok(spawned)
 }
 
@@ -288,8 +316,12 @@ pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnErro
     Ok(start(launch, sandbox)?.run())
 }
 
-fn map_ids(pid: libc::pid_t, uid: u32, gid: u32) -> io::Result<()> {
-    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+/// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
+/// (root's included) is unmapped in the call's user namespace.
+fn map_ids(pid: libc::pid_t, uid: u32, gid: u32, deny_setgroups: bool) -> io::Result<()> {
+    if deny_setgroups {
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+    }
     std::fs::write(format!("/proc/{pid}/uid_map"), format!("{uid} {uid} 1\n"))?;
     std::fs::write(format!("/proc/{pid}/gid_map"), format!("{gid} {gid} 1\n"))?;
     Ok(())
