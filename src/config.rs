@@ -283,13 +283,17 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
 
     let workdir_root = match obj.get("workdir_root") {
         None => PathBuf::from(DEFAULT_WORKDIR_ROOT),
-        Some(_) => {
-            let p: PathBuf = field(obj, "workdir_root", PathBuf::new(), problems);
-            check_workdir_root(&p).unwrap_or_else(|e| {
+        // Checked only once it is a path: a wrong type is one problem, not two.
+        Some(v) => match serde_json::from_value::<PathBuf>(v.clone()) {
+            Err(e) => {
+                problems.push(format!("\"workdir_root\": {e}"));
+                PathBuf::from(DEFAULT_WORKDIR_ROOT)
+            }
+            Ok(p) => check_workdir_root(&p).unwrap_or_else(|e| {
                 problems.push(format!("\"workdir_root\" {}: {e}", p.display()));
                 p
-            })
-        }
+            }),
+        },
     };
 
     let sandbox_defaults = obj

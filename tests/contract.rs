@@ -701,6 +701,14 @@ fn an_unsafe_workdir_root_is_a_config_error() {
         let r = with_root(bad.clone());
         refused_with(&r, |p| p.contains("workdir_root"), &bad);
     }
+    // Not a path at all: one problem, not a second one about the path it is not.
+    let r = with_root(json!(42));
+    refused_with(&r, |p| p.contains("workdir_root"), "42");
+    let about_root = config_problems(&r)
+        .into_iter()
+        .filter(|p| p.contains("workdir_root"))
+        .collect::<Vec<_>>();
+    assert_eq!(about_root.len(), 1, "{about_root:?}");
 }
 
 // ---------------------------------------------------------------- 5 config_error

@@ -355,6 +355,12 @@ fn stop_tree(init: libc::pid_t) {
 /// be the init's child after its pidfd was opened: a number read earlier could since
 /// have been freed and reused by a process outside the sandbox.
 fn sandboxed_children(init: libc::pid_t) -> Vec<OwnedFd> {
+    // The numbers in /proc are those of the PID namespace /proc was mounted for; if that
+    // is not upm's (a foreign /proc in a container), pidfd_open would read them wrongly.
+    let own = std::process::id().to_string();
+    if std::fs::read_link("/proc/self").map_or(true, |p| p.as_os_str() != own.as_str()) {
+        return Vec::new();
+    }
     let path = format!("/proc/{init}/task/{init}/children");
     let pids = |s: &str| -> Vec<libc::pid_t> {
         s.split_whitespace()
