@@ -238,6 +238,72 @@ fn every_call_has_its_own_sandbox() {
     }
 }
 
+/// A parent-death signal set on upm survives its calls: a root upm's calls change the
+/// spawning thread's effective uid for a moment (to create the call's user namespace as
+/// a uid of its own), and the kernel clears the signal on every such change.
+#[test]
+fn the_parent_death_signal_outlives_the_calls() {
+    use std::os::unix::process::CommandExt;
+    let d = TestDir::new();
+    let p = script(&d, "ok.sh", "#!/bin/sh\nread -r _\necho '{}'\n");
+    let cfg = config(&d, &[("Ok", &p, 10000)], json!({}));
+    // The signal comes when the thread that started upm ends, so a thread starts it,
+    // makes one call and ends, keeping upm's stdin open.
+    let (mut child, first) = std::thread::spawn(move || {
+        let mut cmd = Command::new(upm_bin());
+        cmd.args(["run", "--jsonl", "--config", cfg.to_str().unwrap()])
+            .env_remove("UPM_CONFIG_PATH")
+            .env_remove("UPM_LOG_FILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&line("Ok", "first", json!({})))
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        (child, first)
+    })
+    .join()
+    .unwrap();
+    assert!(first.contains("\"success\":true"), "{first}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "upm outlived the thread that started it: {status:?}"
+    );
+}
+
 // ---------------------------------------------------------------- malformed lines
 
 #[test]

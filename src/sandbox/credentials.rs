@@ -59,6 +59,25 @@ pub fn prepare(user: &UserSpec, host: &Host) -> (Plan, LayerReport) {
     (plan, report)
 }
 
+/// Why a root upm may not switch to the plugin's uid here, if it may not.
+///
+/// The init shares upm's memory, and a change of credentials makes that memory as
+/// dumpable as `fs.suid_dumpable` says. At 1 ("debug") any process running as the
+/// plugin's uid and gid could then trace the init, and so read and write root upm's
+/// memory. At 0 or 2 only a holder of CAP_SYS_PTRACE could. An unknown value is refused
+/// too: fail closed.
+pub fn switch_refused(mode: Mode, host: &Host) -> Option<String> {
+    match (mode, host.suid_dumpable) {
+        (Mode::Switch, Some(0 | 2)) => None,
+        (Mode::Switch, v) => Some(format!(
+            "fs.suid_dumpable is {}: the sandbox's init, which shares upm's memory, would \
+             be traceable by every process of the plugin's uid (set it to 0 or 2)",
+            v.map_or("unreadable".to_owned(), |v| v.to_string())
+        )),
+        _ => None,
+    }
+}
+
 /// The kernel's `__user_cap_header_struct` / `__user_cap_data_struct` (version 3).
 #[repr(C)]
 struct CapHeader {
@@ -115,7 +134,9 @@ impl Plan {
         }; 2];
         // SAFETY: header and data are valid, correctly laid out kernel structs on our stack.
         sys(unsafe { syscall!(Sysno::capset, &header as *const CapHeader, data.as_ptr()) })?;
-        // Check rather than trust: a uid still 0 here would be a silent failure.
+        // Check rather than trust: a uid still 0 here would be a silent failure. (Inside the
+        // call's user namespace an unmapped id reads back as the overflow id, 65534, so
+        // with that uid this cannot tell; the sandbox tests check the ids from outside.)
         let mut ids = [[0u32; 3]; 2];
         let [u, g] = &mut ids;
         let [ru, eu, su] = u.each_mut().map(|p| p as *mut u32);
@@ -136,4 +157,38 @@ impl Plan {
 fn prctl_int(option: libc::c_int, arg: usize) -> Result<usize, ::syscalls::Errno> {
     // SAFETY: the options used here take integer arguments only.
     unsafe { syscall!(Sysno::prctl, option, arg, 0, 0, 0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(suid_dumpable: Option<u8>) -> Host {
+        Host {
+            euid: 0,
+            egid: 0,
+            privileged: true,
+            landlock_abi: 7,
+            seccomp: true,
+            cap_last_cap: 40,
+            suid_dumpable,
+        }
+    }
+
+    #[test]
+    fn a_root_switch_needs_memory_that_stays_undumpable() {
+        for ok in [0, 2] {
+            assert_eq!(switch_refused(Mode::Switch, &host(Some(ok))), None);
+        }
+        for bad in [Some(1), Some(3), None] {
+            let why = switch_refused(Mode::Switch, &host(bad));
+            assert!(
+                why.as_deref()
+                    .is_some_and(|w| w.contains("fs.suid_dumpable")),
+                "{bad:?}: {why:?}"
+            );
+        }
+        // Unprivileged, upm's memory is the caller's own: nothing to protect from it.
+        assert_eq!(switch_refused(Mode::UserNamespace, &host(Some(1))), None);
+    }
 }

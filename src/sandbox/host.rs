@@ -13,6 +13,9 @@ pub struct Host {
     pub seccomp: bool,
     /// Highest capability number, for dropping the bounding set.
     pub cap_last_cap: u32,
+    /// `fs.suid_dumpable` (read when privileged): what a process's memory becomes on a
+    /// change of credentials, the sandbox's init (which shares upm's memory) included.
+    pub suid_dumpable: Option<u8>,
 }
 
 impl Host {
@@ -37,6 +40,10 @@ impl Host {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
+            suid_dumpable: privileged
+                .then(|| std::fs::read_to_string("/proc/sys/fs/suid_dumpable").ok())
+                .flatten()
+                .and_then(|s| s.trim().parse().ok()),
         }
     }
 }

@@ -167,10 +167,15 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     let mut reports = Vec::new();
 
     let (credentials, cred_report) = credentials::prepare(&policy.user, host);
+    if let Some(reason) = credentials::switch_refused(credentials.mode, host) {
+        return Err(SandboxError::Unavailable {
+            layer: Layer::Credentials,
+            reason,
+        });
+    }
     reports.push(cred_report);
 
-    let (ns_plan, ns_report) =
-        namespaces::prepare(policy.network, credentials.mode, credentials.uid);
+    let (ns_plan, ns_report) = namespaces::prepare(policy.network, credentials.mode);
     reports.push(ns_report);
 
     let mut read: Vec<PathBuf> = landlock::BASE_READ_PATHS
@@ -297,6 +302,7 @@ impl Prepared {
                 if let Some(created) = d.get_mut("created").and_then(Value::as_array_mut) {
                     created.retain(|n| n != "user");
                 }
+                d.remove("user_namespace_owner");
                 d.insert("process_count".into(), json!(namespaces::PER_UID));
                 d.insert("user_namespace".into(), json!(reason));
             }

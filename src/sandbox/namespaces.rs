@@ -9,10 +9,13 @@
 //! (the kernel counts per user *per user namespace*), not those of every call that
 //! runs as the same uid.
 //!
-//! A root upm creates that user namespace as the plugin's uid (see [`AsOwner`]): the
-//! kernel charges a namespace's per-user quotas (inotify instances, queued signals,
-//! namespaces) to its owner, and those must stay the plugin uid's, as they are
-//! without the namespace, not become root's.
+//! A root upm creates that user namespace as a uid of the call's own (see [`AsOwner`]),
+//! never as root or as the plugin's uid. The kernel charges a namespace's per-user
+//! quotas (inotify instances, queued signals, nested namespaces) to its owner: owned by
+//! root, a plugin could use up root's. And every host process whose effective uid is
+//! the owner holds every capability over the namespace, and over the network, PID and
+//! IPC namespaces it owns: owned by the plugin's uid (often `nobody`), any process of
+//! that uid could join them, bring up `lo`, plant processes or trace the plugin.
 
 use super::credentials::Mode;
 use super::policy::Layer;
@@ -28,7 +31,7 @@ pub struct Plan {
     /// Unprivileged: `setgroups` must be denied before a gid map may be written. Root
     /// leaves it allowed, so that the init can clear root's supplementary groups.
     pub deny_setgroups: bool,
-    /// Root: the uid that is to own the call's user namespace (the plugin's).
+    /// Root: the uid that is to own the call's user namespace (see [`owner_uid`]).
     pub owner: Option<u32>,
 }
 
@@ -37,7 +40,7 @@ pub const PER_CALL: &str = "the call's own processes (a user namespace of its ow
 /// ... and without one (the kernel refused it).
 pub const PER_UID: &str = "every process of the plugin's uid, this call's and other calls'";
 
-pub fn prepare(network_allowed: bool, cred_mode: Mode, plugin_uid: u32) -> (Plan, LayerReport) {
+pub fn prepare(network_allowed: bool, cred_mode: Mode) -> (Plan, LayerReport) {
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC;
     if !network_allowed {
         flags |= libc::CLONE_NEWNET;
@@ -53,34 +56,74 @@ pub fn prepare(network_allowed: bool, cred_mode: Mode, plugin_uid: u32) -> (Plan
     if user_namespace {
         names.push("user");
     }
-    let report = LayerReport::enforced(
-        Layer::Namespaces,
-        json!({ "created": names, "process_count": PER_CALL }),
-    );
+    let owner = (cred_mode == Mode::Switch).then(owner_uid);
+    let mut detail = json!({ "created": names, "process_count": PER_CALL });
+    if let Some(uid) = owner {
+        detail["user_namespace_owner"] = json!(uid);
+    }
+    let report = LayerReport::enforced(Layer::Namespaces, detail);
     (
         Plan {
             clone_flags: flags,
             user_namespace,
             deny_setgroups: cred_mode == Mode::UserNamespace,
-            owner: (cred_mode == Mode::Switch).then_some(plugin_uid),
+            owner,
         },
         report,
     )
 }
 
-/// The calling thread, for as long as this lives, with the plugin's uid as its effective
-/// uid, so that a user namespace it creates is owned by that uid. Credentials are per
+/// A uid for one call's user namespace to be owned by: picked at random in
+/// 2147483648..=4294967293, which systemd's uid ranges leave unused ("HIC SVNT LEONES"),
+/// so that no account, service or container runs as it. Calls do not share one either,
+/// so each has per-user quotas of its own.
+pub fn owner_uid() -> u32 {
+    let mut r: u32 = 0;
+    // SAFETY: getrandom writes at most 4 bytes into r.
+    let got = unsafe { syscall!(Sysno::getrandom, &mut r as *mut u32, 4, 0) };
+    if got != Ok(4) {
+        // Only uniqueness matters here, not secrecy.
+        r = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id();
+    }
+    0x8000_0000 + r % 0x7fff_fffe
+}
+
+/// The calling thread, for as long as this lives, with `uid` as its effective uid, so
+/// that a user namespace it creates is owned by that uid. Credentials are per
 /// thread with raw system calls (glibc's `setresuid` would switch every thread of upm);
 /// the real and saved uids stay 0, so the way back is always open. Capabilities are
 /// kept across the switch (`SECBIT_NO_SETUID_FIXUP`), so that a kernel which allows
 /// only privileged callers to create user namespaces still lets upm create this one;
 /// the namespace's first process starts with the default securebits whatever they were.
+///
+/// Any change of the effective uid clears the thread's parent-death signal: it is put
+/// back afterwards (and raised, if the parent died meanwhile).
 pub struct AsOwner {
     securebits: libc::c_ulong,
+    pdeathsig: libc::c_int,
+    ppid: libc::pid_t,
 }
 
 impl AsOwner {
     pub fn enter(uid: u32) -> io::Result<AsOwner> {
+        let mut pdeathsig: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int into pdeathsig.
+        sys(unsafe {
+            syscall!(
+                Sysno::prctl,
+                libc::PR_GET_PDEATHSIG,
+                &mut pdeathsig as *mut libc::c_int,
+                0,
+                0,
+                0
+            )
+        })
+        .map_err(io::Error::from_raw_os_error)?;
+        // SAFETY: getppid cannot fail.
+        let ppid = unsafe { libc::getppid() };
         // SAFETY: plain prctl with integer arguments, on this thread's credentials.
         let securebits =
             sys(unsafe { syscall!(Sysno::prctl, libc::PR_GET_SECUREBITS, 0, 0, 0, 0) })
@@ -90,7 +133,11 @@ impl AsOwner {
         // SAFETY: as above.
         sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_SECUREBITS, keep, 0, 0, 0) })
             .map_err(io::Error::from_raw_os_error)?;
-        let guard = AsOwner { securebits };
+        let guard = AsOwner {
+            securebits,
+            pdeathsig,
+            ppid,
+        };
         // SAFETY: setresuid on this thread only; -1 leaves the real and saved uids (0).
         sys(unsafe { syscall!(Sysno::setresuid, -1i32 as u32, uid, -1i32 as u32) })
             .map_err(io::Error::from_raw_os_error)?;
@@ -119,6 +166,23 @@ impl Drop for AsOwner {
             // Cannot happen (the saved uid is 0 and capabilities were kept); were it to, a
             // upm thread with the wrong identity must not go on.
             std::process::abort();
+        }
+        if self.pdeathsig != 0 {
+            // SAFETY: plain prctl with integer arguments.
+            let set = unsafe {
+                syscall!(
+                    Sysno::prctl,
+                    libc::PR_SET_PDEATHSIG,
+                    self.pdeathsig,
+                    0,
+                    0,
+                    0
+                )
+            };
+            // SAFETY: getppid cannot fail; kill on ourselves with a valid signal.
+            if set.is_err() || unsafe { libc::getppid() } != self.ppid {
+                unsafe { libc::kill(libc::getpid(), self.pdeathsig) };
+            }
         }
     }
 }
