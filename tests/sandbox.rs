@@ -641,6 +641,7 @@ fn dangerous_syscalls_are_refused(who: Who) {
         "unshare_net",
         "clone_newuser",
         "chroot",
+        "inotify_init1",
     ] {
         assert_eq!(errno(&r[k]), EPERM, "{k}: {r}");
     }

@@ -79,8 +79,9 @@ pub fn prepare(network_allowed: bool, cred_mode: Mode) -> (Plan, LayerReport) {
 /// so each has per-user quotas of its own.
 pub fn owner_uid() -> u32 {
     let mut r: u32 = 0;
-    // SAFETY: getrandom writes at most 4 bytes into r.
-    let got = unsafe { syscall!(Sysno::getrandom, &mut r as *mut u32, 4, 0) };
+    // SAFETY: getrandom writes at most 4 bytes into r. (Insecure: never blocks, and
+    // only uniqueness matters.)
+    let got = unsafe { syscall!(Sysno::getrandom, &mut r as *mut u32, 4, libc::GRND_INSECURE) };
     if got != Ok(4) {
         // Only uniqueness matters here, not secrecy.
         r = std::time::SystemTime::now()
