@@ -205,7 +205,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             plugin_stack: stacks.plugin_top(),
         });
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
-        // A root upm's call gets a user namespace owned by the plugin's uid.
+        // A root upm's call gets a user namespace owned by a uid of its own.
         let owner = match sandbox.namespaces.and_then(|n| n.owner) {
             Some(uid) if flags & libc::CLONE_NEWUSER != 0 => match AsOwner::enter(uid) {
                 Ok(guard) => Some(guard),
