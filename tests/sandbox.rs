@@ -1420,6 +1420,71 @@ fn layer_that_cannot_be_applied_fails_closed(who: Who) {
     }
 }
 
+/// With `fs.suid_dumpable` at 1, a root upm refuses to switch to the plugin's uid: the
+/// switch would make the init, which shares upm's memory, traceable by that uid. The
+/// setting is faked for upm alone: a file bound over it in a mount namespace of its own.
+#[test]
+fn suid_dumpable_1_stops_a_root_upm_before_the_plugin_runs() {
+    use std::ffi::CString;
+    let Some(fx) = Fx::new(Who::Root, with_sentinel) else {
+        return;
+    };
+    let fake = fx.dir.join("suid_dumpable");
+    for (value, refused) in [("1\n", true), ("0\n", false)] {
+        std::fs::write(&fake, value).unwrap();
+        let src = CString::new(fake.to_str().unwrap()).unwrap();
+        let dst = CString::new("/proc/sys/fs/suid_dumpable").unwrap();
+        let root = CString::new("/").unwrap();
+        let run = fx.call_with("sentinel", "run", json!({}), |cmd| {
+            // SAFETY: unshare and mount are async-signal-safe; the strings were made
+            // before the fork and are only read.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fail = || Err(std::io::Error::last_os_error());
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return fail();
+                    }
+                    let private = libc::MS_REC | libc::MS_PRIVATE;
+                    if libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        private,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return fail();
+                    }
+                    if libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return fail();
+                    }
+                    Ok(())
+                });
+            }
+        });
+        if !refused {
+            assert_eq!(run.code, 0, "{value}: {}", ctx(&run));
+            std::fs::remove_file(fx.dir.join("sentinel/ran")).unwrap();
+            continue;
+        }
+        assert_eq!(run.code, 14, "{}", ctx(&run));
+        assert_eq!(run.code_word(), "sandbox_unavailable", "{}", ctx(&run));
+        let msg = run.json["data"]["error"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("the credentials layer") && msg.contains("fs.suid_dumpable is 1"),
+            "{msg}"
+        );
+        assert_not_run(&fx, &run);
+    }
+}
+
 /// `allow_degraded` lets the call run without the layer, and the guard must then refuse.
 #[test]
 #[should_panic(expected = "GUARD: refusing to run hostile probes")]
