@@ -1220,13 +1220,11 @@ fn hard_limit_above_upms_own_is_raised_or_refused(who: Who) {
         return;
     }
     eprintln!("upm lacks CAP_SYS_RESOURCE here ({who:?}): checking that it refuses");
-    assert_eq!(run.code_word(), "sandbox_unavailable", "{}", ctx(&run));
-    let msg = run.json["data"]["error"].as_str().unwrap_or("");
-    assert!(
-        msg.contains("the limits layer") && msg.contains("open_files needs a hard limit of 256"),
-        "{msg}"
+    assert_refused(
+        &fx,
+        &run,
+        &["the limits layer", "open_files needs a hard limit of 256"],
     );
-    assert_not_run(&fx, &run);
 }
 
 fn inherited_descriptors_are_closed(who: Who) {
@@ -1333,6 +1331,23 @@ fn restrict_upm(cmd: &mut Command, r: HostRestriction) {
     }
 }
 
+/// Refused before the plugin ran: exit 14, `sandbox_unavailable`, an error naming every
+/// one of `says`, and no trace of the plugin.
+fn assert_refused(fx: &Fx, run: &Run, says: &[&str]) {
+    assert_eq!(run.code, 14, "{says:?}: {}", ctx(run));
+    assert_eq!(
+        run.code_word(),
+        "sandbox_unavailable",
+        "{says:?}: {}",
+        ctx(run)
+    );
+    let msg = run.json["data"]["error"].as_str().unwrap_or("");
+    for s in says {
+        assert!(msg.contains(s), "{s:?} not in: {msg}");
+    }
+    assert_not_run(fx, run);
+}
+
 /// The plugin must not have run: no result, no output, `ran: false` in the audit,
 /// and no trace in the directory it would have written.
 fn assert_not_run(fx: &Fx, run: &Run) {
@@ -1404,19 +1419,7 @@ fn layer_that_cannot_be_applied_fails_closed(who: Who) {
         let run = fx.call_with("sentinel", "run", json!({}), |cmd| {
             restrict_upm(cmd, restriction)
         });
-        assert_eq!(run.code, 14, "{layer}: {}", ctx(&run));
-        assert_eq!(
-            run.code_word(),
-            "sandbox_unavailable",
-            "{layer}: {}",
-            ctx(&run)
-        );
-        let msg = run.json["data"]["error"].as_str().unwrap_or("");
-        assert!(
-            msg.contains(&format!("the {layer} layer")),
-            "{layer}: {msg}"
-        );
-        assert_not_run(&fx, &run);
+        assert_refused(&fx, &run, &[&format!("the {layer} layer")]);
     }
 }
 
@@ -1474,14 +1477,11 @@ fn suid_dumpable_1_stops_a_root_upm_before_the_plugin_runs() {
             std::fs::remove_file(fx.dir.join("sentinel/ran")).unwrap();
             continue;
         }
-        assert_eq!(run.code, 14, "{}", ctx(&run));
-        assert_eq!(run.code_word(), "sandbox_unavailable", "{}", ctx(&run));
-        let msg = run.json["data"]["error"].as_str().unwrap_or("");
-        assert!(
-            msg.contains("the credentials layer") && msg.contains("fs.suid_dumpable is 1"),
-            "{msg}"
+        assert_refused(
+            &fx,
+            &run,
+            &["the credentials layer", "fs.suid_dumpable is 1"],
         );
-        assert_not_run(&fx, &run);
     }
 }
 
@@ -1573,14 +1573,7 @@ fn unreadable_read_path_fails_closed(who: Who) {
         return;
     };
     let run = fx.call("sentinel", "run", json!({}));
-    assert_eq!(run.code, 14, "{}", ctx(&run));
-    assert_eq!(run.code_word(), "sandbox_unavailable", "{}", ctx(&run));
-    let msg = run.json["data"]["error"].as_str().unwrap_or("");
-    assert!(
-        msg.contains("landlock") && msg.contains("/proc/self/ns/net"),
-        "{msg}"
-    );
-    assert_not_run(&fx, &run);
+    assert_refused(&fx, &run, &["landlock", "/proc/self/ns/net"]);
 }
 
 /// The init shares upm's memory until the call ends. Even under a seccomp profile that
