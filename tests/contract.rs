@@ -321,6 +321,67 @@ fn output_caps_truncate_and_flag_each_stream() {
     }
 }
 
+/// Megabytes on both streams at once, in odd-sized writes, under the cap: kept byte for
+/// byte. (Past the first MiB upm faults in each stream's buffer ahead of its reads; a
+/// page skipped or reused there would show here as lost or zeroed bytes.)
+#[test]
+fn megabytes_on_both_streams_are_kept_exactly() {
+    let d = setup();
+    let writer = r#"#!/usr/bin/python3
+import os, sys
+sys.stdin.read()
+def pattern(seed, n):
+    block, x = bytearray(), seed
+    for _ in range(4093):
+        x = (x * 1103515245 + 12345) % 2**31
+        block.append(97 + x % 26)
+    return (bytes(block) * (n // 4093 + 1))[:n]
+err = pattern(7, 2_500_001)
+body = pattern(3, 3_300_007)
+out = b'{"s": "' + body + b'"}'
+i = j = 0
+step = 1
+while i < len(out) or j < len(err):
+    step = step * 7 % 200_003 + 1
+    if i < len(out):
+        i += os.write(1, out[i:i + step])
+    if j < len(err):
+        j += os.write(2, err[j:j + step // 2 + 1])
+"#;
+    let p = d.write("plugins/both.py", writer, true);
+    let c = cfg(
+        &d,
+        json!({
+            "sandbox": { "limits": { "timeout_ms": 20000, "output_bytes": 8u64 << 20 } },
+            "plugins": { "Both": cmd(p.to_str().unwrap(), &["go"]) }
+        }),
+    );
+    let r = call(&c, "Both", "go", json!({}));
+    let result = ok(&r).clone();
+    // The same generator, here: a 4093-byte block (a prime, so no page lines up) repeated.
+    let pattern = |seed: u64, n: usize| {
+        let mut x = seed;
+        let block: String = (0..4093)
+            .map(|_| {
+                x = (x * 1103515245 + 12345) % (1 << 31);
+                (b'a' + (x % 26) as u8) as char
+            })
+            .collect();
+        block.repeat(n / 4093 + 1)[..n].to_owned()
+    };
+    assert!(
+        result["s"] == pattern(3, 3_300_007),
+        "stdout's 3.3 MB came back altered"
+    );
+    let e = &r.json["data"]["stderr"];
+    assert_eq!(e["bytes"], 2_500_001);
+    assert_eq!(e["truncated"], false);
+    assert!(
+        e["text"] == pattern(7, 2_500_001),
+        "stderr's 2.5 MB came back altered"
+    );
+}
+
 // ---------------------------------------------------------------- 2 usage
 
 #[test]

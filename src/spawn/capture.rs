@@ -65,6 +65,9 @@ pub(super) struct Capture<'a> {
     report: Vec<u8>,
     /// Where output past the cap is read to be counted and dropped (allocated only then).
     scratch: Option<Vec<u8>>,
+    /// Per stream (stdout, stderr, result channel): its buffer's address and how much
+    /// of it is faulted in.
+    populated: [(usize, usize); 3],
     stopped_by: Option<Stop>,
 }
 
@@ -85,6 +88,7 @@ impl<'a> Capture<'a> {
             result: Stream::default(),
             report: Vec::new(),
             scratch: None,
+            populated: [(0, 0); 3],
             stopped_by: None,
         }
     }
@@ -269,6 +273,13 @@ impl<'a> Capture<'a> {
         // SAFETY: the first k bytes of the spare capacity were just written by read(2).
         unsafe { s.data.set_len(s.data.len() + k) };
         s.total += k as u64;
+        // A stream printing in volume: fault in where its next read goes now, between
+        // reads (small outputs never pay for this).
+        if s.data.len() >= CHUNK {
+            let room_after = self.io.output_cap.saturating_sub(used + k as u64);
+            let ahead = room_after.min(CHUNK as u64) as usize;
+            populate_ahead(&mut s.data, &mut self.populated[which], ahead);
+        }
         Read::Data {
             full: k == want,
             over_cap: false,
@@ -343,6 +354,39 @@ impl Read {
         } else {
             Read::Failed
         }
+    }
+}
+
+/// Faults in the `ahead` bytes after `buf`'s contents, so that the next read(2) does
+/// not take them: a pipe read holds the pipe's lock while it copies, and every page
+/// fault taken there stalls the writer (measured: 0.84 → 1.48 GB/s into a 512 MiB
+/// buffer, `bench/output.py`). Best effort: without MADV_POPULATE_WRITE (Linux < 5.14)
+/// the read takes the faults as before.
+fn populate_ahead(buf: &mut Vec<u8>, populated: &mut (usize, usize), ahead: usize) {
+    const PAGE: usize = 4096;
+    if ahead == 0 {
+        return;
+    }
+    buf.reserve(ahead);
+    let base = buf.as_ptr() as usize;
+    // A buffer that moved may have left its faulted-in pages behind: start over.
+    let done = if populated.0 == base { populated.1 } else { 0 };
+    let from = (base + buf.len().max(done)).next_multiple_of(PAGE);
+    let to = (base + buf.len() + ahead) & !(PAGE - 1);
+    if to <= from {
+        return;
+    }
+    // SAFETY: [from, to) lies within the vector's allocation (its spare capacity, just
+    // reserved); MADV_POPULATE_WRITE faults pages in and changes no contents.
+    let rc = unsafe {
+        libc::madvise(
+            from as *mut libc::c_void,
+            to - from,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    if rc == 0 {
+        *populated = (base, to - base);
     }
 }
 
