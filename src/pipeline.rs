@@ -111,9 +111,14 @@ impl Session {
                 Default::default(),
             ),
         };
+        let host = Host::probe();
+        if host.privileged {
+            // A root upm's calls change the spawning thread's euid (see AsOwner).
+            sandbox::namespaces::hold_parent_death_signal();
+        }
         Session {
             config,
-            host: Host::probe(),
+            host,
             schemas: Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
             audit: GroupCommit::new(audit_path, audit_settings),

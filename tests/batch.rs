@@ -304,6 +304,79 @@ fn the_parent_death_signal_outlives_the_calls() {
     );
 }
 
+/// The parent *thread* that started upm may end at any moment, also while a call is
+/// creating its user namespace, the millisecond in which the spawning thread's own
+/// parent-death signal is cleared. upm busy with back-to-back calls, its starter thread
+/// ending at staggered moments: upm must die every time. (Without a thread of upm's own
+/// that holds the signal throughout, a few trials in twenty were missed.)
+#[test]
+fn the_parent_death_signal_is_not_missed_mid_call() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let d = TestDir::new();
+    let cfg = config(&d, &[("T", "/bin/true", 10000)], json!({}));
+    let mut missed = Vec::new();
+    for trial in 0..20u64 {
+        let cfg = cfg.clone();
+        // Spread over 8–40 ms: upm is up and calling by then.
+        let delay = Duration::from_micros(8000 + trial * 1601 % 32000);
+        let mut child = std::thread::spawn(move || {
+            let mut cmd = Command::new(upm_bin());
+            cmd.args(["run", "--jsonl", "--config", cfg.to_str().unwrap()])
+                .env_remove("UPM_CONFIG_PATH")
+                .env_remove("UPM_LOG_FILE")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: prctl is async-signal-safe and allocates nothing.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            // Calls back to back; the feeder ends on EPIPE once upm is gone.
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    if stdin
+                        .write_all(&line("T", &format!("c{i}"), json!({})))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            std::thread::sleep(delay);
+            child
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if status.and_then(|s| s.signal()) != Some(libc::SIGKILL) {
+            let _ = child.kill();
+            let _ = child.wait();
+            missed.push((delay, status));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "upm outlived the thread that started it in {} of 20 trials: {missed:?}",
+        missed.len()
+    );
+}
+
 // ---------------------------------------------------------------- malformed lines
 
 #[test]

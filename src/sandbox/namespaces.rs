@@ -92,6 +92,55 @@ pub fn owner_uid() -> u32 {
     0x8000_0000 + r % 0x7fff_fffe
 }
 
+/// Keeps a parent-death signal that upm's caller set on it in force for upm's whole life,
+/// on a thread of its own that never changes credentials. The kernel clears a thread's
+/// signal whenever its effective uid changes, which a root upm does on the spawning thread
+/// around every call's clone ([`AsOwner`]); and it signals all of upm when the thread that
+/// started upm ends if *any* of upm's threads holds one. [`AsOwner`] puts the spawning
+/// thread's signal back afterwards, but a parent thread ending within that millisecond
+/// would go unnoticed without this holder. Called once, before the first call; a no-op
+/// when no signal is set.
+pub fn hold_parent_death_signal() {
+    static HELD: std::sync::Once = std::sync::Once::new();
+    HELD.call_once(|| {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int into sig.
+        let got = unsafe {
+            syscall!(
+                Sysno::prctl,
+                libc::PR_GET_PDEATHSIG,
+                &mut sig as *mut libc::c_int,
+                0,
+                0,
+                0
+            )
+        };
+        if got.is_err() || sig == 0 {
+            return;
+        }
+        let (set_tx, set_rx) = std::sync::mpsc::sync_channel(1);
+        let holder = std::thread::Builder::new()
+            .name("upm-pdeath".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // SAFETY: plain prctl with integer arguments, on this thread.
+                let set = unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) };
+                let _ = set_tx.send(set.is_ok());
+                loop {
+                    std::thread::park();
+                }
+            });
+        // Until the holder has it, the signal is still this thread's own (no euid has
+        // changed yet); if it cannot take it, AsOwner's put-back is what remains.
+        if holder.is_err() || set_rx.recv() != Ok(true) {
+            tracing::warn!(
+                "cannot keep the parent-death signal on a thread of its own; a parent \
+                 thread that ends during a call's clone may go unnoticed"
+            );
+        }
+    });
+}
+
 /// The calling thread, for as long as this lives, with `uid` as its effective uid, so
 /// that a user namespace it creates is owned by that uid. Credentials are per
 /// thread with raw system calls (glibc's `setresuid` would switch every thread of upm);
@@ -101,7 +150,8 @@ pub fn owner_uid() -> u32 {
 /// the namespace's first process starts with the default securebits whatever they were.
 ///
 /// Any change of the effective uid clears the thread's parent-death signal: it is put
-/// back afterwards (and raised, if the parent died meanwhile).
+/// back afterwards (and raised, if the parent died meanwhile), while
+/// [`hold_parent_death_signal`]'s thread keeps it in force throughout.
 pub struct AsOwner {
     securebits: libc::c_ulong,
     pdeathsig: libc::c_int,
