@@ -377,6 +377,78 @@ fn the_parent_death_signal_is_not_missed_mid_call() {
     );
 }
 
+/// `fs.suid_dumpable` is read at every call, not once per batch: set to 1 while a root
+/// upm's batch runs, the next call is refused before its plugin runs (the switch to the
+/// plugin's uid would make the init, which shares upm's memory, traceable by that uid).
+/// Faked for upm alone: a file bound over the setting in a mount namespace of its own.
+#[test]
+fn suid_dumpable_is_read_at_every_call_of_a_batch() {
+    use std::ffi::CString;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("SKIPPED suid_dumpable_is_read_at_every_call_of_a_batch: needs root");
+        return;
+    }
+    let d = TestDir::new();
+    let p = script(&d, "ok.sh", "#!/bin/sh\nread -r _\necho '{}'\n");
+    let cfg = config(&d, &[("Ok", &p, 10000)], json!({}));
+    let fake = d.write("suid_dumpable", "0\n", false);
+    let src = CString::new(fake.to_str().unwrap()).unwrap();
+    let dst = CString::new("/proc/sys/fs/suid_dumpable").unwrap();
+    let root = CString::new("/").unwrap();
+    let mut cmd = Command::new(upm_bin());
+    cmd.args(["run", "--jsonl", "--config", cfg.to_str().unwrap()])
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: unshare and mount are async-signal-safe; the strings were made before the
+    // fork and are only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            let null = std::ptr::null();
+            if libc::mount(null, root.as_ptr(), null, private, std::ptr::null()) != 0 {
+                return fail();
+            }
+            let bind = libc::MS_BIND;
+            if libc::mount(src.as_ptr(), dst.as_ptr(), null, bind, std::ptr::null()) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut call = |id: &str| {
+        stdin.write_all(&line("Ok", id, json!({}))).unwrap();
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        serde_json::from_str::<Value>(&l).unwrap()
+    };
+    let first = call("at-0");
+    assert_eq!(first["success"], true, "{first}");
+    std::fs::write(&fake, "1\n").unwrap();
+    let second = call("at-1");
+    assert_eq!(code_of(&second), "sandbox_unavailable", "{second}");
+    let error = second["data"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("fs.suid_dumpable is 1"), "{second}");
+    std::fs::write(&fake, "0\n").unwrap();
+    let third = call("at-0-again");
+    assert_eq!(third["success"], true, "{third}");
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // Refused while preparing: no `started` entry, so no plugin.
+    assert_eq!(events_of(&d, "at-1"), ["refused"]);
+    assert_eq!(events_of(&d, "at-0-again"), ["started", "finished"]);
+}
+
 // ---------------------------------------------------------------- malformed lines
 
 #[test]

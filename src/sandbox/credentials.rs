@@ -65,16 +65,18 @@ pub fn prepare(user: &UserSpec, host: &Host) -> (Plan, LayerReport) {
 /// dumpable as `fs.suid_dumpable` says. At 1 ("debug") any process running as the
 /// plugin's uid and gid could then trace the init, and so read and write root upm's
 /// memory. At 0 or 2 only a holder of CAP_SYS_PTRACE could. An unknown value is refused
-/// too: fail closed.
-pub fn switch_refused(mode: Mode, host: &Host) -> Option<String> {
-    match (mode, host.suid_dumpable) {
-        (Mode::Switch, Some(0 | 2)) => None,
-        (Mode::Switch, v) => Some(format!(
+/// too: fail closed. `suid_dumpable` is read only when it matters.
+pub fn switch_refused(mode: Mode, suid_dumpable: impl FnOnce() -> Option<u8>) -> Option<String> {
+    if mode != Mode::Switch {
+        return None;
+    }
+    match suid_dumpable() {
+        Some(0 | 2) => None,
+        v => Some(format!(
             "fs.suid_dumpable is {}: the sandbox's init, which shares upm's memory, would \
              be traceable by every process of the plugin's uid (set it to 0 or 2)",
             v.map_or("unreadable".to_owned(), |v| v.to_string())
         )),
-        _ => None,
     }
 }
 
@@ -163,25 +165,13 @@ fn prctl_int(option: libc::c_int, arg: usize) -> Result<usize, ::syscalls::Errno
 mod tests {
     use super::*;
 
-    fn host(suid_dumpable: Option<u8>) -> Host {
-        Host {
-            euid: 0,
-            egid: 0,
-            privileged: true,
-            landlock_abi: 7,
-            seccomp: true,
-            cap_last_cap: 40,
-            suid_dumpable,
-        }
-    }
-
     #[test]
     fn a_root_switch_needs_memory_that_stays_undumpable() {
         for ok in [0, 2] {
-            assert_eq!(switch_refused(Mode::Switch, &host(Some(ok))), None);
+            assert_eq!(switch_refused(Mode::Switch, || Some(ok)), None);
         }
         for bad in [Some(1), Some(3), None] {
-            let why = switch_refused(Mode::Switch, &host(bad));
+            let why = switch_refused(Mode::Switch, || bad);
             assert!(
                 why.as_deref()
                     .is_some_and(|w| w.contains("fs.suid_dumpable")),
@@ -189,6 +179,6 @@ mod tests {
             );
         }
         // Unprivileged, upm's memory is the caller's own: nothing to protect from it.
-        assert_eq!(switch_refused(Mode::UserNamespace, &host(Some(1))), None);
+        assert_eq!(switch_refused(Mode::UserNamespace, || Some(1)), None);
     }
 }

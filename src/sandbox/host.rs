@@ -13,9 +13,6 @@ pub struct Host {
     pub seccomp: bool,
     /// Highest capability number, for dropping the bounding set.
     pub cap_last_cap: u32,
-    /// `fs.suid_dumpable` (read when privileged): what a process's memory becomes on a
-    /// change of credentials, the sandbox's init (which shares upm's memory) included.
-    pub suid_dumpable: Option<u8>,
 }
 
 impl Host {
@@ -40,12 +37,17 @@ impl Host {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
-            suid_dumpable: privileged
-                .then(|| std::fs::read_to_string("/proc/sys/fs/suid_dumpable").ok())
-                .flatten()
-                .and_then(|s| s.trim().parse().ok()),
         }
     }
+}
+
+/// `fs.suid_dumpable`: what a process's memory becomes on a change of credentials, the
+/// sandbox's init (which shares upm's memory) included. Read at every call, not once per
+/// session: an operator may change it while a batch runs. `None` when unreadable.
+pub fn suid_dumpable() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/fs/suid_dumpable")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 fn landlock_abi() -> i32 {

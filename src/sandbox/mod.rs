@@ -167,7 +167,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     let mut reports = Vec::new();
 
     let (credentials, cred_report) = credentials::prepare(&policy.user, host);
-    if let Some(reason) = credentials::switch_refused(credentials.mode, host) {
+    if let Some(reason) = credentials::switch_refused(credentials.mode, host::suid_dumpable) {
         return Err(SandboxError::Unavailable {
             layer: Layer::Credentials,
             reason,
