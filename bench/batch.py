@@ -5,7 +5,8 @@ beside one-shot `upm run` processes started in a loop.
 Every call is the real thing: whitelist, schema validation, its own sandbox with every
 native layer (checked on the first result), two fsync'd audit entries. The plugin is
 /bin/true. The cases run interleaved, round after round, so the noise of this shared
-machine hits them alike; the table shows the median rate over the rounds.
+machine hits them alike; the table shows the median rate over the rounds. bench/floor.c
+(built with `cc`) runs beside them: the same namespaces and exec per call, and nothing else.
 
 upm's peak RSS is VmHWM from /proc/PID/status, read after the last result arrived but
 before stdin is closed, so it covers the whole batch. (wait4's ru_maxrss is not used: a
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import floor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPM = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/upm")
@@ -146,6 +149,9 @@ def main():
     shm_env = dict(os.environ, UPM_LOG_FILE=os.path.join(shm_dir, "entrypoint.log"))
     shm_rates = {p: [] for p in parallels}
     sync_ms = []
+    # Reference: the kernel alone, the same namespaces and exec per call, nothing else.
+    floor_exe = floor.build(d)
+    floor_rates = {p: [] for p in parallels}
     for _ in range(args.rounds):
         sync_ms.append(fdatasync_ms(d))
         for p in parallels:
@@ -154,6 +160,10 @@ def main():
             hwms[p].append(hwm)
             s, _ = run_batch(config, args.calls, p, env=shm_env)
             shm_rates[p].append(args.calls / s)
+            if floor_exe:
+                out = subprocess.run([floor_exe, "batch", str(p), str(args.calls // p)],
+                                     stdout=subprocess.PIPE, check=True).stdout
+                floor_rates[p].append(float(out))
         oneshot.append(args.oneshot / run_oneshots(config, args.oneshot))
     audit_lines = sum(1 for _ in open(os.path.join(d, "entrypoint.log")))
     shutil.rmtree(d, ignore_errors=True)
@@ -175,6 +185,12 @@ def main():
         med = statistics.median(shm_rates[p])
         print(f"| diagnostic: `--parallel {p}`, audit log on tmpfs (not durable) | {args.calls} | "
               f"{med:.0f} | {min(shm_rates[p]):.0f} – {max(shm_rates[p]):.0f} | "
+              f"{med / base:.2f} | – |")
+    for p in parallels if floor_exe else []:
+        med = statistics.median(floor_rates[p])
+        print(f"| floor: the kernel's share alone, {p} worker{'s' if p > 1 else ''} (bench/floor.c: "
+              f"clone into new user, PID, network and IPC namespaces, exec /bin/true, wait) | "
+              f"{args.calls} | {med:.0f} | {min(floor_rates[p]):.0f} – {max(floor_rates[p]):.0f} | "
               f"{med / base:.2f} | – |")
     best = max(statistics.median(v) for v in rates.values())
     print(f"\n{audit_lines} audit entries written on disk (2 per call); append + fdatasync "

@@ -5,6 +5,8 @@ Runs the three commands interleaved (A, B, C, A, B, C, ...) so that the noise of
 shared machine hits them alike, and prints medians, p90 and the ratios in a table.
 upm's call is the real thing: config load, whitelist, schema validation, every native
 layer on, durable audit (two fsync'd entries), plugin = /bin/true (a tiny no-op executable).
+Beside them runs bench/floor.c (built with `cc`): only what the kernel charges for the parts
+of a call nothing can skip — two durable lines, a clone into new namespaces, an exec.
 
     sudo bench/call.py [--runs 200]      (after `cargo build --release`; installs bwrap if missing)
 """
@@ -17,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import floor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPM = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/upm")
@@ -79,6 +83,11 @@ def main():
          [bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"], b""),
         ("bare exec of the no-op plugin (/bin/true)", [NOOP], b'{"method": "noop"}'),
     ]
+    floor_exe = floor.build(d)
+    if floor_exe:
+        cases.append(("floor: only the kernel's share of a call (bench/floor.c: two durable "
+                      "lines, a clone into new user, PID, network and IPC namespaces, exec)",
+                      [floor_exe, "call", os.path.join(d, "floor.log")], b""))
     if os.path.isdir("/dev/shm"):
         cases.append(("upm run, private directory on tmpfs (workdir_root: /dev/shm)",
                       [UPM, "run", "--config", config.replace("upm_config.json",
