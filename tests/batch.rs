@@ -37,6 +37,35 @@ fn config(d: &TestDir, plugins: &[(&str, &str, u64)], top: Value) -> PathBuf {
     d.config(&c)
 }
 
+/// `upm run --jsonl --config C`, stdin piped, stderr dropped, not yet started.
+fn jsonl_command(config: &Path, stdout: Stdio) -> Command {
+    let mut cmd = Command::new(upm_bin());
+    cmd.args(["run", "--jsonl", "--config", config.to_str().unwrap()])
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// [`jsonl_command`] started with a parent-death signal (SIGKILL): upm is to die when
+/// the thread that calls this ends.
+fn spawn_with_parent_death(config: &Path, stdout: Stdio) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = jsonl_command(config, stdout);
+    // SAFETY: prctl is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
 /// One request line (with its newline) calling method `m` of `plugin`.
 fn line(plugin: &str, id: &str, args: Value) -> Vec<u8> {
     let mut v = serde_json::to_vec(
@@ -243,30 +272,13 @@ fn every_call_has_its_own_sandbox() {
 /// a uid of its own), and the kernel clears the signal on every such change.
 #[test]
 fn the_parent_death_signal_outlives_the_calls() {
-    use std::os::unix::process::CommandExt;
     let d = TestDir::new();
     let p = script(&d, "ok.sh", "#!/bin/sh\nread -r _\necho '{}'\n");
     let cfg = config(&d, &[("Ok", &p, 10000)], json!({}));
     // The signal comes when the thread that started upm ends, so a thread starts it,
     // makes one call and ends, keeping upm's stdin open.
     let (mut child, first) = std::thread::spawn(move || {
-        let mut cmd = Command::new(upm_bin());
-        cmd.args(["run", "--jsonl", "--config", cfg.to_str().unwrap()])
-            .env_remove("UPM_CONFIG_PATH")
-            .env_remove("UPM_LOG_FILE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().unwrap();
+        let mut child = spawn_with_parent_death(&cfg, Stdio::piped());
         child
             .stdin
             .as_mut()
@@ -311,7 +323,7 @@ fn the_parent_death_signal_outlives_the_calls() {
 /// that holds the signal throughout, a few trials in twenty were missed.)
 #[test]
 fn the_parent_death_signal_is_not_missed_mid_call() {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::os::unix::process::ExitStatusExt;
     let d = TestDir::new();
     let cfg = config(&d, &[("T", "/bin/true", 10000)], json!({}));
     let mut missed = Vec::new();
@@ -320,23 +332,7 @@ fn the_parent_death_signal_is_not_missed_mid_call() {
         // Spread over 8–40 ms: upm is up and calling by then.
         let delay = Duration::from_micros(8000 + trial * 1601 % 32000);
         let mut child = std::thread::spawn(move || {
-            let mut cmd = Command::new(upm_bin());
-            cmd.args(["run", "--jsonl", "--config", cfg.to_str().unwrap()])
-                .env_remove("UPM_CONFIG_PATH")
-                .env_remove("UPM_LOG_FILE")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe and allocates nothing.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let mut child = cmd.spawn().unwrap();
+            let mut child = spawn_with_parent_death(&cfg, Stdio::null());
             let mut stdin = child.stdin.take().unwrap();
             // Calls back to back; the feeder ends on EPIPE once upm is gone.
             std::thread::spawn(move || {
@@ -383,8 +379,6 @@ fn the_parent_death_signal_is_not_missed_mid_call() {
 /// Faked for upm alone: a file bound over the setting in a mount namespace of its own.
 #[test]
 fn suid_dumpable_is_read_at_every_call_of_a_batch() {
-    use std::ffi::CString;
-    use std::os::unix::process::CommandExt;
     if !is_root() {
         eprintln!("SKIPPED suid_dumpable_is_read_at_every_call_of_a_batch: needs root");
         return;
@@ -393,36 +387,8 @@ fn suid_dumpable_is_read_at_every_call_of_a_batch() {
     let p = script(&d, "ok.sh", "#!/bin/sh\nread -r _\necho '{}'\n");
     let cfg = config(&d, &[("Ok", &p, 10000)], json!({}));
     let fake = d.write("suid_dumpable", "0\n", false);
-    let src = CString::new(fake.to_str().unwrap()).unwrap();
-    let dst = CString::new("/proc/sys/fs/suid_dumpable").unwrap();
-    let root = CString::new("/").unwrap();
-    let mut cmd = Command::new(upm_bin());
-    cmd.args(["run", "--jsonl", "--config", cfg.to_str().unwrap()])
-        .env_remove("UPM_CONFIG_PATH")
-        .env_remove("UPM_LOG_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: unshare and mount are async-signal-safe; the strings were made before the
-    // fork and are only read.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            let null = std::ptr::null();
-            if libc::mount(null, root.as_ptr(), null, private, std::ptr::null()) != 0 {
-                return fail();
-            }
-            let bind = libc::MS_BIND;
-            if libc::mount(src.as_ptr(), dst.as_ptr(), null, bind, std::ptr::null()) != 0 {
-                return fail();
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = jsonl_command(&cfg, Stdio::piped());
+    bind_over(&mut cmd, &fake, "/proc/sys/fs/suid_dumpable");
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());

@@ -1428,49 +1428,14 @@ fn layer_that_cannot_be_applied_fails_closed(who: Who) {
 /// setting is faked for upm alone: a file bound over it in a mount namespace of its own.
 #[test]
 fn suid_dumpable_1_stops_a_root_upm_before_the_plugin_runs() {
-    use std::ffi::CString;
     let Some(fx) = Fx::new(Who::Root, with_sentinel) else {
         return;
     };
     let fake = fx.dir.join("suid_dumpable");
     for (value, refused) in [("1\n", true), ("0\n", false)] {
         std::fs::write(&fake, value).unwrap();
-        let src = CString::new(fake.to_str().unwrap()).unwrap();
-        let dst = CString::new("/proc/sys/fs/suid_dumpable").unwrap();
-        let root = CString::new("/").unwrap();
         let run = fx.call_with("sentinel", "run", json!({}), |cmd| {
-            // SAFETY: unshare and mount are async-signal-safe; the strings were made
-            // before the fork and are only read.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fail = || Err(std::io::Error::last_os_error());
-                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                        return fail();
-                    }
-                    let private = libc::MS_REC | libc::MS_PRIVATE;
-                    if libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        private,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return fail();
-                    }
-                    if libc::mount(
-                        src.as_ptr(),
-                        dst.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return fail();
-                    }
-                    Ok(())
-                });
-            }
+            common::bind_over(cmd, &fake, "/proc/sys/fs/suid_dumpable")
         });
         if !refused {
             assert_eq!(run.code, 0, "{value}: {}", ctx(&run));

@@ -198,3 +198,34 @@ pub fn run_command(mut cmd: Command, input: &[u8]) -> Run {
     }
     Run::from_output(child.wait_with_output().expect("wait upm"))
 }
+
+/// Makes `cmd`'s process (alone) see `file` in place of `target`: a bind mount in a mount
+/// namespace of its own, made between fork and exec. Needs root. How tests fake a
+/// kernel setting such as `/proc/sys/fs/suid_dumpable` for upm without touching the host.
+pub fn bind_over(cmd: &mut Command, file: &Path, target: &str) {
+    use std::ffi::CString;
+    use std::os::unix::process::CommandExt;
+    let src = CString::new(file.to_str().unwrap()).unwrap();
+    let dst = CString::new(target).unwrap();
+    let root = CString::new("/").unwrap();
+    // SAFETY: unshare and mount are async-signal-safe; the strings were made before the
+    // fork and are only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            let null = std::ptr::null();
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(null, root.as_ptr(), null, private, std::ptr::null()) != 0 {
+                return fail();
+            }
+            let bind = libc::MS_BIND;
+            if libc::mount(src.as_ptr(), dst.as_ptr(), null, bind, std::ptr::null()) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+}
