@@ -190,7 +190,7 @@ def main():
         med = statistics.median(floor_rates[p])
         print(f"| floor: the kernel's share alone, {p} worker{'s' if p > 1 else ''} (bench/floor.c: "
               f"clone into new user, PID, network and IPC namespaces, exec /bin/true, wait) | "
-              f"{args.calls} | {med:.0f} | {min(floor_rates[p]):.0f} – {max(floor_rates[p]):.0f} | "
+              f"{args.calls // p * p} | {med:.0f} | {min(floor_rates[p]):.0f} – {max(floor_rates[p]):.0f} | "
               f"{med / base:.2f} | – |")
     best = max(statistics.median(v) for v in rates.values())
     print(f"\n{audit_lines} audit entries written on disk (2 per call); append + fdatasync "

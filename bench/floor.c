@@ -12,6 +12,9 @@
  *                     entry with the clone the same way.)
  *   floor batch W N   W processes, each N times: clone into those namespaces, exec
  *                     /bin/true, wait. Prints calls per second.
+ *
+ * Every child must exit 0 (an exec that failed would be a faster, false floor): any
+ * failure makes the program exit 1 without a number.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -65,6 +68,15 @@ static pid_t spawn(void) {
     return pid;
 }
 
+/* Waits for `pid`; exits 1 unless it exited 0. */
+static void reap(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "floor: child %d failed (status %#x)\n", (int)pid, status);
+        exit(1);
+    }
+}
+
 static int one_call(const char *log) {
     memset(line, 'x', sizeof line - 1);
     line[sizeof line - 1] = '\n';
@@ -74,13 +86,17 @@ static int one_call(const char *log) {
         return 1;
     }
     pthread_t t;
-    if (pthread_create(&t, NULL, durable_line_thread, NULL) != 0)
+    if (pthread_create(&t, NULL, durable_line_thread, NULL) != 0) {
+        fprintf(stderr, "floor: pthread_create failed\n");
         return 1;
+    }
     pid_t pid = spawn();
     pthread_join(t, NULL);
-    if (write(go[1], "g", 1) != 1)
+    if (write(go[1], "g", 1) != 1) {
+        perror("go");
         return 1;
-    waitpid(pid, NULL, 0);
+    }
+    reap(pid);
     durable_line();
     return 0;
 }
@@ -96,12 +112,15 @@ static int batch(int workers, int n) {
         }
         if (p == 0) {
             for (int i = 0; i < n; i++)
-                waitpid(spawn(), NULL, 0);
+                reap(spawn());
             _exit(0);
         }
     }
-    while (wait(NULL) > 0)
-        ;
+    int status, failed = 0;
+    while (wait(&status) > 0)
+        failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    if (failed)
+        return 1;
     clock_gettime(CLOCK_MONOTONIC, &b);
     double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
     printf("%.1f\n", workers * n / s);
@@ -111,7 +130,7 @@ static int batch(int workers, int n) {
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "call") == 0)
         return one_call(argv[2]);
-    if (argc == 4 && strcmp(argv[1], "batch") == 0)
+    if (argc == 4 && strcmp(argv[1], "batch") == 0 && atoi(argv[2]) > 0 && atoi(argv[3]) > 0)
         return batch(atoi(argv[2]), atoi(argv[3]));
     fprintf(stderr, "usage: floor call LOG | floor batch WORKERS CALLS_EACH\n");
     return 2;

@@ -325,7 +325,12 @@ fn the_parent_death_signal_outlives_the_calls() {
 fn the_parent_death_signal_is_not_missed_mid_call() {
     use std::os::unix::process::ExitStatusExt;
     let d = TestDir::new();
-    let cfg = config(&d, &[("T", "/bin/true", 10000)], json!({}));
+    // Each upm is killed mid-call, leaving that call's directory: keep them in `d`.
+    let cfg = config(
+        &d,
+        &[("T", "/bin/true", 10000)],
+        json!({ "workdir_root": d.path }),
+    );
     let mut missed = Vec::new();
     for trial in 0..20u64 {
         let cfg = cfg.clone();

@@ -322,8 +322,7 @@ fn output_caps_truncate_and_flag_each_stream() {
 }
 
 /// Megabytes on both streams at once, in odd-sized writes, under the cap: kept byte for
-/// byte. (Past the first MiB upm faults in each stream's buffer ahead of its reads; a
-/// page skipped or reused there would show here as lost or zeroed bytes.)
+/// byte, through each buffer's growth (and the faulting-in of its pages between reads).
 #[test]
 fn megabytes_on_both_streams_are_kept_exactly() {
     let d = setup();

@@ -1450,6 +1450,34 @@ fn suid_dumpable_1_stops_a_root_upm_before_the_plugin_runs() {
     }
 }
 
+/// `upm doctor` shows `fs.suid_dumpable`, and at 1 says that a root upm's calls would be
+/// refused (faked for upm alone, as above).
+#[test]
+fn doctor_reports_suid_dumpable() {
+    if !is_root() {
+        eprintln!("SKIPPED doctor_reports_suid_dumpable: needs root");
+        return;
+    }
+    let d = TestDir::new();
+    let fake = d.write("suid_dumpable", "", false);
+    for (value, available) in [(1, false), (0, true)] {
+        std::fs::write(&fake, format!("{value}\n")).unwrap();
+        let mut cmd = Command::new(common::upm_bin());
+        cmd.args(["doctor", "--json"]);
+        common::bind_over(&mut cmd, &fake, "/proc/sys/fs/suid_dumpable");
+        let out = cmd.output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["host"]["suid_dumpable"], value, "{v}");
+        let layers = v["layers"].as_array().unwrap();
+        let creds = layers.iter().find(|l| l["layer"] == "credentials").unwrap();
+        assert_eq!(creds["available"], available, "{creds}");
+        if !available {
+            let detail = creds["detail"].as_str().unwrap();
+            assert!(detail.contains("fs.suid_dumpable is 1"), "{creds}");
+        }
+    }
+}
+
 /// `allow_degraded` lets the call run without the layer, and the guard must then refuse.
 #[test]
 #[should_panic(expected = "GUARD: refusing to run hostile probes")]

@@ -65,7 +65,8 @@ pub fn prepare(user: &UserSpec, host: &Host) -> (Plan, LayerReport) {
 /// dumpable as `fs.suid_dumpable` says. At 1 ("debug") any process running as the
 /// plugin's uid and gid could then trace the init, and so read and write root upm's
 /// memory. At 0 or 2 only a holder of CAP_SYS_PTRACE could. An unknown value is refused
-/// too: fail closed. `suid_dumpable` is read only when it matters.
+/// too: fail closed. (Should the setting change after this check, the init makes itself
+/// undumpable right after its switch; this check keeps even that moment closed.) `suid_dumpable` is read only when it matters.
 pub fn switch_refused(mode: Mode, suid_dumpable: impl FnOnce() -> Option<u8>) -> Option<String> {
     if mode != Mode::Switch {
         return None;
@@ -121,6 +122,12 @@ impl Plan {
         sys(unsafe { syscall!(Sysno::setresgid, self.gid, self.gid, self.gid) })?;
         // SAFETY: as above.
         sys(unsafe { syscall!(Sysno::setresuid, self.uid, self.uid, self.uid) })?;
+        if self.mode == Mode::Switch {
+            // The id changes just made the memory this init shares with root upm as
+            // dumpable as `fs.suid_dumpable` is now, which may no longer be what
+            // `switch_refused` read: make it undumpable whatever it is.
+            sys(prctl_int(libc::PR_SET_DUMPABLE, 0))?;
+        }
         sys(prctl_int(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,

@@ -105,12 +105,20 @@ pub fn doctor() -> serde_json::Value {
         "v1"
     };
     let row = |layer: &str, available: bool, detail: String| json!({ "layer": layer, "available": available, "detail": detail });
+    let switch = super::credentials::Mode::Switch;
     let credentials = if host.privileged {
-        row(
-            "credentials",
-            true,
-            "root: plugins run as the configured uid/gid".into(),
-        )
+        match super::credentials::switch_refused(switch, suid_dumpable) {
+            None => row(
+                "credentials",
+                true,
+                "root: plugins run as the configured uid/gid".into(),
+            ),
+            Some(why) => row(
+                "credentials",
+                false,
+                format!("root, but every call that switches uid is refused: {why}"),
+            ),
+        }
     } else if userns {
         row(
             "credentials",
@@ -127,8 +135,10 @@ pub fn doctor() -> serde_json::Value {
             format!("unprivileged: uid {} kept, no user namespace", host.euid),
         )
     };
+    let mut host_json = json!(host);
+    host_json["suid_dumpable"] = json!(suid_dumpable());
     json!({
-        "host": host,
+        "host": host_json,
         "layers": [
             credentials,
             row("landlock", host.landlock_abi >= 6, format!("ABI {} (upm handles ABI 6 rights)", host.landlock_abi)),

@@ -6,6 +6,7 @@ use super::child::{Record, EXITED, RECORD_SIZE, SETUP_FAILED};
 use super::{Exit, Launch, Outcome, Stop, Stream, Usage};
 use crate::sandbox::{errno, Step};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the parent feeds a plugin and how long and how much it lets it print.
@@ -364,7 +365,7 @@ impl Read {
 /// the read takes the faults as before.
 fn populate_ahead(buf: &mut Vec<u8>, populated: &mut (usize, usize), ahead: usize) {
     const PAGE: usize = 4096;
-    if ahead == 0 {
+    if ahead == 0 || UNSUPPORTED.load(Ordering::Relaxed) {
         return;
     }
     buf.reserve(ahead);
@@ -387,8 +388,13 @@ fn populate_ahead(buf: &mut Vec<u8>, populated: &mut (usize, usize), ahead: usiz
     };
     if rc == 0 {
         *populated = (base, to - base);
+    } else if errno() == libc::EINVAL {
+        UNSUPPORTED.store(true, Ordering::Relaxed);
     }
 }
+
+/// MADV_POPULATE_WRITE is unknown to this kernel: stop asking.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
     // SAFETY: read(2) into a valid, writable buffer of buf.len() bytes.
