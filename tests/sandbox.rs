@@ -30,6 +30,7 @@ read -r line || true
 case "$line" in
   *'"method":"control"'*) echo "{\"uid\": $(/usr/bin/id -u), \"euid\": $(/usr/bin/id -u), \"gid\": $(/usr/bin/id -g)}"; exit 0;;
   *'"method":"stderr"'*) exec /usr/bin/yes 'upm sandbox test: a line of output that goes on and on and on' >&2;;
+  *'"method":"both"'*) /usr/bin/yes 'upm sandbox test: stderr goes on and on' >&2 &;;
 esac
 exec /usr/bin/yes 'upm sandbox test: a line of output that goes on and on and on'
 "#;
@@ -151,7 +152,7 @@ fn base_config() -> Value {
         },
         "plugins": {
             "probe": {"command": ["plugins/probe.py"], "allowed_methods": PROBE_METHODS},
-            "spew": {"command": ["plugins/spew.sh"], "allowed_methods": ["control", "stdout", "stderr"]},
+            "spew": {"command": ["plugins/spew.sh"], "allowed_methods": ["control", "stdout", "stderr", "both"]},
             "pyclass": {
                 "module": "hostile_cls",
                 "class": "Hostile",
@@ -364,6 +365,7 @@ both!(
     killing_upm_kills_the_plugin_tree,
     stdout_flood_is_capped,
     stderr_flood_is_capped,
+    both_streams_flooding_keep_upm_within_the_cap_plus_10_mb,
     stopped_plugin_reports_its_own_usage,
     process_limit_is_per_call,
     user_namespace_has_an_owner_of_its_own,
@@ -1026,6 +1028,60 @@ fn stdout_flood_is_capped(who: Who) {
 
 fn stderr_flood_is_capped(who: Who) {
     flood(who, "stderr")
+}
+
+/// Issue 7's memory bound: a plugin flooding stdout and stderr at once under a 32 MiB cap;
+/// upm (with everything it reaped: the init and the `yes` processes, a few MB each) peaks
+/// at no more than the cap plus 10 MB, and keeps exactly the cap.
+fn both_streams_flooding_keep_upm_within_the_cap_plus_10_mb(who: Who) {
+    const CAP: u64 = 32 << 20;
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        cfg["sandbox"]["limits"]["output_bytes"] = json!(CAP);
+    }) else {
+        return;
+    };
+    let time = Path::new("/usr/bin/time");
+    assert!(
+        time.exists(),
+        "this test measures upm's memory with /usr/bin/time"
+    );
+    let rss_file = fx.dir.join("rss-both");
+    let mut cmd = fx.command(time);
+    cmd.args(["-f", "%M", "-o", rss_file.to_str().unwrap()])
+        .arg(common::upm_bin());
+    fx.upm_args(&mut cmd);
+    let run = {
+        let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+        run_command(cmd, &request("spew", "both", json!({})))
+    };
+    assert_eq!(run.code, 13, "{}", ctx(&run));
+    assert_eq!(run.json["data"]["limit"], "output", "{}", ctx(&run));
+    let kept: u64 = ["stdout", "stderr"]
+        .iter()
+        .map(|s| run.json["data"][s]["text"].as_str().unwrap().len() as u64)
+        .sum();
+    assert_eq!(kept, CAP, "kept exactly the cap, across both streams");
+    assert!(
+        run.json["data"]["stderr"]["bytes"].as_u64().unwrap() > 0,
+        "stderr flooded too: {}",
+        ctx(&run)
+    );
+    let peak_kb: u64 = std::fs::read_to_string(&rss_file)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
+        eprintln!("{who:?} both-streams flood: upm tree peak RSS {peak_kb} kB");
+    }
+    assert!(
+        peak_kb * 1024 <= CAP + 10_000_000,
+        "upm peaked at {peak_kb} kB under a {} MiB cap",
+        CAP >> 20
+    );
 }
 
 /// A plugin stopped past the output cap is killed before its tree, so its init reaps
