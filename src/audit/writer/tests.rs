@@ -243,8 +243,16 @@ fn torn_tail_is_recovered_by_the_next_append() {
     assert_eq!(rec["seq"], 4);
     assert_eq!(rec["torn_bytes"], fragment.len());
     assert_eq!(rec["torn_sha256"], hex::encode(Sha256::digest(fragment)));
-    // A recovery entry that names other bytes does not excuse the fragment.
-    let forged = text.replacen("0123", "0124", 1);
+    // A recovery entry that names other bytes does not excuse the fragment. (Edited on
+    // line 4 alone: "0123" may turn up in an earlier line's hash or timestamp too.)
+    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+    assert!(
+        lines[3].starts_with("{\"seq\":4,\"prev\":\"0123"),
+        "{}",
+        lines[3]
+    );
+    lines[3] = lines[3].replacen("0123", "0124", 1);
+    let forged = lines.concat();
     std::fs::write(&p, forged).unwrap();
     let r = verify(&p, None);
     let Outcome::Broken(f) = &r.outcome else {
