@@ -65,9 +65,10 @@ pub fn prepare(user: &UserSpec, host: &Host) -> (Plan, LayerReport) {
 /// dumpable as `fs.suid_dumpable` says. At 1 ("debug") any process running as the
 /// plugin's uid and gid could then trace the init, and so read and write root upm's
 /// memory. At 0 or 2 only a holder of CAP_SYS_PTRACE could. An unknown value is refused
-/// too: fail closed. (Should the setting become 1 after this check, the init makes the
-/// memory undumpable again right after its switch; what remains open is the moment in
-/// between, for this call and for any other call's init running meanwhile.) `suid_dumpable` is read only when it matters.
+/// too: fail closed. `suid_dumpable` is read only when it matters. (Should the setting
+/// become 1 after this check, the init makes the memory undumpable again right after its
+/// switch; what remains open is the moment in between, for this call and for any other
+/// call's init running meanwhile.)
 pub fn switch_refused(mode: Mode, suid_dumpable: impl FnOnce() -> Option<u8>) -> Option<String> {
     if mode != Mode::Switch {
         return None;
