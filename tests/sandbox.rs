@@ -819,7 +819,7 @@ fn cpu_spin_is_limit_exceeded(who: Who) {
 }
 
 /// The limits the result reports besides time, CPU, memory and processes: each is the
-/// configured value inside the plugin, and hitting it fails the operation.
+/// configured (or fixed) value inside the plugin, and hitting it fails the operation.
 fn file_size_open_files_and_core_limits_hold(who: Who) {
     const FSIZE: u64 = 1 << 20;
     const NOFILE: u64 = 64;
@@ -848,6 +848,14 @@ fn file_size_open_files_and_core_limits_hold(who: Who) {
     let limits = &run.json["data"]["sandbox"]["layers"]["limits"]["detail"];
     assert_eq!(limits["file_size_bytes"], json!(FSIZE), "{limits}");
     assert_eq!(limits["open_files"], json!(NOFILE), "{limits}");
+    // Queued signals: each call has a user namespace of its own, so without this limit
+    // the host's (~96,000 here) would apply to every call.
+    let pending = limits["pending_signals"].as_u64().unwrap();
+    assert!((1..=1024).contains(&pending), "{limits}");
+    assert_eq!(r["sigpending"], json!([pending, pending]), "{r}");
+    assert_eq!(errno(&r["queue_many"]), libc::EAGAIN as i64, "{r}");
+    let queued = r["queued"].as_u64().unwrap();
+    assert!(queued <= pending, "queued {queued} signals under {pending}");
 }
 
 fn sleeping_past_the_timeout_is_killed(who: Who) {
