@@ -975,12 +975,9 @@ fn killing_upm_kills_the_plugin_tree(who: Who) {
     }
 }
 
-/// Runs a flood through `/usr/bin/time` to learn the peak RSS of upm and its tree.
-fn flood(who: Who, method: &str) {
-    let Some(fx) = Fx::new(who, |_, _| {}) else {
-        return;
-    };
-    assert_fully_sandboxed(&fx, "spew");
+/// Calls `spew`'s `method` through `/usr/bin/time`; returns the run and the peak RSS (kB)
+/// of upm and everything it reaped.
+fn spew_with_peak_rss(fx: &Fx, method: &str) -> (Run, u64) {
     let time = Path::new("/usr/bin/time");
     assert!(
         time.exists(),
@@ -991,11 +988,29 @@ fn flood(who: Who, method: &str) {
     cmd.args(["-f", "%M", "-o", rss_file.to_str().unwrap()])
         .arg(common::upm_bin());
     fx.upm_args(&mut cmd);
-    let started = Instant::now();
     let run = {
         let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
         run_command(cmd, &request("spew", method, json!({})))
     };
+    let peak_kb: u64 = std::fs::read_to_string(&rss_file)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (run, peak_kb)
+}
+
+/// Runs a flood through `/usr/bin/time` to learn the peak RSS of upm and its tree.
+fn flood(who: Who, method: &str) {
+    let Some(fx) = Fx::new(who, |_, _| {}) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "spew");
+    let started = Instant::now();
+    let (run, peak_kb) = spew_with_peak_rss(&fx, method);
     let took = started.elapsed();
     assert_eq!(run.code, 13, "{}", ctx(&run));
     assert_eq!(run.code_word(), "limit_exceeded", "{}", ctx(&run));
@@ -1015,14 +1030,6 @@ fn flood(who: Who, method: &str) {
     assert!(s["bytes"].as_u64().unwrap() > 1 << 20);
     assert_eq!(run.json["data"][quiet]["truncated"], false);
     assert!(took < Duration::from_secs(4), "stopped only after {took:?}");
-    let peak_kb: u64 = std::fs::read_to_string(&rss_file)
-        .unwrap()
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .parse()
-        .unwrap();
     if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
         eprintln!("{who:?} {method} flood: upm tree peak RSS {peak_kb} kB, took {took:?}");
     }
@@ -1048,20 +1055,7 @@ fn both_streams_flooding_keep_upm_within_the_cap_plus_10_mb(who: Who) {
     }) else {
         return;
     };
-    let time = Path::new("/usr/bin/time");
-    assert!(
-        time.exists(),
-        "this test measures upm's memory with /usr/bin/time"
-    );
-    let rss_file = fx.dir.join("rss-both");
-    let mut cmd = fx.command(time);
-    cmd.args(["-f", "%M", "-o", rss_file.to_str().unwrap()])
-        .arg(common::upm_bin());
-    fx.upm_args(&mut cmd);
-    let run = {
-        let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
-        run_command(cmd, &request("spew", "both", json!({})))
-    };
+    let (run, peak_kb) = spew_with_peak_rss(&fx, "both");
     assert_eq!(run.code, 13, "{}", ctx(&run));
     assert_eq!(run.json["data"]["limit"], "output", "{}", ctx(&run));
     let kept: u64 = ["stdout", "stderr"]
@@ -1074,14 +1068,6 @@ fn both_streams_flooding_keep_upm_within_the_cap_plus_10_mb(who: Who) {
         "stderr flooded too: {}",
         ctx(&run)
     );
-    let peak_kb: u64 = std::fs::read_to_string(&rss_file)
-        .unwrap()
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .parse()
-        .unwrap();
     if std::env::var_os("UPM_SANDBOX_TEST_VERBOSE").is_some() {
         eprintln!("{who:?} both-streams flood: upm tree peak RSS {peak_kb} kB");
     }
