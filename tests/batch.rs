@@ -294,16 +294,7 @@ fn the_parent_death_signal_outlives_the_calls() {
     .join()
     .unwrap();
     assert!(first.contains("\"success\":true"), "{first}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_at_most(&mut child, Duration::from_secs(5));
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
@@ -355,16 +346,7 @@ fn the_parent_death_signal_is_not_missed_mid_call() {
         })
         .join()
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_at_most(&mut child, Duration::from_secs(3));
         if status.and_then(|s| s.signal()) != Some(libc::SIGKILL) {
             let _ = child.kill();
             let _ = child.wait();

@@ -580,16 +580,7 @@ fn stdin_over_the_default_cap_is_refused_without_reading_everything() {
         let _ = done_rx.recv_timeout(Duration::from_secs(20));
         written
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_at_most(&mut child, Duration::from_secs(10));
     if status.is_none() {
         let _ = child.kill();
     }

@@ -229,3 +229,20 @@ pub fn bind_over(cmd: &mut Command, file: &Path, target: &str) {
         });
     }
 }
+
+/// Waits up to `limit` for `child` to end; `None` if it is still running then.
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
