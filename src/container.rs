@@ -25,7 +25,7 @@ pub mod image;
 use crate::config::{Plugin, PluginKind};
 use crate::request::Request;
 use crate::sandbox::policy::Policy;
-use crate::sandbox::seccomp;
+use crate::sandbox::{limits, seccomp};
 use crate::spawn::{self, Exit, Io, Outcome, Pipes, Stream};
 use serde_json::{json, Value};
 use std::os::unix::fs::DirBuilderExt;
@@ -293,6 +293,8 @@ struct Spec<'a> {
     seccomp: &'a Path,
     pidfile: &'a Path,
     env: Vec<String>,
+    /// RLIMIT_SIGPENDING, as a native call gets it (`limits::pending_signals`).
+    pending_signals: u64,
 }
 
 /// Picks the engine, loads the seccomp profile and builds the engine's argv.
@@ -343,6 +345,7 @@ pub fn prepare(
         seccomp: &seccomp_copy,
         pidfile: &pidfile,
         env,
+        pending_signals: limits::pending_signals(),
     };
     let args = run_args(&spec);
     let summary = summary(&spec, profile);
@@ -427,6 +430,7 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
             "--ulimit",
             format!("cpu={}:{}", l.cpu_seconds, l.cpu_seconds + 1),
         ),
+        ("--ulimit", format!("sigpending={0}:{0}", s.pending_signals)),
         ("--name", s.name.to_owned()),
     ];
     for (k, v) in pairs {
@@ -480,6 +484,7 @@ fn summary(s: &Spec<'_>, profile: &seccomp::Profile) -> Value {
             "open_files": l.open_files,
             "output_bytes": l.output_bytes,
             "core_dumps": false,
+            "pending_signals": s.pending_signals,
         },
     })
 }
@@ -676,6 +681,7 @@ mod tests {
             seccomp: Path::new("/cfg/policies/default.json"),
             pidfile: Path::new("/tmp/upm-r-1/container.pid"),
             env: vec!["PATH=/usr/bin".into()],
+            pending_signals: 1024,
         })
     }
 
@@ -716,7 +722,8 @@ mod tests {
                 "nproc=64:64",
                 "core=0:0",
                 "fsize=16777216:16777216",
-                "cpu=10:11"
+                "cpu=10:11",
+                "sigpending=1024:1024"
             ]
         );
         assert_eq!(

@@ -90,8 +90,9 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
 /// Each costs kernel memory that no other limit covers, and since every call has a user
 /// namespace of its own, the host's limit (~96,000 here, ~8 MB) would apply per call. Fixed,
 /// like `core_dumps`: a plugin needing more is unheard of. Never above upm's own hard
-/// limit, which a call cannot raise without CAP_SYS_RESOURCE.
-fn pending_signals() -> u64 {
+/// limit, which a call cannot raise without CAP_SYS_RESOURCE. The container backend
+/// asks the engine for the same figure.
+pub fn pending_signals() -> u64 {
     const PENDING_SIGNALS: u64 = 1024;
     let mut own = libc::rlimit64 {
         rlim_cur: 0,
