@@ -650,6 +650,13 @@ fn dangerous_syscalls_are_refused(who: Who) {
     // setuid(0): in the call's user namespace (root's upm too) uid 0 is not even mapped.
     assert_eq!(errno(&r["setuid_0"]), libc::EINVAL as i64, "{r}");
     assert_eq!(errno(&r["io_uring_setup"]), ENOSYS, "{r}");
+    // SysV IPC, whose memory escapes memory_bytes: refused even though the default
+    // profile (like Docker's) allows it.
+    for k in ["shmget", "msgget", "semget"] {
+        assert_eq!(errno(&r[k]), ENOSYS, "{k}: {r}");
+    }
+    let seccomp = &run.json["data"]["sandbox"]["layers"]["seccomp"]["detail"];
+    assert_eq!(seccomp["sysv_ipc"], "denied", "{seccomp}");
 }
 
 fn no_privileges_and_setuid_does_not_work(who: Who) {

@@ -227,6 +227,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
                 "non_unix_sockets": if policy.network { "allowed" } else { "denied" },
+                "sysv_ipc": "denied",
             }),
         ));
         Some(filter)

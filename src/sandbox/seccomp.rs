@@ -52,12 +52,14 @@
 //! x86_64, any syscall number with the x32 bit (>= 0x4000_0000) kill the process, so a
 //! deny-list profile cannot be bypassed through the x32 numbers of the same syscalls.
 //!
-//! # The network layer ([`CompileOptions::deny_non_unix_sockets`])
-//! Two rules ranked after every profile group: `socket()` of every family but AF_UNIX
-//! answers EAFNOSUPPORT, and `io_uring_setup` answers ENOSYS (io_uring can create sockets
-//! without any syscall seccomp sees). They win over any profile ALLOW, LOG or ERRNO for
-//! those calls, and over the profile's default; an explicit KILL/TRAP rule in the profile
-//! still wins, being more restrictive.
+//! # upm's own rules
+//! Ranked after every profile group, they win over any profile ALLOW, LOG or ERRNO for
+//! their calls, and over the profile's default; an explicit KILL/TRAP rule in the
+//! profile still wins, being more restrictive.
+//! - The network layer ([`CompileOptions::deny_non_unix_sockets`]): `socket()` of every
+//!   family but AF_UNIX answers EAFNOSUPPORT, and `io_uring_setup` answers ENOSYS
+//!   (io_uring can create sockets without any syscall seccomp sees).
+//! - Always: `shmget`, `msgget` and `semget` answer ENOSYS ([`SYSV_IPC_GET`]).
 //!
 //! # Deviations from Docker (all stricter or fail-closed)
 //! - Only the native ABI runs: sub-architectures listed in `archMap`/`architectures`
@@ -865,21 +867,10 @@ impl Profile {
             };
             ranked.push((Rank::new(rule.action, group), rule));
         }
-        if opts.deny_non_unix_sockets {
-            // Ranked after every profile group, so their errnos win over the profile's.
-            let non_unix = ResolvedRule::network(
-                libc::SYS_socket,
-                Some(libc::AF_UNIX),
-                Action::Errno(libc::EAFNOSUPPORT as u32),
-            );
-            let uring = ResolvedRule::network(
-                libc::SYS_io_uring_setup,
-                None,
-                Action::Errno(libc::ENOSYS as u32),
-            );
-            let first = groups.len();
-            ranked.push((Rank::new(non_unix.action, first), non_unix));
-            ranked.push((Rank::new(uring.action, first + 1), uring));
+        // Ranked after every profile group, so their errnos win over the profile's.
+        let first = groups.len();
+        for (i, rule) in own_rules(opts).into_iter().enumerate() {
+            ranked.push((Rank::new(rule.action, first + i), rule));
         }
         ranked
     }
@@ -942,9 +933,34 @@ struct ResolvedRule {
     conds: Vec<Cond>,
 }
 
+/// upm's own rules, on top of any profile (see the module doc), in ranking order.
+fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
+    let enosys = Action::Errno(libc::ENOSYS as u32);
+    let mut rules = Vec::new();
+    if opts.deny_non_unix_sockets {
+        rules.push(ResolvedRule::own(
+            libc::SYS_socket,
+            Some(libc::AF_UNIX),
+            Action::Errno(libc::EAFNOSUPPORT as u32),
+        ));
+        rules.push(ResolvedRule::own(libc::SYS_io_uring_setup, None, enosys));
+    }
+    for nr in SYSV_IPC_GET {
+        rules.push(ResolvedRule::own(nr, None, enosys));
+    }
+    rules
+}
+
+/// The calls that create or find a SysV shared memory segment, message queue or
+/// semaphore set. Refused whatever the profile says: their memory is the IPC
+/// namespace's, which no rlimit counts (a plugin could attach, fill and detach
+/// segment after segment past `memory_bytes`), and the call's IPC namespace starts
+/// empty, so without these the other SysV calls have nothing to act on.
+pub const SYSV_IPC_GET: [i64; 3] = [libc::SYS_shmget, libc::SYS_msgget, libc::SYS_semget];
+
 impl ResolvedRule {
     /// upm's own rule: `nr` when arg 0 differs from `except`, or always when `except` is None.
-    fn network(nr: i64, except: Option<i32>, action: Action) -> ResolvedRule {
+    fn own(nr: i64, except: Option<i32>, action: Action) -> ResolvedRule {
         let conds = except
             .map(|v| Cond {
                 index: 0,
@@ -1827,20 +1843,12 @@ mod tests {
             for rule in &rules {
                 default.add(rule);
             }
-            if opts.deny_non_unix_sockets {
-                let eafnosupport = Action::Errno(libc::EAFNOSUPPORT as u32);
-                let enosys = Action::Errno(libc::ENOSYS as u32);
-                let non_unix =
-                    ResolvedRule::network(libc::SYS_socket, Some(libc::AF_UNIX), eafnosupport);
-                let uring = ResolvedRule::network(libc::SYS_io_uring_setup, None, enosys);
-                let mut sockets = Stage::new(Action::Allow, eafnosupport);
-                sockets.add(&non_unix);
-                groups.push(sockets);
-                let mut urings = Stage::new(Action::Allow, enosys);
-                urings.add(&uring);
-                groups.push(urings);
-                default.add(&non_unix);
-                default.add(&uring);
+            // Each of upm's own rules as a filter of its own, installed after the profile's.
+            for rule in own_rules(opts) {
+                let mut stage = Stage::new(Action::Allow, rule.action);
+                stage.add(&rule);
+                groups.push(stage);
+                default.add(&rule);
             }
             if p.default_action != Action::Allow {
                 groups.push(default);
@@ -2344,15 +2352,30 @@ mod tests {
     }
 
     #[test]
-    fn allow_all_profile_is_just_the_guard() {
+    fn allow_all_profile_is_the_guard_and_the_sysv_ipc_rules() {
         let p = parse(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
         let compiled = p
             .compile_for(&CompileOptions::default(), &host(NATIVE_GO_ARCH, 6, 18))
             .unwrap();
         assert_eq!(compiled.filter_count(), 1);
-        assert!(compiled.instruction_count() <= 6, "{:?}", compiled.programs);
+        assert!(
+            compiled.instruction_count() <= 20,
+            "{:?}",
+            compiled.programs
+        );
         let prog = &compiled.programs[0];
         assert_eq!(run(prog, &Data::native(0, [0; 6])), libc::SECCOMP_RET_ALLOW);
+        for nr in SYSV_IPC_GET {
+            let nr = u32::try_from(nr).unwrap();
+            assert_eq!(
+                run(prog, &Data::native(nr, [0; 6])),
+                libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+            );
+            assert_eq!(
+                run(prog, &Data::native(nr + 1, [0; 6])),
+                libc::SECCOMP_RET_ALLOW
+            );
+        }
         assert_eq!(
             run(prog, &Data::native(u32::MAX, [0; 6])),
             libc::SECCOMP_RET_KILL_PROCESS
@@ -2530,6 +2553,10 @@ mod tests {
             vec![
                 (Action::Allow, Action::Errno(13)),
                 (Action::Allow, Action::Trap),
+                // upm's SysV IPC rules, one filter each
+                (Action::Allow, Action::Errno(libc::ENOSYS as u32)),
+                (Action::Allow, Action::Errno(libc::ENOSYS as u32)),
+                (Action::Allow, Action::Errno(libc::ENOSYS as u32)),
                 (Action::KillProcess, Action::Allow), // default filter last
             ]
         );
@@ -2538,9 +2565,10 @@ mod tests {
         errno_nrs.sort();
         assert_eq!(keys(&plan[0]), errno_nrs);
         assert_eq!(keys(&plan[1]), vec![nr("uname")]);
-        assert_eq!(plan[2].rules[&nr("read")], None);
+        assert_eq!(keys(&plan[2]), vec![libc::SYS_shmget]);
+        assert_eq!(plan[5].rules[&nr("read")], None);
         assert_eq!(
-            plan[2].rules[&nr("getpid")],
+            plan[5].rules[&nr("getpid")],
             Some(vec![vec![Cond {
                 index: 0,
                 op: SeccompCmpOp::Eq,
@@ -2560,6 +2588,9 @@ mod tests {
                 Action::Errno(13),
                 Action::Trap,
                 Action::Errno(libc::EAFNOSUPPORT as u32),
+                Action::Errno(libc::ENOSYS as u32),
+                Action::Errno(libc::ENOSYS as u32),
+                Action::Errno(libc::ENOSYS as u32),
                 Action::Errno(libc::ENOSYS as u32),
                 Action::Allow,
             ]
