@@ -936,6 +936,59 @@ fn full_log_filesystem_refuses_before_the_plugin_runs() {
     assert!(!logs.join("entrypoint.log").exists());
 }
 
+#[test]
+fn a_result_whose_finished_entry_cannot_be_written_is_withheld() {
+    let dir = TestDir::new();
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    // Two seconds to swap the log for a directory once the `started` entry is there.
+    let plugin = dir.write(
+        "secretive.sh",
+        "#!/bin/sh\ncat >/dev/null\nsleep 2\necho stderr-secret >&2\necho '{\"secret\":\"only-in-the-result\"}'\n",
+        true,
+    );
+    let config = dir.config(&json!({
+        "require_schemas": false,
+        "audit": { "path": "logs/entrypoint.log" },
+        "plugins": { "Secretive": { "command": [plugin], "allowed_methods": ["go"] } }
+    }));
+    let log = logs.join("entrypoint.log");
+    let mut child = spawn_upm(&config, &request("Secretive", "go", json!({})));
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"event\":\"started\"")) {
+        assert!(std::time::Instant::now() < deadline, "no started entry");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::rename(&log, logs.join("moved.log")).unwrap();
+    std::fs::create_dir(&log).unwrap();
+
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(11), "{stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let data = &r["data"];
+    assert_eq!(data["code"], "audit_error", "{r}");
+    assert!(data["error"].as_str().unwrap().contains("withheld"), "{r}");
+    assert_eq!(data["details"]["ran"], true, "{r}");
+    assert_eq!(data["details"]["output_bytes"]["stderr"], 14, "{r}");
+    for k in ["result", "stdout", "stderr", "exit_code", "signal", "usage"] {
+        assert!(data.get(k).is_none(), "{k} must be withheld: {r}");
+    }
+    assert!(!stdout.contains("only-in-the-result") && !stdout.contains("stderr-secret"));
+    // The log that was swapped out has the call's started entry and nothing after it.
+    let entries: Vec<Value> = raw_lines(&logs.join("moved.log"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["started"], "{entries:?}");
+    assert_eq!(entries[0]["request_id"], r["request_id"]);
+}
+
 // ---------------------------------------------------------------- rotation
 
 fn log_files(dir: &Path) -> Vec<PathBuf> {
