@@ -67,8 +67,8 @@ pub fn prepare(user: &UserSpec, host: &Host) -> (Plan, LayerReport) {
 /// memory. At 0 or 2 only a holder of CAP_SYS_PTRACE could. An unknown value is refused
 /// too: fail closed. `suid_dumpable` is read only when it matters. (Should the setting
 /// become 1 after this check, the init makes the memory undumpable again right after its
-/// switch; what remains open is the moment in between, for this call and for any other
-/// call's init running meanwhile.)
+/// switch, and so does every other euid change in upm, `AsOwner`'s included; what remains
+/// open is the moment between a switch and that, for any call's init running meanwhile.)
 pub fn switch_refused(mode: Mode, suid_dumpable: impl FnOnce() -> Option<u8>) -> Option<String> {
     if mode != Mode::Switch {
         return None;
