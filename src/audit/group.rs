@@ -67,7 +67,20 @@ impl GroupCommit {
             let batch = std::mem::take(&mut st.queue);
             drop(st);
             let (tickets, entries): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
-            let written = self.with_log(|log| log.append_all(entries));
+            // A panic here (a bug) must not leave `leader` set: every other call would
+            // wait forever. Its batch fails like any write, and the log is reopened
+            // (re-reading its tail) by the next append.
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if entries.iter().any(|e| e.contains_key(tests::PANIC)) {
+                    panic!("a test's panicking entry");
+                }
+                self.with_log(|log| log.append_all(entries))
+            }))
+            .unwrap_or_else(|_| {
+                *lock(&self.log) = None;
+                Err(AuditError::WriterPanicked)
+            });
             st = lock(&self.state);
             match written {
                 Ok(hashes) => st
@@ -108,6 +121,47 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// An entry with this key makes the leader panic before writing.
+    pub(super) const PANIC: &str = "test_panic_in_the_leader";
+
+    #[test]
+    fn a_leader_that_panics_fails_its_batch_and_nobody_waits_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let g = Arc::new(GroupCommit::new(path.clone(), AuditSettings::default()));
+        g.append(entry("before")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..8 {
+            let (g, tx) = (g.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let mut e = entry(&format!("t{t}"));
+                if t == 0 {
+                    e.insert(PANIC.into(), json!(true));
+                }
+                tx.send((t, g.append(e).is_ok())).unwrap();
+            });
+        }
+        let mut outcomes: Vec<(i32, bool)> = (0..8)
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("a call waited forever on a leader that panicked")
+            })
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            outcomes[0],
+            (0, false),
+            "the panicking entry is not durable"
+        );
+        // The log is reopened: later entries extend an intact chain.
+        g.append(entry("after")).unwrap();
+        let report = crate::audit::verify(&path, None);
+        assert_eq!(report.outcome, crate::audit::Outcome::Intact, "{report}");
+        let written = outcomes.iter().filter(|o| o.1).count() as u64;
+        assert_eq!(report.entries, 2 + written);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(PANIC));
+    }
 
     fn entry(id: &str) -> Map<String, Value> {
         let v = json!({"event": "started", "request_id": id});

@@ -136,6 +136,8 @@ pub enum AuditError {
     Serialize(#[from] serde_json::Error),
     #[error("invalid audit settings: {0}")]
     Settings(String),
+    #[error("the audit writer failed unexpectedly (a bug in upm); the entry is not durable")]
+    WriterPanicked,
     #[error("key file {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("key file {path}: {source}")]
