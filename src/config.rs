@@ -537,6 +537,9 @@ fn build_plugin(
             Policy::default()
         }
     };
+    for p in policy.limits.problems() {
+        problems.push(format!("{at}: {p}"));
+    }
     for (key, pin) in [
         ("sha256", &raw.sha256),
         ("manifest_sha256", &raw.manifest_sha256),
@@ -640,6 +643,27 @@ mod tests {
         assert_eq!(p.limits.timeout_ms, 900);
         assert_eq!(p.limits.cpu_seconds, 3);
         assert!(p.network);
+    }
+
+    #[test]
+    fn zero_limits_that_leave_nothing_runnable_are_refused() {
+        let err = load_str(
+            r#"{"require_schemas": false, "sandbox": {"limits": {"cpu_seconds": 0}},
+                "plugins": {"P": {"command": ["/bin/true"], "allowed_methods": ["m"],
+                "sandbox": {"limits": {"timeout_ms": 0, "memory_bytes": 0, "max_processes": 0,
+                                       "open_files": 0, "output_bytes": 0, "file_size_bytes": 0}}}}}"#,
+        )
+        .unwrap_err();
+        let problems = err.problems();
+        let zero: Vec<_> = problems
+            .iter()
+            .filter(|p| p.contains("at least 1"))
+            .collect();
+        assert_eq!(zero.len(), 5, "{problems:#?}");
+        // No output and no files written are limits, not broken sandboxes.
+        assert!(!problems
+            .iter()
+            .any(|p| p.contains("output_bytes") || p.contains("file_size")));
     }
 
     #[test]

@@ -428,7 +428,7 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
         ("--ulimit", format!("fsize={0}:{0}", l.file_size_bytes)),
         (
             "--ulimit",
-            format!("cpu={}:{}", l.cpu_seconds, l.cpu_seconds + 1),
+            format!("cpu={}:{}", l.cpu_seconds, l.cpu_seconds.saturating_add(1)),
         ),
         ("--ulimit", format!("sigpending={0}:{0}", s.pending_signals)),
         ("--name", s.name.to_owned()),
@@ -444,7 +444,7 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
         a.push("--pidfile".into());
         a.push(s.pidfile.to_string_lossy().into_owned());
         a.push("--timeout".into());
-        a.push((l.timeout_ms.div_ceil(1000) + 2).to_string());
+        a.push((l.timeout_ms.div_ceil(1000).saturating_add(2)).to_string());
     }
     for e in &s.env {
         a.push("--env".into());

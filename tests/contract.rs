@@ -833,7 +833,9 @@ fn an_invalid_config_lists_every_problem() {
             "Both": { "command": ["/bin/true"], "module": "m", "allowed_methods": ["a"] },
             "Nothing": { "command": ["/bin/true"] },
             "Py": { "module": "some_mod", "allowed_methods": ["a"] },
-            "Loose": { "command": ["/bin/true"], "allowed_methods": ["a"], "sandbox": { "netwrk": true } }
+            "Loose": { "command": ["/bin/true"], "allowed_methods": ["a"], "sandbox": { "netwrk": true } },
+            "Zero": { "command": ["/bin/true"], "allowed_methods": ["a"],
+                      "sandbox": { "limits": { "open_files": 0, "timeout_ms": 0 } } }
         }
     }));
     let r = call(&c, "Py", "a", json!({}));
@@ -848,6 +850,8 @@ fn an_invalid_config_lists_every_problem() {
         "plugin \"Py\": \"python_path\" is required",
         "has no schema",
         "netwrk",
+        "plugin \"Zero\": \"sandbox.limits.timeout_ms\" must be at least 1",
+        "plugin \"Zero\": \"sandbox.limits.open_files\" must be at least 1",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(needle)),

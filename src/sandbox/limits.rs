@@ -52,13 +52,17 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
     let pending = pending_signals();
     // The CPU soft limit sends SIGXCPU (reported as the cpu limit); the hard one, a second later, SIGKILL.
     let rlimits = vec![
-        r(libc::RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1),
+        r(
+            libc::RLIMIT_CPU,
+            limits.cpu_seconds,
+            limits.cpu_seconds.saturating_add(1),
+        ),
         r(libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
         // The sandbox's small init process counts as one.
         r(
             libc::RLIMIT_NPROC,
-            limits.max_processes + 1,
-            limits.max_processes + 1,
+            limits.max_processes.saturating_add(1),
+            limits.max_processes.saturating_add(1),
         ),
         r(
             libc::RLIMIT_FSIZE,
@@ -161,5 +165,24 @@ impl Plan {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_values_mean_unlimited_not_zero() {
+        let limits = Limits {
+            cpu_seconds: u64::MAX,
+            max_processes: u64::MAX,
+            ..Limits::default()
+        };
+        let (plan, _) = prepare(&limits);
+        for name in ["cpu_seconds", "max_processes"] {
+            let r = plan.rlimits.iter().find(|r| r.name == name).unwrap();
+            assert_eq!((r.soft, r.hard), (u64::MAX, u64::MAX), "{name}");
+        }
     }
 }

@@ -71,6 +71,25 @@ pub struct Limits {
     pub output_bytes: u64,
 }
 
+impl Limits {
+    /// Values that cannot give a working sandbox: zero, for the limits where it means
+    /// "nothing may run" rather than "nothing may be written or printed". (Past the
+    /// top, `u64::MAX` is the kernel's "unlimited".)
+    pub fn problems(&self) -> Vec<String> {
+        [
+            ("timeout_ms", self.timeout_ms),
+            ("cpu_seconds", self.cpu_seconds),
+            ("memory_bytes", self.memory_bytes),
+            ("max_processes", self.max_processes),
+            ("open_files", self.open_files),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(name, _)| format!("\"sandbox.limits.{name}\" must be at least 1"))
+        .collect()
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
