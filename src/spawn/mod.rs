@@ -285,8 +285,23 @@ impl Spawned<'_> {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it to learn
         // whether upm died before the parent-death signal was set.
-        let _ = nix::unistd::write(&self.sync_w, b"g");
+        let go = loop {
+            match nix::unistd::write(&self.sync_w, b"g") {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
         let mut cap = capture::Capture::new(self.launch.io(), started);
+        if let Err(e) = go {
+            // The init is gone (EPIPE) before it could start anything: say so, rather
+            // than wait for output that will never come.
+            kill_tree(self.pid);
+            reap(self.pid);
+            self.reaped = true;
+            let mut o = cap.finish();
+            o.start_failure = Some((Step::Sync, e as i32));
+            return o;
+        }
         if let Some((pipes, result_r, report_r)) = self.pipes.take() {
             let pid = self.pid;
             cap.pump(pipes, result_r, Some(report_r), &mut || stop_tree(pid));
