@@ -358,7 +358,7 @@ impl Prepared {
     /// signal, no_new_privs. Async-signal-safe only, and through raw system calls that
     /// never write `errno` (the init shares upm's memory): every plan was built in the
     /// parent and applies itself.
-    pub fn apply_in_init(&self, parent_alive_fd: libc::c_int) -> Result<(), (Step, i32)> {
+    pub fn apply_in_init(&self, parent_pidfd: libc::c_int) -> Result<(), (Step, i32)> {
         self.limits.apply().map_err(|e| (Step::Limits, e))?;
         self.credentials
             .apply()
@@ -368,7 +368,7 @@ impl Prepared {
         // SAFETY: plain prctl with integer arguments.
         sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
             .map_err(|e| (Step::ParentDeath, e))?;
-        if parent_gone(parent_alive_fd) {
+        if parent_gone(parent_pidfd) {
             return Err((Step::ParentDeath, libc::ESRCH));
         }
         // SAFETY: plain prctl with integer arguments.
@@ -392,8 +392,8 @@ impl Prepared {
     }
 }
 
-/// The parent holds the write end of a pipe for the whole call: a hang-up means it died.
-fn parent_gone(fd: libc::c_int) -> bool {
+/// A pidfd of the parent thread turns readable when it has exited.
+pub(crate) fn parent_gone(fd: libc::c_int) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -415,7 +415,7 @@ fn parent_gone(fd: libc::c_int) -> bool {
         )
     };
     // An error counts as gone: fail closed.
-    !matches!(n, Ok(0)) && (n.is_err() || (p.revents & libc::POLLHUP) != 0)
+    !matches!(n, Ok(0))
 }
 
 /// A raw system call's result with its errno as a plain number, for code that must

@@ -34,6 +34,8 @@ pub(super) struct Ctx {
     pub stdio: [RawFd; 4],
     pub report: RawFd,
     pub sync: RawFd,
+    /// A pidfd of the thread that clones the init (its parent); >= 10.
+    pub parent: RawFd,
     /// The verified executable; a script keeps it open across the exec.
     pub exec_fd: RawFd,
     pub keep_exec_fd: bool,
@@ -216,8 +218,18 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     let sandbox = unsafe { &*ctx.sandbox };
     // Whatever else upm had open (another call's pipes, in a batch) is none of ours.
     let ruleset = sandbox.landlock.as_ref().map_or(-1, |l| l.fd());
-    close_except(&mut [0, 1, 2, 3, REPORT_FD, SYNC_FD, ctx.exec_fd, ruleset])
-        .map_err(|e| (Step::Stdio, e))?;
+    close_except(&mut [
+        0,
+        1,
+        2,
+        3,
+        REPORT_FD,
+        SYNC_FD,
+        ctx.parent,
+        ctx.exec_fd,
+        ruleset,
+    ])
+    .map_err(|e| (Step::Stdio, e))?;
     // SAFETY: setsid takes no arguments.
     sys(unsafe { syscall!(Sysno::setsid) }).map_err(|e| (Step::Session, e))?;
     // The rest waits for the go: a user namespace's id maps are written by upm after the
@@ -231,7 +243,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // SAFETY: plain prctl with integer arguments.
     sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .map_err(|e| (Step::Session, e))?;
-    sandbox.apply_in_init(SYNC_FD)?;
+    sandbox.apply_in_init(ctx.parent)?;
     let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize;
     // SAFETY: the plugin's stack and ctx outlive the init, which outlives the plugin's
     // use of them: CLONE_VFORK suspends the init until the plugin execs or exits.

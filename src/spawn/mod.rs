@@ -41,6 +41,8 @@ pub enum SpawnError {
     Stack(#[source] io::Error),
     #[error("cannot map the caller's ids into the user namespace: {0}")]
     IdMap(#[source] io::Error),
+    #[error("cannot open a pidfd of the spawning thread (the init's parent): {0}")]
+    ParentPidfd(#[source] io::Error),
     #[error("the limits layer could not be applied: {0}")]
     Limits(#[from] crate::sandbox::limits::RaiseError),
     #[error("{0}")]
@@ -142,6 +144,31 @@ fn high_dup(fd: RawFd) -> Result<OwnedFd, SpawnError> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+/// A pidfd of the calling thread alone (`PIDFD_THREAD`, Linux 6.9), at a descriptor of
+/// 10 or more: it turns readable when this thread exits, which is what fires the init's
+/// parent-death signal. The init checks it after setting that signal; a pipe from upm
+/// would not do, since in a batch another call's init briefly holds copies of upm's
+/// descriptors, this call's write end included.
+fn parent_pidfd() -> Result<OwnedFd, SpawnError> {
+    const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+    // SAFETY: raw gettid (glibc's wrapper is not linked into the static build), then
+    // pidfd_open, which returns a new descriptor or -1.
+    let fd = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        // Always close-on-exec; O_CLOEXEC itself is refused.
+        libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD)
+    };
+    if fd < 0 {
+        return Err(SpawnError::ParentPidfd(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    high_dup(fd.as_raw_fd()).map_err(|e| match e {
+        SpawnError::Pipe(e) => SpawnError::ParentPidfd(e),
+        other => other,
+    })
+}
+
 fn cptrs(v: &[CString]) -> Vec<*const libc::c_char> {
     v.iter()
         .map(|s| s.as_ptr())
@@ -163,6 +190,7 @@ pub struct Spawned<'a> {
     _argv: Vec<*const libc::c_char>,
     _envp: Vec<*const libc::c_char>,
     _exec_fd: OwnedFd,
+    _parent: OwnedFd,
     _stacks: child::Stacks,
 }
 
@@ -182,6 +210,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         None
     };
     let exec_fd = high_dup(launch.exec_fd)?;
+    let parent = parent_pidfd()?;
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
     let stacks = child::Stacks::new().map_err(SpawnError::Stack)?;
@@ -196,6 +225,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             ],
             report: report_w.as_raw_fd(),
             sync: sync_r.as_raw_fd(),
+            parent: parent.as_raw_fd(),
             exec_fd: exec_fd.as_raw_fd(),
             keep_exec_fd: launch.keep_exec_fd,
             workdir: launch.workdir.as_ptr(),
@@ -263,6 +293,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _argv: argv,
         _envp: envp,
         _exec_fd: exec_fd,
+        _parent: parent,
         _stacks: stacks,
     };
     if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
@@ -283,8 +314,6 @@ impl Spawned<'_> {
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
     pub fn run(mut self) -> Outcome {
         let started = Instant::now();
-        // sync_w then stays open until the call ends: the init checks it to learn
-        // whether upm died before the parent-death signal was set.
         let go = loop {
             match nix::unistd::write(&self.sync_w, b"g") {
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -441,6 +470,34 @@ fn reap(pid: libc::pid_t) {
         let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, std::ptr::null_mut()) };
         if r >= 0 || crate::sandbox::errno() != libc::EINTR {
             break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::parent_gone;
+
+    #[test]
+    fn the_parent_pidfd_tells_whether_the_spawning_thread_lives() {
+        let (fd_tx, fd_rx) = std::sync::mpsc::channel();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            fd_tx.send(parent_pidfd().unwrap()).unwrap();
+            let _ = end_rx.recv();
+        });
+        let fd = fd_rx.recv().unwrap();
+        assert!(fd.as_raw_fd() >= 10);
+        // The process lives on either way: only this thread's end may count.
+        assert!(!parent_gone(fd.as_raw_fd()), "the thread is alive");
+        end_tx.send(()).unwrap();
+        thread.join().unwrap();
+        // join returns once the thread's tid is cleared, a moment before it has exited.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !parent_gone(fd.as_raw_fd()) {
+            assert!(Instant::now() < deadline, "the thread's end was never seen");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
