@@ -358,17 +358,25 @@ impl Prepared {
     /// signal, no_new_privs. Async-signal-safe only, and through raw system calls that
     /// never write `errno` (the init shares upm's memory): every plan was built in the
     /// parent and applies itself.
-    pub fn apply_in_init(&self, parent_pidfd: libc::c_int) -> Result<(), (Step, i32)> {
+    pub fn apply_in_init(
+        &self,
+        parent_pidfd: libc::c_int,
+        go_pipe: libc::c_int,
+    ) -> Result<(), (Step, i32)> {
         self.limits.apply().map_err(|e| (Step::Limits, e))?;
         self.credentials
             .apply()
             .map_err(|e| (Step::Credentials, e))?;
         // The credential change cleared any earlier parent-death signal: set it now, then
-        // make sure the parent did not die before it was set.
+        // make sure the parent did not die before it was set. Two signs, either enough:
+        // the pidfd of the spawning thread turns readable only after the kernel has
+        // reparented its children (a signal set in between is never sent), and the go
+        // pipe hangs up when upm's last thread closes its files, before that; but in a
+        // batch another call's init may briefly hold a copy of the pipe's write end.
         // SAFETY: plain prctl with integer arguments.
         sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
             .map_err(|e| (Step::ParentDeath, e))?;
-        if parent_gone(parent_pidfd) {
+        if parent_gone(parent_pidfd) || pipe_hung_up(go_pipe) {
             return Err((Step::ParentDeath, libc::ESRCH));
         }
         // SAFETY: plain prctl with integer arguments.
@@ -394,6 +402,17 @@ impl Prepared {
 
 /// A pidfd of the parent thread turns readable when it has exited.
 pub(crate) fn parent_gone(fd: libc::c_int) -> bool {
+    poll_now(fd) != 0
+}
+
+/// The read end of a pipe whose every write end has closed.
+fn pipe_hung_up(fd: libc::c_int) -> bool {
+    poll_now(fd) & !libc::POLLIN != 0
+}
+
+/// The events `fd` has right now (POLLIN, POLLHUP, POLLNVAL...); an error counts as
+/// POLLERR, so that callers fail closed. Async-signal-safe.
+fn poll_now(fd: libc::c_int) -> libc::c_short {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -414,8 +433,11 @@ pub(crate) fn parent_gone(fd: libc::c_int) -> bool {
             0
         )
     };
-    // An error counts as gone: fail closed.
-    !matches!(n, Ok(0))
+    match n {
+        Ok(0) => 0,
+        Ok(_) => p.revents,
+        Err(_) => libc::POLLERR,
+    }
 }
 
 /// A raw system call's result with its errno as a plain number, for code that must

@@ -243,7 +243,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // SAFETY: plain prctl with integer arguments.
     sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .map_err(|e| (Step::Session, e))?;
-    sandbox.apply_in_init(ctx.parent)?;
+    sandbox.apply_in_init(ctx.parent, SYNC_FD)?;
     let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize;
     // SAFETY: the plugin's stack and ctx outlive the init, which outlives the plugin's
     // use of them: CLONE_VFORK suspends the init until the plugin execs or exits.

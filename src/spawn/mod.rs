@@ -314,6 +314,8 @@ impl Spawned<'_> {
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
     pub fn run(mut self) -> Outcome {
         let started = Instant::now();
+        // sync_w then stays open until the call ends: the init checks it (and a pidfd
+        // of this thread) to learn whether upm died before its parent-death signal was set.
         let go = loop {
             match nix::unistd::write(&self.sync_w, b"g") {
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -321,15 +323,10 @@ impl Spawned<'_> {
             }
         };
         let mut cap = capture::Capture::new(self.launch.io(), started);
-        if let Err(e) = go {
-            // The init is gone (EPIPE) before it could start anything: say so, rather
-            // than wait for output that will never come.
+        if go.is_err() {
+            // The init is gone (EPIPE) before it could start anything. Make sure, then
+            // read what it may have reported (why its set-up failed) until EOF.
             kill_tree(self.pid);
-            reap(self.pid);
-            self.reaped = true;
-            let mut o = cap.finish();
-            o.start_failure = Some((Step::Sync, e as i32));
-            return o;
         }
         if let Some((pipes, result_r, report_r)) = self.pipes.take() {
             let pid = self.pid;
@@ -342,7 +339,11 @@ impl Spawned<'_> {
         kill_tree(self.pid);
         reap(self.pid);
         self.reaped = true;
-        cap.finish()
+        let mut o = cap.finish();
+        if let Err(e) = go {
+            o.start_failure = o.start_failure.or(Some((Step::Sync, e as i32)));
+        }
+        o
     }
 }
 
