@@ -622,17 +622,16 @@ impl Session {
         e.insert("sandbox".into(), in_force);
         match self.append(e) {
             Ok(_) => resp,
-            Err(err) if did_run => withheld(call, &resp, stdout_bytes, &err.to_string()),
+            Err(err) if did_run => withheld(call, &err.to_string()),
             Err(err) => audit_failed(call, resp, &err.to_string()),
         }
     }
 }
 
 /// The plugin ran but its `finished` entry could not be made durable: the caller gets
-/// nothing of what the plugin produced (result, output, exit status), only that it ran
-/// and how much it printed, so that no caller holds a result the log lacks.
-fn withheld(call: &Call, resp: &Response, stdout_bytes: Option<u64>, err: &str) -> Response {
-    let bytes = |c: &Option<Captured>| c.as_ref().map(|c| c.bytes);
+/// nothing of what the plugin produced (result, output, exit status, not even sizes),
+/// only that it ran, so that no caller holds a result the log lacks.
+fn withheld(call: &Call, err: &str) -> Response {
     let f = Failure::new(
         Code::AuditError,
         format!(
@@ -640,23 +639,15 @@ fn withheld(call: &Call, resp: &Response, stdout_bytes: Option<u64>, err: &str) 
              returned is withheld because the log does not record it"
         ),
     )
-    .with_details(json!({
-        "ran": true,
-        "output_bytes": {
-            "stdout": stdout_bytes.or(bytes(&resp.data.stdout)),
-            "stderr": bytes(&resp.data.stderr),
-        },
-    }));
+    .with_details(json!({ "ran": true }));
     respond(call, Ran::default()).fail(&f)
 }
 
 /// The audit entry of a call whose plugin did not run could not be made durable: the
-/// caller must know, with upm's own outcome.
+/// caller must know, with upm's own outcome code (not its message, which can quote what
+/// a container engine or a plugin printed).
 fn audit_failed(call: &Call, resp: Response, err: &str) -> Response {
-    let original = json!({
-        "code": resp.data.code.unwrap_or("ok"),
-        "error": resp.data.error,
-    });
+    let original = json!({ "code": resp.data.code.unwrap_or("ok") });
     let f = Failure::new(
         Code::AuditError,
         format!("the audit log could not be written: {err}"),

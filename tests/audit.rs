@@ -970,8 +970,7 @@ fn a_result_whose_finished_entry_cannot_be_written_is_withheld() {
     let data = &r["data"];
     assert_eq!(data["code"], "audit_error", "{r}");
     assert!(data["error"].as_str().unwrap().contains("withheld"), "{r}");
-    assert_eq!(data["details"]["ran"], true, "{r}");
-    assert_eq!(data["details"]["output_bytes"]["stderr"], 14, "{r}");
+    assert_eq!(data["details"], json!({"ran": true}), "{r}");
     for k in ["result", "stdout", "stderr", "exit_code", "signal", "usage"] {
         assert!(data.get(k).is_none(), "{k} must be withheld: {r}");
     }
