@@ -652,7 +652,7 @@ fn dangerous_syscalls_are_refused(who: Who) {
     assert_eq!(errno(&r["io_uring_setup"]), ENOSYS, "{r}");
     // SysV IPC, whose memory escapes memory_bytes: refused even though the default
     // profile (like Docker's) allows it.
-    for k in ["shmget", "msgget", "semget"] {
+    for k in ["shmget", "msgget", "semget", "shmat"] {
         assert_eq!(errno(&r[k]), ENOSYS, "{k}: {r}");
     }
     let seccomp = &run.json["data"]["sandbox"]["layers"]["seccomp"]["detail"];

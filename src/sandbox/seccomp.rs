@@ -59,7 +59,10 @@
 //! - The network layer ([`CompileOptions::deny_non_unix_sockets`]): `socket()` of every
 //!   family but AF_UNIX answers EAFNOSUPPORT, and `io_uring_setup` answers ENOSYS
 //!   (io_uring can create sockets without any syscall seccomp sees).
-//! - Always: `shmget`, `msgget` and `semget` answer ENOSYS ([`SYSV_IPC_GET`]).
+//! - Always: every SysV IPC call answers ENOSYS ([`SYSV_IPC`]).
+//!
+//! So a profile whose default is KILL or TRAP gets ENOSYS, not its default, for those
+//! calls when it does not name them: refused either way.
 //!
 //! # Deviations from Docker (all stricter or fail-closed)
 //! - Only the native ABI runs: sub-architectures listed in `archMap`/`architectures`
@@ -945,18 +948,30 @@ fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
         ));
         rules.push(ResolvedRule::own(libc::SYS_io_uring_setup, None, enosys));
     }
-    for nr in SYSV_IPC_GET {
+    for nr in SYSV_IPC {
         rules.push(ResolvedRule::own(nr, None, enosys));
     }
     rules
 }
 
-/// The calls that create or find a SysV shared memory segment, message queue or
-/// semaphore set. Refused whatever the profile says: their memory is the IPC
-/// namespace's, which no rlimit counts (a plugin could attach, fill and detach
-/// segment after segment past `memory_bytes`), and the call's IPC namespace starts
-/// empty, so without these the other SysV calls have nothing to act on.
-pub const SYSV_IPC_GET: [i64; 3] = [libc::SYS_shmget, libc::SYS_msgget, libc::SYS_semget];
+/// SysV shared memory, message queues and semaphores. Refused whatever the profile
+/// says: their memory is the IPC namespace's, which no rlimit counts (a plugin could
+/// attach, fill and detach segment after segment past `memory_bytes`); and where the
+/// IPC namespace was given up (`allow_degraded`), the host's objects would be in reach.
+pub const SYSV_IPC: [i64; 12] = [
+    libc::SYS_shmget,
+    libc::SYS_shmat,
+    libc::SYS_shmctl,
+    libc::SYS_shmdt,
+    libc::SYS_msgget,
+    libc::SYS_msgsnd,
+    libc::SYS_msgrcv,
+    libc::SYS_msgctl,
+    libc::SYS_semget,
+    libc::SYS_semop,
+    libc::SYS_semctl,
+    libc::SYS_semtimedop,
+];
 
 impl ResolvedRule {
     /// upm's own rule: `nr` when arg 0 differs from `except`, or always when `except` is None.
@@ -2359,22 +2374,18 @@ mod tests {
             .unwrap();
         assert_eq!(compiled.filter_count(), 1);
         assert!(
-            compiled.instruction_count() <= 20,
+            compiled.instruction_count() <= 40,
             "{:?}",
             compiled.programs
         );
         let prog = &compiled.programs[0];
-        assert_eq!(run(prog, &Data::native(0, [0; 6])), libc::SECCOMP_RET_ALLOW);
-        for nr in SYSV_IPC_GET {
-            let nr = u32::try_from(nr).unwrap();
-            assert_eq!(
-                run(prog, &Data::native(nr, [0; 6])),
+        for nr in 0..450u32 {
+            let want = if SYSV_IPC.contains(&i64::from(nr)) {
                 libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
-            );
-            assert_eq!(
-                run(prog, &Data::native(nr + 1, [0; 6])),
+            } else {
                 libc::SECCOMP_RET_ALLOW
-            );
+            };
+            assert_eq!(run(prog, &Data::native(nr, [0; 6])), want, "syscall {nr}");
         }
         assert_eq!(
             run(prog, &Data::native(u32::MAX, [0; 6])),
@@ -2548,27 +2559,25 @@ mod tests {
             .iter()
             .map(|s| (s.mismatch_action, s.match_action))
             .collect();
-        assert_eq!(
-            shape,
-            vec![
-                (Action::Allow, Action::Errno(13)),
-                (Action::Allow, Action::Trap),
-                // upm's SysV IPC rules, one filter each
-                (Action::Allow, Action::Errno(libc::ENOSYS as u32)),
-                (Action::Allow, Action::Errno(libc::ENOSYS as u32)),
-                (Action::Allow, Action::Errno(libc::ENOSYS as u32)),
-                (Action::KillProcess, Action::Allow), // default filter last
-            ]
-        );
+        let enosys = Action::Errno(libc::ENOSYS as u32);
+        let mut want = vec![
+            (Action::Allow, Action::Errno(13)),
+            (Action::Allow, Action::Trap),
+        ];
+        // upm's SysV IPC rules, one filter each
+        want.extend([(Action::Allow, enosys); SYSV_IPC.len()]);
+        want.push((Action::KillProcess, Action::Allow)); // default filter last
+        assert_eq!(shape, want);
+        let last = plan.len() - 1;
         let keys = |s: &oracle::Stage| s.rules.keys().copied().collect::<Vec<_>>();
         let mut errno_nrs = vec![nr("getppid"), nr("gettid")];
         errno_nrs.sort();
         assert_eq!(keys(&plan[0]), errno_nrs);
         assert_eq!(keys(&plan[1]), vec![nr("uname")]);
         assert_eq!(keys(&plan[2]), vec![libc::SYS_shmget]);
-        assert_eq!(plan[5].rules[&nr("read")], None);
+        assert_eq!(plan[last].rules[&nr("read")], None);
         assert_eq!(
-            plan[5].rules[&nr("getpid")],
+            plan[last].rules[&nr("getpid")],
             Some(vec![vec![Cond {
                 index: 0,
                 op: SeccompCmpOp::Eq,
@@ -2584,16 +2593,17 @@ mod tests {
             .collect();
         assert_eq!(
             with_network,
-            vec![
-                Action::Errno(13),
-                Action::Trap,
-                Action::Errno(libc::EAFNOSUPPORT as u32),
-                Action::Errno(libc::ENOSYS as u32),
-                Action::Errno(libc::ENOSYS as u32),
-                Action::Errno(libc::ENOSYS as u32),
-                Action::Errno(libc::ENOSYS as u32),
-                Action::Allow,
+            [
+                vec![
+                    Action::Errno(13),
+                    Action::Trap,
+                    Action::Errno(libc::EAFNOSUPPORT as u32),
+                    enosys, // io_uring_setup
+                ],
+                vec![enosys; SYSV_IPC.len()],
+                vec![Action::Allow],
             ]
+            .concat()
         );
     }
 
