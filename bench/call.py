@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+import apt
 import floor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,17 +28,6 @@ UPM = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/upm")
 # The tiny no-op plugin: the same program bwrap runs. It ignores its stdin and prints
 # nothing, which upm's protocol reads as result `null`.
 NOOP = "/bin/true"
-
-
-def ensure_bwrap():
-    if shutil.which("bwrap"):
-        return shutil.which("bwrap")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "bubblewrap"], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if not shutil.which("bwrap"):
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "bubblewrap"], check=True)
-    return shutil.which("bwrap")
 
 
 def setup_config(d):
@@ -71,7 +61,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: upm's full sandbox (uid switch) is what is measured")
-    bwrap = ensure_bwrap()
+    bwrap = apt.ensure("bwrap", "bubblewrap")
     if not os.path.exists("/usr/bin/time"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "time"], check=True)
     d = tempfile.mkdtemp(prefix="upm-bench-", dir="/tmp")

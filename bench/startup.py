@@ -12,11 +12,12 @@ cache sizes (musl's does not): under a hypervisor each one traps.
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import tempfile
 import time
+
+import apt
 
 NOP = "int main(void) { return 0; }\n"
 CPUID = r"""
@@ -35,16 +36,6 @@ int main(void) {
 """
 
 
-def ensure_musl_gcc():
-    if not shutil.which("musl-gcc"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "musl-tools"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if not shutil.which("musl-gcc"):
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "musl-tools"], check=True)
-    return shutil.which("musl-gcc")
-
-
 def build(d, compiler, src, name, extra=()):
     c = os.path.join(d, name + ".c")
     with open(c, "w") as f:
@@ -61,7 +52,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         cases = {
             "static glibc, empty main (cc -static)": [build(d, "cc", NOP, "glibc", ["-static"])],
-            "static musl, empty main (musl-gcc -static)": [build(d, ensure_musl_gcc(), NOP, "musl", ["-static"])],
+            "static musl, empty main (musl-gcc -static)": [build(d, apt.ensure("musl-gcc", "musl-tools"), NOP, "musl", ["-static"])],
             "/bin/true (dynamic glibc)": ["/bin/true"],
         }
         cpuid = build(d, "cc", CPUID, "cpuid")
