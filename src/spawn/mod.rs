@@ -146,9 +146,8 @@ fn high_dup(fd: RawFd) -> Result<OwnedFd, SpawnError> {
 
 /// A pidfd of the calling thread alone (`PIDFD_THREAD`, Linux 6.9), at a descriptor of
 /// 10 or more: it turns readable when this thread exits, which is what fires the init's
-/// parent-death signal. The init checks it after setting that signal; a pipe from upm
-/// would not do, since in a batch another call's init briefly holds copies of upm's
-/// descriptors, this call's write end included.
+/// parent-death signal. The init checks it after setting that signal, beside the go
+/// pipe's hang-up (see `Prepared::apply_in_init` for why it takes both).
 fn parent_pidfd() -> Result<OwnedFd, SpawnError> {
     const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
     // SAFETY: raw gettid (glibc's wrapper is not linked into the static build), then
