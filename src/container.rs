@@ -293,8 +293,8 @@ struct Spec<'a> {
     seccomp: &'a Path,
     pidfile: &'a Path,
     env: Vec<String>,
-    /// RLIMIT_SIGPENDING, as a native call gets it (`limits::pending_signals`).
-    pending_signals: u64,
+    /// The limits a native call gets whatever the policy says.
+    fixed: limits::Fixed,
 }
 
 /// Picks the engine, loads the seccomp profile and builds the engine's argv.
@@ -345,7 +345,7 @@ pub fn prepare(
         seccomp: &seccomp_copy,
         pidfile: &pidfile,
         env,
-        pending_signals: limits::pending_signals(),
+        fixed: limits::Fixed::get(),
     };
     let args = run_args(&spec);
     let summary = summary(&spec, profile);
@@ -430,7 +430,16 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
             "--ulimit",
             format!("cpu={}:{}", l.cpu_seconds, l.cpu_seconds.saturating_add(1)),
         ),
-        ("--ulimit", format!("sigpending={0}:{0}", s.pending_signals)),
+        (
+            "--ulimit",
+            format!("sigpending={0}:{0}", s.fixed.pending_signals),
+        ),
+        (
+            "--ulimit",
+            format!("msgqueue={0}:{0}", s.fixed.message_queue_bytes),
+        ),
+        ("--ulimit", "rtprio=0:0".into()),
+        ("--ulimit", "nice=0:0".into()),
         ("--name", s.name.to_owned()),
     ];
     for (k, v) in pairs {
@@ -484,7 +493,10 @@ fn summary(s: &Spec<'_>, profile: &seccomp::Profile) -> Value {
             "open_files": l.open_files,
             "output_bytes": l.output_bytes,
             "core_dumps": false,
-            "pending_signals": s.pending_signals,
+            "pending_signals": s.fixed.pending_signals,
+            "message_queue_bytes": s.fixed.message_queue_bytes,
+            "realtime_priority": 0,
+            "raise_priority": false,
         },
     })
 }
@@ -681,7 +693,10 @@ mod tests {
             seccomp: Path::new("/cfg/policies/default.json"),
             pidfile: Path::new("/tmp/upm-r-1/container.pid"),
             env: vec!["PATH=/usr/bin".into()],
-            pending_signals: 1024,
+            fixed: limits::Fixed {
+                pending_signals: 1024,
+                message_queue_bytes: 819_200,
+            },
         })
     }
 
@@ -723,7 +738,10 @@ mod tests {
                 "core=0:0",
                 "fsize=16777216:16777216",
                 "cpu=10:11",
-                "sigpending=1024:1024"
+                "sigpending=1024:1024",
+                "msgqueue=819200:819200",
+                "rtprio=0:0",
+                "nice=0:0",
             ]
         );
         assert_eq!(

@@ -110,7 +110,7 @@ fn container_exists(name: &str) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-const PROBE: &str = r#"printf '{"uid":"%s","ifaces":"%s","rootfs":"%s","sigpending":"%s","stdin":%s}' "$(id -u)" "$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')" "$(touch /x 2>&1)" "$(awk '/^Max pending signals/ {print $4 ":" $5}' /proc/self/limits)" "$(cat)""#;
+const PROBE: &str = r#"printf '{"uid":"%s","ifaces":"%s","rootfs":"%s","sigpending":"%s","fixed":"%s","stdin":%s}' "$(id -u)" "$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')" "$(touch /x 2>&1)" "$(awk '/^Max pending signals/ {print $4 ":" $5}' /proc/self/limits)" "$(awk '/^Max (msgqueue size|nice priority|realtime priority)/ {printf "%s:%s ", $4, $5}' /proc/self/limits)" "$(cat)""#;
 
 #[test]
 fn container_is_isolated_and_reported() {
@@ -132,6 +132,8 @@ fn container_is_isolated_and_reported() {
     assert_eq!(res["ifaces"], "lo,", "only loopback: {res}");
     // The same queued-signal limit as a native call (not the host's ~96,000).
     assert_eq!(res["sigpending"], "1024:1024", "{res}");
+    // Message queues, nice ceiling, real-time priority: as a native call gets them.
+    assert_eq!(res["fixed"], "819200:819200 0:0 0:0 ", "{res}");
     assert!(
         res["rootfs"]
             .as_str()
@@ -158,6 +160,9 @@ fn container_is_isolated_and_reported() {
         .starts_with("sha256:"));
     assert_eq!(s["limits"]["timeout_ms"], 10_000);
     assert_eq!(s["limits"]["pending_signals"], 1024);
+    assert_eq!(s["limits"]["message_queue_bytes"], 819_200);
+    assert_eq!(s["limits"]["realtime_priority"], 0);
+    assert_eq!(s["limits"]["raise_priority"], false);
     let name = s["container_name"].as_str().unwrap();
     assert!(name.starts_with("upm-ctr-iso-1-"), "{name}");
     assert!(!container_exists(name), "--rm left {name} behind");

@@ -58,7 +58,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 19] = [
+const PROBE_METHODS: [&str; 20] = [
     "control",
     "read",
     "listdir",
@@ -78,6 +78,7 @@ const PROBE_METHODS: [&str; 19] = [
     "fd",
     "reach_init",
     "signal_state",
+    "host_grants",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -863,6 +864,52 @@ fn file_size_open_files_and_core_limits_hold(who: Who) {
     assert_eq!(errno(&r["queue_many"]), libc::EAGAIN as i64, "{r}");
     let queued = r["queued"].as_u64().unwrap();
     assert!(queued <= pending, "queued {queued} signals under {pending}");
+}
+
+/// Message queues, real-time scheduling and the nice ceiling are fixed per call, never
+/// the host's: a host (a service manager, a container) may grant upm more. This machine
+/// withholds CAP_SYS_RESOURCE even from root, so the test cannot hand upm a generous
+/// host; the unit test `limits::tests::host_grants_are_pinned` checks the plan. Here upm
+/// gets a *smaller* message queue allowance than the fixed one: the call must report and
+/// enforce what really holds, not the figure it asked for.
+#[test]
+fn fixed_limits_are_what_the_plugin_gets() {
+    let Some(fx) = Fx::new(Who::Root, |_, _| {}) else {
+        return;
+    };
+    const MSGQUEUE: u64 = 200_000;
+    let small_host = |cmd: &mut Command| {
+        // SAFETY: setrlimit is async-signal-safe; the values are on the closure's stack.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: MSGQUEUE,
+                    rlim_max: MSGQUEUE,
+                };
+                if libc::setrlimit(libc::RLIMIT_MSGQUEUE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    };
+    let run = fx.call_with("probe", "host_grants", json!({}), small_host);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = run.result();
+    let limits = &run.json["data"]["sandbox"]["layers"]["limits"]["detail"];
+    assert_eq!(limits["message_queue_bytes"], json!(MSGQUEUE), "{limits}");
+    assert_eq!(limits["realtime_priority"], json!(0), "{limits}");
+    assert_eq!(limits["raise_priority"], json!(false), "{limits}");
+    assert_eq!(r["msgqueue"], json!([MSGQUEUE, MSGQUEUE]), "{r}");
+    assert_eq!(r["rtprio"], json!([0, 0]), "{r}");
+    assert_eq!(r["nice"], json!([0, 0]), "{r}");
+    assert_eq!(errno(&r["sched_fifo"]), libc::EPERM as i64, "{r}");
+    assert_eq!(errno(&r["nice_down"]), libc::EACCES as i64, "{r}");
+    // Landlock refuses every POSIX queue: its file lives on mqueue's internal mount, under
+    // no allowed path (checked by hand: with "/" allowed, still EACCES). The rlimit backs
+    // that up where Landlock is allowed to degrade.
+    assert_eq!(errno(&r["mq_open_many"]), libc::EACCES as i64, "{r}");
+    assert_eq!(r["mq_opened"], json!(0), "{r}");
 }
 
 fn sleeping_past_the_timeout_is_killed(who: Who) {

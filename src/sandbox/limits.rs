@@ -43,13 +43,16 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
             libc::RLIMIT_FSIZE => "file_size_bytes",
             libc::RLIMIT_NOFILE => "open_files",
             libc::RLIMIT_SIGPENDING => "pending_signals",
+            libc::RLIMIT_MSGQUEUE => "message_queue_bytes",
+            libc::RLIMIT_RTPRIO => "realtime_priority",
+            libc::RLIMIT_NICE => "raise_priority",
             _ => "core_dumps",
         },
         resource,
         soft,
         hard,
     };
-    let pending = pending_signals();
+    let fixed = Fixed::get();
     // The CPU soft limit sends SIGXCPU (reported as the cpu limit); the hard one, a second later, SIGKILL.
     let rlimits = vec![
         r(
@@ -71,7 +74,20 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
         ),
         r(libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
         r(libc::RLIMIT_CORE, 0, 0),
-        r(libc::RLIMIT_SIGPENDING, pending, pending),
+        r(
+            libc::RLIMIT_SIGPENDING,
+            fixed.pending_signals,
+            fixed.pending_signals,
+        ),
+        r(
+            libc::RLIMIT_MSGQUEUE,
+            fixed.message_queue_bytes,
+            fixed.message_queue_bytes,
+        ),
+        // No real-time scheduling, and no nice value below the one inherited: without
+        // these, a host that grants either to upm would grant it to every plugin.
+        r(libc::RLIMIT_RTPRIO, 0, 0),
+        r(libc::RLIMIT_NICE, 0, 0),
     ];
     let report = LayerReport::enforced(
         super::policy::Layer::Limits,
@@ -84,30 +100,54 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
             "open_files": limits.open_files,
             "output_bytes": limits.output_bytes,
             "core_dumps": false,
-            "pending_signals": pending,
+            "pending_signals": fixed.pending_signals,
+            "message_queue_bytes": fixed.message_queue_bytes,
+            "realtime_priority": 0,
+            "raise_priority": false,
         }),
     );
     (Plan { rlimits }, report)
 }
 
-/// Signals a call may have queued at once (and POSIX timers, which reserve one each).
-/// Each costs kernel memory that no other limit covers, and since every call has a user
-/// namespace of its own, the host's limit (~96,000 here, ~8 MB) would apply per call. Fixed,
-/// like `core_dumps`: a plugin needing more is unheard of. Never above upm's own hard
-/// limit, which a call cannot raise without CAP_SYS_RESOURCE. The container backend
-/// asks the engine for the same figure.
-pub fn pending_signals() -> u64 {
+/// Limits on kernel memory that no configurable limit covers, the same for every call.
+/// Each call has a user namespace of its own, so the host's figures would apply per call:
+/// ~96,000 queued signals here (~8 MB), and whatever the host's POSIX message queue
+/// allowance is (819,200 bytes by default, unlimited on some hosts). Fixed, like
+/// `core_dumps`: a plugin needing more is unheard of. Never above upm's own hard limit,
+/// which a call cannot raise without CAP_SYS_RESOURCE. The container backend asks the
+/// engine for the same figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fixed {
+    /// Signals queued at once (and POSIX timers, which reserve one each).
+    pub pending_signals: u64,
+    /// Bytes of POSIX message queues (mq_open), counted with the kernel's overhead.
+    pub message_queue_bytes: u64,
+}
+
+impl Fixed {
     const PENDING_SIGNALS: u64 = 1024;
+    /// The kernel's default.
+    const MESSAGE_QUEUE_BYTES: u64 = 819_200;
+
+    pub fn get() -> Fixed {
+        Fixed {
+            pending_signals: at_most_own(libc::RLIMIT_SIGPENDING, Self::PENDING_SIGNALS),
+            message_queue_bytes: at_most_own(libc::RLIMIT_MSGQUEUE, Self::MESSAGE_QUEUE_BYTES),
+        }
+    }
+}
+
+fn at_most_own(resource: libc::__rlimit_resource_t, want: u64) -> u64 {
     let mut own = libc::rlimit64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: prlimit64 on upm itself, writing into a valid rlimit64 on our stack.
-    let rc = unsafe { libc::prlimit64(0, libc::RLIMIT_SIGPENDING, std::ptr::null(), &mut own) };
+    let rc = unsafe { libc::prlimit64(0, resource, std::ptr::null(), &mut own) };
     if rc == 0 {
-        PENDING_SIGNALS.min(own.rlim_max)
+        want.min(own.rlim_max)
     } else {
-        PENDING_SIGNALS
+        want
     }
 }
 
@@ -171,6 +211,34 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_grants_are_pinned() {
+        let (plan, report) = prepare(&Limits::default());
+        let get = |name: &str| {
+            let r = plan.rlimits.iter().find(|r| r.name == name).unwrap();
+            (r.resource, r.soft, r.hard)
+        };
+        let fixed = Fixed::get();
+        assert!(fixed.message_queue_bytes <= 819_200);
+        assert_eq!(
+            get("message_queue_bytes"),
+            (
+                libc::RLIMIT_MSGQUEUE,
+                fixed.message_queue_bytes,
+                fixed.message_queue_bytes
+            )
+        );
+        assert_eq!(get("realtime_priority"), (libc::RLIMIT_RTPRIO, 0, 0));
+        assert_eq!(get("raise_priority"), (libc::RLIMIT_NICE, 0, 0));
+        let detail = &report.detail;
+        assert_eq!(
+            detail["message_queue_bytes"],
+            serde_json::json!(fixed.message_queue_bytes)
+        );
+        assert_eq!(detail["realtime_priority"], 0);
+        assert_eq!(detail["raise_priority"], false);
+    }
 
     #[test]
     fn the_largest_values_mean_unlimited_not_zero() {
