@@ -251,6 +251,13 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     if max_request_bytes == 0 {
         problems.push("\"max_request_bytes\" must be positive".into());
     }
+    if max_request_bytes > crate::request::MAX_MAX_REQUEST_BYTES {
+        problems.push(format!(
+            "\"max_request_bytes\" must be at most {} (8 MiB): a larger request could make \
+             an audit entry too large for the log to chain from",
+            crate::request::MAX_MAX_REQUEST_BYTES
+        ));
+    }
     let policy = obj
         .get("policy")
         .cloned()

@@ -254,8 +254,8 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
             method,
             args,
         } => {
-            call.plugin = Some(plugin.clone());
-            call.method = Some(method.clone());
+            call.plugin = Some(request::noted(&plugin));
+            call.method = Some(request::noted(&method));
             if args.len() as u64 > cap {
                 return Err(bad(request::RequestError::TooLarge { cap }));
             }
@@ -281,8 +281,8 @@ fn parse_document(bytes: &[u8], call: &mut Call) -> Result<Request, request::Req
         call.request_id = id;
     }
     if let Some(o) = doc.as_object() {
-        call.plugin = o.get("plugin").and_then(Value::as_str).map(str::to_owned);
-        call.method = o.get("method").and_then(Value::as_str).map(str::to_owned);
+        call.plugin = o.get("plugin").and_then(Value::as_str).map(request::noted);
+        call.method = o.get("method").and_then(Value::as_str).map(request::noted);
     }
     request::from_value(doc)
 }
@@ -343,16 +343,21 @@ fn verify_trust(
 
 fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> {
     let Some(schema) = schema else { return Ok(()) };
-    schema.validate(args).map_err(|violations| {
-        let n = violations.len();
+    schema.validate(args).map_err(|r| {
+        let n = r.total;
+        let listed = if n > r.violations.len() {
+            format!("; the first {} are listed", r.violations.len())
+        } else {
+            String::new()
+        };
         Failure::new(
             Code::InvalidArgs,
             format!(
-                "the args do not match the method's schema ({n} violation{})",
+                "the args do not match the method's schema ({n} violation{}{listed})",
                 if n == 1 { "" } else { "s" }
             ),
         )
-        .with_details(json!({ "violations": violations }))
+        .with_details(json!({ "violations": r.violations, "violation_count": n }))
     })
 }
 

@@ -11,6 +11,10 @@ use std::io::Read;
 
 /// Default cap on the request read from stdin.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+/// The most a config may allow. Re-serialised, args can grow (`1e15` prints as
+/// `1000000000000000.0`, 3.8 × its size), and an audit entry that records them must stay
+/// well under what the audit writer scans back for the last complete entry (64 MiB).
+pub const MAX_MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -121,15 +125,28 @@ impl Request {
             }
         }
         if !valid_name(&self.plugin) {
-            return Err(RequestError::BadPluginName(self.plugin.clone()));
+            return Err(RequestError::BadPluginName(noted(&self.plugin)));
         }
         if self.method.starts_with('_') {
-            return Err(RequestError::PrivateMethod(self.method.clone()));
+            return Err(RequestError::PrivateMethod(noted(&self.method)));
         }
         if !valid_name(&self.method) {
-            return Err(RequestError::BadMethodName(self.method.clone()));
+            return Err(RequestError::BadMethodName(noted(&self.method)));
         }
         Ok(())
+    }
+}
+
+/// Longest name kept from a request that may be refused; valid names have at most 64.
+const MAX_NOTED_CHARS: usize = 128;
+
+/// A caller's plugin or method name as responses and audit entries repeat it: cut at
+/// 128 characters (marked with '…'), so that one request's names cannot make an entry
+/// or a response larger than the request itself, however they are escaped.
+pub fn noted(name: &str) -> String {
+    match name.char_indices().nth(MAX_NOTED_CHARS) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_owned(),
     }
 }
 

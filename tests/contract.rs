@@ -647,6 +647,30 @@ fn unknown_and_malformed_plugin_names_are_not_whitelisted() {
     err(&r, 4, "not_whitelisted");
 }
 
+/// A refused name is repeated in the response and the audit entry, escaped (U+0085 takes
+/// six bytes as `\u{85}`): only its first 128 characters are, so one request's names
+/// cannot make an entry many times its own size (enough of them once made a 72 MB entry
+/// past which the audit writer could no longer chain).
+#[test]
+fn a_refused_name_is_repeated_only_in_part() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let name = "\u{85}".repeat(200_000);
+    let r = call(&c, &name, "upper", json!({"text": "x"}));
+    err(&r, 4, "not_whitelisted");
+    assert!(
+        r.stdout.len() < 10_000,
+        "{} bytes of response",
+        r.stdout.len()
+    );
+    let kept = format!("{}…", "\u{85}".repeat(128));
+    assert_eq!(r.json["data"]["plugin"], kept.as_str());
+    let lines = d.audit_lines();
+    let last = lines.last().unwrap();
+    assert_eq!(last["plugin"], kept.as_str(), "{last}");
+    assert!(last.to_string().len() < 10_000, "{last}");
+}
+
 /// `workdir_root` moves each call's private directory (an operator's tmpfs, say); it is
 /// made there, is the plugin's cwd and `$TMPDIR`, and is gone when the call ends.
 #[test]
@@ -827,6 +851,7 @@ fn an_invalid_config_lists_every_problem() {
     let d = setup();
     let c = d.config(&json!({
         "require_schemas": true,
+        "max_request_bytes": 8 * 1024 * 1024 + 1,
         "plugins_typo": {},
         "plugins": {
             "../x": { "command": ["/bin/true"], "allowed_methods": ["_p"] },
@@ -843,6 +868,7 @@ fn an_invalid_config_lists_every_problem() {
     let problems = config_problems(&r);
     for needle in [
         "unknown top-level key \"plugins_typo\"",
+        "\"max_request_bytes\" must be at most 8388608",
         "plugin \"../x\": not a valid plugin name",
         "\"_p\" can never be called",
         "plugin \"Both\": has both",
@@ -1154,6 +1180,38 @@ fn every_schema_violation_is_listed() {
     let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["event"], "refused");
+    assert_eq!(data["details"]["violation_count"], 4);
+}
+
+/// Half a million violations from a 1 MiB array are counted, not listed: listing them
+/// all took ~1 GB of memory and a 60 MB response (four in a batch: 3.7 GB).
+#[test]
+fn a_flood_of_violations_is_counted_not_listed() {
+    let d = setup();
+    let p = sh(&d, "never", "echo '{}'");
+    d.write(
+        "schemas/strings.json",
+        r#"{"type": "object", "properties": {"a": {"type": "array", "items": {"type": "string"}}}}"#,
+        false,
+    );
+    let c = cfg(
+        &d,
+        json!({"plugins": {"Arr": {
+            "command": [p],
+            "methods": { "go": { "schema": "schemas/strings.json" } }
+        }}}),
+    );
+    let n = 500_000;
+    let r = call(&c, "Arr", "go", json!({ "a": vec![1; n] }));
+    let data = err(&r, 10, "invalid_args");
+    assert_eq!(data["details"]["violation_count"], n);
+    assert_eq!(data["details"]["violations"].as_array().unwrap().len(), 100);
+    assert!(
+        error_text(&r).contains("500000 violations; the first 100 are listed"),
+        "{}",
+        error_text(&r)
+    );
+    assert!(r.stdout.len() < 100_000, "{} bytes", r.stdout.len());
 }
 
 // ---------------------------------------------------------------- 11 audit_error

@@ -21,6 +21,9 @@ use crate::keys::{key_id, load_signing_key};
 /// How far back the writer looks for the last complete entry before it
 /// declares the file unusable (a real log never has this much garbage).
 const MAX_TAIL_SCAN: u64 = 64 << 20;
+/// The largest entry the writer appends: a longer one would leave the next append unable
+/// to find the last complete entry. (Config limits keep real entries far below it.)
+const MAX_ENTRY_BYTES: usize = (MAX_TAIL_SCAN / 2) as usize;
 
 /// The last complete entry: what the next one chains from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +358,15 @@ impl AuditLog {
         let mut link = head.clone();
         for entry in build(&head)? {
             let (line, hash) = seal(link.seq + 1, &link.hash, &entry)?;
+            if line.len() > MAX_ENTRY_BYTES {
+                return Err(AuditError::Entry {
+                    field: "(whole entry)",
+                    reason: format!(
+                        "would take {} bytes, more than the {MAX_ENTRY_BYTES} an entry may",
+                        line.len()
+                    ),
+                });
+            }
             link = Head {
                 seq: link.seq + 1,
                 hash: hash.clone(),

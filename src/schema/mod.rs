@@ -91,6 +91,28 @@ pub struct Violation {
     pub message: String,
 }
 
+/// Why args were rejected: the first violations, and how many there were in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// At most [`MAX_REPORTED`]: a 1 MiB array can break a schema half a million times,
+    /// and every violation kept would reach the response and the audit entry.
+    pub violations: Vec<Violation>,
+    pub total: usize,
+}
+
+/// Violations listed in a rejection; the rest are only counted.
+pub const MAX_REPORTED: usize = 100;
+/// Longest path kept in a violation (an object key can be as long as the request).
+const MAX_PATH_CHARS: usize = 1024;
+
+fn bounded(mut s: String) -> String {
+    if let Some((at, _)) = s.char_indices().nth(MAX_PATH_CHARS) {
+        s.truncate(at);
+        s.push('…');
+    }
+    s
+}
+
 /// A method's compiled schema.
 pub struct MethodSchema {
     index: Index,
@@ -153,21 +175,24 @@ impl MethodSchema {
             .map(|d| (d.path.as_path(), d.sha256.as_str()))
     }
 
-    /// Every violation, not just the first.
-    pub fn validate(&self, args: &Value) -> Result<(), Vec<Violation>> {
+    /// Every violation is counted, not just the first; the first [`MAX_REPORTED`] are kept.
+    pub fn validate(&self, args: &Value) -> Result<(), Rejection> {
         // The fast path: no error objects are built for valid args.
         if self.validator.is_valid(args) {
             return Ok(());
         }
-        let mut violations: Vec<Violation> = self
-            .validator
-            .iter_errors(args)
-            .map(|e| Violation {
-                instance_path: e.instance_path().as_str().to_owned(),
-                schema_path: e.schema_path().as_str().to_owned(),
-                message: e.masked().to_string(),
-            })
-            .collect();
+        let mut violations = Vec::new();
+        let mut total = 0;
+        for e in self.validator.iter_errors(args) {
+            total += 1;
+            if violations.len() < MAX_REPORTED {
+                violations.push(Violation {
+                    instance_path: bounded(e.instance_path().as_str().to_owned()),
+                    schema_path: bounded(e.schema_path().as_str().to_owned()),
+                    message: bounded(e.masked().to_string()),
+                });
+            }
+        }
         if violations.is_empty() {
             // The two paths disagreeing must still reject.
             violations.push(Violation {
@@ -175,8 +200,9 @@ impl MethodSchema {
                 schema_path: String::new(),
                 message: "args do not match the schema".to_owned(),
             });
+            total = 1;
         }
-        Err(violations)
+        Err(Rejection { violations, total })
     }
 
     /// A copy of `args` in which every value the schema marks secret (`"writeOnly": true`

@@ -31,7 +31,9 @@ fn schema(schema: Value) -> MethodSchema {
 }
 
 fn violations(s: &MethodSchema, args: Value) -> Vec<Violation> {
-    s.validate(&args).expect_err("args must be rejected")
+    s.validate(&args)
+        .expect_err("args must be rejected")
+        .violations
 }
 
 fn hidden(v: Value) -> Value {
@@ -629,4 +631,28 @@ fn validation_speed_for_a_typical_1k_object() {
         assert!(s.validate(std::hint::black_box(&args)).is_ok());
     }
     eprintln!("validate: {:?} per call", start.elapsed() / n);
+}
+
+#[test]
+fn a_flood_of_violations_is_counted_but_not_kept() {
+    let s = schema(json!({"type": "object", "properties": {
+        "a": {"type": "array", "items": {"type": "string"}}
+    }}));
+    let long_key = "k".repeat(5000);
+    let r = s
+        .validate(&json!({ "a": vec![1; 5000] }))
+        .expect_err("rejected");
+    assert_eq!(r.total, 5000);
+    assert_eq!(r.violations.len(), MAX_REPORTED);
+    assert_eq!(r.violations[0].instance_path, "/a/0");
+    let s = schema(json!({"type": "object", "additionalProperties": false}));
+    let r = s
+        .validate(&json!({ long_key.clone(): 1 }))
+        .expect_err("rejected");
+    assert_eq!(r.total, 1);
+    for v in &r.violations {
+        for field in [&v.instance_path, &v.schema_path, &v.message] {
+            assert!(field.chars().count() <= 1025, "{} chars", field.len());
+        }
+    }
 }
