@@ -54,37 +54,73 @@ fn read_line(input: &mut impl BufRead, cap: u64) -> std::io::Result<Line> {
     })
 }
 
-/// Runs every line of `input` as a call; returns the exit code (0 once every line has its result).
+/// Where the reader stands: shared by the workers, behind one lock.
+struct Reader<R> {
+    input: R,
+    /// Lines read so far (blank ones included), so results can name theirs.
+    lines: u64,
+    /// Set once stdin failed: nothing more is read.
+    failed: bool,
+}
+
+/// Hands a read error to the pipeline, which refuses it like a one-shot call's.
+struct Failed(Option<std::io::Error>);
+
+impl std::io::Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("stdin failed")))
+    }
+}
+
+/// Runs every line of `input` as a call; returns the exit code: 0 once every line has
+/// its result, 3 when stdin failed (that failure has a `bad_request` result of its
+/// own), 1 when stdout could not be written.
 pub fn run(
     session: &Session,
     input: impl BufRead + Send,
     out: impl Write + Send,
     parallel: usize,
 ) -> i32 {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let cap = session.max_request_bytes();
-    let input = Mutex::new(input);
+    let reader = Mutex::new(Reader {
+        input,
+        lines: 0,
+        failed: false,
+    });
     let out = Mutex::new(out);
-    let failed_output = std::sync::atomic::AtomicBool::new(false);
+    let failed_output = AtomicBool::new(false);
+    let failed_input = AtomicBool::new(false);
     let worker = || loop {
-        let line = {
-            let mut reader = input.lock().unwrap_or_else(|e| e.into_inner());
-            match read_line(&mut *reader, cap) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!("upm run --jsonl: cannot read stdin: {e}");
-                    Line::Eof
-                }
+        let (line, n) = {
+            let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
+            if r.failed {
+                return;
+            }
+            let line = read_line(&mut r.input, cap);
+            if line.is_err() {
+                r.failed = true;
+            }
+            r.lines += 1;
+            (line, r.lines)
+        };
+        let mut response = match line {
+            Ok(Line::Eof) => return,
+            Ok(Line::Request(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Line::Request(bytes)) => session.call(Input::<std::io::Empty>::Line(bytes)),
+            Ok(Line::TooLong) => session.call(Input::<std::io::Empty>::TooLong),
+            Err(e) => {
+                failed_input.store(true, Relaxed);
+                session.call(Input::Stdin(Failed(Some(e))))
             }
         };
-        let response = match line {
-            Line::Eof => return,
-            Line::Request(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
-            Line::Request(bytes) => session.call(Input::<std::io::Empty>::Line(bytes)),
-            Line::TooLong => session.call(Input::<std::io::Empty>::TooLong),
-        };
+        response.line = Some(n);
         let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
         if response.write_line(&mut *w).is_err() {
-            failed_output.store(true, std::sync::atomic::Ordering::Relaxed);
+            failed_output.store(true, Relaxed);
             return;
         }
     };
@@ -94,8 +130,10 @@ pub fn run(
         }
         worker();
     });
-    if failed_output.load(std::sync::atomic::Ordering::Relaxed) {
+    if failed_output.load(Relaxed) {
         1
+    } else if failed_input.load(Relaxed) {
+        crate::error::Code::BadRequest.exit_code()
     } else {
         0
     }

@@ -21,6 +21,11 @@ pub struct Response {
     pub success: bool,
     pub status: &'static str,
     pub request_id: String,
+    /// In a batch: the input line this answers (1-based), so that results written in
+    /// completion order, and those of lines too malformed to carry a request_id, can
+    /// be matched to their requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     pub data: Data,
     /// The process exit code this response stands for.
     #[serde(skip)]
@@ -87,6 +92,7 @@ impl Response {
             success: true,
             status: "success",
             request_id: request_id.to_owned(),
+            line: None,
             data: Data {
                 request_id: request_id.to_owned(),
                 timestamp: timestamp_now(),

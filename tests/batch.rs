@@ -443,6 +443,13 @@ fn malformed_lines_get_their_own_errors_and_the_batch_goes_on() {
     );
     assert_eq!(b.results[0]["request_id"], "first");
     assert_eq!(b.results[6]["request_id"], "last");
+    // Each result names its line, the malformed ones included.
+    let lines: Vec<u64> = b
+        .results
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(b.results[6]["success"], true);
     // A line that parsed as JSON keeps its caller's request_id, even when refused.
     assert_eq!(b.results[2]["request_id"], "unknown-field");
@@ -462,6 +469,30 @@ fn malformed_lines_get_their_own_errors_and_the_batch_goes_on() {
         .filter(|e| e["event"] == "refused")
         .count();
     assert_eq!(refused, 5);
+}
+
+/// A stdin that cannot be read is not an end of input: it gets a result of its own,
+/// audited, and the batch exits 3 (before, it printed nothing and exited 0).
+#[test]
+fn a_stdin_that_fails_is_answered_and_exits_3() {
+    let d = TestDir::new();
+    let echo = script(&d, "echo.sh", ECHO_SH);
+    let cfg = config(&d, &[("Echo", &echo, 5000)], json!({}));
+    let dir = std::fs::File::open(&d.path).unwrap();
+    let out = Command::new(upm_bin())
+        .args(["run", "--jsonl", "--parallel", "2", "--config"])
+        .arg(&cfg)
+        .stdin(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let results = parse_lines(&out.stdout);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(code_of(&results[0]), "bad_request");
+    assert_eq!(results[0]["line"], 1);
+    let audit = d.audit_lines();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["event"], "refused");
 }
 
 #[test]
@@ -534,6 +565,8 @@ fn blank_lines_give_nothing_and_the_last_line_needs_no_newline() {
         .map(|r| r["request_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["one", "two"]);
+    assert_eq!(b.results[0]["line"], 4, "blank lines count");
+    assert_eq!(b.results[1]["line"], 7);
     assert!(b.results.iter().all(|r| r["success"] == true));
     assert_eq!(d.audit_lines().len(), 4, "blank lines are not calls");
 

@@ -65,9 +65,25 @@ const COLUMNS: [(&str, usize); 8] = [
 fn cell(entry: &Map<String, Value>, key: &str) -> String {
     match entry.get(key) {
         None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => printable(s),
         Some(v) => v.to_string(),
     }
+}
+
+/// A caller chose some of these strings (a refused call's plugin and method are logged as
+/// sent): control characters and bidirectional overrides are shown escaped, so that no
+/// entry can print a row of its own, hide the rest of one, or reorder it on a terminal.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn table_row(out: &mut dyn Write, cells: &[String]) -> std::io::Result<()> {
@@ -196,5 +212,26 @@ mod tests {
             rows[0]
         );
         assert!(rows[2].contains("timeout") && rows[2].contains("2026-01-02T10:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_callers_strings_cannot_forge_a_row_or_hide_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q.log");
+        let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+        let forged =
+            "Nope\n2026-11-22T18:00:00.000Z  7  finished  legit  True  run  ok  0\u{1b}[8m";
+        let v = serde_json::json!({"request_id": "x", "event": "refused",
+            "plugin": forged, "method": "m\u{202e}dohtem\u{85}", "code": "not_whitelisted"});
+        log.append(v.as_object().cloned().unwrap()).unwrap();
+        let (n, out) = run(&p, &Filter::default(), ShowFormat::Table);
+        assert_eq!(n, 1);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(
+            out.contains("Nope\\u{a}2026") && out.contains("\\u{1b}[8m"),
+            "{out}"
+        );
+        assert!(out.contains("m\\u{202e}dohtem\\u{85}"), "{out}");
     }
 }
