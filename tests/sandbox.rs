@@ -671,13 +671,24 @@ fn no_privileges_and_setuid_does_not_work(who: Who) {
     // A setuid-root copy of id(1), made readable to the plugin by read_paths.
     std::fs::copy("/usr/bin/id", &suid).unwrap();
     std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    // Control: outside the sandbox, as nobody, it really does make euid 0.
-    let out = Command::new(&suid)
-        .arg("-u")
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
+    // Control: outside the sandbox, as nobody, it really does make euid 0. (Retried on
+    // ETXTBSY: a test thread forking meanwhile can hold the copy's write descriptor
+    // until its child execs.)
+    let mut tries = 0;
+    let out = loop {
+        match Command::new(&suid)
+            .arg("-u")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "0",
