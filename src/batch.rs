@@ -7,7 +7,9 @@
 //! A malformed line gets its own error result and the batch goes on. A line
 //! longer than the size cap is refused without being kept in memory.
 
+use crate::error::Code;
 use crate::pipeline::{Input, Session};
+use crate::spawn::stop;
 use std::io::{BufRead, Write};
 use std::sync::Mutex;
 
@@ -77,7 +79,8 @@ impl std::io::Read for Failed {
 
 /// Runs every line of `input` as a call; returns the exit code: 0 once every line has
 /// its result, 3 when stdin failed (that failure has a `bad_request` result of its
-/// own), 1 when stdout could not be written.
+/// own), 15 when upm was asked to stop (lines not yet read have no result; calls
+/// running then end `cancelled`), 1 when stdout could not be written.
 pub fn run(
     session: &Session,
     input: impl BufRead + Send,
@@ -95,9 +98,12 @@ pub fn run(
     let failed_output = AtomicBool::new(false);
     let failed_input = AtomicBool::new(false);
     let worker = || loop {
+        if stop::requested() {
+            return;
+        }
         let (line, n) = {
             let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
-            if r.failed {
+            if r.failed || stop::requested() {
                 return;
             }
             let line = read_line(&mut r.input, cap);
@@ -112,6 +118,8 @@ pub fn run(
             Ok(Line::Request(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Line::Request(bytes)) => session.call(Input::<std::io::Empty>::Line(bytes)),
             Ok(Line::TooLong) => session.call(Input::<std::io::Empty>::TooLong),
+            // Asked to stop while waiting for a line: no call, so no result.
+            Err(e) if stop::Stopped::is(&e) => return,
             Err(e) => {
                 failed_input.store(true, Relaxed);
                 session.call(Input::Stdin(Failed(Some(e))))
@@ -132,8 +140,10 @@ pub fn run(
     });
     if failed_output.load(Relaxed) {
         1
+    } else if stop::requested() {
+        Code::Cancelled.exit_code()
     } else if failed_input.load(Relaxed) {
-        crate::error::Code::BadRequest.exit_code()
+        Code::BadRequest.exit_code()
     } else {
         0
     }

@@ -5,6 +5,7 @@ use crate::error::{Code, Failure};
 use crate::pipeline::{self, Input};
 use crate::response::Response;
 use crate::schema::MethodSchema;
+use crate::spawn::stop::{self, Stoppable};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -89,10 +90,17 @@ pub fn main() -> i32 {
         }
     };
     let config_path = config::resolve_path(cli.config.as_deref());
+    if matches!(cli.command, Command::Run { .. } | Command::Legacy(_)) {
+        if let Err(e) = stop::install() {
+            tracing::warn!(
+                "cannot handle SIGTERM, SIGINT and SIGHUP ({e}): they will kill upm mid-call"
+            );
+        }
+    }
     match cli.command {
         Command::Run { jsonl: false, .. } => respond(pipeline::run(
             &config_path,
-            Input::Stdin(std::io::stdin().lock()),
+            Input::Stdin(Stoppable(std::io::stdin().lock())),
         )),
         Command::Run {
             jsonl: true,
@@ -101,7 +109,7 @@ pub fn main() -> i32 {
             let session = pipeline::Session::load(&config_path);
             crate::batch::run(
                 &session,
-                std::io::BufReader::with_capacity(64 * 1024, std::io::stdin()),
+                std::io::BufReader::with_capacity(64 * 1024, Stoppable(std::io::stdin())),
                 std::io::stdout(),
                 usize::from(parallel),
             )

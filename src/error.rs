@@ -26,11 +26,13 @@ pub enum Code {
     Timeout,
     LimitExceeded,
     SandboxUnavailable,
+    /// upm was asked to stop (SIGTERM, SIGINT, SIGHUP) while the call ran or waited.
+    Cancelled,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::Usage,
         Code::BadRequest,
         Code::RequestTooLarge,
@@ -48,6 +50,7 @@ impl Code {
         Code::Timeout,
         Code::LimitExceeded,
         Code::SandboxUnavailable,
+        Code::Cancelled,
         Code::Internal,
     ];
 
@@ -70,6 +73,7 @@ impl Code {
             Code::Timeout => "timeout",
             Code::LimitExceeded => "limit_exceeded",
             Code::SandboxUnavailable => "sandbox_unavailable",
+            Code::Cancelled => "cancelled",
             Code::Internal => "internal_error",
         }
     }
@@ -90,6 +94,7 @@ impl Code {
             Code::Timeout => 12,
             Code::LimitExceeded => 13,
             Code::SandboxUnavailable => 14,
+            Code::Cancelled => 15,
             Code::Internal => 99,
         }
     }

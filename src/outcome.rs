@@ -38,6 +38,14 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin) -> Ran {
         });
         return ran;
     }
+    if o.stopped_by == Some(Stop::Cancelled) {
+        ran.failure = Some(Failure::new(
+            Code::Cancelled,
+            "upm was asked to stop (SIGTERM, SIGINT or SIGHUP) and killed the plugin with its \
+             whole process tree",
+        ));
+        return ran;
+    }
     let cpu_ms = o.usage.map_or(0.0, |u| u.user_ms + u.sys_ms);
     let limit = match (o.stopped_by, o.exit) {
         (Some(Stop::Timeout), _) => Some("timeout"),

@@ -180,6 +180,9 @@ impl Session {
             let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
             return respond(&call, f.into());
         }
+        if crate::spawn::stop::requested() {
+            return self.finish_refused(&call, cancelled_before_start());
+        }
         match plugin.policy.backend {
             Backend::Native => {
                 self.execute_native(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
@@ -230,9 +233,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn cancelled_before_start() -> Failure {
+    Failure::new(
+        Code::Cancelled,
+        "upm was asked to stop (SIGTERM, SIGINT or SIGHUP); the plugin was not run",
+    )
+}
+
 fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request, Failure> {
     let bad = |e: request::RequestError| {
         let code = match e {
+            request::RequestError::Read(ref io) if crate::spawn::stop::Stopped::is(io) => {
+                Code::Cancelled
+            }
             request::RequestError::TooLarge { .. } => Code::RequestTooLarge,
             request::RequestError::BadPluginName(_) => Code::NotWhitelisted,
             request::RequestError::PrivateMethod(_) | request::RequestError::BadMethodName(_) => {
@@ -405,6 +418,9 @@ impl Session {
             Err(f) => return self.finish_refused(call, f),
         };
         phase(call, "sandbox prepared");
+        if crate::spawn::stop::requested() {
+            return self.finish_refused(call, cancelled_before_start());
+        }
 
         // spawn the sandbox's init (creating its namespaces is the slow part of a spawn)
         // while another thread makes the `started` entry durable: the init waits for

@@ -204,6 +204,64 @@ fn timeout_kills_and_removes_the_container() {
     );
 }
 
+/// SIGTERM to upm mid-call (`docker stop` on upm as ENTRYPOINT): the container is
+/// killed and removed, and the call ends `cancelled` with its `finished` entry.
+#[test]
+fn sigterm_cancels_and_removes_the_container() {
+    if !engine_ready("sigterm_cancels_and_removes_the_container") {
+        return;
+    }
+    let d = TestDir::new();
+    let c = config(
+        &d,
+        json!({"Sleep": container_plugin(busybox_image(), json!(["/bin/sleep", "60"]), 30_000)}),
+    );
+    let mut child = Command::new(upm_bin())
+        .args(["run", "--config"])
+        .arg(&c)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(br#"{"plugin": "Sleep", "method": "m", "request_id": "ctr-term-1"}"#)
+            .unwrap();
+    }
+    // Until the container runs (its engine is slow to start).
+    let t = std::time::Instant::now();
+    while !podman(&[
+        "ps",
+        "--filter",
+        "name=^upm-ctr-term-1-",
+        "--format",
+        "{{.Names}}",
+    ])
+    .stdout
+    .starts_with(b"upm-")
+    {
+        assert!(t.elapsed().as_secs() < 20, "the container never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own, not yet reaped child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(15));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["data"]["code"], "cancelled", "{r}");
+    let name = r["data"]["sandbox"]["container_name"].as_str().unwrap();
+    assert!(!container_exists(name), "{name} is still there");
+    let audit = d.audit_lines();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["code"]),
+        (&json!("finished"), &json!("cancelled"))
+    );
+}
+
 #[test]
 fn output_cap_stops_and_removes_the_container() {
     if !engine_ready("output_cap_stops_and_removes_the_container") {

@@ -136,13 +136,25 @@ impl<'a> Capture<'a> {
                 give_up = Some(now + GRACE);
                 stdin_w = None;
             }
+            if self.stopped_by.is_none() && super::stop::requested() {
+                self.stopped_by = Some(Stop::Cancelled);
+                stop();
+                give_up = Some(now + GRACE);
+                stdin_w = None;
+            }
             let wait_until = give_up.unwrap_or(deadline);
             let timeout_ms = wait_until
                 .saturating_duration_since(now)
                 .as_millis()
                 .min(i32::MAX as u128) as i32;
 
-            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(5);
+            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(6);
+            // Wakes this poll when upm is asked to stop; watched until the plugin is
+            // stopped for any reason (it stays readable: watched after, it would spin).
+            let stop_fd = super::stop::fd().filter(|_| self.stopped_by.is_none());
+            if let Some(fd) = stop_fd {
+                pfds.push(pollfd(fd, libc::POLLIN));
+            }
             if let Some(w) = &stdin_w {
                 pfds.push(pollfd(w.as_raw_fd(), libc::POLLOUT));
             }
@@ -160,7 +172,7 @@ impl<'a> Capture<'a> {
                 }
                 break;
             }
-            let mut i = 0;
+            let mut i = usize::from(stop_fd.is_some());
             if let Some(w) = &stdin_w {
                 let ev = pfds[i].revents;
                 i += 1;

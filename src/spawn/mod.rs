@@ -21,6 +21,7 @@
 
 mod capture;
 mod child;
+pub mod stop;
 
 pub use capture::{capture, Collected, Io, Pipes};
 
@@ -76,6 +77,8 @@ pub enum Exit {
 pub enum Stop {
     Timeout,
     Output,
+    /// upm was asked to stop ([`stop`]).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,0 +1,131 @@
+//! SIGTERM, SIGINT and SIGHUP: upm's caller, or a container engine stopping upm as its
+//! ENTRYPOINT, asking it to stop. Without a handler these would kill upm mid-call (its
+//! plugins die with it, by their parent-death signal, but every running call is left
+//! with a `started` entry and no `finished` one, and its private directory on disk)
+//! or, for upm as PID 1 in a container, be ignored until the engine sends SIGKILL.
+//!
+//! With it, a running call is stopped as on timeout: its plugin is killed with its
+//! whole tree, and the call ends as `cancelled` with its `finished` entry, its
+//! directory removed and its result printed. A call not yet started is refused, and
+//! a batch reads no more lines. The handler only sets a flag and writes one byte to
+//! a pipe that is never drained, so every poll that watches the pipe wakes, now and
+//! later.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static PIPE_R: AtomicI32 = AtomicI32::new(-1);
+static PIPE_W: AtomicI32 = AtomicI32::new(-1);
+
+/// The signals that ask upm to stop.
+const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+extern "C" fn on_signal(_: libc::c_int) {
+    REQUESTED.store(true, Ordering::SeqCst);
+    let fd = PIPE_W.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; one byte from our stack to a pipe we own
+        // (non-blocking: once the pipe is full, the byte already there keeps it readable).
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+/// Installs the handler (once per process; `upm run` calls it before anything else).
+pub fn install() -> io::Result<()> {
+    if PIPE_R.load(Ordering::SeqCst) >= 0 {
+        return Ok(());
+    }
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on our stack.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    PIPE_R.store(fds[0], Ordering::SeqCst);
+    PIPE_W.store(fds[1], Ordering::SeqCst);
+    for sig in SIGNALS {
+        // SAFETY: a zeroed sigaction is valid; we set a plain handler with SA_RESTART (a
+        // blocking read resumes; the polls that must wake also watch the pipe) and an
+        // empty mask, then install it for one of the three signals.
+        let rc = unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether upm has been asked to stop.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// A descriptor that turns readable, for good, once upm is asked to stop (`None`
+/// before [`install`]).
+pub fn fd() -> Option<RawFd> {
+    let fd = PIPE_R.load(Ordering::SeqCst);
+    (fd >= 0).then_some(fd)
+}
+
+/// Blocks until `fd` is readable; `false` if upm was asked to stop first.
+pub fn wait_readable(fd: RawFd) -> bool {
+    loop {
+        if requested() {
+            return false;
+        }
+        let mut pfds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self::fd().unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds on our stack (a negative fd is ignored by poll).
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return true; // let the read itself report the problem
+        }
+        if pfds[1].revents != 0 || requested() {
+            return false;
+        }
+        if pfds[0].revents != 0 {
+            return true;
+        }
+    }
+}
+
+/// The error a read gives once upm is asked to stop.
+#[derive(Debug, thiserror::Error)]
+#[error("upm was asked to stop (SIGTERM, SIGINT or SIGHUP) before the input was read")]
+pub struct Stopped;
+
+impl Stopped {
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Stopped>())
+    }
+}
+
+/// A reader (stdin) whose reads give up, with [`Stopped`], once upm is asked to stop.
+pub struct Stoppable<R>(pub R);
+
+impl<R: io::Read + std::os::fd::AsRawFd> io::Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !wait_readable(self.0.as_raw_fd()) {
+            return Err(io::Error::other(Stopped));
+        }
+        self.0.read(buf)
+    }
+}
