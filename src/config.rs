@@ -29,6 +29,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config file {path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("config file {path} is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
     #[error("config file {path} is not valid JSON: {message}")]
     NotJson { path: PathBuf, message: String },
     #[error("config file {path} is invalid: {}", problems.join("; "))]
@@ -175,19 +179,52 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// A config is a few KB; anything this large is not one.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads the config: a regular file (a FIFO would block upm forever, `/dev/zero` fill its
+/// memory) of bounded size.
+fn read_config(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let unreadable = |source| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                unreadable(source)
+            }
+        })?;
+    if !file.metadata().map_err(unreadable)?.is_file() {
+        return Err(ConfigError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let path = absolute(path);
-        let bytes = std::fs::read(&path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ConfigError::Missing { path: path.clone() }
-            } else {
-                ConfigError::Unreadable {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?;
+        let bytes = read_config(&path)?;
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::NotJson {
             path: path.clone(),
             message: e.to_string(),

@@ -820,12 +820,52 @@ fn missing_unreadable_and_non_json_configs_are_config_errors() {
     let data = err(&r, 11, "audit_error");
     assert_eq!(data["details"]["outcome"]["code"], "config_error");
 
-    // A directory cannot be read as a file, not even by root.
+    // A directory is not a config, not even for root.
     std::fs::create_dir(d.join("dir.json")).unwrap();
     let r = run_stdin(&d.join("dir.json"), &req);
     err(&r, 5, "config_error");
     assert!(
-        config_problems(&r)[0].contains("cannot be read"),
+        config_problems(&r)[0].contains("not a regular file"),
+        "{}",
+        r.stdout
+    );
+    // Nor a FIFO, which upm once waited on forever (a watchdog fails the test instead).
+    let fifo = d.join("fifo.json");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = Command::new(upm_bin())
+        .args(["run", "--config"])
+        .arg(&fifo)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&req).unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("upm waited on a FIFO config");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Nor 5 MB of anything.
+    let big = d.write("big.json", &" ".repeat(5 << 20), false);
+    let r = run_stdin(&big, &req);
+    err(&r, 5, "config_error");
+    assert!(
+        config_problems(&r)[0].contains("larger than 4194304 bytes"),
         "{}",
         r.stdout
     );

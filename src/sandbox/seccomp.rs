@@ -103,6 +103,8 @@ pub enum SeccompError {
     },
     #[error("seccomp profile {path} is larger than {MAX_PROFILE_BYTES} bytes")]
     TooLarge { path: PathBuf },
+    #[error("seccomp profile {path} is not a regular file")]
+    NotAFile { path: PathBuf },
     #[error("seccomp profile {profile:?} is not a valid OCI/Docker profile: {source}")]
     Parse {
         profile: String,
@@ -747,7 +749,18 @@ impl Profile {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_err)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: a FIFO in the profile's place is refused, not waited on.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_err)?;
+        if !file.metadata().map_err(read_err)?.is_file() {
+            return Err(SeccompError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
         let mut bytes = Vec::new();
         file.take(MAX_PROFILE_BYTES + 1)
             .read_to_end(&mut bytes)
