@@ -32,6 +32,8 @@ pub enum RequestError {
     Json(String),
     #[error("the args are not valid JSON: {0}")]
     ArgsJson(String),
+    #[error("the request holds the integer {0}, which does not fit in 64 bits: JSON parsing would pass the plugin a rounded float instead; send it as a string")]
+    WideInteger(String),
     #[error("the request is not a valid call: {0}")]
     Shape(String),
     #[error("request_id must match ^[A-Za-z0-9_.:-]{{1,128}}$")]
@@ -83,7 +85,7 @@ pub fn parse_json(bytes: &[u8], what_is_args: bool) -> Result<Value, RequestErro
     if text.trim().is_empty() {
         return Err(RequestError::Empty);
     }
-    serde_json::from_str(text).map_err(|e| {
+    let value = serde_json::from_str(text).map_err(|e| {
         if e.to_string().contains("recursion limit") {
             RequestError::TooDeep
         } else if what_is_args {
@@ -91,7 +93,54 @@ pub fn parse_json(bytes: &[u8], what_is_args: bool) -> Result<Value, RequestErro
         } else {
             RequestError::Json(e.to_string())
         }
-    })
+    })?;
+    match wide_integer(text) {
+        Some(literal) => Err(RequestError::WideInteger(noted(literal))),
+        None => Ok(value),
+    }
+}
+
+/// The first integer literal of (valid) JSON text that fits neither i64 nor u64.
+/// serde_json reads one as the nearest f64 without a word (18446744073709551616 becomes
+/// 1.8446744073709552e19), so a plugin would be handed a number its caller never sent.
+fn wide_integer(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut in_string = false;
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let literal = &text[start..i];
+                let integer = !literal.contains(['.', 'e', 'E']);
+                if integer && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
+                    return Some(literal);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// The caller's request_id if the document carries a valid one, even when the
@@ -172,6 +221,32 @@ pub fn valid_request_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_wider_than_64_bits_are_found_outside_strings_only() {
+        let wide = |t: &str| wide_integer(t).map(str::to_owned);
+        assert_eq!(
+            wide(r#"{"a": 18446744073709551615, "b": -9223372036854775808}"#),
+            None
+        );
+        assert_eq!(
+            wide(r#"{"a": [1, 18446744073709551616]}"#).as_deref(),
+            Some("18446744073709551616")
+        );
+        assert_eq!(
+            wide(r#"{"a":-9223372036854775809}"#).as_deref(),
+            Some("-9223372036854775809")
+        );
+        assert_eq!(wide(r#"{"a": 1.8446744073709552e19, "b": 1e30}"#), None);
+        assert_eq!(
+            wide(r#"{"12345678901234567890123": "x\"99999999999999999999"}"#),
+            None
+        );
+        assert!(matches!(
+            parse_json(br#"{"n": 123456789012345678901234567890}"#, true),
+            Err(RequestError::WideInteger(_))
+        ));
+    }
 
     #[test]
     fn names() {

@@ -439,6 +439,11 @@ fn malformed_requests_are_bad_requests() {
             "nested too deeply",
         ),
         (
+            "an integer JSON parsing would round",
+            br#"{"plugin": "TextTools", "method": "upper", "args": {"text": "x", "n": 18446744073709551616}}"#.to_vec(),
+            "18446744073709551616, which does not fit in 64 bits",
+        ),
+        (
             "unknown top-level field",
             br#"{"plugin":"TextTools","method":"upper","args":{"text":"x"},"user":"root"}"#
                 .to_vec(),
