@@ -182,43 +182,17 @@ fn absolute(p: &Path) -> PathBuf {
 /// A config is a few KB; anything this large is not one.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
-/// Reads the config: a regular file (a FIFO would block upm forever, `/dev/zero` fill its
-/// memory) of bounded size.
+/// Reads the config (see [`crate::files`]).
 fn read_config(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |source| ConfigError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ConfigError::Missing {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                unreadable(source)
-            }
-        })?;
-    if !file.metadata().map_err(unreadable)?.is_file() {
-        return Err(ConfigError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(bytes)
+    crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| {
+        let path = path.to_path_buf();
+        match e {
+            e if e.is_not_found() => ConfigError::Missing { path },
+            crate::files::ReadError::NotAFile => ConfigError::NotAFile { path },
+            crate::files::ReadError::TooLarge(_) => ConfigError::TooLarge { path },
+            crate::files::ReadError::Io(source) => ConfigError::Unreadable { path, source },
+        }
+    })
 }
 
 impl Config {

@@ -66,10 +66,23 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     f.sync_all().map_err(io)
 }
 
+/// A PEM key is a few hundred bytes.
+const MAX_KEY_BYTES: u64 = 64 << 10;
+
 fn read_text(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+    let bytes = crate::files::read_regular(path, MAX_KEY_BYTES).map_err(|e| match e {
+        crate::files::ReadError::Io(source) => KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => KeyError::Format {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })?;
+    String::from_utf8(bytes).map_err(|_| KeyError::Format {
         path: path.to_path_buf(),
-        source,
+        reason: "not UTF-8 text".into(),
     })
 }
 

@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 pub mod diagnostics;
 pub mod error;
+pub mod files;
 pub mod integrity;
 pub mod keys;
 pub mod launch;

@@ -561,13 +561,29 @@ fn started_entry(call: &Call, s: &Started<'_>) -> Map<String, Value> {
         let args = s
             .schema
             .map_or_else(|| s.req.args.clone(), |schema| schema.redact(&s.req.args));
-        e.insert("args".into(), args);
+        // Redaction can make args many times larger (each secret becomes a 76-byte
+        // digest object): past a bound, the entry keeps only their digest, so that it
+        // stays far below what the audit writer accepts.
+        let size = serde_json::to_vec(&args).map_or(usize::MAX, |v| v.len());
+        if size <= MAX_LOGGED_ARGS_BYTES {
+            e.insert("args".into(), args);
+        } else {
+            e.insert(
+                "args_omitted".into(),
+                json!(format!(
+                    "{size} bytes as logged, over the {MAX_LOGGED_ARGS_BYTES} an entry records; see args_digest"
+                )),
+            );
+        }
     }
     e.insert("config_sha256".into(), json!(s.config.digest));
     e.insert("plugin_files".into(), s.files.clone());
     e.insert("sandbox_requested".into(), s.sandbox.clone());
     e
 }
+
+/// The most of a call's (redacted) args a `started` entry records.
+const MAX_LOGGED_ARGS_BYTES: usize = 4 << 20;
 
 fn base_entry(event: &str, call: &Call) -> Map<String, Value> {
     let mut e = Map::new();

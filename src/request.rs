@@ -89,9 +89,9 @@ pub fn parse_json(bytes: &[u8], what_is_args: bool) -> Result<Value, RequestErro
         if e.to_string().contains("recursion limit") {
             RequestError::TooDeep
         } else if what_is_args {
-            RequestError::ArgsJson(e.to_string())
+            RequestError::ArgsJson(clipped(e.to_string()))
         } else {
-            RequestError::Json(e.to_string())
+            RequestError::Json(clipped(e.to_string()))
         }
     })?;
     match wide_integer(text) {
@@ -160,7 +160,7 @@ pub fn from_value(doc: Value) -> Result<Request, RequestError> {
         ));
     }
     let req: Request =
-        serde_json::from_value(doc).map_err(|e| RequestError::Shape(e.to_string()))?;
+        serde_json::from_value(doc).map_err(|e| RequestError::Shape(clipped(e.to_string())))?;
     req.check()?;
     Ok(req)
 }
@@ -183,6 +183,15 @@ impl Request {
             return Err(RequestError::BadMethodName(noted(&self.method)));
         }
         Ok(())
+    }
+}
+
+/// A parser's message about a request: it can quote the request (an unknown field's
+/// name, in full), so it is cut at 512 characters like a refused name.
+fn clipped(message: String) -> String {
+    match message.char_indices().nth(512) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message,
     }
 }
 
@@ -221,6 +230,14 @@ pub fn valid_request_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_fields_name_is_not_repeated_in_full() {
+        let key = "k".repeat(100_000);
+        let doc = serde_json::json!({"plugin": "p", "method": "m", key: 1});
+        let e = from_value(doc).unwrap_err().to_string();
+        assert!(e.len() < 1_000, "{} bytes", e.len());
+    }
 
     #[test]
     fn integers_wider_than_64_bits_are_found_outside_strings_only() {

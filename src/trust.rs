@@ -218,17 +218,23 @@ pub struct Signed {
 /// Checks `<config>.sig` against the trusted keys and the config's own digest.
 pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Signed, TrustError> {
     let path = sig_path(&config.path);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(TrustError::Unsigned(path))
-        }
+    // A signature file lists a digest per file: small.
+    const MAX_SIG_BYTES: u64 = 1 << 20;
+    let bytes = match crate::files::read_regular(&path, MAX_SIG_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(TrustError::Unsigned(path)),
         Err(e) => {
             return Err(TrustError::BadSigFile {
                 path,
                 reason: e.to_string(),
             })
         }
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Err(TrustError::BadSigFile {
+            path,
+            reason: "not UTF-8 text".into(),
+        });
     };
     let bad = |reason: &str| TrustError::BadSigFile {
         path: path.clone(),

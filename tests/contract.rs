@@ -1506,6 +1506,45 @@ fn include_args_puts_the_args_in_the_started_entry() {
     assert_eq!(lines[0]["args"], json!({"text": "visible"}));
 }
 
+/// Redaction can make args far larger than the request (each secret becomes a 76-byte
+/// digest object: a 300 KB request grew into a 40 MB entry at the 1 MiB cap, which the
+/// writer refused, so the call could not run): past 4 MiB the entry keeps only the
+/// args' digest, and the call runs.
+#[test]
+fn args_too_large_to_log_are_logged_by_digest_only() {
+    let d = setup();
+    let p = sh(&d, "ok", "read -r _; echo '{}'");
+    d.write(
+        "schemas/secrets.json",
+        r#"{"type": "object", "properties": {"a": {"type": "array", "items": {"writeOnly": true}}}}"#,
+        false,
+    );
+    let c = cfg(
+        &d,
+        json!({"audit": {"include_args": true}, "plugins": {"Sec": {
+            "command": [p], "methods": {"m": {"schema": "schemas/secrets.json"}}
+        }}}),
+    );
+    let r = call(&c, "Sec", "m", json!({ "a": vec![0; 100_000] }));
+    ok(&r);
+    let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
+    assert_eq!(lines[0]["event"], "started");
+    assert!(lines[0].get("args").is_none());
+    assert!(
+        lines[0]["args_omitted"]
+            .as_str()
+            .unwrap()
+            .contains("over the 4194304"),
+        "{}",
+        lines[0]["args_omitted"]
+    );
+    assert!(lines[0]["args_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(lines[1]["event"], "finished");
+}
+
 // ---------------------------------------------------------------- Python class plugins
 
 #[test]
@@ -1822,6 +1861,24 @@ fn signal(child: &std::process::Child, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
 }
 
+/// Waits until upm handles `sig` (before, the signal would simply kill it).
+fn wait_for_handler(child: &std::process::Child, sig: libc::c_int) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        if caught & (1 << (sig - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "upm never handled signal {sig}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits until the audit log has `n` entries of `event`.
 fn wait_for_events(d: &TestDir, event: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1896,7 +1953,7 @@ fn sigint_while_waiting_for_the_request_refuses_it() {
     let (c, _) = slow_config(&d);
     let mut child = spawn_run(&c, &[]);
     let stdin = child.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_handler(&child, libc::SIGINT);
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     drop(stdin);
@@ -1944,4 +2001,38 @@ fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
     assert_eq!((count("started"), count("finished")), (2, 2), "{lines:?}");
     let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A stop is bounded even where upm is blocked and no poll watches for it: here,
+/// writing a large result its caller does not read. upm ends within its 5 s grace,
+/// exit 15, the call's `finished` entry already durable.
+#[test]
+fn a_stop_is_bounded_when_the_result_cannot_be_written() {
+    let d = setup();
+    let big = sh(
+        &d,
+        "big",
+        r#"read -r _; printf '{"x": "'; yes a | head -c 600000 | tr -d '\n'; printf '"}'"#,
+    );
+    let c = cfg(&d, json!({ "plugins": { "Big": cmd(&big, &["m"]) } }));
+    let mut child = spawn_run(&c, &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(br#"{"plugin": "Big", "method": "m", "request_id": "stuck-1"}"#)
+        .unwrap();
+    drop(stdin);
+    // Nobody reads upm's stdout: it blocks writing the result, after the entry.
+    wait_for_events(&d, "finished", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    while child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(15), "upm did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(15), "{status:?}");
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    let events = audit_of(&d, "stuck-1");
+    assert_eq!(events.len(), 2, "{events:?}");
 }

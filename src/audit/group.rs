@@ -75,7 +75,23 @@ impl GroupCommit {
                 if entries.iter().any(|e| e.contains_key(tests::PANIC)) {
                     panic!("a test's panicking entry");
                 }
-                self.with_log(|log| log.append_all(entries))
+                self.with_log(|log| {
+                    let all = |hashes: Vec<String>| -> Vec<Result<String, Arc<AuditError>>> {
+                        hashes.into_iter().map(Ok).collect()
+                    };
+                    if entries.len() == 1 {
+                        return log.append_all(entries).map(all);
+                    }
+                    match log.append_all(entries.clone()) {
+                        // One entry the writer refuses (before writing anything) must not
+                        // fail the others queued with it: each is tried alone.
+                        Err(AuditError::Entry { .. }) => Ok(entries
+                            .into_iter()
+                            .map(|e| log.append(e).map_err(Arc::new))
+                            .collect()),
+                        other => other.map(all),
+                    }
+                })
             }))
             .unwrap_or_else(|_| {
                 *lock(&self.log) = None;
@@ -83,9 +99,7 @@ impl GroupCommit {
             });
             st = lock(&self.state);
             match written {
-                Ok(hashes) => st
-                    .outcomes
-                    .extend(tickets.into_iter().zip(hashes.into_iter().map(Ok))),
+                Ok(results) => st.outcomes.extend(tickets.into_iter().zip(results)),
                 Err(e) => {
                     let e = Arc::new(e);
                     st.outcomes

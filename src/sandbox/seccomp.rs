@@ -744,32 +744,19 @@ impl Parser<'_> {
 impl Profile {
     /// Reads a profile file; its name is the file stem (`policies/default.json` → `default`).
     pub fn load(path: &Path) -> Result<Profile, SeccompError> {
-        use std::io::Read;
         let read_err = |source| SeccompError::Read {
             path: path.to_owned(),
             source,
         };
-        use std::os::unix::fs::OpenOptionsExt;
-        // Non-blocking: a FIFO in the profile's place is refused, not waited on.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(read_err)?;
-        if !file.metadata().map_err(read_err)?.is_file() {
-            return Err(SeccompError::NotAFile {
+        let bytes = crate::files::read_regular(path, MAX_PROFILE_BYTES).map_err(|e| match e {
+            crate::files::ReadError::Io(source) => read_err(source),
+            crate::files::ReadError::NotAFile => SeccompError::NotAFile {
                 path: path.to_owned(),
-            });
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_PROFILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_err)?;
-        if bytes.len() as u64 > MAX_PROFILE_BYTES {
-            return Err(SeccompError::TooLarge {
+            },
+            crate::files::ReadError::TooLarge(_) => SeccompError::TooLarge {
                 path: path.to_owned(),
-            });
-        }
+            },
+        })?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use jsonschema::{Draft, Uri};
@@ -374,28 +372,16 @@ fn read_json(path: &Path) -> Result<(Value, String), SchemaError> {
         path: path.to_path_buf(),
         source,
     };
-    // Non-blocking: a FIFO in the schema's place is refused below, not waited on.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_error)?;
-    let meta = file.metadata().map_err(read_error)?;
-    if !meta.is_file() {
-        return Err(SchemaError::NotAFile {
+    let bytes = crate::files::read_regular(path, MAX_SCHEMA_FILE_BYTES).map_err(|e| match e {
+        crate::files::ReadError::Io(source) => read_error(source),
+        crate::files::ReadError::NotAFile => SchemaError::NotAFile {
             path: path.to_path_buf(),
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SCHEMA_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_SCHEMA_FILE_BYTES {
-        return Err(SchemaError::TooLarge {
+        },
+        crate::files::ReadError::TooLarge(limit) => SchemaError::TooLarge {
             path: path.to_path_buf(),
-            limit: MAX_SCHEMA_FILE_BYTES,
-        });
-    }
+            limit,
+        },
+    })?;
     let value = serde_json::from_slice(&bytes).map_err(|source| SchemaError::Parse {
         path: path.to_path_buf(),
         source,

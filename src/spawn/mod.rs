@@ -251,7 +251,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         };
         // SAFETY: ctx, everything it points to and the stacks live in the returned
         // Spawned, unchanged, until its Drop has reaped the init.
-        let cloned = unsafe { child::clone_init(flags, &stacks, &ctx) };
+        let cloned = stop::blocked_during(|| unsafe { child::clone_init(flags, &stacks, &ctx) });
         drop(owner);
         match cloned {
             Ok(pid) => break (pid, ctx),

@@ -10,10 +10,22 @@
 //! a batch reads no more lines. The handler only sets a flag and writes one byte to
 //! a pipe that is never drained, so every poll that watches the pipe wakes, now and
 //! later.
+//!
+//! Stopping is bounded: upm may be blocked where no poll watches the pipe (writing a
+//! result nobody reads, waiting for another process's lock on the audit log), so the
+//! handler also arms an alarm that ends upm with exit 15 [`GRACE`] later, as the signal
+//! itself would have. A second signal of the same kind acts at once, as if there were
+//! no handler.
 
+use ::syscalls::{syscall, Sysno};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+/// How long upm may take to finish its calls once asked to stop (killing a plugin and
+/// writing its entry take milliseconds; this bounds a blocked write or lock).
+pub const GRACE: Duration = Duration::from_secs(5);
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static PIPE_R: AtomicI32 = AtomicI32::new(-1);
@@ -22,15 +34,23 @@ static PIPE_W: AtomicI32 = AtomicI32::new(-1);
 /// The signals that ask upm to stop.
 const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
+/// Runs in whichever upm thread the kernel picks (never in a sandbox init: the signals
+/// are blocked while one is cloned, and it resets every disposition before unblocking).
+/// A raw write, so that not even errno changes under the interrupted code.
 extern "C" fn on_signal(_: libc::c_int) {
     REQUESTED.store(true, Ordering::SeqCst);
     let fd = PIPE_W.load(Ordering::SeqCst);
     if fd >= 0 {
         let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; one byte from our stack to a pipe we own
-        // (non-blocking: once the pipe is full, the byte already there keeps it readable).
-        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        // SAFETY: a raw write(2) of one byte from our stack to a pipe we own; the pipe is
+        // non-blocking (once full, the bytes already there keep it readable), and an
+        // error is ignored.
+        let _ = unsafe { syscall!(Sysno::write, fd, &byte as *const u8, 1) };
     }
+    // SAFETY: alarm(2) only arms this process's timer (upm uses no other); SIGALRM's
+    // handler ends upm if it is not done by then. Re-armed by a later stop signal, which
+    // SA_RESETHAND makes act at once anyway.
+    let _ = unsafe { syscall!(Sysno::alarm, GRACE.as_secs()) };
 }
 
 /// Installs the handler (once per process; `upm run` calls it before anything else).
@@ -45,14 +65,25 @@ pub fn install() -> io::Result<()> {
     }
     PIPE_R.store(fds[0], Ordering::SeqCst);
     PIPE_W.store(fds[1], Ordering::SeqCst);
+    // SAFETY: as below, for SIGALRM, whose handler only ends the process.
+    let rc = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     for sig in SIGNALS {
         // SAFETY: a zeroed sigaction is valid; we set a plain handler with SA_RESTART (a
-        // blocking read resumes; the polls that must wake also watch the pipe) and an
+        // blocking read resumes; the polls that must wake also watch the pipe, and the
+        // alarm bounds the rest), SA_RESETHAND (a second signal acts at once) and an
         // empty mask, then install it for one of the three signals.
         let rc = unsafe {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            act.sa_flags = libc::SA_RESTART;
+            act.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
             libc::sigemptyset(&mut act.sa_mask);
             libc::sigaction(sig, &act, std::ptr::null_mut())
         };
@@ -61,6 +92,35 @@ pub fn install() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`GRACE`] after the first stop signal: upm is still not done, so it ends now, as the
+/// signal itself would have ended it (the plugins die by their parent-death signal).
+extern "C" fn on_alarm(_: libc::c_int) {
+    // SAFETY: exit_group(2) ends the process at once; nothing else runs.
+    let _ = unsafe { syscall!(Sysno::exit_group, crate::error::Code::Cancelled.exit_code()) };
+}
+
+/// Runs `f` (the clone of a sandbox init) with the stop signals blocked in this thread,
+/// so that the init, which shares upm's memory and starts with a copy of its handlers,
+/// can never run the handler: it resets every disposition before it unblocks them.
+pub(super) fn blocked_during<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset operations on a set on our stack, then pthread_sigmask on this
+    // thread with valid pointers; the old mask is restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in SIGNALS.into_iter().chain([libc::SIGALRM]) {
+            libc::sigaddset(&mut set, sig);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let r = f();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
 }
 
 /// Whether upm has been asked to stop.
