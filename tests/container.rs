@@ -216,21 +216,10 @@ fn sigterm_cancels_and_removes_the_container() {
         &d,
         json!({"Sleep": container_plugin(busybox_image(), json!(["/bin/sleep", "60"]), 30_000)}),
     );
-    let mut child = Command::new(upm_bin())
-        .args(["run", "--config"])
-        .arg(&c)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(br#"{"plugin": "Sleep", "method": "m", "request_id": "ctr-term-1"}"#)
-            .unwrap();
-    }
+    let child = start_call(
+        &c,
+        br#"{"plugin": "Sleep", "method": "m", "request_id": "ctr-term-1"}"#,
+    );
     // Until the container runs (its engine is slow to start).
     let t = std::time::Instant::now();
     while !podman(&[

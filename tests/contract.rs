@@ -841,15 +841,7 @@ fn missing_unreadable_and_non_json_configs_are_config_errors() {
         .status()
         .unwrap()
         .success());
-    let mut child = Command::new(upm_bin())
-        .args(["run", "--config"])
-        .arg(&fifo)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&req).unwrap();
+    let mut child = start_call(&fifo, &req);
     let t = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t.elapsed() > Duration::from_secs(10) {
@@ -1842,20 +1834,6 @@ fn help_and_version() {
 
 // ---------------------------------------------------------------- 15 cancelled
 
-/// `upm run` (one-shot or batch) with the config, stdin and stdout piped.
-fn spawn_run(config: &Path, extra: &[&str]) -> std::process::Child {
-    Command::new(upm_bin())
-        .arg("run")
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 fn signal(child: &std::process::Child, sig: libc::c_int) {
     // SAFETY: kill(2) on our own, not yet reaped child.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
@@ -1921,12 +1899,10 @@ fn slow_config(d: &TestDir) -> (PathBuf, PathBuf) {
 fn sigterm_mid_call_ends_it_cancelled_audited_and_cleaned_up() {
     let d = setup();
     let (c, work) = slow_config(&d);
-    let mut child = spawn_run(&c, &[]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(br#"{"plugin": "Slow", "method": "m", "request_id": "term-1"}"#)
-        .unwrap();
-    drop(stdin);
+    let child = start_call(
+        &c,
+        br#"{"plugin": "Slow", "method": "m", "request_id": "term-1"}"#,
+    );
     wait_for_events(&d, "started", 1);
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
@@ -2015,12 +1991,10 @@ fn a_stop_is_bounded_when_the_result_cannot_be_written() {
         r#"read -r _; printf '{"x": "'; yes a | head -c 600000 | tr -d '\n'; printf '"}'"#,
     );
     let c = cfg(&d, json!({ "plugins": { "Big": cmd(&big, &["m"]) } }));
-    let mut child = spawn_run(&c, &[]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(br#"{"plugin": "Big", "method": "m", "request_id": "stuck-1"}"#)
-        .unwrap();
-    drop(stdin);
+    let mut child = start_call(
+        &c,
+        br#"{"plugin": "Big", "method": "m", "request_id": "stuck-1"}"#,
+    );
     // Nobody reads upm's stdout: it blocks writing the result, after the entry.
     wait_for_events(&d, "finished", 1);
     std::thread::sleep(Duration::from_millis(200));

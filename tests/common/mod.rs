@@ -246,3 +246,26 @@ pub fn wait_at_most(
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// `upm run [extra] --config C`, stdin and stdout piped, not waited for: for tests that
+/// signal upm or watch it mid-call.
+pub fn spawn_run(config: &Path, extra: &[&str]) -> std::process::Child {
+    Command::new(upm_bin())
+        .arg("run")
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn upm")
+}
+
+/// [`spawn_run`] with `request` written and stdin closed.
+pub fn start_call(config: &Path, request: &[u8]) -> std::process::Child {
+    let mut child = spawn_run(config, &[]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(request).expect("write the request");
+    child
+}
