@@ -38,7 +38,7 @@ const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 /// are blocked while one is cloned, and it resets every disposition before unblocking).
 /// A raw write, so that not even errno changes under the interrupted code.
 extern "C" fn on_signal(_: libc::c_int) {
-    REQUESTED.store(true, Ordering::SeqCst);
+    let first = !REQUESTED.swap(true, Ordering::SeqCst);
     let fd = PIPE_W.load(Ordering::SeqCst);
     if fd >= 0 {
         let byte = 1u8;
@@ -47,10 +47,12 @@ extern "C" fn on_signal(_: libc::c_int) {
         // error is ignored.
         let _ = unsafe { syscall!(Sysno::write, fd, &byte as *const u8, 1) };
     }
-    // SAFETY: alarm(2) only arms this process's timer (upm uses no other); SIGALRM's
-    // handler ends upm if it is not done by then. Re-armed by a later stop signal, which
-    // SA_RESETHAND makes act at once anyway.
-    let _ = unsafe { syscall!(Sysno::alarm, GRACE.as_secs()) };
+    if first {
+        // SAFETY: alarm(2) only arms this process's timer (upm uses no other); SIGALRM's
+        // handler ends upm if it is not done by then. Armed once: a later signal of
+        // another kind must not push the deadline back.
+        let _ = unsafe { syscall!(Sysno::alarm, GRACE.as_secs()) };
+    }
 }
 
 /// Installs the handler (once per process; `upm run` calls it before anything else).
