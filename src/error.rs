@@ -100,6 +100,17 @@ impl Code {
     }
 }
 
+/// `s` cut after `max_chars` characters, marked with '…': for text a caller controls
+/// (names, paths, parser messages) that results and audit entries repeat, so that
+/// none of them grows with what the caller sent.
+pub fn clip(mut s: String, max_chars: usize) -> String {
+    if let Some((at, _)) = s.char_indices().nth(max_chars) {
+        s.truncate(at);
+        s.push('…');
+    }
+    s
+}
+
 /// A refused or failed call, ready to become an error result.
 #[derive(Debug, Clone)]
 pub struct Failure {

@@ -189,10 +189,7 @@ impl Request {
 /// A parser's message about a request: it can quote the request (an unknown field's
 /// name, in full), so it is cut at 512 characters like a refused name.
 fn clipped(message: String) -> String {
-    match message.char_indices().nth(512) {
-        Some((at, _)) => format!("{}…", &message[..at]),
-        None => message,
-    }
+    crate::error::clip(message, 512)
 }
 
 /// Longest name kept from a request that may be refused; valid names have at most 64.
@@ -202,10 +199,7 @@ const MAX_NOTED_CHARS: usize = 128;
 /// 128 characters (marked with '…'), so that one request's names cannot make an entry
 /// or a response larger than the request itself, however they are escaped.
 pub fn noted(name: &str) -> String {
-    match name.char_indices().nth(MAX_NOTED_CHARS) {
-        Some((at, _)) => format!("{}…", &name[..at]),
-        None => name.to_owned(),
-    }
+    crate::error::clip(name.to_owned(), MAX_NOTED_CHARS)
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`

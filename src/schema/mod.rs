@@ -105,12 +105,8 @@ pub const MAX_REPORTED: usize = 100;
 /// Longest path kept in a violation (an object key can be as long as the request).
 const MAX_PATH_CHARS: usize = 1024;
 
-fn bounded(mut s: String) -> String {
-    if let Some((at, _)) = s.char_indices().nth(MAX_PATH_CHARS) {
-        s.truncate(at);
-        s.push('…');
-    }
-    s
+fn bounded(s: String) -> String {
+    crate::error::clip(s, MAX_PATH_CHARS)
 }
 
 /// A method's compiled schema.
