@@ -177,6 +177,56 @@ mod tests {
         assert!(!std::fs::read_to_string(&path).unwrap().contains(PANIC));
     }
 
+    /// An entry the writer refuses, committed in one group with another: only it fails.
+    #[test]
+    fn a_refused_entry_does_not_fail_the_others_in_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let g = Arc::new(GroupCommit::new(path.clone(), AuditSettings::default()));
+        g.ensure_open().unwrap();
+        // Hold the log: the first caller becomes the leader and waits on it, while the
+        // next two queue up behind it and are then committed together.
+        let held = lock(&g.log);
+        let spawn = |e: Map<String, Value>| {
+            let g = g.clone();
+            std::thread::spawn(move || g.append(e))
+        };
+        let first = spawn(entry("first"));
+        while !lock(&g.state).leader {
+            std::thread::yield_now();
+        }
+        let mut huge = entry("huge");
+        let over = crate::audit::writer::MAX_ENTRY_BYTES + 1;
+        huge.insert("pad".into(), json!("x".repeat(over)));
+        let huge = spawn(huge);
+        let fine = spawn(entry("fine"));
+        while lock(&g.state).queue.len() < 2 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        assert!(first.join().unwrap().is_ok());
+        let refused = huge.join().unwrap();
+        assert!(
+            matches!(
+                refused.as_ref().map_err(|e| &**e),
+                Err(AuditError::Entry { .. })
+            ),
+            "{refused:?}"
+        );
+        assert!(
+            fine.join().unwrap().is_ok(),
+            "its group-mate's refusal is not its own"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["request_id"].to_string())
+            .collect();
+        assert_eq!(ids, ["\"first\"", "\"fine\""]);
+        let report = crate::audit::verify(&path, None);
+        assert_eq!(report.outcome, crate::audit::Outcome::Intact, "{report}");
+    }
+
     fn entry(id: &str) -> Map<String, Value> {
         let v = json!({"event": "started", "request_id": id});
         v.as_object().cloned().unwrap()

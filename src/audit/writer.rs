@@ -23,7 +23,7 @@ use crate::keys::{key_id, load_signing_key};
 const MAX_TAIL_SCAN: u64 = 64 << 20;
 /// The largest entry the writer appends: a longer one would leave the next append unable
 /// to find the last complete entry. (Config limits keep real entries far below it.)
-const MAX_ENTRY_BYTES: usize = (MAX_TAIL_SCAN / 2) as usize;
+pub(crate) const MAX_ENTRY_BYTES: usize = (MAX_TAIL_SCAN / 2) as usize;
 
 /// The last complete entry: what the next one chains from.
 #[derive(Debug, Clone, PartialEq, Eq)]
