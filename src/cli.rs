@@ -8,6 +8,7 @@ use crate::schema::MethodSchema;
 use crate::spawn::stop::{self, Stoppable};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +71,7 @@ enum Command {
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
     #[command(external_subcommand)]
-    Legacy(Vec<String>),
+    Legacy(Vec<OsString>),
 }
 
 /// Parses argv, runs the command, and returns the process exit code.
@@ -79,6 +80,7 @@ pub fn main() -> i32 {
     crate::diagnostics::init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => return invalid_utf8(e),
         Err(e) => {
             let code = if e.use_stderr() {
                 Code::Usage.exit_code()
@@ -144,8 +146,32 @@ pub fn main() -> i32 {
     }
 }
 
+/// clap wants a subcommand's name in UTF-8, so `upm <plugin> ...` with a plugin name
+/// that is not lands here. The argv form answers it as a refused call, in JSON and
+/// audited; a lossy copy of argv tells whether it is that form, and under which config.
+fn invalid_utf8(e: clap::Error) -> i32 {
+    let lossy = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    match Cli::try_parse_from(lossy) {
+        Ok(Cli {
+            config,
+            command: Command::Legacy(argv),
+        }) => {
+            let path = config::resolve_path(config.as_deref());
+            if argv.len() != 3 {
+                return legacy(&path, argv); // the usage error
+            }
+            let f = Failure::new(Code::BadRequest, "the plugin argument is not valid UTF-8");
+            respond(pipeline::refuse(&path, f))
+        }
+        _ => {
+            let _ = e.print();
+            Code::Usage.exit_code()
+        }
+    }
+}
+
 /// `upm <plugin> <method> <json_args>`, as UPM's `entrypoint.py` took it.
-fn legacy(config_path: &Path, mut argv: Vec<String>) -> i32 {
+fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
     if argv.len() != 3 {
         let f = Failure::new(
             Code::Usage,

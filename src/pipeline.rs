@@ -26,6 +26,7 @@ use crate::spawn::{self, Exit};
 use crate::trust;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,10 +41,11 @@ pub enum Input<R: Read> {
     /// `upm run --jsonl`: a line longer than the size cap, skipped without being kept.
     TooLong,
     /// `upm <plugin> <method> <json_args>`: the original UPM entrypoint's argv form.
+    /// As the OS gave them: not being UTF-8 is the request's fault, answered in JSON.
     Argv {
-        plugin: String,
-        method: String,
-        args: String,
+        plugin: OsString,
+        method: OsString,
+        args: OsString,
     },
 }
 
@@ -51,6 +53,10 @@ pub enum Input<R: Read> {
 struct Call {
     started: Instant,
     request_id: String,
+    /// Made by upm, unique per call: the caller's `request_id` need not be (a batch
+    /// may repeat one, two processes may share one), and an auditor must still pair
+    /// each `started` entry with its own `finished`.
+    call_id: String,
     plugin: Option<String>,
     method: Option<String>,
     /// The signature verdict, when trust is not off.
@@ -65,6 +71,7 @@ impl Call {
         Call {
             started: Instant::now(),
             request_id: uuid::Uuid::now_v7().to_string(),
+            call_id: uuid::Uuid::now_v7().to_string(),
             plugin: None,
             method: None,
             trust: None,
@@ -267,8 +274,14 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
             method,
             args,
         } => {
-            call.plugin = Some(request::noted(&plugin));
-            call.method = Some(request::noted(&method));
+            call.plugin = Some(request::noted(&plugin.to_string_lossy()));
+            call.method = Some(request::noted(&method.to_string_lossy()));
+            let utf8 = |s: OsString, which| {
+                s.into_string()
+                    .map_err(|_| bad(request::RequestError::ArgvUtf8(which)))
+            };
+            let (plugin, method) = (utf8(plugin, "plugin")?, utf8(method, "method")?);
+            let args = utf8(args, "args")?;
             if args.len() as u64 > cap {
                 return Err(bad(request::RequestError::TooLarge { cap }));
             }
@@ -589,6 +602,7 @@ fn base_entry(event: &str, call: &Call) -> Map<String, Value> {
     let mut e = Map::new();
     e.insert("event".into(), json!(event));
     e.insert("request_id".into(), json!(call.request_id));
+    e.insert("call_id".into(), json!(call.call_id));
     e.insert("hostname".into(), json!(crate::response::hostname()));
     e.insert("pid".into(), json!(std::process::id()));
     e.insert("plugin".into(), json!(call.plugin));
@@ -695,6 +709,7 @@ fn audit_failed(call: &Call, resp: Response, err: &str) -> Response {
 
 fn respond(call: &Call, ran: Ran) -> Response {
     let mut r = Response::new(&call.request_id, call.started);
+    r.data.call_id = call.call_id.clone();
     r.data.plugin = call.plugin.clone();
     r.data.method = call.method.clone();
     r.data.trust = call.trust.clone();

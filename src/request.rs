@@ -26,6 +26,8 @@ pub enum RequestError {
     Empty,
     #[error("the request is not valid UTF-8 (invalid byte at offset {offset})")]
     Utf8 { offset: usize },
+    #[error("the {0} argument is not valid UTF-8")]
+    ArgvUtf8(&'static str),
     #[error("the request is nested too deeply (the limit is 128 levels)")]
     TooDeep,
     #[error("the request is not valid JSON: {0}")]
@@ -62,15 +64,19 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// Reads at most `cap` bytes; one byte more means the request is refused
-/// without reading the rest into memory.
+/// Reads at most `cap` bytes, not counting one final newline (as a batch line's is
+/// not counted); one byte more means the request is refused without reading the
+/// rest into memory.
 pub fn read_bounded(mut input: impl Read, cap: u64) -> Result<Vec<u8>, RequestError> {
     let mut buf = Vec::new();
     input
         .by_ref()
-        .take(cap.saturating_add(1))
+        .take(cap.saturating_add(2))
         .read_to_end(&mut buf)
         .map_err(RequestError::Read)?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
     if buf.len() as u64 > cap {
         return Err(RequestError::TooLarge { cap });
     }
@@ -280,10 +286,16 @@ mod tests {
     #[test]
     fn bounded_read_refuses_one_byte_over() {
         assert!(read_bounded(&b"12345"[..], 5).is_ok());
-        assert!(matches!(
-            read_bounded(&b"123456"[..], 5),
-            Err(RequestError::TooLarge { cap: 5 })
-        ));
+        assert_eq!(read_bounded(&b"12345\n"[..], 5).unwrap(), b"12345");
+        for over in [&b"123456"[..], b"123456\n", b"12345\n\n", b"1234567"] {
+            assert!(
+                matches!(
+                    read_bounded(over, 5),
+                    Err(RequestError::TooLarge { cap: 5 })
+                ),
+                "{over:?}"
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Response {
 #[derive(Debug, Serialize, Default)]
 pub struct Data {
     pub request_id: String,
+    /// upm's own id of this call, unique even where request_ids repeat; its audit
+    /// entries carry it too.
+    pub call_id: String,
     pub timestamp: String,
     pub hostname: String,
     pub pid: u32,

@@ -575,6 +575,42 @@ fn blank_lines_give_nothing_and_the_last_line_needs_no_newline() {
     assert!(empty.results.is_empty());
 }
 
+/// A caller may repeat a request_id (here, concurrently): each call's two entries are
+/// still paired by upm's own `call_id`, which its result names too.
+#[test]
+fn repeated_request_ids_are_told_apart_by_call_id() {
+    let d = TestDir::new();
+    let p = script(&d, "nap.sh", "#!/bin/sh\nsleep 0.3\ncat\n");
+    let cfg = config(&d, &[("Nap", &p, 5000)], json!({}));
+    let input: Vec<u8> = (0..3)
+        .flat_map(|i| line("Nap", "same", json!({ "i": i })))
+        .collect();
+    let b = batch(&cfg, &["--parallel", "3"], input);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(b.results.len(), 3);
+    let entries = d.audit_lines();
+    let mut call_ids = HashSet::new();
+    for r in &b.results {
+        assert_eq!(r["success"], true, "{r}");
+        let call_id = r["data"]["call_id"].as_str().expect("call_id").to_owned();
+        let mine: Vec<&Value> = entries.iter().filter(|e| e["call_id"] == call_id).collect();
+        let events: Vec<&str> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
+        assert_eq!(events, ["started", "finished"], "{call_id}: {mine:#?}");
+        assert!(mine.iter().all(|e| e["request_id"] == "same"));
+        call_ids.insert(call_id);
+    }
+    assert_eq!(call_ids.len(), 3, "one call_id per call");
+    // The entries really interleave: the calls overlapped.
+    let order: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_ne!(
+        order,
+        ["started", "finished", "started", "finished", "started", "finished"]
+    );
+}
+
 // ---------------------------------------------------------------- --parallel
 
 #[test]

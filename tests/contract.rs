@@ -184,6 +184,8 @@ fn envelope(r: &Run) {
     let d = &r.json["data"];
     let id = r.json["request_id"].as_str().expect("request_id");
     assert_eq!(d["request_id"], id);
+    assert_uuid_v7(d["call_id"].as_str().expect("call_id"));
+    assert_ne!(d["call_id"], id, "upm's own id, never the caller's");
     assert_timestamp(d["timestamp"].as_str().expect("timestamp"));
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(d["hostname"], host);
@@ -498,6 +500,47 @@ fn malformed_requests_are_bad_requests() {
     assert!(error_text(&r).contains("nested too deeply"), "{}", r.stdout);
 }
 
+/// The argv form as the OS hands it: an argument that is not UTF-8 is a refused call,
+/// answered in JSON and audited, wherever it is (clap would print plain text).
+#[test]
+fn argv_form_arguments_that_are_not_utf8_are_bad_requests() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let bad = OsStr::from_bytes(b"up\xffper");
+    for (i, argv) in [
+        [bad, OsStr::new("upper"), OsStr::new("{}")],
+        [OsStr::new("TextTools"), bad, OsStr::new("{}")],
+        [
+            OsStr::new("TextTools"),
+            OsStr::new("upper"),
+            OsStr::from_bytes(b"{\"text\": \"\xff\"}"),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cmd = std::process::Command::new(upm_bin());
+        cmd.arg("--config")
+            .arg(&c)
+            .args(argv)
+            .env_remove("UPM_LOG_FILE");
+        let r = run_command(cmd, b"");
+        err(&r, 3, "bad_request");
+        assert!(
+            error_text(&r).contains("not valid UTF-8"),
+            "{i}: {}",
+            r.stdout
+        );
+        let id = r.json["request_id"].as_str().unwrap();
+        let lines = audit_of(&d, id);
+        assert_eq!(lines.len(), 1, "{i}: {lines:?}");
+        assert_eq!(lines[0]["event"], "refused");
+        assert_eq!(lines[0]["code"], "bad_request");
+    }
+}
+
 #[test]
 fn bad_request_ids_are_refused_and_replaced_by_a_fresh_one() {
     let d = setup();
@@ -546,6 +589,14 @@ fn stdin_over_a_small_cap_is_too_large_and_the_cap_itself_is_fine() {
     };
     let r = run_stdin(&c, &pad(64));
     assert_eq!(ok(&r), &json!({"text": "X"}), "exactly at the cap");
+    let mut with_newline = pad(64);
+    with_newline.push(b'\n');
+    let r = run_stdin(&c, &with_newline);
+    assert_eq!(
+        ok(&r),
+        &json!({"text": "X"}),
+        "a final newline is not counted"
+    );
     let r = run_stdin(&c, &pad(65));
     err(&r, 3, "request_too_large");
     assert!(error_text(&r).contains("64-byte limit"), "{}", r.stdout);
@@ -1384,13 +1435,18 @@ fn the_request_id_round_trips_through_result_plugin_and_audit() {
     let lines = audit_of(&d, id);
     let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["started", "finished"]);
+    assert!(lines
+        .iter()
+        .all(|l| l["call_id"] == r.json["data"]["call_id"]));
 
     // Echoed on a refusal too.
     let input = br#"{"plugin":"Nope","method":"echo","request_id":"refused-1"}"#;
     let r = run_stdin(&c, input);
     err(&r, 4, "not_whitelisted");
     assert_eq!(r.json["data"]["request_id"], "refused-1");
-    assert_eq!(audit_of(&d, "refused-1").len(), 1);
+    let refused = audit_of(&d, "refused-1");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["call_id"], r.json["data"]["call_id"]);
 
     // Absent: a fresh UUIDv7 per call, on success and on error, also in the audit.
     let mut seen = Vec::new();

@@ -37,6 +37,9 @@ pub enum AuditCommand {
         path: Option<PathBuf>,
         #[arg(long)]
         request_id: Option<String>,
+        /// upm's own id of one call (in its result's `data.call_id`).
+        #[arg(long)]
+        call_id: Option<String>,
         #[arg(long)]
         plugin: Option<String>,
         #[arg(long)]
@@ -84,6 +87,7 @@ pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
         AuditCommand::Show {
             path,
             request_id,
+            call_id,
             plugin,
             method,
             outcome,
@@ -97,6 +101,7 @@ pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
             };
             let filter = Filter {
                 request_id,
+                call_id,
                 plugin,
                 method,
                 outcome,

@@ -15,6 +15,8 @@ use super::AuditError;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     pub request_id: Option<String>,
+    /// upm's own per-call id: pairs a call's entries where request_ids repeat.
+    pub call_id: Option<String>,
     pub plugin: Option<String>,
     pub method: Option<String>,
     /// The entry's `code` word ("ok", "timeout", ...).
@@ -31,6 +33,7 @@ impl Filter {
 
     pub fn matches(&self, entry: &Map<String, Value>) -> bool {
         if !(Self::field_is(entry, "request_id", &self.request_id)
+            && Self::field_is(entry, "call_id", &self.call_id)
             && Self::field_is(entry, "plugin", &self.plugin)
             && Self::field_is(entry, "method", &self.method)
             && Self::field_is(entry, "code", &self.outcome))
@@ -153,7 +156,8 @@ mod tests {
             ("b", "texttools", "timeout", "2026-01-02T10:00:00.000Z"),
             ("c", "other", "ok", "2026-01-03T10:00:00.000Z"),
         ] {
-            let v = serde_json::json!({"request_id": rid, "event": "finished", "plugin": plugin,
+            let v = serde_json::json!({"request_id": rid, "call_id": format!("call-{rid}"),
+                "event": "finished", "plugin": plugin,
                 "method": "upper", "code": code, "exit_code": 0, "ts": ts});
             log.append(v.as_object().cloned().unwrap()).unwrap();
         }
@@ -183,6 +187,13 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(run(&p, &f, ShowFormat::Jsonl).0, 1);
+        let f = Filter {
+            call_id: Some("call-b".into()),
+            ..Filter::default()
+        };
+        let (n, out) = run(&p, &f, ShowFormat::Jsonl);
+        assert_eq!(n, 1);
+        assert!(out.contains("\"request_id\":\"b\""), "{out}");
         assert_eq!(run(&p, &Filter::default(), ShowFormat::Jsonl).0, 3);
     }
 
