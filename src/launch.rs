@@ -75,9 +75,20 @@ impl Workdir {
     }
 }
 
+impl Workdir {
+    /// Removes the directory and all the plugin left in it; an error says why some
+    /// of it stays (the caller audits that).
+    pub fn remove(mut self) -> Result<(), crate::files::RemoveError> {
+        crate::files::remove_tree(&std::mem::take(&mut self.root))
+    }
+}
+
 impl Drop for Workdir {
+    /// A call refused after its directory was made: nothing ran in it.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        if !self.root.as_os_str().is_empty() {
+            let _ = crate::files::remove_tree(&self.root);
+        }
     }
 }
 

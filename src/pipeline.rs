@@ -484,14 +484,49 @@ impl Session {
         phase(call, "plugin finished");
         let ran = outcome::interpret(outcome, plugin);
         // the `finished` entry's fsync and the private directory's removal overlap too
-        if !self.overlap {
-            drop(workdir);
-            return self.finish_with(call, Some(summary), ran);
+        let dir = workdir.root.clone();
+        let (resp, removed) = if self.overlap {
+            std::thread::scope(|s| {
+                let removal = s.spawn(move || workdir.remove());
+                let resp = self.finish_with(call, Some(summary), ran);
+                let removed = removal
+                    .join()
+                    .unwrap_or(Err(crate::files::RemoveError::Sys(nix::Error::EIO)));
+                (resp, removed)
+            })
+        } else {
+            let removed = workdir.remove();
+            (self.finish_with(call, Some(summary), ran), removed)
+        };
+        match removed {
+            Ok(()) => resp,
+            Err(e) => self.cleanup_failed(call, resp, &dir, &e),
         }
-        std::thread::scope(|s| {
-            s.spawn(move || drop(workdir));
-            self.finish_with(call, Some(summary), ran)
-        })
+    }
+
+    /// The plugin's directory (some of it) stayed on disk: whatever the plugin left
+    /// there outlives the call. Audited in an entry of its own, after `finished`
+    /// (whose fsync overlaps the removal), and told to the caller.
+    fn cleanup_failed(
+        &self,
+        call: &Call,
+        mut resp: Response,
+        dir: &Path,
+        err: &crate::files::RemoveError,
+    ) -> Response {
+        let warning = format!(
+            "the call's private directory could not be removed ({err}): it is left at {}",
+            dir.display()
+        );
+        tracing::error!(request_id = %call.request_id, "{warning}");
+        let mut e = base_entry("cleanup_failed", call);
+        e.insert("path".into(), json!(dir.display().to_string()));
+        e.insert("error".into(), json!(err.to_string()));
+        resp.data.warnings.push(match self.append(e) {
+            Ok(_) => warning,
+            Err(a) => format!("{warning}; and the audit log could not record it: {a}"),
+        });
+        resp
     }
 
     /// The same steps through a container engine: prepare, audit `started`, run, interpret.

@@ -58,7 +58,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 20] = [
+const PROBE_METHODS: [&str; 21] = [
     "control",
     "read",
     "listdir",
@@ -79,6 +79,7 @@ const PROBE_METHODS: [&str; 20] = [
     "reach_init",
     "signal_state",
     "host_grants",
+    "litter",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -921,6 +922,131 @@ fn fixed_limits_are_what_the_plugin_gets() {
     // that up where Landlock is allowed to degrade.
     assert_eq!(errno(&r["mq_open_many"]), libc::EACCES as i64, "{r}");
     assert_eq!(r["mq_opened"], json!(0), "{r}");
+}
+
+/// The calls' directories go under `<fixture>/work`, where a test can find them.
+fn with_own_workdir_root(cfg: &mut Value, dir: &Path) {
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    cfg["workdir_root"] = json!(work);
+}
+
+fn left_in(fx: &Fx) -> Vec<PathBuf> {
+    std::fs::read_dir(fx.dir.join("work"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// However deep a plugin nests its directories, upm removes them, with no descriptor
+/// per level (upm runs here with 256 descriptors: the depth needs more) and no stack
+/// per level (std's recursive removal aborted upm past ~17,000 levels: the unit test
+/// `files::tests::a_deep_tree_is_removed_with_a_small_stack` covers that depth), and
+/// without following the plugin's links out of it.
+#[test]
+fn a_deep_litter_is_removed_without_following_links() {
+    let Some(fx) = Fx::new(Who::Root, with_own_workdir_root) else {
+        return;
+    };
+    let outside = fx.dir.write("outside/keep", "x", false);
+    let few_descriptors = |cmd: &mut Command| {
+        // SAFETY: getrlimit/setrlimit are async-signal-safe; no allocation.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = 256;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    };
+    let args = json!({"depth": 1000, "outside": outside.parent().unwrap()});
+    let run = fx.call_with("probe", "litter", args, few_descriptors);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    assert_eq!(run.result()["depth"], 1000);
+    assert!(run.json["data"].get("warnings").is_none(), "{}", ctx(&run));
+    assert_eq!(left_in(&fx), Vec::<PathBuf>::new(), "the directory stayed");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "x");
+    let events: Vec<Value> = fx
+        .dir
+        .audit_lines()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(events, [json!("started"), json!("finished")]);
+}
+
+/// A directory that cannot be removed is not passed over in silence: the caller is
+/// told where it stays, and the audit log records it against the call.
+#[test]
+fn a_directory_left_behind_is_audited_and_told() {
+    let Some(fx) = Fx::new(Who::Root, with_own_workdir_root) else {
+        return;
+    };
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = fx.command(&common::upm_bin());
+    fx.upm_args(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let req = request("probe", "litter", json!({"depth": 1, "sleep": 1.0}));
+        child.stdin.take().unwrap().write_all(&req).unwrap();
+    }
+    // While the plugin sleeps, mount a filesystem in its tree: removal must not enter it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let home = loop {
+        let bottom = left_in(&fx).first().map(|d| d.join("home/d"));
+        if let Some(b) = bottom.filter(|b| b.join("bottom").exists()) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the plugin never made its tree");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mnt = home.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    nix::mount::umount(&mnt).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let left = left_in(&fx);
+    for d in &left {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let json: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let warnings = json["data"]["warnings"].to_string();
+    assert_eq!(left.len(), 1);
+    assert!(
+        warnings.contains("could not be removed") && warnings.contains(left[0].to_str().unwrap()),
+        "{stdout}"
+    );
+    let entries = fx.dir.audit_lines();
+    let last = entries.last().unwrap();
+    assert_eq!(last["event"], "cleanup_failed", "{entries:#?}");
+    assert_eq!(last["call_id"], json["data"]["call_id"]);
+    assert_eq!(last["path"], left[0].to_str().unwrap());
+    assert!(
+        last["error"].as_str().unwrap().contains("mounted"),
+        "{last}"
+    );
 }
 
 fn sleeping_past_the_timeout_is_killed(who: Who) {
