@@ -74,7 +74,7 @@ fn main() {
         median_us(
             || {
                 p.compile(&upm::sandbox::seccomp::CompileOptions {
-                    deny_non_unix_sockets: true,
+                    deny_sockets: true,
                 })
                 .unwrap();
             },

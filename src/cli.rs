@@ -290,7 +290,7 @@ fn check(config_path: &Path) -> i32 {
         }
         match crate::sandbox::seccomp::Profile::load(&p.seccomp_profile).and_then(|prof| {
             prof.compile(&crate::sandbox::seccomp::CompileOptions {
-                deny_non_unix_sockets: !p.policy.network,
+                deny_sockets: !p.policy.network,
             })
         }) {
             Ok(_) => {}

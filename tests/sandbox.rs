@@ -65,7 +65,7 @@ const PROBE_METHODS: [&str; 21] = [
     "write",
     "sockets",
     "tcp",
-    "abstract",
+    "unix",
     "signal",
     "syscalls",
     "privileges",
@@ -93,7 +93,6 @@ const EACCES: i64 = 13;
 const ESRCH: i64 = 3;
 const ENOSYS: i64 = 38;
 const EAFNOSUPPORT: i64 = 97;
-const ECONNREFUSED: i64 = 111;
 
 /// Fork bombs run alone (other calls take this lock shared), so that their timing is
 /// not disturbed. (RLIMIT_NPROC itself is per call: each has its own user namespace.)
@@ -354,7 +353,7 @@ both!(
     writes_outside_the_workdir_are_denied,
     no_network_sockets,
     tcp_to_a_host_listener_never_connects,
-    abstract_unix_socket_of_the_host_is_unreachable,
+    unix_sockets_of_the_host_are_unreachable,
     signals_cannot_reach_the_caller,
     dangerous_syscalls_are_refused,
     no_privileges_and_setuid_does_not_work,
@@ -516,11 +515,11 @@ fn no_network_sockets(who: Who) {
     let run = fx.call("probe", "sockets", json!({}));
     assert_eq!(run.code, 0, "{}", ctx(&run));
     let r = run.result();
-    for ok in ["unix_stream", "unix_dgram", "unix_socketpair"] {
-        assert_ok(&r[ok], ok);
-    }
-    // seccomp answers EAFNOSUPPORT to socket() of any family but AF_UNIX.
+    assert_ok(&r["unix_socketpair"], "unix_socketpair");
+    // seccomp answers EAFNOSUPPORT to socket() of any family, AF_UNIX included.
     for denied in [
+        "unix_stream",
+        "unix_dgram",
         "inet_stream",
         "inet_dgram",
         "inet_raw_icmp",
@@ -580,7 +579,7 @@ fn tcp_to_a_host_listener_never_connects(who: Who) {
     }
 }
 
-fn abstract_unix_socket_of_the_host_is_unreachable(who: Who) {
+fn unix_sockets_of_the_host_are_unreachable(who: Who) {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
     let Some(fx) = Fx::new(who, |_, _| {}) else {
@@ -589,22 +588,45 @@ fn abstract_unix_socket_of_the_host_is_unreachable(who: Who) {
     assert_fully_sandboxed(&fx, "probe");
     let name = format!("upm-sandbox-test-{}", fx.nonce);
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-    let listener = UnixListener::bind_addr(&addr).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    // Control: reachable from outside.
+    let abstract_listener = UnixListener::bind_addr(&addr).unwrap();
+    // A pathname socket anyone may connect to, like a system bus or a logger: Landlock
+    // does not check connect() on one, and the network namespace does not scope it.
+    let path = fx.dir.join("daemon.sock");
+    let path_listener = UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&fx.dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for l in [&abstract_listener, &path_listener] {
+        l.set_nonblocking(true).unwrap();
+    }
+    // Control: both are reachable from outside, even as the plugin's uid.
     drop(UnixStream::connect_addr(&addr).unwrap());
-    let _ = listener.accept().expect("the control connection");
+    let _ = abstract_listener.accept().expect("the control connection");
+    let (uid, gid) = who.plugin_ids();
+    let control = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
+        ])
+        .arg(&path)
+        .uid(uid)
+        .gid(gid)
+        .status()
+        .unwrap();
+    assert!(control.success(), "the pathname control");
+    let _ = path_listener
+        .accept()
+        .expect("the pathname control connection");
 
-    let run = fx.call("probe", "abstract", json!({"name": name}));
+    let run = fx.call("probe", "unix", json!({"name": name, "path": path}));
     assert_eq!(run.code, 0, "{}", ctx(&run));
     let r = run.result();
-    assert_ok(&r["connect_own"], "connecting to its own abstract socket");
-    // The name lives in the host's network namespace: from the plugin's own one it does not
-    // exist (Landlock's abstract-socket scope would answer EPERM behind that).
-    assert_eq!(errno(&r["connect_host"]), ECONNREFUSED, "{r}");
-    match listener.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("the host's abstract socket got a connection: {other:?}"),
+    assert_eq!(errno(&r["connect_abstract"]), EAFNOSUPPORT, "{r}");
+    assert_eq!(errno(&r["connect_path"]), EAFNOSUPPORT, "{r}");
+    for l in [&abstract_listener, &path_listener] {
+        match l.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a host socket got a connection: {other:?}"),
+        }
     }
 }
 
@@ -717,6 +739,14 @@ fn no_privileges_and_setuid_does_not_work(who: Who) {
     assert_eq!(r["suid_rc"], 0, "{r}");
     assert_eq!(r["suid_euid"], uid.to_string(), "{r}");
     assert_eq!(errno(&r["proc_status"]), EACCES, "{r}");
+    // Nor can the plugin make a setuid or setgid file for anyone else to run.
+    let m = &r["setid_modes"];
+    for refused in ["chmod_4755", "fchmod_2755", "open_creat_4755", "mknod_4755"] {
+        assert_eq!(errno(&m[refused]), EPERM, "{refused}: {m}");
+    }
+    assert_ok(&m["chmod_755"], "a plain chmod");
+    assert_eq!(m["mode_after"], "0o755", "{m}");
+    assert_eq!(errno(&m["memfd"]), libc::ENOSYS as i64, "{m}");
 }
 
 /// Processes whose command line contains `needle`.

@@ -218,7 +218,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     } else {
         let profile = paths.seccomp;
         let filter = profile.compiled(&seccomp::CompileOptions {
-            deny_non_unix_sockets: !policy.network,
+            deny_sockets: !policy.network,
         })?;
         reports.push(LayerReport::enforced(
             Layer::Seccomp,
@@ -226,8 +226,10 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
                 "profile": profile.name,
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
-                "non_unix_sockets": if policy.network { "allowed" } else { "denied" },
+                "sockets": if policy.network { "allowed" } else { "denied (socketpair allowed)" },
                 "sysv_ipc": "denied",
+                "io_uring_memfd_openat2": "denied",
+                "setuid_setgid_modes": "denied",
             }),
         ));
         Some(filter)
@@ -279,7 +281,7 @@ fn network_report(allowed: bool, landlock: bool, seccomp: bool) -> LayerReport {
         detail: json!({
             "mode": "none",
             "network_namespace": true,
-            "seccomp_non_unix_sockets_denied": seccomp,
+            "seccomp_sockets_denied": seccomp,
             "landlock_tcp_denied": landlock,
             "landlock_abstract_unix_scoped": landlock,
         }),

@@ -56,10 +56,11 @@
 //! Ranked after every profile group, they win over any profile ALLOW, LOG or ERRNO for
 //! their calls, and over the profile's default; an explicit KILL/TRAP rule in the
 //! profile still wins, being more restrictive.
-//! - The network layer ([`CompileOptions::deny_non_unix_sockets`]): `socket()` of every
-//!   family but AF_UNIX answers EAFNOSUPPORT, and `io_uring_setup` answers ENOSYS
-//!   (io_uring can create sockets without any syscall seccomp sees).
-//! - Always: every SysV IPC call answers ENOSYS ([`SYSV_IPC`]).
+//! - The network layer ([`CompileOptions::deny_sockets`]): `socket()` of every
+//!   family, AF_UNIX included, answers EAFNOSUPPORT; `socketpair()` still works.
+//! - Always: every SysV IPC call, `io_uring_setup`, `memfd_create` and `openat2` answer
+//!   ENOSYS ([`SYSV_IPC`], [`ALWAYS_ENOSYS`]); a mode with the setuid or setgid bit
+//!   answers EPERM in every call that sets one ([`MODE_SETTERS`]).
 //!
 //! So a profile whose default is KILL or TRAP gets ENOSYS, not its default, for those
 //! calls when it does not name them: refused either way.
@@ -342,15 +343,18 @@ pub struct Profile {
     pub bytes: Vec<u8>,
     default_action: Action,
     entries: Vec<Entry>,
-    /// Compiled filters, by `deny_non_unix_sockets`: a batch compiles each once.
+    /// Compiled filters, by `deny_sockets`: a batch compiles each once.
     compiled: [std::sync::OnceLock<std::sync::Arc<CompiledFilter>>; 2],
 }
 
 /// Options that upm layers on top of any profile.
 #[derive(Debug, Default, Clone)]
 pub struct CompileOptions {
-    /// upm's "no network" layer: socket() for every family but AF_UNIX answers an errno (EAFNOSUPPORT), whatever the profile says.
-    pub deny_non_unix_sockets: bool,
+    /// upm's "no network" layer: socket() of every family, AF_UNIX included, answers
+    /// EAFNOSUPPORT, whatever the profile says (socketpair() still works). Landlock does
+    /// not check connect() on a pathname socket, so an AF_UNIX socket could reach any
+    /// host daemon listening on a world-writable one (a bus, a database, a logger).
+    pub deny_sockets: bool,
 }
 
 /// The BPF program ready to install (one; `apply` installs a list in order).
@@ -804,7 +808,7 @@ impl Profile {
         &self,
         opts: &CompileOptions,
     ) -> Result<std::sync::Arc<CompiledFilter>, SeccompError> {
-        let slot = &self.compiled[usize::from(opts.deny_non_unix_sockets)];
+        let slot = &self.compiled[usize::from(opts.deny_sockets)];
         if let Some(f) = slot.get() {
             return Ok(f.clone());
         }
@@ -940,19 +944,59 @@ struct ResolvedRule {
 fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
     let enosys = Action::Errno(libc::ENOSYS as u32);
     let mut rules = Vec::new();
-    if opts.deny_non_unix_sockets {
+    if opts.deny_sockets {
         rules.push(ResolvedRule::own(
             libc::SYS_socket,
-            Some(libc::AF_UNIX),
+            None,
             Action::Errno(libc::EAFNOSUPPORT as u32),
         ));
-        rules.push(ResolvedRule::own(libc::SYS_io_uring_setup, None, enosys));
     }
-    for nr in SYSV_IPC {
+    for nr in SYSV_IPC.into_iter().chain(ALWAYS_ENOSYS) {
         rules.push(ResolvedRule::own(nr, None, enosys));
+    }
+    for (nr, mode_arg) in MODE_SETTERS {
+        for bit in [libc::S_ISUID, libc::S_ISGID] {
+            rules.push(ResolvedRule {
+                nr,
+                action: Action::Errno(libc::EPERM as u32),
+                conds: vec![Cond {
+                    index: mode_arg,
+                    op: SeccompCmpOp::MaskedEq(u64::from(bit)),
+                    value: u64::from(bit),
+                }],
+            });
+        }
     }
     rules
 }
+
+/// Refused whatever the profile says, as if this kernel lacked them (callers fall back):
+/// - `io_uring_setup`: io_uring opens files (with any mode) and creates sockets without
+///   a syscall seccomp sees;
+/// - `memfd_create`: its pages are charged to no rlimit, so a plugin could hold any
+///   amount of memory past `memory_bytes` (an address-space limit);
+/// - `openat2`: its mode is in a struct seccomp cannot read (see [`MODE_SETTERS`]).
+pub const ALWAYS_ENOSYS: [i64; 3] = [
+    libc::SYS_io_uring_setup,
+    libc::SYS_memfd_create,
+    libc::SYS_openat2,
+];
+
+/// Calls that set a file's mode, with the index of the mode argument: a mode with the
+/// setuid or setgid bit answers EPERM. Otherwise a plugin could leave a setuid copy of
+/// a shell in its directory, and any local user could run it as the plugin's uid (and
+/// reach other calls' directories, or signal their plugins).
+pub const MODE_SETTERS: [(i64, u8); 9] = [
+    (libc::SYS_chmod, 1),
+    (libc::SYS_fchmod, 1),
+    (libc::SYS_fchmodat, 2),
+    (libc::SYS_fchmodat2, 2),
+    (libc::SYS_creat, 1),
+    (libc::SYS_open, 2),
+    (libc::SYS_openat, 3),
+    (libc::SYS_mknod, 1),
+    (libc::SYS_mknodat, 2),
+];
 
 /// SysV shared memory, message queues and semaphores. Refused whatever the profile
 /// says: their memory is the IPC namespace's, which no rlimit counts (a plugin could
@@ -2079,7 +2123,7 @@ mod tests {
             assert_eq!(
                 new, old,
                 "{} (sockets denied: {}): {d:x?}: single program {new:#x}, stack {old:#x}",
-                p.name, opts.deny_non_unix_sockets
+                p.name, opts.deny_sockets
             );
             checked += 1;
         };
@@ -2159,9 +2203,7 @@ mod tests {
     fn both_network_options() -> [CompileOptions; 2] {
         [
             CompileOptions::default(),
-            CompileOptions {
-                deny_non_unix_sockets: true,
-            },
+            CompileOptions { deny_sockets: true },
         ]
     }
 
@@ -2307,32 +2349,29 @@ mod tests {
     #[test]
     fn network_rules_rank_after_the_profile_groups() {
         let p = parse(SYNTHETIC_DENY).unwrap();
-        let opts = CompileOptions {
-            deny_non_unix_sockets: true,
-        };
+        let opts = CompileOptions { deny_sockets: true };
         let plan = p.plan(&opts, &host(NATIVE_GO_ARCH, 6, 18));
         let b = block_of(&plan, libc::SYS_socket);
         let actions: Vec<_> = b.checks.iter().map(|c| c.action).collect();
+        // The profile's explicit KILL still wins; otherwise upm's refusal of every
+        // family, whatever the profile's own (conditional) rules for socket() say.
+        assert_eq!(actions, vec![Action::KillProcess]);
+        assert_eq!(b.otherwise, Action::Errno(libc::EAFNOSUPPORT as u32));
+        let without = p.plan(&CompileOptions::default(), &host(NATIVE_GO_ARCH, 6, 18));
+        let b = block_of(&without, libc::SYS_socket);
+        let actions: Vec<_> = b.checks.iter().map(|c| c.action).collect();
         assert_eq!(
             actions,
-            vec![
-                Action::KillProcess,
-                Action::Errno(libc::EAFNOSUPPORT as u32),
-                Action::Errno(22),
-                Action::Allow
-            ]
+            vec![Action::KillProcess, Action::Errno(22), Action::Allow]
         );
-        assert_eq!(b.otherwise, Action::Errno(38));
-        // The profile's EACCES group comes first, so upm's ENOSYS wins for io_uring_setup.
-        assert_eq!(
-            *block_of(&plan, libc::SYS_io_uring_setup),
-            Block::ret(Action::Errno(libc::ENOSYS as u32))
-        );
-        let without = p.plan(&CompileOptions::default(), &host(NATIVE_GO_ARCH, 6, 18));
-        assert_eq!(
-            *block_of(&without, libc::SYS_io_uring_setup),
-            Block::ret(Action::Errno(13))
-        );
+        // The profile's EACCES group comes first, so upm's ENOSYS wins for io_uring_setup,
+        // with or without network.
+        for plan in [&plan, &without] {
+            assert_eq!(
+                *block_of(plan, libc::SYS_io_uring_setup),
+                Block::ret(Action::Errno(libc::ENOSYS as u32))
+            );
+        }
     }
 
     #[test]
@@ -2345,7 +2384,7 @@ mod tests {
             let plan = p.plan(&opts, &host);
             println!(
                 "default.json (sockets denied: {}): {} instructions in 1 filter, {} ranges, {} blocks (the stack: {stack})",
-                opts.deny_non_unix_sockets,
+                opts.deny_sockets,
                 compiled.instruction_count(),
                 plan.ranges.len(),
                 plan.blocks.len()
@@ -2367,25 +2406,49 @@ mod tests {
     }
 
     #[test]
-    fn allow_all_profile_is_the_guard_and_the_sysv_ipc_rules() {
+    fn allow_all_profile_is_the_guard_and_upms_own_rules() {
         let p = parse(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
         let compiled = p
             .compile_for(&CompileOptions::default(), &host(NATIVE_GO_ARCH, 6, 18))
             .unwrap();
         assert_eq!(compiled.filter_count(), 1);
         assert!(
-            compiled.instruction_count() <= 40,
+            compiled.instruction_count() <= 100,
             "{:?}",
             compiled.programs
         );
         let prog = &compiled.programs[0];
-        for nr in 0..450u32 {
-            let want = if SYSV_IPC.contains(&i64::from(nr)) {
-                libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
-            } else {
-                libc::SECCOMP_RET_ALLOW
-            };
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        for nr in 0..460u32 {
+            let want =
+                if SYSV_IPC.contains(&i64::from(nr)) || ALWAYS_ENOSYS.contains(&i64::from(nr)) {
+                    enosys
+                } else {
+                    libc::SECCOMP_RET_ALLOW
+                };
             assert_eq!(run(prog, &Data::native(nr, [0; 6])), want, "syscall {nr}");
+        }
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        for (nr, arg) in MODE_SETTERS {
+            let nr = u32::try_from(nr).unwrap();
+            for (mode, want) in [
+                (0o755, libc::SECCOMP_RET_ALLOW),
+                (0o4755, eperm),
+                (0o2755, eperm),
+                (0o6000, eperm),
+                (0o1777, libc::SECCOMP_RET_ALLOW),
+                // The kernel reads a mode's low 32 bits only.
+                (0xffff_ffff_0000_0000 | 0o755, libc::SECCOMP_RET_ALLOW),
+                (0xffff_ffff_0000_0000 | 0o4755, eperm),
+            ] {
+                let mut args = [0; 6];
+                args[usize::from(arg)] = mode;
+                assert_eq!(
+                    run(prog, &Data::native(nr, args)),
+                    want,
+                    "syscall {nr} mode {mode:o}"
+                );
+            }
         }
         assert_eq!(
             run(prog, &Data::native(u32::MAX, [0; 6])),
@@ -2564,8 +2627,11 @@ mod tests {
             (Action::Allow, Action::Errno(13)),
             (Action::Allow, Action::Trap),
         ];
-        // upm's SysV IPC rules, one filter each
-        want.extend([(Action::Allow, enosys); SYSV_IPC.len()]);
+        // upm's own rules, one filter each: SysV IPC, io_uring/memfd/openat2, then
+        // the setuid and setgid bits of each mode-setting call
+        want.extend([(Action::Allow, enosys); SYSV_IPC.len() + ALWAYS_ENOSYS.len()]);
+        let eperm = Action::Errno(libc::EPERM as u32);
+        want.extend(vec![(Action::Allow, eperm); 2 * MODE_SETTERS.len()]);
         want.push((Action::KillProcess, Action::Allow)); // default filter last
         assert_eq!(shape, want);
         let last = plan.len() - 1;
@@ -2584,9 +2650,7 @@ mod tests {
                 value: 1
             }]])
         );
-        let opts = CompileOptions {
-            deny_non_unix_sockets: true,
-        };
+        let opts = CompileOptions { deny_sockets: true };
         let with_network: Vec<_> = oracle::plan(&p, &opts, &host("amd64", 6, 18))
             .iter()
             .map(|s| s.match_action)
@@ -2598,9 +2662,9 @@ mod tests {
                     Action::Errno(13),
                     Action::Trap,
                     Action::Errno(libc::EAFNOSUPPORT as u32),
-                    enosys, // io_uring_setup
                 ],
-                vec![enosys; SYSV_IPC.len()],
+                vec![enosys; SYSV_IPC.len() + ALWAYS_ENOSYS.len()],
+                vec![eperm; 2 * MODE_SETTERS.len()],
                 vec![Action::Allow],
             ]
             .concat()
@@ -2665,9 +2729,7 @@ mod tests {
     fn default_filter() -> CompiledFilter {
         Profile::load(Path::new(DEFAULT_POLICY))
             .unwrap()
-            .compile(&CompileOptions {
-                deny_non_unix_sockets: true,
-            })
+            .compile(&CompileOptions { deny_sockets: true })
             .unwrap()
     }
 
@@ -2705,11 +2767,35 @@ mod tests {
             {
                 return 6;
             }
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            if fd < 0 {
+            // No AF_UNIX socket either (it could connect to a host daemon's pathname
+            // socket); a connected pair is fine.
+            if libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) != -1
+                || errno() != libc::EAFNOSUPPORT
+            {
                 return 7;
             }
-            libc::close(fd);
+            let mut pair = [0; 2];
+            if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) != 0 {
+                return 12;
+            }
+            // No setuid or setgid bit, however a mode is set; other bits as before.
+            let dir = c"/proc/self/cwd".as_ptr();
+            if libc::chmod(dir, 0o4755) != -1 || errno() != libc::EPERM {
+                return 13;
+            }
+            if libc::fchmod(pair[0], 0o2755) != -1 || errno() != libc::EPERM {
+                return 14;
+            }
+            if libc::fchmod(pair[0], 0o755) != 0 {
+                return 15;
+            }
+            libc::close(pair[0]);
+            libc::close(pair[1]);
+            if libc::syscall(libc::SYS_memfd_create, c"x".as_ptr(), 0) != -1
+                || errno() != libc::ENOSYS
+            {
+                return 16;
+            }
             let mut tid: libc::pthread_t = 0;
             if libc::pthread_create(
                 &mut tid,
@@ -2879,9 +2965,7 @@ mod tests {
     #[ignore]
     fn install_cost() {
         let p = Profile::load(Path::new(DEFAULT_POLICY)).unwrap();
-        let opts = CompileOptions {
-            deny_non_unix_sockets: true,
-        };
+        let opts = CompileOptions { deny_sockets: true };
         let h = host(NATIVE_GO_ARCH, 6, 18);
         let single = p.compile_for(&opts, &h).unwrap();
         let stack = CompiledFilter {
