@@ -73,10 +73,8 @@ fn main() {
         "seccomp compile to BPF",
         median_us(
             || {
-                p.compile(&upm::sandbox::seccomp::CompileOptions {
-                    deny_sockets: true,
-                })
-                .unwrap();
+                p.compile(&upm::sandbox::seccomp::CompileOptions { deny_sockets: true })
+                    .unwrap();
             },
             n,
         ),

@@ -18,7 +18,7 @@ const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
 /// The call's private directory, removed when the call ends:
 ///
 /// ```text
-/// <workdir_root>/upm-<request id>-<random>/   owned by upm, 0755 (`/tmp` unless configured)
+/// <workdir_root>/upm-<request id>-<32 random hex>/   owned by upm, 0755 (`/tmp` unless configured)
 ///     home/                          the plugin's cwd and $TMPDIR, owned by the plugin's uid, 0700
 ///     home/cache/                    a Python class plugin's cache_dir (only for those)
 ///     verified/                      snapshot of a pinned plugin tree, read-only to the plugin
@@ -48,8 +48,10 @@ impl Workdir {
             })
             .take(40)
             .collect();
-        let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let root = under.join(format!("upm-{safe}-{}", &suffix[20..]));
+        // 122 random bits: another call's plugin (same uid) that learnt nothing of the
+        // path cannot guess its way to this one (Landlock leaves chmod and stat unchecked).
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let root = under.join(format!("upm-{safe}-{random}"));
         std::fs::DirBuilder::new().mode(0o755).create(&root)?;
         let dir = Workdir {
             home: root.join("home"),

@@ -119,6 +119,16 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
         ran.failure = Some(f);
         return;
     }
+    // Not UTF-8, not JSON: the text shown is a lossy rendering, never the plugin's value.
+    if let Some(at) = ran.stdout.as_ref().and_then(|c| c.invalid_utf8_at) {
+        ran.failure = Some(Failure::new(
+            Code::PluginFailed,
+            format!(
+                "the plugin printed bytes that are not UTF-8 (at byte {at}), so not a JSON value"
+            ),
+        ));
+        return;
+    }
     let text = ran.stdout.as_ref().map_or("", |c| c.text.as_str());
     if text.trim().is_empty() {
         ran.result = Some(Value::Null);
@@ -230,12 +240,18 @@ impl Ran {
         // Moved, not copied: valid UTF-8 becomes the text as it is.
         let cap = |s: &mut spawn::Stream| {
             let truncated = s.total > s.data.len() as u64;
-            let text = String::from_utf8(std::mem::take(&mut s.data))
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            let (text, invalid_utf8_at) = match String::from_utf8(std::mem::take(&mut s.data)) {
+                Ok(text) => (text, None),
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    (String::from_utf8_lossy(e.as_bytes()).into_owned(), Some(at))
+                }
+            };
             Captured {
                 text,
                 bytes: s.total,
                 truncated,
+                invalid_utf8_at,
             }
         };
         Ran {

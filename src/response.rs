@@ -14,6 +14,10 @@ pub struct Captured {
     pub text: String,
     pub bytes: u64,
     pub truncated: bool,
+    /// The bytes were not UTF-8: `text` shows U+FFFD for each invalid sequence, from
+    /// this byte offset on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_utf8_at: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]

@@ -1202,6 +1202,26 @@ fn stdout_that_is_not_one_json_value_is_a_plugin_failure() {
     err(&r, 9, "plugin_failed");
 }
 
+/// JSON is UTF-8: a string holding other bytes is not silently turned into U+FFFD and
+/// passed off as the plugin's value.
+#[test]
+fn stdout_that_is_not_utf8_is_a_plugin_failure() {
+    let d = setup();
+    let p = sh(&d, "latin1", r#"printf '{"name": "caf\351"}'"#);
+    let c = cfg(&d, json!({"plugins": {"Latin1": cmd(&p, &["go"])}}));
+    let r = call(&c, "Latin1", "go", json!({}));
+    let data = err(&r, 9, "plugin_failed");
+    assert!(
+        error_text(&r).contains("not UTF-8 (at byte 13)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(data["stdout"]["text"], "{\"name\": \"caf\u{fffd}\"}");
+    assert_eq!(data["stdout"]["invalid_utf8_at"], 13);
+    assert_eq!(data["stdout"]["bytes"], 16);
+    assert!(data.get("result").is_none(), "{data}");
+}
+
 #[test]
 fn a_python_exception_is_a_plugin_failure_with_its_traceback() {
     let d = setup();

@@ -319,6 +319,18 @@ fn check_layers(fx: &Fx, plugin: &str, run: &Run) {
             cred["uid"], cred["gid"]
         ));
     }
+    // The plugin's own file is named by its path, not by upm's descriptor for it.
+    let read = &map["landlock"]["detail"]["read"];
+    let probe = fx.plugin_path(&format!("{plugin}.py"));
+    if plugin == "probe" && !read.as_array().is_some_and(|a| a.contains(&json!(probe))) {
+        fail(format!(
+            "landlock's read list lacks {}: {read}",
+            probe.display()
+        ));
+    }
+    if read.to_string().contains("/proc/self/fd") {
+        fail(format!("landlock's read list names a descriptor: {read}"));
+    }
     let created = &map["namespaces"]["detail"]["created"];
     for ns in ["pid", "net", "ipc"] {
         if !created.as_array().is_some_and(|a| a.contains(&json!(ns))) {

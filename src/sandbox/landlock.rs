@@ -82,7 +82,7 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
     let mut readable = Vec::new();
     for p in &spec.read {
         if add_rule(&mut created, p, read_dir)? {
-            readable.push(p.display().to_string());
+            readable.push(reported(p));
         }
     }
     let mut writable = Vec::new();
@@ -118,6 +118,15 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
         }),
     );
     Ok((Plan { ruleset }, report))
+}
+
+/// A rule on one of upm's descriptors (the verified plugin file) is reported by the
+/// file's path: `/proc/self/fd/6` would tell an auditor nothing.
+fn reported(p: &Path) -> String {
+    match std::fs::read_link(p) {
+        Ok(target) if p.starts_with("/proc/self/fd") => target.display().to_string(),
+        _ => p.display().to_string(),
+    }
 }
 
 /// Adds a path rule; a path that does not exist is skipped (`false`), any other failure is an error.
