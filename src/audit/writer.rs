@@ -481,11 +481,20 @@ impl AuditLog {
         let (dir, base) = split(&self.path).map_err(|e| rot_err(&self.path, e))?;
         let tmp = dir.join(format!(".{base}.rotate"));
         let old_meta = self.file.metadata().map_err(|e| rot_err(&self.path, e))?;
+        // The temp name may be left over from a crash, or planted: a symlink there
+        // would make upm truncate, fill and chown whatever file it names. Remove the
+        // name (never what it points to) and create a fresh file; if something was
+        // planted again in between, creation fails and so does the append.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(rot_err(&tmp, e)),
+        }
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| rot_err(&tmp, e))?;
         let _ = f.set_permissions(std::fs::Permissions::from_mode(old_meta.mode() & 0o777));

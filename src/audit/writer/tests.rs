@@ -211,6 +211,51 @@ fn crash_between_link_and_rename_leaves_no_duplicate() {
     assert_eq!(assert_intact(&p, None).entries, 3);
 }
 
+fn small_rotation() -> AuditSettings {
+    AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(400),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    }
+}
+
+#[test]
+fn rotation_never_writes_through_a_name_planted_at_its_temp_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("r.log");
+    let tmp = d.path().join(".r.log.rotate");
+    let mut log = AuditLog::open(&p, &small_rotation()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    // Someone who can write the directory aims the temp name at a file of root's.
+    let victim = d.path().join("passwd");
+    std::fs::write(&victim, "root:x:0:0::/root:/bin/bash\n").unwrap();
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "root:x:0:0::/root:/bin/bash\n"
+    );
+    assert!(std::fs::symlink_metadata(&p).unwrap().is_file());
+    assert_eq!(rotated_siblings(&p).unwrap().len(), 1, "it did rotate");
+    // A dangling one would have made upm create the file it names.
+    let named = d.path().join("ld.so.preload");
+    std::os::unix::fs::symlink(&named, &tmp).unwrap();
+    log.append(entry("r2", "started")).unwrap();
+    assert!(std::fs::symlink_metadata(&named).is_err(), "created");
+    assert_eq!(rotated_siblings(&p).unwrap().len(), 2);
+    assert!(std::fs::symlink_metadata(&p).unwrap().is_file());
+    assert_eq!(assert_intact(&p, None).entries, 3);
+    // What cannot be removed fails the append: nothing is written through it.
+    std::fs::create_dir(&tmp).unwrap();
+    let err = log.append(entry("r3", "started")).unwrap_err();
+    assert!(matches!(err, AuditError::Rotate { .. }), "{err}");
+    std::fs::remove_dir(&tmp).unwrap();
+    log.append(entry("r4", "started")).unwrap();
+    assert_eq!(assert_intact(&p, None).entries, 4);
+}
+
 #[test]
 fn torn_tail_is_recovered_by_the_next_append() {
     let d = tempfile::tempdir().unwrap();
