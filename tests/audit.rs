@@ -988,6 +988,19 @@ fn a_result_whose_finished_entry_cannot_be_written_is_withheld() {
     assert_eq!(entries[0]["request_id"], r["request_id"]);
 }
 
+#[test]
+fn a_symlink_at_the_log_path_refuses_the_call() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let victim = dir.write("victim.conf", "KEY=value", false);
+    std::os::unix::fs::symlink(&victim, log_of(&dir)).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert!(r.stdout.contains("not a regular file"), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}
+
 // ---------------------------------------------------------------- rotation
 
 fn log_files(dir: &Path) -> Vec<PathBuf> {

@@ -106,7 +106,7 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("audit log {path} is not a regular file")]
+    #[error("audit log {path} is not a regular file (a symlink, FIFO or device is refused)")]
     NotRegular { path: PathBuf },
     #[error("cannot lock audit log {path}: {source}")]
     Lock {

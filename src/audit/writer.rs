@@ -60,6 +60,10 @@ pub struct AuditLog {
     created: bool,
 }
 
+/// Opens the log for append, creating it if absent. A symlink at the path is refused,
+/// not followed (whoever can write the directory could aim it at any file upm may
+/// write), and a FIFO does not block the open (O_NONBLOCK; it is then refused as not
+/// a regular file; on a regular file the flag changes nothing).
 fn open_rw(path: &Path) -> Result<(File, bool), AuditError> {
     let opts = |create_new: bool| {
         let mut o = OpenOptions::new();
@@ -67,12 +71,20 @@ fn open_rw(path: &Path) -> Result<(File, bool), AuditError> {
         if create_new {
             o.create_new(true);
         }
-        o.custom_flags(libc::O_CLOEXEC);
+        o.custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK);
         o
     };
-    let open_err = |source| AuditError::Open {
-        path: path.to_path_buf(),
-        source,
+    let open_err = |source: io::Error| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            AuditError::NotRegular {
+                path: path.to_path_buf(),
+            }
+        } else {
+            AuditError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     };
     let (file, created) = match opts(true).open(path) {
         Ok(f) => (f, true),
@@ -104,9 +116,10 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Whether `path` itself (not what a symlink there names) is the open file.
 fn same_inode(file: &File, path: &Path) -> io::Result<bool> {
     let a = file.metadata()?;
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(b) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),

@@ -257,6 +257,36 @@ fn rotation_never_writes_through_a_name_planted_at_its_temp_file() {
 }
 
 #[test]
+fn a_symlink_at_the_log_path_is_refused_not_followed() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim.conf");
+    std::fs::write(&victim, "KEY=value").unwrap();
+    let p = d.path().join("l.log");
+    std::os::unix::fs::symlink(&victim, &p).unwrap();
+    let err = AuditLog::open(&p, &AuditSettings::default())
+        .err()
+        .expect("opened through a symlink");
+    assert!(matches!(err, AuditError::NotRegular { .. }), "{err}");
+    // Dangling: nothing is created where it points.
+    let q = d.path().join("m.log");
+    std::os::unix::fs::symlink(d.path().join("made"), &q).unwrap();
+    let err = AuditLog::open(&q, &AuditSettings::default())
+        .err()
+        .expect("opened through a dangling symlink");
+    assert!(matches!(err, AuditError::NotRegular { .. }), "{err}");
+    assert!(!d.path().join("made").exists());
+    // A log replaced by a symlink after it was opened: the next append refuses too.
+    let r = d.path().join("n.log");
+    let mut log = AuditLog::open(&r, &AuditSettings::default()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    std::fs::remove_file(&r).unwrap();
+    std::os::unix::fs::symlink(&victim, &r).unwrap();
+    let err = log.append(entry("r1", "started")).unwrap_err();
+    assert!(matches!(err, AuditError::NotRegular { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}
+
+#[test]
 fn torn_tail_is_recovered_by_the_next_append() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("t.log");
