@@ -667,6 +667,33 @@ fn a_torn_tail_is_reported_then_sealed_by_the_next_call() {
     assert!(report.contains("torn bytes"), "{report}");
 }
 
+#[test]
+fn lines_appended_after_the_last_entry_are_broken_and_stop_every_call() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    assert_eq!(call(&config, "TextTools", "noop", json!({})).code, 0);
+    let log = log_of(&dir);
+    let forged = b"{\"seq\":3,\"event\":\"finished\",\"plugin\":\"Bank\",\"code\":\"ok\"}\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(forged)
+        .unwrap();
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("lines after the last entry that are not entries")
+            && names_line(&report, 3),
+        "{report}"
+    );
+    let before = std::fs::read(&log).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert_eq!(std::fs::read(&log).unwrap(), before, "nothing sealed them");
+}
+
 // ---------------------------------------------------------------- concurrency
 
 /// Starts `n` calls before waiting for any; returns each call's request_id and exit code.

@@ -32,13 +32,21 @@
 //!
 //! # Crash recovery
 //!
-//! A crash can leave a torn last line (no trailing newline). [`verify`]
-//! reports that as [`Outcome::TornTail`], not as tampering. The next append
-//! terminates the fragment with `\n` and first writes a `recovered` entry with
-//! `torn_bytes` and `torn_sha256` (the length and SHA-256 of every byte after
-//! the last complete entry's newline, up to the old end of file), chained from
-//! the last complete entry. [`verify`] accepts non-entry bytes only when they
-//! are immediately followed by a recovery entry naming exactly them.
+//! A crash can leave a torn last line: bytes after the last complete entry's
+//! newline that hold no newline themselves (a crash tears at most the line
+//! being written). [`verify`] reports that as [`Outcome::TornTail`], not as
+//! tampering. The next append terminates the fragment with `\n` and first
+//! writes a `recovered` entry with `torn_bytes` and `torn_sha256` (the length
+//! and SHA-256 of the fragment), chained from the last complete entry.
+//! [`verify`] accepts non-entry bytes only when they are one such fragment,
+//! immediately followed by a recovery entry naming exactly them.
+//!
+//! Anything else after the last entry (a whole line, or lines before a
+//! fragment) was not left by a crash: [`verify`] reports it as broken, and the
+//! writer refuses to seal it, so every append fails (exit 11, nothing runs)
+//! until someone has looked at the log. That includes a second crash while a
+//! fragment was being sealed: it cannot be told from a line added in front of
+//! a fragment.
 //!
 //! # Rotation
 //!

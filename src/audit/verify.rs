@@ -31,8 +31,8 @@ pub enum Outcome {
     /// Every entry is present, unaltered and in order (and, with a key,
     /// every checkpoint is validly signed).
     Intact,
-    /// Intact, except that the log ends with bytes that are not a complete
-    /// entry: a write torn by a crash. Not tampering; the next append
+    /// Intact, except that the log ends with part of one line (no newline
+    /// in it): a write torn by a crash. Not tampering; the next append
     /// records and seals them.
     TornTail {
         file: PathBuf,
@@ -121,7 +121,12 @@ struct Gap {
 struct Region {
     file: usize,
     line: u64,
+    /// The first line and its newline: a recovery entry can account for no more, so
+    /// later lines are counted, not kept (a log of garbage cannot fill memory).
     bytes: Vec<u8>,
+    /// Every line's bytes and newline.
+    len: u64,
+    multi: bool,
 }
 
 struct Checker {
@@ -146,6 +151,20 @@ fn finding(file: &Path, line: u64, seq: Option<u64>, message: String) -> Finding
         seq,
         message,
     }
+}
+
+/// Whole lines that are not entries at the end of the log. A crash tears at most the
+/// last line (no newline in it), so these were written by someone else.
+fn not_a_torn_write(file: &Path, line: u64) -> Finding {
+    finding(
+        file,
+        line,
+        None,
+        format!(
+            "line {line}: lines after the last entry that are not entries (added or altered; \
+             a crash leaves at most a partial last line)"
+        ),
+    )
 }
 
 /// Substring search; `str::contains` is much faster than a naive window
@@ -195,21 +214,30 @@ impl Checker {
     ) -> Result<(), Finding> {
         let path = self.files[file].clone();
         if !complete {
-            let start = self
-                .region
-                .take()
-                .map_or((line, 0), |r| (r.line, r.bytes.len() as u64));
-            self.torn = Some((file, start.0, start.1 + bytes.len() as u64));
+            if let Some(r) = self.region.take() {
+                return Err(not_a_torn_write(&self.files[r.file], r.line));
+            }
+            self.torn = Some((file, line, bytes.len() as u64));
             return Ok(());
         }
         let Some(p) = parse(bytes) else {
-            let r = self.region.get_or_insert_with(|| Region {
-                file,
-                line,
-                bytes: Vec::new(),
-            });
-            r.bytes.extend_from_slice(bytes);
-            r.bytes.push(b'\n');
+            match &mut self.region {
+                Some(r) => {
+                    r.multi = true;
+                    r.len += bytes.len() as u64 + 1;
+                }
+                None => {
+                    let mut kept = bytes.to_vec();
+                    kept.push(b'\n');
+                    self.region = Some(Region {
+                        file,
+                        line,
+                        len: kept.len() as u64,
+                        bytes: kept,
+                        multi: false,
+                    });
+                }
+            }
             return Ok(());
         };
         if let Some(gap) = self.gap.take() {
@@ -362,15 +390,29 @@ impl Checker {
         ) else {
             return Err(bad());
         };
-        let raw = &region.bytes;
         // The writer adds one '\n' after a fragment that lacks it.
-        let torn = if n == raw.len() as u64 {
-            &raw[..]
-        } else if n + 1 == raw.len() as u64 {
-            &raw[..raw.len() - 1]
-        } else {
+        if n != region.len && n + 1 != region.len {
             return Err(bad());
-        };
+        }
+        // A crash leaves part of one line: named bytes holding a newline are lines
+        // someone else added, whatever entry vouches for them.
+        if region.multi || n == region.len {
+            return Err(finding(
+                &self.files[region.file],
+                region.line,
+                None,
+                format!(
+                    "line {}: lines that are not entries, sealed by the recovery entry on line \
+                     {line} (seq {}) as if a crash had torn them (a crash leaves at most a partial \
+                     last line)",
+                    region.line, p.seq
+                ),
+            ));
+        }
+        let torn = usize::try_from(n)
+            .ok()
+            .and_then(|n| region.bytes.get(..n))
+            .ok_or_else(bad)?;
         if hex::encode(Sha256::digest(torn)) != sha {
             return Err(bad());
         }
@@ -454,7 +496,7 @@ impl Checker {
         }
         if let Some(r) = self.region.take() {
             if is_last {
-                self.torn = Some((r.file, r.line, r.bytes.len() as u64));
+                return Err(not_a_torn_write(&self.files[r.file], r.line));
             } else {
                 return Err(finding(
                     &self.files[file],

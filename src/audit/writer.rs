@@ -345,6 +345,16 @@ impl AuditLog {
             }
             None => self.head_of_rotated()?,
         };
+        // A crash tears at most the last line: whole lines after the last entry were
+        // put there by someone else, and a recovery entry would vouch for them.
+        if torn.contains(&b'\n') {
+            return Err(AuditError::Corrupt {
+                path: self.path.clone(),
+                reason: "lines after the last entry are not entries (a crash leaves at most \
+                         a partial last line); refusing to seal them"
+                    .into(),
+            });
+        }
         let mut lines = Vec::new();
         let mut head = head;
         let mut first_seq = head.seq + 1;
@@ -355,9 +365,7 @@ impl AuditLog {
                 &recovery_fields(request_id, &torn),
             )?;
             let mut bytes = Vec::with_capacity(line.len() + 1);
-            if torn.last() != Some(&b'\n') {
-                bytes.push(b'\n');
-            }
+            bytes.push(b'\n');
             bytes.extend_from_slice(&line);
             lines.push(bytes);
             head = Head {

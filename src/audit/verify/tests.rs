@@ -202,6 +202,76 @@ fn torn_fragment_without_recovery_entry_is_broken() {
     );
 }
 
+/// The hash of the last line of `p`.
+fn last_hash(p: &Path) -> String {
+    let l = lines(p);
+    let last = l.last().unwrap();
+    parse(&last[..last.len() - 1]).unwrap().hash_str()
+}
+
+#[test]
+fn lines_after_the_last_entry_are_not_a_torn_write() {
+    for tail in [
+        &b"{\"seq\":11,\"event\":\"finished\",\"plugin\":\"Bank\"}\n"[..],
+        b"{\n",
+        b"forged\n{\"seq\":11,\"prev\":\"ab",
+    ] {
+        let (_d, p) = log(10);
+        let mut data = std::fs::read(&p).unwrap();
+        data.extend_from_slice(tail);
+        std::fs::write(&p, &data).unwrap();
+        let r = verify(&p, None);
+        let f = broken(&r);
+        assert_eq!(f.line, 11);
+        assert!(
+            f.message
+                .contains("line 11: lines after the last entry that are not entries"),
+            "{}",
+            f.message
+        );
+        assert_eq!(r.exit_code(), 1);
+    }
+}
+
+#[test]
+fn a_recovery_entry_cannot_vouch_for_whole_lines() {
+    // What the writer did before refusing such tails: seal them, newline added or not.
+    for (tail, added) in [
+        (
+            &b"{\"event\":\"finished\",\"plugin\":\"Bank\"}\n{\"seq\":11,\"pr"[..],
+            true,
+        ),
+        (b"{\"event\":\"finished\",\"plugin\":\"Bank\"}\n", false),
+    ] {
+        let (_d, p) = log(10);
+        let mut m = Map::new();
+        m.insert("event".into(), "recovered".into());
+        m.insert("request_id".into(), "r".into());
+        m.insert("ts".into(), "2026-11-22T04:40:00.000Z".into());
+        m.insert("torn_bytes".into(), tail.len().into());
+        m.insert(
+            "torn_sha256".into(),
+            hex::encode(Sha256::digest(tail)).into(),
+        );
+        let (rec, _) = seal(11, &last_hash(&p), &m).unwrap();
+        let mut data = std::fs::read(&p).unwrap();
+        data.extend_from_slice(tail);
+        if added {
+            data.push(b'\n');
+        }
+        data.extend_from_slice(&rec);
+        std::fs::write(&p, &data).unwrap();
+        let r = verify(&p, None);
+        let f = broken(&r);
+        assert_eq!(f.line, 11);
+        assert!(
+            f.message.contains("as if a crash had torn them"),
+            "{}",
+            f.message
+        );
+    }
+}
+
 #[test]
 fn missing_and_altered_prefix_of_the_log_is_detected() {
     let (_d, p) = log(10);

@@ -341,18 +341,55 @@ fn torn_tail_is_recovered_by_the_next_append() {
 }
 
 #[test]
-fn crash_during_recovery_is_recovered_too() {
+fn torn_tail_is_recovered_when_that_append_rotates() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("tr.log");
+    let mut log = AuditLog::open(&p, &small_rotation()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    let fragment = b"{\"seq\":2,\"prev\":\"ab";
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(fragment).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    let r = assert_intact(&p, None);
+    assert_eq!((r.entries, r.files.len()), (3, 2), "{r}");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains(&format!("line 2: {} torn bytes", fragment.len()))),
+        "{:?}",
+        r.notes
+    );
+    assert_eq!(values(&p)[0]["request_id"], "r1");
+}
+
+/// Whole lines after the last entry: a crash cannot leave them, so the writer does not
+/// seal them with a recovery entry that a later checkpoint would sign.
+#[test]
+fn lines_after_the_last_entry_are_not_sealed() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("t2.log");
     let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
     log.append(entry("r0", "started")).unwrap();
-    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-    // First torn write, then a torn "\n" + recovery write on top of it.
-    f.write_all(b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"")
-        .unwrap();
-    log.append(entry("r1", "started")).unwrap();
-    let r = assert_intact(&p, None);
-    assert_eq!(r.entries, 3);
+    let before = std::fs::read(&p).unwrap();
+    for tail in [
+        &b"{\"event\":\"finished\",\"plugin\":\"Bank\",\"request_id\":\"forged\"}\n"[..],
+        b"{\n",
+        // Also what a crash while sealing a torn tail would leave: refused as well
+        // (it cannot be told from a line added in front of a fragment).
+        b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"",
+    ] {
+        let mut bytes = before.clone();
+        bytes.extend_from_slice(tail);
+        std::fs::write(&p, &bytes).unwrap();
+        let err = log.append(entry("r1", "started")).unwrap_err();
+        assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("lines after the last entry are not entries"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "nothing appended");
+    }
 }
 
 #[test]
