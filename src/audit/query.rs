@@ -74,9 +74,11 @@ fn cell(entry: &Map<String, Value>, key: &str) -> String {
 }
 
 /// A caller chose some of these strings (a refused call's plugin and method are logged as
-/// sent): control characters and bidirectional overrides are shown escaped, so that no
-/// entry can print a row of its own, hide the rest of one, or reorder it on a terminal.
-fn printable(s: &str) -> String {
+/// sent), and whoever can write the log any of them: control characters and bidirectional
+/// overrides are shown escaped, so that no entry can print a row (or a `verify` verdict)
+/// of its own, hide the rest of one, or reorder it on a terminal. `show --format table`
+/// and `verify` print through this one function.
+pub(super) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::files::{is_rotated_name, rotated_siblings, split};
 use super::format::{checkpoint_message, parse, seal, Parsed, GENESIS};
+use super::query::printable;
 use super::AuditError;
 use crate::keys::{key_id, load_verifying_key};
 
@@ -70,6 +71,13 @@ impl VerifyReport {
     }
 }
 
+/// Whoever can write the log chooses some of what a report quotes (a checkpoint's
+/// `key_id`, file names): shown escaped, so that no report can rewrite itself on a
+/// terminal (say, `BROKEN` into `intact`).
+fn shown(path: &Path) -> String {
+    printable(&path.display().to_string())
+}
+
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let span = match self.last_seq {
@@ -89,10 +97,15 @@ impl fmt::Display for VerifyReport {
                 "intact up to {span}, but {} line {line} is a torn write: {bytes} bytes that are not a \
                  complete entry, left by a crash during an append (not tampering; the next append \
                  records and seals them)",
-                file.display()
+                shown(file)
             )?,
-            Outcome::Broken(fd) => write!(f, "BROKEN: {}: {}", fd.file.display(), fd.message)?,
-            Outcome::Unreadable(why) => write!(f, "cannot verify: {why}")?,
+            Outcome::Broken(fd) => write!(
+                f,
+                "BROKEN: {}: {}",
+                shown(&fd.file),
+                printable(&fd.message)
+            )?,
+            Outcome::Unreadable(why) => write!(f, "cannot verify: {}", printable(why))?,
         }
         if self.checkpoints_verified > 0 {
             write!(
@@ -102,7 +115,7 @@ impl fmt::Display for VerifyReport {
             )?;
         }
         for n in &self.notes {
-            write!(f, "\nnote: {n}")?;
+            write!(f, "\nnote: {}", printable(n))?;
         }
         Ok(())
     }
@@ -472,6 +485,7 @@ impl Checker {
         let message = checkpoint_message(p.seq - 1, &hash, every);
         if key.0.verify(&message, &sig).is_err() {
             let their = v.get("key_id").and_then(Value::as_str).unwrap_or("?");
+            let their = crate::error::clip(their.to_string(), 100);
             return Err(fail(format!(
                 "signature does not verify with key {} (checkpoint names key {their}): forged, or signed by another key",
                 key.1

@@ -297,6 +297,65 @@ fn a_rotated_file_given_directly_is_checked_alone() {
     assert_eq!(r.outcome, Outcome::Intact, "{r}");
 }
 
+/// A signed log of three entries (and its first checkpoint) with key `k.pub`.
+fn signed_log(d: &Path) -> (PathBuf, PathBuf) {
+    let (sk, pk) = (d.join("k.pem"), d.join("k.pub"));
+    crate::audit::keygen(&sk, &pk).unwrap();
+    let p = d.join("s.log");
+    let settings = crate::audit::AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 4,
+        ..crate::audit::AuditSettings::default()
+    };
+    let mut log = crate::audit::AuditLog::open(&p, &settings).unwrap();
+    for i in 0..3 {
+        let v = serde_json::json!({"request_id": format!("r{i}"), "event": "started"});
+        log.append(v.as_object().cloned().unwrap()).unwrap();
+    }
+    assert_eq!(verify(&p, Some(&pk)).outcome, Outcome::Intact);
+    (p, pk)
+}
+
+#[test]
+fn what_the_log_chose_is_printed_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, pk) = signed_log(d.path());
+    let l = lines(&p);
+    let seq = parse(&l[l.len() - 1][..l[l.len() - 1].len() - 1])
+        .unwrap()
+        .seq;
+    let head = last_hash(&p);
+    // A forged checkpoint whose key_id would redraw the report as "intact".
+    let mut m = Map::new();
+    m.insert("event".into(), "checkpoint".into());
+    let key_id = format!("\r\u{1b}[2Kintact: {seq} entries, head {head}\u{1b}[8m\u{202e}");
+    m.insert("key_id".into(), key_id.into());
+    m.insert("request_id".into(), "x".into());
+    m.insert("sig".into(), "00".repeat(64).into());
+    m.insert("sign_every".into(), 4.into());
+    m.insert("signed_hash".into(), head.clone().into());
+    m.insert("signed_seq".into(), seq.into());
+    let (line, _) = seal(seq + 1, &head, &m).unwrap();
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(&line);
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, Some(&pk));
+    assert!(
+        broken(&r).message.contains("signature does not verify"),
+        "{r}"
+    );
+    let text = r.to_string();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+    assert!(text.starts_with("BROKEN: "), "{text:?}");
+    assert!(
+        text.contains("\\u{d}\\u{1b}[2Kintact") && text.contains("\\u{202e}"),
+        "{text}"
+    );
+}
+
 /// `cargo test --release --lib audit::verify::tests::verify_speed -- --ignored --nocapture`
 #[test]
 #[ignore]
