@@ -56,6 +56,13 @@
 //! last entry of the rotated file. [`verify`] walks `<name>.*` rotated files in
 //! name order, then the current file, and reports a missing file as a seq gap.
 //!
+//! Whoever can write the log's directory can plant names in it. The log path
+//! is never opened through a symlink, the temporary `.<name>.rotate` is always
+//! created anew (`O_EXCL`, `O_NOFOLLOW`; a leftover name is removed first), and
+//! only regular files are read, without blocking and a line of at most 32 MiB
+//! (the largest entry) at a time: a symlink, FIFO or device there fails the
+//! append (exit 11) or `verify`, never redirects or hangs them.
+//!
 //! # Checkpoints
 //!
 //! With a signing key, whenever an append's seq range crosses a multiple of

@@ -1,14 +1,15 @@
 //! `upm audit show`: filter entries of the whole log set.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 
 use super::cli::ShowFormat;
+use super::files::{open_regular, read_line, Line};
 use super::verify::log_set;
+use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
 
 /// All given conditions must hold. `since` is inclusive, `until` exclusive.
@@ -120,10 +121,24 @@ pub fn show(
         table_row(out, &head).map_err(|e| read_err(path, e))?;
     }
     let mut matched = 0;
+    let mut line = Vec::new();
     for file in &files {
-        let r = BufReader::new(File::open(file).map_err(|e| read_err(file, e))?);
-        for line in r.split(b'\n') {
-            let line = line.map_err(|e| read_err(file, e))?;
+        let mut r = BufReader::new(open_regular(file).map_err(|e| read_err(file, e))?);
+        loop {
+            let kind =
+                read_line(&mut r, &mut line, MAX_ENTRY_BYTES).map_err(|e| read_err(file, e))?;
+            match kind {
+                Line::Eof => break,
+                Line::Complete | Line::Partial => {}
+                // Longer than any entry: skipped, a bounded piece at a time.
+                Line::TooLong => {
+                    while read_line(&mut r, &mut line, MAX_ENTRY_BYTES)
+                        .map_err(|e| read_err(file, e))?
+                        == Line::TooLong
+                    {}
+                    continue;
+                }
+            }
             let Ok(entry) = serde_json::from_slice::<Map<String, Value>>(&line) else {
                 continue;
             };

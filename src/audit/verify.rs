@@ -4,16 +4,17 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::files::{is_rotated_name, rotated_siblings, split};
+use super::files::{is_rotated_name, open_regular, read_line, rotated_siblings, split, Line};
 use super::format::{checkpoint_message, parse, seal, Parsed, GENESIS};
 use super::query::printable;
+use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
 use crate::keys::{key_id, load_verifying_key};
 
@@ -632,24 +633,30 @@ fn walk(c: &mut Checker) -> Result<(), Outcome> {
         let path = c.files[i].clone();
         let unreadable =
             |e: std::io::Error| Outcome::Unreadable(format!("cannot read {}: {e}", path.display()));
-        let f = File::open(&path).map_err(unreadable)?;
+        let f = open_regular(&path).map_err(unreadable)?;
         let mut r = BufReader::with_capacity(1 << 20, f);
         let mut buf = Vec::with_capacity(4096);
         let mut line = 0u64;
         loop {
-            buf.clear();
-            let n = r.read_until(b'\n', &mut buf).map_err(unreadable)?;
-            if n == 0 {
-                break;
-            }
+            let kind = read_line(&mut r, &mut buf, MAX_ENTRY_BYTES).map_err(unreadable)?;
             line += 1;
-            let complete = buf.last() == Some(&b'\n');
-            let bytes = if complete {
-                &buf[..buf.len() - 1]
-            } else {
-                &buf[..]
+            let complete = match kind {
+                Line::Eof => break,
+                Line::Complete => true,
+                Line::Partial => false,
+                Line::TooLong => {
+                    return Err(Outcome::Broken(finding(
+                        &path,
+                        line,
+                        None,
+                        format!(
+                            "line {line}: more than {MAX_ENTRY_BYTES} bytes without a newline, \
+                             longer than any entry (not written by upm)"
+                        ),
+                    )))
+                }
             };
-            c.line(i, line, bytes, complete).map_err(Outcome::Broken)?;
+            c.line(i, line, &buf, complete).map_err(Outcome::Broken)?;
         }
         c.end_file(i, i + 1 == count).map_err(Outcome::Broken)?;
     }

@@ -12,7 +12,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::files::{rotated_name, rotated_siblings, split};
+use super::files::{open_regular, rotated_name, rotated_siblings, split};
 use super::format::{checkpoint_message, now_ts, parse, seal, GENESIS};
 use super::settings::{AuditSettings, Mirror};
 use super::AuditError;
@@ -455,7 +455,7 @@ impl AuditLog {
             path: newest.clone(),
             source,
         };
-        let f = File::open(newest).map_err(read_err)?;
+        let f = open_regular(newest).map_err(read_err)?;
         let len = f.metadata().map_err(read_err)?.len();
         Ok(read_tail(&f, len)
             .map_err(read_err)?

@@ -273,6 +273,49 @@ fn a_recovery_entry_cannot_vouch_for_whole_lines() {
 }
 
 #[test]
+fn a_fifo_or_a_symlink_in_the_log_set_is_refused_without_hanging() {
+    let (d, p) = log(3);
+    let fifo = d.path().join("entrypoint.log.29991231T000000Z");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let q = p.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(verify(&q, None));
+    });
+    let Ok(r) = rx.recv_timeout(std::time::Duration::from_secs(10)) else {
+        // Let the stuck open return before failing.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        panic!("verify hung on a FIFO");
+    };
+    assert_eq!(r.exit_code(), 2, "{r}");
+    assert!(r.to_string().contains("not a regular file"), "{r}");
+    // A symlink at a rotated name is not followed (it could name /dev/zero).
+    std::fs::remove_file(&fifo).unwrap();
+    let other = d.path().join("elsewhere.log");
+    write_synthetic_log(&other, 3).unwrap();
+    std::os::unix::fs::symlink(&other, &fifo).unwrap();
+    let r = verify(&p, None);
+    assert_eq!(r.exit_code(), 2, "{r}");
+    assert!(r.to_string().contains("not a regular file"), "{r}");
+}
+
+#[test]
+fn a_line_longer_than_any_entry_is_not_read_whole() {
+    let (_d, p) = log(3);
+    let mut data = std::fs::read(&p).unwrap();
+    data.resize(data.len() + MAX_ENTRY_BYTES + 1, b'x');
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, None);
+    let f = broken(&r);
+    assert_eq!(f.line, 4);
+    assert!(f.message.contains("longer than any entry"), "{}", f.message);
+}
+
+#[test]
 fn missing_and_altered_prefix_of_the_log_is_detected() {
     let (_d, p) = log(10);
     let mut l = lines(&p);

@@ -287,6 +287,33 @@ fn a_symlink_at_the_log_path_is_refused_not_followed() {
 }
 
 #[test]
+fn a_fifo_at_a_rotated_name_fails_the_append_instead_of_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f.log");
+    // An empty current file: the head is the newest rotated file's last entry.
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let fifo = d.path().join("f.log.29991231T000000Z");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(log.append(entry("r0", "started")));
+    });
+    let res = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if res.is_err() {
+        // Let the stuck open return before failing.
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        panic!("the append hung on a FIFO");
+    }
+    let err = res.unwrap().unwrap_err();
+    assert!(matches!(err, AuditError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+}
+
+#[test]
 fn torn_tail_is_recovered_by_the_next_append() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("t.log");
