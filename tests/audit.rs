@@ -1306,3 +1306,28 @@ fn show_prints_one_call_and_filters() {
         "{table}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_verify_and_show_quietly() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    for _ in 0..2 {
+        assert_eq!(call(&config, "TextTools", "noop", json!({})).code, 0);
+    }
+    let log = log_of(&dir);
+    for sub in ["verify", "show"] {
+        // `upm audit verify | head -0`: the pipe's read end is closed before upm writes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(upm_bin())
+            .args(["audit", sub, log.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{sub}: {stderr}");
+        assert!(stderr.is_empty(), "{sub}: {stderr}");
+    }
+}

@@ -147,6 +147,9 @@ pub enum AuditError {
     Corrupt { path: PathBuf, reason: String },
     #[error("audit entry field `{field}` {reason}")]
     Entry { field: &'static str, reason: String },
+    /// Writing what `audit show` prints failed (e.g. its reader went away).
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
     #[error("cannot serialise audit entry: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("invalid audit settings: {0}")]

@@ -118,7 +118,7 @@ pub fn show(
     let files = log_set(path).map_err(|e| read_err(path, e))?;
     if format == ShowFormat::Table {
         let head: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_uppercase()).collect();
-        table_row(out, &head).map_err(|e| read_err(path, e))?;
+        table_row(out, &head).map_err(AuditError::Output)?;
     }
     let mut matched = 0;
     let mut line = Vec::new();
@@ -153,7 +153,7 @@ pub fn show(
                     table_row(out, &cells)
                 }
             };
-            res.map_err(|e| read_err(path, e))?;
+            res.map_err(AuditError::Output)?;
         }
     }
     Ok(matched)
