@@ -359,6 +359,14 @@ fn signed_log(d: &Path) -> (PathBuf, PathBuf) {
     (p, pk)
 }
 
+/// A line sealed over exactly `fields` (the JSON text between the `prev` and `hash`
+/// keys), for spellings `seal` would not produce.
+fn seal_raw(seq: u64, prev: &str, fields: &str) -> Vec<u8> {
+    let body = format!("{{\"seq\":{seq},\"prev\":\"{prev}\",{fields}}}");
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]).into_bytes()
+}
+
 #[test]
 fn what_the_log_chose_is_printed_escaped() {
     let d = tempfile::tempdir().unwrap();
@@ -396,6 +404,34 @@ fn what_the_log_chose_is_printed_escaped() {
     assert!(
         text.contains("\\u{d}\\u{1b}[2Kintact") && text.contains("\\u{202e}"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_checkpoint_spelled_with_escapes_is_still_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, pk) = signed_log(d.path());
+    let l = lines(&p);
+    let seq = parse(&l[l.len() - 1][..l[l.len() - 1].len() - 1])
+        .unwrap()
+        .seq;
+    let head = last_hash(&p);
+    // jq reads `"event":"checkpoint"`; the signature is garbage.
+    let fields = format!(
+        "\"event\":\"\\u0063heckpoint\",\"request_id\":\"x\",\"sig\":\"{}\",\
+         \"sign_every\":4,\"signed_hash\":\"{head}\",\"signed_seq\":{seq}",
+        "ab".repeat(64)
+    );
+    let line = seal_raw(seq + 1, &head, &fields);
+    let v: Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(v["event"], "checkpoint");
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(&line);
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, Some(&pk));
+    assert!(
+        broken(&r).message.contains("signature does not verify"),
+        "{r}"
     );
 }
 
