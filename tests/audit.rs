@@ -667,6 +667,33 @@ fn a_torn_tail_is_reported_then_sealed_by_the_next_call() {
     assert!(report.contains("torn bytes"), "{report}");
 }
 
+#[test]
+fn lines_appended_after_the_last_entry_are_broken_and_stop_every_call() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    assert_eq!(call(&config, "TextTools", "noop", json!({})).code, 0);
+    let log = log_of(&dir);
+    let forged = b"{\"seq\":3,\"event\":\"finished\",\"plugin\":\"Bank\",\"code\":\"ok\"}\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(forged)
+        .unwrap();
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("lines after the last entry that are not entries")
+            && names_line(&report, 3),
+        "{report}"
+    );
+    let before = std::fs::read(&log).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert_eq!(std::fs::read(&log).unwrap(), before, "nothing sealed them");
+}
+
 // ---------------------------------------------------------------- concurrency
 
 /// Starts `n` calls before waiting for any; returns each call's request_id and exit code.
@@ -988,6 +1015,19 @@ fn a_result_whose_finished_entry_cannot_be_written_is_withheld() {
     assert_eq!(entries[0]["request_id"], r["request_id"]);
 }
 
+#[test]
+fn a_symlink_at_the_log_path_refuses_the_call() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let victim = dir.write("victim.conf", "KEY=value", false);
+    std::os::unix::fs::symlink(&victim, log_of(&dir)).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert!(r.stdout.contains("not a regular file"), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}
+
 // ---------------------------------------------------------------- rotation
 
 fn log_files(dir: &Path) -> Vec<PathBuf> {
@@ -1265,4 +1305,29 @@ fn show_prints_one_call_and_filters() {
         rows[2].contains("finished") && rows[2].contains("ok"),
         "{table}"
     );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_verify_and_show_quietly() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    for _ in 0..2 {
+        assert_eq!(call(&config, "TextTools", "noop", json!({})).code, 0);
+    }
+    let log = log_of(&dir);
+    for sub in ["verify", "show"] {
+        // `upm audit verify | head -0`: the pipe's read end is closed before upm writes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(upm_bin())
+            .args(["audit", sub, log.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{sub}: {stderr}");
+        assert!(stderr.is_empty(), "{sub}: {stderr}");
+    }
 }

@@ -1,11 +1,13 @@
 //! The `upm audit ...` subcommands, embedded by the binary's CLI.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
 
 use super::query::{show, Filter};
 use super::verify::verify;
+use super::AuditError;
 use crate::keys::keygen;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,20 +69,30 @@ fn resolve(path: Option<PathBuf>, default_path: Option<&Path>) -> Option<PathBuf
 
 const NO_PATH: &str = "upm audit: no log given and no audit log configured: pass PATH";
 
+/// Prints one report line. A reader that went away (`upm audit verify | head -1`) ends
+/// the output quietly and leaves the exit code alone; `println!` would panic.
+fn say(mut out: impl Write, text: &str) {
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            let _ = writeln!(io::stderr(), "upm audit: cannot write the report: {e}");
+        }
+    }
+}
+
 /// Runs one subcommand; returns the process exit code.
 pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
     match cmd {
         AuditCommand::Verify { path, key } => {
             let Some(path) = resolve(path, default_path) else {
-                eprintln!("{NO_PATH}");
+                say(io::stderr(), NO_PATH);
                 return 2;
             };
             let report = verify(&path, key.as_deref());
             let code = report.exit_code();
             if code == 2 {
-                eprintln!("{report}");
+                say(io::stderr(), &report.to_string());
             } else {
-                println!("{report}");
+                say(io::stdout(), &report.to_string());
             }
             code
         }
@@ -96,7 +108,7 @@ pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
             format,
         } => {
             let Some(path) = resolve(path, default_path) else {
-                eprintln!("{NO_PATH}");
+                say(io::stderr(), NO_PATH);
                 return 2;
             };
             let filter = Filter {
@@ -108,26 +120,34 @@ pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
                 since,
                 until,
             };
-            let stdout = std::io::stdout();
-            match show(&path, &filter, format, &mut stdout.lock()) {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            match show(&path, &filter, format, &mut out)
+                .and_then(|_| out.flush().map_err(AuditError::Output))
+            {
                 Ok(_) => 0,
+                // `upm audit show | head`: the reader has all it wanted.
+                Err(AuditError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
                 Err(e) => {
-                    eprintln!("upm audit show: {e}");
+                    say(io::stderr(), &format!("upm audit show: {e}"));
                     2
                 }
             }
         }
         AuditCommand::Keygen { secret, public } => match keygen(&secret, &public) {
             Ok(()) => {
-                println!(
-                    "wrote {} (secret, 0600) and {}",
-                    secret.display(),
-                    public.display()
+                say(
+                    io::stdout(),
+                    &format!(
+                        "wrote {} (secret, 0600) and {}",
+                        secret.display(),
+                        public.display()
+                    ),
                 );
                 0
             }
             Err(e) => {
-                eprintln!("upm audit keygen: {e}");
+                say(io::stderr(), &format!("upm audit keygen: {e}"));
                 2
             }
         },

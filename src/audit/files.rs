@@ -1,7 +1,75 @@
-//! Names of rotated files: `<name>.YYYYMMDDTHHMMSSZ` or `<name>.YYYYMMDDTHHMMSSZ.N`.
+//! Names of rotated files: `<name>.YYYYMMDDTHHMMSSZ` or `<name>.YYYYMMDDTHHMMSSZ.N`;
+//! opening and reading the files of a log set.
 
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// Opens a file of the log set for reading. Whoever can write the log's directory can
+/// plant a name there: a symlink is not followed (it could name any file), and only a
+/// regular file is read (a FIFO would block the reader for ever, in the writer while it
+/// holds the log's lock; a device like `/dev/zero` never ends).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(symlink_is_not_regular)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
+/// What `open_regular` reports for anything but a regular file.
+pub fn not_regular() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "not a regular file (a symlink, FIFO or device is not read as part of a log)",
+    )
+}
+
+/// `O_NOFOLLOW` refuses a symlink with `ELOOP` ("too many levels of symbolic links"),
+/// which would mislead whoever reads the message.
+pub fn symlink_is_not_regular(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        not_regular()
+    } else {
+        e
+    }
+}
+
+/// One line read by [`read_line`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// Ended by a newline (not kept in the buffer).
+    Complete,
+    /// Bytes at the end of the file without a newline.
+    Partial,
+    /// More than `max` bytes without a newline: not an entry. The rest of the line
+    /// is still unread.
+    TooLong,
+    Eof,
+}
+
+/// Reads one line into `buf` (cleared first), holding at most `max` bytes before its
+/// newline, so that a file without newlines cannot fill memory.
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    buf.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = r.by_ref().take(limit).read_until(b'\n', buf)?;
+    Ok(if n == 0 {
+        Line::Eof
+    } else if buf.last() == Some(&b'\n') {
+        buf.pop();
+        Line::Complete
+    } else if buf.len() > max {
+        Line::TooLong
+    } else {
+        Line::Partial
+    })
+}
 
 /// The sort key of a rotated file name, or `None` if `file_name` is not a
 /// rotation of `base`.

@@ -32,13 +32,21 @@
 //!
 //! # Crash recovery
 //!
-//! A crash can leave a torn last line (no trailing newline). [`verify`]
-//! reports that as [`Outcome::TornTail`], not as tampering. The next append
-//! terminates the fragment with `\n` and first writes a `recovered` entry with
-//! `torn_bytes` and `torn_sha256` (the length and SHA-256 of every byte after
-//! the last complete entry's newline, up to the old end of file), chained from
-//! the last complete entry. [`verify`] accepts non-entry bytes only when they
-//! are immediately followed by a recovery entry naming exactly them.
+//! A crash can leave a torn last line: bytes after the last complete entry's
+//! newline that hold no newline themselves (a crash tears at most the line
+//! being written). [`verify`] reports that as [`Outcome::TornTail`], not as
+//! tampering. The next append terminates the fragment with `\n` and first
+//! writes a `recovered` entry with `torn_bytes` and `torn_sha256` (the length
+//! and SHA-256 of the fragment), chained from the last complete entry.
+//! [`verify`] accepts non-entry bytes only when they are one such fragment,
+//! immediately followed by a recovery entry naming exactly them.
+//!
+//! Anything else after the last entry (a whole line, or lines before a
+//! fragment) was not left by a crash: [`verify`] reports it as broken, and the
+//! writer refuses to seal it, so every append fails (exit 11, nothing runs)
+//! until someone has looked at the log. That includes a second crash while a
+//! fragment was being sealed: it cannot be told from a line added in front of
+//! a fragment.
 //!
 //! # Rotation
 //!
@@ -47,6 +55,13 @@
 //! replaced by a new file that already holds its first entry, chained to the
 //! last entry of the rotated file. [`verify`] walks `<name>.*` rotated files in
 //! name order, then the current file, and reports a missing file as a seq gap.
+//!
+//! Whoever can write the log's directory can plant names in it. The log path
+//! is never opened through a symlink, the temporary `.<name>.rotate` is always
+//! created anew (`O_EXCL`, `O_NOFOLLOW`; a leftover name is removed first), and
+//! only regular files are read, without blocking and a line of at most 32 MiB
+//! (the largest entry) at a time: a symlink, FIFO or device there fails the
+//! append (exit 11) or `verify`, never redirects or hangs them.
 //!
 //! # Checkpoints
 //!
@@ -106,7 +121,7 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("audit log {path} is not a regular file")]
+    #[error("audit log {path} is not a regular file (a symlink, FIFO or device is refused)")]
     NotRegular { path: PathBuf },
     #[error("cannot lock audit log {path}: {source}")]
     Lock {
@@ -132,6 +147,9 @@ pub enum AuditError {
     Corrupt { path: PathBuf, reason: String },
     #[error("audit entry field `{field}` {reason}")]
     Entry { field: &'static str, reason: String },
+    /// Writing what `audit show` prints failed (e.g. its reader went away).
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
     #[error("cannot serialise audit entry: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("invalid audit settings: {0}")]

@@ -1,14 +1,15 @@
 //! `upm audit show`: filter entries of the whole log set.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 
 use super::cli::ShowFormat;
+use super::files::{open_regular, read_line, Line};
 use super::verify::log_set;
+use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
 
 /// All given conditions must hold. `since` is inclusive, `until` exclusive.
@@ -74,9 +75,11 @@ fn cell(entry: &Map<String, Value>, key: &str) -> String {
 }
 
 /// A caller chose some of these strings (a refused call's plugin and method are logged as
-/// sent): control characters and bidirectional overrides are shown escaped, so that no
-/// entry can print a row of its own, hide the rest of one, or reorder it on a terminal.
-fn printable(s: &str) -> String {
+/// sent), and whoever can write the log any of them: control characters and bidirectional
+/// overrides are shown escaped, so that no entry can print a row (or a `verify` verdict)
+/// of its own, hide the rest of one, or reorder it on a terminal. `show --format table`
+/// and `verify` print through this one function.
+pub(super) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
@@ -115,13 +118,27 @@ pub fn show(
     let files = log_set(path).map_err(|e| read_err(path, e))?;
     if format == ShowFormat::Table {
         let head: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_uppercase()).collect();
-        table_row(out, &head).map_err(|e| read_err(path, e))?;
+        table_row(out, &head).map_err(AuditError::Output)?;
     }
     let mut matched = 0;
+    let mut line = Vec::new();
     for file in &files {
-        let r = BufReader::new(File::open(file).map_err(|e| read_err(file, e))?);
-        for line in r.split(b'\n') {
-            let line = line.map_err(|e| read_err(file, e))?;
+        let mut r = BufReader::new(open_regular(file).map_err(|e| read_err(file, e))?);
+        loop {
+            let kind =
+                read_line(&mut r, &mut line, MAX_ENTRY_BYTES).map_err(|e| read_err(file, e))?;
+            match kind {
+                Line::Eof => break,
+                Line::Complete | Line::Partial => {}
+                // Longer than any entry: skipped, a bounded piece at a time.
+                Line::TooLong => {
+                    while read_line(&mut r, &mut line, MAX_ENTRY_BYTES)
+                        .map_err(|e| read_err(file, e))?
+                        == Line::TooLong
+                    {}
+                    continue;
+                }
+            }
             let Ok(entry) = serde_json::from_slice::<Map<String, Value>>(&line) else {
                 continue;
             };
@@ -136,7 +153,7 @@ pub fn show(
                     table_row(out, &cells)
                 }
             };
-            res.map_err(|e| read_err(path, e))?;
+            res.map_err(AuditError::Output)?;
         }
     }
     Ok(matched)

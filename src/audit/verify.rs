@@ -4,15 +4,17 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::files::{is_rotated_name, rotated_siblings, split};
+use super::files::{is_rotated_name, open_regular, read_line, rotated_siblings, split, Line};
 use super::format::{checkpoint_message, parse, seal, Parsed, GENESIS};
+use super::query::printable;
+use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
 use crate::keys::{key_id, load_verifying_key};
 
@@ -31,8 +33,8 @@ pub enum Outcome {
     /// Every entry is present, unaltered and in order (and, with a key,
     /// every checkpoint is validly signed).
     Intact,
-    /// Intact, except that the log ends with bytes that are not a complete
-    /// entry: a write torn by a crash. Not tampering; the next append
+    /// Intact, except that the log ends with part of one line (no newline
+    /// in it): a write torn by a crash. Not tampering; the next append
     /// records and seals them.
     TornTail {
         file: PathBuf,
@@ -70,6 +72,13 @@ impl VerifyReport {
     }
 }
 
+/// Whoever can write the log chooses some of what a report quotes (a checkpoint's
+/// `key_id`, file names): shown escaped, so that no report can rewrite itself on a
+/// terminal (say, `BROKEN` into `intact`).
+fn shown(path: &Path) -> String {
+    printable(&path.display().to_string())
+}
+
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let span = match self.last_seq {
@@ -89,10 +98,15 @@ impl fmt::Display for VerifyReport {
                 "intact up to {span}, but {} line {line} is a torn write: {bytes} bytes that are not a \
                  complete entry, left by a crash during an append (not tampering; the next append \
                  records and seals them)",
-                file.display()
+                shown(file)
             )?,
-            Outcome::Broken(fd) => write!(f, "BROKEN: {}: {}", fd.file.display(), fd.message)?,
-            Outcome::Unreadable(why) => write!(f, "cannot verify: {why}")?,
+            Outcome::Broken(fd) => write!(
+                f,
+                "BROKEN: {}: {}",
+                shown(&fd.file),
+                printable(&fd.message)
+            )?,
+            Outcome::Unreadable(why) => write!(f, "cannot verify: {}", printable(why))?,
         }
         if self.checkpoints_verified > 0 {
             write!(
@@ -102,7 +116,7 @@ impl fmt::Display for VerifyReport {
             )?;
         }
         for n in &self.notes {
-            write!(f, "\nnote: {n}")?;
+            write!(f, "\nnote: {}", printable(n))?;
         }
         Ok(())
     }
@@ -121,7 +135,12 @@ struct Gap {
 struct Region {
     file: usize,
     line: u64,
+    /// The first line and its newline: a recovery entry can account for no more, so
+    /// later lines are counted, not kept (a log of garbage cannot fill memory).
     bytes: Vec<u8>,
+    /// Every line's bytes and newline.
+    len: u64,
+    multi: bool,
 }
 
 struct Checker {
@@ -146,6 +165,20 @@ fn finding(file: &Path, line: u64, seq: Option<u64>, message: String) -> Finding
         seq,
         message,
     }
+}
+
+/// Whole lines that are not entries at the end of the log. A crash tears at most the
+/// last line (no newline in it), so these were written by someone else.
+fn not_a_torn_write(file: &Path, line: u64) -> Finding {
+    finding(
+        file,
+        line,
+        None,
+        format!(
+            "line {line}: lines after the last entry that are not entries (added or altered; \
+             a crash leaves at most a partial last line)"
+        ),
+    )
 }
 
 /// Substring search; `str::contains` is much faster than a naive window
@@ -195,21 +228,30 @@ impl Checker {
     ) -> Result<(), Finding> {
         let path = self.files[file].clone();
         if !complete {
-            let start = self
-                .region
-                .take()
-                .map_or((line, 0), |r| (r.line, r.bytes.len() as u64));
-            self.torn = Some((file, start.0, start.1 + bytes.len() as u64));
+            if let Some(r) = self.region.take() {
+                return Err(not_a_torn_write(&self.files[r.file], r.line));
+            }
+            self.torn = Some((file, line, bytes.len() as u64));
             return Ok(());
         }
         let Some(p) = parse(bytes) else {
-            let r = self.region.get_or_insert_with(|| Region {
-                file,
-                line,
-                bytes: Vec::new(),
-            });
-            r.bytes.extend_from_slice(bytes);
-            r.bytes.push(b'\n');
+            match &mut self.region {
+                Some(r) => {
+                    r.multi = true;
+                    r.len += bytes.len() as u64 + 1;
+                }
+                None => {
+                    let mut kept = bytes.to_vec();
+                    kept.push(b'\n');
+                    self.region = Some(Region {
+                        file,
+                        line,
+                        len: kept.len() as u64,
+                        bytes: kept,
+                        multi: false,
+                    });
+                }
+            }
             return Ok(());
         };
         if let Some(gap) = self.gap.take() {
@@ -255,7 +297,10 @@ impl Checker {
             return Err(self.prev_finding(file, line, p.seq));
         }
         if let Some(key) = &self.key {
-            if contains(bytes, "\"event\":\"checkpoint\"") {
+            // Cheap filter before parsing, blind to no spelling: JSON can write
+            // `checkpoint` (or the key `event`) only literally or with a `\u` escape,
+            // and the parsed `event` decides, as it does for jq.
+            if contains(bytes, "checkpoint") || contains(bytes, "\\u") {
                 let key = key.clone();
                 self.check_checkpoint(&key, file, line, bytes, &p)?;
             }
@@ -362,15 +407,29 @@ impl Checker {
         ) else {
             return Err(bad());
         };
-        let raw = &region.bytes;
         // The writer adds one '\n' after a fragment that lacks it.
-        let torn = if n == raw.len() as u64 {
-            &raw[..]
-        } else if n + 1 == raw.len() as u64 {
-            &raw[..raw.len() - 1]
-        } else {
+        if n != region.len && n + 1 != region.len {
             return Err(bad());
-        };
+        }
+        // A crash leaves part of one line: named bytes holding a newline are lines
+        // someone else added, whatever entry vouches for them.
+        if region.multi || n == region.len {
+            return Err(finding(
+                &self.files[region.file],
+                region.line,
+                None,
+                format!(
+                    "line {}: lines that are not entries, sealed by the recovery entry on line \
+                     {line} (seq {}) as if a crash had torn them (a crash leaves at most a partial \
+                     last line)",
+                    region.line, p.seq
+                ),
+            ));
+        }
+        let torn = usize::try_from(n)
+            .ok()
+            .and_then(|n| region.bytes.get(..n))
+            .ok_or_else(bad)?;
         if hex::encode(Sha256::digest(torn)) != sha {
             return Err(bad());
         }
@@ -430,6 +489,7 @@ impl Checker {
         let message = checkpoint_message(p.seq - 1, &hash, every);
         if key.0.verify(&message, &sig).is_err() {
             let their = v.get("key_id").and_then(Value::as_str).unwrap_or("?");
+            let their = crate::error::clip(their.to_string(), 100);
             return Err(fail(format!(
                 "signature does not verify with key {} (checkpoint names key {their}): forged, or signed by another key",
                 key.1
@@ -454,7 +514,7 @@ impl Checker {
         }
         if let Some(r) = self.region.take() {
             if is_last {
-                self.torn = Some((r.file, r.line, r.bytes.len() as u64));
+                return Err(not_a_torn_write(&self.files[r.file], r.line));
             } else {
                 return Err(finding(
                     &self.files[file],
@@ -576,24 +636,30 @@ fn walk(c: &mut Checker) -> Result<(), Outcome> {
         let path = c.files[i].clone();
         let unreadable =
             |e: std::io::Error| Outcome::Unreadable(format!("cannot read {}: {e}", path.display()));
-        let f = File::open(&path).map_err(unreadable)?;
+        let f = open_regular(&path).map_err(unreadable)?;
         let mut r = BufReader::with_capacity(1 << 20, f);
         let mut buf = Vec::with_capacity(4096);
         let mut line = 0u64;
         loop {
-            buf.clear();
-            let n = r.read_until(b'\n', &mut buf).map_err(unreadable)?;
-            if n == 0 {
-                break;
-            }
+            let kind = read_line(&mut r, &mut buf, MAX_ENTRY_BYTES).map_err(unreadable)?;
             line += 1;
-            let complete = buf.last() == Some(&b'\n');
-            let bytes = if complete {
-                &buf[..buf.len() - 1]
-            } else {
-                &buf[..]
+            let complete = match kind {
+                Line::Eof => break,
+                Line::Complete => true,
+                Line::Partial => false,
+                Line::TooLong => {
+                    return Err(Outcome::Broken(finding(
+                        &path,
+                        line,
+                        None,
+                        format!(
+                            "line {line}: more than {MAX_ENTRY_BYTES} bytes without a newline, \
+                             longer than any entry (not written by upm)"
+                        ),
+                    )))
+                }
             };
-            c.line(i, line, bytes, complete).map_err(Outcome::Broken)?;
+            c.line(i, line, &buf, complete).map_err(Outcome::Broken)?;
         }
         c.end_file(i, i + 1 == count).map_err(Outcome::Broken)?;
     }

@@ -12,7 +12,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::files::{rotated_name, rotated_siblings, split};
+use super::files::{open_regular, rotated_name, rotated_siblings, split};
 use super::format::{checkpoint_message, now_ts, parse, seal, GENESIS};
 use super::settings::{AuditSettings, Mirror};
 use super::AuditError;
@@ -60,6 +60,10 @@ pub struct AuditLog {
     created: bool,
 }
 
+/// Opens the log for append, creating it if absent. A symlink at the path is refused,
+/// not followed (whoever can write the directory could aim it at any file upm may
+/// write), and a FIFO does not block the open (O_NONBLOCK; it is then refused as not
+/// a regular file; on a regular file the flag changes nothing).
 fn open_rw(path: &Path) -> Result<(File, bool), AuditError> {
     let opts = |create_new: bool| {
         let mut o = OpenOptions::new();
@@ -67,12 +71,20 @@ fn open_rw(path: &Path) -> Result<(File, bool), AuditError> {
         if create_new {
             o.create_new(true);
         }
-        o.custom_flags(libc::O_CLOEXEC);
+        o.custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK);
         o
     };
-    let open_err = |source| AuditError::Open {
-        path: path.to_path_buf(),
-        source,
+    let open_err = |source: io::Error| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            AuditError::NotRegular {
+                path: path.to_path_buf(),
+            }
+        } else {
+            AuditError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     };
     let (file, created) = match opts(true).open(path) {
         Ok(f) => (f, true),
@@ -104,9 +116,10 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Whether `path` itself (not what a symlink there names) is the open file.
 fn same_inode(file: &File, path: &Path) -> io::Result<bool> {
     let a = file.metadata()?;
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(b) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -332,6 +345,16 @@ impl AuditLog {
             }
             None => self.head_of_rotated()?,
         };
+        // A crash tears at most the last line: whole lines after the last entry were
+        // put there by someone else, and a recovery entry would vouch for them.
+        if torn.contains(&b'\n') {
+            return Err(AuditError::Corrupt {
+                path: self.path.clone(),
+                reason: "lines after the last entry are not entries (a crash leaves at most \
+                         a partial last line); refusing to seal them"
+                    .into(),
+            });
+        }
         let mut lines = Vec::new();
         let mut head = head;
         let mut first_seq = head.seq + 1;
@@ -342,9 +365,7 @@ impl AuditLog {
                 &recovery_fields(request_id, &torn),
             )?;
             let mut bytes = Vec::with_capacity(line.len() + 1);
-            if torn.last() != Some(&b'\n') {
-                bytes.push(b'\n');
-            }
+            bytes.push(b'\n');
             bytes.extend_from_slice(&line);
             lines.push(bytes);
             head = Head {
@@ -434,7 +455,7 @@ impl AuditLog {
             path: newest.clone(),
             source,
         };
-        let f = File::open(newest).map_err(read_err)?;
+        let f = open_regular(newest).map_err(read_err)?;
         let len = f.metadata().map_err(read_err)?.len();
         Ok(read_tail(&f, len)
             .map_err(read_err)?
@@ -481,11 +502,20 @@ impl AuditLog {
         let (dir, base) = split(&self.path).map_err(|e| rot_err(&self.path, e))?;
         let tmp = dir.join(format!(".{base}.rotate"));
         let old_meta = self.file.metadata().map_err(|e| rot_err(&self.path, e))?;
+        // The temp name may be left over from a crash, or planted: a symlink there
+        // would make upm truncate, fill and chown whatever file it names. Remove the
+        // name (never what it points to) and create a fresh file; if something was
+        // planted again in between, creation fails and so does the append.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(rot_err(&tmp, e)),
+        }
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| rot_err(&tmp, e))?;
         let _ = f.set_permissions(std::fs::Permissions::from_mode(old_meta.mode() & 0o777));

@@ -202,6 +202,119 @@ fn torn_fragment_without_recovery_entry_is_broken() {
     );
 }
 
+/// The hash of the last line of `p`.
+fn last_hash(p: &Path) -> String {
+    let l = lines(p);
+    let last = l.last().unwrap();
+    parse(&last[..last.len() - 1]).unwrap().hash_str()
+}
+
+#[test]
+fn lines_after_the_last_entry_are_not_a_torn_write() {
+    for tail in [
+        &b"{\"seq\":11,\"event\":\"finished\",\"plugin\":\"Bank\"}\n"[..],
+        b"{\n",
+        b"forged\n{\"seq\":11,\"prev\":\"ab",
+    ] {
+        let (_d, p) = log(10);
+        let mut data = std::fs::read(&p).unwrap();
+        data.extend_from_slice(tail);
+        std::fs::write(&p, &data).unwrap();
+        let r = verify(&p, None);
+        let f = broken(&r);
+        assert_eq!(f.line, 11);
+        assert!(
+            f.message
+                .contains("line 11: lines after the last entry that are not entries"),
+            "{}",
+            f.message
+        );
+        assert_eq!(r.exit_code(), 1);
+    }
+}
+
+#[test]
+fn a_recovery_entry_cannot_vouch_for_whole_lines() {
+    // What the writer did before refusing such tails: seal them, newline added or not.
+    for (tail, added) in [
+        (
+            &b"{\"event\":\"finished\",\"plugin\":\"Bank\"}\n{\"seq\":11,\"pr"[..],
+            true,
+        ),
+        (b"{\"event\":\"finished\",\"plugin\":\"Bank\"}\n", false),
+    ] {
+        let (_d, p) = log(10);
+        let mut m = Map::new();
+        m.insert("event".into(), "recovered".into());
+        m.insert("request_id".into(), "r".into());
+        m.insert("ts".into(), "2026-11-22T04:40:00.000Z".into());
+        m.insert("torn_bytes".into(), tail.len().into());
+        m.insert(
+            "torn_sha256".into(),
+            hex::encode(Sha256::digest(tail)).into(),
+        );
+        let (rec, _) = seal(11, &last_hash(&p), &m).unwrap();
+        let mut data = std::fs::read(&p).unwrap();
+        data.extend_from_slice(tail);
+        if added {
+            data.push(b'\n');
+        }
+        data.extend_from_slice(&rec);
+        std::fs::write(&p, &data).unwrap();
+        let r = verify(&p, None);
+        let f = broken(&r);
+        assert_eq!(f.line, 11);
+        assert!(
+            f.message.contains("as if a crash had torn them"),
+            "{}",
+            f.message
+        );
+    }
+}
+
+#[test]
+fn a_fifo_or_a_symlink_in_the_log_set_is_refused_without_hanging() {
+    let (d, p) = log(3);
+    let fifo = d.path().join("entrypoint.log.29991231T000000Z");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let q = p.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(verify(&q, None));
+    });
+    let Ok(r) = rx.recv_timeout(std::time::Duration::from_secs(10)) else {
+        // Let the stuck open return before failing.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        panic!("verify hung on a FIFO");
+    };
+    assert_eq!(r.exit_code(), 2, "{r}");
+    assert!(r.to_string().contains("not a regular file"), "{r}");
+    // A symlink at a rotated name is not followed (it could name /dev/zero).
+    std::fs::remove_file(&fifo).unwrap();
+    let other = d.path().join("elsewhere.log");
+    write_synthetic_log(&other, 3).unwrap();
+    std::os::unix::fs::symlink(&other, &fifo).unwrap();
+    let r = verify(&p, None);
+    assert_eq!(r.exit_code(), 2, "{r}");
+    assert!(r.to_string().contains("not a regular file"), "{r}");
+}
+
+#[test]
+fn a_line_longer_than_any_entry_is_not_read_whole() {
+    let (_d, p) = log(3);
+    let mut data = std::fs::read(&p).unwrap();
+    data.resize(data.len() + MAX_ENTRY_BYTES + 1, b'x');
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, None);
+    let f = broken(&r);
+    assert_eq!(f.line, 4);
+    assert!(f.message.contains("longer than any entry"), "{}", f.message);
+}
+
 #[test]
 fn missing_and_altered_prefix_of_the_log_is_detected() {
     let (_d, p) = log(10);
@@ -225,6 +338,101 @@ fn a_rotated_file_given_directly_is_checked_alone() {
     let r = verify(&p, None);
     assert_eq!(r.files, vec![p.clone()]);
     assert_eq!(r.outcome, Outcome::Intact, "{r}");
+}
+
+/// A signed log of three entries (and its first checkpoint) with key `k.pub`.
+fn signed_log(d: &Path) -> (PathBuf, PathBuf) {
+    let (sk, pk) = (d.join("k.pem"), d.join("k.pub"));
+    crate::audit::keygen(&sk, &pk).unwrap();
+    let p = d.join("s.log");
+    let settings = crate::audit::AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 4,
+        ..crate::audit::AuditSettings::default()
+    };
+    let mut log = crate::audit::AuditLog::open(&p, &settings).unwrap();
+    for i in 0..3 {
+        let v = serde_json::json!({"request_id": format!("r{i}"), "event": "started"});
+        log.append(v.as_object().cloned().unwrap()).unwrap();
+    }
+    assert_eq!(verify(&p, Some(&pk)).outcome, Outcome::Intact);
+    (p, pk)
+}
+
+/// A line sealed over exactly `fields` (the JSON text between the `prev` and `hash`
+/// keys), for spellings `seal` would not produce.
+fn seal_raw(seq: u64, prev: &str, fields: &str) -> Vec<u8> {
+    let body = format!("{{\"seq\":{seq},\"prev\":\"{prev}\",{fields}}}");
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]).into_bytes()
+}
+
+#[test]
+fn what_the_log_chose_is_printed_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, pk) = signed_log(d.path());
+    let l = lines(&p);
+    let seq = parse(&l[l.len() - 1][..l[l.len() - 1].len() - 1])
+        .unwrap()
+        .seq;
+    let head = last_hash(&p);
+    // A forged checkpoint whose key_id would redraw the report as "intact".
+    let mut m = Map::new();
+    m.insert("event".into(), "checkpoint".into());
+    let key_id = format!("\r\u{1b}[2Kintact: {seq} entries, head {head}\u{1b}[8m\u{202e}");
+    m.insert("key_id".into(), key_id.into());
+    m.insert("request_id".into(), "x".into());
+    m.insert("sig".into(), "00".repeat(64).into());
+    m.insert("sign_every".into(), 4.into());
+    m.insert("signed_hash".into(), head.clone().into());
+    m.insert("signed_seq".into(), seq.into());
+    let (line, _) = seal(seq + 1, &head, &m).unwrap();
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(&line);
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, Some(&pk));
+    assert!(
+        broken(&r).message.contains("signature does not verify"),
+        "{r}"
+    );
+    let text = r.to_string();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+    assert!(text.starts_with("BROKEN: "), "{text:?}");
+    assert!(
+        text.contains("\\u{d}\\u{1b}[2Kintact") && text.contains("\\u{202e}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_checkpoint_spelled_with_escapes_is_still_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, pk) = signed_log(d.path());
+    let l = lines(&p);
+    let seq = parse(&l[l.len() - 1][..l[l.len() - 1].len() - 1])
+        .unwrap()
+        .seq;
+    let head = last_hash(&p);
+    // jq reads `"event":"checkpoint"`; the signature is garbage.
+    let fields = format!(
+        "\"event\":\"\\u0063heckpoint\",\"request_id\":\"x\",\"sig\":\"{}\",\
+         \"sign_every\":4,\"signed_hash\":\"{head}\",\"signed_seq\":{seq}",
+        "ab".repeat(64)
+    );
+    let line = seal_raw(seq + 1, &head, &fields);
+    let v: Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(v["event"], "checkpoint");
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(&line);
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(&p, Some(&pk));
+    assert!(
+        broken(&r).message.contains("signature does not verify"),
+        "{r}"
+    );
 }
 
 /// `cargo test --release --lib audit::verify::tests::verify_speed -- --ignored --nocapture`

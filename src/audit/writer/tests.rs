@@ -211,6 +211,108 @@ fn crash_between_link_and_rename_leaves_no_duplicate() {
     assert_eq!(assert_intact(&p, None).entries, 3);
 }
 
+fn small_rotation() -> AuditSettings {
+    AuditSettings {
+        rotate: Some(Rotation {
+            max_bytes: Some(400),
+            daily: false,
+        }),
+        ..AuditSettings::default()
+    }
+}
+
+#[test]
+fn rotation_never_writes_through_a_name_planted_at_its_temp_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("r.log");
+    let tmp = d.path().join(".r.log.rotate");
+    let mut log = AuditLog::open(&p, &small_rotation()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    // Someone who can write the directory aims the temp name at a file of root's.
+    let victim = d.path().join("passwd");
+    std::fs::write(&victim, "root:x:0:0::/root:/bin/bash\n").unwrap();
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "root:x:0:0::/root:/bin/bash\n"
+    );
+    assert!(std::fs::symlink_metadata(&p).unwrap().is_file());
+    assert_eq!(rotated_siblings(&p).unwrap().len(), 1, "it did rotate");
+    // A dangling one would have made upm create the file it names.
+    let named = d.path().join("ld.so.preload");
+    std::os::unix::fs::symlink(&named, &tmp).unwrap();
+    log.append(entry("r2", "started")).unwrap();
+    assert!(std::fs::symlink_metadata(&named).is_err(), "created");
+    assert_eq!(rotated_siblings(&p).unwrap().len(), 2);
+    assert!(std::fs::symlink_metadata(&p).unwrap().is_file());
+    assert_eq!(assert_intact(&p, None).entries, 3);
+    // What cannot be removed fails the append: nothing is written through it.
+    std::fs::create_dir(&tmp).unwrap();
+    let err = log.append(entry("r3", "started")).unwrap_err();
+    assert!(matches!(err, AuditError::Rotate { .. }), "{err}");
+    std::fs::remove_dir(&tmp).unwrap();
+    log.append(entry("r4", "started")).unwrap();
+    assert_eq!(assert_intact(&p, None).entries, 4);
+}
+
+#[test]
+fn a_symlink_at_the_log_path_is_refused_not_followed() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim.conf");
+    std::fs::write(&victim, "KEY=value").unwrap();
+    let p = d.path().join("l.log");
+    std::os::unix::fs::symlink(&victim, &p).unwrap();
+    let err = AuditLog::open(&p, &AuditSettings::default())
+        .err()
+        .expect("opened through a symlink");
+    assert!(matches!(err, AuditError::NotRegular { .. }), "{err}");
+    // Dangling: nothing is created where it points.
+    let q = d.path().join("m.log");
+    std::os::unix::fs::symlink(d.path().join("made"), &q).unwrap();
+    let err = AuditLog::open(&q, &AuditSettings::default())
+        .err()
+        .expect("opened through a dangling symlink");
+    assert!(matches!(err, AuditError::NotRegular { .. }), "{err}");
+    assert!(!d.path().join("made").exists());
+    // A log replaced by a symlink after it was opened: the next append refuses too.
+    let r = d.path().join("n.log");
+    let mut log = AuditLog::open(&r, &AuditSettings::default()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    std::fs::remove_file(&r).unwrap();
+    std::os::unix::fs::symlink(&victim, &r).unwrap();
+    let err = log.append(entry("r1", "started")).unwrap_err();
+    assert!(matches!(err, AuditError::NotRegular { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}
+
+#[test]
+fn a_fifo_at_a_rotated_name_fails_the_append_instead_of_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f.log");
+    // An empty current file: the head is the newest rotated file's last entry.
+    let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+    let fifo = d.path().join("f.log.29991231T000000Z");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(log.append(entry("r0", "started")));
+    });
+    let res = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if res.is_err() {
+        // Let the stuck open return before failing.
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        panic!("the append hung on a FIFO");
+    }
+    let err = res.unwrap().unwrap_err();
+    assert!(matches!(err, AuditError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+}
+
 #[test]
 fn torn_tail_is_recovered_by_the_next_append() {
     let d = tempfile::tempdir().unwrap();
@@ -266,18 +368,55 @@ fn torn_tail_is_recovered_by_the_next_append() {
 }
 
 #[test]
-fn crash_during_recovery_is_recovered_too() {
+fn torn_tail_is_recovered_when_that_append_rotates() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("tr.log");
+    let mut log = AuditLog::open(&p, &small_rotation()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    let fragment = b"{\"seq\":2,\"prev\":\"ab";
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(fragment).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    let r = assert_intact(&p, None);
+    assert_eq!((r.entries, r.files.len()), (3, 2), "{r}");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains(&format!("line 2: {} torn bytes", fragment.len()))),
+        "{:?}",
+        r.notes
+    );
+    assert_eq!(values(&p)[0]["request_id"], "r1");
+}
+
+/// Whole lines after the last entry: a crash cannot leave them, so the writer does not
+/// seal them with a recovery entry that a later checkpoint would sign.
+#[test]
+fn lines_after_the_last_entry_are_not_sealed() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("t2.log");
     let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
     log.append(entry("r0", "started")).unwrap();
-    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-    // First torn write, then a torn "\n" + recovery write on top of it.
-    f.write_all(b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"")
-        .unwrap();
-    log.append(entry("r1", "started")).unwrap();
-    let r = assert_intact(&p, None);
-    assert_eq!(r.entries, 3);
+    let before = std::fs::read(&p).unwrap();
+    for tail in [
+        &b"{\"event\":\"finished\",\"plugin\":\"Bank\",\"request_id\":\"forged\"}\n"[..],
+        b"{\n",
+        // Also what a crash while sealing a torn tail would leave: refused as well
+        // (it cannot be told from a line added in front of a fragment).
+        b"{\"seq\":2,\"pr\n{\"seq\":2,\"prev\":\"",
+    ] {
+        let mut bytes = before.clone();
+        bytes.extend_from_slice(tail);
+        std::fs::write(&p, &bytes).unwrap();
+        let err = log.append(entry("r1", "started")).unwrap_err();
+        assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("lines after the last entry are not entries"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "nothing appended");
+    }
 }
 
 #[test]
