@@ -66,14 +66,15 @@
 //! # Checkpoints
 //!
 //! With a signing key, whenever an append's seq range crosses a multiple of
-//! `sign_every` (and for the very first entry) the writer appends a
-//! `checkpoint` entry with `signed_seq`, `signed_hash` (the head it signs),
+//! `sign_every` (and for the very first entry) the writer appends, in the same
+//! `write` as those entries, a `checkpoint` entry with `signed_seq`, `signed_hash` (the head it signs),
 //! `sign_every`, `key_id` and `sig`: an ed25519 signature over
 //! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A
 //! signature covers every entry before it through the chain. `verify --key`
 //! checks every checkpoint, fails when there is none, and fails when more than
 //! `2 × sign_every + 2` entries follow the last one (checkpoints stripped by a
-//! rewrite; one lost to a crash is tolerated). See [`keys`] for the key files.
+//! rewrite; one lost when a crash tears its write after the entries is tolerated).
+//! See [`keys`] for the key files.
 //!
 //! # Concurrency and durability
 //!

@@ -44,8 +44,6 @@ impl Head {
 /// What one locked transaction wrote.
 struct Written {
     hashes: Vec<String>,
-    first_seq: u64,
-    last_seq: u64,
     lines: Vec<Vec<u8>>,
 }
 
@@ -242,19 +240,9 @@ impl AuditLog {
         let Some(request_id) = first_id else {
             return Ok(Vec::new());
         };
-        let written = self.transact(&request_id, |_| Ok(entries))?;
-        let hashes = written.hashes;
-        let mut lines = written.lines;
-        if self.checkpoint_due(written.first_seq, written.last_seq) {
-            // A failed checkpoint does not undo the durable entries; verify
-            // reports a long unsigned tail if checkpoints keep failing.
-            match self.write_checkpoint(&request_id) {
-                Ok(cp) => lines.extend(cp.lines),
-                Err(e) => tracing::warn!("audit checkpoint not written: {e}"),
-            }
-        }
-        self.mirror(&lines);
-        Ok(hashes)
+        let written = self.transact(&request_id, entries)?;
+        self.mirror(&written.lines);
+        Ok(written.hashes)
     }
 
     fn checkpoint_due(&self, first: u64, last: u64) -> bool {
@@ -262,24 +250,22 @@ impl AuditLog {
         self.signer.is_some() && (first == 1 || (first.saturating_sub(1)) / n != last / n)
     }
 
-    fn write_checkpoint(&mut self, request_id: &str) -> Result<Written, AuditError> {
-        let Some(signer) = self.signer.clone() else {
-            return Err(AuditError::Settings("no signing key".into()));
-        };
+    /// The checkpoint signing `head`, when one is due: written in the same `write` as
+    /// the entries it covers, so no crash can leave them durable and unsigned.
+    fn checkpoint(&self, request_id: &str, head: &Head) -> Option<Map<String, Value>> {
+        let signer = self.signer.as_ref()?;
         let sign_every = self.settings.sign_every;
-        self.transact(request_id, |head| {
-            let sig = signer.sign(&checkpoint_message(head.seq, &head.hash, sign_every));
-            let mut m = Map::new();
-            m.insert("event".into(), "checkpoint".into());
-            m.insert("request_id".into(), request_id.into());
-            m.insert("ts".into(), now_ts().into());
-            m.insert("signed_seq".into(), head.seq.into());
-            m.insert("signed_hash".into(), head.hash.clone().into());
-            m.insert("sign_every".into(), sign_every.into());
-            m.insert("key_id".into(), key_id(&signer.verifying_key()).into());
-            m.insert("sig".into(), hex::encode(sig.to_bytes()).into());
-            Ok(vec![m])
-        })
+        let sig = signer.sign(&checkpoint_message(head.seq, &head.hash, sign_every));
+        let mut m = Map::new();
+        m.insert("event".into(), "checkpoint".into());
+        m.insert("request_id".into(), request_id.into());
+        m.insert("ts".into(), now_ts().into());
+        m.insert("signed_seq".into(), head.seq.into());
+        m.insert("signed_hash".into(), head.hash.clone().into());
+        m.insert("sign_every".into(), sign_every.into());
+        m.insert("key_id".into(), key_id(&signer.verifying_key()).into());
+        m.insert("sig".into(), hex::encode(sig.to_bytes()).into());
+        Some(m)
     }
 
     /// Locks the file that is currently at `path` (reopening if another
@@ -305,15 +291,15 @@ impl AuditLog {
         ))
     }
 
-    /// One locked transaction: builds the entries from the chain head, writes
-    /// them (after a recovery entry for a torn tail), fsyncs.
+    /// One locked transaction: chains the entries to the head, writes them (after a
+    /// recovery entry for a torn tail, and before a checkpoint when one is due), fsyncs.
     fn transact(
         &mut self,
         request_id: &str,
-        build: impl FnOnce(&Head) -> Result<Vec<Map<String, Value>>, AuditError>,
+        entries: Vec<Map<String, Value>>,
     ) -> Result<Written, AuditError> {
         self.lock_current()?;
-        let result = self.transact_locked(request_id, build);
+        let result = self.transact_locked(request_id, entries);
         // Closing the fd would release the lock too; unlock explicitly so a
         // long-lived AuditLog does not hold it.
         let _ = flock(&self.file, libc::LOCK_UN);
@@ -323,7 +309,7 @@ impl AuditLog {
     fn transact_locked(
         &mut self,
         request_id: &str,
-        build: impl FnOnce(&Head) -> Result<Vec<Map<String, Value>>, AuditError>,
+        entries: Vec<Map<String, Value>>,
     ) -> Result<Written, AuditError> {
         let read_err = |path: &Path, source| AuditError::Read {
             path: path.to_path_buf(),
@@ -357,10 +343,10 @@ impl AuditLog {
         }
         let mut lines = Vec::new();
         let mut head = head;
-        let mut first_seq = head.seq + 1;
+        let mut first_seq = next_seq(&self.path, &head)?;
         if !torn.is_empty() {
             let (line, hash) = seal(
-                head.seq + 1,
+                next_seq(&self.path, &head)?,
                 &head.hash,
                 &recovery_fields(request_id, &torn),
             )?;
@@ -377,8 +363,8 @@ impl AuditLog {
         let mut new_lines = Vec::new();
         let mut hashes = Vec::new();
         let mut link = head.clone();
-        for entry in build(&head)? {
-            let (line, hash) = seal(link.seq + 1, &link.hash, &entry)?;
+        for entry in entries {
+            let (line, hash) = seal(next_seq(&self.path, &link)?, &link.hash, &entry)?;
             if line.len() > MAX_ENTRY_BYTES {
                 return Err(AuditError::Entry {
                     field: "(whole entry)",
@@ -396,6 +382,12 @@ impl AuditLog {
             hashes.push(hash);
         }
         let last_seq = link.seq;
+        if self.checkpoint_due(first_seq, last_seq) {
+            if let Some(cp) = self.checkpoint(request_id, &link) {
+                let (line, _) = seal(next_seq(&self.path, &link)?, &link.hash, &cp)?;
+                new_lines.push(line);
+            }
+        }
         let new_bytes = new_lines.concat();
         let cur_len = len + lines.iter().map(|l| l.len() as u64).sum::<u64>();
         if self.rotation_due(cur_len, new_bytes.len() as u64) {
@@ -416,12 +408,7 @@ impl AuditLog {
             self.created = false;
         }
         lines.extend(new_lines);
-        Ok(Written {
-            hashes,
-            first_seq,
-            last_seq,
-            lines,
-        })
+        Ok(Written { hashes, lines })
     }
 
     /// One `write` on the O_APPEND fd, then fdatasync. On failure the file
@@ -593,6 +580,14 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// The seq after `head`'s: a forged head at `u64::MAX` must not wrap the chain to 0.
+fn next_seq(path: &Path, head: &Head) -> Result<u64, AuditError> {
+    head.seq.checked_add(1).ok_or_else(|| AuditError::Corrupt {
+        path: path.to_path_buf(),
+        reason: "its last entry claims the largest seq there is".into(),
+    })
 }
 
 fn recovery_fields(request_id: &str, torn: &[u8]) -> Map<String, Value> {

@@ -466,6 +466,44 @@ fn checkpoints_are_signed_and_checked() {
     );
 }
 
+/// A group of entries that makes a checkpoint due is written with it, in one `write`:
+/// no crash between two transactions can leave them durable and unsigned (verify
+/// tolerates only `2 × sign_every + 2` unsigned entries, fewer than a batch's group).
+#[test]
+fn a_checkpoint_is_written_with_the_entries_it_signs() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
+    keygen(&sk, &pk).unwrap();
+    let p = d.path().join("s.log");
+    let settings = AuditSettings {
+        signing_key: Some(sk),
+        sign_every: 1,
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    log.append(entry("first", "started")).unwrap();
+    let group: Vec<_> = (0..8).map(|i| entry(&format!("g{i}"), "started")).collect();
+    let written = log.transact("g0", group).unwrap();
+    let events: Vec<Value> = written
+        .lines
+        .iter()
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap()["event"].clone())
+        .collect();
+    assert_eq!(
+        events.len(),
+        9,
+        "the group and its checkpoint, in one transaction"
+    );
+    assert_eq!(events[8], "checkpoint");
+    let last = values(&p).pop().unwrap();
+    assert_eq!(last["event"], "checkpoint");
+    assert_eq!(
+        last["signed_seq"], 10,
+        "first, its checkpoint, then the 8 entries"
+    );
+    assert_intact(&p, Some(&pk));
+}
+
 #[test]
 fn a_log_rewritten_without_checkpoints_fails_with_a_key() {
     let d = tempfile::tempdir().unwrap();
