@@ -24,6 +24,14 @@ pub enum ReadError {
     TooLarge(u64),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("a secret others could read or replace (mode {mode:o}, owner uid {uid}): it must be owned by root or by the user running upm, mode 600 or stricter")]
+    NotPrivate { mode: u32, uid: u32 },
+}
+
 impl ReadError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
@@ -32,17 +40,46 @@ impl ReadError {
 
 /// The whole of a regular file of at most `cap` bytes.
 pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    read_checked(path, cap, |_| Ok::<(), ReadError>(()))
+}
+
+/// [`read_regular`] for a secret (a signing key): refused when anyone but its owner
+/// could read or write it, or when its owner is neither root nor upm's user (who could
+/// then swap it: a forged key would sign whatever they append to the log).
+pub fn read_private(path: &Path, cap: u64) -> Result<Vec<u8>, SecretError> {
+    use std::os::unix::fs::MetadataExt;
+    read_checked(path, cap, |m| {
+        let (mode, uid) = (m.mode() & 0o7777, m.uid());
+        let euid = nix::unistd::geteuid().as_raw();
+        if mode & 0o077 != 0 || (uid != 0 && uid != euid) {
+            return Err(SecretError::NotPrivate { mode, uid });
+        }
+        Ok(())
+    })
+}
+
+fn read_checked<E: From<ReadError>>(
+    path: &Path,
+    cap: u64,
+    check: impl FnOnce(&std::fs::Metadata) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let io = |e: std::io::Error| E::from(ReadError::Io(e));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(ReadError::NotAFile);
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile.into());
     }
+    check(&meta)?;
     let mut bytes = Vec::new();
-    file.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
     if bytes.len() as u64 > cap {
-        return Err(ReadError::TooLarge(cap));
+        return Err(ReadError::TooLarge(cap).into());
     }
     Ok(bytes)
 }

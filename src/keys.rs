@@ -69,9 +69,15 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
 /// A PEM key is a few hundred bytes.
 const MAX_KEY_BYTES: u64 = 64 << 10;
 
-fn read_text(path: &Path) -> Result<String, KeyError> {
-    let bytes = crate::files::read_regular(path, MAX_KEY_BYTES).map_err(|e| match e {
-        crate::files::ReadError::Io(source) => KeyError::Io {
+fn read_text(path: &Path, secret: bool) -> Result<String, KeyError> {
+    use crate::files::{ReadError, SecretError};
+    let read = if secret {
+        crate::files::read_private(path, MAX_KEY_BYTES)
+    } else {
+        crate::files::read_regular(path, MAX_KEY_BYTES).map_err(SecretError::from)
+    };
+    let bytes = read.map_err(|e| match e {
+        SecretError::Read(ReadError::Io(source)) => KeyError::Io {
             path: path.to_path_buf(),
             source,
         },
@@ -88,7 +94,7 @@ fn read_text(path: &Path) -> Result<String, KeyError> {
 
 /// Reads a PKCS#8 PEM ed25519 secret key.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    SigningKey::from_pkcs8_pem(&read_text(path)?).map_err(|e| KeyError::Format {
+    SigningKey::from_pkcs8_pem(&read_text(path, true)?).map_err(|e| KeyError::Format {
         path: path.to_path_buf(),
         reason: format!("not a PKCS#8 PEM ed25519 secret key: {e}"),
     })
@@ -96,7 +102,7 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
 
 /// Reads an SPKI PEM ed25519 public key.
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
-    VerifyingKey::from_public_key_pem(&read_text(path)?).map_err(|e| KeyError::Format {
+    VerifyingKey::from_public_key_pem(&read_text(path, false)?).map_err(|e| KeyError::Format {
         path: path.to_path_buf(),
         reason: format!("not an SPKI PEM ed25519 public key: {e}"),
     })
@@ -121,10 +127,10 @@ mod tests {
         keygen(&s, &p).unwrap();
         let mode = std::fs::metadata(&s).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(read_text(&s)
+        assert!(read_text(&s, true)
             .unwrap()
             .starts_with("-----BEGIN PRIVATE KEY-----"));
-        assert!(read_text(&p)
+        assert!(read_text(&p, false)
             .unwrap()
             .starts_with("-----BEGIN PUBLIC KEY-----"));
         let sk = load_signing_key(&s).unwrap();
@@ -148,5 +154,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    /// A secret key others could read, or replace, is refused: a swapped key would sign
+    /// whatever its owner appended to the audit log.
+    #[test]
+    fn a_secret_key_others_can_reach_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, p) = (d.path().join("k.pem"), d.path().join("k.pub"));
+        keygen(&s, &p).unwrap();
+        for mode in [0o644, 0o620, 0o604] {
+            std::fs::set_permissions(&s, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_signing_key(&s).unwrap_err().to_string();
+            assert!(
+                err.contains("others could read or replace"),
+                "{mode:o}: {err}"
+            );
+        }
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load_signing_key(&s).is_ok());
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&s, Some(65534), None).unwrap();
+            let err = load_signing_key(&s).unwrap_err().to_string();
+            assert!(err.contains("owner uid 65534"), "{err}");
+        } else {
+            eprintln!(
+                "SKIPPED the owner half of a_secret_key_others_can_reach_is_refused: needs root"
+            );
+        }
+        // The public key is public.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_verifying_key(&p).is_ok());
     }
 }
