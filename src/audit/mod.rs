@@ -86,10 +86,13 @@
 //!
 //! # Limits
 //!
-//! A hash chain cannot show that entries were cut off the *end* (or that the
-//! whole log was rewritten): only checkpoint signatures, and copies shipped
-//! elsewhere (`mirror`), bound that. `verify` exits 0 for a torn tail, since
-//! it is a crash artifact; the report says so.
+//! Against someone who can write the files: the chain is plain SHA-256, so
+//! well-formed entries can be appended (with a key they form the unsigned tail,
+//! and upm's next checkpoint signs them); and cutting the log back to a
+//! checkpoint, deleting it, or restoring an older copy all verify, with a key
+//! too. Only copies shipped elsewhere (`mirror`) bound that. `verify` exits 0
+//! for a torn tail (part of one line), since it is a crash artifact; the report
+//! says so.
 
 mod cli;
 mod files;
