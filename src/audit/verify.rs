@@ -576,10 +576,26 @@ pub(super) fn log_set(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = rotated_siblings(path)?;
-    if path.exists() || files.is_empty() {
+    if (path.exists() && !is_newest_rotated(path, &files)) || files.is_empty() {
         files.push(path.to_path_buf());
     }
     Ok(files)
+}
+
+/// The current file is the newest rotated one itself (a hard link): a rotation was
+/// interrupted between linking it away and renaming its successor in (the writer's
+/// next append finishes it). Read once, it is neither duplicated nor reordered.
+fn is_newest_rotated(path: &Path, rotated: &[PathBuf]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+    match (id(path), rotated.last()) {
+        (Some(current), Some(newest)) => id(newest) == Some(current),
+        _ => false,
+    }
 }
 
 /// Verifies the whole log set of `path`; with `key`, also every checkpoint.
@@ -608,6 +624,12 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
             return report;
         }
     };
+    if path.exists() && !files.iter().any(|f| f == path) {
+        report.notes.push(format!(
+            "{} is the newest rotated file itself: a rotation was interrupted (the next append completes it)",
+            printable(&path.display().to_string())
+        ));
+    }
     report.files = files.clone();
     let mut c = Checker::new(files, key);
     let walked = walk(&mut c);
@@ -626,7 +648,7 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
             None => Outcome::Intact,
         },
     };
-    report.notes = std::mem::take(&mut c.notes);
+    report.notes.append(&mut c.notes);
     report
 }
 

@@ -206,6 +206,15 @@ fn crash_between_link_and_rename_leaves_no_duplicate() {
     log.append(entry("r0", "started")).unwrap();
     // What a crash right after `link` leaves: a rotated name for the live file.
     std::fs::hard_link(&p, d.path().join("s.log.20200101T000000Z")).unwrap();
+    // Before any append finishes it, the file is read once, not as a duplicate.
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 1);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("rotation was interrupted")),
+        "{r}"
+    );
     log.append(entry("r1", "started")).unwrap();
     log.append(entry("r2", "started")).unwrap();
     assert_eq!(assert_intact(&p, None).entries, 3);
