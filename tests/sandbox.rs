@@ -215,6 +215,21 @@ impl Fx {
         cmd.args(["run", "--config", self.config.to_str().unwrap()]);
     }
 
+    /// Starts `upm run` on `request` (stdio piped) and returns at once, while it runs.
+    fn start(&self, request: &[u8]) -> std::process::Child {
+        use std::io::Write;
+        let mut cmd = self.command(&common::upm_bin());
+        self.upm_args(&mut cmd);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(request).unwrap();
+        child
+    }
+
     fn call(&self, plugin: &str, method: &str, args: Value) -> Run {
         self.call_with(plugin, method, args, |_| {})
     }
@@ -1032,19 +1047,11 @@ fn a_directory_left_behind_is_audited_and_told() {
         return;
     };
     let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
-    let mut cmd = fx.command(&common::upm_bin());
-    fx.upm_args(&mut cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let req = request("probe", "litter", json!({"depth": 1, "sleep": 1.0}));
-        child.stdin.take().unwrap().write_all(&req).unwrap();
-    }
+    let child = fx.start(&request(
+        "probe",
+        "litter",
+        json!({"depth": 1, "sleep": 1.0}),
+    ));
     // While the plugin sleeps, mount a filesystem in its tree: removal must not enter it.
     let deadline = Instant::now() + Duration::from_secs(5);
     let home = loop {
@@ -1144,24 +1151,13 @@ fn daemonized_grandchild_does_not_outlive_the_call(who: Who) {
 
 /// Starts a `daemon` probe call and waits until its daemon shows up in /proc.
 fn start_daemon_call(fx: &Fx, marker: &str, linger: f64) -> (std::process::Child, Vec<String>) {
-    let mut cmd = fx.command(&common::upm_bin());
-    fx.upm_args(&mut cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        let req = serde_json::to_vec(&json!({
+    let child = fx.start(
+        &serde_json::to_vec(&json!({
             "plugin": "probe", "method": "daemon", "request_id": format!("sandbox-test-{marker}"),
             "args": {"marker": marker, "linger": linger}
         }))
-        .unwrap();
-        stdin.write_all(&req).unwrap();
-    }
+        .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut seen = Vec::new();
     while seen.is_empty() && Instant::now() < deadline {

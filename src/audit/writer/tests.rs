@@ -439,17 +439,22 @@ fn a_file_that_is_not_an_audit_log_is_refused() {
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "hello\nworld\n");
 }
 
+/// A fresh key pair under `dir`, and settings that sign a log there (`s.log`) with it.
+fn signed(dir: &Path, sign_every: u64) -> (PathBuf, PathBuf, AuditSettings) {
+    let (sk, pk) = (dir.join("k.pem"), dir.join("k.pub"));
+    keygen(&sk, &pk).unwrap();
+    let settings = AuditSettings {
+        signing_key: Some(sk),
+        sign_every,
+        ..AuditSettings::default()
+    };
+    (dir.join("s.log"), pk, settings)
+}
+
 #[test]
 fn checkpoints_are_signed_and_checked() {
     let d = tempfile::tempdir().unwrap();
-    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
-    keygen(&sk, &pk).unwrap();
-    let p = d.path().join("s.log");
-    let settings = AuditSettings {
-        signing_key: Some(sk),
-        sign_every: 5,
-        ..AuditSettings::default()
-    };
+    let (p, pk, settings) = signed(d.path(), 5);
     let mut log = AuditLog::open(&p, &settings).unwrap();
     for i in 0..12 {
         log.append(entry(&format!("r{i}"), "started")).unwrap();
@@ -481,14 +486,7 @@ fn checkpoints_are_signed_and_checked() {
 #[test]
 fn a_checkpoint_is_written_with_the_entries_it_signs() {
     let d = tempfile::tempdir().unwrap();
-    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
-    keygen(&sk, &pk).unwrap();
-    let p = d.path().join("s.log");
-    let settings = AuditSettings {
-        signing_key: Some(sk),
-        sign_every: 1,
-        ..AuditSettings::default()
-    };
+    let (p, pk, settings) = signed(d.path(), 1);
     let mut log = AuditLog::open(&p, &settings).unwrap();
     log.append(entry("first", "started")).unwrap();
     let group: Vec<_> = (0..8).map(|i| entry(&format!("g{i}"), "started")).collect();
@@ -728,14 +726,7 @@ fn rewrite(p: &Path, edit: impl Fn(u64, &mut Map<String, Value>)) {
 #[test]
 fn rechained_edits_are_caught_only_by_signatures() {
     let d = tempfile::tempdir().unwrap();
-    let (sk, pk) = (d.path().join("k.pem"), d.path().join("k.pub"));
-    keygen(&sk, &pk).unwrap();
-    let p = d.path().join("f.log");
-    let settings = AuditSettings {
-        signing_key: Some(sk),
-        sign_every: 3,
-        ..AuditSettings::default()
-    };
+    let (p, pk, settings) = signed(d.path(), 3);
     let mut log = AuditLog::open(&p, &settings).unwrap();
     for i in 0..6 {
         log.append(entry(&format!("r{i}"), "finished")).unwrap();
