@@ -61,7 +61,7 @@ fn sandbox_summary() -> Value {
         "network":{"detail":{"landlock_abstract_unix_scoped":true,"landlock_tcp_denied":true,
             "mode":"none","network_namespace":true,"seccomp_sockets_denied":true},"state":"enforced"},
         "seccomp":{"detail":{"digest":"sha256:ba5742dc97421323b6154c34cb9cd24c806973f918b4108cf2cd6615114b3320",
-            "instructions":1555,"sockets":"denied (socketpair allowed)","profile":"default"},"state":"enforced"}}})
+            "instructions":1555,"sockets":"denied (stream socketpairs allowed)","profile":"default"},"state":"enforced"}}})
 }
 
 /// A `started` (even `i`) or `finished` (odd `i`) entry shaped like the pipeline's.

@@ -644,11 +644,29 @@ fn unix_sockets_of_the_host_are_unreachable(who: Who) {
         .accept()
         .expect("the pathname control connection");
 
-    let run = fx.call("probe", "unix", json!({"name": name, "path": path}));
+    // And a datagram socket, like /dev/log: a datagram pair could sendto() it.
+    let dgram_path = fx.dir.join("daemon.dgram");
+    let dgram = std::os::unix::net::UnixDatagram::bind(&dgram_path).unwrap();
+    std::fs::set_permissions(&dgram_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dgram.set_nonblocking(true).unwrap();
+
+    let args = json!({"name": name, "path": path, "dgram_path": dgram_path});
+    let run = fx.call("probe", "unix", args);
     assert_eq!(run.code, 0, "{}", ctx(&run));
     let r = run.result();
     assert_eq!(errno(&r["connect_abstract"]), EAFNOSUPPORT, "{r}");
     assert_eq!(errno(&r["connect_path"]), EAFNOSUPPORT, "{r}");
+    assert_eq!(
+        errno(&r["dgram_pair_sendto"]),
+        libc::ESOCKTNOSUPPORT as i64,
+        "{r}"
+    );
+    assert_ok(&r["stream_pair"], "a connected stream pair");
+    let mut buf = [0u8; 64];
+    assert!(
+        dgram.recv(&mut buf).is_err(),
+        "the host's datagram socket got a message"
+    );
     for l in [&abstract_listener, &path_listener] {
         match l.accept() {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

@@ -584,7 +584,7 @@ pub(super) fn log_set(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// The current file is the newest rotated one itself (a hard link): a rotation was
 /// interrupted between linking it away and renaming its successor in (the writer's
-/// next append finishes it). Read once, it is neither duplicated nor reordered.
+/// next rotation drops the extra name). Read once, it is neither duplicated nor reordered.
 fn is_newest_rotated(path: &Path, rotated: &[PathBuf]) -> bool {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| {
@@ -626,7 +626,7 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
     };
     if path.exists() && !files.iter().any(|f| f == path) {
         report.notes.push(format!(
-            "{} is the newest rotated file itself: a rotation was interrupted (the next append completes it)",
+            "{} is the newest rotated file itself: a rotation was interrupted (the next rotation drops the extra name)",
             printable(&path.display().to_string())
         ));
     }

@@ -226,7 +226,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
                 "profile": profile.name,
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
-                "sockets": if policy.network { "allowed" } else { "denied (socketpair allowed)" },
+                "sockets": if policy.network { "allowed" } else { "denied (stream socketpairs allowed)" },
                 "sysv_ipc": "denied",
                 "io_uring_memfd_openat2": "denied",
                 "setuid_setgid_modes": "denied",

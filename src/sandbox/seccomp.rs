@@ -57,7 +57,8 @@
 //! their calls, and over the profile's default; an explicit KILL/TRAP rule in the
 //! profile still wins, being more restrictive.
 //! - The network layer ([`CompileOptions::deny_sockets`]): `socket()` of every
-//!   family, AF_UNIX included, answers EAFNOSUPPORT; `socketpair()` still works.
+//!   family, AF_UNIX included, answers EAFNOSUPPORT, and a datagram `socketpair()`
+//!   ESOCKTNOSUPPORT (it could `sendto()` a pathname socket); stream pairs still work.
 //! - Always: every SysV IPC call, `io_uring_setup`, `memfd_create` and `openat2` answer
 //!   ENOSYS ([`SYSV_IPC`], [`ALWAYS_ENOSYS`]); a mode with the setuid or setgid bit
 //!   answers EPERM in every call that sets one ([`MODE_SETTERS`]).
@@ -351,7 +352,7 @@ pub struct Profile {
 #[derive(Debug, Default, Clone)]
 pub struct CompileOptions {
     /// upm's "no network" layer: socket() of every family, AF_UNIX included, answers
-    /// EAFNOSUPPORT, whatever the profile says (socketpair() still works). Landlock does
+    /// EAFNOSUPPORT, whatever the profile says (stream socketpairs still work). Landlock does
     /// not check connect() on a pathname socket, so an AF_UNIX socket could reach any
     /// host daemon listening on a world-writable one (a bus, a database, a logger).
     pub deny_sockets: bool,
@@ -950,25 +951,54 @@ fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
             None,
             Action::Errno(libc::EAFNOSUPPORT as u32),
         ));
+        // A datagram pair can still sendto() or connect() any pathname socket.
+        rules.push(ResolvedRule {
+            nr: libc::SYS_socketpair,
+            action: Action::Errno(libc::ESOCKTNOSUPPORT as u32),
+            conds: vec![Cond {
+                index: 1,
+                op: SeccompCmpOp::MaskedEq(0xf),
+                value: libc::SOCK_DGRAM as u64,
+            }],
+        });
     }
     for nr in SYSV_IPC.into_iter().chain(ALWAYS_ENOSYS) {
         rules.push(ResolvedRule::own(nr, None, enosys));
     }
-    for (nr, mode_arg) in MODE_SETTERS {
-        for bit in [libc::S_ISUID, libc::S_ISGID] {
-            rules.push(ResolvedRule {
-                nr,
-                action: Action::Errno(libc::EPERM as u32),
-                conds: vec![Cond {
-                    index: mode_arg,
-                    op: SeccompCmpOp::MaskedEq(u64::from(bit)),
-                    value: u64::from(bit),
-                }],
-            });
+    let bit_set = |index: u8, bit: u64| Cond {
+        index,
+        op: SeccompCmpOp::MaskedEq(bit),
+        value: bit,
+    };
+    for (nr, mode_arg, flags_arg) in MODE_SETTERS {
+        // open(at) reads its mode only when it creates: O_CREAT, or O_TMPFILE's own bit.
+        let creating: Vec<Option<Cond>> = match flags_arg {
+            Some(f) => vec![
+                Some(bit_set(f, libc::O_CREAT as u64)),
+                Some(bit_set(f, O_TMPFILE_BIT)),
+            ],
+            None => vec![None],
+        };
+        for when in creating {
+            for bit in [libc::S_ISUID, libc::S_ISGID] {
+                let mut conds: Vec<Cond> = when.iter().cloned().collect();
+                conds.push(bit_set(mode_arg, u64::from(bit)));
+                rules.push(ResolvedRule {
+                    nr,
+                    action: Action::Errno(libc::EPERM as u32),
+                    conds,
+                });
+            }
         }
     }
     rules
 }
+
+/// `__O_TMPFILE`: `O_TMPFILE` is this bit with `O_DIRECTORY`.
+const O_TMPFILE_BIT: u64 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64;
+
+/// fchmodat2 has the same number on every arch (added in Linux 6.6).
+const SYS_FCHMODAT2: i64 = 452;
 
 /// Refused whatever the profile says, as if this kernel lacked them (callers fall back):
 /// - `io_uring_setup`: io_uring opens files (with any mode) and creates sockets without
@@ -982,20 +1012,30 @@ pub const ALWAYS_ENOSYS: [i64; 3] = [
     libc::SYS_openat2,
 ];
 
-/// Calls that set a file's mode, with the index of the mode argument: a mode with the
-/// setuid or setgid bit answers EPERM. Otherwise a plugin could leave a setuid copy of
-/// a shell in its directory, and any local user could run it as the plugin's uid (and
-/// reach other calls' directories, or signal their plugins).
-pub const MODE_SETTERS: [(i64, u8); 9] = [
-    (libc::SYS_chmod, 1),
-    (libc::SYS_fchmod, 1),
-    (libc::SYS_fchmodat, 2),
-    (libc::SYS_fchmodat2, 2),
-    (libc::SYS_creat, 1),
-    (libc::SYS_open, 2),
-    (libc::SYS_openat, 3),
-    (libc::SYS_mknod, 1),
-    (libc::SYS_mknodat, 2),
+/// Calls that set a file's mode: (number, mode argument, flags argument when the mode
+/// counts only with O_CREAT or O_TMPFILE). A mode with the setuid or setgid bit answers
+/// EPERM. Otherwise a plugin could leave a setuid copy of a shell in its directory, and
+/// any local user could run it as the plugin's uid (and reach other calls' directories,
+/// or signal their plugins). (`mkdir` drops both bits itself.)
+#[cfg(target_arch = "x86_64")]
+pub const MODE_SETTERS: [(i64, u8, Option<u8>); 9] = [
+    (libc::SYS_chmod, 1, None),
+    (libc::SYS_fchmod, 1, None),
+    (libc::SYS_fchmodat, 2, None),
+    (SYS_FCHMODAT2, 2, None),
+    (libc::SYS_creat, 1, None),
+    (libc::SYS_open, 2, Some(1)),
+    (libc::SYS_openat, 3, Some(2)),
+    (libc::SYS_mknod, 1, None),
+    (libc::SYS_mknodat, 2, None),
+];
+#[cfg(target_arch = "aarch64")]
+pub const MODE_SETTERS: [(i64, u8, Option<u8>); 5] = [
+    (libc::SYS_fchmod, 1, None),
+    (libc::SYS_fchmodat, 2, None),
+    (SYS_FCHMODAT2, 2, None),
+    (libc::SYS_openat, 3, Some(2)),
+    (libc::SYS_mknodat, 2, None),
 ];
 
 /// SysV shared memory, message queues and semaphores. Refused whatever the profile
@@ -2413,7 +2453,7 @@ mod tests {
             .unwrap();
         assert_eq!(compiled.filter_count(), 1);
         assert!(
-            compiled.instruction_count() <= 100,
+            compiled.instruction_count() <= 200,
             "{:?}",
             compiled.programs
         );
@@ -2429,20 +2469,31 @@ mod tests {
             assert_eq!(run(prog, &Data::native(nr, [0; 6])), want, "syscall {nr}");
         }
         let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
-        for (nr, arg) in MODE_SETTERS {
+        for (nr, arg, flags) in MODE_SETTERS {
             let nr = u32::try_from(nr).unwrap();
+            if let Some(f) = flags {
+                // Without O_CREAT or O_TMPFILE the mode argument means nothing.
+                let mut args = [0; 6];
+                args[usize::from(arg)] = 0o4755;
+                assert_eq!(run(prog, &Data::native(nr, args)), libc::SECCOMP_RET_ALLOW);
+                args[usize::from(f)] = libc::O_TMPFILE as u64 | libc::O_RDWR as u64;
+                assert_eq!(run(prog, &Data::native(nr, args)), eperm, "O_TMPFILE");
+            }
             for (mode, want) in [
                 (0o755, libc::SECCOMP_RET_ALLOW),
                 (0o4755, eperm),
                 (0o2755, eperm),
                 (0o6000, eperm),
                 (0o1777, libc::SECCOMP_RET_ALLOW),
-                // The kernel reads a mode's low 32 bits only.
+                // The kernel reads a mode's low bits only.
                 (0xffff_ffff_0000_0000 | 0o755, libc::SECCOMP_RET_ALLOW),
                 (0xffff_ffff_0000_0000 | 0o4755, eperm),
             ] {
                 let mut args = [0; 6];
                 args[usize::from(arg)] = mode;
+                if let Some(f) = flags {
+                    args[usize::from(f)] = (libc::O_CREAT | libc::O_WRONLY) as u64;
+                }
                 assert_eq!(
                     run(prog, &Data::native(nr, args)),
                     want,
@@ -2614,6 +2665,14 @@ mod tests {
 
     // ---- the oracle itself ----
 
+    /// upm's own EPERM rules for mode bits: two per setter, four where the flags count.
+    fn mode_rules() -> usize {
+        MODE_SETTERS
+            .iter()
+            .map(|(_, _, flags)| if flags.is_some() { 4 } else { 2 })
+            .sum()
+    }
+
     #[test]
     fn oracle_stacking_order_and_contents() {
         let p = parse(MIXED).unwrap();
@@ -2631,7 +2690,7 @@ mod tests {
         // the setuid and setgid bits of each mode-setting call
         want.extend([(Action::Allow, enosys); SYSV_IPC.len() + ALWAYS_ENOSYS.len()]);
         let eperm = Action::Errno(libc::EPERM as u32);
-        want.extend(vec![(Action::Allow, eperm); 2 * MODE_SETTERS.len()]);
+        want.extend(vec![(Action::Allow, eperm); mode_rules()]);
         want.push((Action::KillProcess, Action::Allow)); // default filter last
         assert_eq!(shape, want);
         let last = plan.len() - 1;
@@ -2662,9 +2721,10 @@ mod tests {
                     Action::Errno(13),
                     Action::Trap,
                     Action::Errno(libc::EAFNOSUPPORT as u32),
+                    Action::Errno(libc::ESOCKTNOSUPPORT as u32),
                 ],
                 vec![enosys; SYSV_IPC.len() + ALWAYS_ENOSYS.len()],
-                vec![eperm; 2 * MODE_SETTERS.len()],
+                vec![eperm; mode_rules()],
                 vec![Action::Allow],
             ]
             .concat()
@@ -2778,9 +2838,17 @@ mod tests {
             if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) != 0 {
                 return 12;
             }
-            // No setuid or setgid bit, however a mode is set; other bits as before.
-            let dir = c"/proc/self/cwd".as_ptr();
-            if libc::chmod(dir, 0o4755) != -1 || errno() != libc::EPERM {
+            // A datagram pair could sendto() any pathname socket.
+            let mut dgram = [0; 2];
+            if libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, dgram.as_mut_ptr()) != -1
+                || errno() != libc::ESOCKTNOSUPPORT
+            {
+                return 17;
+            }
+            // No setuid or setgid bit, however a mode is set; other bits as before. (A
+            // path that does not exist: should the filter fail, nothing gets the bit.)
+            let nowhere = c"/nonexistent/upm-seccomp-test".as_ptr();
+            if libc::chmod(nowhere, 0o4755) != -1 || errno() != libc::EPERM {
                 return 13;
             }
             if libc::fchmod(pair[0], 0o2755) != -1 || errno() != libc::EPERM {
