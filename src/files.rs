@@ -8,7 +8,7 @@
 //! Removing a tree a plugin made ([`remove_tree`]): however deep, without following it
 //! anywhere else.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -110,17 +110,18 @@ const MAX_SCANS: u32 = 16;
 /// outside the sandbox running as the plugin's uid) stops the removal instead of
 /// leading it out of the tree; nothing is followed through a symlink, no other mount
 /// is entered, and a directory that keeps filling up is given up on.
+///
+/// An unprivileged upm's plugins run as its own uid, so a plugin can take upm's access
+/// away (`chmod 000` on a directory of its tree); as their owner, upm gives itself back
+/// the access it needs before going in. Root needs no such thing (nor does it try:
+/// a mode never stops it).
 pub fn remove_tree(root: &Path) -> Result<(), RemoveError> {
-    use nix::fcntl::{openat, OFlag, AT_FDCWD};
-    use nix::sys::stat::Mode;
+    use nix::fcntl::AT_FDCWD;
     use nix::unistd::{unlinkat, UnlinkatFlags};
-    fn open(at: &OwnedFd, name: &CStr) -> nix::Result<OwnedFd> {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        openat(at, name, flags, Mode::empty())
-    }
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let euid = nix::unistd::geteuid();
+    let owner = (!euid.is_root()).then_some(euid.as_raw());
     let mut cur = Level {
-        fd: openat(AT_FDCWD, root, flags, Mode::empty())?,
+        fd: open_dir(AT_FDCWD, root, owner)?,
         name: CString::default(),
         pending: Vec::new(),
         scans: 0,
@@ -132,7 +133,7 @@ pub fn remove_tree(root: &Path) -> Result<(), RemoveError> {
     let mut above: Vec<(Above, (u64, u64))> = Vec::new();
     loop {
         if let Some(name) = cur.pending.pop() {
-            let child = match open(&cur.fd, &name) {
+            let child = match open_dir(&cur.fd, name.as_c_str(), owner) {
                 Ok(fd) => fd,
                 Err(nix::Error::ENOENT) => continue,
                 Err(e) => return Err(e.into()),
@@ -173,7 +174,8 @@ pub fn remove_tree(root: &Path) -> Result<(), RemoveError> {
         let Some((parent, parent_id)) = above.pop() else {
             break;
         };
-        let dotdot = open(&cur.fd, c"..")?;
+        // Opened before, so already readable (`owner` has nothing to give back).
+        let dotdot = open_dir(&cur.fd, c"..", None)?;
         if identity(&dotdot)? != parent_id {
             return Err(RemoveError::Moved);
         }
@@ -189,6 +191,49 @@ pub fn remove_tree(root: &Path) -> Result<(), RemoveError> {
     drop(cur);
     nix::unistd::unlinkat(AT_FDCWD, root, UnlinkatFlags::RemoveDir)?;
     Ok(())
+}
+
+/// Opens a directory of the tree without following a symlink. With `owner` (upm's uid
+/// when not root), a directory of that owner is first made fully accessible to it:
+/// reopened after a refusal (no read permission), and changed once open (no search or
+/// write permission, which unlinking its entries needs).
+fn open_dir<Fd: AsFd + Copy, P: ?Sized + nix::NixPath>(
+    at: Fd,
+    name: &P,
+    owner: Option<u32>,
+) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{openat, AtFlags, OFlag};
+    use nix::sys::stat::{fchmod, fchmodat, fstat, fstatat, FchmodatFlags, Mode, SFlag};
+    const FULL: u32 = 0o700;
+    let open = || {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        openat(at, name, flags, Mode::empty())
+    };
+    let fd = match (open(), owner) {
+        (Err(nix::Error::EACCES), Some(uid)) => {
+            let st = fstatat(at, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits() || st.st_uid != uid {
+                return Err(nix::Error::EACCES);
+            }
+            // Follows a symlink swapped in meanwhile, but only by a process of upm's own
+            // uid, which could change that mode itself; the open below still refuses one.
+            fchmodat(
+                at,
+                name,
+                Mode::from_bits_truncate(FULL),
+                FchmodatFlags::FollowSymlink,
+            )?;
+            open()?
+        }
+        (r, _) => r?,
+    };
+    if let Some(uid) = owner {
+        let st = fstat(&fd)?;
+        if st.st_uid == uid && st.st_mode & FULL != FULL {
+            fchmod(&fd, Mode::from_bits_truncate(st.st_mode & 0o7777 | FULL))?;
+        }
+    }
+    Ok(fd)
 }
 
 /// The directory being worked on: the only one with a descriptor open.

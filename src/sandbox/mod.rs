@@ -5,7 +5,8 @@
 //! parent, and each layer says what it will enforce in a [`LayerReport`].
 //! [`Prepared::apply_in_init`] and [`Prepared::apply_in_plugin`] then run in
 //! the sandbox's init and in the plugin before its exec, and make only
-//! async-signal-safe system calls, in the one order that works: rlimits →
+//! async-signal-safe system calls, in the one order that works: read-only
+//! mounts (which need the init's capabilities in its namespaces) → rlimits →
 //! bounding set and credentials → parent-death signal → no_new_privs →
 //! Landlock → seccomp (last, so it need not allow the setup).
 //!
@@ -16,6 +17,7 @@ pub mod credentials;
 pub mod host;
 pub mod landlock;
 pub mod limits;
+pub mod mounts;
 pub mod namespaces;
 pub mod policy;
 pub mod seccomp;
@@ -85,6 +87,8 @@ pub struct Paths<'a> {
 /// Everything the child needs, computed in the parent.
 pub struct Prepared {
     pub namespaces: Option<namespaces::Plan>,
+    /// The read-only view of the host, in the call's mount namespace.
+    pub mounts: Option<mounts::Plan>,
     pub credentials: credentials::Plan,
     pub landlock: Option<landlock::Plan>,
     pub seccomp: Option<std::sync::Arc<seccomp::CompiledFilter>>,
@@ -100,6 +104,7 @@ pub enum Step {
     Sync = 1,
     Session,
     Stdio,
+    Mounts,
     Workdir,
     Limits,
     Credentials,
@@ -118,6 +123,7 @@ impl Step {
             Sync,
             Session,
             Stdio,
+            Mounts,
             Workdir,
             Limits,
             Credentials,
@@ -135,6 +141,7 @@ impl Step {
     /// The layer a failing step belongs to, if any.
     pub fn layer(self) -> Option<Layer> {
         match self {
+            Step::Mounts => Some(Layer::Namespaces),
             Step::Limits => Some(Layer::Limits),
             Step::Credentials => Some(Layer::Credentials),
             Step::Landlock => Some(Layer::Landlock),
@@ -148,6 +155,7 @@ impl Step {
             Step::Sync => "sync",
             Step::Session => "setsid",
             Step::Stdio => "stdio",
+            Step::Mounts => "read_only_mounts",
             Step::Workdir => "chdir",
             Step::Limits => "rlimits",
             Step::Credentials => "credentials",
@@ -175,7 +183,15 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     }
     reports.push(cred_report);
 
-    let (ns_plan, ns_report) = namespaces::prepare(policy.network, credentials.mode);
+    let (ns_plan, mut ns_report) = namespaces::prepare(policy.network, credentials.mode);
+    let mounts = mounts::prepare(paths.workdir, &policy.write_paths).map_err(|reason| {
+        SandboxError::Unavailable {
+            layer: Layer::Namespaces,
+            reason,
+        }
+    })?;
+    ns_report.detail["host_files"] = json!("read-only mounts");
+    ns_report.detail["writable_mounts"] = json!(mounts.writable());
     reports.push(ns_report);
 
     let mut read: Vec<PathBuf> = landlock::BASE_READ_PATHS
@@ -253,6 +269,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
 
     Ok(Prepared {
         namespaces: Some(ns_plan),
+        mounts: Some(mounts),
         credentials,
         landlock,
         seccomp,
@@ -321,6 +338,7 @@ impl Prepared {
             });
         }
         self.namespaces = None;
+        self.mounts = None;
         if self.credentials.mode == credentials::Mode::UserNamespace {
             self.credentials.mode = credentials::Mode::KeepCaller;
         }

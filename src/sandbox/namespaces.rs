@@ -3,7 +3,8 @@
 //! A PID namespace makes the whole process tree killable: its first process
 //! is upm's small init, and when that exits the kernel kills everything else
 //! in the namespace — daemonized grandchildren included. A network namespace
-//! leaves the plugin only a `lo` that is down. IPC is isolated too. Every call also
+//! leaves the plugin only a `lo` that is down. IPC is isolated too, and the mount
+//! namespace holds the call's read-only view of the host (see `mounts`). Every call also
 //! gets a user namespace of its own: an unprivileged upm needs it to create the
 //! others, and for a root upm it makes RLIMIT_NPROC count this call's processes only
 //! (the kernel counts per user *per user namespace*), not those of every call that
@@ -41,7 +42,7 @@ pub const PER_CALL: &str = "the call's own processes (a user namespace of its ow
 pub const PER_UID: &str = "every process of the plugin's uid, this call's and other calls'";
 
 pub fn prepare(network_allowed: bool, cred_mode: Mode) -> (Plan, LayerReport) {
-    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC;
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS;
     if !network_allowed {
         flags |= libc::CLONE_NEWNET;
     }
@@ -49,7 +50,7 @@ pub fn prepare(network_allowed: bool, cred_mode: Mode) -> (Plan, LayerReport) {
     if user_namespace {
         flags |= libc::CLONE_NEWUSER;
     }
-    let mut names = vec!["pid", "ipc"];
+    let mut names = vec!["pid", "ipc", "mount"];
     if !network_allowed {
         names.push("net");
     }

@@ -1,9 +1,9 @@
 //! The sandbox's own processes, up to the plugin's exec.
 //!
 //! ```text
-//! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC [| NEWUSER])──▶ init (pid 1 of its PID namespace)
-//!                  signals reset, stdio, setsid, chdir; waits for upm's go;
-//!                  rlimits, credentials, no_new_privs
+//! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC | NEWNS [| NEWUSER])──▶ init (pid 1 of its PID namespace)
+//!                  signals reset, stdio, setsid; waits for upm's go;
+//!                  read-only mounts, chdir, rlimits, credentials, no_new_privs
 //!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin:
 //!                                          Landlock, seccomp, execveat
 //! ```
@@ -237,6 +237,11 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // capabilities do not reach it), and an init already switched to the plugin's uid
     // would count against that uid's RLIMIT_NPROC while it waits.
     wait_for_go()?;
+    // Before any path the plugin uses is resolved (its cwd), and with the capabilities
+    // the init still has in the call's namespaces.
+    if let Some(m) = &sandbox.mounts {
+        m.apply().map_err(|e| (Step::Mounts, e))?;
+    }
     // SAFETY: a NUL-terminated path prepared by the parent.
     sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;
     // Without a PID namespace (only if allowed), orphans still come back to the init.

@@ -1,0 +1,130 @@
+//! The host's files, read-only: the call's own mount namespace.
+//!
+//! Landlock decides what a plugin may open, not what it may change by path without
+//! opening: `chmod`, `chown`, `utime` and `setxattr` reach every file the plugin's uid
+//! owns (for an unprivileged upm, every file of the user running it) and `utime` every
+//! world-writable one, wherever the plugin can name them. So the init, in a mount
+//! namespace of the call's own, first clones the mounts of what the plugin may write
+//! (its directory, the `write_paths`), then makes every mount read-only and private
+//! (nothing it does propagates to the host), and puts the writable clones back on top.
+//! Everywhere else those calls fail with EROFS. Writes to device nodes (`/dev/null`)
+//! are not stopped by a read-only mount; Landlock still decides which are allowed.
+//!
+//! The namespace is created by the init's clone, inside the call's user namespace, so
+//! the host's read-only mounts arrive locked read-only and none can be made writable.
+
+use super::sys;
+use ::syscalls::{syscall, Sysno};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// How many paths may be writable (the call's directory and the `write_paths`): the
+/// init keeps one descriptor per path in an array on its stack.
+pub const MAX_WRITABLE: usize = 64;
+
+const OPEN_TREE_CLONE: usize = 1;
+const AT_RECURSIVE: usize = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// The kernel's `struct mount_attr` (its first version).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    /// The call's directory first: it must be writable. The others may be missing or
+    /// out of the init's reach, and then stay read-only (the plugin could not reach them
+    /// either: the init can reach at least what the plugin can).
+    writable: Vec<CString>,
+}
+
+/// Plans the read-only view with `writable` (the call's directory first) on top.
+pub fn prepare(workdir: &Path, write_paths: &[PathBuf]) -> Result<Plan, String> {
+    let paths = std::iter::once(workdir).chain(write_paths.iter().map(PathBuf::as_path));
+    let writable = paths
+        .map(|p| CString::new(p.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "a writable path holds a NUL byte".to_string())?;
+    if writable.len() > MAX_WRITABLE {
+        return Err(format!(
+            "at most {} write_paths can be kept writable",
+            MAX_WRITABLE - 1
+        ));
+    }
+    Ok(Plan { writable })
+}
+
+impl Plan {
+    /// In the init, in its fresh mount namespace, with its capabilities there (before
+    /// the uid switch) and before anything resolves a path the plugin will use (its
+    /// cwd). Raw system calls only, no allocation: see `spawn::child`.
+    pub fn apply(&self) -> Result<(), i32> {
+        let mut trees = [-1 as libc::c_int; MAX_WRITABLE];
+        for (i, path) in self.writable.iter().enumerate() {
+            // SAFETY: a NUL-terminated path prepared by the parent; returns a descriptor.
+            let r = sys(unsafe {
+                syscall!(
+                    Sysno::open_tree,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as usize
+                )
+            });
+            match r {
+                Ok(fd) => trees[i] = fd as libc::c_int,
+                Err(libc::ENOENT | libc::EACCES) if i > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: libc::MS_PRIVATE,
+            userns_fd: 0,
+        };
+        // SAFETY: a valid mount_attr on our stack, its size, and a static path.
+        sys(unsafe {
+            syscall!(
+                Sysno::mount_setattr,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>()
+            )
+        })?;
+        for (path, &tree) in self.writable.iter().zip(&trees) {
+            if tree < 0 {
+                continue;
+            }
+            // SAFETY: attaches our detached clone at a NUL-terminated path.
+            sys(unsafe {
+                syscall!(
+                    Sysno::move_mount,
+                    tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH
+                )
+            })?;
+            // SAFETY: our own descriptor.
+            let _ = unsafe { syscall!(Sysno::close, tree) };
+        }
+        Ok(())
+    }
+
+    pub fn writable(&self) -> Vec<String> {
+        self.writable
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+}
