@@ -152,6 +152,8 @@ def main():
     # Reference: the kernel alone, the same namespaces and exec per call, nothing else.
     floor_exe = floor.build(d)
     floor_rates = {p: [] for p in parallels}
+    # The same, with the kernel's share of the layers (Landlock, no_new_privs, seccomp).
+    layer_rates = {p: [] for p in parallels}
     for _ in range(args.rounds):
         sync_ms.append(fdatasync_ms(d))
         for p in parallels:
@@ -164,6 +166,9 @@ def main():
                 out = subprocess.run([floor_exe, "batch", str(p), str(args.calls // p)],
                                      stdout=subprocess.PIPE, check=True).stdout
                 floor_rates[p].append(float(out))
+                out = subprocess.run([floor_exe, "batch", str(p), str(args.calls // p), "layers"],
+                                     stdout=subprocess.PIPE, check=True).stdout
+                layer_rates[p].append(float(out))
         oneshot.append(args.oneshot / run_oneshots(config, args.oneshot))
     audit_lines = sum(1 for _ in open(os.path.join(d, "entrypoint.log")))
     shutil.rmtree(d, ignore_errors=True)
@@ -192,6 +197,12 @@ def main():
               f"clone into new user, PID, network and IPC namespaces, exec /bin/true, wait) | "
               f"{args.calls // p * p} | {med:.0f} | {min(floor_rates[p]):.0f} – {max(floor_rates[p]):.0f} | "
               f"{med / base:.2f} | – |")
+    for p in parallels if floor_exe else []:
+        med = statistics.median(layer_rates[p])
+        print(f"| floor with layers, {p} worker{'s' if p > 1 else ''} (the same, plus a Landlock "
+              f"ruleset per call, no_new_privs and a 206-instruction seccomp filter) | "
+              f"{args.calls // p * p} | {med:.0f} | {min(layer_rates[p]):.0f} – "
+              f"{max(layer_rates[p]):.0f} | {med / base:.2f} | – |")
     best = max(statistics.median(v) for v in rates.values())
     print(f"\n{audit_lines} audit entries written on disk (2 per call); append + fdatasync "
           f"on that disk during the runs: median {statistics.median(sync_ms):.2f} ms "
