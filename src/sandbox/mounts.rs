@@ -39,15 +39,20 @@ struct MountAttr {
 
 #[derive(Debug)]
 pub struct Plan {
-    /// The call's directory first: it must be writable. The others may be missing or
-    /// out of the init's reach, and then stay read-only (the plugin could not reach them
-    /// either: the init can reach at least what the plugin can).
+    /// The call's directory first. Paths that do not exist are left out, as Landlock
+    /// leaves them out; one that disappears before the init clones it has nothing to
+    /// write to. Any other failure stops the call: the report names these as writable.
     writable: Vec<CString>,
 }
 
 /// Plans the read-only view with `writable` (the call's directory first) on top.
 pub fn prepare(workdir: &Path, write_paths: &[PathBuf]) -> Result<Plan, String> {
-    let paths = std::iter::once(workdir).chain(write_paths.iter().map(PathBuf::as_path));
+    let paths = std::iter::once(workdir).chain(
+        write_paths
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|p| p.exists()),
+    );
     let writable = paths
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<Vec<_>, _>>()
@@ -79,7 +84,7 @@ impl Plan {
             });
             match r {
                 Ok(fd) => trees[i] = fd as libc::c_int,
-                Err(libc::ENOENT | libc::EACCES) if i > 0 => {}
+                Err(libc::ENOENT) if i > 0 => {}
                 Err(e) => return Err(e),
             }
         }
