@@ -22,7 +22,7 @@
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -50,23 +50,146 @@ pub enum IntegrityError {
     Snapshot { path: PathBuf, source: io::Error },
 }
 
+/// The most bytes upm reads from one plugin file (to hash it, copy it or snapshot it):
+/// a file that keeps growing while it is read is refused past this.
+pub const MAX_PLUGIN_FILE_BYTES: u64 = 1 << 30;
+
 /// An executable opened once, hashed through its descriptor.
 pub struct Executable {
+    /// What is exec'd: read-only, and for a copy, a descriptor of the copy.
     pub fd: OwnedFd,
+    /// The path of what is exec'd (the copy's, when the file was copied).
     pub path: PathBuf,
+    /// The file named by the config (`path` itself unless it was copied).
+    pub source: PathBuf,
+    /// SHA-256 (hex) of exactly the bytes `fd` holds.
     pub sha256: String,
     /// Starts with `#!`: the kernel hands the interpreter `/dev/fd/N`, so the
     /// descriptor must survive the exec.
     pub script: bool,
+    /// A script's interpreter, as its `#!` line names it.
+    pub interpreter: Option<PathBuf>,
+}
+
+impl Executable {
+    /// Compares the digest of the bytes held with a pin.
+    pub fn check_pin(&self, pin: Option<&str>) -> Result<(), IntegrityError> {
+        match pin {
+            Some(expected) if !expected.eq_ignore_ascii_case(&self.sha256) => {
+                Err(IntegrityError::Mismatch {
+                    path: self.source.clone(),
+                    expected: expected.to_owned(),
+                    actual: self.sha256.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Opens `path`, checks it is safe, hashes it through the descriptor and compares with `pin`.
+///
+/// The descriptor is the file itself: whoever may write the file could still rewrite it
+/// in place before it is exec'd. Where that matters (a pin or a signature vouches for
+/// the bytes), use [`copy_executable`].
 pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, IntegrityError> {
-    check_symlink(path, path.parent().unwrap_or(Path::new("/")))?;
-    let mut file = File::open(path).map_err(|source| IntegrityError::Open {
+    let mut file = open_plugin_file(path)?;
+    let (sha256, head) = read_hashing(&mut file, path, None)?;
+    let exe = Executable {
+        fd: file.into(),
         path: path.to_path_buf(),
+        source: path.to_path_buf(),
+        sha256,
+        script: head.starts_with(b"#!"),
+        interpreter: interpreter(&head),
+    };
+    exe.check_pin(pin)?;
+    Ok(exe)
+}
+
+/// Copies the executable at `path` into `dest_dir` (made 0755 if missing, in a
+/// directory only upm may write to), hashing exactly the bytes it copies, and
+/// returns a read-only descriptor of the copy: rewriting the original in place, even
+/// during the call, cannot change what runs. The copy keeps at most the original's
+/// permission bits (`mode & 0o755`). No pin is checked here: see
+/// [`Executable::check_pin`].
+pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, IntegrityError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut file = open_plugin_file(path)?;
+    let mode = file
+        .metadata()
+        .map_err(|source| IntegrityError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o755;
+    let snap = |p: &Path, source| IntegrityError::Snapshot {
+        path: p.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dest_dir)
+        .map_err(|e| snap(dest_dir, e))?;
+    let name = path.file_name().unwrap_or(std::ffi::OsStr::new("exec"));
+    let target = dest_dir.join(name);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&target)
+        .map_err(|e| snap(&target, e))?;
+    let (sha256, head) = read_hashing(&mut file, path, Some((&mut out, &target)))?;
+    // Exactly the original's bits (at most 0755), whatever upm's umask took away.
+    out.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| snap(&target, e))?;
+    // A read-only descriptor of the very inode written, not a second lookup of the
+    // path; the writable one is closed before the exec (else ETXTBSY).
+    let fd = std::fs::File::open(format!("/proc/self/fd/{}", out.as_raw_fd()))
+        .map_err(|e| snap(&target, e))?;
+    drop(out);
+    Ok(Executable {
+        fd: fd.into(),
+        path: target,
+        source: path.to_path_buf(),
+        sha256,
+        script: head.starts_with(b"#!"),
+        interpreter: interpreter(&head),
+    })
+}
+
+/// An executable's file opened for reading through every check: a symlink only if it
+/// stays in the file's directory, that directory and the file safe (owner, mode),
+/// a regular file (checked on the descriptor: never a FIFO or a device, which would
+/// block upm or never end), opened without following a link and without blocking.
+fn open_plugin_file(path: &Path) -> Result<File, IntegrityError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let resolved = check_symlink(path, dir)?;
+    let file = open_regular(path, &resolved)?;
+    let dmeta = std::fs::metadata(dir).map_err(|source| IntegrityError::Open {
+        path: dir.to_path_buf(),
         source,
     })?;
+    check_owner_and_mode(dir, &dmeta)?;
+    Ok(file)
+}
+
+/// Opens `resolved` (what `path` names, links resolved) without following a link or
+/// blocking, and checks on the descriptor that it is a safe regular file.
+fn open_regular(path: &Path, resolved: &Path) -> Result<File, IntegrityError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(resolved)
+        .map_err(|source| IntegrityError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let meta = file.metadata().map_err(|source| IntegrityError::Open {
         path: path.to_path_buf(),
         source,
@@ -75,47 +198,67 @@ pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, Int
         return Err(unsafe_file(path, "not a regular file"));
     }
     check_owner_and_mode(path, &meta)?;
-    if let Some(dir) = path.parent() {
-        let dmeta = std::fs::metadata(dir).map_err(|source| IntegrityError::Open {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        check_owner_and_mode(dir, &dmeta)?;
-    }
+    Ok(file)
+}
+
+/// Reads `file` to its end (at most [`MAX_PLUGIN_FILE_BYTES`]), hashing every byte and
+/// writing it to `copy` if given; returns the SHA-256 hex and the first bytes.
+fn read_hashing(
+    file: &mut File,
+    path: &Path,
+    mut copy: Option<(&mut File, &Path)>,
+) -> Result<(String, Vec<u8>), IntegrityError> {
+    const HEAD: usize = 256;
     let mut hasher = Sha256::new();
-    let mut head = [0u8; 2];
+    let mut head = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut first = true;
+    let mut total: u64 = 0;
     loop {
-        let n = file.read(&mut buf).map_err(|source| IntegrityError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(IntegrityError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
         if n == 0 {
             break;
         }
-        if first && n >= 2 {
-            head.copy_from_slice(&buf[..2]);
+        total += n as u64;
+        if total > MAX_PLUGIN_FILE_BYTES {
+            return Err(unsafe_file(
+                path,
+                &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
+            ));
         }
-        first = false;
-        hasher.update(&buf[..n]);
-    }
-    let sha256 = hex::encode(hasher.finalize());
-    if let Some(expected) = pin {
-        if !expected.eq_ignore_ascii_case(&sha256) {
-            return Err(IntegrityError::Mismatch {
-                path: path.to_path_buf(),
-                expected: expected.to_owned(),
-                actual: sha256,
-            });
+        let chunk = &buf[..n];
+        if head.len() < HEAD {
+            let take = (HEAD - head.len()).min(n);
+            head.extend_from_slice(&chunk[..take]);
+        }
+        hasher.update(chunk);
+        if let Some((out, target)) = copy.as_mut() {
+            io::Write::write_all(*out, chunk).map_err(|source| IntegrityError::Snapshot {
+                path: target.to_path_buf(),
+                source,
+            })?;
         }
     }
-    Ok(Executable {
-        fd: file.into(),
-        path: path.to_path_buf(),
-        sha256,
-        script: &head == b"#!",
-    })
+    Ok((hex::encode(hasher.finalize()), head))
+}
+
+/// The interpreter a `#!` line names (its first word), if the head is a script's.
+fn interpreter(head: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let line = head.strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next().unwrap_or(line);
+    let word = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(word)))
 }
 
 fn unsafe_file(path: &Path, reason: &str) -> IntegrityError {
@@ -149,11 +292,12 @@ fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), Int
     Ok(())
 }
 
-/// A symlink is fine only while its target stays inside `root`.
-fn check_symlink(path: &Path, root: &Path) -> Result<(), IntegrityError> {
+/// A symlink is fine only while its target stays inside `root`. Returns what to open:
+/// `path` itself, or a symlink's resolved target.
+fn check_symlink(path: &Path, root: &Path) -> Result<PathBuf, IntegrityError> {
     let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     if !is_link {
-        return Ok(());
+        return Ok(path.to_path_buf());
     }
     let target = std::fs::canonicalize(path).map_err(|source| IntegrityError::Open {
         path: path.to_path_buf(),
@@ -170,7 +314,7 @@ fn check_symlink(path: &Path, root: &Path) -> Result<(), IntegrityError> {
             ),
         ));
     }
-    Ok(())
+    Ok(target)
 }
 
 /// Every file of a plugin tree, read once.
@@ -194,11 +338,28 @@ pub fn check_tree(roots: &[PathBuf]) -> Result<(), IntegrityError> {
 /// Reads, checks and hashes every file under `roots`.
 pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
     let mut files = Vec::new();
-    walk(roots, &mut |root, rel, path, meta| {
-        let bytes = std::fs::read(path).map_err(|source| IntegrityError::Open {
+    walk(roots, &mut |root, rel, path, resolved| {
+        // Through the checked descriptor: a file swapped for a FIFO or a device since
+        // the walk looked at it is refused, never read (or waited on).
+        let mut file = open_regular(path, resolved)?;
+        let meta = file.metadata().map_err(|source| IntegrityError::Open {
             path: path.to_path_buf(),
             source,
         })?;
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(MAX_PLUGIN_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| IntegrityError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
+            return Err(unsafe_file(
+                path,
+                &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
+            ));
+        }
         files.push(ManifestFile {
             root,
             rel: rel.to_path_buf(),
@@ -278,8 +439,8 @@ impl Manifest {
     }
 }
 
-type Visit<'a> =
-    dyn FnMut(usize, &Path, &Path, &std::fs::Metadata) -> Result<(), IntegrityError> + 'a;
+/// `(root index, relative path, path, what to open: the path or its link's target)`.
+type Visit<'a> = dyn FnMut(usize, &Path, &Path, &Path) -> Result<(), IntegrityError> + 'a;
 
 /// Walks every root: checks each directory and file, refuses escaping symlinks,
 /// and calls `visit` for each regular file (caches skipped).
@@ -305,8 +466,8 @@ fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> 
                 let name = entry.file_name();
                 let path = entry.path();
                 let rel_child = rel.join(&name);
-                check_symlink(&path, root)?;
-                let meta = std::fs::metadata(&path).map_err(|source| IntegrityError::Open {
+                let resolved = check_symlink(&path, root)?;
+                let meta = std::fs::metadata(&resolved).map_err(|source| IntegrityError::Open {
                     path: path.clone(),
                     source,
                 })?;
@@ -321,20 +482,12 @@ fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> 
                         continue;
                     }
                     check_owner_and_mode(&path, &meta)?;
-                    visit(i, &rel_child, &path, &meta)?;
+                    visit(i, &rel_child, &path, &resolved)?;
                 }
             }
         }
     }
     Ok(())
-}
-
-/// SHA-256 of a file, hex (for `upm check` and signing).
-pub fn file_sha256(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

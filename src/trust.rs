@@ -143,39 +143,66 @@ fn label(config: &Config, p: &Path) -> String {
 }
 
 /// The files one plugin depends on, with their current digests (`sha256:<hex>`), for signing and `check`.
+///
+/// Each file is read the way a call reads it (never by a plain path open that a FIFO or
+/// a device would block): schemas and profiles as they load, executables through
+/// [`crate::integrity`]'s checked descriptor.
 pub fn plugin_files(
     config: &Config,
     plugin: &Plugin,
 ) -> Result<BTreeMap<String, String>, TrustError> {
     let mut out = BTreeMap::new();
-    let mut add = |p: &Path| -> Result<(), TrustError> {
-        let d = crate::integrity::file_sha256(p).map_err(|e| TrustError::Unreadable {
-            file: label(config, p),
-            reason: e.to_string(),
-        })?;
-        out.insert(label(config, p), format!("sha256:{d}"));
-        Ok(())
+    let unreadable = |p: &Path, reason: String| TrustError::Unreadable {
+        file: label(config, p),
+        reason,
     };
     for m in plugin.methods.values() {
         if let Some(schema) = &m.schema {
             // Every file the schema's $refs reach is covered too.
-            match crate::schema::MethodSchema::load(schema) {
-                Ok(s) => {
-                    for f in s.files() {
-                        add(f)?;
-                    }
-                }
-                Err(_) => add(schema)?,
+            let s = crate::schema::MethodSchema::load(schema)
+                .map_err(|e| unreadable(schema, e.to_string()))?;
+            for (path, hex) in s.file_digests() {
+                out.insert(label(config, path), format!("sha256:{hex}"));
             }
         }
     }
-    add(&plugin.seccomp_profile)?;
-    if plugin.sha256.is_some() {
-        if let crate::config::PluginKind::Command { argv } = &plugin.kind {
-            add(Path::new(&argv[0]))?;
-        }
+    let profile = crate::sandbox::seccomp::Profile::load(&plugin.seccomp_profile)
+        .map_err(|e| unreadable(&plugin.seccomp_profile, e.to_string()))?;
+    out.insert(label(config, &plugin.seccomp_profile), profile.digest);
+    for exe in signed_executables(config, plugin) {
+        let e = crate::integrity::open_executable(exe, None)
+            .map_err(|e| unreadable(exe, e.to_string()))?;
+        out.insert(label(config, exe), format!("sha256:{}", e.sha256));
     }
     Ok(out)
+}
+
+/// The executables of a plugin the signature lists: a pinned command's executable
+/// (its pin is in the signed config too) and a Python class plugin's interpreter.
+pub fn signed_executables<'a>(config: &'a Config, plugin: &'a Plugin) -> Vec<&'a Path> {
+    match &plugin.kind {
+        crate::config::PluginKind::Command { argv } if plugin.sha256.is_some() => {
+            vec![Path::new(&argv[0])]
+        }
+        crate::config::PluginKind::Command { .. } => Vec::new(),
+        crate::config::PluginKind::PythonClass { .. } => vec![config.python.as_path()],
+    }
+}
+
+/// Checks an executable a call is about to run (`digest`: SHA-256 hex of the very
+/// bytes that will be exec'd) against the signature, when the signature lists it.
+pub fn check_executable(
+    config: &Config,
+    signed: &Signed,
+    path: &Path,
+    digest: &str,
+) -> Result<(), TrustError> {
+    let file = label(config, path);
+    match signed.files.get(&file) {
+        Some(d) if d.strip_prefix("sha256:") == Some(digest) => Ok(()),
+        Some(_) => Err(TrustError::Changed { file }),
+        None => Err(TrustError::NotCovered { file }),
+    }
 }
 
 /// Every file the config references, and the config itself.
@@ -210,6 +237,7 @@ pub fn sign(config: &Config, secret: &Path) -> Result<PathBuf, TrustError> {
 }
 
 /// A verified signature: which key, and the signed digests.
+#[derive(Debug, Clone)]
 pub struct Signed {
     pub key_id: String,
     pub files: BTreeMap<String, String>,
@@ -324,15 +352,15 @@ pub fn compare(signed: &Signed, current: &BTreeMap<String, String>) -> Result<()
 /// The trust verdict for one call (or for `check` when `plugin` is None).
 pub struct Verdict {
     pub mode: Mode,
-    pub result: Result<String, TrustError>,
+    pub result: Result<Signed, TrustError>,
 }
 
 impl Verdict {
     /// For the result and the audit entry.
     pub fn to_json(&self) -> Value {
         match &self.result {
-            Ok(key_id) => {
-                json!({ "mode": self.mode.as_str(), "status": "verified", "key_id": key_id })
+            Ok(signed) => {
+                json!({ "mode": self.mode.as_str(), "status": "verified", "key_id": signed.key_id })
             }
             Err(e) => {
                 json!({ "mode": self.mode.as_str(), "status": "failed", "reason": e.to_string() })
@@ -363,18 +391,8 @@ fn call_files(
         label(config, &call.plugin.seccomp_profile),
         call.seccomp.digest.clone(),
     );
-    // A pinned executable is hashed again when it is opened for exec, through the
-    // descriptor that is exec'd, against the pin in this (signed) config.
-    if call.plugin.sha256.is_some() {
-        if let crate::config::PluginKind::Command { argv } = &call.plugin.kind {
-            let p = Path::new(&argv[0]);
-            let d = crate::integrity::file_sha256(p).map_err(|e| TrustError::Unreadable {
-                file: label(config, p),
-                reason: e.to_string(),
-            })?;
-            out.insert(label(config, p), format!("sha256:{d}"));
-        }
-    }
+    // The executables the signature lists are checked later, by
+    // [`check_executable`], on the digest of the very bytes that are exec'd.
     Ok(out)
 }
 
@@ -394,7 +412,7 @@ pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
             None => all_files(config)?,
         };
         compare(&signed, &current)?;
-        Ok(signed.key_id)
+        Ok(signed)
     })();
     Some(Verdict {
         mode: s.mode,

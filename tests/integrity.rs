@@ -360,6 +360,37 @@ impl Swapper {
         }
     }
 
+    /// Rewrites `target` in place (same inode, same length: open, pwrite, close) with
+    /// `evil` then `good`, until stopped: what a writer of the file itself can do.
+    fn in_place(target: PathBuf, good: Vec<u8>, evil: Vec<u8>) -> Swapper {
+        use std::os::unix::fs::FileExt;
+        assert_eq!(good.len(), evil.len());
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicUsize::new(0));
+        let (s, n) = (stop.clone(), swaps.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for bytes in [&evil, &good] {
+                    let written = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&target)
+                        .and_then(|f| f.write_all_at(bytes, 0));
+                    if written.is_err() {
+                        return;
+                    }
+                    n.fetch_add(1, Ordering::Relaxed);
+                    // Long enough for a call to see either content whole, now and then.
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+        });
+        Swapper {
+            stop,
+            swaps,
+            thread: Some(thread),
+        }
+    }
+
     /// Stops swapping; the target is left with the good content.
     fn stop(mut self) -> usize {
         self.halt();
@@ -478,6 +509,38 @@ fn swapping_a_pinned_script_never_runs_the_swapped_in_script() {
         "pinned script",
         200,
         || Swapper::start(target, good, evil, d.join("bin/.tmp")),
+        || call(&cfg, "S", "go", json!({}), &[]),
+        |r| r.code == 0 && r.result()["who"] == "good",
+    );
+}
+
+/// The pinned file itself rewritten in place (no rename: the same inode the check
+/// read): a script's interpreter reads the script again when it runs, so what runs
+/// must be a copy of exactly the bytes that were hashed.
+#[test]
+fn rewriting_a_pinned_script_in_place_never_runs_the_rewritten_bytes() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let good = "#!/bin/sh\ncat >/dev/null\necho '{\"who\":\"good\"}'\n";
+    let evil = "#!/bin/sh\ncat >/dev/null\necho '{\"evil\":1}'\n###\n";
+    assert_eq!(good.len(), evil.len());
+    let target = d.write("bin/tool.sh", good, true);
+    let mut p = cmd_plugin(&target, &["go"]);
+    p["sha256"] = json!(sha256_of(&target));
+    let cfg = config_with(&d, json!({ "S": p }));
+    let run = call(&cfg, "S", "go", json!({}), &[]);
+    assert_ok(&run);
+    // What ran is the call's own copy, hashed while it was copied.
+    let started = &audit_of(&d, &run)[0];
+    let exec = started["plugin_files"]["exec"].as_str().unwrap();
+    assert!(exec.contains("/verified/exec/"), "{started}");
+    assert_eq!(started["plugin_files"]["exec_source"], json!(target));
+    race(
+        "pinned script rewritten in place",
+        120,
+        || Swapper::in_place(target, good.into(), evil.into()),
         || call(&cfg, "S", "go", json!({}), &[]),
         |r| r.code == 0 && r.result()["who"] == "good",
     );
@@ -1146,6 +1209,153 @@ fn check_reports_the_signature() {
     assert_eq!(c.code, 0, "{}", ctx(&c));
     assert_eq!(c.json["signature"]["status"], "failed");
     assert_eq!(c.json["signature"]["mode"], "warn");
+}
+
+/// upm run/check/sign with a deadline: a FIFO or a device read as if it were a file
+/// would hold upm forever.
+fn upm_bounded(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "20"]).arg(upm_bin()).args(argv);
+    for var in [
+        "UPM_CONFIG_PATH",
+        "UPM_LOG_FILE",
+        "UPM_TRUST_MODE",
+        "UPM_TRUSTED_KEYS_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_command(cmd, input)
+}
+
+/// A pinned executable replaced by a symlink to /dev/zero or by a FIFO: refused at once,
+/// with an audit entry, by run (trust on or off), check and sign alike; never read.
+#[test]
+fn a_pinned_executable_replaced_by_a_device_or_a_fifo_is_refused_not_read() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let cfg = s.cfg.to_str().unwrap();
+    let secret = s.d.join("secret.pem");
+    let saved = s.d.join("saved-echo");
+    std::fs::rename(&s.tt, &saved).unwrap();
+    for (what, reason) in [
+        ("symlink", "outside the plugin's directory"),
+        ("fifo", "not a regular file"),
+    ] {
+        match what {
+            "symlink" => std::os::unix::fs::symlink("/dev/zero", &s.tt).unwrap(),
+            _ => {
+                nix::unistd::mkfifo(&s.tt, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap()
+            }
+        }
+        for env in [&s.strict_env()[..], &[]] {
+            let run = upm_bounded(
+                &["run", "--config", cfg],
+                &request("T", "wordcount", json!({"text": "a b"})),
+                env,
+            );
+            assert_refused(&s.d, &run, 6, "unsafe_plugin_file");
+            let err = run.json["data"]["error"].as_str().unwrap();
+            assert!(err.contains(reason), "{what}: {}", ctx(&run));
+        }
+        let c = upm_bounded(&["check", "--config", cfg], b"", &s.strict_env());
+        assert_eq!(c.code, 5, "{what}: {}", ctx(&c));
+        let c = upm_bounded(
+            &["sign", "--key", secret.to_str().unwrap(), "--config", cfg],
+            b"",
+            &[],
+        );
+        assert_eq!(c.code, 5, "{what}: {}", ctx(&c));
+        assert!(c.stderr.contains(reason), "{what}: {}", ctx(&c));
+        std::fs::remove_file(&s.tt).unwrap();
+    }
+    std::fs::rename(&saved, &s.tt).unwrap();
+    assert_ok(&s.wc(&s.strict_env()));
+}
+
+/// A Python class plugin's interpreter is listed by the signature; with trust on, what
+/// runs is a copy of it hashed while copied, and a changed interpreter is refused.
+#[test]
+fn the_python_interpreter_is_signed_and_a_changed_one_never_runs() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    d.write("py/mod.py", GOOD_PY, false);
+    let python = d.join("interp/python3");
+    std::fs::create_dir_all(python.parent().unwrap()).unwrap();
+    chmod(python.parent().unwrap(), 0o755);
+    std::fs::copy(std::fs::canonicalize("/usr/bin/python3").unwrap(), &python).unwrap();
+    chmod(&python, 0o755);
+    let cfg = d.config(&json!({
+        "require_schemas": false,
+        "python": "interp/python3",
+        "plugins": { "P": py_plugin("py") }
+    }));
+    std::fs::create_dir(d.join("keys")).unwrap();
+    let secret = d.join("secret.pem");
+    let run = upm(
+        &[
+            "keygen",
+            "--secret",
+            secret.to_str().unwrap(),
+            "--public",
+            d.join("keys/k.pub").to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    sign(&cfg, &secret);
+    let sig: Value =
+        serde_json::from_str(&std::fs::read_to_string(trust_sig(&cfg)).unwrap()).unwrap();
+    assert_eq!(
+        sig["files"]["interp/python3"],
+        format!("sha256:{}", sha256_of(&python)).as_str(),
+        "{sig}"
+    );
+    let keys = d.join("keys");
+    let strict = [("UPM_TRUSTED_KEYS_DIR", keys.to_str().unwrap())];
+    let run = call(&cfg, "P", "who", json!({}), &strict);
+    assert_ok(&run);
+    assert_eq!(run.result()["who"], "good", "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["trust"]["status"],
+        "verified",
+        "{}",
+        ctx(&run)
+    );
+    let started = &audit_of(&d, &run)[0];
+    let exec = started["plugin_files"]["exec"].as_str().unwrap();
+    assert!(exec.contains("/verified/exec/"), "{started}");
+    assert_eq!(
+        started["plugin_files"]["exec_sha256"],
+        sha256_of(&python).as_str()
+    );
+
+    // Another interpreter in its place: refused before anything runs, in strict.
+    let saved = d.join("saved-python");
+    std::fs::rename(&python, &saved).unwrap();
+    d.write("interp/python3", "#!/bin/sh\necho '{\"evil\":1}'\n", true);
+    let run = call(&cfg, "P", "who", json!({}), &strict);
+    assert_refused(&d, &run, 5, "untrusted_config");
+    let err = run.json["data"]["error"].as_str().unwrap();
+    assert!(err.contains("interp/python3 changed"), "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["trust"]["status"],
+        "failed",
+        "{}",
+        ctx(&run)
+    );
+    // `upm check` says so too.
+    let c = check(&cfg, &strict);
+    assert_eq!(c.code, 5, "{}", ctx(&c));
+    std::fs::rename(&saved, &python).unwrap();
+    assert_ok(&call(&cfg, "P", "who", json!({}), &strict));
 }
 
 // ---------------------------------------------------------------- signed files swapped during calls
