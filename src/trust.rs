@@ -2,16 +2,20 @@
 //!
 //! `upm sign` writes `<config>.sig`, a detached ed25519 signature over the
 //! config's digest and the digests of every file it references: schemas (and
-//! the files their `$ref`s reach), seccomp profiles and pinned executables.
-//! Before a call runs, upm checks the signature with a trusted key and
-//! re-hashes the files that call depends on.
+//! the files their `$ref`s reach), seccomp profiles, pinned executables and the
+//! Python interpreter of Python class plugins. Before a call runs, upm checks the
+//! signature with a trusted key and the digests of the very bytes the call uses:
+//! schemas and profiles as loaded, executables as copied for the exec.
 //!
-//! Trust settings: `UPM_TRUST_MODE` / `UPM_TRUSTED_KEYS_DIR` in the
-//! environment win over the config's `"trust": {"mode", "keys_dir"}`. A keys
-//! directory without a mode means `strict`. Settings that cannot be read mean
-//! `strict`, never open. A config's own `trust` block can be edited by whoever
-//! edits the config, so real protection comes from the environment (e.g. the
-//! container image's ENV), which an attacker who changes files cannot change.
+//! Trust settings: if the environment sets `UPM_TRUST_MODE` or
+//! `UPM_TRUSTED_KEYS_DIR` (non-empty), the environment alone decides and the
+//! config's `"trust"` block is ignored entirely; otherwise the config's
+//! `"trust": {"mode", "keys_dir"}` applies. A keys directory without a mode means
+//! `strict`; strict or warn without a keys directory fails closed. Settings that
+//! cannot be read (an unknown mode, or one that is not UTF-8) mean `strict`, never
+//! open. A config's own `trust` block can be edited by whoever edits the config,
+//! so real protection comes from the environment (e.g. the container image's
+//! ENV), which an attacker who changes files cannot change.
 
 use crate::config::{Config, Plugin};
 use crate::keys;
@@ -43,6 +47,8 @@ pub struct Settings {
     pub keys_dir: Option<PathBuf>,
     /// Why the settings fell back to strict, if they did.
     pub problem: Option<String>,
+    /// The environment set them (the config's `trust` block was ignored).
+    pub from_env: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +57,8 @@ pub enum TrustError {
     Unsigned(PathBuf),
     #[error("signature file {path} cannot be used: {reason}")]
     BadSigFile { path: PathBuf, reason: String },
-    #[error("no trusted key is configured (set UPM_TRUSTED_KEYS_DIR or trust.keys_dir)")]
-    NoKeysDir,
+    #[error("no trusted key is configured: {0}")]
+    NoKeysDir(&'static str),
     #[error("trusted keys directory {dir} cannot be used: {reason}")]
     KeysDir { dir: PathBuf, reason: String },
     #[error("the signature was made with key {key_id}, which is not in the trusted keys directory {dir}")]
@@ -76,36 +82,74 @@ pub enum TrustError {
     },
 }
 
-/// Resolves the trust settings: environment first, then the config, then off.
+/// The environment's trust settings. Setting any of them (non-empty) makes the
+/// environment the only source: the config's `trust` block is then ignored entirely.
+pub const ENV_MODE: &str = "UPM_TRUST_MODE";
+pub const ENV_KEYS_DIR: &str = "UPM_TRUSTED_KEYS_DIR";
+
+/// Resolves the trust settings: the environment if it sets any, else the config, else off.
 pub fn settings(config: &Config) -> Settings {
+    let env = |name| std::env::var_os(name).filter(|s| !s.is_empty());
+    resolve_settings(
+        env(ENV_MODE),
+        env(ENV_KEYS_DIR),
+        config.trust.as_ref(),
+        &config.dir,
+    )
+}
+
+fn resolve_settings(
+    env_mode: Option<std::ffi::OsString>,
+    env_dir: Option<std::ffi::OsString>,
+    config_block: Option<&Value>,
+    config_dir: &Path,
+) -> Settings {
     let mut problem = None;
-    let env_mode = std::env::var("UPM_TRUST_MODE")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let env_dir = std::env::var_os("UPM_TRUSTED_KEYS_DIR").filter(|s| !s.is_empty());
-    let (cfg_mode, cfg_dir) = match config_trust(config.trust.as_ref(), &config.dir) {
-        Ok(v) => v,
-        Err(e) => {
-            problem = Some(e);
-            (Some("strict".to_owned()), None)
+    let from_env = env_mode.is_some() || env_dir.is_some();
+    let (mode, keys_dir) = if from_env {
+        // Whoever can edit the config can edit its `trust` block: once the environment
+        // speaks, the config can neither lower the mode nor choose the keys.
+        let mode = match env_mode {
+            None => Mode::Strict,
+            Some(m) => match m.to_str() {
+                Some("strict") => Mode::Strict,
+                Some("warn") => Mode::Warn,
+                Some("off") => Mode::Off,
+                _ => {
+                    problem = Some(format!("unknown trust mode {m:?} in {ENV_MODE}"));
+                    Mode::Strict
+                }
+            },
+        };
+        let keys_dir = env_dir.map(PathBuf::from);
+        (mode, keys_dir)
+    } else {
+        match config_trust(config_block, config_dir) {
+            Ok((cfg_mode, cfg_dir)) => {
+                let mode = match cfg_mode.as_deref() {
+                    Some("strict") => Mode::Strict,
+                    Some("warn") => Mode::Warn,
+                    Some("off") => Mode::Off,
+                    Some(other) => {
+                        problem = Some(format!("unknown trust mode {other:?}"));
+                        Mode::Strict
+                    }
+                    None if cfg_dir.is_some() => Mode::Strict,
+                    None => Mode::Off,
+                };
+                (mode, cfg_dir)
+            }
+            Err(e) => {
+                problem = Some(e);
+                (Mode::Strict, None)
+            }
         }
-    };
-    let keys_dir = env_dir.map(PathBuf::from).or(cfg_dir);
-    let mode = match env_mode.or(cfg_mode).as_deref() {
-        Some("strict") => Mode::Strict,
-        Some("warn") => Mode::Warn,
-        Some("off") => Mode::Off,
-        Some(other) => {
-            problem.get_or_insert(format!("unknown trust mode {other:?}"));
-            Mode::Strict
-        }
-        None if keys_dir.is_some() => Mode::Strict,
-        None => Mode::Off,
     };
     Settings {
         mode,
         keys_dir,
         problem,
+        from_env,
     }
 }
 
@@ -291,7 +335,7 @@ pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Sign
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("the signature is not 64 bytes of hex"))?;
-    let dir = keys_dir.ok_or(TrustError::NoKeysDir)?;
+    let dir = keys_dir.ok_or(TrustError::NoKeysDir("set UPM_TRUSTED_KEYS_DIR"))?;
     let key = find_key(dir, &key_id)?;
     let signed = crate::schema::canonical_json(&Value::Object(doc));
     key.verify(signed.as_bytes(), &Signature::from_bytes(&sig_bytes))
@@ -406,6 +450,15 @@ pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
         if let Some(p) = &s.problem {
             return Err(TrustError::Settings(p.clone()));
         }
+        if s.keys_dir.is_none() {
+            return Err(TrustError::NoKeysDir(if s.from_env {
+                "UPM_TRUST_MODE is set in the environment but UPM_TRUSTED_KEYS_DIR is not, and \
+                 the config's \"trust\" block (keys_dir included) is ignored whenever the \
+                 environment sets either"
+            } else {
+                "set UPM_TRUSTED_KEYS_DIR (or the config's trust.keys_dir)"
+            }));
+        }
         let signed = verify_signature(config, s.keys_dir.as_deref())?;
         let current = match call {
             Some(files) => call_files(config, files)?,
@@ -418,4 +471,70 @@ pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
         mode: s.mode,
         result,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn resolve(mode: Option<&[u8]>, dir: Option<&str>, block: Value) -> Settings {
+        resolve_settings(
+            mode.map(|m| OsString::from_vec(m.to_vec())),
+            dir.map(OsString::from),
+            Some(&block),
+            Path::new("/cfg"),
+        )
+    }
+
+    /// Once the environment sets either variable, the config's block counts for nothing:
+    /// it can neither lower the mode nor choose the keys.
+    #[test]
+    fn the_environment_alone_decides_once_it_sets_anything() {
+        let lax = json!({ "mode": "off", "keys_dir": "mine" });
+        let s = resolve(None, Some("/keys"), lax.clone());
+        assert_eq!(s.mode, Mode::Strict);
+        assert_eq!(s.keys_dir.as_deref(), Some(Path::new("/keys")));
+        assert!(s.problem.is_none() && s.from_env);
+
+        let s = resolve(Some(b"strict"), None, lax.clone());
+        assert_eq!(s.mode, Mode::Strict);
+        assert_eq!(s.keys_dir, None, "the config may not choose the keys");
+        let s = resolve(
+            Some(b"warn"),
+            None,
+            json!({ "mode": "strict", "keys_dir": "k" }),
+        );
+        assert_eq!((s.mode, s.keys_dir), (Mode::Warn, None));
+        let s = resolve(Some(b"off"), None, json!({ "mode": "strict" }));
+        assert_eq!(s.mode, Mode::Off);
+        // A block the config got wrong does not matter either.
+        let s = resolve(Some(b"strict"), Some("/keys"), json!({ "keyz": 1 }));
+        assert!(s.problem.is_none());
+    }
+
+    #[test]
+    fn an_unknown_or_non_utf8_mode_from_the_environment_is_strict() {
+        for mode in [&b"str\xffict"[..], b"permissive", b"STRICT", b"off "] {
+            let s = resolve(Some(mode), Some("/keys"), json!({ "mode": "off" }));
+            assert_eq!(s.mode, Mode::Strict, "{mode:?}");
+            assert!(s.problem.is_some(), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn without_the_environment_the_config_block_applies() {
+        let s = resolve(None, None, json!({ "keys_dir": "k" }));
+        assert_eq!(s.mode, Mode::Strict);
+        assert_eq!(s.keys_dir.as_deref(), Some(Path::new("/cfg/k")));
+        assert!(!s.from_env);
+        let s = resolve(None, None, json!({ "mode": "warn" }));
+        assert_eq!((s.mode, s.keys_dir), (Mode::Warn, None));
+        let s = resolve(None, None, json!({ "mode": "nope" }));
+        assert_eq!(s.mode, Mode::Strict);
+        assert!(s.problem.is_some());
+        let s = resolve_settings(None, None, None, Path::new("/cfg"));
+        assert_eq!(s.mode, Mode::Off);
+    }
 }

@@ -1168,6 +1168,70 @@ fn trust_settings_from_the_config_and_the_environment_winning() {
     s.assert_untrusted(&run, "trust settings cannot be read");
 }
 
+/// Once the environment sets UPM_TRUST_MODE or UPM_TRUSTED_KEYS_DIR, the config's own
+/// `trust` block (which whoever edits the config controls) is ignored entirely.
+#[test]
+fn the_config_trust_block_is_ignored_once_the_environment_sets_trust() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    // The attacker rewrites the config: another command, trust off, their own keys.
+    let attacker_keys = s.d.join("attacker-keys");
+    std::fs::create_dir(&attacker_keys).unwrap();
+    let attacker = s.d.join("attacker.pem");
+    let run = upm(
+        &[
+            "keygen",
+            "--secret",
+            attacker.to_str().unwrap(),
+            "--public",
+            attacker_keys.join("a.pub").to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let evil = sh_printing(&s.d, "bin/evil.sh", r#"{"evil":true}"#);
+    for block in [
+        json!({ "mode": "off" }),
+        json!({ "mode": "warn" }),
+        json!({ "keys_dir": "attacker-keys" }),
+        json!({ "mode": "off", "keys_dir": "attacker-keys" }),
+    ] {
+        s.d.config(&json!({
+            "require_schemas": false,
+            "trust": block,
+            "plugins": { "T": { "command": [evil], "allowed_methods": ["wordcount"] } }
+        }));
+        sign(&s.cfg, &attacker);
+        // The operator set only the keys directory: strict.
+        s.assert_untrusted(&s.wc(&s.strict_env()), "not in the trusted keys directory");
+        // The operator set only the mode: no keys from the config, fail closed.
+        let run = s.wc(&[("UPM_TRUST_MODE", "strict")]);
+        s.assert_untrusted(&run, "no trusted key");
+        assert!(
+            run.json["data"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("UPM_TRUSTED_KEYS_DIR is not"),
+            "{}",
+            ctx(&run)
+        );
+        // A mode that is not UTF-8 is unknown, so strict, whatever the config says.
+        let mut cmd = Command::new(upm_bin());
+        cmd.args(["run", "--config", s.cfg.to_str().unwrap()])
+            .env_remove("UPM_TRUSTED_KEYS_DIR")
+            .env_remove("UPM_LOG_FILE")
+            .env(
+                "UPM_TRUST_MODE",
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"str\xffict"),
+            );
+        let run = run_command(cmd, &request("T", "wordcount", json!({"text": "a b"})));
+        s.assert_untrusted(&run, "unknown trust mode");
+    }
+}
+
 #[test]
 fn check_reports_the_signature() {
     let s = signed_setup(None);
