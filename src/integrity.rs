@@ -321,6 +321,8 @@ fn check_symlink(path: &Path, root: &Path) -> Result<PathBuf, IntegrityError> {
 pub struct Manifest {
     pub digest: String,
     files: Vec<ManifestFile>,
+    /// Every directory (roots included, as `rel` ""), with its permission bits.
+    dirs: Vec<(usize, PathBuf, u32)>,
 }
 
 struct ManifestFile {
@@ -332,42 +334,48 @@ struct ManifestFile {
 
 /// Checks a plugin tree is safe, without reading file contents.
 pub fn check_tree(roots: &[PathBuf]) -> Result<(), IntegrityError> {
-    walk(roots, &mut |_, _, _, _| Ok(()))
+    walk(roots, &mut |_, _, _, _| Ok(()), &mut |_, _, _| {})
 }
 
 /// Reads, checks and hashes every file under `roots`.
 pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
     let mut files = Vec::new();
-    walk(roots, &mut |root, rel, path, resolved| {
-        // Through the checked descriptor: a file swapped for a FIFO or a device since
-        // the walk looked at it is refused, never read (or waited on).
-        let mut file = open_regular(path, resolved)?;
-        let meta = file.metadata().map_err(|source| IntegrityError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut bytes = Vec::new();
-        (&mut file)
-            .take(MAX_PLUGIN_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| IntegrityError::Open {
+    let mut dirs = Vec::new();
+    let mut on_dir = |root, rel: &Path, mode| dirs.push((root, rel.to_path_buf(), mode));
+    walk(
+        roots,
+        &mut |root, rel, path, resolved| {
+            // Through the checked descriptor: a file swapped for a FIFO or a device since
+            // the walk looked at it is refused, never read (or waited on).
+            let mut file = open_regular(path, resolved)?;
+            let meta = file.metadata().map_err(|source| IntegrityError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
-        if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
-            return Err(unsafe_file(
-                path,
-                &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
-            ));
-        }
-        files.push(ManifestFile {
-            root,
-            rel: rel.to_path_buf(),
-            mode: meta.permissions().mode() & 0o777,
-            bytes,
-        });
-        Ok(())
-    })?;
+            let mut bytes = Vec::new();
+            (&mut file)
+                .take(MAX_PLUGIN_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| IntegrityError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
+                return Err(unsafe_file(
+                    path,
+                    &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
+                ));
+            }
+            files.push(ManifestFile {
+                root,
+                rel: rel.to_path_buf(),
+                mode: meta.permissions().mode() & 0o777,
+                bytes,
+            });
+            Ok(())
+        },
+        &mut on_dir,
+    )?;
     files.sort_by(|a, b| {
         (a.root, a.rel.as_os_str().as_encoded_bytes())
             .cmp(&(b.root, b.rel.as_os_str().as_encoded_bytes()))
@@ -380,9 +388,13 @@ pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
         h.update(hex::encode(Sha256::digest(&f.bytes)).as_bytes());
         h.update(b"\n");
     }
+    dirs.sort_by(|a, b| {
+        (a.0, a.1.as_os_str().as_encoded_bytes()).cmp(&(b.0, b.1.as_os_str().as_encoded_bytes()))
+    });
     Ok(Manifest {
         digest: hex::encode(h.finalize()),
         files,
+        dirs,
     })
 }
 
@@ -403,6 +415,11 @@ impl Manifest {
     }
 
     /// Writes the verified bytes under `dest/<root index>/...`; returns the new roots.
+    ///
+    /// Each file and directory keeps at most its original permission bits
+    /// (`mode & 0o755`): a snapshot never makes readable to the plugin what the
+    /// original did not let it read. Directories are made 0700 while they are filled
+    /// and given their modes last.
     pub fn snapshot(&self, roots: usize, dest: &Path) -> Result<Vec<PathBuf>, IntegrityError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let err = |path: &Path, source| IntegrityError::Snapshot {
@@ -410,30 +427,48 @@ impl Manifest {
             source,
         };
         let new_roots: Vec<PathBuf> = (0..roots).map(|i| dest.join(i.to_string())).collect();
-        for r in &new_roots {
+        // `dest` itself: upm's, 0755, so that the plugin may reach what it may read.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dest)
+            .map_err(|e| err(dest, e))?;
+        let private = |d: &Path| {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o755)
-                .create(r)
-                .map_err(|e| err(r, e))?;
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| err(d, e))
+        };
+        for r in &new_roots {
+            private(r)?;
+        }
+        // Sorted: every parent before its children.
+        for (root, rel, _) in &self.dirs {
+            private(&new_roots[*root].join(rel))?;
         }
         for f in &self.files {
             let target = new_roots[f.root].join(&f.rel);
             if let Some(parent) = target.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(parent)
-                    .map_err(|e| err(parent, e))?;
+                private(parent)?;
             }
-            let mode = if f.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = f.mode & 0o755;
             let mut out = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&target)
                 .map_err(|e| err(&target, e))?;
             io::Write::write_all(&mut out, &f.bytes).map_err(|e| err(&target, e))?;
+            // Exactly the original's bits, whatever upm's umask took away.
+            out.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| err(&target, e))?;
+        }
+        for (root, rel, mode) in self.dirs.iter().rev() {
+            let d = new_roots[*root].join(rel);
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o755))
+                .map_err(|e| err(&d, e))?;
         }
         Ok(new_roots)
     }
@@ -443,14 +478,20 @@ impl Manifest {
 type Visit<'a> = dyn FnMut(usize, &Path, &Path, &Path) -> Result<(), IntegrityError> + 'a;
 
 /// Walks every root: checks each directory and file, refuses escaping symlinks,
-/// and calls `visit` for each regular file (caches skipped).
-fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> {
+/// and calls `visit` for each regular file and `on_dir` for each directory, roots
+/// included (caches skipped).
+fn walk(
+    roots: &[PathBuf],
+    visit: &mut Visit<'_>,
+    on_dir: &mut dyn FnMut(usize, &Path, u32),
+) -> Result<(), IntegrityError> {
     for (i, root) in roots.iter().enumerate() {
         let meta = std::fs::metadata(root).map_err(|source| IntegrityError::Open {
             path: root.clone(),
             source,
         })?;
         check_owner_and_mode(root, &meta)?;
+        on_dir(i, Path::new(""), meta.permissions().mode() & 0o777);
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
             let dir = root.join(&rel);
@@ -476,6 +517,7 @@ fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> 
                         continue;
                     }
                     check_owner_and_mode(&path, &meta)?;
+                    on_dir(i, &rel_child, meta.permissions().mode() & 0o777);
                     stack.push(rel_child);
                 } else if meta.is_file() {
                     if path.extension().is_some_and(|e| e == "pyc") {
@@ -562,5 +604,118 @@ mod tests {
         );
         assert!(!new_roots[0].join("pkg/__pycache__").exists());
         assert_eq!(manifest(&new_roots).unwrap().digest, m2.digest);
+    }
+
+    /// A snapshot never widens a file's or a directory's permissions: a 0600 file the
+    /// plugin could not read stays unreadable to it once pinned.
+    #[test]
+    fn a_snapshot_keeps_at_most_the_original_permissions() {
+        let d = dir();
+        std::fs::create_dir_all(d.path().join("private")).unwrap();
+        let files = [
+            ("secret.txt", 0o600),
+            ("mod.py", 0o644),
+            ("tool", 0o750),
+            ("setuid", 0o4755),
+            ("private/inner.py", 0o644),
+        ];
+        for (name, mode) in files {
+            let p = d.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::fs::set_permissions(
+            d.path().join("private"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let roots = vec![d.path().to_path_buf()];
+        let m = manifest(&roots).unwrap();
+        let out = dir();
+        let snap = m.snapshot(1, &out.path().join("verified")).unwrap();
+        let mode = |rel: &str| {
+            std::fs::metadata(snap[0].join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for (name, orig) in files {
+            assert_eq!(mode(name), orig & 0o755, "{name}");
+        }
+        assert_eq!(mode("private"), 0o700);
+        assert_eq!(mode(""), 0o755);
+        assert_eq!(
+            std::fs::read(snap[0].join("private/inner.py")).unwrap(),
+            b"private/inner.py"
+        );
+        assert_eq!(manifest(&snap).unwrap().digest, m.digest);
+    }
+
+    /// What is exec'd is a copy of exactly the bytes hashed, no wider than the original.
+    #[test]
+    fn an_executable_is_copied_with_the_digest_of_the_bytes_copied() {
+        let d = dir();
+        let p = d.path().join("tool.sh");
+        std::fs::write(&p, b"#!/bin/sh -e\necho hi\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let out = dir();
+        let exe = copy_executable(&p, &out.path().join("exec")).unwrap();
+        assert_eq!(exe.source, p);
+        assert!(exe.path.starts_with(out.path()));
+        assert_eq!(
+            exe.sha256,
+            hex::encode(Sha256::digest(b"#!/bin/sh -e\necho hi\n"))
+        );
+        assert!(exe.script);
+        assert_eq!(exe.interpreter.as_deref(), Some(Path::new("/bin/sh")));
+        let meta = std::fs::metadata(&exe.path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+        // The descriptor is the copy's, read-only.
+        let mut text = String::new();
+        File::from(exe.fd.try_clone().unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "#!/bin/sh -e\necho hi\n");
+        // Rewriting the original changes nothing the call holds.
+        std::fs::write(&p, b"#!/bin/sh -e\necho XX\n").unwrap();
+        assert_eq!(
+            std::fs::read(&exe.path).unwrap(),
+            b"#!/bin/sh -e\necho hi\n"
+        );
+        assert!(exe.check_pin(Some(&exe.sha256)).is_ok());
+        assert!(matches!(
+            exe.check_pin(Some(&"0".repeat(64))),
+            Err(IntegrityError::Mismatch { .. })
+        ));
+    }
+
+    /// A FIFO or a device where a plugin file should be is refused, not read (a FIFO
+    /// would block upm forever).
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let d = dir();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        let err = open_executable(&fifo, None).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let out = dir();
+        let err = copy_executable(&fifo, out.path()).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // In a tree, too.
+        let tree = dir();
+        std::fs::write(tree.path().join("a.py"), b"").unwrap();
+        nix::unistd::mkfifo(
+            &tree.path().join("b.py"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert!(
+            manifest(&[tree.path().to_path_buf()]).is_ok(),
+            "a FIFO is no file of the tree"
+        );
+        let link = d.path().join("zero");
+        symlink("/dev/zero", &link).unwrap();
+        assert!(open_executable(&link, None).is_err());
     }
 }
