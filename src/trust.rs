@@ -71,6 +71,14 @@ pub enum TrustError {
     NotCovered { file: String },
     #[error("{file} cannot be read: {reason}")]
     Unreadable { file: String, reason: String },
+    #[error("{} is not a UTF-8 path: the signature names only UTF-8 paths (rename it)", .0.display())]
+    NotUtf8(PathBuf),
+    #[error("{first} and {second} would both be named {file:?} in the signature")]
+    DuplicateLabel {
+        file: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error("trust settings cannot be read ({0}); treated as strict")]
     Settings(String),
     #[error("{0}")]
@@ -179,11 +187,62 @@ pub fn sig_path(config_path: &Path) -> PathBuf {
 }
 
 /// How a file is named in the signature: relative to the config's directory when inside it.
-fn label(config: &Config, p: &Path) -> String {
+/// Only UTF-8 paths are named: a lossy conversion could give two files one name, and
+/// the signature would then cover only one of them.
+fn label(config: &Config, p: &Path) -> Result<String, TrustError> {
+    label_in(&config.dir, p)
+}
+
+fn label_in(dir: &Path, p: &Path) -> Result<String, TrustError> {
+    p.strip_prefix(dir)
+        .unwrap_or(p)
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| TrustError::NotUtf8(p.to_path_buf()))
+}
+
+/// A file's name for a message (never for the signature).
+fn shown(config: &Config, p: &Path) -> String {
     p.strip_prefix(&config.dir)
         .unwrap_or(p)
         .to_string_lossy()
         .into_owned()
+}
+
+/// Digests by signature label. Two different paths never share a label: one would
+/// silently stand for the other.
+#[derive(Default)]
+struct FileList {
+    digests: BTreeMap<String, String>,
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl FileList {
+    fn add(&mut self, dir: &Path, path: &Path, digest: String) -> Result<(), TrustError> {
+        let file = label_in(dir, path)?;
+        match self.paths.get(&file) {
+            Some(first) if first != path => {
+                return Err(TrustError::DuplicateLabel {
+                    file,
+                    first: first.clone(),
+                    second: path.to_path_buf(),
+                })
+            }
+            // The same file, referenced twice (a profile shared by plugins, say).
+            Some(_) if self.digests.get(&file) != Some(&digest) => {
+                return Err(TrustError::Unreadable {
+                    file,
+                    reason: "it changed while it was being read".into(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                self.paths.insert(file.clone(), path.to_path_buf());
+                self.digests.insert(file, digest);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The files one plugin depends on, with their current digests (`sha256:<hex>`), for signing and `check`.
@@ -195,9 +254,18 @@ pub fn plugin_files(
     config: &Config,
     plugin: &Plugin,
 ) -> Result<BTreeMap<String, String>, TrustError> {
-    let mut out = BTreeMap::new();
+    let mut out = FileList::default();
+    add_plugin_files(config, plugin, &mut out)?;
+    Ok(out.digests)
+}
+
+fn add_plugin_files(
+    config: &Config,
+    plugin: &Plugin,
+    out: &mut FileList,
+) -> Result<(), TrustError> {
     let unreadable = |p: &Path, reason: String| TrustError::Unreadable {
-        file: label(config, p),
+        file: shown(config, p),
         reason,
     };
     for m in plugin.methods.values() {
@@ -206,19 +274,19 @@ pub fn plugin_files(
             let s = crate::schema::MethodSchema::load(schema)
                 .map_err(|e| unreadable(schema, e.to_string()))?;
             for (path, hex) in s.file_digests() {
-                out.insert(label(config, path), format!("sha256:{hex}"));
+                out.add(&config.dir, path, format!("sha256:{hex}"))?;
             }
         }
     }
     let profile = crate::sandbox::seccomp::Profile::load(&plugin.seccomp_profile)
         .map_err(|e| unreadable(&plugin.seccomp_profile, e.to_string()))?;
-    out.insert(label(config, &plugin.seccomp_profile), profile.digest);
+    out.add(&config.dir, &plugin.seccomp_profile, profile.digest)?;
     for exe in signed_executables(config, plugin) {
         let e = crate::integrity::open_executable(exe, None)
             .map_err(|e| unreadable(exe, e.to_string()))?;
-        out.insert(label(config, exe), format!("sha256:{}", e.sha256));
+        out.add(&config.dir, exe, format!("sha256:{}", e.sha256))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The executables of a plugin the signature lists: a pinned command's executable
@@ -241,7 +309,7 @@ pub fn check_executable(
     path: &Path,
     digest: &str,
 ) -> Result<(), TrustError> {
-    let file = label(config, path);
+    let file = label(config, path)?;
     match signed.files.get(&file) {
         Some(d) if d.strip_prefix("sha256:") == Some(digest) => Ok(()),
         Some(_) => Err(TrustError::Changed { file }),
@@ -251,12 +319,12 @@ pub fn check_executable(
 
 /// Every file the config references, and the config itself.
 pub fn all_files(config: &Config) -> Result<BTreeMap<String, String>, TrustError> {
-    let mut files = BTreeMap::new();
-    files.insert(label(config, &config.path), config.digest.clone());
+    let mut files = FileList::default();
+    files.add(&config.dir, &config.path, config.digest.clone())?;
     for p in config.plugins.values() {
-        files.extend(plugin_files(config, p)?);
+        add_plugin_files(config, p, &mut files)?;
     }
-    Ok(files)
+    Ok(files.digests)
 }
 
 /// `upm sign`: writes `<config>.sig` with the given secret key.
@@ -342,7 +410,7 @@ pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Sign
         .map_err(|_| TrustError::BadSignature {
             key_id: key_id.clone(),
         })?;
-    let me = label(config, &config.path);
+    let me = label(config, &config.path)?;
     match files.get(&me) {
         Some(d) if *d == config.digest => {}
         Some(_) => return Err(TrustError::Changed { file: me }),
@@ -425,19 +493,20 @@ fn call_files(
     config: &Config,
     call: &CallFiles<'_>,
 ) -> Result<BTreeMap<String, String>, TrustError> {
-    let mut out = BTreeMap::new();
+    let mut out = FileList::default();
     if let Some(schema) = call.schema {
         for (path, hex) in schema.file_digests() {
-            out.insert(label(config, path), format!("sha256:{hex}"));
+            out.add(&config.dir, path, format!("sha256:{hex}"))?;
         }
     }
-    out.insert(
-        label(config, &call.plugin.seccomp_profile),
+    out.add(
+        &config.dir,
+        &call.plugin.seccomp_profile,
         call.seccomp.digest.clone(),
-    );
+    )?;
     // The executables the signature lists are checked later, by
     // [`check_executable`], on the digest of the very bytes that are exec'd.
-    Ok(out)
+    Ok(out.digests)
 }
 
 /// Verifies the config and the files a call (or every plugin) depends on.
@@ -521,6 +590,39 @@ mod tests {
             assert_eq!(s.mode, Mode::Strict, "{mode:?}");
             assert!(s.problem.is_some(), "{mode:?}");
         }
+    }
+
+    /// No lossy names: two non-UTF-8 names would merge into one label, and the map
+    /// would keep one digest for two files.
+    #[test]
+    fn labels_are_utf8_and_never_shared_by_two_paths() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = Path::new("/cfg");
+        let ff = dir.join(std::ffi::OsStr::from_bytes(b"schemas/a\xff.json"));
+        let mut files = FileList::default();
+        assert!(matches!(
+            files.add(dir, &ff, "sha256:1".into()),
+            Err(TrustError::NotUtf8(_))
+        ));
+        files
+            .add(dir, Path::new("/cfg/schemas/a.json"), "sha256:1".into())
+            .unwrap();
+        // The same file again: fine if it read the same.
+        files
+            .add(dir, Path::new("/cfg/schemas/a.json"), "sha256:1".into())
+            .unwrap();
+        assert!(files
+            .add(dir, Path::new("/cfg/schemas/a.json"), "sha256:2".into())
+            .is_err());
+        // Another path with the same label.
+        files
+            .paths
+            .insert("x".into(), PathBuf::from("/elsewhere/x"));
+        assert!(matches!(
+            files.add(dir, Path::new("/cfg/x"), "sha256:3".into()),
+            Err(TrustError::DuplicateLabel { .. })
+        ));
+        assert_eq!(files.digests.len(), 1);
     }
 
     #[test]

@@ -1232,6 +1232,49 @@ fn the_config_trust_block_is_ignored_once_the_environment_sets_trust() {
     }
 }
 
+/// Two schema files whose names differ only in bytes that are not UTF-8 would share one
+/// lossy label, so the signature would cover only one: such names are refused.
+#[test]
+fn signing_refuses_paths_that_are_not_utf8() {
+    let s = signed_setup(None);
+    let dir = s.d.join("schemas");
+    s.d.write(
+        "schemas/text.json",
+        r#"{"allOf": [{"$ref": "a%FF.json"}, {"$ref": "a%FE.json"}]}"#,
+        false,
+    );
+    for (byte, field) in [(0xff_u8, "x"), (0xfe, "y")] {
+        let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&[
+            b'a', byte, b'.', b'j', b's', b'o', b'n',
+        ])
+        .to_owned();
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!(r#"{{"type": "object", "required": ["{field}"]}}"#),
+        )
+        .unwrap();
+        chmod(&p, 0o644);
+    }
+    let secret = s.d.join("secret.pem");
+    let run = upm(
+        &[
+            "sign",
+            "--key",
+            secret.to_str().unwrap(),
+            "--config",
+            s.cfg.to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 5, "{}", ctx(&run));
+    assert!(run.stderr.contains("not a UTF-8 path"), "{}", ctx(&run));
+    // The old signature does not cover the new files either: refused, with the reason.
+    let run = s.wc(&s.strict_env());
+    s.assert_untrusted(&run, "not a UTF-8 path");
+}
+
 #[test]
 fn check_reports_the_signature() {
     let s = signed_setup(None);
