@@ -1275,6 +1275,36 @@ fn signing_refuses_paths_that_are_not_utf8() {
     s.assert_untrusted(&run, "not a UTF-8 path");
 }
 
+/// `upm sign` never writes through a symlink planted at `<config>.sig`: it replaces
+/// the link with the signature, and the link's target is left as it was.
+#[test]
+fn signing_replaces_a_planted_symlink_and_never_writes_through_it() {
+    let s = signed_setup(None);
+    let sig = trust_sig(&s.cfg);
+    let victim = s.d.join("victim");
+    std::fs::write(&victim, "important root data\n").unwrap();
+    chmod(&victim, 0o600);
+    std::fs::remove_file(&sig).unwrap();
+    std::os::unix::fs::symlink(&victim, &sig).unwrap();
+    sign(&s.cfg, &s.d.join("secret.pem"));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important root data\n"
+    );
+    let meta = std::fs::symlink_metadata(&sig).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    // No temporary file left behind, and the new signature verifies.
+    let left: Vec<_> = std::fs::read_dir(&s.d.path)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let c = check(&s.cfg, &s.strict_env());
+    assert_eq!(c.json["signature"]["status"], "verified", "{}", ctx(&c));
+}
+
 #[test]
 fn check_reports_the_signature() {
     let s = signed_setup(None);
