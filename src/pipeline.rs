@@ -461,6 +461,11 @@ impl Session {
         let prepared = launch::resolve(config, plugin, &workdir, copy_interpreter)
             .and_then(|runnable| {
                 phase(call, "plugin resolved and hashed");
+                if let Some(v) = call.verdict.as_mut() {
+                    let script = runnable.exe.interpreter.as_deref();
+                    v.unpinned = trust::unpinned(config, plugin, copy_interpreter, script);
+                    call.trust = Some(v.to_json());
+                }
                 verify_executable(config, plugin, &runnable, call)?;
                 launch::check_pin(plugin, &runnable)?;
                 Ok(runnable)

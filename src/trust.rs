@@ -7,11 +7,14 @@
 //! signature with a trusted key and the digests of the very bytes the call uses:
 //! schemas and profiles as loaded, executables as copied for the exec.
 //!
-//! Trust settings: if the environment sets `UPM_TRUST_MODE` or
-//! `UPM_TRUSTED_KEYS_DIR` (non-empty), the environment alone decides and the
-//! config's `"trust"` block is ignored entirely; otherwise the config's
-//! `"trust": {"mode", "keys_dir"}` applies. A keys directory without a mode means
-//! `strict`; strict or warn without a keys directory fails closed. Settings that
+//! Trust settings: if the environment sets `UPM_TRUST_MODE`,
+//! `UPM_TRUSTED_KEYS_DIR` or `UPM_TRUST_MIN_SIGNED_AT` (non-empty), the
+//! environment alone decides and the config's `"trust"` block is ignored
+//! entirely; otherwise the config's `"trust": {"mode", "keys_dir"}` applies.
+//! Without a mode, a keys directory (or a minimum signing time) means `strict`;
+//! strict or warn without a keys directory fails closed. A signature older than
+//! `UPM_TRUST_MIN_SIGNED_AT` is refused (a rolled-back config). A "verified"
+//! verdict lists what the call runs that nothing pins (`unpinned`). Settings that
 //! cannot be read (an unknown mode, or one that is not UTF-8) mean `strict`, never
 //! open. A config's own `trust` block can be edited by whoever edits the config,
 //! so real protection comes from the environment (e.g. the container image's
@@ -49,6 +52,8 @@ pub struct Settings {
     pub problem: Option<String>,
     /// The environment set them (the config's `trust` block was ignored).
     pub from_env: bool,
+    /// `UPM_TRUST_MIN_SIGNED_AT`: older signatures are refused (a rolled-back config).
+    pub min_signed_at: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,8 @@ pub enum TrustError {
         first: PathBuf,
         second: PathBuf,
     },
+    #[error("the config was signed at {signed_at}, before UPM_TRUST_MIN_SIGNED_AT ({min}): an older signed config is not accepted")]
+    TooOld { signed_at: String, min: String },
     #[error("trust settings cannot be read ({0}); treated as strict")]
     Settings(String),
     #[error("{0}")]
@@ -94,26 +101,44 @@ pub enum TrustError {
 /// environment the only source: the config's `trust` block is then ignored entirely.
 pub const ENV_MODE: &str = "UPM_TRUST_MODE";
 pub const ENV_KEYS_DIR: &str = "UPM_TRUSTED_KEYS_DIR";
+/// The oldest `signed_at` accepted (RFC 3339): an older signed config, put back, is refused.
+pub const ENV_MIN_SIGNED_AT: &str = "UPM_TRUST_MIN_SIGNED_AT";
 
 /// Resolves the trust settings: the environment if it sets any, else the config, else off.
 pub fn settings(config: &Config) -> Settings {
     let env = |name| std::env::var_os(name).filter(|s| !s.is_empty());
-    resolve_settings(
+    let env_min = env(ENV_MIN_SIGNED_AT);
+    let mut s = resolve_settings(
         env(ENV_MODE),
         env(ENV_KEYS_DIR),
+        env_min.is_some(),
         config.trust.as_ref(),
         &config.dir,
-    )
+    );
+    if let Some(min) = env_min {
+        match min.to_str().map(chrono::DateTime::parse_from_rfc3339) {
+            Some(Ok(t)) => s.min_signed_at = Some(t),
+            _ => {
+                s.problem.get_or_insert_with(|| {
+                    format!("{ENV_MIN_SIGNED_AT} {min:?} is not an RFC 3339 time")
+                });
+            }
+        }
+    }
+    s
 }
 
+/// `env_min`: the environment sets `UPM_TRUST_MIN_SIGNED_AT` (which counts like the
+/// other two: the environment then decides alone).
 fn resolve_settings(
     env_mode: Option<std::ffi::OsString>,
     env_dir: Option<std::ffi::OsString>,
+    env_min: bool,
     config_block: Option<&Value>,
     config_dir: &Path,
 ) -> Settings {
     let mut problem = None;
-    let from_env = env_mode.is_some() || env_dir.is_some();
+    let from_env = env_mode.is_some() || env_dir.is_some() || env_min;
     let (mode, keys_dir) = if from_env {
         // Whoever can edit the config can edit its `trust` block: once the environment
         // speaks, the config can neither lower the mode nor choose the keys.
@@ -158,6 +183,7 @@ fn resolve_settings(
         keys_dir,
         problem,
         from_env,
+        min_signed_at: None,
     }
 }
 
@@ -301,6 +327,40 @@ pub fn signed_executables<'a>(config: &'a Config, plugin: &'a Plugin) -> Vec<&'a
     }
 }
 
+/// What a plugin runs that neither a pin nor the signature vouches for: an executable
+/// without `sha256` or `manifest_sha256`, a script's `#!` interpreter (never pinned),
+/// a `python_path` without `manifest_sha256`, and the Python interpreter unless
+/// `interpreter_signed` (trust is on: the signature lists it). The base system
+/// (`/usr`, `/lib`: shared libraries, the loader) is never pinned and not listed.
+pub fn unpinned(
+    config: &Config,
+    plugin: &Plugin,
+    interpreter_signed: bool,
+    script_interpreter: Option<&Path>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |p: &Path| out.push(p.display().to_string());
+    match &plugin.kind {
+        crate::config::PluginKind::Command { argv } => {
+            if plugin.sha256.is_none() && plugin.manifest_sha256.is_none() {
+                push(Path::new(&argv[0]));
+            }
+            if let Some(i) = script_interpreter {
+                push(i);
+            }
+        }
+        crate::config::PluginKind::PythonClass { python_path, .. } => {
+            if !interpreter_signed {
+                push(&config.python);
+            }
+            if plugin.manifest_sha256.is_none() {
+                python_path.iter().for_each(|p| push(p));
+            }
+        }
+    }
+    out
+}
+
 /// Checks an executable a call is about to run (`digest`: SHA-256 hex of the very
 /// bytes that will be exec'd) against the signature, when the signature lists it.
 pub fn check_executable(
@@ -327,14 +387,16 @@ pub fn all_files(config: &Config) -> Result<BTreeMap<String, String>, TrustError
     Ok(files.digests)
 }
 
-/// `upm sign`: writes `<config>.sig` with the given secret key.
-pub fn sign(config: &Config, secret: &Path) -> Result<PathBuf, TrustError> {
+/// `upm sign`: writes `<config>.sig` with the given secret key; returns its path and
+/// its `signed_at` (what `UPM_TRUST_MIN_SIGNED_AT` is compared with).
+pub fn sign(config: &Config, secret: &Path) -> Result<(PathBuf, String), TrustError> {
     let key = keys::load_signing_key(secret)?;
     let key_id = keys::key_id(&key.verifying_key());
     let mut body = Map::new();
     body.insert("version".into(), json!(1));
     body.insert("key_id".into(), json!(key_id));
-    body.insert("signed_at".into(), json!(crate::response::timestamp_now()));
+    let signed_at = crate::response::timestamp_now();
+    body.insert("signed_at".into(), json!(signed_at));
     body.insert("files".into(), json!(all_files(config)?));
     let signed = crate::schema::canonical_json(&Value::Object(body.clone()));
     let signature = key.sign(signed.as_bytes());
@@ -345,7 +407,7 @@ pub fn sign(config: &Config, secret: &Path) -> Result<PathBuf, TrustError> {
         path: path.clone(),
         source,
     })?;
-    Ok(path)
+    Ok((path, signed_at))
 }
 
 /// Writes `bytes` to `path` by a fresh file in the same directory (O_CREAT|O_EXCL|
@@ -390,6 +452,8 @@ fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct Signed {
     pub key_id: String,
+    /// When it was signed, as the signer's clock said (inside the signed body).
+    pub signed_at: Option<String>,
     pub files: BTreeMap<String, String>,
 }
 
@@ -443,6 +507,10 @@ pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Sign
         .ok_or_else(|| bad("the signature is not 64 bytes of hex"))?;
     let dir = keys_dir.ok_or(TrustError::NoKeysDir("set UPM_TRUSTED_KEYS_DIR"))?;
     let key = find_key(dir, &key_id)?;
+    let signed_at = doc
+        .get("signed_at")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let signed = crate::schema::canonical_json(&Value::Object(doc));
     key.verify(signed.as_bytes(), &Signature::from_bytes(&sig_bytes))
         .map_err(|_| TrustError::BadSignature {
@@ -454,7 +522,11 @@ pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Sign
         Some(_) => return Err(TrustError::Changed { file: me }),
         None => return Err(TrustError::NotCovered { file: me }),
     }
-    Ok(Signed { key_id, files })
+    Ok(Signed {
+        key_id,
+        signed_at,
+        files,
+    })
 }
 
 /// Finds the trusted key with this id; any `.pub`/`.pem` file that does not parse fails closed.
@@ -503,19 +575,26 @@ pub fn compare(signed: &Signed, current: &BTreeMap<String, String>) -> Result<()
 pub struct Verdict {
     pub mode: Mode,
     pub result: Result<Signed, TrustError>,
+    /// What the call runs that neither a pin nor the signature vouches for (see
+    /// [`unpinned`]); "verified" says nothing about those.
+    pub unpinned: Vec<String>,
 }
 
 impl Verdict {
     /// For the result and the audit entry.
     pub fn to_json(&self) -> Value {
-        match &self.result {
+        let mut v = match &self.result {
             Ok(signed) => {
                 json!({ "mode": self.mode.as_str(), "status": "verified", "key_id": signed.key_id })
             }
             Err(e) => {
                 json!({ "mode": self.mode.as_str(), "status": "failed", "reason": e.to_string() })
             }
+        };
+        if !self.unpinned.is_empty() {
+            v["unpinned"] = json!(self.unpinned);
         }
+        v
     }
 }
 
@@ -559,14 +638,24 @@ pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
         }
         if s.keys_dir.is_none() {
             return Err(TrustError::NoKeysDir(if s.from_env {
-                "UPM_TRUST_MODE is set in the environment but UPM_TRUSTED_KEYS_DIR is not, and \
-                 the config's \"trust\" block (keys_dir included) is ignored whenever the \
-                 environment sets either"
+                "the environment sets trust (UPM_TRUST_MODE or UPM_TRUST_MIN_SIGNED_AT) but not \
+                 UPM_TRUSTED_KEYS_DIR, and the config's \"trust\" block (keys_dir included) is \
+                 ignored whenever the environment sets any of them"
             } else {
                 "set UPM_TRUSTED_KEYS_DIR (or the config's trust.keys_dir)"
             }));
         }
         let signed = verify_signature(config, s.keys_dir.as_deref())?;
+        if let Some(min) = s.min_signed_at {
+            let at = signed.signed_at.as_deref().unwrap_or("");
+            let older = chrono::DateTime::parse_from_rfc3339(at).map_or(true, |t| t < min);
+            if older {
+                return Err(TrustError::TooOld {
+                    signed_at: if at.is_empty() { "an unknown time" } else { at }.to_owned(),
+                    min: min.to_rfc3339(),
+                });
+            }
+        }
         let current = match call {
             Some(files) => call_files(config, files)?,
             None => all_files(config)?,
@@ -577,6 +666,7 @@ pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
     Some(Verdict {
         mode: s.mode,
         result,
+        unpinned: Vec::new(),
     })
 }
 
@@ -590,6 +680,7 @@ mod tests {
         resolve_settings(
             mode.map(|m| OsString::from_vec(m.to_vec())),
             dir.map(OsString::from),
+            false,
             Some(&block),
             Path::new("/cfg"),
         )
@@ -674,7 +765,12 @@ mod tests {
         let s = resolve(None, None, json!({ "mode": "nope" }));
         assert_eq!(s.mode, Mode::Strict);
         assert!(s.problem.is_some());
-        let s = resolve_settings(None, None, None, Path::new("/cfg"));
+        let s = resolve_settings(None, None, false, None, Path::new("/cfg"));
         assert_eq!(s.mode, Mode::Off);
+        // A minimum signing time alone is the environment speaking too: strict, and
+        // keys from the environment only.
+        let block = json!({ "mode": "off", "keys_dir": "k" });
+        let s = resolve_settings(None, None, true, Some(&block), Path::new("/cfg"));
+        assert_eq!((s.mode, s.keys_dir, s.from_env), (Mode::Strict, None, true));
     }
 }

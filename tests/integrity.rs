@@ -26,6 +26,7 @@ fn upm(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
         "UPM_LOG_FILE",
         "UPM_TRUST_MODE",
         "UPM_TRUSTED_KEYS_DIR",
+        "UPM_TRUST_MIN_SIGNED_AT",
     ] {
         cmd.env_remove(var);
     }
@@ -928,6 +929,8 @@ fn a_signed_config_runs_verified() {
     assert_eq!(trust["status"], "verified", "{}", ctx(&run));
     assert_eq!(trust["mode"], "strict", "{}", ctx(&run));
     assert!(trust["key_id"].as_str().is_some_and(|k| !k.is_empty()));
+    // A pinned ELF: nothing it runs is left unvouched for.
+    assert!(trust.get("unpinned").is_none(), "{}", ctx(&run));
     let lines = audit_of(&s.d, &run);
     assert_eq!(lines.len(), 2);
     for l in &lines {
@@ -1214,7 +1217,7 @@ fn the_config_trust_block_is_ignored_once_the_environment_sets_trust() {
             run.json["data"]["error"]
                 .as_str()
                 .unwrap()
-                .contains("UPM_TRUSTED_KEYS_DIR is not"),
+                .contains("but not UPM_TRUSTED_KEYS_DIR"),
             "{}",
             ctx(&run)
         );
@@ -1305,6 +1308,98 @@ fn signing_replaces_a_planted_symlink_and_never_writes_through_it() {
     assert_eq!(c.json["signature"]["status"], "verified", "{}", ctx(&c));
 }
 
+/// A signature covers the config, which holds the pins: an executable without a pin is
+/// covered by nothing, and "verified" must not hide it. The verdict lists it.
+#[test]
+fn a_verified_verdict_lists_what_ran_unpinned() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let script = sh_printing(&s.d, "bin/tool.sh", r#"{"who":"unpinned"}"#);
+    let pinned = sh_printing(&s.d, "bin/pinned.sh", r#"{"who":"pinned"}"#);
+    s.d.config(&json!({
+        "require_schemas": false,
+        "plugins": {
+            "U": { "command": [script], "allowed_methods": ["go"] },
+            "P": { "command": [pinned], "sha256": sha256_of(&pinned), "allowed_methods": ["go"] }
+        }
+    }));
+    sign(&s.cfg, &s.d.join("secret.pem"));
+    let run = call(&s.cfg, "U", "go", json!({}), &s.strict_env());
+    assert_ok(&run);
+    let trust = &run.json["data"]["trust"];
+    assert_eq!(trust["status"], "verified", "{}", ctx(&run));
+    assert_eq!(
+        trust["unpinned"],
+        json!([script.to_str().unwrap(), "/bin/sh"]),
+        "{}",
+        ctx(&run)
+    );
+    for l in audit_of(&s.d, &run) {
+        assert_eq!(l["trust"]["unpinned"], trust["unpinned"], "{l}");
+    }
+    // A pinned script: only its interpreter, which nothing pins.
+    let run = call(&s.cfg, "P", "go", json!({}), &s.strict_env());
+    assert_ok(&run);
+    assert_eq!(
+        run.json["data"]["trust"]["unpinned"],
+        json!(["/bin/sh"]),
+        "{}",
+        ctx(&run)
+    );
+    // `upm check` tells before any call.
+    let c = check(&s.cfg, &s.strict_env());
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    assert_eq!(
+        c.json["plugins"]["U"]["pins"]["unpinned"],
+        json!([script.to_str().unwrap(), "/bin/sh"]),
+        "{}",
+        ctx(&c)
+    );
+}
+
+/// A signed config and its signature put back after the operator signed a newer one
+/// still verify (the key signed them); UPM_TRUST_MIN_SIGNED_AT refuses them.
+#[test]
+fn a_minimum_signing_time_refuses_a_rolled_back_config() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let sig = trust_sig(&s.cfg);
+    let (old_cfg, old_sig) = (std::fs::read(&s.cfg).unwrap(), std::fs::read(&sig).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The operator tightens the config and signs again.
+    let mut c: Value = serde_json::from_slice(&old_cfg).unwrap();
+    c["sandbox"]["limits"]["timeout_ms"] = json!(5000);
+    s.d.config(&c);
+    sign(&s.cfg, &s.d.join("secret.pem"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&sig).unwrap()).unwrap();
+    let signed_at = doc["signed_at"].as_str().unwrap().to_owned();
+    let env = [
+        ("UPM_TRUSTED_KEYS_DIR", s.keys.as_str()),
+        ("UPM_TRUST_MIN_SIGNED_AT", signed_at.as_str()),
+    ];
+    assert_ok(&s.wc(&env));
+    // Without the setting, the old pair verifies: a signature does not say it is the newest.
+    std::fs::write(&s.cfg, &old_cfg).unwrap();
+    std::fs::write(&sig, &old_sig).unwrap();
+    assert_ok(&s.wc(&s.strict_env()));
+    s.assert_untrusted(&s.wc(&env), "before UPM_TRUST_MIN_SIGNED_AT");
+    // A minimum that is not a time: strict, refused.
+    let env = [
+        ("UPM_TRUSTED_KEYS_DIR", s.keys.as_str()),
+        ("UPM_TRUST_MIN_SIGNED_AT", "yesterday"),
+    ];
+    s.assert_untrusted(&s.wc(&env), "not an RFC 3339 time");
+    // On its own it is the environment speaking: strict, keys from the environment only.
+    s.assert_untrusted(
+        &s.wc(&[("UPM_TRUST_MIN_SIGNED_AT", "2000-01-01T00:00:00Z")]),
+        "no trusted key",
+    );
+}
+
 #[test]
 fn check_reports_the_signature() {
     let s = signed_setup(None);
@@ -1358,6 +1453,7 @@ fn upm_bounded(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
         "UPM_LOG_FILE",
         "UPM_TRUST_MODE",
         "UPM_TRUSTED_KEYS_DIR",
+        "UPM_TRUST_MIN_SIGNED_AT",
     ] {
         cmd.env_remove(var);
     }
