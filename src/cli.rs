@@ -336,8 +336,12 @@ fn sign(config_path: &Path, key: &Path) -> i32 {
         Err(e) => return config_failure(&e),
     };
     match crate::trust::sign(&config, key) {
-        Ok(path) => {
-            println!("signed {} -> {}", config.path.display(), path.display());
+        Ok((path, signed_at)) => {
+            println!(
+                "signed {} -> {} (signed_at {signed_at})",
+                config.path.display(),
+                path.display()
+            );
             0
         }
         Err(e) => {
@@ -359,8 +363,11 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
         }
         PluginKind::PythonClass { python_path, .. } => (config.python.clone(), python_path.clone()),
     };
+    let interpreter_signed = crate::trust::settings(config).mode != crate::trust::Mode::Off;
+    let mut script = None;
     match crate::integrity::open_executable(&exe, p.sha256.as_deref()) {
         Ok(e) => {
+            script = e.interpreter.clone();
             check_executable(&at, &exe, problems);
             out.insert(
                 "exec".into(),
@@ -390,6 +397,9 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
             }
         };
     }
+    // What a call would run that nothing vouches for (a "verified" signature included).
+    let unpinned = crate::trust::unpinned(config, p, interpreter_signed, script.as_deref());
+    out.insert("unpinned".into(), json!(unpinned));
     Value::Object(out)
 }
 

@@ -22,7 +22,7 @@
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -50,23 +50,146 @@ pub enum IntegrityError {
     Snapshot { path: PathBuf, source: io::Error },
 }
 
+/// The most bytes upm reads from one plugin file (to hash it, copy it or snapshot it):
+/// a file that keeps growing while it is read is refused past this.
+pub const MAX_PLUGIN_FILE_BYTES: u64 = 1 << 30;
+
 /// An executable opened once, hashed through its descriptor.
 pub struct Executable {
+    /// What is exec'd: read-only, and for a copy, a descriptor of the copy.
     pub fd: OwnedFd,
+    /// The path of what is exec'd (the copy's, when the file was copied).
     pub path: PathBuf,
+    /// The file named by the config (`path` itself unless it was copied).
+    pub source: PathBuf,
+    /// SHA-256 (hex) of exactly the bytes `fd` holds.
     pub sha256: String,
     /// Starts with `#!`: the kernel hands the interpreter `/dev/fd/N`, so the
     /// descriptor must survive the exec.
     pub script: bool,
+    /// A script's interpreter, as its `#!` line names it.
+    pub interpreter: Option<PathBuf>,
+}
+
+impl Executable {
+    /// Compares the digest of the bytes held with a pin.
+    pub fn check_pin(&self, pin: Option<&str>) -> Result<(), IntegrityError> {
+        match pin {
+            Some(expected) if !expected.eq_ignore_ascii_case(&self.sha256) => {
+                Err(IntegrityError::Mismatch {
+                    path: self.source.clone(),
+                    expected: expected.to_owned(),
+                    actual: self.sha256.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Opens `path`, checks it is safe, hashes it through the descriptor and compares with `pin`.
+///
+/// The descriptor is the file itself: whoever may write the file could still rewrite it
+/// in place before it is exec'd. Where that matters (a pin or a signature vouches for
+/// the bytes), use [`copy_executable`].
 pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, IntegrityError> {
-    check_symlink(path, path.parent().unwrap_or(Path::new("/")))?;
-    let mut file = File::open(path).map_err(|source| IntegrityError::Open {
+    let mut file = open_plugin_file(path)?;
+    let (sha256, head) = read_hashing(&mut file, path, None)?;
+    let exe = Executable {
+        fd: file.into(),
         path: path.to_path_buf(),
+        source: path.to_path_buf(),
+        sha256,
+        script: head.starts_with(b"#!"),
+        interpreter: interpreter(&head),
+    };
+    exe.check_pin(pin)?;
+    Ok(exe)
+}
+
+/// Copies the executable at `path` into `dest_dir` (made 0755 if missing, in a
+/// directory only upm may write to), hashing exactly the bytes it copies, and
+/// returns a read-only descriptor of the copy: rewriting the original in place, even
+/// during the call, cannot change what runs. The copy keeps at most the original's
+/// permission bits (`mode & 0o755`). No pin is checked here: see
+/// [`Executable::check_pin`].
+pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, IntegrityError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut file = open_plugin_file(path)?;
+    let mode = file
+        .metadata()
+        .map_err(|source| IntegrityError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o755;
+    let snap = |p: &Path, source| IntegrityError::Snapshot {
+        path: p.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dest_dir)
+        .map_err(|e| snap(dest_dir, e))?;
+    let name = path.file_name().unwrap_or(std::ffi::OsStr::new("exec"));
+    let target = dest_dir.join(name);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&target)
+        .map_err(|e| snap(&target, e))?;
+    let (sha256, head) = read_hashing(&mut file, path, Some((&mut out, &target)))?;
+    // Exactly the original's bits (at most 0755), whatever upm's umask took away.
+    out.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| snap(&target, e))?;
+    // A read-only descriptor of the very inode written, not a second lookup of the
+    // path; the writable one is closed before the exec (else ETXTBSY).
+    let fd = std::fs::File::open(format!("/proc/self/fd/{}", out.as_raw_fd()))
+        .map_err(|e| snap(&target, e))?;
+    drop(out);
+    Ok(Executable {
+        fd: fd.into(),
+        path: target,
+        source: path.to_path_buf(),
+        sha256,
+        script: head.starts_with(b"#!"),
+        interpreter: interpreter(&head),
+    })
+}
+
+/// An executable's file opened for reading through every check: a symlink only if it
+/// stays in the file's directory, that directory and the file safe (owner, mode),
+/// a regular file (checked on the descriptor: never a FIFO or a device, which would
+/// block upm or never end), opened without following a link and without blocking.
+fn open_plugin_file(path: &Path) -> Result<File, IntegrityError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let resolved = check_symlink(path, dir)?;
+    let file = open_regular(path, &resolved)?;
+    let dmeta = std::fs::metadata(dir).map_err(|source| IntegrityError::Open {
+        path: dir.to_path_buf(),
         source,
     })?;
+    check_owner_and_mode(dir, &dmeta)?;
+    Ok(file)
+}
+
+/// Opens `resolved` (what `path` names, links resolved) without following a link or
+/// blocking, and checks on the descriptor that it is a safe regular file.
+fn open_regular(path: &Path, resolved: &Path) -> Result<File, IntegrityError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(resolved)
+        .map_err(|source| IntegrityError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let meta = file.metadata().map_err(|source| IntegrityError::Open {
         path: path.to_path_buf(),
         source,
@@ -75,47 +198,67 @@ pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, Int
         return Err(unsafe_file(path, "not a regular file"));
     }
     check_owner_and_mode(path, &meta)?;
-    if let Some(dir) = path.parent() {
-        let dmeta = std::fs::metadata(dir).map_err(|source| IntegrityError::Open {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        check_owner_and_mode(dir, &dmeta)?;
-    }
+    Ok(file)
+}
+
+/// Reads `file` to its end (at most [`MAX_PLUGIN_FILE_BYTES`]), hashing every byte and
+/// writing it to `copy` if given; returns the SHA-256 hex and the first bytes.
+fn read_hashing(
+    file: &mut File,
+    path: &Path,
+    mut copy: Option<(&mut File, &Path)>,
+) -> Result<(String, Vec<u8>), IntegrityError> {
+    const HEAD: usize = 256;
     let mut hasher = Sha256::new();
-    let mut head = [0u8; 2];
+    let mut head = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut first = true;
+    let mut total: u64 = 0;
     loop {
-        let n = file.read(&mut buf).map_err(|source| IntegrityError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(IntegrityError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
         if n == 0 {
             break;
         }
-        if first && n >= 2 {
-            head.copy_from_slice(&buf[..2]);
+        total += n as u64;
+        if total > MAX_PLUGIN_FILE_BYTES {
+            return Err(unsafe_file(
+                path,
+                &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
+            ));
         }
-        first = false;
-        hasher.update(&buf[..n]);
-    }
-    let sha256 = hex::encode(hasher.finalize());
-    if let Some(expected) = pin {
-        if !expected.eq_ignore_ascii_case(&sha256) {
-            return Err(IntegrityError::Mismatch {
-                path: path.to_path_buf(),
-                expected: expected.to_owned(),
-                actual: sha256,
-            });
+        let chunk = &buf[..n];
+        if head.len() < HEAD {
+            let take = (HEAD - head.len()).min(n);
+            head.extend_from_slice(&chunk[..take]);
+        }
+        hasher.update(chunk);
+        if let Some((out, target)) = copy.as_mut() {
+            io::Write::write_all(*out, chunk).map_err(|source| IntegrityError::Snapshot {
+                path: target.to_path_buf(),
+                source,
+            })?;
         }
     }
-    Ok(Executable {
-        fd: file.into(),
-        path: path.to_path_buf(),
-        sha256,
-        script: &head == b"#!",
-    })
+    Ok((hex::encode(hasher.finalize()), head))
+}
+
+/// The interpreter a `#!` line names (its first word), if the head is a script's.
+fn interpreter(head: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let line = head.strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next().unwrap_or(line);
+    let word = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(word)))
 }
 
 fn unsafe_file(path: &Path, reason: &str) -> IntegrityError {
@@ -149,11 +292,12 @@ fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), Int
     Ok(())
 }
 
-/// A symlink is fine only while its target stays inside `root`.
-fn check_symlink(path: &Path, root: &Path) -> Result<(), IntegrityError> {
+/// A symlink is fine only while its target stays inside `root`. Returns what to open:
+/// `path` itself, or a symlink's resolved target.
+fn check_symlink(path: &Path, root: &Path) -> Result<PathBuf, IntegrityError> {
     let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     if !is_link {
-        return Ok(());
+        return Ok(path.to_path_buf());
     }
     let target = std::fs::canonicalize(path).map_err(|source| IntegrityError::Open {
         path: path.to_path_buf(),
@@ -170,13 +314,15 @@ fn check_symlink(path: &Path, root: &Path) -> Result<(), IntegrityError> {
             ),
         ));
     }
-    Ok(())
+    Ok(target)
 }
 
 /// Every file of a plugin tree, read once.
 pub struct Manifest {
     pub digest: String,
     files: Vec<ManifestFile>,
+    /// Every directory (roots included, as `rel` ""), with its permission bits.
+    dirs: Vec<(usize, PathBuf, u32)>,
 }
 
 struct ManifestFile {
@@ -188,25 +334,48 @@ struct ManifestFile {
 
 /// Checks a plugin tree is safe, without reading file contents.
 pub fn check_tree(roots: &[PathBuf]) -> Result<(), IntegrityError> {
-    walk(roots, &mut |_, _, _, _| Ok(()))
+    walk(roots, &mut |_, _, _, _| Ok(()), &mut |_, _, _| {})
 }
 
 /// Reads, checks and hashes every file under `roots`.
 pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
     let mut files = Vec::new();
-    walk(roots, &mut |root, rel, path, meta| {
-        let bytes = std::fs::read(path).map_err(|source| IntegrityError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        files.push(ManifestFile {
-            root,
-            rel: rel.to_path_buf(),
-            mode: meta.permissions().mode() & 0o777,
-            bytes,
-        });
-        Ok(())
-    })?;
+    let mut dirs = Vec::new();
+    let mut on_dir = |root, rel: &Path, mode| dirs.push((root, rel.to_path_buf(), mode));
+    walk(
+        roots,
+        &mut |root, rel, path, resolved| {
+            // Through the checked descriptor: a file swapped for a FIFO or a device since
+            // the walk looked at it is refused, never read (or waited on).
+            let mut file = open_regular(path, resolved)?;
+            let meta = file.metadata().map_err(|source| IntegrityError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let mut bytes = Vec::new();
+            (&mut file)
+                .take(MAX_PLUGIN_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| IntegrityError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
+                return Err(unsafe_file(
+                    path,
+                    &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
+                ));
+            }
+            files.push(ManifestFile {
+                root,
+                rel: rel.to_path_buf(),
+                mode: meta.permissions().mode() & 0o777,
+                bytes,
+            });
+            Ok(())
+        },
+        &mut on_dir,
+    )?;
     files.sort_by(|a, b| {
         (a.root, a.rel.as_os_str().as_encoded_bytes())
             .cmp(&(b.root, b.rel.as_os_str().as_encoded_bytes()))
@@ -219,9 +388,13 @@ pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
         h.update(hex::encode(Sha256::digest(&f.bytes)).as_bytes());
         h.update(b"\n");
     }
+    dirs.sort_by(|a, b| {
+        (a.0, a.1.as_os_str().as_encoded_bytes()).cmp(&(b.0, b.1.as_os_str().as_encoded_bytes()))
+    });
     Ok(Manifest {
         digest: hex::encode(h.finalize()),
         files,
+        dirs,
     })
 }
 
@@ -242,6 +415,11 @@ impl Manifest {
     }
 
     /// Writes the verified bytes under `dest/<root index>/...`; returns the new roots.
+    ///
+    /// Each file and directory keeps at most its original permission bits
+    /// (`mode & 0o755`): a snapshot never makes readable to the plugin what the
+    /// original did not let it read. Directories are made 0700 while they are filled
+    /// and given their modes last.
     pub fn snapshot(&self, roots: usize, dest: &Path) -> Result<Vec<PathBuf>, IntegrityError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let err = |path: &Path, source| IntegrityError::Snapshot {
@@ -249,47 +427,71 @@ impl Manifest {
             source,
         };
         let new_roots: Vec<PathBuf> = (0..roots).map(|i| dest.join(i.to_string())).collect();
-        for r in &new_roots {
+        // `dest` itself: upm's, 0755, so that the plugin may reach what it may read.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dest)
+            .map_err(|e| err(dest, e))?;
+        let private = |d: &Path| {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o755)
-                .create(r)
-                .map_err(|e| err(r, e))?;
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| err(d, e))
+        };
+        for r in &new_roots {
+            private(r)?;
+        }
+        // Sorted: every parent before its children.
+        for (root, rel, _) in &self.dirs {
+            private(&new_roots[*root].join(rel))?;
         }
         for f in &self.files {
             let target = new_roots[f.root].join(&f.rel);
             if let Some(parent) = target.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(parent)
-                    .map_err(|e| err(parent, e))?;
+                private(parent)?;
             }
-            let mode = if f.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = f.mode & 0o755;
             let mut out = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&target)
                 .map_err(|e| err(&target, e))?;
             io::Write::write_all(&mut out, &f.bytes).map_err(|e| err(&target, e))?;
+            // Exactly the original's bits, whatever upm's umask took away.
+            out.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| err(&target, e))?;
+        }
+        for (root, rel, mode) in self.dirs.iter().rev() {
+            let d = new_roots[*root].join(rel);
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o755))
+                .map_err(|e| err(&d, e))?;
         }
         Ok(new_roots)
     }
 }
 
-type Visit<'a> =
-    dyn FnMut(usize, &Path, &Path, &std::fs::Metadata) -> Result<(), IntegrityError> + 'a;
+/// `(root index, relative path, path, what to open: the path or its link's target)`.
+type Visit<'a> = dyn FnMut(usize, &Path, &Path, &Path) -> Result<(), IntegrityError> + 'a;
 
 /// Walks every root: checks each directory and file, refuses escaping symlinks,
-/// and calls `visit` for each regular file (caches skipped).
-fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> {
+/// and calls `visit` for each regular file and `on_dir` for each directory, roots
+/// included (caches skipped).
+fn walk(
+    roots: &[PathBuf],
+    visit: &mut Visit<'_>,
+    on_dir: &mut dyn FnMut(usize, &Path, u32),
+) -> Result<(), IntegrityError> {
     for (i, root) in roots.iter().enumerate() {
         let meta = std::fs::metadata(root).map_err(|source| IntegrityError::Open {
             path: root.clone(),
             source,
         })?;
         check_owner_and_mode(root, &meta)?;
+        on_dir(i, Path::new(""), meta.permissions().mode() & 0o777);
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
             let dir = root.join(&rel);
@@ -305,8 +507,8 @@ fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> 
                 let name = entry.file_name();
                 let path = entry.path();
                 let rel_child = rel.join(&name);
-                check_symlink(&path, root)?;
-                let meta = std::fs::metadata(&path).map_err(|source| IntegrityError::Open {
+                let resolved = check_symlink(&path, root)?;
+                let meta = std::fs::metadata(&resolved).map_err(|source| IntegrityError::Open {
                     path: path.clone(),
                     source,
                 })?;
@@ -315,26 +517,19 @@ fn walk(roots: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), IntegrityError> 
                         continue;
                     }
                     check_owner_and_mode(&path, &meta)?;
+                    on_dir(i, &rel_child, meta.permissions().mode() & 0o777);
                     stack.push(rel_child);
                 } else if meta.is_file() {
                     if path.extension().is_some_and(|e| e == "pyc") {
                         continue;
                     }
                     check_owner_and_mode(&path, &meta)?;
-                    visit(i, &rel_child, &path, &meta)?;
+                    visit(i, &rel_child, &path, &resolved)?;
                 }
             }
         }
     }
     Ok(())
-}
-
-/// SHA-256 of a file, hex (for `upm check` and signing).
-pub fn file_sha256(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]
@@ -409,5 +604,118 @@ mod tests {
         );
         assert!(!new_roots[0].join("pkg/__pycache__").exists());
         assert_eq!(manifest(&new_roots).unwrap().digest, m2.digest);
+    }
+
+    /// A snapshot never widens a file's or a directory's permissions: a 0600 file the
+    /// plugin could not read stays unreadable to it once pinned.
+    #[test]
+    fn a_snapshot_keeps_at_most_the_original_permissions() {
+        let d = dir();
+        std::fs::create_dir_all(d.path().join("private")).unwrap();
+        let files = [
+            ("secret.txt", 0o600),
+            ("mod.py", 0o644),
+            ("tool", 0o750),
+            ("setuid", 0o4755),
+            ("private/inner.py", 0o644),
+        ];
+        for (name, mode) in files {
+            let p = d.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::fs::set_permissions(
+            d.path().join("private"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let roots = vec![d.path().to_path_buf()];
+        let m = manifest(&roots).unwrap();
+        let out = dir();
+        let snap = m.snapshot(1, &out.path().join("verified")).unwrap();
+        let mode = |rel: &str| {
+            std::fs::metadata(snap[0].join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for (name, orig) in files {
+            assert_eq!(mode(name), orig & 0o755, "{name}");
+        }
+        assert_eq!(mode("private"), 0o700);
+        assert_eq!(mode(""), 0o755);
+        assert_eq!(
+            std::fs::read(snap[0].join("private/inner.py")).unwrap(),
+            b"private/inner.py"
+        );
+        assert_eq!(manifest(&snap).unwrap().digest, m.digest);
+    }
+
+    /// What is exec'd is a copy of exactly the bytes hashed, no wider than the original.
+    #[test]
+    fn an_executable_is_copied_with_the_digest_of_the_bytes_copied() {
+        let d = dir();
+        let p = d.path().join("tool.sh");
+        std::fs::write(&p, b"#!/bin/sh -e\necho hi\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let out = dir();
+        let exe = copy_executable(&p, &out.path().join("exec")).unwrap();
+        assert_eq!(exe.source, p);
+        assert!(exe.path.starts_with(out.path()));
+        assert_eq!(
+            exe.sha256,
+            hex::encode(Sha256::digest(b"#!/bin/sh -e\necho hi\n"))
+        );
+        assert!(exe.script);
+        assert_eq!(exe.interpreter.as_deref(), Some(Path::new("/bin/sh")));
+        let meta = std::fs::metadata(&exe.path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+        // The descriptor is the copy's, read-only.
+        let mut text = String::new();
+        File::from(exe.fd.try_clone().unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "#!/bin/sh -e\necho hi\n");
+        // Rewriting the original changes nothing the call holds.
+        std::fs::write(&p, b"#!/bin/sh -e\necho XX\n").unwrap();
+        assert_eq!(
+            std::fs::read(&exe.path).unwrap(),
+            b"#!/bin/sh -e\necho hi\n"
+        );
+        assert!(exe.check_pin(Some(&exe.sha256)).is_ok());
+        assert!(matches!(
+            exe.check_pin(Some(&"0".repeat(64))),
+            Err(IntegrityError::Mismatch { .. })
+        ));
+    }
+
+    /// A FIFO or a device where a plugin file should be is refused, not read (a FIFO
+    /// would block upm forever).
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let d = dir();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        let err = open_executable(&fifo, None).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let out = dir();
+        let err = copy_executable(&fifo, out.path()).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // In a tree, too.
+        let tree = dir();
+        std::fs::write(tree.path().join("a.py"), b"").unwrap();
+        nix::unistd::mkfifo(
+            &tree.path().join("b.py"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert!(
+            manifest(&[tree.path().to_path_buf()]).is_ok(),
+            "a FIFO is no file of the tree"
+        );
+        let link = d.path().join("zero");
+        symlink("/dev/zero", &link).unwrap();
+        assert!(open_executable(&link, None).is_err());
     }
 }

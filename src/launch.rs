@@ -21,8 +21,10 @@ const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
 /// <workdir_root>/upm-<request id>-<32 random hex>/   owned by upm, 0755 (`/tmp` unless configured)
 ///     home/                          the plugin's cwd and $TMPDIR, owned by the plugin's uid, 0700
 ///     home/cache/                    a Python class plugin's cache_dir (only for those)
-///     verified/                      snapshot of a pinned plugin tree, read-only to the plugin
-///                                    (made by the snapshot, only when there is one)
+///     verified/                      owned by upm, read-only to the plugin, only when needed:
+///     verified/<root index>/...        the snapshot of a pinned plugin tree
+///     verified/exec/<name>             the copy of a pinned executable (or, with trust
+///                                    on, of the Python interpreter) that is exec'd
 /// ```
 pub struct Workdir {
     pub root: PathBuf,
@@ -106,30 +108,51 @@ pub struct Runnable {
     pub manifest_sha256: Option<String>,
 }
 
+/// Where, under the call's `verified/` directory, a single vouched-for executable is
+/// copied (tree snapshots are `verified/<root index>/`).
+const EXEC_DIR: &str = "exec";
+
 /// Verifies the plugin's files and opens what will be exec'd.
-pub fn resolve(config: &Config, plugin: &Plugin, workdir: &Workdir) -> Result<Runnable, Failure> {
+///
+/// An executable something vouches for is copied into the call's root-owned
+/// `verified/` directory, hashed from exactly the bytes copied, and the copy is what
+/// runs: a pinned command (`sha256`) and, when `copy_interpreter` (trust is on: the
+/// signature lists it), a Python class plugin's interpreter. The `sha256` pin itself is
+/// compared by [`check_pin`], after the caller has compared the digest with the
+/// signature.
+pub fn resolve(
+    config: &Config,
+    plugin: &Plugin,
+    workdir: &Workdir,
+    copy_interpreter: bool,
+) -> Result<Runnable, Failure> {
     match &plugin.kind {
         PluginKind::Command { argv } => {
             let original = PathBuf::from(&argv[0]);
-            let (path, readable, manifest_sha256) = match &plugin.manifest_sha256 {
-                Some(pin) => {
+            let (exe, readable, manifest_sha256) = match (&plugin.manifest_sha256, &plugin.sha256) {
+                (Some(pin), _) => {
                     let roots = vec![original.parent().unwrap_or(Path::new("/")).to_path_buf()];
                     let m = integrity::manifest(&roots)?;
                     m.check(&roots, pin)?;
                     let snap = m.snapshot(1, &workdir.verified)?;
                     let name = original.file_name().unwrap_or_default();
-                    (snap[0].join(name), snap, Some(m.digest))
+                    let mut exe = integrity::open_executable(&snap[0].join(name), None)?;
+                    exe.source = original.clone();
+                    (exe, snap, Some(m.digest))
                 }
-                None => (original.clone(), Vec::new(), None),
-            };
-            let exe = integrity::open_executable(&path, plugin.sha256.as_deref())?;
-            // Landlock's rule must name the verified inode, not whatever the path
-            // names by the time the sandbox is prepared (it may have been swapped).
-            let readable = if readable.is_empty() {
-                let verified = format!("/proc/self/fd/{}", exe.fd.as_raw_fd());
-                vec![PathBuf::from(verified)]
-            } else {
-                readable
+                (None, Some(_)) => {
+                    let exe =
+                        integrity::copy_executable(&original, &workdir.verified.join(EXEC_DIR))?;
+                    let readable = vec![exe.path.clone()];
+                    (exe, readable, None)
+                }
+                (None, None) => {
+                    let exe = integrity::open_executable(&original, None)?;
+                    // Landlock's rule must name the opened inode, not whatever the path
+                    // names by the time the sandbox is prepared (it may have been swapped).
+                    let verified = format!("/proc/self/fd/{}", exe.fd.as_raw_fd());
+                    (exe, vec![PathBuf::from(verified)], None)
+                }
             };
             Ok(Runnable {
                 exe,
@@ -149,9 +172,13 @@ pub fn resolve(config: &Config, plugin: &Plugin, workdir: &Workdir) -> Result<Ru
                 }
                 None => python_path.clone(),
             };
-            let exe = integrity::open_executable(&config.python, None)?;
+            let exe = if copy_interpreter {
+                integrity::copy_executable(&config.python, &workdir.verified.join(EXEC_DIR))?
+            } else {
+                integrity::open_executable(&config.python, None)?
+            };
             let mut readable = python_path.clone();
-            readable.push(config.python.clone());
+            readable.push(exe.path.clone());
             Ok(Runnable {
                 exe,
                 argv: Vec::new(),
@@ -161,6 +188,11 @@ pub fn resolve(config: &Config, plugin: &Plugin, workdir: &Workdir) -> Result<Ru
             })
         }
     }
+}
+
+/// A command plugin's `sha256` pin, against the bytes that will be exec'd.
+pub fn check_pin(plugin: &Plugin, runnable: &Runnable) -> Result<(), Failure> {
+    Ok(runnable.exe.check_pin(plugin.sha256.as_deref())?)
 }
 
 /// Builds argv, environment and stdin for the plugin.

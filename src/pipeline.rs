@@ -59,7 +59,8 @@ struct Call {
     call_id: String,
     plugin: Option<String>,
     method: Option<String>,
-    /// The signature verdict, when trust is not off.
+    /// The signature verdict, when trust is not off (as JSON: `trust`).
+    verdict: Option<trust::Verdict>,
     trust: Option<Value>,
     /// The sandbox recorded in the `started` entry, so `finished` need not repeat it.
     sandbox_started: Option<Value>,
@@ -74,6 +75,7 @@ impl Call {
             call_id: uuid::Uuid::now_v7().to_string(),
             plugin: None,
             method: None,
+            verdict: None,
             trust: None,
             sandbox_started: None,
             warnings: Vec::new(),
@@ -353,7 +355,7 @@ fn verify_trust(
         return Ok(());
     };
     call.trust = Some(verdict.to_json());
-    match (&verdict.result, verdict.mode) {
+    let outcome = match (&verdict.result, verdict.mode) {
         (Ok(_), _) => Ok(()),
         (Err(e), trust::Mode::Warn) => {
             call.warnings
@@ -364,7 +366,46 @@ fn verify_trust(
             Code::UntrustedConfig,
             format!("the config is not trusted: {e}; nothing was run"),
         )),
+    };
+    call.verdict = Some(verdict);
+    outcome
+}
+
+/// The executable about to run, against the signature when it lists it (a pinned
+/// command, the Python interpreter): its digest is of the very bytes that are exec'd.
+/// Strict refuses a mismatch; warn records it.
+fn verify_executable(
+    config: &Config,
+    plugin: &Plugin,
+    runnable: &launch::Runnable,
+    call: &mut Call,
+) -> Result<(), Failure> {
+    let Some(verdict) = call.verdict.as_mut() else {
+        return Ok(());
+    };
+    let Ok(signed) = &verdict.result else {
+        // Already failed (warn mode): recorded once.
+        return Ok(());
+    };
+    let exe = &runnable.exe;
+    if !trust::signed_executables(config, plugin).contains(&exe.source.as_path()) {
+        return Ok(());
     }
+    let Err(e) = trust::check_executable(config, signed, &exe.source, &exe.sha256) else {
+        return Ok(());
+    };
+    let failure = Failure::new(
+        Code::UntrustedConfig,
+        format!("the config is not trusted: {e}; nothing was run"),
+    );
+    let warning = format!("the config is not trusted: {e}");
+    verdict.result = Err(e);
+    call.trust = Some(verdict.to_json());
+    if verdict.mode == trust::Mode::Warn {
+        call.warnings.push(warning);
+        return Ok(());
+    }
+    Err(failure)
 }
 
 fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> {
@@ -405,17 +446,31 @@ impl Session {
 
         // prepare: private directory, verified plugin files, launch, sandbox layers
         let python = matches!(plugin.kind, crate::config::PluginKind::PythonClass { .. });
-        let prepared = Workdir::create(&config.workdir_root, &call.request_id, owner, python)
-            .map_err(|e| {
-                Failure::new(
+        let workdir = match Workdir::create(&config.workdir_root, &call.request_id, owner, python) {
+            Ok(w) => w,
+            Err(e) => {
+                let f = Failure::new(
                     Code::SandboxUnavailable,
                     format!("cannot create the call's private directory: {e}"),
-                )
-            })
-            .and_then(|workdir| {
-                phase(call, "workdir created");
-                let runnable = launch::resolve(config, plugin, &workdir)?;
+                );
+                return self.finish_refused(call, f);
+            }
+        };
+        phase(call, "workdir created");
+        let copy_interpreter = call.verdict.is_some();
+        let prepared = launch::resolve(config, plugin, &workdir, copy_interpreter)
+            .and_then(|runnable| {
                 phase(call, "plugin resolved and hashed");
+                if let Some(v) = call.verdict.as_mut() {
+                    let script = runnable.exe.interpreter.as_deref();
+                    v.unpinned = trust::unpinned(config, plugin, copy_interpreter, script);
+                    call.trust = Some(v.to_json());
+                }
+                verify_executable(config, plugin, &runnable, call)?;
+                launch::check_pin(plugin, &runnable)?;
+                Ok(runnable)
+            })
+            .and_then(|runnable| {
                 let launch =
                     launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
                 let paths = sandbox::Paths {
@@ -424,9 +479,9 @@ impl Session {
                     seccomp,
                 };
                 let sandbox = sandbox::prepare(policy, &paths, host)?;
-                Ok((workdir, runnable, launch, sandbox))
+                Ok((runnable, launch, sandbox))
             });
-        let (workdir, runnable, launch, mut sandbox) = match prepared {
+        let (runnable, launch, mut sandbox) = match prepared {
             Ok(p) => p,
             Err(f) => return self.finish_refused(call, f),
         };
@@ -438,11 +493,14 @@ impl Session {
         // spawn the sandbox's init (creating its namespaces is the slow part of a spawn)
         // while another thread makes the `started` entry durable: the init waits for
         // the go, so the plugin still does not exist before its entry does.
-        let files = json!({
+        let mut files = json!({
             "exec": runnable.exe.path,
             "exec_sha256": runnable.exe.sha256,
             "manifest_sha256": runnable.manifest_sha256,
         });
+        if runnable.exe.source != runnable.exe.path {
+            files["exec_source"] = json!(runnable.exe.source);
+        }
         let requested = sandbox.summary();
         let started = Started {
             config,

@@ -26,6 +26,7 @@ fn upm(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
         "UPM_LOG_FILE",
         "UPM_TRUST_MODE",
         "UPM_TRUSTED_KEYS_DIR",
+        "UPM_TRUST_MIN_SIGNED_AT",
     ] {
         cmd.env_remove(var);
     }
@@ -360,6 +361,37 @@ impl Swapper {
         }
     }
 
+    /// Rewrites `target` in place (same inode, same length: open, pwrite, close) with
+    /// `evil` then `good`, until stopped: what a writer of the file itself can do.
+    fn in_place(target: PathBuf, good: Vec<u8>, evil: Vec<u8>) -> Swapper {
+        use std::os::unix::fs::FileExt;
+        assert_eq!(good.len(), evil.len());
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicUsize::new(0));
+        let (s, n) = (stop.clone(), swaps.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for bytes in [&evil, &good] {
+                    let written = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&target)
+                        .and_then(|f| f.write_all_at(bytes, 0));
+                    if written.is_err() {
+                        return;
+                    }
+                    n.fetch_add(1, Ordering::Relaxed);
+                    // Long enough for a call to see either content whole, now and then.
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+        });
+        Swapper {
+            stop,
+            swaps,
+            thread: Some(thread),
+        }
+    }
+
     /// Stops swapping; the target is left with the good content.
     fn stop(mut self) -> usize {
         self.halt();
@@ -478,6 +510,38 @@ fn swapping_a_pinned_script_never_runs_the_swapped_in_script() {
         "pinned script",
         200,
         || Swapper::start(target, good, evil, d.join("bin/.tmp")),
+        || call(&cfg, "S", "go", json!({}), &[]),
+        |r| r.code == 0 && r.result()["who"] == "good",
+    );
+}
+
+/// The pinned file itself rewritten in place (no rename: the same inode the check
+/// read): a script's interpreter reads the script again when it runs, so what runs
+/// must be a copy of exactly the bytes that were hashed.
+#[test]
+fn rewriting_a_pinned_script_in_place_never_runs_the_rewritten_bytes() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let good = "#!/bin/sh\ncat >/dev/null\necho '{\"who\":\"good\"}'\n";
+    let evil = "#!/bin/sh\ncat >/dev/null\necho '{\"evil\":1}'\n###\n";
+    assert_eq!(good.len(), evil.len());
+    let target = d.write("bin/tool.sh", good, true);
+    let mut p = cmd_plugin(&target, &["go"]);
+    p["sha256"] = json!(sha256_of(&target));
+    let cfg = config_with(&d, json!({ "S": p }));
+    let run = call(&cfg, "S", "go", json!({}), &[]);
+    assert_ok(&run);
+    // What ran is the call's own copy, hashed while it was copied.
+    let started = &audit_of(&d, &run)[0];
+    let exec = started["plugin_files"]["exec"].as_str().unwrap();
+    assert!(exec.contains("/verified/exec/"), "{started}");
+    assert_eq!(started["plugin_files"]["exec_source"], json!(target));
+    race(
+        "pinned script rewritten in place",
+        120,
+        || Swapper::in_place(target, good.into(), evil.into()),
         || call(&cfg, "S", "go", json!({}), &[]),
         |r| r.code == 0 && r.result()["who"] == "good",
     );
@@ -865,6 +929,8 @@ fn a_signed_config_runs_verified() {
     assert_eq!(trust["status"], "verified", "{}", ctx(&run));
     assert_eq!(trust["mode"], "strict", "{}", ctx(&run));
     assert!(trust["key_id"].as_str().is_some_and(|k| !k.is_empty()));
+    // A pinned ELF: nothing it runs is left unvouched for.
+    assert!(trust.get("unpinned").is_none(), "{}", ctx(&run));
     let lines = audit_of(&s.d, &run);
     assert_eq!(lines.len(), 2);
     for l in &lines {
@@ -1105,6 +1171,235 @@ fn trust_settings_from_the_config_and_the_environment_winning() {
     s.assert_untrusted(&run, "trust settings cannot be read");
 }
 
+/// Once the environment sets UPM_TRUST_MODE or UPM_TRUSTED_KEYS_DIR, the config's own
+/// `trust` block (which whoever edits the config controls) is ignored entirely.
+#[test]
+fn the_config_trust_block_is_ignored_once_the_environment_sets_trust() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    // The attacker rewrites the config: another command, trust off, their own keys.
+    let attacker_keys = s.d.join("attacker-keys");
+    std::fs::create_dir(&attacker_keys).unwrap();
+    let attacker = s.d.join("attacker.pem");
+    let run = upm(
+        &[
+            "keygen",
+            "--secret",
+            attacker.to_str().unwrap(),
+            "--public",
+            attacker_keys.join("a.pub").to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let evil = sh_printing(&s.d, "bin/evil.sh", r#"{"evil":true}"#);
+    for block in [
+        json!({ "mode": "off" }),
+        json!({ "mode": "warn" }),
+        json!({ "keys_dir": "attacker-keys" }),
+        json!({ "mode": "off", "keys_dir": "attacker-keys" }),
+    ] {
+        s.d.config(&json!({
+            "require_schemas": false,
+            "trust": block,
+            "plugins": { "T": { "command": [evil], "allowed_methods": ["wordcount"] } }
+        }));
+        sign(&s.cfg, &attacker);
+        // The operator set only the keys directory: strict.
+        s.assert_untrusted(&s.wc(&s.strict_env()), "not in the trusted keys directory");
+        // The operator set only the mode: no keys from the config, fail closed.
+        let run = s.wc(&[("UPM_TRUST_MODE", "strict")]);
+        s.assert_untrusted(&run, "no trusted key");
+        assert!(
+            run.json["data"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("but not UPM_TRUSTED_KEYS_DIR"),
+            "{}",
+            ctx(&run)
+        );
+        // A mode that is not UTF-8 is unknown, so strict, whatever the config says.
+        let mut cmd = Command::new(upm_bin());
+        cmd.args(["run", "--config", s.cfg.to_str().unwrap()])
+            .env_remove("UPM_TRUSTED_KEYS_DIR")
+            .env_remove("UPM_LOG_FILE")
+            .env(
+                "UPM_TRUST_MODE",
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"str\xffict"),
+            );
+        let run = run_command(cmd, &request("T", "wordcount", json!({"text": "a b"})));
+        s.assert_untrusted(&run, "unknown trust mode");
+    }
+}
+
+/// Two schema files whose names differ only in bytes that are not UTF-8 would share one
+/// lossy label, so the signature would cover only one: such names are refused.
+#[test]
+fn signing_refuses_paths_that_are_not_utf8() {
+    let s = signed_setup(None);
+    let dir = s.d.join("schemas");
+    s.d.write(
+        "schemas/text.json",
+        r#"{"allOf": [{"$ref": "a%FF.json"}, {"$ref": "a%FE.json"}]}"#,
+        false,
+    );
+    for (byte, field) in [(0xff_u8, "x"), (0xfe, "y")] {
+        let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&[
+            b'a', byte, b'.', b'j', b's', b'o', b'n',
+        ])
+        .to_owned();
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!(r#"{{"type": "object", "required": ["{field}"]}}"#),
+        )
+        .unwrap();
+        chmod(&p, 0o644);
+    }
+    let secret = s.d.join("secret.pem");
+    let run = upm(
+        &[
+            "sign",
+            "--key",
+            secret.to_str().unwrap(),
+            "--config",
+            s.cfg.to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 5, "{}", ctx(&run));
+    assert!(run.stderr.contains("not a UTF-8 path"), "{}", ctx(&run));
+    // The old signature does not cover the new files either: refused, with the reason.
+    let run = s.wc(&s.strict_env());
+    s.assert_untrusted(&run, "not a UTF-8 path");
+}
+
+/// `upm sign` never writes through a symlink planted at `<config>.sig`: it replaces
+/// the link with the signature, and the link's target is left as it was.
+#[test]
+fn signing_replaces_a_planted_symlink_and_never_writes_through_it() {
+    let s = signed_setup(None);
+    let sig = trust_sig(&s.cfg);
+    let victim = s.d.join("victim");
+    std::fs::write(&victim, "important root data\n").unwrap();
+    chmod(&victim, 0o600);
+    std::fs::remove_file(&sig).unwrap();
+    std::os::unix::fs::symlink(&victim, &sig).unwrap();
+    sign(&s.cfg, &s.d.join("secret.pem"));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important root data\n"
+    );
+    let meta = std::fs::symlink_metadata(&sig).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    // No temporary file left behind, and the new signature verifies.
+    let left: Vec<_> = std::fs::read_dir(&s.d.path)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let c = check(&s.cfg, &s.strict_env());
+    assert_eq!(c.json["signature"]["status"], "verified", "{}", ctx(&c));
+}
+
+/// A signature covers the config, which holds the pins: an executable without a pin is
+/// covered by nothing, and "verified" must not hide it. The verdict lists it.
+#[test]
+fn a_verified_verdict_lists_what_ran_unpinned() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let script = sh_printing(&s.d, "bin/tool.sh", r#"{"who":"unpinned"}"#);
+    let pinned = sh_printing(&s.d, "bin/pinned.sh", r#"{"who":"pinned"}"#);
+    s.d.config(&json!({
+        "require_schemas": false,
+        "plugins": {
+            "U": { "command": [script], "allowed_methods": ["go"] },
+            "P": { "command": [pinned], "sha256": sha256_of(&pinned), "allowed_methods": ["go"] }
+        }
+    }));
+    sign(&s.cfg, &s.d.join("secret.pem"));
+    let run = call(&s.cfg, "U", "go", json!({}), &s.strict_env());
+    assert_ok(&run);
+    let trust = &run.json["data"]["trust"];
+    assert_eq!(trust["status"], "verified", "{}", ctx(&run));
+    assert_eq!(
+        trust["unpinned"],
+        json!([script.to_str().unwrap(), "/bin/sh"]),
+        "{}",
+        ctx(&run)
+    );
+    for l in audit_of(&s.d, &run) {
+        assert_eq!(l["trust"]["unpinned"], trust["unpinned"], "{l}");
+    }
+    // A pinned script: only its interpreter, which nothing pins.
+    let run = call(&s.cfg, "P", "go", json!({}), &s.strict_env());
+    assert_ok(&run);
+    assert_eq!(
+        run.json["data"]["trust"]["unpinned"],
+        json!(["/bin/sh"]),
+        "{}",
+        ctx(&run)
+    );
+    // `upm check` tells before any call.
+    let c = check(&s.cfg, &s.strict_env());
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    assert_eq!(
+        c.json["plugins"]["U"]["pins"]["unpinned"],
+        json!([script.to_str().unwrap(), "/bin/sh"]),
+        "{}",
+        ctx(&c)
+    );
+}
+
+/// A signed config and its signature put back after the operator signed a newer one
+/// still verify (the key signed them); UPM_TRUST_MIN_SIGNED_AT refuses them.
+#[test]
+fn a_minimum_signing_time_refuses_a_rolled_back_config() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let sig = trust_sig(&s.cfg);
+    let (old_cfg, old_sig) = (std::fs::read(&s.cfg).unwrap(), std::fs::read(&sig).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The operator tightens the config and signs again.
+    let mut c: Value = serde_json::from_slice(&old_cfg).unwrap();
+    c["sandbox"]["limits"]["timeout_ms"] = json!(5000);
+    s.d.config(&c);
+    sign(&s.cfg, &s.d.join("secret.pem"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&sig).unwrap()).unwrap();
+    let signed_at = doc["signed_at"].as_str().unwrap().to_owned();
+    let env = [
+        ("UPM_TRUSTED_KEYS_DIR", s.keys.as_str()),
+        ("UPM_TRUST_MIN_SIGNED_AT", signed_at.as_str()),
+    ];
+    assert_ok(&s.wc(&env));
+    // Without the setting, the old pair verifies: a signature does not say it is the newest.
+    std::fs::write(&s.cfg, &old_cfg).unwrap();
+    std::fs::write(&sig, &old_sig).unwrap();
+    assert_ok(&s.wc(&s.strict_env()));
+    s.assert_untrusted(&s.wc(&env), "before UPM_TRUST_MIN_SIGNED_AT");
+    // A minimum that is not a time: strict, refused.
+    let env = [
+        ("UPM_TRUSTED_KEYS_DIR", s.keys.as_str()),
+        ("UPM_TRUST_MIN_SIGNED_AT", "yesterday"),
+    ];
+    s.assert_untrusted(&s.wc(&env), "not an RFC 3339 time");
+    // On its own it is the environment speaking: strict, keys from the environment only.
+    s.assert_untrusted(
+        &s.wc(&[("UPM_TRUST_MIN_SIGNED_AT", "2000-01-01T00:00:00Z")]),
+        "no trusted key",
+    );
+}
+
 #[test]
 fn check_reports_the_signature() {
     let s = signed_setup(None);
@@ -1146,6 +1441,154 @@ fn check_reports_the_signature() {
     assert_eq!(c.code, 0, "{}", ctx(&c));
     assert_eq!(c.json["signature"]["status"], "failed");
     assert_eq!(c.json["signature"]["mode"], "warn");
+}
+
+/// upm run/check/sign with a deadline: a FIFO or a device read as if it were a file
+/// would hold upm forever.
+fn upm_bounded(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "20"]).arg(upm_bin()).args(argv);
+    for var in [
+        "UPM_CONFIG_PATH",
+        "UPM_LOG_FILE",
+        "UPM_TRUST_MODE",
+        "UPM_TRUSTED_KEYS_DIR",
+        "UPM_TRUST_MIN_SIGNED_AT",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_command(cmd, input)
+}
+
+/// A pinned executable replaced by a symlink to /dev/zero or by a FIFO: refused at once,
+/// with an audit entry, by run (trust on or off), check and sign alike; never read.
+#[test]
+fn a_pinned_executable_replaced_by_a_device_or_a_fifo_is_refused_not_read() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let cfg = s.cfg.to_str().unwrap();
+    let secret = s.d.join("secret.pem");
+    let saved = s.d.join("saved-echo");
+    std::fs::rename(&s.tt, &saved).unwrap();
+    for (what, reason) in [
+        ("symlink", "outside the plugin's directory"),
+        ("fifo", "not a regular file"),
+    ] {
+        match what {
+            "symlink" => std::os::unix::fs::symlink("/dev/zero", &s.tt).unwrap(),
+            _ => {
+                nix::unistd::mkfifo(&s.tt, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap()
+            }
+        }
+        for env in [&s.strict_env()[..], &[]] {
+            let run = upm_bounded(
+                &["run", "--config", cfg],
+                &request("T", "wordcount", json!({"text": "a b"})),
+                env,
+            );
+            assert_refused(&s.d, &run, 6, "unsafe_plugin_file");
+            let err = run.json["data"]["error"].as_str().unwrap();
+            assert!(err.contains(reason), "{what}: {}", ctx(&run));
+        }
+        let c = upm_bounded(&["check", "--config", cfg], b"", &s.strict_env());
+        assert_eq!(c.code, 5, "{what}: {}", ctx(&c));
+        let c = upm_bounded(
+            &["sign", "--key", secret.to_str().unwrap(), "--config", cfg],
+            b"",
+            &[],
+        );
+        assert_eq!(c.code, 5, "{what}: {}", ctx(&c));
+        assert!(c.stderr.contains(reason), "{what}: {}", ctx(&c));
+        std::fs::remove_file(&s.tt).unwrap();
+    }
+    std::fs::rename(&saved, &s.tt).unwrap();
+    assert_ok(&s.wc(&s.strict_env()));
+}
+
+/// A Python class plugin's interpreter is listed by the signature; with trust on, what
+/// runs is a copy of it hashed while copied, and a changed interpreter is refused.
+#[test]
+fn the_python_interpreter_is_signed_and_a_changed_one_never_runs() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    d.write("py/mod.py", GOOD_PY, false);
+    let python = d.join("interp/python3");
+    std::fs::create_dir_all(python.parent().unwrap()).unwrap();
+    chmod(python.parent().unwrap(), 0o755);
+    std::fs::copy(std::fs::canonicalize("/usr/bin/python3").unwrap(), &python).unwrap();
+    chmod(&python, 0o755);
+    let cfg = d.config(&json!({
+        "require_schemas": false,
+        "python": "interp/python3",
+        "plugins": { "P": py_plugin("py") }
+    }));
+    std::fs::create_dir(d.join("keys")).unwrap();
+    let secret = d.join("secret.pem");
+    let run = upm(
+        &[
+            "keygen",
+            "--secret",
+            secret.to_str().unwrap(),
+            "--public",
+            d.join("keys/k.pub").to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    sign(&cfg, &secret);
+    let sig: Value =
+        serde_json::from_str(&std::fs::read_to_string(trust_sig(&cfg)).unwrap()).unwrap();
+    assert_eq!(
+        sig["files"]["interp/python3"],
+        format!("sha256:{}", sha256_of(&python)).as_str(),
+        "{sig}"
+    );
+    let keys = d.join("keys");
+    let strict = [("UPM_TRUSTED_KEYS_DIR", keys.to_str().unwrap())];
+    let run = call(&cfg, "P", "who", json!({}), &strict);
+    assert_ok(&run);
+    assert_eq!(run.result()["who"], "good", "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["trust"]["status"],
+        "verified",
+        "{}",
+        ctx(&run)
+    );
+    let started = &audit_of(&d, &run)[0];
+    let exec = started["plugin_files"]["exec"].as_str().unwrap();
+    assert!(exec.contains("/verified/exec/"), "{started}");
+    assert_eq!(
+        started["plugin_files"]["exec_sha256"],
+        sha256_of(&python).as_str()
+    );
+
+    // Another interpreter in its place: refused before anything runs, in strict.
+    let saved = d.join("saved-python");
+    std::fs::rename(&python, &saved).unwrap();
+    d.write("interp/python3", "#!/bin/sh\necho '{\"evil\":1}'\n", true);
+    let run = call(&cfg, "P", "who", json!({}), &strict);
+    assert_refused(&d, &run, 5, "untrusted_config");
+    let err = run.json["data"]["error"].as_str().unwrap();
+    assert!(err.contains("interp/python3 changed"), "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["trust"]["status"],
+        "failed",
+        "{}",
+        ctx(&run)
+    );
+    // `upm check` says so too.
+    let c = check(&cfg, &strict);
+    assert_eq!(c.code, 5, "{}", ctx(&c));
+    std::fs::rename(&saved, &python).unwrap();
+    assert_ok(&call(&cfg, "P", "who", json!({}), &strict));
 }
 
 // ---------------------------------------------------------------- signed files swapped during calls
