@@ -15,6 +15,10 @@
 //! by name, so nothing keeps running after the call. With podman,
 //! `--timeout` is a second backstop should upm itself be killed.
 //!
+//! The seccomp profile the engine gets is the plugin's with upm's own rules merged in
+//! ([`seccomp::Profile::engine_profile`]); limits the engine would silently drop
+//! (rootless podman on cgroup v1) refuse the call unless `allow_degraded` names `limits`.
+//!
 //! Whether the container really started is told by podman's `--pidfile`
 //! (written by the runtime once the container process exists): without it, a
 //! non-zero exit is the engine's failure, not the plugin's. Docker has no such
@@ -24,7 +28,7 @@ pub mod image;
 
 use crate::config::{Plugin, PluginKind};
 use crate::request::Request;
-use crate::sandbox::policy::Policy;
+use crate::sandbox::policy::{Layer, Policy};
 use crate::sandbox::{limits, seccomp};
 use crate::spawn::{self, Exit, Io, Outcome, Pipes, Stream};
 use serde_json::{json, Value};
@@ -91,6 +95,27 @@ pub enum ContainerError {
         "the plugin's command could not be started in the container (exit {status}): {message}"
     )]
     Command { status: String, message: String },
+    #[error("cannot ask the container engine {engine} what it enforces ({what}): {message}")]
+    Info {
+        engine: &'static str,
+        what: &'static str,
+        message: String,
+    },
+    #[error(
+        "the limits layer cannot be applied here: the engine {engine} ({detail}) would ignore {} \
+         (only a warning on its stderr); \"allow_degraded\": [\"limits\"] runs the call without them, reported as degraded",
+        .unenforced.join(", ")
+    )]
+    LimitsUnenforced {
+        engine: &'static str,
+        detail: String,
+        unenforced: Vec<&'static str>,
+    },
+    #[error(
+        "the image declares VOLUME {volumes}: docker would give the plugin a writable, unbounded \
+         anonymous volume on the host's disk despite --read-only; rebuild the image without VOLUME"
+    )]
+    ImageVolumes { volumes: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +270,304 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Where podman's init (catatonit) is looked for: podman's own helper directories, then the fixed PATH.
+const PODMAN_INIT: [&str; 4] = [
+    "/usr/libexec/podman/catatonit",
+    "/usr/local/libexec/podman/catatonit",
+    "/usr/lib/podman/catatonit",
+    "/usr/local/lib/podman/catatonit",
+];
+
+/// The init the container runs as PID 1, so the plugin is PID 2 as natively (a PID 1
+/// ignores every signal it has no handler for, those it sends itself included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Init {
+    /// podman `--init --init-path <path>`.
+    Path(PathBuf),
+    /// docker `--init`: the daemon's docker-init.
+    Daemon,
+    /// podman without catatonit: the plugin is PID 1.
+    None,
+}
+
+impl Init {
+    fn find(kind: EngineKind) -> Init {
+        match kind {
+            EngineKind::Docker => Init::Daemon,
+            EngineKind::Podman => PODMAN_INIT
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .or_else(|| find_on_path("catatonit"))
+                .map_or(Init::None, Init::Path),
+        }
+    }
+
+    fn report(&self) -> Value {
+        match self {
+            Init::Path(p) => json!(p),
+            Init::Daemon => json!("docker-init (the daemon's)"),
+            Init::None => json!("none (no catatonit found): the plugin is PID 1 and ignores signals it has no handler for, even its own"),
+        }
+    }
+}
+
+/// The cgroup controllers behind --memory/--memory-swap, --pids-limit and --cpus.
+const NEEDED_CONTROLLERS: [(&str, &str); 3] = [
+    ("memory", "memory_bytes (--memory)"),
+    ("pids", "max_processes (--pids-limit)"),
+    ("cpu", "the CPU share (--cpus)"),
+];
+
+/// What the engine can enforce, found once per engine and process (a local podman's
+/// from the host's cgroup file system, else `podman info` / `docker info`): rootless podman on cgroup v1, or without delegated controllers,
+/// drops --memory, --pids-limit and --cpus with a warning and runs the container anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EngineInfo {
+    rootless: bool,
+    cgroup_version: String,
+    /// Controllers the engine says it can use, among [`NEEDED_CONTROLLERS`].
+    controllers: Vec<String>,
+}
+
+impl EngineInfo {
+    /// `podman info --format '{{.Host.Security.Rootless}}|{{.Host.CgroupsVersion}}|{{range ...}}{{.}},{{end}}'`.
+    fn parse_podman(out: &str) -> Option<EngineInfo> {
+        let mut f = out.trim().split('|');
+        let rootless = f.next()?.parse::<bool>().ok()?;
+        let cgroup_version = f.next()?.to_owned();
+        let controllers = f
+            .next()?
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some(EngineInfo {
+            rootless,
+            cgroup_version,
+            controllers,
+        })
+    }
+
+    /// `docker info --format '{{.CgroupVersion}}|{{.MemoryLimit}}|{{.SwapLimit}}|{{.PidsLimit}}|{{.CpuCfsQuota}}|{{json .SecurityOptions}}'`.
+    fn parse_docker(out: &str) -> Option<EngineInfo> {
+        let f: Vec<&str> = out.trim().splitn(6, '|').collect();
+        let [version, memory, swap, pids, cpu, security] = f.as_slice() else {
+            return None;
+        };
+        let flag = |s: &str| s.parse::<bool>().ok();
+        let mut controllers = Vec::new();
+        if flag(memory)? && flag(swap)? {
+            controllers.push("memory".to_owned());
+        }
+        if flag(pids)? {
+            controllers.push("pids".to_owned());
+        }
+        if flag(cpu)? {
+            controllers.push("cpu".to_owned());
+        }
+        Some(EngineInfo {
+            rootless: security.contains("name=rootless"),
+            cgroup_version: format!("v{}", version.trim_start_matches('v')),
+            controllers,
+        })
+    }
+
+    /// The limits this engine would silently drop.
+    fn unenforced(&self) -> Vec<&'static str> {
+        NEEDED_CONTROLLERS
+            .iter()
+            .filter(|(c, _)| !self.controllers.iter().any(|x| x == c))
+            .map(|(_, what)| *what)
+            .collect()
+    }
+
+    fn detail(&self) -> String {
+        format!(
+            "{}, cgroup {}",
+            if self.rootless { "rootless" } else { "rootful" },
+            self.cgroup_version
+        )
+    }
+
+    /// What a local podman (no `CONTAINER_HOST`) can use, read the way podman itself
+    /// decides it, without the half second `podman info` costs every one-shot call:
+    /// rootless is upm's euid; cgroup v2 when /sys/fs/cgroup is cgroup2 (a hybrid host
+    /// is v1 to podman); rootful v1 uses the mounted controllers, rootful v2 those of
+    /// the root cgroup, rootless v1 none, rootless v2 those systemd delegates to the user.
+    fn local_podman() -> EngineInfo {
+        let uid = nix::unistd::geteuid();
+        let rootless = !uid.is_root();
+        let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        let listed = |file: &str| -> Vec<String> {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let controllers = match (v2, rootless) {
+            (true, false) => listed("/sys/fs/cgroup/cgroup.controllers"),
+            (true, true) => listed(&format!(
+                "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+            )),
+            (false, false) => NEEDED_CONTROLLERS
+                .iter()
+                .map(|(c, _)| *c)
+                .filter(|c| Path::new("/sys/fs/cgroup").join(c).is_dir())
+                .map(str::to_owned)
+                .collect(),
+            (false, true) => Vec::new(),
+        };
+        EngineInfo {
+            rootless,
+            cgroup_version: if v2 { "v2" } else { "v1" }.to_owned(),
+            controllers,
+        }
+    }
+
+    fn ask(engine: &Engine) -> Result<EngineInfo, ContainerError> {
+        static CACHE: std::sync::Mutex<Vec<(PathBuf, EngineInfo)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, i)) = cache.iter().find(|(p, _)| *p == engine.path) {
+            return Ok(i.clone());
+        }
+        if engine.kind == EngineKind::Podman && std::env::var_os("CONTAINER_HOST").is_none() {
+            let local = EngineInfo::local_podman();
+            cache.push((engine.path.clone(), local.clone()));
+            return Ok(local);
+        }
+        let format = match engine.kind {
+            EngineKind::Podman => "{{.Host.Security.Rootless}}|{{.Host.CgroupsVersion}}|{{range .Host.CgroupControllers}}{{.}},{{end}}",
+            EngineKind::Docker => "{{.CgroupVersion}}|{{.MemoryLimit}}|{{.SwapLimit}}|{{.PidsLimit}}|{{.CpuCfsQuota}}|{{json .SecurityOptions}}",
+        };
+        let mut args = engine.global_args();
+        args.extend(["info".into(), "--format".into(), format.into()]);
+        let fail = |message: String| ContainerError::Info {
+            engine: engine.kind.as_str(),
+            what: "rootless, cgroup version and controllers",
+            message,
+        };
+        let out = engine
+            .command(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+        let parsed = match engine.kind {
+            EngineKind::Podman => EngineInfo::parse_podman(&text),
+            EngineKind::Docker => EngineInfo::parse_docker(&text),
+        }
+        .ok_or_else(|| fail(format!("unexpected answer {:?}", text.trim())))?;
+        cache.push((engine.path.clone(), parsed.clone()));
+        Ok(parsed)
+    }
+}
+
+/// Whether the call may run given what the engine enforces: `Ok(None)` every limit is in
+/// force; `Ok(Some(list))` some are not and `allow_degraded` names `limits`; else refused.
+fn limits_decision(
+    kind: EngineKind,
+    info: &EngineInfo,
+    allow_degraded: bool,
+) -> Result<Option<Vec<&'static str>>, ContainerError> {
+    let unenforced = info.unenforced();
+    if unenforced.is_empty() {
+        Ok(None)
+    } else if allow_degraded {
+        Ok(Some(unenforced))
+    } else {
+        Err(ContainerError::LimitsUnenforced {
+            engine: kind.as_str(),
+            detail: info.detail(),
+            unenforced,
+        })
+    }
+}
+
+/// Docker gives each image VOLUME a writable anonymous volume whatever --read-only says
+/// (podman has --image-volume=ignore): such images are refused. `Config.Volumes` as JSON.
+fn check_docker_volumes(json_volumes: &str) -> Result<(), ContainerError> {
+    let v: Value = serde_json::from_str(json_volumes.trim()).unwrap_or(Value::Null);
+    match v {
+        Value::Null => Ok(()),
+        Value::Object(m) if m.is_empty() => Ok(()),
+        Value::Object(m) => Err(ContainerError::ImageVolumes {
+            volumes: m.keys().cloned().collect::<Vec<_>>().join(", "),
+        }),
+        other => Err(ContainerError::ImageVolumes {
+            volumes: format!("(unreadable: {other})"),
+        }),
+    }
+}
+
+fn docker_image_volumes(engine: &Engine, image: &str) -> Result<(), ContainerError> {
+    let args: Vec<String> = vec![
+        "image".into(),
+        "inspect".into(),
+        "--format".into(),
+        "{{json .Config.Volumes}}".into(),
+        image.into(),
+    ];
+    let fail = |message: String| ContainerError::Info {
+        engine: engine.kind.as_str(),
+        what: "the image's VOLUMEs",
+        message,
+    };
+    let out = engine
+        .command(&args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    check_docker_volumes(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// RLIMIT_NPROC counts every process of the uid on the host (rootful engines give the
+/// container no user namespace), so it is not the call's process limit: the pids cgroup is.
+/// It is set as high as the runtime can set it: upm's own hard limit, at most pid_max.
+fn nproc_ceiling() -> u64 {
+    let mut own = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 on upm itself, writing into a valid rlimit64 on our stack.
+    let rc = unsafe { libc::prlimit64(0, libc::RLIMIT_NPROC, std::ptr::null(), &mut own) };
+    let own = if rc == 0 { own.rlim_max } else { u64::MAX };
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(32_768);
+    own.min(pid_max)
+}
+
+/// podman's --timeout is a signed 32-bit number of seconds.
+const MAX_ENGINE_TIMEOUT_S: u64 = i32::MAX as u64;
+
+fn engine_timeout_s(timeout_ms: u64) -> u64 {
+    timeout_ms
+        .div_ceil(1000)
+        .saturating_add(2)
+        .min(MAX_ENGINE_TIMEOUT_S)
+}
+
+/// The call's private directory (engine seccomp profile, pidfile) under `workdir_root`,
+/// named like the container, so `<workdir_root>/upm-*` sweeps cover it; removed on drop.
+struct CallDir(PathBuf);
+
+impl Drop for CallDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Everything one container call needs, decided before the `started` audit entry.
 pub struct Prepared {
     pub engine: Engine,
@@ -257,15 +580,9 @@ pub struct Prepared {
     pub stdin: Vec<u8>,
     pub timeout: Duration,
     pub output_cap: u64,
-    /// Private directory for the pidfile, removed with this value.
-    dir: PathBuf,
+    /// Private directory for the pidfile and the engine's profile, removed with this value.
+    dir: CallDir,
     summary: Value,
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Prepared {
@@ -279,7 +596,7 @@ impl Prepared {
     }
 
     fn pidfile(&self) -> PathBuf {
-        self.dir.join("container.pid")
+        self.dir.0.join("container.pid")
     }
 }
 
@@ -295,6 +612,11 @@ struct Spec<'a> {
     env: Vec<String>,
     /// The limits a native call gets whatever the policy says.
     fixed: limits::Fixed,
+    init: Init,
+    /// RLIMIT_NPROC: not the call's process limit (see [`nproc_ceiling`]).
+    nproc: u64,
+    /// The limits the engine will not enforce (`allow_degraded: ["limits"]`), if any.
+    degraded: Option<Vec<&'static str>>,
 }
 
 /// Picks the engine, loads the seccomp profile and builds the engine's argv.
@@ -303,22 +625,36 @@ pub fn prepare(
     profile: &seccomp::Profile,
     req: &Request,
     request_id: &str,
+    workdir_root: &Path,
 ) -> Result<Prepared, ContainerError> {
     let policy = &plugin.policy;
     let (PluginKind::Command { argv }, Some(image)) = (&plugin.kind, &policy.image) else {
         return Err(ContainerError::NotContainer(plugin.name.clone()));
     };
     let engine = Engine::find(policy.engine.as_deref())?;
+    let info = EngineInfo::ask(&engine)?;
+    let degraded = limits_decision(
+        engine.kind,
+        &info,
+        policy.allow_degraded.contains(&Layer::Limits),
+    )?;
+    if engine.kind == EngineKind::Docker {
+        docker_image_volumes(&engine, image)?;
+    }
+    // upm's own seccomp rules, merged into the profile the engine is handed.
+    let engine_profile = profile.engine_profile()?;
     let name = container_name(request_id);
-    let dir = std::env::temp_dir().join(&name);
-    // create_dir fails on anything already there, so the pidfile's directory is ours.
+    let dir_path = workdir_root.join(&name);
+    // create_dir fails on anything already there, so the directory is ours.
     std::fs::DirBuilder::new()
         .mode(0o700)
-        .create(&dir)
+        .create(&dir_path)
         .map_err(|source| ContainerError::Workdir {
-            path: dir.clone(),
+            path: dir_path.clone(),
             source,
         })?;
+    // From here on, an error return removes it.
+    let dir = CallDir(dir_path);
     let mut env: Vec<String> = policy
         .env
         .allow
@@ -328,13 +664,15 @@ pub fn prepare(
         .collect();
     env.extend(policy.env.set.iter().map(|(k, v)| format!("{k}={v}")));
     env.push(format!("TMPDIR={TMP}"));
-    let pidfile = dir.join("container.pid");
-    // The engine reads the profile itself: hand it a private copy of the bytes upm
-    // verified, so a swap of the config's file after the check changes nothing.
-    let seccomp_copy = dir.join("seccomp.json");
-    std::fs::write(&seccomp_copy, &profile.bytes).map_err(|source| ContainerError::Workdir {
-        path: seccomp_copy.clone(),
-        source,
+    let pidfile = dir.0.join("container.pid");
+    // The engine reads the profile itself: hand it a private file made from the bytes
+    // upm verified (plus upm's rules), so a swap of the config's file changes nothing.
+    let seccomp_copy = dir.0.join("seccomp.json");
+    std::fs::write(&seccomp_copy, &engine_profile.bytes).map_err(|source| {
+        ContainerError::Workdir {
+            path: seccomp_copy.clone(),
+            source,
+        }
     })?;
     let spec = Spec {
         engine: &engine,
@@ -346,9 +684,12 @@ pub fn prepare(
         pidfile: &pidfile,
         env,
         fixed: limits::Fixed::get(),
+        init: Init::find(engine.kind),
+        nproc: nproc_ceiling(),
+        degraded,
     };
     let args = run_args(&spec);
-    let summary = summary(&spec, profile);
+    let summary = summary(&spec, profile, &engine_profile, &info);
     let stdin = serde_json::to_vec(&json!({
         "method": req.method,
         "args": req.args,
@@ -407,6 +748,8 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
         "--read-only",
         "--cap-drop=ALL",
         "--security-opt=no-new-privileges",
+        // A private IPC namespace without /dev/shm (64 MiB of writable tmpfs otherwise).
+        "--ipc=none",
         "--cpus",
         "1",
         "--workdir",
@@ -418,12 +761,13 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
             "--security-opt",
             format!("seccomp={}", s.seccomp.to_string_lossy()),
         ),
-        ("--pids-limit", l.max_processes.to_string()),
+        // The pids cgroup counts the init too, as the native limit does.
+        ("--pids-limit", pids_limit(s).to_string()),
         ("--memory", l.memory_bytes.to_string()),
         ("--memory-swap", l.memory_bytes.to_string()),
         ("--tmpfs", tmpfs_option(l)),
         ("--ulimit", format!("nofile={0}:{0}", l.open_files)),
-        ("--ulimit", format!("nproc={0}:{0}", l.max_processes)),
+        ("--ulimit", format!("nproc={0}:{0}", s.nproc)),
         ("--ulimit", "core=0:0".into()),
         ("--ulimit", format!("fsize={0}:{0}", l.file_size_bytes)),
         (
@@ -446,14 +790,25 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
         a.push(k.into());
         a.push(v);
     }
+    match &s.init {
+        Init::Path(p) => {
+            a.push("--init".into());
+            a.push("--init-path".into());
+            a.push(p.to_string_lossy().into_owned());
+        }
+        Init::Daemon => a.push("--init".into()),
+        Init::None => {}
+    }
     if s.engine.kind == EngineKind::Podman {
-        // No extra writable tmpfs on /run and /var/tmp; the pidfile tells a started
+        // No extra writable tmpfs on /run and /var/tmp; no anonymous volume for an image
+        // VOLUME (writable and unbounded on the host's disk); the pidfile tells a started
         // container from an engine failure; --timeout kills it even if upm dies.
         a.push("--read-only-tmpfs=false".into());
+        a.push("--image-volume=ignore".into());
         a.push("--pidfile".into());
         a.push(s.pidfile.to_string_lossy().into_owned());
         a.push("--timeout".into());
-        a.push((l.timeout_ms.div_ceil(1000).saturating_add(2)).to_string());
+        a.push(engine_timeout_s(l.timeout_ms).to_string());
     }
     for e in &s.env {
         a.push("--env".into());
@@ -466,9 +821,72 @@ fn run_args(s: &Spec<'_>) -> Vec<String> {
     a
 }
 
-fn summary(s: &Spec<'_>, profile: &seccomp::Profile) -> Value {
+fn pids_limit(s: &Spec<'_>) -> u64 {
+    let l = s.policy.limits.max_processes;
+    match s.init {
+        Init::None => l,
+        _ => l.saturating_add(1),
+    }
+}
+
+fn summary(
+    s: &Spec<'_>,
+    profile: &seccomp::Profile,
+    engine_profile: &seccomp::EngineProfile,
+    info: &EngineInfo,
+) -> Value {
     let l = &s.policy.limits;
     let u = &s.policy.user;
+    let mut limits = json!({
+        "timeout_ms": l.timeout_ms,
+        "cpu_seconds": l.cpu_seconds,
+        "memory_bytes": l.memory_bytes,
+        "max_processes": l.max_processes,
+        "file_size_bytes": l.file_size_bytes,
+        "open_files": l.open_files,
+        "output_bytes": l.output_bytes,
+        "core_dumps": false,
+        "pending_signals": s.fixed.pending_signals,
+        "message_queue_bytes": s.fixed.message_queue_bytes,
+        "realtime_priority": 0,
+        "raise_priority": false,
+        "process_count": format!(
+            "the container's pids cgroup (--pids-limit {}, its init included); RLIMIT_NPROC is {} (it would count every process of the uid on the host)",
+            pids_limit(s),
+            s.nproc
+        ),
+    });
+    let cgroup = match &s.degraded {
+        None => json!({
+            "state": "enforced",
+            "engine": info.detail(),
+            "controllers": NEEDED_CONTROLLERS.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        }),
+        Some(unenforced) => {
+            // Say plainly which numbers above are not in force.
+            for (key, what) in [
+                ("memory_bytes", NEEDED_CONTROLLERS[0].1),
+                ("max_processes", NEEDED_CONTROLLERS[1].1),
+            ] {
+                if unenforced.contains(&what) {
+                    limits[key] = json!(format!(
+                        "not enforced (degraded): {} requested",
+                        limits[key]
+                    ));
+                }
+            }
+            json!({
+                "state": "degraded",
+                "engine": info.detail(),
+                "not_enforced": unenforced,
+            })
+        }
+    };
+    let mut writable = vec![json!({"path": TMP, "tmpfs": tmpfs_option(l)})];
+    writable.push(json!({
+        "path": "/dev/mqueue",
+        "what": "POSIX message queues, at most message_queue_bytes for the uid (shared with the uid's host processes: no user namespace)",
+    }));
     json!({
         "backend": "container",
         "engine": s.engine.kind.as_str(),
@@ -478,26 +896,26 @@ fn summary(s: &Spec<'_>, profile: &seccomp::Profile) -> Value {
         "command": s.argv,
         "container_name": s.name,
         "network": "none",
+        "ipc": "private, no /dev/shm",
+        "image_volumes": match s.engine.kind {
+            EngineKind::Podman => "ignored (--image-volume=ignore)",
+            EngineKind::Docker => "none (an image with VOLUME is refused)",
+        },
+        "init": s.init.report(),
         "user": format!("{}:{}", u.uid, u.gid),
         "read_only_rootfs": true,
-        "writable": {"path": TMP, "tmpfs": tmpfs_option(l)},
+        "writable": writable,
         "capabilities": "none",
         "no_new_privileges": true,
-        "seccomp": {"profile": profile.name, "digest": profile.digest, "path": s.seccomp},
-        "limits": {
-            "timeout_ms": l.timeout_ms,
-            "cpu_seconds": l.cpu_seconds,
-            "memory_bytes": l.memory_bytes,
-            "max_processes": l.max_processes,
-            "file_size_bytes": l.file_size_bytes,
-            "open_files": l.open_files,
-            "output_bytes": l.output_bytes,
-            "core_dumps": false,
-            "pending_signals": s.fixed.pending_signals,
-            "message_queue_bytes": s.fixed.message_queue_bytes,
-            "realtime_priority": 0,
-            "raise_priority": false,
+        "seccomp": {
+            "profile": profile.name,
+            "digest": profile.digest,
+            "engine_profile_digest": engine_profile.digest,
+            "path": s.seccomp,
+            "upm_rules": engine_profile.upm_rules,
         },
+        "cgroup_limits": cgroup,
+        "limits": limits,
     })
 }
 
@@ -647,7 +1065,9 @@ fn kill_client(child: &mut Child) -> ExitStatus {
 /// Kills and removes the container by name: killing the client alone leaves it running.
 fn remove(p: &Prepared) {
     let mut args = p.engine.global_args();
-    args.extend(["rm".into(), "-f".into()]);
+    // -v: an anonymous volume goes with the container (podman makes none with
+    // --image-volume=ignore; docker refuses such images; a second guard either way).
+    args.extend(["rm".into(), "-f".into(), "-v".into()]);
     if p.engine.kind == EngineKind::Podman {
         args.extend(["-t".into(), "0".into()]);
     }
@@ -675,6 +1095,7 @@ fn remove(p: &Prepared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Failure;
 
     fn spec_args(kind: EngineKind, argv: &[&str]) -> Vec<String> {
         let engine = Engine {
@@ -697,6 +1118,12 @@ mod tests {
                 pending_signals: 1024,
                 message_queue_bytes: 819_200,
             },
+            init: match kind {
+                EngineKind::Podman => Init::Path(PathBuf::from("/usr/libexec/podman/catatonit")),
+                EngineKind::Docker => Init::Daemon,
+            },
+            nproc: 32768,
+            degraded: None,
         })
     }
 
@@ -720,6 +1147,9 @@ mod tests {
             "--cap-drop=ALL",
             "--security-opt=no-new-privileges",
             "--read-only-tmpfs=false",
+            "--image-volume=ignore",
+            "--ipc=none",
+            "--init",
         ] {
             assert!(a.iter().any(|x| x == f), "missing {f}: {a:?}");
         }
@@ -728,13 +1158,19 @@ mod tests {
             value_after(&a, "--security-opt"),
             ["seccomp=/cfg/policies/default.json"]
         );
-        assert_eq!(value_after(&a, "--pids-limit"), ["64"]);
+        // The init is one of the processes the pids cgroup counts.
+        assert_eq!(value_after(&a, "--pids-limit"), ["65"]);
+        assert_eq!(
+            value_after(&a, "--init-path"),
+            ["/usr/libexec/podman/catatonit"]
+        );
         assert_eq!(value_after(&a, "--memory"), ["1073741824"]);
         assert_eq!(
             value_after(&a, "--ulimit"),
             [
                 "nofile=256:256",
-                "nproc=64:64",
+                // Not the call's limit: RLIMIT_NPROC counts the uid's host processes.
+                "nproc=32768:32768",
                 "core=0:0",
                 "fsize=16777216:16777216",
                 "cpu=10:11",
@@ -771,10 +1207,118 @@ mod tests {
             "--pidfile",
             "--timeout",
             "--read-only-tmpfs=false",
+            "--image-volume=ignore",
+            "--init-path",
             "--runtime",
         ] {
             assert!(!a.iter().any(|x| x == f), "{f} in {a:?}");
         }
+    }
+
+    #[test]
+    fn docker_gets_init_and_ipc_none() {
+        let a = spec_args(EngineKind::Docker, &["/bin/plugin"]);
+        for f in ["--init", "--ipc=none"] {
+            assert!(a.iter().any(|x| x == f), "missing {f}: {a:?}");
+        }
+    }
+
+    /// Rootless podman on cgroup v1 (this decision is unit-tested: the tests run rootful).
+    #[test]
+    fn unenforceable_limits_refuse_unless_degraded_is_allowed() {
+        let rootless_v1 = EngineInfo::parse_podman("true|v1|\n").unwrap();
+        assert!(rootless_v1.rootless);
+        assert_eq!(rootless_v1.unenforced().len(), 3);
+        let e = limits_decision(EngineKind::Podman, &rootless_v1, false).unwrap_err();
+        assert!(matches!(e, ContainerError::LimitsUnenforced { .. }));
+        let msg = e.to_string();
+        for needle in [
+            "rootless, cgroup v1",
+            "--memory",
+            "--pids-limit",
+            "--cpus",
+            "allow_degraded",
+        ] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+        assert_eq!(
+            Failure::from(e).code,
+            crate::error::Code::SandboxUnavailable
+        );
+        let allowed = limits_decision(EngineKind::Podman, &rootless_v1, true).unwrap();
+        assert_eq!(allowed.map(|v| v.len()), Some(3));
+        // Rootless v2 with only some controllers delegated: those missing are named.
+        let partial = EngineInfo::parse_podman("true|v2|cpu,pids,").unwrap();
+        assert_eq!(partial.unenforced(), ["memory_bytes (--memory)"]);
+        // Rootful (this host): everything in force.
+        let rootful = EngineInfo::parse_podman(
+            "false|v1|cpuset,cpu,cpuacct,blkio,memory,devices,freezer,pids,",
+        )
+        .unwrap();
+        assert_eq!(
+            limits_decision(EngineKind::Podman, &rootful, false).unwrap(),
+            None
+        );
+        // docker info's flags.
+        let d = EngineInfo::parse_docker(
+            r#"1|true|false|true|true|["name=seccomp,profile=builtin","name=rootless"]"#,
+        )
+        .unwrap();
+        assert!(d.rootless);
+        assert_eq!(d.unenforced(), ["memory_bytes (--memory)"]);
+        let d =
+            EngineInfo::parse_docker(r#"2|true|true|true|true|["name=seccomp,profile=builtin"]"#)
+                .unwrap();
+        assert!(!d.rootless && d.unenforced().is_empty());
+        assert!(EngineInfo::parse_podman("garbage").is_none());
+        assert!(EngineInfo::parse_docker("1|yes").is_none());
+    }
+
+    /// The local reading agrees with `podman info` where podman is installed.
+    #[test]
+    fn local_podman_reading_matches_podman_info() {
+        let Some(path) = find_on_path("podman") else {
+            eprintln!("SKIPPED: no podman");
+            return;
+        };
+        let engine = Engine {
+            kind: EngineKind::Podman,
+            path,
+            runtime: runtime_for_podman().ok().flatten(),
+        };
+        let mut args = engine.global_args();
+        args.extend([
+            "info".into(),
+            "--format".into(),
+            "{{.Host.Security.Rootless}}|{{.Host.CgroupsVersion}}|{{range .Host.CgroupControllers}}{{.}},{{end}}".into(),
+        ]);
+        let Ok(out) = engine.command(&args).stdin(Stdio::null()).output() else {
+            return;
+        };
+        let Some(info) = EngineInfo::parse_podman(&String::from_utf8_lossy(&out.stdout)) else {
+            eprintln!("SKIPPED: podman info answered {out:?}");
+            return;
+        };
+        let local = EngineInfo::local_podman();
+        assert_eq!(
+            (local.rootless, &local.cgroup_version, local.unenforced()),
+            (info.rootless, &info.cgroup_version, info.unenforced())
+        );
+    }
+
+    #[test]
+    fn docker_images_with_volumes_are_refused() {
+        assert!(check_docker_volumes("null\n").is_ok());
+        assert!(check_docker_volumes("{}").is_ok());
+        let e = check_docker_volumes(r#"{"/data":{}}"#).unwrap_err();
+        assert!(e.to_string().contains("/data"), "{e}");
+        assert!(check_docker_volumes("[1]").is_err());
+    }
+
+    #[test]
+    fn engine_timeout_is_capped_for_podman() {
+        assert_eq!(engine_timeout_s(10_000), 12);
+        assert_eq!(engine_timeout_s(u64::MAX), i32::MAX as u64);
     }
 
     #[test]

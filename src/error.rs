@@ -187,7 +187,10 @@ impl From<crate::container::ContainerError> for Failure {
             | E::NoRuntime(_)
             | E::Workdir { .. }
             | E::Spawn { .. }
-            | E::Engine { .. } => Code::SandboxUnavailable,
+            | E::Engine { .. }
+            | E::Info { .. }
+            | E::LimitsUnenforced { .. }
+            | E::ImageVolumes { .. } => Code::SandboxUnavailable,
         };
         Failure::new(code, format!("{e}; the plugin was not run"))
     }

@@ -597,7 +597,13 @@ impl Session {
         req: &Request,
         call: &mut Call,
     ) -> Response {
-        let prepared = match container::prepare(plugin, seccomp, req, &call.request_id) {
+        let prepared = match container::prepare(
+            plugin,
+            seccomp,
+            req,
+            &call.request_id,
+            &config.workdir_root,
+        ) {
             Ok(p) => p,
             Err(e) => return self.finish_refused(call, e.into()),
         };

@@ -1,7 +1,7 @@
 //! The container backend with the real engine (rootful podman), and the image
 //! built from the top-level Dockerfile.
 //!
-//! Needs root, podman, runc and busybox-static (`.ci/run` installs them). Without
+//! Needs root, podman, runc, catatonit and busybox-static (`.ci/run` installs them). Without
 //! them these tests FAIL when `CI` is set and print a loud SKIPPED otherwise.
 //! Test images are built locally: a busybox tarball imported with `podman import`.
 
@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -49,40 +50,60 @@ fn podman(args: &[&str]) -> std::process::Output {
 /// imported once per test run.
 fn busybox_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| import_busybox("localhost/upm-test-busybox:latest", &[]))
+}
+
+/// The same root file system, with `VOLUME /data` in its config.
+fn volume_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let d = TestDir::new();
-        let root = d.join("rootfs");
-        for dir in ["bin", "tmp", "etc", "plugins"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "id", "sleep", "touch", "tail", "cut", "tr"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        std::fs::copy(repo().join("plugins/echo.sh"), root.join("plugins/echo.sh")).unwrap();
-        let tar = d.join("rootfs.tar");
-        let ok = Command::new("tar")
-            .args([
-                "-C",
-                root.to_str().unwrap(),
-                "-cf",
-                tar.to_str().unwrap(),
-                ".",
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tar of the test rootfs failed");
-        let name = "localhost/upm-test-busybox:latest";
-        // The previous run's image goes, so repeated runs leave nothing dangling.
-        podman(&["rmi", "-f", name]);
-        let out = podman(&["import", tar.to_str().unwrap(), name]);
-        assert!(out.status.success(), "podman import: {out:?}");
-        let out = podman(&["image", "inspect", "--format", "{{.Digest}}", name]);
-        let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(digest.starts_with("sha256:"), "digest: {out:?}");
-        format!("localhost/upm-test-busybox@{digest}")
+        import_busybox(
+            "localhost/upm-test-busybox-volume:latest",
+            &["--change", "VOLUME=/data"],
+        )
     })
+}
+
+fn import_busybox(name: &str, changes: &[&str]) -> String {
+    let d = TestDir::new();
+    let root = d.join("rootfs");
+    for dir in ["bin", "tmp", "etc", "plugins"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    // runc gives the tmpfs upm mounts on /tmp the mode of the image's /tmp.
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "cat", "id", "sleep", "touch", "tail", "cut", "tr", "chmod", "nc", "ls",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::copy(repo().join("plugins/echo.sh"), root.join("plugins/echo.sh")).unwrap();
+    let tar = d.join("rootfs.tar");
+    let ok = Command::new("tar")
+        .args([
+            "-C",
+            root.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar of the test rootfs failed");
+    // The previous run's image goes, so repeated runs leave nothing dangling.
+    podman(&["rmi", "-f", name]);
+    let mut args = vec!["import"];
+    args.extend(changes);
+    args.extend([tar.to_str().unwrap(), name]);
+    let out = podman(&args);
+    assert!(out.status.success(), "podman import: {out:?}");
+    let out = podman(&["image", "inspect", "--format", "{{.Digest}}", name]);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "digest: {out:?}");
+    let repo_name = name.rsplit_once(':').map_or(name, |(n, _)| n);
+    format!("{repo_name}@{digest}")
 }
 
 fn container_plugin(image: &str, command: Value, timeout_ms: u64) -> Value {
@@ -163,6 +184,11 @@ fn container_is_isolated_and_reported() {
     assert_eq!(s["limits"]["message_queue_bytes"], 819_200);
     assert_eq!(s["limits"]["realtime_priority"], 0);
     assert_eq!(s["limits"]["raise_priority"], false);
+    assert_eq!(s["ipc"], "private, no /dev/shm");
+    assert_eq!(s["image_volumes"], "ignored (--image-volume=ignore)");
+    // Rootful podman here: every cgroup limit is in force.
+    assert_eq!(s["cgroup_limits"]["state"], "enforced", "{s}");
+    assert_eq!(s["limits"]["memory_bytes"], 1u64 << 30);
     let name = s["container_name"].as_str().unwrap();
     assert!(name.starts_with("upm-ctr-iso-1-"), "{name}");
     assert!(!container_exists(name), "--rm left {name} behind");
@@ -451,4 +477,242 @@ fn dockerfile_image_builds_and_answers() {
     for (name, layer) in layers {
         assert_eq!(layer["state"], "enforced", "{name}: {layer}");
     }
+}
+
+/// The plugin's stdout as text, whatever the call's outcome.
+fn stdout_text(r: &Run) -> String {
+    r.json["data"]["stdout"]["text"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| r.json["data"]["result"].to_string())
+}
+
+/// An image `VOLUME`: podman mounts nothing there (`--image-volume=ignore`), where it
+/// would otherwise make a writable, unbounded anonymous volume on the host's disk despite
+/// `--read-only`; and nothing is left behind, not even after a timeout (`rm -f -v`).
+#[test]
+fn image_volume_is_neither_mounted_nor_left_behind() {
+    if !engine_ready("image_volume_is_neither_mounted_nor_left_behind") {
+        return;
+    }
+    let image = volume_image();
+    let volumes = || String::from_utf8_lossy(&podman(&["volume", "ls", "-q"]).stdout).into_owned();
+    let before = volumes();
+    let d = TestDir::new();
+    let c = config(
+        &d,
+        json!({"V": container_plugin(image, json!(["/bin/sh", "-c", "echo x > /data/f && echo wrote; sleep 60"]), 2000)}),
+    );
+    let r = run_stdin(&c, &request("V", "m", json!({})));
+    assert_eq!(r.code, 12, "{}", r.stdout);
+    assert!(!stdout_text(&r).contains("wrote"), "{}", r.stdout);
+    let s = &r.json["data"]["sandbox"];
+    assert_eq!(s["image_volumes"], "ignored (--image-volume=ignore)");
+    let name = s["container_name"].as_str().unwrap();
+    assert!(!container_exists(name), "{name} is still there");
+    assert_eq!(volumes(), before, "a volume was left behind");
+}
+
+/// upm's own seccomp rules (refused setuid/setgid modes, sockets without network, SysV
+/// IPC, ...) are merged into the profile the engine gets, and the result says so.
+#[test]
+fn upms_own_seccomp_rules_hold_in_the_container() {
+    if !engine_ready("upms_own_seccomp_rules_hold_in_the_container") {
+        return;
+    }
+    let d = TestDir::new();
+    let script = "touch /tmp/f 2>&1; chmod 4755 /tmp/f 2>&1; chmod 2755 /tmp/f 2>&1; \
+                  chmod 755 /tmp/f && echo plain-chmod-ok; nc 127.0.0.1 1 </dev/null 2>&1; echo end";
+    let c = config(
+        &d,
+        json!({"S": container_plugin(busybox_image(), json!(["/bin/sh", "-c", script]), 10_000)}),
+    );
+    let r = run_stdin(&c, &request("S", "m", json!({})));
+    let out = stdout_text(&r);
+    assert!(out.contains("end"), "{}", r.stdout);
+    assert_eq!(
+        out.matches("Operation not permitted").count(),
+        2,
+        "setuid and setgid chmod must fail: {out}"
+    );
+    assert!(out.contains("plain-chmod-ok"), "{out}");
+    // Even loopback (the container has its own): socket() answers EAFNOSUPPORT.
+    assert!(out.contains("Address family not supported"), "{out}");
+    let seccomp = &r.json["data"]["sandbox"]["seccomp"];
+    let rules = seccomp["upm_rules"].as_object().unwrap();
+    for rule in [
+        "no_sockets",
+        "no_datagram_socketpair",
+        "enosys",
+        "no_setuid_setgid_modes",
+    ] {
+        assert!(
+            rules[rule].as_str().unwrap().starts_with("enforced"),
+            "{rule}: {seccomp}"
+        );
+    }
+    // The config's profile is named by its own digest; the engine's file by its own.
+    assert_ne!(seccomp["digest"], seccomp["engine_profile_digest"]);
+}
+
+/// Kills the processes it holds when dropped, a failed assertion included.
+struct Procs(Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Rootful podman gives the container no user namespace: RLIMIT_NPROC would count every
+/// host process of the plugin's uid. The call's limit is the container's pids cgroup.
+#[test]
+fn host_processes_of_the_plugins_uid_do_not_starve_a_call() {
+    use std::os::unix::process::CommandExt;
+    if !engine_ready("host_processes_of_the_plugins_uid_do_not_starve_a_call") {
+        return;
+    }
+    let _host = Procs(
+        (0..12)
+            .map(|_| {
+                Command::new("/bin/sleep")
+                    .arg("60")
+                    .uid(65534)
+                    .gid(65534)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let d = TestDir::new();
+    let mut forks = container_plugin(
+        busybox_image(),
+        json!(["/bin/sh", "-c", r#"printf '{"n":"%s"}' "$(echo a | cat)""#]),
+        10_000,
+    );
+    forks["sandbox"]["limits"]["max_processes"] = json!(8);
+    // And the limit still holds: 20 children under max_processes 8.
+    let mut many = container_plugin(
+        busybox_image(),
+        json!([
+            "/bin/sh",
+            "-c",
+            "for i in $(seq 20); do sleep 5 & done 2>&1; echo end"
+        ]),
+        10_000,
+    );
+    many["sandbox"]["limits"]["max_processes"] = json!(8);
+    let c = config(&d, json!({"F": forks, "Many": many}));
+    let r = run_stdin(&c, &request("F", "m", json!({})));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.result(), &json!({"n": "a"}));
+    let limits = &r.json["data"]["sandbox"]["limits"];
+    assert_eq!(limits["max_processes"], 8);
+    assert!(
+        limits["process_count"]
+            .as_str()
+            .unwrap()
+            .contains("pids cgroup (--pids-limit 9"),
+        "{limits}"
+    );
+    let r = run_stdin(&c, &request("Many", "m", json!({})));
+    let out = stdout_text(&r) + r.json["data"]["stderr"]["text"].as_str().unwrap_or("");
+    assert!(out.contains("can't fork"), "{}", r.stdout);
+}
+
+/// With an init as PID 1 (catatonit), the plugin is PID 2 as natively: a signal it sends
+/// itself is not ignored.
+#[test]
+fn a_plugin_that_signals_itself_dies_as_natively() {
+    if !engine_ready("a_plugin_that_signals_itself_dies_as_natively") {
+        return;
+    }
+    let d = TestDir::new();
+    let c = config(
+        &d,
+        json!({"K": container_plugin(busybox_image(), json!(["/bin/sh", "-c", "kill -TERM $$; echo survived"]), 10_000)}),
+    );
+    let r = run_stdin(&c, &request("K", "m", json!({})));
+    assert_eq!(r.code, 9, "{}", r.stdout);
+    assert_eq!(r.json["data"]["signal"], 15, "{}", r.stdout);
+    assert!(!stdout_text(&r).contains("survived"), "{}", r.stdout);
+    let init = r.json["data"]["sandbox"]["init"].as_str().unwrap();
+    assert!(init.ends_with("catatonit"), "{init}");
+}
+
+/// `--ipc=none`: no /dev/shm (64 MiB of writable tmpfs otherwise); what stays writable
+/// (/tmp, and /dev/mqueue within message_queue_bytes) is reported.
+#[test]
+fn dev_shm_is_absent_and_what_stays_writable_is_reported() {
+    if !engine_ready("dev_shm_is_absent_and_what_stays_writable_is_reported") {
+        return;
+    }
+    let d = TestDir::new();
+    let c = config(
+        &d,
+        json!({"W": container_plugin(busybox_image(), json!(["/bin/sh", "-c", "echo x > /dev/shm/a && echo shm-writable; echo end"]), 10_000)}),
+    );
+    let r = run_stdin(&c, &request("W", "m", json!({})));
+    let out = stdout_text(&r);
+    assert!(out.contains("end"), "{}", r.stdout);
+    assert!(!out.contains("shm-writable"), "{}", r.stdout);
+    let s = &r.json["data"]["sandbox"];
+    assert_eq!(s["ipc"], "private, no /dev/shm");
+    let paths: Vec<&str> = s["writable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/tmp", "/dev/mqueue"]);
+}
+
+/// The engine's seccomp profile and the pidfile live in a directory under `workdir_root`
+/// (swept like the native backend's after a SIGKILL), gone after the call.
+#[test]
+fn the_calls_private_files_live_under_workdir_root_and_go() {
+    if !engine_ready("the_calls_private_files_live_under_workdir_root_and_go") {
+        return;
+    }
+    let d = TestDir::new();
+    let root = d.join("work");
+    std::fs::create_dir(&root).unwrap();
+    let root = std::fs::canonicalize(&root).unwrap();
+    let c = d.config(&json!({
+        "require_schemas": false,
+        "workdir_root": root,
+        "plugins": {"E": container_plugin(busybox_image(), json!(["/plugins/echo.sh"]), 10_000)},
+    }));
+    let r = run_stdin(&c, &request("E", "m", json!({})));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let path = Path::new(
+        r.json["data"]["sandbox"]["seccomp"]["path"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(path.starts_with(&root), "{}", path.display());
+    assert!(!path.exists(), "{} is left", path.display());
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+}
+
+/// The largest timeout a config may give still runs: podman's --timeout is capped.
+#[test]
+fn the_largest_timeout_still_runs() {
+    if !engine_ready("the_largest_timeout_still_runs") {
+        return;
+    }
+    let d = TestDir::new();
+    let c = config(
+        &d,
+        json!({"E": container_plugin(busybox_image(), json!(["/plugins/echo.sh"]), u64::MAX)}),
+    );
+    let r = run_stdin(&c, &request("E", "m", json!({"x": 1})));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        r.json["data"]["sandbox"]["limits"]["timeout_ms"],
+        json!(u64::MAX)
+    );
 }

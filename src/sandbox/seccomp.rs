@@ -66,6 +66,10 @@
 //! So a profile whose default is KILL or TRAP gets ENOSYS, not its default, for those
 //! calls when it does not name them: refused either way.
 //!
+//! A container engine does not run this program: [`Profile::engine_profile`] writes the
+//! same decisions for those syscalls into the OCI profile it is handed, as entries whose
+//! conditions never overlap between actions (libseccomp ranks overlapping rules its own way).
+//!
 //! # Deviations from Docker (all stricter or fail-closed)
 //! - Only the native ABI runs: sub-architectures listed in `archMap`/`architectures`
 //!   (x86, x32, arm) are killed by the ABI guard instead of being filtered by the rules.
@@ -212,6 +216,12 @@ pub enum SeccompError {
     ProgramTooLarge {
         profile: String,
         instructions: usize,
+    },
+    #[error("seccomp profile {profile:?}: cannot merge upm's own rules for {syscall} into the profile a container engine is handed: {reason}")]
+    EngineProfile {
+        profile: String,
+        syscall: String,
+        reason: String,
     },
 }
 
@@ -1069,6 +1079,358 @@ impl ResolvedRule {
             .into_iter()
             .collect();
         ResolvedRule { nr, action, conds }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The profile a container engine is handed.
+
+#[cfg(target_arch = "x86_64")]
+const NATIVE_SCMP_ARCH: &str = "SCMP_ARCH_X86_64";
+#[cfg(target_arch = "aarch64")]
+const NATIVE_SCMP_ARCH: &str = "SCMP_ARCH_AARCH64";
+
+/// upm's own rules by the name results report them under, and their syscalls.
+const OWN_RULE_NAMES: [(&str, &str); 4] = [
+    (
+        "no_sockets",
+        "socket() of every family answers EAFNOSUPPORT",
+    ),
+    (
+        "no_datagram_socketpair",
+        "a datagram socketpair() answers ESOCKTNOSUPPORT",
+    ),
+    (
+        "enosys",
+        "SysV IPC, memfd_create, io_uring_setup and openat2 answer ENOSYS",
+    ),
+    (
+        "no_setuid_setgid_modes",
+        "a mode with the setuid or setgid bit answers EPERM",
+    ),
+];
+
+/// The OCI profile for a container engine: the profile's own JSON, with every syscall
+/// upm has rules for taken out of its entries and given entries of its own, and only the
+/// native ABI listed (`architectures`, no `archMap`), as the native filter's ABI guard.
+#[derive(Debug, Clone)]
+pub struct EngineProfile {
+    pub bytes: Vec<u8>,
+    /// `sha256:<hex>` of `bytes`.
+    pub digest: String,
+    /// Each of upm's own rules ([`OWN_RULE_NAMES`]) and what the engine's profile does about it.
+    pub upm_rules: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// Most entries one syscall may turn into: the complement of a mask enumerates values.
+const MAX_ENGINE_ENTRIES_PER_SYSCALL: usize = 64;
+
+impl Profile {
+    /// The profile a container engine gets, with upm's rules (always without network).
+    ///
+    /// libseccomp (runc, crun) does not rank overlapping rules of one syscall the way
+    /// upm does, so each such syscall's decision, as upm's own filter computes it
+    /// ([`Block::decide`]), is written as entries whose argument conditions are
+    /// *disjoint* between different actions: which rule a library prefers never matters.
+    pub fn engine_profile(&self) -> Result<EngineProfile, SeccompError> {
+        let host = Host {
+            arch: NATIVE_GO_ARCH,
+            kernel: KernelVersion::running()?,
+        };
+        self.engine_profile_for(&host)
+    }
+
+    fn engine_profile_for(&self, host: &Host) -> Result<EngineProfile, SeccompError> {
+        let opts = CompileOptions { deny_sockets: true };
+        let own_nrs: std::collections::BTreeSet<i64> =
+            own_rules(&opts).iter().map(|r| r.nr).collect();
+        let mut ranked = self.ranked_rules(&opts, host);
+        ranked.sort_by_key(|(rank, r)| (r.nr, std::cmp::Reverse(*rank)));
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(&self.bytes).map_err(|source| SeccompError::Parse {
+                profile: self.name.clone(),
+                source,
+            })?;
+        let mut names = Vec::new();
+        let mut entries = Vec::new();
+        for nr in &own_nrs {
+            let Some(name) = syscalls::NATIVE
+                .iter()
+                .find(|(_, n)| n == nr)
+                .map(|(name, _)| *name)
+            else {
+                return Err(self.engine_error(&nr.to_string(), "no name on this arch"));
+            };
+            names.push(name);
+            let rules: Vec<(Rank, ResolvedRule)> = ranked
+                .iter()
+                .filter(|(_, r)| r.nr == *nr)
+                .cloned()
+                .collect();
+            let block = Block::decide(&rules, self.default_action);
+            let regions = block
+                .disjoint_regions()
+                .map_err(|reason| self.engine_error(name, &reason))?;
+            if regions.len() > MAX_ENGINE_ENTRIES_PER_SYSCALL {
+                return Err(self.engine_error(name, "too many entries"));
+            }
+            entries.extend(
+                regions
+                    .iter()
+                    .map(|(action, conds)| oci_entry(name, *action, conds)),
+            );
+        }
+        let obj = raw
+            .as_object_mut()
+            .ok_or_else(|| self.engine_error("(all)", "the profile is not a JSON object"))?;
+        let mut syscalls_json: Vec<serde_json::Value> = match obj.remove("syscalls") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        for e in &mut syscalls_json {
+            let Some(e) = e.as_object_mut() else { continue };
+            if let Some(serde_json::Value::Array(list)) = e.get_mut("names") {
+                list.retain(|n| !n.as_str().is_some_and(|n| names.contains(&n)));
+            }
+            if e.get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| names.contains(&n))
+            {
+                e.remove("name");
+            }
+        }
+        // An entry left without a name would name nothing (or be refused).
+        syscalls_json.retain(|e| {
+            let has_names = e
+                .get("names")
+                .and_then(|n| n.as_array())
+                .is_some_and(|a| !a.is_empty());
+            has_names || e.get("name").is_some()
+        });
+        syscalls_json.extend(entries);
+        obj.insert("syscalls".into(), serde_json::Value::Array(syscalls_json));
+        obj.remove("archMap");
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!([NATIVE_SCMP_ARCH]),
+        );
+        let bytes = serde_json::to_vec_pretty(&raw).map_err(|source| SeccompError::Parse {
+            profile: self.name.clone(),
+            source,
+        })?;
+        let upm_rules = OWN_RULE_NAMES
+            .iter()
+            .map(|(rule, what)| (*rule, format!("enforced in the engine's profile: {what}")))
+            .collect();
+        Ok(EngineProfile {
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            bytes,
+            upm_rules,
+        })
+    }
+
+    fn engine_error(&self, syscall: &str, reason: &str) -> SeccompError {
+        SeccompError::EngineProfile {
+            profile: self.name.clone(),
+            syscall: syscall.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+fn oci_entry(name: &str, action: Action, conds: &[Cond]) -> serde_json::Value {
+    let (action_name, errno) = match action {
+        Action::Allow => ("SCMP_ACT_ALLOW", None),
+        Action::Errno(e) => ("SCMP_ACT_ERRNO", Some(e)),
+        Action::KillThread => ("SCMP_ACT_KILL_THREAD", None),
+        Action::KillProcess => ("SCMP_ACT_KILL_PROCESS", None),
+        Action::Trap => ("SCMP_ACT_TRAP", None),
+        Action::Log => ("SCMP_ACT_LOG", None),
+    };
+    let mut e = serde_json::json!({"names": [name], "action": action_name});
+    if let Some(errno) = errno {
+        e["errnoRet"] = serde_json::json!(errno);
+    }
+    if !conds.is_empty() {
+        e["args"] = conds.iter().map(Cond::to_oci).collect();
+    }
+    e
+}
+
+impl Cond {
+    fn to_oci(&self) -> serde_json::Value {
+        let (op, value, value_two) = match self.op {
+            SeccompCmpOp::Eq => ("SCMP_CMP_EQ", self.value, 0),
+            SeccompCmpOp::Ne => ("SCMP_CMP_NE", self.value, 0),
+            SeccompCmpOp::Lt => ("SCMP_CMP_LT", self.value, 0),
+            SeccompCmpOp::Le => ("SCMP_CMP_LE", self.value, 0),
+            SeccompCmpOp::Gt => ("SCMP_CMP_GT", self.value, 0),
+            SeccompCmpOp::Ge => ("SCMP_CMP_GE", self.value, 0),
+            // OCI: `value` is the mask, `valueTwo` the datum.
+            SeccompCmpOp::MaskedEq(mask) => ("SCMP_CMP_MASKED_EQ", mask, self.value),
+        };
+        serde_json::json!({"index": self.index, "value": value, "valueTwo": value_two, "op": op})
+    }
+
+    /// The conditions one of which holds exactly when this one does not (`Err` when that
+    /// needs more than 16 values of a mask).
+    fn negation(&self) -> Result<Vec<Cond>, String> {
+        let with = |op, value| Cond {
+            index: self.index,
+            op,
+            value,
+        };
+        Ok(match self.op {
+            SeccompCmpOp::Eq => vec![with(SeccompCmpOp::Ne, self.value)],
+            SeccompCmpOp::Ne => vec![with(SeccompCmpOp::Eq, self.value)],
+            SeccompCmpOp::Lt => vec![with(SeccompCmpOp::Ge, self.value)],
+            SeccompCmpOp::Ge => vec![with(SeccompCmpOp::Lt, self.value)],
+            SeccompCmpOp::Le => vec![with(SeccompCmpOp::Gt, self.value)],
+            SeccompCmpOp::Gt => vec![with(SeccompCmpOp::Le, self.value)],
+            SeccompCmpOp::MaskedEq(mask) => {
+                if mask.count_ones() > 4 {
+                    return Err(format!(
+                        "the negation of a MASKED_EQ with mask {mask:#x} (more than 4 bits)"
+                    ));
+                }
+                let bits: Vec<u64> = (0..64)
+                    .map(|b| 1u64 << b)
+                    .filter(|b| mask & b != 0)
+                    .collect();
+                (0..1u32 << bits.len())
+                    .map(|sel| {
+                        bits.iter()
+                            .enumerate()
+                            .filter(|(i, _)| sel & (1 << i) != 0)
+                            .fold(0, |acc, (_, b)| acc | b)
+                    })
+                    .filter(|v| *v != self.value)
+                    .map(|v| with(SeccompCmpOp::MaskedEq(mask), v))
+                    .collect()
+            }
+        })
+    }
+
+    /// Whether every argument that satisfies `self` satisfies `other` too.
+    fn implies(&self, other: &Cond) -> bool {
+        if self == other {
+            return true;
+        }
+        match (&self.op, &other.op) {
+            (SeccompCmpOp::MaskedEq(m1), SeccompCmpOp::MaskedEq(m2))
+                if self.index == other.index =>
+            {
+                *m2 & !*m1 == 0 && self.value & *m2 == other.value
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A conjunction of conditions with at most one per argument (runc turns two conditions
+/// on one argument into an OR). Two MASKED_EQs on one argument merge; `Ok(None)` when
+/// the result can never hold; `Err` when two other conditions share an argument.
+fn and_cond(conj: &[Cond], c: &Cond) -> Result<Option<Vec<Cond>>, String> {
+    let mut out = conj.to_vec();
+    match out.iter().position(|x| x.index == c.index) {
+        None => out.push(c.clone()),
+        Some(i) if out[i] == *c => {}
+        Some(i) => match (&out[i].op, &c.op) {
+            (SeccompCmpOp::MaskedEq(m1), SeccompCmpOp::MaskedEq(m2)) => {
+                let (m1, m2) = (*m1, *m2);
+                let both = m1 & m2;
+                if out[i].value & both != c.value & both {
+                    return Ok(None);
+                }
+                out[i] = Cond {
+                    index: c.index,
+                    op: SeccompCmpOp::MaskedEq(m1 | m2),
+                    value: out[i].value | c.value,
+                };
+            }
+            _ => {
+                return Err(format!(
+                    "two different comparisons of argument {} in one entry",
+                    c.index
+                ))
+            }
+        },
+    }
+    Ok(Some(out))
+}
+
+/// `region AND conds` for each conjunction of `region` (in disjunctive form).
+fn and_all(region: &[Vec<Cond>], conds: &[Cond]) -> Result<Vec<Vec<Cond>>, String> {
+    let mut out = Vec::new();
+    for conj in region {
+        let mut acc = Some(conj.clone());
+        for c in conds {
+            acc = match acc {
+                Some(a) => and_cond(&a, c)?,
+                None => None,
+            };
+        }
+        out.extend(acc);
+    }
+    Ok(simplify(out))
+}
+
+/// NOT (c1 OR c2 OR ...), each `ci` a conjunction, in disjunctive form.
+fn complement(checks: &[&[Cond]]) -> Result<Vec<Vec<Cond>>, String> {
+    let mut region: Vec<Vec<Cond>> = vec![Vec::new()];
+    for conds in checks {
+        let mut next = Vec::new();
+        for conj in &region {
+            for c in *conds {
+                for alt in c.negation()? {
+                    next.extend(and_cond(conj, &alt)?);
+                }
+            }
+        }
+        region = simplify(next);
+        if region.len() > MAX_ENGINE_ENTRIES_PER_SYSCALL {
+            return Err("too many entries".into());
+        }
+    }
+    Ok(region)
+}
+
+/// Drops conjunctions that another one already covers.
+fn simplify(mut region: Vec<Vec<Cond>>) -> Vec<Vec<Cond>> {
+    let covers =
+        |wide: &[Cond], narrow: &[Cond]| wide.iter().all(|w| narrow.iter().any(|n| n.implies(w)));
+    let mut out: Vec<Vec<Cond>> = Vec::new();
+    region.sort_by_key(Vec::len);
+    for conj in region {
+        if !out.iter().any(|kept| covers(kept, &conj)) {
+            out.push(conj);
+        }
+    }
+    out
+}
+
+impl Block {
+    /// The decision as (action, conjunction) regions: regions of different actions never
+    /// overlap, and together they cover every call. A check is decided where it holds
+    /// and no earlier check of another action does (an earlier one of the same action
+    /// gives the same answer); `otherwise` where none holds.
+    fn disjoint_regions(&self) -> Result<Vec<(Action, Vec<Cond>)>, String> {
+        let mut out = Vec::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            let earlier: Vec<&[Cond]> = self.checks[..i]
+                .iter()
+                .filter(|c| c.action != check.action)
+                .map(|c| c.conds.as_slice())
+                .collect();
+            for conj in and_all(&complement(&earlier)?, &check.conds)? {
+                out.push((check.action, conj));
+            }
+        }
+        let all: Vec<&[Cond]> = self.checks.iter().map(|c| c.conds.as_slice()).collect();
+        for conj in complement(&all)? {
+            out.push((self.otherwise, conj));
+        }
+        Ok(out)
     }
 }
 
@@ -3099,5 +3461,175 @@ mod tests {
             assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
         }
         ns as f64 / f64::from(CALLS)
+    }
+
+    // ---- the profile a container engine is handed ----
+
+    fn holds_args(c: &Cond, args: &[u64; 6]) -> bool {
+        let a = args[usize::from(c.index)];
+        match c.op {
+            SeccompCmpOp::Eq => a == c.value,
+            SeccompCmpOp::Ne => a != c.value,
+            SeccompCmpOp::Lt => a < c.value,
+            SeccompCmpOp::Le => a <= c.value,
+            SeccompCmpOp::Gt => a > c.value,
+            SeccompCmpOp::Ge => a >= c.value,
+            SeccompCmpOp::MaskedEq(m) => a & m == c.value,
+        }
+    }
+
+    /// What upm's own filter answers (the block's checks in order, then `otherwise`).
+    fn upm_answer(b: &Block, args: &[u64; 6]) -> Action {
+        b.checks
+            .iter()
+            .find(|c| c.conds.iter().all(|x| holds_args(x, args)))
+            .map_or(b.otherwise, |c| c.action)
+    }
+
+    /// What an engine answers whatever order it ranks rules in: every matching entry
+    /// must agree (else the answer would depend on the library), none means the default.
+    fn engine_answer(entries: &[(Action, Vec<Cond>)], default: Action, args: &[u64; 6]) -> Action {
+        let matching: Vec<Action> = entries
+            .iter()
+            .filter(|(_, conds)| conds.iter().all(|c| holds_args(c, args)))
+            .map(|(a, _)| *a)
+            .collect();
+        assert!(
+            matching.windows(2).all(|w| w[0] == w[1]),
+            "overlapping entries disagree for {args:?}: {matching:?}"
+        );
+        matching.first().copied().unwrap_or(default)
+    }
+
+    /// Arguments that exercise every condition upm's rules and these profiles use.
+    fn sample_args() -> Vec<[u64; 6]> {
+        let flags = [
+            0,
+            libc::O_CREAT as u64,
+            libc::O_TMPFILE as u64,
+            (libc::O_CREAT | libc::O_WRONLY) as u64,
+            libc::O_RDWR as u64,
+        ];
+        let modes = [
+            0o644,
+            0o4755,
+            0o2755,
+            0o6755,
+            0o1777,
+            0xffff_ffff_0000_0000 | 0o4000,
+        ];
+        let mut out = Vec::new();
+        for first in [0u64, 1, 2, 5, 10, 40, 0x7e02_0000] {
+            for f in flags {
+                for m in modes {
+                    for t in 0..20u64 {
+                        out.push([first, t | (f & 0x80000), f, m, m, 0]);
+                        out.push([first, m, f, m, 0, 0]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The engine's entries for one syscall, read back from the generated JSON.
+    fn entries_for(json: &serde_json::Value, name: &str) -> Vec<(Action, Vec<Cond>)> {
+        let p = Profile::from_json("gen", &serde_json::to_vec(json).unwrap()).unwrap();
+        let nr = nr(name);
+        p.entries
+            .iter()
+            .filter(|e| e.nrs.contains(&nr))
+            .map(|e| (e.action, e.conds.clone()))
+            .collect()
+    }
+
+    fn check_engine_profile(p: &Profile) {
+        let h = host(NATIVE_GO_ARCH, 6, 8);
+        let gen = p.engine_profile_for(&h).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&gen.bytes).unwrap();
+        assert_eq!(json["architectures"], serde_json::json!([NATIVE_SCMP_ARCH]));
+        assert!(json.get("archMap").is_none());
+        assert!(gen.digest.starts_with("sha256:"));
+        assert_eq!(gen.upm_rules.len(), OWN_RULE_NAMES.len());
+        let opts = CompileOptions { deny_sockets: true };
+        let mut ranked = p.ranked_rules(&opts, &h);
+        ranked.sort_by_key(|(rank, r)| (r.nr, std::cmp::Reverse(*rank)));
+        let own: std::collections::BTreeSet<i64> = own_rules(&opts).iter().map(|r| r.nr).collect();
+        for nr in own {
+            let name = syscalls::NATIVE.iter().find(|(_, n)| *n == nr).unwrap().0;
+            let rules: Vec<_> = ranked.iter().filter(|(_, r)| r.nr == nr).cloned().collect();
+            let block = Block::decide(&rules, p.default_action);
+            let entries = entries_for(&json, name);
+            assert!(!entries.is_empty(), "{name}: no entry");
+            for args in sample_args() {
+                assert_eq!(
+                    engine_answer(&entries, p.default_action, &args),
+                    upm_answer(&block, &args),
+                    "{}: {name} with {args:?}",
+                    p.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn engine_profile_carries_upms_rules_as_disjoint_entries() {
+        for path in [DEFAULT_POLICY, DOCKER_PROFILE] {
+            let p = Profile::load(Path::new(path)).unwrap();
+            check_engine_profile(&p);
+        }
+        let p = Profile::load(Path::new(DEFAULT_POLICY)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &p.engine_profile_for(&host(NATIVE_GO_ARCH, 6, 8))
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
+        // socket: one unconditional EAFNOSUPPORT, whatever the profile allowed.
+        assert_eq!(
+            entries_for(&json, "socket"),
+            [(Action::Errno(libc::EAFNOSUPPORT as u32), vec![])]
+        );
+        assert_eq!(
+            entries_for(&json, "shmget"),
+            [(Action::Errno(libc::ENOSYS as u32), vec![])]
+        );
+        // The profile's other syscalls are untouched.
+        assert!(entries_for(&json, "read")
+            .iter()
+            .any(|(a, c)| *a == Action::Allow && c.is_empty()));
+    }
+
+    #[test]
+    fn engine_profile_keeps_upms_precedence_over_odd_profiles() {
+        for json in [
+            // A KILL for SysV wins over upm's ENOSYS, as natively.
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["shmget","openat","read"],"action":"SCMP_ACT_KILL_PROCESS"}]}"#,
+            // Conditional rules of several actions on the same syscalls.
+            r#"{"defaultAction":"SCMP_ACT_KILL_PROCESS","syscalls":[
+                {"names":["openat"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":5,"op":"SCMP_CMP_EQ"}]},
+                {"names":["openat"],"action":"SCMP_ACT_ERRNO","errnoRet":13,"args":[{"index":2,"value":1,"valueTwo":1,"op":"SCMP_CMP_MASKED_EQ"}]},
+                {"names":["socketpair"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]},
+                {"names":["chmod","fchmod"],"action":"SCMP_ACT_LOG"},
+                {"names":["socket"],"action":"SCMP_ACT_TRAP","args":[{"index":0,"value":10,"op":"SCMP_CMP_EQ"}]}]}"#,
+            // An ALLOW default: upm's rules still bite.
+            r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#,
+        ] {
+            check_engine_profile(&parse(json).unwrap());
+        }
+    }
+
+    #[test]
+    fn engine_profile_refuses_what_it_cannot_express() {
+        // Two comparisons of the mode argument in one entry would become an OR in runc.
+        let p = parse(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {"names":["chmod"],"action":"SCMP_ACT_ALLOW","args":[{"index":1,"value":448,"op":"SCMP_CMP_LT"}]}]}"#,
+        )
+        .unwrap();
+        let err = p
+            .engine_profile_for(&host(NATIVE_GO_ARCH, 6, 8))
+            .unwrap_err();
+        assert!(matches!(err, SeccompError::EngineProfile { .. }), "{err}");
     }
 }
