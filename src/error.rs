@@ -165,7 +165,7 @@ impl From<crate::spawn::SpawnError> for Failure {
         use crate::spawn::SpawnError as E;
         match e {
             E::Sandbox(s) => s.into(),
-            E::IdMap(_) | E::Limits(_) | E::ParentPidfd(_) => Failure::new(
+            E::IdMap(_) | E::Limits(_) | E::ParentPidfd(_) | E::ExecPath(_) => Failure::new(
                 Code::SandboxUnavailable,
                 format!("{e}; the plugin was not run"),
             ),

@@ -215,13 +215,13 @@ fn open_dir<Fd: AsFd + Copy, P: ?Sized + nix::NixPath>(
             if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits() || st.st_uid != uid {
                 return Err(nix::Error::EACCES);
             }
-            // Follows a symlink swapped in meanwhile, but only by a process of upm's own
-            // uid, which could change that mode itself; the open below still refuses one.
+            // Not through a symlink swapped in meanwhile (by a process of upm's uid left
+            // outside the sandbox): that would chmod whatever it points to.
             fchmodat(
                 at,
                 name,
                 Mode::from_bits_truncate(FULL),
-                FchmodatFlags::FollowSymlink,
+                FchmodatFlags::NoFollowSymlink,
             )?;
             open()?
         }

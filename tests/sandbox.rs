@@ -1103,6 +1103,33 @@ fn host_files_cannot_be_changed_by_path(who: Who) {
     );
 }
 
+/// The executable upm verified is opened before the call's mount namespace exists, on
+/// the host's writable mount; the init opens it again through the read-only mounts, so a
+/// script run as `/dev/fd/N` cannot change its own file's metadata through that
+/// descriptor either. (Only an unprivileged upm's plugin owns its own file: as root,
+/// plugin files are root's, and the plugin's uid gets EPERM anyway.)
+#[test]
+fn the_plugins_own_file_cannot_be_changed_through_its_descriptor() {
+    let Some(fx) = Fx::new(Who::User, |cfg, _| {
+        cfg["plugins"]["own"] = json!({"command": ["plugins/own.py"], "allowed_methods": ["meta"]});
+    }) else {
+        return;
+    };
+    let own = fx.dir.write("plugins/own.py", PROBE, true);
+    std::os::unix::fs::chown(&own, Some(USER.0), Some(USER.1)).unwrap();
+    let before = std::fs::metadata(&own).unwrap();
+    let run = fx.call("own", "meta", json!({"self": true}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let r = &run.result()["self"];
+    assert!(r["argv0"].as_str().unwrap().starts_with("/dev/fd/"), "{r}");
+    assert_eq!(r["chmod_path"], EROFS, "{r}");
+    assert_eq!(r["utime_path"], EROFS, "{r}");
+    assert_eq!(r["fchmod_fd"], EBADF, "{r}");
+    let after = std::fs::metadata(&own).unwrap();
+    assert_eq!(after.mode(), before.mode());
+    assert_eq!(after.mtime(), before.mtime());
+}
+
 /// An unprivileged upm's plugin runs as upm's own uid, so it can take upm's access to
 /// its directories away (`chmod 000`, or no write or search permission); upm, their
 /// owner, gives itself access back and removes the tree all the same. (Root is never

@@ -105,6 +105,7 @@ pub enum Step {
     Session,
     Stdio,
     Mounts,
+    ReopenExec,
     Workdir,
     Limits,
     Credentials,
@@ -124,6 +125,7 @@ impl Step {
             Session,
             Stdio,
             Mounts,
+            ReopenExec,
             Workdir,
             Limits,
             Credentials,
@@ -141,7 +143,7 @@ impl Step {
     /// The layer a failing step belongs to, if any.
     pub fn layer(self) -> Option<Layer> {
         match self {
-            Step::Mounts => Some(Layer::Namespaces),
+            Step::Mounts | Step::ReopenExec => Some(Layer::Namespaces),
             Step::Limits => Some(Layer::Limits),
             Step::Credentials => Some(Layer::Credentials),
             Step::Landlock => Some(Layer::Landlock),
@@ -156,6 +158,7 @@ impl Step {
             Step::Session => "setsid",
             Step::Stdio => "stdio",
             Step::Mounts => "read_only_mounts",
+            Step::ReopenExec => "reopen_executable",
             Step::Workdir => "chdir",
             Step::Limits => "rlimits",
             Step::Credentials => "credentials",
@@ -251,6 +254,17 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         Some(filter)
     };
 
+    if landlock.is_none() {
+        // Landlock's ptrace scoping is what keeps the plugin out of host processes'
+        // /proc/<pid>/root and /proc/<pid>/cwd, which lead to their writable mounts.
+        for r in reports.iter_mut().filter(|r| r.layer == Layer::Namespaces) {
+            r.detail["host_files"] = json!(
+                "read-only mounts, but reachable writable through /proc/<pid>/root of host \
+                 processes of the plugin's uid: Landlock, which keeps the plugin out of them, \
+                 is degraded"
+            );
+        }
+    }
     reports.push(network_report(
         policy.network,
         landlock.is_some(),

@@ -36,8 +36,12 @@ pub(super) struct Ctx {
     pub sync: RawFd,
     /// A pidfd of the thread that clones the init (its parent); >= 10.
     pub parent: RawFd,
-    /// The verified executable; a script keeps it open across the exec.
+    /// The verified executable; a script keeps it open across the exec. Opened in upm's
+    /// mount namespace: with read-only mounts, the init replaces it by the same file
+    /// opened again at `exec_path` in the call's, checked to be `exec_id` (dev, ino).
     pub exec_fd: RawFd,
+    pub exec_path: *const libc::c_char,
+    pub exec_id: (u64, u64),
     pub keep_exec_fd: bool,
     pub workdir: *const libc::c_char,
     pub argv: *const *const libc::c_char,
@@ -241,6 +245,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // the init still has in the call's namespaces.
     if let Some(m) = &sandbox.mounts {
         m.apply().map_err(|e| (Step::Mounts, e))?;
+        reopen_exec(ctx).map_err(|e| (Step::ReopenExec, e))?;
     }
     // SAFETY: a NUL-terminated path prepared by the parent.
     sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;
@@ -259,6 +264,26 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // plugin running unreported: close what can be closed and go on.)
     let _ = close_except(&mut [REPORT_FD]);
     reap_and_report(plugin)
+}
+
+/// Puts in place of `ctx.exec_fd` the same file opened through the call's read-only
+/// mounts (`O_PATH`: execveat takes it, and an exec-only file needs no read access).
+fn reopen_exec(ctx: &Ctx) -> Result<(), i32> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path prepared by the parent.
+    let fd =
+        sys(unsafe { syscall!(Sysno::openat, libc::AT_FDCWD, ctx.exec_path, flags) })? as RawFd;
+    // SAFETY: zeroed stat is a valid value; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer on our stack.
+    sys(unsafe { syscall!(Sysno::fstat, fd, &mut st as *mut libc::stat) })?;
+    if (st.st_dev, st.st_ino) != ctx.exec_id {
+        return Err(libc::ESTALE);
+    }
+    dup_to(fd, ctx.exec_fd, libc::O_CLOEXEC)?;
+    // SAFETY: our own descriptor, now duplicated.
+    let _ = unsafe { syscall!(Sysno::close, fd) };
+    Ok(())
 }
 
 /// The plugin's last steps before its exec, still in the init's (and upm's) memory.

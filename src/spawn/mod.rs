@@ -42,6 +42,8 @@ pub enum SpawnError {
     Stack(#[source] io::Error),
     #[error("cannot map the caller's ids into the user namespace: {0}")]
     IdMap(#[source] io::Error),
+    #[error("cannot tell where the plugin's executable is: {0}")]
+    ExecPath(#[source] io::Error),
     #[error("cannot open a pidfd of the spawning thread (the init's parent): {0}")]
     ParentPidfd(#[source] io::Error),
     #[error("the limits layer could not be applied: {0}")]
@@ -137,6 +139,37 @@ fn high(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
     high_dup(fd.as_raw_fd())
 }
 
+/// Where the verified executable is, for the init to open it again inside the call's
+/// mount namespace: a descriptor opened out here is on the host's writable mount, and
+/// through it (`fchmod`, `/proc/self/exe`, a script's `/dev/fd/N`) a plugin of the
+/// file's owner could change the file's metadata past the read-only mounts.
+struct ExecAt {
+    /// The file's path as the kernel names it (symlinks resolved).
+    path: CString,
+    /// Device and inode, which the init checks on what it opens.
+    id: (u64, u64),
+}
+
+impl ExecAt {
+    fn of(fd: &OwnedFd) -> Result<ExecAt, SpawnError> {
+        use std::os::unix::ffi::OsStrExt;
+        let fail = |e: io::Error| SpawnError::ExecPath(e);
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(fail)?;
+        if !path.is_absolute() {
+            return Err(fail(io::Error::other(format!(
+                "the kernel names it {}",
+                path.display()
+            ))));
+        }
+        let st = nix::sys::stat::fstat(fd).map_err(|e| fail(e.into()))?;
+        Ok(ExecAt {
+            path: CString::new(path.as_os_str().as_bytes())
+                .map_err(|e| fail(io::Error::other(e)))?,
+            id: (st.st_dev, st.st_ino),
+        })
+    }
+}
+
 fn high_dup(fd: RawFd) -> Result<OwnedFd, SpawnError> {
     // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor returns a new one we then own.
     let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
@@ -192,6 +225,7 @@ pub struct Spawned<'a> {
     _argv: Vec<*const libc::c_char>,
     _envp: Vec<*const libc::c_char>,
     _exec_fd: OwnedFd,
+    _exec_at: ExecAt,
     _parent: OwnedFd,
     _stacks: child::Stacks,
 }
@@ -212,6 +246,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         None
     };
     let exec_fd = high_dup(launch.exec_fd)?;
+    let exec_at = ExecAt::of(&exec_fd)?;
     let parent = parent_pidfd()?;
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
@@ -229,6 +264,8 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             sync: sync_r.as_raw_fd(),
             parent: parent.as_raw_fd(),
             exec_fd: exec_fd.as_raw_fd(),
+            exec_path: exec_at.path.as_ptr(),
+            exec_id: exec_at.id,
             keep_exec_fd: launch.keep_exec_fd,
             workdir: launch.workdir.as_ptr(),
             argv: argv.as_ptr(),
@@ -295,6 +332,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _argv: argv,
         _envp: envp,
         _exec_fd: exec_fd,
+        _exec_at: exec_at,
         _parent: parent,
         _stacks: stacks,
     };
