@@ -445,20 +445,13 @@ impl EngineInfo {
         };
         let mut args = engine.global_args();
         args.extend(["info".into(), "--format".into(), format.into()]);
+        let what = "rootless, cgroup version and controllers";
+        let text = engine_answer(engine, &args, what)?;
         let fail = |message: String| ContainerError::Info {
             engine: engine.kind.as_str(),
-            what: "rootless, cgroup version and controllers",
+            what,
             message,
         };
-        let out = engine
-            .command(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| fail(e.to_string()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-        }
         let parsed = match engine.kind {
             EngineKind::Podman => EngineInfo::parse_podman(&text),
             EngineKind::Docker => EngineInfo::parse_docker(&text),
@@ -514,20 +507,29 @@ fn docker_image_volumes(engine: &Engine, image: &str) -> Result<(), ContainerErr
         "{{json .Config.Volumes}}".into(),
         image.into(),
     ];
+    check_docker_volumes(&engine_answer(engine, &args, "the image's VOLUMEs")?)
+}
+
+/// What the engine prints for a question (`info`, `image inspect`), or why it would not say.
+fn engine_answer(
+    engine: &Engine,
+    args: &[String],
+    what: &'static str,
+) -> Result<String, ContainerError> {
     let fail = |message: String| ContainerError::Info {
         engine: engine.kind.as_str(),
-        what: "the image's VOLUMEs",
+        what,
         message,
     };
     let out = engine
-        .command(&args)
+        .command(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
         return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
-    check_docker_volumes(&String::from_utf8_lossy(&out.stdout))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// RLIMIT_NPROC counts every process of the uid on the host (rootful engines give the

@@ -847,18 +847,7 @@ fn signed_setup(trust: Option<Value>) -> Signed {
     let cfg = d.config(&c);
     std::fs::create_dir(d.join("keys")).unwrap();
     let secret = d.join("secret.pem");
-    let run = upm(
-        &[
-            "keygen",
-            "--secret",
-            secret.to_str().unwrap(),
-            "--public",
-            d.join("keys/k.pub").to_str().unwrap(),
-        ],
-        b"",
-        &[],
-    );
-    assert_eq!(run.code, 0, "{}", ctx(&run));
+    keygen(&secret, &d.join("keys/k.pub"));
     sign(&cfg, &secret);
     Signed {
         keys: d.join("keys").to_string_lossy().into_owned(),
@@ -866,6 +855,22 @@ fn signed_setup(trust: Option<Value>) -> Signed {
         cfg,
         tt,
     }
+}
+
+/// `upm keygen`: a fresh key pair, or the test fails.
+fn keygen(secret: &Path, public: &Path) {
+    let run = upm(
+        &[
+            "keygen",
+            "--secret",
+            secret.to_str().unwrap(),
+            "--public",
+            public.to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
 }
 
 fn sign(cfg: &Path, secret: &Path) {
@@ -1040,18 +1045,7 @@ fn unsigned_foreign_and_corrupted_signatures_are_refused() {
 
     // Signed by a key that is not trusted.
     let other = s.d.join("other.pem");
-    let run = upm(
-        &[
-            "keygen",
-            "--secret",
-            other.to_str().unwrap(),
-            "--public",
-            s.d.join("other.pub").to_str().unwrap(),
-        ],
-        b"",
-        &[],
-    );
-    assert_eq!(run.code, 0, "{}", ctx(&run));
+    keygen(&other, &s.d.join("other.pub"));
     sign(&s.cfg, &other);
     s.assert_untrusted(&s.wc(&s.strict_env()), "not in the trusted keys directory");
 
@@ -1183,18 +1177,7 @@ fn the_config_trust_block_is_ignored_once_the_environment_sets_trust() {
     let attacker_keys = s.d.join("attacker-keys");
     std::fs::create_dir(&attacker_keys).unwrap();
     let attacker = s.d.join("attacker.pem");
-    let run = upm(
-        &[
-            "keygen",
-            "--secret",
-            attacker.to_str().unwrap(),
-            "--public",
-            attacker_keys.join("a.pub").to_str().unwrap(),
-        ],
-        b"",
-        &[],
-    );
-    assert_eq!(run.code, 0, "{}", ctx(&run));
+    keygen(&attacker, &attacker_keys.join("a.pub"));
     let evil = sh_printing(&s.d, "bin/evil.sh", r#"{"evil":true}"#);
     for block in [
         json!({ "mode": "off" }),
@@ -1531,18 +1514,7 @@ fn the_python_interpreter_is_signed_and_a_changed_one_never_runs() {
     }));
     std::fs::create_dir(d.join("keys")).unwrap();
     let secret = d.join("secret.pem");
-    let run = upm(
-        &[
-            "keygen",
-            "--secret",
-            secret.to_str().unwrap(),
-            "--public",
-            d.join("keys/k.pub").to_str().unwrap(),
-        ],
-        b"",
-        &[],
-    );
-    assert_eq!(run.code, 0, "{}", ctx(&run));
+    keygen(&secret, &d.join("keys/k.pub"));
     sign(&cfg, &secret);
     let sig: Value =
         serde_json::from_str(&std::fs::read_to_string(trust_sig(&cfg)).unwrap()).unwrap();
