@@ -21,6 +21,11 @@ use std::sync::Arc;
 fn upm(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(upm_bin());
     cmd.args(argv);
+    run_command(with_trust_env(cmd, env), input)
+}
+
+/// `cmd` with none of upm's own settings from this process's environment, and `env`.
+fn with_trust_env(mut cmd: Command, env: &[(&str, &str)]) -> Command {
     for var in [
         "UPM_CONFIG_PATH",
         "UPM_LOG_FILE",
@@ -33,7 +38,7 @@ fn upm(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    run_command(cmd, input)
+    cmd
 }
 
 fn call(config: &Path, plugin: &str, method: &str, args: Value, env: &[(&str, &str)]) -> Run {
@@ -1431,19 +1436,7 @@ fn check_reports_the_signature() {
 fn upm_bounded(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new("timeout");
     cmd.args(["-s", "KILL", "20"]).arg(upm_bin()).args(argv);
-    for var in [
-        "UPM_CONFIG_PATH",
-        "UPM_LOG_FILE",
-        "UPM_TRUST_MODE",
-        "UPM_TRUSTED_KEYS_DIR",
-        "UPM_TRUST_MIN_SIGNED_AT",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    run_command(cmd, input)
+    run_command(with_trust_env(cmd, env), input)
 }
 
 /// A pinned executable replaced by a symlink to /dev/zero or by a FIFO: refused at once,
