@@ -179,30 +179,27 @@ def main():
           f"{os.cpu_count()} CPUs\n")
     print("| mode | calls per run | calls/s (median) | min – max | vs one-shot | upm peak RSS |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| one-shot `upm run` in a loop | {args.oneshot} | {base:.0f} | "
-          f"{min(oneshot):.0f} – {max(oneshot):.0f} | 1.00 | – |")
+    def row(mode, calls, values, rss="–"):
+        med = statistics.median(values)
+        print(f"| {mode} | {calls} | {med:.0f} | {min(values):.0f} – {max(values):.0f} | "
+              f"{med / base:.2f} | {rss} |")
+
+    row("one-shot `upm run` in a loop", args.oneshot, oneshot)
     for p in parallels:
-        med = statistics.median(rates[p])
-        print(f"| `upm run --jsonl --parallel {p}` | {args.calls} | {med:.0f} | "
-              f"{min(rates[p]):.0f} – {max(rates[p]):.0f} | {med / base:.2f} | "
-              f"{max(hwms[p]) / 1024:.1f} MB |")
+        row(f"`upm run --jsonl --parallel {p}`", args.calls, rates[p],
+            f"{max(hwms[p]) / 1024:.1f} MB")
     for p in parallels:
-        med = statistics.median(shm_rates[p])
-        print(f"| diagnostic: `--parallel {p}`, audit log on tmpfs (not durable) | {args.calls} | "
-              f"{med:.0f} | {min(shm_rates[p]):.0f} – {max(shm_rates[p]):.0f} | "
-              f"{med / base:.2f} | – |")
+        row(f"diagnostic: `--parallel {p}`, audit log on tmpfs (not durable)", args.calls,
+            shm_rates[p])
+    workers = lambda p: f"{p} worker{'s' if p > 1 else ''}"
     for p in parallels if floor_exe else []:
-        med = statistics.median(floor_rates[p])
-        print(f"| floor: the kernel's share alone, {p} worker{'s' if p > 1 else ''} (bench/floor.c: "
-              f"clone into new user, PID, network and IPC namespaces, exec /bin/true, wait) | "
-              f"{args.calls // p * p} | {med:.0f} | {min(floor_rates[p]):.0f} – {max(floor_rates[p]):.0f} | "
-              f"{med / base:.2f} | – |")
+        row(f"floor: the kernel's share alone, {workers(p)} (bench/floor.c: clone into new user, "
+            f"PID, network and IPC namespaces, exec /bin/true, wait)", args.calls // p * p,
+            floor_rates[p])
     for p in parallels if floor_exe else []:
-        med = statistics.median(layer_rates[p])
-        print(f"| floor with layers, {p} worker{'s' if p > 1 else ''} (the same, plus a Landlock "
-              f"ruleset per call, no_new_privs and a 206-instruction seccomp filter) | "
-              f"{args.calls // p * p} | {med:.0f} | {min(layer_rates[p]):.0f} – "
-              f"{max(layer_rates[p]):.0f} | {med / base:.2f} | – |")
+        row(f"floor with layers, {workers(p)} (the same, plus a Landlock ruleset per call, "
+            f"no_new_privs and a 206-instruction seccomp filter)", args.calls // p * p,
+            layer_rates[p])
     best = max(statistics.median(v) for v in rates.values())
     print(f"\n{audit_lines} audit entries written on disk (2 per call); append + fdatasync "
           f"on that disk during the runs: median {statistics.median(sync_ms):.2f} ms "

@@ -25,6 +25,15 @@ fn broken(r: &VerifyReport) -> &Finding {
     }
 }
 
+/// The report says broken at `line` (when given), with `text` in its message.
+fn assert_broken(r: &VerifyReport, line: Option<u64>, text: &str) {
+    let f = broken(r);
+    if let Some(line) = line {
+        assert_eq!(f.line, line, "{}", f.message);
+    }
+    assert!(f.message.contains(text), "{}", f.message);
+}
+
 /// Re-seals one line's fields at the given seq/prev (what an attacker who
 /// edits an entry and recomputes its hash would write).
 fn reseal(line: &[u8], seq: u64, prev: &str) -> (Vec<u8>, String) {
@@ -137,12 +146,10 @@ fn inserted_forgery_is_caught_by_the_following_entry() {
     let forged = reseal(&l[16][..l[16].len() - 1], 17, &prev16).0;
     l.insert(16, forged);
     write_lines(&p, &l);
-    let f = broken(&verify(&p, None)).clone();
-    assert_eq!(f.line, 18);
-    assert!(
-        f.message.contains("seq 17 follows seq 17 (entry inserted"),
-        "{}",
-        f.message
+    assert_broken(
+        &verify(&p, None),
+        Some(18),
+        "seq 17 follows seq 17 (entry inserted",
     );
 }
 
@@ -193,13 +200,7 @@ fn torn_fragment_without_recovery_entry_is_broken() {
     let mut l = lines(&p);
     l.insert(5, b"{\"seq\":6,\"prev\":\"ab\n".to_vec());
     write_lines(&p, &l);
-    let f = broken(&verify(&p, None)).clone();
-    assert_eq!(f.line, 6);
-    assert!(
-        f.message.contains("not a valid audit entry"),
-        "{}",
-        f.message
-    );
+    assert_broken(&verify(&p, None), Some(6), "not a valid audit entry");
 }
 
 /// The hash of the last line of `p`.
@@ -262,13 +263,7 @@ fn a_recovery_entry_cannot_vouch_for_whole_lines() {
         data.extend_from_slice(&rec);
         std::fs::write(&p, &data).unwrap();
         let r = verify(&p, None);
-        let f = broken(&r);
-        assert_eq!(f.line, 11);
-        assert!(
-            f.message.contains("as if a crash had torn them"),
-            "{}",
-            f.message
-        );
+        assert_broken(&r, Some(11), "as if a crash had torn them");
     }
 }
 
@@ -310,9 +305,7 @@ fn a_line_longer_than_any_entry_is_not_read_whole() {
     data.resize(data.len() + MAX_ENTRY_BYTES + 1, b'x');
     std::fs::write(&p, &data).unwrap();
     let r = verify(&p, None);
-    let f = broken(&r);
-    assert_eq!(f.line, 4);
-    assert!(f.message.contains("longer than any entry"), "{}", f.message);
+    assert_broken(&r, Some(4), "longer than any entry");
 }
 
 #[test]
@@ -321,12 +314,7 @@ fn missing_and_altered_prefix_of_the_log_is_detected() {
     let mut l = lines(&p);
     l.remove(0);
     write_lines(&p, &l);
-    let f = broken(&verify(&p, None)).clone();
-    assert!(
-        f.message.contains("first entry has seq 2, not 1"),
-        "{}",
-        f.message
-    );
+    assert_broken(&verify(&p, None), None, "first entry has seq 2, not 1");
 }
 
 #[test]
