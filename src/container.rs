@@ -39,7 +39,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where engines and runtimes are looked up: fixed, never the caller's PATH.
-const ENGINE_PATH: [&str; 6] = [
+pub const ENGINE_PATH: [&str; 6] = [
     "/usr/local/bin",
     "/usr/bin",
     "/bin",

@@ -25,16 +25,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 const BUSYBOX: &str = "/bin/busybox";
-/// Where upm looks its engines up (src/container.rs): the tests use the same client.
-const ENGINE_PATH: [&str; 6] = [
-    "/usr/local/bin",
-    "/usr/bin",
-    "/bin",
-    "/usr/local/sbin",
-    "/usr/sbin",
-    "/sbin",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Podman,
@@ -59,7 +49,8 @@ struct Engine {
 }
 
 fn on_engine_path(name: &str) -> Option<PathBuf> {
-    ENGINE_PATH
+    // Where upm looks its engines up: the tests use the same client.
+    upm::container::ENGINE_PATH
         .iter()
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
@@ -174,18 +165,14 @@ fn skipped(msg: &str) {
 /// Each check runs once per engine: `podman::<check>` and `docker::<check>`.
 macro_rules! for_each_engine {
     ($($check:ident),* $(,)?) => {
-        mod podman {
+        for_each_engine!(@engine podman Podman $($check),*);
+        for_each_engine!(@engine docker Docker $($check),*);
+    };
+    (@engine $module:ident $kind:ident $($check:ident),*) => {
+        mod $module {
             $(#[test]
             fn $check() {
-                if let Some(e) = super::engine(super::Kind::Podman, stringify!($check)) {
-                    super::$check(e);
-                }
-            })*
-        }
-        mod docker {
-            $(#[test]
-            fn $check() {
-                if let Some(e) = super::engine(super::Kind::Docker, stringify!($check)) {
+                if let Some(e) = super::engine(super::Kind::$kind, stringify!($check)) {
                     super::$check(e);
                 }
             })*
