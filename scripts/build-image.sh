@@ -5,7 +5,8 @@
 #
 #   scripts/build-image.sh [IMAGE]        default IMAGE: localhost/upm:latest
 #
-# Needs: cargo, python3 (/usr/bin/python3), podman (as root: apt-get install podman runc).
+# Needs: cargo, python3 (/usr/bin/python3), podman (as root: apt-get install podman runc),
+# or with UPM_IMAGE_ENGINE=docker a docker daemon (apt-get install docker.io) instead.
 # UPM_IMAGE_BASE names the base to build (default localhost/upm-base:latest);
 # UPM_SKIP_CARGO=1 reuses the binaries as they are; UPM_BIN_DIR says where they are
 # (default target/x86_64-unknown-linux-gnu/release, relative to the repository).
@@ -14,9 +15,24 @@ cd "$(dirname "$0")/.."
 
 image=${1:-localhost/upm:latest}
 base=${UPM_IMAGE_BASE:-localhost/upm-base:latest}
-engine=(podman)
-# crun, podman's usual default, refuses hybrid cgroup hosts; runc works wherever podman does.
-if command -v runc >/dev/null; then engine+=(--runtime "$(command -v runc)"); fi
+case ${UPM_IMAGE_ENGINE:-podman} in
+  podman)
+    engine=(podman)
+    # crun, podman's usual default, refuses hybrid cgroup hosts; runc works wherever podman does.
+    if command -v runc >/dev/null; then engine+=(--runtime "$(command -v runc)"); fi
+    # podman never pulls the base: it is the one imported below.
+    build_opts=(--pull=never)
+    id_format='{{.Digest}}'
+    ;;
+  docker)
+    engine=(docker)
+    # docker build pulls a base only when it is not present (without --pull).
+    build_opts=()
+    # A locally built image has no registry digest: its ID (sha256 of its config) instead.
+    id_format='{{.Id}}'
+    ;;
+  *) echo "build-image: UPM_IMAGE_ENGINE must be podman or docker" >&2; exit 2 ;;
+esac
 
 bin_dir=${UPM_BIN_DIR:-target/x86_64-unknown-linux-gnu/release}
 if [ "${UPM_SKIP_CARGO:-0}" != 1 ]; then
@@ -76,5 +92,5 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:
 printf 'root:x:0:\nnogroup:x:65534:\nupm:x:10001:\n' >"$root/etc/group"
 
 tar --numeric-owner -C "$root" -cf - . | "${engine[@]}" import - "$base" >/dev/null
-"${engine[@]}" build --pull=never --build-arg "BASE=$base" --build-arg "BIN_DIR=$bin_dir" -t "$image" -f Dockerfile . >&2
-"${engine[@]}" image inspect --format '{{.Digest}}' "$image"
+"${engine[@]}" build "${build_opts[@]}" --build-arg "BASE=$base" --build-arg "BIN_DIR=$bin_dir" -t "$image" -f Dockerfile . >&2
+"${engine[@]}" image inspect --format "$id_format" "$image"

@@ -39,7 +39,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where engines and runtimes are looked up: fixed, never the caller's PATH.
-const ENGINE_PATH: [&str; 6] = [
+pub const ENGINE_PATH: [&str; 6] = [
     "/usr/local/bin",
     "/usr/bin",
     "/bin",
@@ -47,17 +47,18 @@ const ENGINE_PATH: [&str; 6] = [
     "/usr/sbin",
     "/sbin",
 ];
-/// The engine client's own settings (rootless podman needs them); the plugin never sees them.
-const ENGINE_ENV: [&str; 8] = [
+/// Each engine client's own settings (rootless podman needs its XDG ones); the plugin never
+/// sees them, and neither engine gets the other's: podman reads `DOCKER_CONFIG` too (as its
+/// auth file's directory) and refuses to run when that has no `config.json`.
+const PODMAN_ENV: [&str; 6] = [
     "HOME",
     "USER",
     "XDG_RUNTIME_DIR",
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
     "CONTAINER_HOST",
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
 ];
+const DOCKER_ENV: [&str; 4] = ["HOME", "USER", "DOCKER_HOST", "DOCKER_CONFIG"];
 /// Inside the container the plugin's cwd and $TMPDIR: the only writable place.
 const TMP: &str = "/tmp";
 
@@ -95,7 +96,7 @@ pub enum ContainerError {
         "the plugin's command could not be started in the container (exit {status}): {message}"
     )]
     Command { status: String, message: String },
-    #[error("cannot ask the container engine {engine} what it enforces ({what}): {message}")]
+    #[error("cannot ask the container engine {engine} {what}: {message}")]
     Info {
         engine: &'static str,
         what: &'static str,
@@ -239,7 +240,11 @@ impl Engine {
             .env_clear()
             .env("PATH", ENGINE_PATH.join(":"))
             .process_group(0);
-        for name in ENGINE_ENV {
+        let own: &[&str] = match self.kind {
+            EngineKind::Podman => &PODMAN_ENV,
+            EngineKind::Docker => &DOCKER_ENV,
+        };
+        for name in own {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
             }
@@ -328,6 +333,8 @@ struct EngineInfo {
     cgroup_version: String,
     /// Controllers the engine says it can use, among [`NEEDED_CONTROLLERS`].
     controllers: Vec<String>,
+    /// The daemon's default runtime (docker, which upm does not pass `--runtime`).
+    default_runtime: Option<String>,
 }
 
 impl EngineInfo {
@@ -346,30 +353,40 @@ impl EngineInfo {
             rootless,
             cgroup_version,
             controllers,
+            default_runtime: None,
         })
     }
 
-    /// `docker info --format '{{.CgroupVersion}}|{{.MemoryLimit}}|{{.SwapLimit}}|{{.PidsLimit}}|{{.CpuCfsQuota}}|{{json .SecurityOptions}}'`.
+    /// `docker info --format '{{json .}}'`: the Engine API's `/info` object, read by its
+    /// documented JSON keys (the template field names differ: `.CPUCfsQuota`, not
+    /// `.CpuCfsQuota`, and vary with the client's version).
     fn parse_docker(out: &str) -> Option<EngineInfo> {
-        let f: Vec<&str> = out.trim().splitn(6, '|').collect();
-        let [version, memory, swap, pids, cpu, security] = f.as_slice() else {
-            return None;
-        };
-        let flag = |s: &str| s.parse::<bool>().ok();
+        let v: Value = serde_json::from_str(out.trim()).ok()?;
+        let flag = |key: &str| v.get(key)?.as_bool();
         let mut controllers = Vec::new();
-        if flag(memory)? && flag(swap)? {
+        if flag("MemoryLimit")? && flag("SwapLimit")? {
             controllers.push("memory".to_owned());
         }
-        if flag(pids)? {
+        if flag("PidsLimit")? {
             controllers.push("pids".to_owned());
         }
-        if flag(cpu)? {
+        if flag("CpuCfsQuota")? {
             controllers.push("cpu".to_owned());
         }
+        let version = v.get("CgroupVersion")?.as_str()?;
+        let rootless = v
+            .get("SecurityOptions")?
+            .as_array()?
+            .iter()
+            .any(|o| o.as_str().is_some_and(|o| o.contains("name=rootless")));
         Some(EngineInfo {
-            rootless: security.contains("name=rootless"),
+            rootless,
             cgroup_version: format!("v{}", version.trim_start_matches('v')),
             controllers,
+            default_runtime: v
+                .get("DefaultRuntime")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 
@@ -424,6 +441,7 @@ impl EngineInfo {
             rootless,
             cgroup_version: if v2 { "v2" } else { "v1" }.to_owned(),
             controllers,
+            default_runtime: None,
         }
     }
 
@@ -441,11 +459,11 @@ impl EngineInfo {
         }
         let format = match engine.kind {
             EngineKind::Podman => "{{.Host.Security.Rootless}}|{{.Host.CgroupsVersion}}|{{range .Host.CgroupControllers}}{{.}},{{end}}",
-            EngineKind::Docker => "{{.CgroupVersion}}|{{.MemoryLimit}}|{{.SwapLimit}}|{{.PidsLimit}}|{{.CpuCfsQuota}}|{{json .SecurityOptions}}",
+            EngineKind::Docker => "{{json .}}",
         };
         let mut args = engine.global_args();
         args.extend(["info".into(), "--format".into(), format.into()]);
-        let what = "rootless, cgroup version and controllers";
+        let what = "what it enforces (rootless, cgroup version and controllers)";
         let text = engine_answer(engine, &args, what)?;
         let fail = |message: String| ContainerError::Info {
             engine: engine.kind.as_str(),
@@ -507,7 +525,11 @@ fn docker_image_volumes(engine: &Engine, image: &str) -> Result<(), ContainerErr
         "{{json .Config.Volumes}}".into(),
         image.into(),
     ];
-    check_docker_volumes(&engine_answer(engine, &args, "the image's VOLUMEs")?)
+    check_docker_volumes(&engine_answer(
+        engine,
+        &args,
+        "which VOLUMEs the image declares",
+    )?)
 }
 
 /// What the engine prints for a question (`info`, `image inspect`), or why it would not say.
@@ -893,7 +915,11 @@ fn summary(
         "backend": "container",
         "engine": s.engine.kind.as_str(),
         "engine_path": s.engine.path,
-        "runtime": s.engine.runtime,
+        "runtime": match (&s.engine.runtime, &info.default_runtime) {
+            (Some(path), _) => json!(path),
+            (None, Some(name)) => json!(format!("{name} (the daemon's default)")),
+            (None, None) => Value::Null,
+        },
         "image": s.image,
         "command": s.argv,
         "container_name": s.name,
@@ -1261,19 +1287,26 @@ mod tests {
             limits_decision(EngineKind::Podman, &rootful, false).unwrap(),
             None
         );
-        // docker info's flags.
+        // docker info's JSON (the Engine API's /info keys).
         let d = EngineInfo::parse_docker(
-            r#"1|true|false|true|true|["name=seccomp,profile=builtin","name=rootless"]"#,
+            r#"{"CgroupVersion": "1", "MemoryLimit": true, "SwapLimit": false, "PidsLimit": true,
+                "CpuCfsQuota": true, "SecurityOptions": ["name=seccomp,profile=builtin", "name=rootless"]}"#,
         )
         .unwrap();
         assert!(d.rootless);
         assert_eq!(d.unenforced(), ["memory_bytes (--memory)"]);
-        let d =
-            EngineInfo::parse_docker(r#"2|true|true|true|true|["name=seccomp,profile=builtin"]"#)
-                .unwrap();
+        let d = EngineInfo::parse_docker(
+            r#"{"CgroupVersion": "2", "MemoryLimit": true, "SwapLimit": true, "PidsLimit": true,
+                "CpuCfsQuota": true, "SecurityOptions": ["name=seccomp,profile=builtin"],
+                "DefaultRuntime": "runc"}"#,
+        )
+        .unwrap();
         assert!(!d.rootless && d.unenforced().is_empty());
+        assert_eq!(d.cgroup_version, "v2");
+        assert_eq!(d.default_runtime.as_deref(), Some("runc"));
         assert!(EngineInfo::parse_podman("garbage").is_none());
         assert!(EngineInfo::parse_docker("1|yes").is_none());
+        assert!(EngineInfo::parse_docker(r#"{"CgroupVersion": "1"}"#).is_none());
     }
 
     /// The local reading agrees with `podman info` where podman is installed.

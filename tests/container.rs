@@ -1,71 +1,314 @@
-//! The container backend with the real engine (rootful podman), and the image
+//! The container backend with the real engines, podman and docker, and the image
 //! built from the top-level Dockerfile.
 //!
-//! Needs root, podman, runc, catatonit and busybox-static (`.ci/run` installs them). Without
-//! them these tests FAIL when `CI` is set and print a loud SKIPPED otherwise.
-//! Test images are built locally: a busybox tarball imported with `podman import`.
+//! Every engine check runs once per engine, as `podman::<check>` and `docker::<check>`
+//! (filter with `cargo test --test container docker::`). Needs root and busybox-static, and
+//! - podman: podman, runc and catatonit (rootful);
+//! - docker: a daemon the docker client reaches (`DOCKER_HOST`) and an image registry on
+//!   127.0.0.1 (`UPM_TEST_REGISTRY=127.0.0.1:PORT`) that gives the test images a real
+//!   `name@sha256:` digest: `scripts/with-docker.sh COMMAND` starts both and stops them after.
+//!
+//! `.ci/run` installs all of it and sets `UPM_TEST_ENGINES=podman,docker`: an engine listed
+//! there that is not usable FAILS its checks. Without that variable, `CI` set requires both;
+//! otherwise a missing engine's checks print a loud SKIPPED and pass.
+//! Test images are built locally (a busybox root file system): podman imports it (its local
+//! digest); docker imports it, pushes it to the registry and pulls it back by digest. The two
+//! engines have separate image stores, so each gets its own.
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-const PODMAN: &str = "/usr/bin/podman";
 const BUSYBOX: &str = "/bin/busybox";
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Podman,
+    Docker,
+}
 
-/// Whether the engine is usable here; otherwise fail (CI) or say SKIPPED loudly.
-fn engine_ready(test: &str) -> bool {
-    let missing: Vec<&str> = [
-        (!Path::new(PODMAN).exists()).then_some("podman (apt-get install podman runc)"),
-        (!Path::new(BUSYBOX).exists()).then_some("busybox (apt-get install busybox-static)"),
-        (!is_root()).then_some("root (rootful podman)"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if missing.is_empty() {
-        return true;
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Podman => "podman",
+            Kind::Docker => "docker",
+        }
     }
-    let msg = format!("container test {test} needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}: required when CI is set");
+}
+
+/// A usable engine: its client, and for docker the registry its test images come from.
+#[derive(Debug)]
+struct Engine {
+    kind: Kind,
+    bin: PathBuf,
+    registry: Option<String>,
+}
+
+fn on_engine_path(name: &str) -> Option<PathBuf> {
+    // Where upm looks its engines up: the tests use the same client.
+    upm::container::ENGINE_PATH
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The engine if it is usable here, else what is missing.
+fn probe(kind: Kind) -> Result<Engine, Vec<String>> {
+    let mut missing = Vec::new();
+    if !Path::new(BUSYBOX).exists() {
+        missing.push("busybox (apt-get install busybox-static)".to_owned());
     }
-    eprintln!("\n*** SKIPPED: {msg} ***\n");
-    false
+    if !is_root() {
+        missing.push(format!("root (rootful {})", kind.name()));
+    }
+    let bin = on_engine_path(kind.name());
+    let mut registry = None;
+    match (kind, &bin) {
+        (Kind::Podman, None) => {
+            missing.push("podman (apt-get install podman runc catatonit)".into())
+        }
+        (Kind::Docker, None) => {
+            missing.push("docker (apt-get install docker.io docker-registry)".into())
+        }
+        (Kind::Podman, Some(_)) => {}
+        (Kind::Docker, Some(bin)) => {
+            let out = Command::new(bin)
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => missing.push(format!(
+                    "a running dockerd ({}: scripts/with-docker.sh starts one)",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => missing.push(format!("a docker client that runs ({e})")),
+            }
+            match std::env::var("UPM_TEST_REGISTRY") {
+                Ok(r) if !r.is_empty() => registry = Some(r),
+                _ => missing.push(
+                    "a local registry for image digests (UPM_TEST_REGISTRY=127.0.0.1:PORT: scripts/with-docker.sh starts one)"
+                        .into(),
+                ),
+            }
+        }
+    }
+    match bin {
+        Some(bin) if missing.is_empty() => Ok(Engine {
+            kind,
+            bin,
+            registry,
+        }),
+        _ => Err(missing),
+    }
 }
 
-fn podman(args: &[&str]) -> std::process::Output {
-    Command::new(PODMAN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run podman")
+/// Whether `kind` must run here: `UPM_TEST_ENGINES` lists the required engines; without
+/// it, `CI` requires both.
+fn required(kind: Kind) -> bool {
+    match std::env::var("UPM_TEST_ENGINES") {
+        Ok(list) => {
+            let names: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect();
+            for n in &names {
+                assert!(
+                    ["podman", "docker"].contains(n),
+                    "UPM_TEST_ENGINES={list:?}: unknown engine {n:?} (podman, docker)"
+                );
+            }
+            names.contains(&kind.name())
+        }
+        Err(_) => std::env::var_os("CI").is_some(),
+    }
 }
 
-/// `localhost/upm-test-busybox@sha256:...`: a static busybox with /plugins/echo.sh,
-/// imported once per test run.
-fn busybox_image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| import_busybox("localhost/upm-test-busybox:latest", &[]))
+/// The engine, once per test run; `None` (with a loud SKIPPED) where it is not usable and
+/// not required; a failure where it is required.
+fn engine(kind: Kind, test: &str) -> Option<&'static Engine> {
+    static PODMAN: OnceLock<Result<Engine, Vec<String>>> = OnceLock::new();
+    static DOCKER: OnceLock<Result<Engine, Vec<String>>> = OnceLock::new();
+    let cell = match kind {
+        Kind::Podman => &PODMAN,
+        Kind::Docker => &DOCKER,
+    };
+    match cell.get_or_init(|| probe(kind)) {
+        Ok(e) => Some(e),
+        Err(missing) => {
+            let msg = format!(
+                "container test {}::{test} needs {}",
+                kind.name(),
+                missing.join(", ")
+            );
+            if required(kind) {
+                panic!("{msg}: {} is required (UPM_TEST_ENGINES / CI)", kind.name());
+            }
+            skipped(&msg);
+            None
+        }
+    }
 }
 
-/// The same root file system, with `VOLUME /data` in its config.
-fn volume_image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        import_busybox(
-            "localhost/upm-test-busybox-volume:latest",
-            &["--change", "VOLUME=/data"],
-        )
-    })
+/// Says what was skipped on the test process's own stderr, which the test harness does not
+/// capture (it captures `eprintln!`): visible in a plain `cargo test` run.
+fn skipped(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {msg} ***\n");
 }
 
-fn import_busybox(name: &str, changes: &[&str]) -> String {
-    let d = TestDir::new();
+/// Each check runs once per engine: `podman::<check>` and `docker::<check>`.
+macro_rules! for_each_engine {
+    ($($check:ident),* $(,)?) => {
+        for_each_engine!(@engine podman Podman $($check),*);
+        for_each_engine!(@engine docker Docker $($check),*);
+    };
+    (@engine $module:ident $kind:ident $($check:ident),*) => {
+        mod $module {
+            $(#[test]
+            fn $check() {
+                if let Some(e) = super::engine(super::Kind::$kind, stringify!($check)) {
+                    super::$check(e);
+                }
+            })*
+        }
+    };
+}
+
+for_each_engine!(
+    container_is_isolated_and_reported,
+    timeout_kills_and_removes_the_container,
+    sigterm_cancels_and_removes_the_container,
+    output_cap_stops_and_removes_the_container,
+    same_result_as_the_native_backend,
+    missing_image_is_sandbox_unavailable_with_the_engines_message,
+    a_command_not_in_the_image_fails_to_start,
+    dockerfile_image_builds_and_answers,
+    image_volume_is_neither_mounted_nor_left_behind,
+    upms_own_seccomp_rules_hold_in_the_container,
+    host_processes_of_the_plugins_uid_do_not_starve_a_call,
+    a_plugin_that_signals_itself_dies_as_natively,
+    dev_shm_is_absent_and_what_stays_writable_is_reported,
+    the_calls_private_files_live_under_workdir_root_and_go,
+    the_largest_timeout_still_runs,
+);
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The engine's client with `args` (the environment as the tests got it: `DOCKER_HOST`...).
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "{} {args:?}: {out:?}", self.name());
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A static busybox with /plugins/echo.sh, `name@sha256:...`, made once per test run.
+    fn busybox_image(&self) -> &'static str {
+        static PODMAN: OnceLock<String> = OnceLock::new();
+        static DOCKER: OnceLock<String> = OnceLock::new();
+        let cell = match self.kind {
+            Kind::Podman => &PODMAN,
+            Kind::Docker => &DOCKER,
+        };
+        cell.get_or_init(|| self.import_busybox("upm-test-busybox", &[]))
+    }
+
+    /// The same root file system, with `VOLUME /data` in its config.
+    fn volume_image(&self) -> &'static str {
+        static PODMAN: OnceLock<String> = OnceLock::new();
+        static DOCKER: OnceLock<String> = OnceLock::new();
+        let cell = match self.kind {
+            Kind::Podman => &PODMAN,
+            Kind::Docker => &DOCKER,
+        };
+        cell.get_or_init(|| {
+            self.import_busybox("upm-test-busybox-volume", &["--change", "VOLUME /data"])
+        })
+    }
+
+    /// Imports the test root file system as `repo` and answers its digest reference:
+    /// podman's own; docker's from the registry (pushed, removed, pulled back by digest).
+    fn import_busybox(&self, repo: &str, changes: &[&str]) -> String {
+        let d = TestDir::new();
+        let tar = busybox_rootfs(&d);
+        let tar = tar.to_str().unwrap();
+        let name = match (self.kind, &self.registry) {
+            (Kind::Docker, Some(r)) => format!("{r}/{repo}"),
+            _ => format!("localhost/{repo}"),
+        };
+        let tagged = format!("{name}:latest");
+        // The previous run's image goes, so repeated runs leave nothing dangling.
+        self.cli(&["rmi", "-f", &tagged]);
+        let mut args = vec!["import"];
+        args.extend(changes);
+        args.extend([tar, tagged.as_str()]);
+        self.cli_ok(&args);
+        let digest = match self.kind {
+            Kind::Podman => self.cli_ok(&["image", "inspect", "--format", "{{.Digest}}", &tagged]),
+            Kind::Docker => {
+                self.cli_ok(&["push", &tagged]);
+                let digests: Vec<String> = serde_json::from_str(&self.cli_ok(&[
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{json .RepoDigests}}",
+                    &tagged,
+                ]))
+                .unwrap();
+                let pinned = digests
+                    .iter()
+                    .find_map(|d| d.strip_prefix(&format!("{name}@")))
+                    .unwrap_or_else(|| panic!("no digest from the registry: {digests:?}"))
+                    .to_owned();
+                // Only what comes back from the registry by digest is used.
+                self.cli_ok(&["rmi", "-f", &tagged]);
+                self.cli_ok(&["pull", &format!("{name}@{pinned}")]);
+                pinned
+            }
+        };
+        assert!(digest.starts_with("sha256:"), "digest: {digest}");
+        format!("{name}@{digest}")
+    }
+
+    /// Whether the engine still knows the container `name`.
+    fn container_exists(&self, name: &str) -> bool {
+        !self
+            .cli_ok(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("name=^{name}$"),
+                "--format",
+                "{{.Names}}",
+            ])
+            .is_empty()
+    }
+
+    /// A container plugin on this engine.
+    fn plugin(&self, image: &str, command: Value, timeout_ms: u64) -> Value {
+        container_plugin(self.name(), image, command, timeout_ms)
+    }
+}
+
+/// The test root file system as a tarball in `d`: a static busybox with a few applets and
+/// /plugins/echo.sh.
+fn busybox_rootfs(d: &TestDir) -> PathBuf {
     let root = d.join("rootfs");
     for dir in ["bin", "tmp", "etc", "plugins"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
@@ -92,56 +335,40 @@ fn import_busybox(name: &str, changes: &[&str]) -> String {
         .unwrap()
         .success();
     assert!(ok, "tar of the test rootfs failed");
-    // The previous run's image goes, so repeated runs leave nothing dangling.
-    podman(&["rmi", "-f", name]);
-    let mut args = vec!["import"];
-    args.extend(changes);
-    args.extend([tar.to_str().unwrap(), name]);
-    let out = podman(&args);
-    assert!(out.status.success(), "podman import: {out:?}");
-    let out = podman(&["image", "inspect", "--format", "{{.Digest}}", name]);
-    let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(digest.starts_with("sha256:"), "digest: {out:?}");
-    let repo_name = name.rsplit_once(':').map_or(name, |(n, _)| n);
-    format!("{repo_name}@{digest}")
+    tar
 }
 
-fn container_plugin(image: &str, command: Value, timeout_ms: u64) -> Value {
+fn container_plugin(engine: &str, image: &str, command: Value, timeout_ms: u64) -> Value {
     json!({
         "command": command,
         "allowed_methods": ["m"],
-        "sandbox": {"backend": "container", "image": image, "limits": {"timeout_ms": timeout_ms}}
+        "sandbox": {"backend": "container", "engine": engine, "image": image,
+                    "limits": {"timeout_ms": timeout_ms}}
     })
 }
 
-fn config(d: &TestDir, plugins: Value) -> std::path::PathBuf {
+/// The call was refused or ended without its plugin running: no audit entry says it ran.
+fn assert_nothing_ran(d: &TestDir) {
+    let audit = d.audit_lines();
+    let last = audit.last().expect("an audit entry");
+    assert!(
+        last["event"] == "refused" || (last["event"] == "finished" && last["ran"] == false),
+        "{audit:?}"
+    );
+    assert!(!audit.iter().any(|e| e["ran"] == true), "{audit:?}");
+}
+
+fn config(d: &TestDir, plugins: Value) -> PathBuf {
     d.config(&json!({"require_schemas": false, "plugins": plugins}))
 }
 
-/// The container named in a result, if the engine still knows it.
-fn container_exists(name: &str) -> bool {
-    let out = podman(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name=^{name}$"),
-        "--format",
-        "{{.Names}}",
-    ]);
-    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-}
+const PROBE: &str = r#"printf '{"uid":"%s","ifaces":"%s","rootfs":"%s","sigpending":"%s","fixed":"%s","status":"%s","cgroup":"%s","stdin":%s}' "$(id -u)" "$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')" "$(touch /x 2>&1)" "$(awk '/^Max pending signals/ {print $4 ":" $5}' /proc/self/limits)" "$(awk '/^Max (msgqueue size|nice priority|realtime priority)/ {printf "%s:%s ", $4, $5}' /proc/self/limits)" "$(awk '/^(CapEff|CapBnd|NoNewPrivs|Seccomp):/ {printf "%s%s ", $1, $2}' /proc/self/status)" "$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null | tr '\n' ' ')" "$(cat)""#;
 
-const PROBE: &str = r#"printf '{"uid":"%s","ifaces":"%s","rootfs":"%s","sigpending":"%s","fixed":"%s","stdin":%s}' "$(id -u)" "$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')" "$(touch /x 2>&1)" "$(awk '/^Max pending signals/ {print $4 ":" $5}' /proc/self/limits)" "$(awk '/^Max (msgqueue size|nice priority|realtime priority)/ {printf "%s:%s ", $4, $5}' /proc/self/limits)" "$(cat)""#;
-
-#[test]
-fn container_is_isolated_and_reported() {
-    if !engine_ready("container_is_isolated_and_reported") {
-        return;
-    }
+fn container_is_isolated_and_reported(e: &Engine) {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"Probe": container_plugin(busybox_image(), json!(["/bin/sh", "-c", PROBE]), 10_000)}),
+        json!({"Probe": e.plugin(e.busybox_image(), json!(["/bin/sh", "-c", PROBE]), 10_000)}),
     );
     let r = run_stdin(
         &c,
@@ -155,6 +382,14 @@ fn container_is_isolated_and_reported() {
     assert_eq!(res["sigpending"], "1024:1024", "{res}");
     // Message queues, nice ceiling, real-time priority: as a native call gets them.
     assert_eq!(res["fixed"], "819200:819200 0:0 0:0 ", "{res}");
+    // No capabilities (not even in the bounding set), no_new_privs, a seccomp filter.
+    assert_eq!(
+        res["status"], "CapEff:0000000000000000 CapBnd:0000000000000000 NoNewPrivs:1 Seccomp:2 ",
+        "{res}"
+    );
+    // The cgroup limits the result calls enforced are the container's own: memory_bytes
+    // and max_processes + 1 (the init).
+    assert_eq!(res["cgroup"], "1073741824 65 ", "{res}");
     assert!(
         res["rootfs"]
             .as_str()
@@ -169,8 +404,12 @@ fn container_is_isolated_and_reported() {
 
     let s = &r.json["data"]["sandbox"];
     assert_eq!(s["backend"], "container");
-    assert_eq!(s["engine"], "podman");
-    assert_eq!(s["image"], busybox_image());
+    assert_eq!(s["engine"], e.name());
+    match e.kind {
+        Kind::Podman => assert!(s["runtime"].as_str().unwrap().ends_with("/runc"), "{s}"),
+        Kind::Docker => assert_eq!(s["runtime"], "runc (the daemon's default)"),
+    }
+    assert_eq!(s["image"], e.busybox_image());
     assert_eq!(s["network"], "none");
     assert_eq!(s["user"], "65534:65534");
     assert_eq!(s["read_only_rootfs"], true);
@@ -185,13 +424,13 @@ fn container_is_isolated_and_reported() {
     assert_eq!(s["limits"]["realtime_priority"], 0);
     assert_eq!(s["limits"]["raise_priority"], false);
     assert_eq!(s["ipc"], "private, no /dev/shm");
-    assert_eq!(s["image_volumes"], "ignored (--image-volume=ignore)");
-    // Rootful podman here: every cgroup limit is in force.
+    assert_eq!(s["image_volumes"], image_volumes(e));
+    // Rootful podman and docker here: every cgroup limit is in force.
     assert_eq!(s["cgroup_limits"]["state"], "enforced", "{s}");
     assert_eq!(s["limits"]["memory_bytes"], 1u64 << 30);
     let name = s["container_name"].as_str().unwrap();
     assert!(name.starts_with("upm-ctr-iso-1-"), "{name}");
-    assert!(!container_exists(name), "--rm left {name} behind");
+    assert!(!e.container_exists(name), "--rm left {name} behind");
 
     let audit = d.audit_lines();
     let started = audit.iter().find(|e| e["event"] == "started").unwrap();
@@ -202,18 +441,14 @@ fn container_is_isolated_and_reported() {
         "{finished}"
     );
     assert_eq!(finished["ran"], true);
-    assert_eq!(started["plugin_files"]["image"], busybox_image());
+    assert_eq!(started["plugin_files"]["image"], e.busybox_image());
 }
 
-#[test]
-fn timeout_kills_and_removes_the_container() {
-    if !engine_ready("timeout_kills_and_removes_the_container") {
-        return;
-    }
+fn timeout_kills_and_removes_the_container(e: &Engine) {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"Sleep": container_plugin(busybox_image(), json!(["/bin/sleep", "60"]), 1500)}),
+        json!({"Sleep": e.plugin(e.busybox_image(), json!(["/bin/sleep", "60"]), 1500)}),
     );
     let t = std::time::Instant::now();
     let r = run_stdin(&c, &request("Sleep", "m", json!({})));
@@ -225,22 +460,18 @@ fn timeout_kills_and_removes_the_container() {
         .as_str()
         .unwrap();
     assert!(
-        !container_exists(name),
+        !e.container_exists(name),
         "{name} is still there after the timeout"
     );
 }
 
 /// SIGTERM to upm mid-call (`docker stop` on upm as ENTRYPOINT): the container is
 /// killed and removed, and the call ends `cancelled` with its `finished` entry.
-#[test]
-fn sigterm_cancels_and_removes_the_container() {
-    if !engine_ready("sigterm_cancels_and_removes_the_container") {
-        return;
-    }
+fn sigterm_cancels_and_removes_the_container(e: &Engine) {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"Sleep": container_plugin(busybox_image(), json!(["/bin/sleep", "60"]), 30_000)}),
+        json!({"Sleep": e.plugin(e.busybox_image(), json!(["/bin/sleep", "60"]), 30_000)}),
     );
     let child = start_call(
         &c,
@@ -248,15 +479,16 @@ fn sigterm_cancels_and_removes_the_container() {
     );
     // Until the container runs (its engine is slow to start).
     let t = std::time::Instant::now();
-    while !podman(&[
-        "ps",
-        "--filter",
-        "name=^upm-ctr-term-1-",
-        "--format",
-        "{{.Names}}",
-    ])
-    .stdout
-    .starts_with(b"upm-")
+    while !e
+        .cli(&[
+            "ps",
+            "--filter",
+            "name=^upm-ctr-term-1-",
+            "--format",
+            "{{.Names}}",
+        ])
+        .stdout
+        .starts_with(b"upm-")
     {
         assert!(t.elapsed().as_secs() < 20, "the container never started");
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -268,7 +500,7 @@ fn sigterm_cancels_and_removes_the_container() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["data"]["code"], "cancelled", "{r}");
     let name = r["data"]["sandbox"]["container_name"].as_str().unwrap();
-    assert!(!container_exists(name), "{name} is still there");
+    assert!(!e.container_exists(name), "{name} is still there");
     let audit = d.audit_lines();
     let last = audit.last().unwrap();
     assert_eq!(
@@ -277,14 +509,10 @@ fn sigterm_cancels_and_removes_the_container() {
     );
 }
 
-#[test]
-fn output_cap_stops_and_removes_the_container() {
-    if !engine_ready("output_cap_stops_and_removes_the_container") {
-        return;
-    }
+fn output_cap_stops_and_removes_the_container(e: &Engine) {
     let d = TestDir::new();
-    let mut plugin = container_plugin(
-        busybox_image(),
+    let mut plugin = e.plugin(
+        e.busybox_image(),
         json!([
             "/bin/sh",
             "-c",
@@ -302,16 +530,12 @@ fn output_cap_stops_and_removes_the_container() {
         .as_str()
         .unwrap();
     assert!(
-        !container_exists(name),
+        !e.container_exists(name),
         "{name} is still there after the cap"
     );
 }
 
-#[test]
-fn same_result_as_the_native_backend() {
-    if !engine_ready("same_result_as_the_native_backend") {
-        return;
-    }
+fn same_result_as_the_native_backend(e: &Engine) {
     let d = TestDir::new();
     d.write(
         "plugins/echo.sh",
@@ -322,7 +546,7 @@ fn same_result_as_the_native_backend() {
         &d,
         json!({
             "Native": {"command": ["plugins/echo.sh"], "allowed_methods": ["m"]},
-            "Boxed": container_plugin(busybox_image(), json!(["/plugins/echo.sh"]), 10_000),
+            "Boxed": e.plugin(e.busybox_image(), json!(["/plugins/echo.sh"]), 10_000),
         }),
     );
     let args = json!({"text": "one call in, one result out", "n": [1, 2.5, null, "é"]});
@@ -348,7 +572,7 @@ fn undigested_image_is_a_config_error() {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"Tagged": container_plugin("localhost/upm-test-busybox:latest", json!(["/bin/true"]), 1000)}),
+        json!({"Tagged": container_plugin("podman", "localhost/upm-test-busybox:latest", json!(["/bin/true"]), 1000)}),
     );
     let r = run_stdin(&c, &request("Tagged", "m", json!({})));
     assert_eq!(r.code, 5, "{}", r.stdout);
@@ -365,64 +589,119 @@ fn undigested_image_is_a_config_error() {
     let meta = format!("169.254.169.254/img@sha256:{}", "a".repeat(64));
     let c = config(
         &d,
-        json!({"Meta": container_plugin(&meta, json!(["/bin/true"]), 1000)}),
+        json!({"Meta": container_plugin("docker", &meta, json!(["/bin/true"]), 1000)}),
     );
     let r = run_stdin(&c, &request("Meta", "m", json!({})));
     assert_eq!(r.code, 5, "{}", r.stdout);
     assert!(r.stdout.contains("metadata"), "{}", r.stdout);
 }
 
-#[test]
-fn missing_image_is_sandbox_unavailable_with_the_engines_message() {
-    if !engine_ready("missing_image_is_sandbox_unavailable_with_the_engines_message") {
-        return;
-    }
+fn missing_image_is_sandbox_unavailable_with_the_engines_message(e: &Engine) {
     let d = TestDir::new();
     let image = format!("localhost/upm-test-no-such-image@sha256:{}", "0".repeat(64));
     let c = config(
         &d,
-        json!({"Gone": container_plugin(&image, json!(["/bin/true"]), 5000)}),
+        json!({"Gone": e.plugin(&image, json!(["/bin/true"]), 5000)}),
     );
     let r = run_stdin(&c, &request("Gone", "m", json!({})));
     assert_eq!(r.code, 14, "{}", r.stdout);
     assert_eq!(r.code_word(), "sandbox_unavailable");
     let err = r.json["data"]["error"].as_str().unwrap();
-    assert!(
-        err.contains("image not known"),
-        "the engine's message: {err}"
-    );
-    let finished = d
-        .audit_lines()
-        .into_iter()
-        .find(|e| e["event"] == "finished")
-        .unwrap();
-    assert_eq!(finished["ran"], false);
+    let message = match e.kind {
+        Kind::Podman => "image not known",
+        // docker: asked which VOLUMEs the image declares, before the `started` entry.
+        Kind::Docker => "No such image",
+    };
+    assert!(err.contains(message), "the engine's message: {err}");
+    assert_nothing_ran(&d);
 }
 
+/// A command that is not in the image. Docker: the container never starts (docker-init
+/// exits 127), so exit 6 `plugin_start_failed` with the engine's words. Podman: its init,
+/// catatonit, did start (the pidfile exists) and exits 1 on the failed exec, so the call is
+/// the plugin's failure (exit 9) with catatonit's message on stderr.
+fn a_command_not_in_the_image_fails_to_start(e: &Engine) {
+    let d = TestDir::new();
+    let c = config(
+        &d,
+        json!({"N": e.plugin(e.busybox_image(), json!(["/bin/no-such-command"]), 10_000)}),
+    );
+    let r = run_stdin(&c, &request("N", "m", json!({})));
+    match e.kind {
+        Kind::Docker => {
+            assert_eq!(r.code, 6, "{}", r.stdout);
+            assert_eq!(r.code_word(), "plugin_start_failed");
+            let err = r.json["data"]["error"].as_str().unwrap();
+            assert!(err.contains("/bin/no-such-command"), "{err}");
+            assert_nothing_ran(&d);
+        }
+        Kind::Podman => {
+            assert_eq!(r.code, 9, "{}", r.stdout);
+            assert_eq!(r.code_word(), "plugin_failed");
+            let stderr = r.json["data"]["stderr"]["text"].as_str().unwrap();
+            assert!(stderr.contains("failed to exec pid1"), "{stderr}");
+        }
+    }
+    let name = r.json["data"]["sandbox"]["container_name"]
+        .as_str()
+        .unwrap();
+    assert!(!e.container_exists(name), "{name} is still there");
+}
+
+/// Each engine's client gets its own settings only: podman reads `DOCKER_CONFIG` too (as
+/// its auth file's directory) and refuses to run when that holds no `config.json`.
+#[test]
+fn podman_does_not_get_dockers_settings() {
+    let Some(e) = engine(Kind::Podman, "podman_does_not_get_dockers_settings") else {
+        return;
+    };
+    let d = TestDir::new();
+    let empty = d.join("docker-config");
+    std::fs::create_dir(&empty).unwrap();
+    let c = config(
+        &d,
+        json!({"E": e.plugin(e.busybox_image(), json!(["/plugins/echo.sh"]), 10_000)}),
+    );
+    let r = run_with(
+        &["run", "--config", c.to_str().unwrap()],
+        &request("E", "m", json!({"x": 1})),
+        &[("DOCKER_CONFIG", empty.to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.result()["args"], json!({"x": 1}));
+}
+
+/// The engine is looked up on a fixed PATH only, and a docker client whose daemon does not
+/// answer cannot start a container either: both end `sandbox_unavailable`, nothing run.
 #[test]
 fn no_engine_is_sandbox_unavailable() {
-    // The engine named by UPM_CONTAINER_ENGINE is looked up on a fixed PATH only.
     let d = TestDir::new();
     let image = format!("localhost/x@sha256:{}", "0".repeat(64));
-    let mut plugin = container_plugin(&image, json!(["/bin/true"]), 1000);
-    plugin["sandbox"]["engine"] = json!("docker");
-    let c = config(&d, json!({"P": plugin}));
-    if Path::new("/usr/bin/docker").exists() || Path::new("/usr/local/bin/docker").exists() {
-        // A docker client without a daemon still cannot start the container.
-        let r = run_stdin(&c, &request("P", "m", json!({})));
-        assert_eq!(r.code, 14, "{}", r.stdout);
-        return;
-    }
-    let r = run_stdin(&c, &request("P", "m", json!({})));
+    let c = config(
+        &d,
+        json!({"P": container_plugin("docker", &image, json!(["/bin/true"]), 1000)}),
+    );
+    let dead = format!("unix://{}", d.join("no-daemon.sock").display());
+    let r = run_with(
+        &["run", "--config", c.to_str().unwrap()],
+        &request("P", "m", json!({})),
+        &[("DOCKER_HOST", &dead)],
+    );
     assert_eq!(r.code, 14, "{}", r.stdout);
-    assert!(r.stdout.contains("no container engine"), "{}", r.stdout);
+    assert_eq!(r.code_word(), "sandbox_unavailable");
+    let err = r.json["data"]["error"].as_str().unwrap();
+    if on_engine_path("docker").is_some() {
+        // The client's own words, naming the socket it could not reach.
+        assert!(err.contains("no-daemon.sock"), "{err}");
+    } else {
+        assert!(err.contains("no container engine"), "{err}");
+    }
+    assert_nothing_ran(&d);
 }
 
-#[test]
-fn dockerfile_image_builds_and_answers() {
-    if !engine_ready("dockerfile_image_builds_and_answers") {
-        return;
-    }
+/// scripts/build-image.sh with this engine, and the image answering a call with upm as its
+/// ENTRYPOINT.
+fn dockerfile_image_builds_and_answers(e: &Engine) {
     // The binaries of this test build, so the image holds the code under test.
     let bin_dir = upm_bin()
         .parent()
@@ -432,10 +711,11 @@ fn dockerfile_image_builds_and_answers() {
         .to_path_buf();
     let image = "localhost/upm-test-image:latest";
     let base = "localhost/upm-test-base:latest";
-    podman(&["rmi", "-f", image]);
-    podman(&["rmi", "-f", base]);
+    e.cli(&["rmi", "-f", image]);
+    e.cli(&["rmi", "-f", base]);
     let out = Command::new(repo().join("scripts/build-image.sh"))
         .arg(image)
+        .env("UPM_IMAGE_ENGINE", e.name())
         .env("UPM_SKIP_CARGO", "1")
         .env("UPM_BIN_DIR", &bin_dir)
         .env("UPM_IMAGE_BASE", base)
@@ -447,28 +727,56 @@ fn dockerfile_image_builds_and_answers() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut args = vec![];
-    if let Some(runc) = ["/usr/bin/runc", "/usr/sbin/runc"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    {
-        args.extend(["--runtime", runc]);
+    if e.kind == Kind::Podman {
+        if let Some(runc) = on_engine_path("runc") {
+            args.extend(["--runtime".to_owned(), runc.to_string_lossy().into_owned()]);
+        }
     }
     // This machine's hard rlimits are below podman's defaults: give them explicitly.
-    args.extend([
-        "run",
-        "-i",
-        "--rm",
-        "--network=none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        image,
-    ]);
-    let mut cmd = Command::new(PODMAN);
-    cmd.args(&args);
+    args.extend(
+        [
+            "run",
+            "-i",
+            "--rm",
+            "--network=none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]
+        .map(str::to_owned),
+    );
     let request = std::fs::read(repo().join("examples/wordcount.json")).unwrap();
-    let r = run_command(cmd, &request);
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(&e.bin);
+        cmd.args(&args).args(extra).arg(image);
+        run_command(cmd, &request)
+    };
+    let seccomp_opt = format!("seccomp={PODMANS_SECCOMP}");
+    let extra: &[&str] = match e.kind {
+        // podman's default seccomp profile lets upm create its namespaces.
+        Kind::Podman => &[],
+        Kind::Docker => {
+            // Docker's default profile refuses namespaces to a process without
+            // CAP_SYS_ADMIN: upm fails closed, as the README says.
+            let r = run(&[]);
+            assert_eq!(r.code, 14, "{}\n{}", r.stdout, r.stderr);
+            let err = r.json["data"]["error"].as_str().unwrap();
+            assert!(
+                err.contains("the namespaces layer cannot be applied here"),
+                "{err}"
+            );
+            // A profile that allows them (the README's example: podman's) runs it all.
+            if !Path::new(PODMANS_SECCOMP).exists() {
+                let msg = format!("docker::dockerfile_image_builds_and_answers needs {PODMANS_SECCOMP} (apt-get install podman) for its second half");
+                assert!(!required(e.kind), "{msg}");
+                skipped(&msg);
+                return;
+            }
+            &["--security-opt", &seccomp_opt]
+        }
+    };
+    let r = run(extra);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.result(), &json!({"chars": 27, "lines": 1, "words": 6}));
     assert_eq!(r.json["request_id"], "example-1");
@@ -479,6 +787,9 @@ fn dockerfile_image_builds_and_answers() {
     }
 }
 
+/// containers-common's seccomp profile (podman's default), which allows namespaces.
+const PODMANS_SECCOMP: &str = "/usr/share/containers/seccomp.json";
+
 /// The plugin's stdout as text, whatever the call's outcome.
 fn stdout_text(r: &Run) -> String {
     r.json["data"]["stdout"]["text"]
@@ -487,45 +798,58 @@ fn stdout_text(r: &Run) -> String {
         .unwrap_or_else(|| r.json["data"]["result"].to_string())
 }
 
-/// An image `VOLUME`: podman mounts nothing there (`--image-volume=ignore`), where it
-/// would otherwise make a writable, unbounded anonymous volume on the host's disk despite
-/// `--read-only`; and nothing is left behind, not even after a timeout (`rm -f -v`).
-#[test]
-fn image_volume_is_neither_mounted_nor_left_behind() {
-    if !engine_ready("image_volume_is_neither_mounted_nor_left_behind") {
-        return;
+/// What `image_volumes` in the result says.
+fn image_volumes(e: &Engine) -> &'static str {
+    match e.kind {
+        Kind::Podman => "ignored (--image-volume=ignore)",
+        Kind::Docker => "none (an image with VOLUME is refused)",
     }
-    let image = volume_image();
-    let volumes = || String::from_utf8_lossy(&podman(&["volume", "ls", "-q"]).stdout).into_owned();
+}
+
+/// An image `VOLUME` would give the plugin a writable, unbounded anonymous volume on the
+/// host's disk despite `--read-only`. Podman mounts nothing there (`--image-volume=ignore`);
+/// docker has no such option, so upm refuses the image before anything runs. Either way
+/// nothing is written there and no volume is left behind, not even after a timeout (`rm -f -v`).
+fn image_volume_is_neither_mounted_nor_left_behind(e: &Engine) {
+    let image = e.volume_image();
+    let volumes = || e.cli_ok(&["volume", "ls", "-q"]);
     let before = volumes();
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"V": container_plugin(image, json!(["/bin/sh", "-c", "echo x > /data/f && echo wrote; sleep 60"]), 2000)}),
+        json!({"V": e.plugin(image, json!(["/bin/sh", "-c", "echo x > /data/f && echo wrote; sleep 60"]), 2000)}),
     );
     let r = run_stdin(&c, &request("V", "m", json!({})));
-    assert_eq!(r.code, 12, "{}", r.stdout);
     assert!(!stdout_text(&r).contains("wrote"), "{}", r.stdout);
-    let s = &r.json["data"]["sandbox"];
-    assert_eq!(s["image_volumes"], "ignored (--image-volume=ignore)");
-    let name = s["container_name"].as_str().unwrap();
-    assert!(!container_exists(name), "{name} is still there");
+    match e.kind {
+        Kind::Podman => {
+            assert_eq!(r.code, 12, "{}", r.stdout);
+            let s = &r.json["data"]["sandbox"];
+            assert_eq!(s["image_volumes"], image_volumes(e));
+            let name = s["container_name"].as_str().unwrap();
+            assert!(!e.container_exists(name), "{name} is still there");
+        }
+        Kind::Docker => {
+            assert_eq!(r.code, 14, "{}", r.stdout);
+            assert_eq!(r.code_word(), "sandbox_unavailable");
+            let err = r.json["data"]["error"].as_str().unwrap();
+            assert!(err.contains("VOLUME /data"), "{err}");
+            // Refused before the `started` entry.
+            assert_nothing_ran(&d);
+        }
+    }
     assert_eq!(volumes(), before, "a volume was left behind");
 }
 
 /// upm's own seccomp rules (refused setuid/setgid modes, sockets without network, SysV
 /// IPC, ...) are merged into the profile the engine gets, and the result says so.
-#[test]
-fn upms_own_seccomp_rules_hold_in_the_container() {
-    if !engine_ready("upms_own_seccomp_rules_hold_in_the_container") {
-        return;
-    }
+fn upms_own_seccomp_rules_hold_in_the_container(e: &Engine) {
     let d = TestDir::new();
     let script = "touch /tmp/f 2>&1; chmod 4755 /tmp/f 2>&1; chmod 2755 /tmp/f 2>&1; \
                   chmod 755 /tmp/f && echo plain-chmod-ok; nc 127.0.0.1 1 </dev/null 2>&1; echo end";
     let c = config(
         &d,
-        json!({"S": container_plugin(busybox_image(), json!(["/bin/sh", "-c", script]), 10_000)}),
+        json!({"S": e.plugin(e.busybox_image(), json!(["/bin/sh", "-c", script]), 10_000)}),
     );
     let r = run_stdin(&c, &request("S", "m", json!({})));
     let out = stdout_text(&r);
@@ -569,12 +893,8 @@ impl Drop for Procs {
 
 /// Rootful podman gives the container no user namespace: RLIMIT_NPROC would count every
 /// host process of the plugin's uid. The call's limit is the container's pids cgroup.
-#[test]
-fn host_processes_of_the_plugins_uid_do_not_starve_a_call() {
+fn host_processes_of_the_plugins_uid_do_not_starve_a_call(e: &Engine) {
     use std::os::unix::process::CommandExt;
-    if !engine_ready("host_processes_of_the_plugins_uid_do_not_starve_a_call") {
-        return;
-    }
     let _host = Procs(
         (0..12)
             .map(|_| {
@@ -588,15 +908,15 @@ fn host_processes_of_the_plugins_uid_do_not_starve_a_call() {
             .collect(),
     );
     let d = TestDir::new();
-    let mut forks = container_plugin(
-        busybox_image(),
+    let mut forks = e.plugin(
+        e.busybox_image(),
         json!(["/bin/sh", "-c", r#"printf '{"n":"%s"}' "$(echo a | cat)""#]),
         10_000,
     );
     forks["sandbox"]["limits"]["max_processes"] = json!(8);
     // And the limit still holds: 20 children under max_processes 8.
-    let mut many = container_plugin(
-        busybox_image(),
+    let mut many = e.plugin(
+        e.busybox_image(),
         json!([
             "/bin/sh",
             "-c",
@@ -623,42 +943,53 @@ fn host_processes_of_the_plugins_uid_do_not_starve_a_call() {
     assert!(out.contains("can't fork"), "{}", r.stdout);
 }
 
-/// With an init as PID 1 (catatonit), the plugin is PID 2 as natively: a signal it sends
+/// With an init as PID 1 (catatonit, docker-init), the plugin is PID 2 as natively: a signal it sends
 /// itself is not ignored.
-#[test]
-fn a_plugin_that_signals_itself_dies_as_natively() {
-    if !engine_ready("a_plugin_that_signals_itself_dies_as_natively") {
-        return;
-    }
+fn a_plugin_that_signals_itself_dies_as_natively(e: &Engine) {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"K": container_plugin(busybox_image(), json!(["/bin/sh", "-c", "kill -TERM $$; echo survived"]), 10_000)}),
+        json!({"K": e.plugin(e.busybox_image(), json!(["/bin/sh", "-c", "kill -TERM $$; echo survived"]), 10_000)}),
     );
     let r = run_stdin(&c, &request("K", "m", json!({})));
     assert_eq!(r.code, 9, "{}", r.stdout);
     assert_eq!(r.json["data"]["signal"], 15, "{}", r.stdout);
     assert!(!stdout_text(&r).contains("survived"), "{}", r.stdout);
     let init = r.json["data"]["sandbox"]["init"].as_str().unwrap();
-    assert!(init.ends_with("catatonit"), "{init}");
+    match e.kind {
+        Kind::Podman => assert!(init.ends_with("catatonit"), "{init}"),
+        Kind::Docker => assert_eq!(init, "docker-init (the daemon's)"),
+    }
 }
 
 /// `--ipc=none`: no /dev/shm (64 MiB of writable tmpfs otherwise); what stays writable
 /// (/tmp, and /dev/mqueue within message_queue_bytes) is reported.
-#[test]
-fn dev_shm_is_absent_and_what_stays_writable_is_reported() {
-    if !engine_ready("dev_shm_is_absent_and_what_stays_writable_is_reported") {
-        return;
-    }
+/// Tries /dev/shm, then every mount /proc/self/mounts calls rw: a file in a directory, an
+/// append (of nothing) to a file; not the /proc files the runtime masks with /dev/null.
+const WRITABLE_PROBE: &str = r#"echo x > /dev/shm/a 2>/dev/null && echo shm-writable
+for m in $(awk '$4 ~ /^rw/ {print $2}' /proc/self/mounts); do
+  [ -c "$m" ] && continue
+  if [ -d "$m" ]; then touch "$m/.upm-w"; else : >> "$m"; fi 2>/dev/null && echo "writable:$m"
+done
+echo end"#;
+
+fn dev_shm_is_absent_and_what_stays_writable_is_reported(e: &Engine) {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"W": container_plugin(busybox_image(), json!(["/bin/sh", "-c", "echo x > /dev/shm/a && echo shm-writable; echo end"]), 10_000)}),
+        json!({"W": e.plugin(e.busybox_image(), json!(["/bin/sh", "-c", WRITABLE_PROBE]), 10_000)}),
     );
     let r = run_stdin(&c, &request("W", "m", json!({})));
     let out = stdout_text(&r);
     assert!(out.contains("end"), "{}", r.stdout);
     assert!(!out.contains("shm-writable"), "{}", r.stdout);
+    // Every mount the plugin can write to, found by trying: exactly what the result lists.
+    let mut found: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("writable:"))
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, ["/dev/mqueue", "/tmp"], "{out}");
     let s = &r.json["data"]["sandbox"];
     assert_eq!(s["ipc"], "private, no /dev/shm");
     let paths: Vec<&str> = s["writable"]
@@ -672,11 +1003,7 @@ fn dev_shm_is_absent_and_what_stays_writable_is_reported() {
 
 /// The engine's seccomp profile and the pidfile live in a directory under `workdir_root`
 /// (swept like the native backend's after a SIGKILL), gone after the call.
-#[test]
-fn the_calls_private_files_live_under_workdir_root_and_go() {
-    if !engine_ready("the_calls_private_files_live_under_workdir_root_and_go") {
-        return;
-    }
+fn the_calls_private_files_live_under_workdir_root_and_go(e: &Engine) {
     let d = TestDir::new();
     let root = d.join("work");
     std::fs::create_dir(&root).unwrap();
@@ -684,7 +1011,7 @@ fn the_calls_private_files_live_under_workdir_root_and_go() {
     let c = d.config(&json!({
         "require_schemas": false,
         "workdir_root": root,
-        "plugins": {"E": container_plugin(busybox_image(), json!(["/plugins/echo.sh"]), 10_000)},
+        "plugins": {"E": e.plugin(e.busybox_image(), json!(["/plugins/echo.sh"]), 10_000)},
     }));
     let r = run_stdin(&c, &request("E", "m", json!({})));
     assert_eq!(r.code, 0, "{}", r.stdout);
@@ -699,15 +1026,11 @@ fn the_calls_private_files_live_under_workdir_root_and_go() {
 }
 
 /// The largest timeout a config may give still runs: podman's --timeout is capped.
-#[test]
-fn the_largest_timeout_still_runs() {
-    if !engine_ready("the_largest_timeout_still_runs") {
-        return;
-    }
+fn the_largest_timeout_still_runs(e: &Engine) {
     let d = TestDir::new();
     let c = config(
         &d,
-        json!({"E": container_plugin(busybox_image(), json!(["/plugins/echo.sh"]), u64::MAX)}),
+        json!({"E": e.plugin(e.busybox_image(), json!(["/plugins/echo.sh"]), u64::MAX)}),
     );
     let r = run_stdin(&c, &request("E", "m", json!({"x": 1})));
     assert_eq!(r.code, 0, "{}", r.stdout);
