@@ -850,3 +850,20 @@ fn migrate_writes_nothing_when_a_plugin_cannot_be_read() {
         .to_string()
         .contains("must be in the directory"));
 }
+
+/// A log UPM wrote at `UPM_LOG_FILE` is not upm's audit log: upm refuses to chain onto
+/// it (nothing runs), and leaves it as it was.
+#[test]
+fn a_log_upm_wrote_is_refused_not_chained_onto() {
+    let u = Upm::new();
+    let old = "{\"levelname\": \"INFO\", \"message\": \"Starting plugin execution\"}\n";
+    std::fs::write(&u.log, old).unwrap();
+    let r = u.call("MockPlugin", "version", "{}");
+    assert_eq!(r.code, 11, "{}", ctx(&r));
+    assert!(r.json["data"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no valid audit entry"));
+    assert!(r.json["data"].get("result").is_none());
+    assert_eq!(std::fs::read_to_string(&u.log).unwrap(), old);
+}
