@@ -365,7 +365,13 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
     };
     let interpreter_signed = crate::trust::settings(config).mode != crate::trust::Mode::Off;
     let mut script = None;
-    match crate::integrity::open_executable(&exe, p.sha256.as_deref()) {
+    let opened = match config::command_not_found(&exe) {
+        Some(why) => Err(why),
+        None => {
+            crate::integrity::open_executable(&exe, p.sha256.as_deref()).map_err(|e| e.to_string())
+        }
+    };
+    match opened {
         Ok(e) => {
             script = e.interpreter.clone();
             check_executable(&at, &exe, problems);
@@ -378,7 +384,7 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
             problems.push(format!("{at}: {e}"));
             out.insert(
                 "exec".into(),
-                json!({ "path": exe, "pinned": p.sha256, "ok": false, "error": e.to_string() }),
+                json!({ "path": exe, "pinned": p.sha256, "ok": false, "error": e }),
             );
         }
     }

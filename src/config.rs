@@ -166,8 +166,8 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
 /// Where the audit log goes even when the config cannot be loaded, so that a
 /// refused call is audited too.
 pub fn fallback_audit_path(config_path: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+    if let Some(p) = env_log_file() {
+        return p;
     }
     absolute(config_path)
         .parent()
@@ -175,8 +175,18 @@ pub fn fallback_audit_path(config_path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("entrypoint.log"))
 }
 
-fn absolute(p: &Path) -> PathBuf {
+/// A path the caller gave (a flag, an environment variable) means what it means where
+/// upm was started: made absolute at once, so that everything after, and every report,
+/// names one file.
+pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `UPM_LOG_FILE`, made absolute against upm's working directory.
+fn env_log_file() -> Option<PathBuf> {
+    std::env::var_os("UPM_LOG_FILE")
+        .filter(|p| !p.is_empty())
+        .map(|p| absolute(Path::new(&p)))
 }
 
 /// A config is a few KB; anything this large is not one.
@@ -276,7 +286,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     if !policy.is_object() {
         problems.push("\"policy\" must be an object".into());
     }
-    let python = resolve_in(
+    let python = resolve_command(
         &dir,
         &field(obj, "python", PathBuf::from(DEFAULT_PYTHON), problems),
     );
@@ -284,12 +294,13 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         &dir,
         &field(obj, "project_root", PathBuf::from("."), problems),
     );
-    let audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
+    let mut audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
     if let Err(e) = audit.validate() {
         problems.push(format!("\"audit\": {e}"));
     }
-    let audit_path = match std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
+    audit.signing_key = audit.signing_key.map(|k| resolve_in(&dir, &k));
+    let audit_path = match env_log_file() {
+        Some(p) => p,
         None => resolve_in(
             &dir,
             audit
@@ -367,7 +378,8 @@ const DEFAULT_WORKDIR_ROOT: &str = "/tmp";
 /// another's private directory: no path a plugin may read or write may contain them.
 fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
     let mut problems = Vec::new();
-    let within = |p: &Path| root.starts_with(p);
+    // `root` has its symlinks resolved: so must the paths it is compared with.
+    let within = |p: &Path| root.starts_with(std::fs::canonicalize(p).unwrap_or_else(|_| p.into()));
     for base in crate::sandbox::landlock::BASE_READ_PATHS {
         if within(Path::new(base)) {
             problems.push(format!(
@@ -477,7 +489,7 @@ fn build_plugin(
                 return None;
             };
             let mut argv = argv.clone();
-            argv[0] = resolve_command(ctx.dir, first)
+            argv[0] = resolve_command(ctx.dir, Path::new(first))
                 .to_string_lossy()
                 .into_owned();
             PluginKind::Command { argv }
@@ -546,7 +558,7 @@ fn build_plugin(
     if let Some(over) = &raw.sandbox {
         merge_json(&mut merged, over);
     }
-    let policy: Policy = match serde_json::from_value(merged) {
+    let mut policy: Policy = match serde_json::from_value(merged) {
         Ok(p) => p,
         Err(e) => {
             if raw.sandbox.is_some() {
@@ -583,7 +595,12 @@ fn build_plugin(
             problems.push(format!("{at}: {p}"));
         }
     }
-    let seccomp_profile = resolve_in(ctx.dir, &policy.seccomp);
+    // Every path means one file, whoever calls upm from wherever.
+    for p in policy.read_paths.iter_mut().chain(&mut policy.write_paths) {
+        *p = resolve_in(ctx.dir, p);
+    }
+    policy.seccomp = resolve_in(ctx.dir, &policy.seccomp);
+    let seccomp_profile = policy.seccomp.clone();
     Some(Plugin {
         name: name.to_owned(),
         kind,
@@ -596,17 +613,31 @@ fn build_plugin(
     })
 }
 
-/// `./x` and `dir/x` are relative to the config; a bare name is looked up in a fixed safe PATH.
-fn resolve_command(dir: &Path, cmd: &str) -> PathBuf {
-    let p = Path::new(cmd);
-    if p.is_absolute() || cmd.contains('/') {
-        return resolve_in(dir, p);
+/// `./x` and `dir/x` are relative to the config; a bare name is looked up in a fixed
+/// safe PATH. A bare name found nowhere stays relative, which [`command_not_found`]
+/// refuses: it never names a file in the caller's working directory.
+fn resolve_command(dir: &Path, cmd: &Path) -> PathBuf {
+    if cmd.is_absolute() || cmd.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return resolve_in(dir, cmd);
     }
     SAFE_PATH
         .iter()
         .map(|d| Path::new(d).join(cmd))
         .find(|c| c.is_file())
-        .unwrap_or_else(|| PathBuf::from(cmd))
+        .unwrap_or_else(|| cmd.to_path_buf())
+}
+
+/// Why an executable from the config cannot be used before it is even opened: a bare
+/// name that is in none of the safe PATH's directories.
+pub fn command_not_found(exe: &Path) -> Option<String> {
+    (!exe.is_absolute()).then(|| {
+        format!(
+            "{} is not found in {} (a bare name is looked up there only, never in the \
+             caller's PATH or working directory)",
+            exe.display(),
+            SAFE_PATH.join(":")
+        )
+    })
 }
 
 fn is_python_dotted(s: &str) -> bool {

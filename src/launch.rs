@@ -126,9 +126,18 @@ pub fn resolve(
     workdir: &Workdir,
     copy_interpreter: bool,
 ) -> Result<Runnable, Failure> {
+    let not_found = |exe: &Path| {
+        crate::config::command_not_found(exe).map_or(Ok(()), |why| {
+            Err(Failure::new(
+                Code::PluginStartFailed,
+                format!("plugin \"{}\": {why}; the plugin was not run", plugin.name),
+            ))
+        })
+    };
     match &plugin.kind {
         PluginKind::Command { argv } => {
             let original = PathBuf::from(&argv[0]);
+            not_found(&original)?;
             let (exe, readable, manifest_sha256) = match (&plugin.manifest_sha256, &plugin.sha256) {
                 (Some(pin), _) => {
                     let roots = vec![original.parent().unwrap_or(Path::new("/")).to_path_buf()];
@@ -172,6 +181,7 @@ pub fn resolve(
                 }
                 None => python_path.clone(),
             };
+            not_found(&config.python)?;
             let exe = if copy_interpreter {
                 integrity::copy_executable(&config.python, &workdir.verified.join(EXEC_DIR))?
             } else {

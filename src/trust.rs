@@ -154,7 +154,7 @@ fn resolve_settings(
                 }
             },
         };
-        let keys_dir = env_dir.map(PathBuf::from);
+        let keys_dir = env_dir.map(|d| crate::config::absolute(Path::new(&d)));
         (mode, keys_dir)
     } else {
         match config_trust(config_block, config_dir) {

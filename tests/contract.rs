@@ -1071,6 +1071,173 @@ fn relative_paths_in_the_config_are_relative_to_its_directory() {
     assert!(!Path::new("/audit-rel.log").exists());
 }
 
+/// Every path-valued field of the config names one file whoever calls upm from
+/// wherever: `read_paths`, `write_paths`, the seccomp profile, the command, the schema,
+/// the audit log and its signing key. Run from the config's directory, from a directory
+/// that holds decoys under the same relative names, and from `/`.
+#[test]
+fn every_relative_path_means_the_same_from_any_working_directory() {
+    let d = setup();
+    let decoy = TestDir::new();
+    for t in [&d, &decoy] {
+        t.write(
+            "data/allowed.txt",
+            &format!("from {}", t.path.display()),
+            false,
+        );
+        std::fs::create_dir(t.join("out")).unwrap();
+        // The plugin's uid must be able to write there: only the sandbox decides.
+        std::fs::set_permissions(t.join("out"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::create_dir(t.join("keys")).unwrap();
+        let (secret, public) = (t.join("keys/audit.pem"), t.join("keys/audit.pub"));
+        let r = run_with(
+            &[
+                "keygen",
+                "--secret",
+                secret.to_str().unwrap(),
+                "--public",
+                public.to_str().unwrap(),
+            ],
+            b"",
+            &[],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let (mine, theirs) = (d.join("data/allowed.txt"), decoy.join("data/allowed.txt"));
+    sh(
+        &d,
+        "paths",
+        &format!(
+            r#"mine=$(cat {} 2>/dev/null || echo denied)
+theirs=$(cat {} 2>/dev/null || echo denied)
+echo x > {}/out/w 2>/dev/null && wrote=yes || wrote=no
+echo x > {}/out/w 2>/dev/null && wrote_decoy=yes || wrote_decoy=no
+printf '{{"mine": "%s", "theirs": "%s", "wrote": "%s", "wrote_decoy": "%s"}}\n' "$mine" "$theirs" "$wrote" "$wrote_decoy""#,
+            mine.display(),
+            theirs.display(),
+            d.path.display(),
+            decoy.path.display()
+        ),
+    );
+    cfg(
+        &d,
+        json!({
+            "audit": { "path": "logs/audit.log", "signing_key": "keys/audit.pem", "sign_every": 1 },
+            "sandbox": {
+                "seccomp": "policies/default.json",
+                "read_paths": ["data/allowed.txt"],
+                "write_paths": ["out"],
+                "limits": { "timeout_ms": 5000 }
+            },
+            "plugins": { "Paths": {
+                "command": ["plugins/paths.sh"],
+                "methods": { "go": { "schema": "schemas/empty.json" } }
+            }}
+        }),
+    );
+    std::fs::create_dir(d.join("logs")).unwrap();
+    let config = d.join("upm_config.json");
+    let config = config.to_str().unwrap();
+    for cwd in [d.path.clone(), decoy.path.clone(), PathBuf::from("/")] {
+        let r = run_in(&cwd, &["--config", config, "Paths", "go", "{}"], b"", &[]);
+        let result = ok(&r);
+        assert_eq!(
+            result["mine"],
+            format!("from {}", d.path.display()),
+            "cwd {}",
+            cwd.display()
+        );
+        assert_eq!(result["theirs"], "denied", "cwd {}", cwd.display());
+        assert_eq!(
+            (&result["wrote"], &result["wrote_decoy"]),
+            (&json!("yes"), &json!("no")),
+            "cwd {}",
+            cwd.display()
+        );
+        // What the result reports is absolute, and is the config's.
+        let layers = &r.json["data"]["sandbox"]["layers"];
+        let landlock = &layers["landlock"]["detail"];
+        let has = |list: &Value, p: &Path| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == p.to_str().unwrap())
+        };
+        assert!(has(&landlock["read"], &mine), "{landlock}");
+        assert!(has(&landlock["write"], &d.join("out")), "{landlock}");
+        assert!(
+            has(
+                &layers["namespaces"]["detail"]["writable_mounts"],
+                &d.join("out")
+            ),
+            "{layers}"
+        );
+        for list in [&landlock["read"], &landlock["write"]] {
+            for p in list.as_array().unwrap() {
+                assert!(p.as_str().unwrap().starts_with('/'), "not absolute: {p}");
+            }
+        }
+        assert!(
+            layers["seccomp"]["detail"]["file"]
+                == d.join("policies/default.json").to_str().unwrap(),
+            "{layers}"
+        );
+    }
+    // The audit log is the config's, every entry of it signed with the config's key:
+    // the decoy's key, and a key found from `/`, would not verify.
+    assert!(!decoy.join("logs").exists() && !Path::new("/logs/audit.log").exists());
+    let log = d.join("logs/audit.log");
+    let public = d.join("keys/audit.pub");
+    let r = run_with(
+        &[
+            "audit",
+            "verify",
+            log.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.starts_with("intact: "), "{}", r.stdout);
+    assert!(r.stdout.contains("checkpoint"), "{}", r.stdout);
+}
+
+/// A bare command name is looked up in /usr/local/bin:/usr/bin:/bin only: one found
+/// nowhere there does not fall back on a file of that name in the caller's directory.
+#[test]
+fn a_bare_command_is_never_found_in_the_working_directory() {
+    let d = setup();
+    let name = "upm-test-no-such-command";
+    d.write(name, "#!/bin/sh\necho '\"ran from the cwd\"'\n", true);
+    let c = cfg(&d, json!({ "plugins": { "Bare": cmd(name, &["go"]) } }));
+    let r = run_in(
+        &d.path,
+        &["--config", c.to_str().unwrap(), "Bare", "go", "{}"],
+        b"",
+        &[],
+    );
+    err(&r, 6, "plugin_start_failed");
+    assert!(
+        error_text(&r).contains("/usr/local/bin:/usr/bin:/bin"),
+        "{}",
+        r.stdout
+    );
+    let r = run_in(
+        &d.path,
+        &["check", "--config", c.to_str().unwrap()],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 5, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("is not found in /usr/local/bin"),
+        "{}",
+        r.stdout
+    );
+}
+
 // ---------------------------------------------------------------- 6 plugin_start_failed
 
 #[test]
