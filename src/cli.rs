@@ -217,8 +217,8 @@ fn config_failure(e: &config::ConfigError) -> i32 {
 }
 
 fn list(config_path: &Path) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
+    let config = match crate::preflight::load(config_path) {
+        Ok((c, _)) => c,
         Err(e) => return config_failure(&e),
     };
     let mut plugins = serde_json::Map::new();
@@ -268,11 +268,13 @@ fn check(config_path: &Path) -> i32 {
             return config_failure(&e);
         }
     };
-    let mut problems = Vec::new();
+    // What every call checks (schemas, seccomp profiles): a problem here stops them all.
+    let mut problems = crate::preflight::check(&config).problems;
+    let mut warnings = Vec::new();
+    audit_problems(&config, &mut problems);
     let mut plugins = serde_json::Map::new();
     for (name, p) in &config.plugins {
         let at = format!("plugin \"{name}\"");
-        let before = problems.len();
         if let PluginKind::PythonClass {
             module,
             python_path,
@@ -283,28 +285,31 @@ fn check(config_path: &Path) -> i32 {
         }
         for (m, spec) in &p.methods {
             if let Some(path) = &spec.schema {
-                if let Err(e) = MethodSchema::load(path) {
+                // What the files' check leaves to compiling (e.g. a regex it cannot build).
+                if let Err(e @ crate::schema::SchemaError::Compile { .. }) =
+                    MethodSchema::load(path)
+                {
                     problems.push(format!("{at}, method \"{m}\": {e}"));
                 }
             }
         }
-        match crate::sandbox::seccomp::Profile::load(&p.seccomp_profile).and_then(|prof| {
-            prof.compile(&crate::sandbox::seccomp::CompileOptions {
-                deny_sockets: !p.policy.network,
-            })
-        }) {
-            Ok(_) => {}
-            Err(e) => problems.push(format!("{at}: seccomp profile: {e}")),
-        }
         // A container plugin's files live in its image, pinned by digest.
         let pins = match p.policy.backend {
             crate::sandbox::policy::Backend::Container => json!({ "image": p.policy.image }),
-            crate::sandbox::policy::Backend::Native => pins(&config, p, &mut problems),
+            crate::sandbox::policy::Backend::Native => {
+                reach_problems(p, &mut problems, &mut warnings);
+                pins(&config, p, &mut problems)
+            }
         };
         plugins.insert(
             name.clone(),
-            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins }),
+            json!({ "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins }),
         );
+    }
+    // Each problem names every plugin it concerns.
+    for (name, entry) in plugins.iter_mut() {
+        let at = format!("plugin \"{name}\"");
+        entry["ok"] = json!(!problems.iter().any(|p| p.contains(&at)));
     }
     let signature = match crate::trust::check(&config, None) {
         None => json!({ "mode": "off" }),
@@ -318,9 +323,12 @@ fn check(config_path: &Path) -> i32 {
     for p in &problems {
         eprintln!("problem: {p}");
     }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let ok = problems.is_empty();
     print_json_line(
-        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "signature": signature, "plugins": plugins, "problems": problems })
+        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "signature": signature, "plugins": plugins, "problems": problems, "warnings": warnings })
             .to_string(),
     );
     if ok {
@@ -331,8 +339,8 @@ fn check(config_path: &Path) -> i32 {
 }
 
 fn sign(config_path: &Path, key: &Path) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
+    let config = match crate::preflight::load(config_path) {
+        Ok((c, _)) => c,
         Err(e) => return config_failure(&e),
     };
     match crate::trust::sign(&config, key) {
@@ -365,6 +373,7 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
     };
     let interpreter_signed = crate::trust::settings(config).mode != crate::trust::Mode::Off;
     let mut script = None;
+    let who = crate::access::Who::plugin(&p.policy.user);
     let opened = match config::command_not_found(&exe) {
         Some(why) => Err(why),
         None => {
@@ -374,7 +383,15 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
     match opened {
         Ok(e) => {
             script = e.interpreter.clone();
-            check_executable(&at, &exe, problems);
+            // A script is read by its interpreter, as the plugin.
+            let want = crate::access::EXEC | if e.script { crate::access::READ } else { 0 };
+            if let Some(why) = crate::access::denied(&exe, &who, want) {
+                let what = match p.kind {
+                    PluginKind::Command { .. } => "command",
+                    PluginKind::PythonClass { .. } => "the Python interpreter",
+                };
+                problems.push(format!("{at}: {what} cannot be started: {why}"));
+            }
             out.insert(
                 "exec".into(),
                 json!({ "path": exe, "sha256": e.sha256, "pinned": p.sha256, "ok": true }),
@@ -409,21 +426,84 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
     Value::Object(out)
 }
 
-fn check_executable(at: &str, path: &Path, problems: &mut Vec<String>) {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Err(e) => problems.push(format!(
-            "{at}: command {} cannot be used: {e}",
-            path.display()
-        )),
-        Ok(m) if !m.is_file() => {
-            problems.push(format!("{at}: command {} is not a file", path.display()))
+/// The audit log must be writable where a call will write it: else every call exits 11.
+fn audit_problems(config: &Config, problems: &mut Vec<String>) {
+    use nix::unistd::{faccessat, AccessFlags};
+    let log = &config.audit_path;
+    let can = |p: &Path, how| {
+        faccessat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            how,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        )
+    };
+    let dir = log.parent().unwrap_or(Path::new("/"));
+    let why = match std::fs::metadata(dir) {
+        Err(e) => Some(format!("its directory {}: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        Ok(_) => match std::fs::symlink_metadata(log) {
+            Ok(m) if !m.is_file() => Some("it is not a regular file".to_owned()),
+            Ok(_) => can(log, AccessFlags::W_OK)
+                .err()
+                .map(|e| format!("it cannot be written by upm: {e}")),
+            Err(_) => can(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+                .err()
+                .map(|e| {
+                    format!(
+                        "its directory {} cannot be written by upm: {e}",
+                        dir.display()
+                    )
+                }),
+        },
+    };
+    if let Some(why) = why {
+        problems.push(format!(
+            "audit log {}: {why}; every call would fail (exit 11, audit_error)",
+            log.display()
+        ));
+    }
+    if let Some(key) = &config.audit.signing_key {
+        if let Err(e) = crate::keys::load_signing_key(key) {
+            problems.push(format!(
+                "audit signing key: {e}; every call would fail (exit 11)"
+            ));
         }
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => problems.push(format!(
-            "{at}: command {} is not executable",
-            path.display()
-        )),
-        Ok(_) => {}
+    }
+}
+
+/// What the plugin's uid must reach: its interpreter and module tree, its read and
+/// write paths. A path that does not exist is left out of the sandbox: a warning.
+fn reach_problems(
+    p: &crate::config::Plugin,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    use crate::access::{denied, Who, EXEC, READ, WRITE};
+    let at = format!("plugin \"{}\"", p.name);
+    let who = Who::plugin(&p.policy.user);
+    let dir_bit = |path: &Path| if path.is_dir() { EXEC } else { 0 };
+    if let PluginKind::PythonClass { python_path, .. } = &p.kind {
+        for dir in python_path {
+            if let Some(why) = denied(dir, &who, READ | EXEC) {
+                problems.push(format!("{at}: python_path: {why}"));
+            }
+        }
+    }
+    for (key, paths, want) in [
+        ("read_paths", &p.policy.read_paths, READ),
+        ("write_paths", &p.policy.write_paths, WRITE),
+    ] {
+        for path in paths {
+            if !path.exists() {
+                warnings.push(format!(
+                    "{at}: {key} {} does not exist: it is left out of the sandbox",
+                    path.display()
+                ));
+            } else if let Some(why) = denied(path, &who, want | dir_bit(path)) {
+                problems.push(format!("{at}: {key}: {why}"));
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::audit::AuditSettings;
 use crate::request::valid_name;
 use crate::sandbox::policy::{merge_json, Backend, Policy};
+use crate::unknown_keys;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -228,12 +229,10 @@ impl Config {
     }
 }
 
+/// `p` against `dir`, with its `.` components dropped (`..` stays: only the kernel knows
+/// where it leads through a symlink).
 fn resolve_in(dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    }
+    dir.join(p).components().collect()
 }
 
 fn field<T: for<'de> Deserialize<'de>>(
@@ -259,7 +258,10 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for key in obj.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            problems.push(format!("unknown top-level key \"{key}\""));
+            let hint = unknown_keys::nearest(key, TOP_LEVEL_KEYS)
+                .map(|near| format!(" (did you mean \"{near}\"?)"))
+                .unwrap_or_default();
+            problems.push(format!("unknown top-level key \"{key}\"{hint}"));
         }
     }
     let require_schemas = field(obj, "require_schemas", true, problems);
@@ -294,7 +296,17 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         &dir,
         &field(obj, "project_root", PathBuf::from("."), problems),
     );
-    let mut audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
+    let mut audit_block = obj.get("audit").cloned();
+    if let Some(a) = &mut audit_block {
+        strip_audit(a, problems);
+    }
+    let mut audit: AuditSettings = match audit_block {
+        None => AuditSettings::default(),
+        Some(a) => serde_json::from_value(a).unwrap_or_else(|e| {
+            problems.push(format!("\"audit\": {e}"));
+            AuditSettings::default()
+        }),
+    };
     if let Err(e) = audit.validate() {
         problems.push(format!("\"audit\": {e}"));
     }
@@ -325,13 +337,18 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         },
     };
 
-    let sandbox_defaults = obj
+    let mut sandbox_defaults = obj
         .get("sandbox")
         .cloned()
         .unwrap_or(Value::Object(Map::new()));
-    if let Err(e) = serde_json::from_value::<Policy>(sandbox_defaults.clone()) {
-        problems.push(format!("\"sandbox\": {e}"));
-    }
+    strip_policy(&mut sandbox_defaults, "", problems);
+    let sandbox_defaults_ok = match serde_json::from_value::<Policy>(sandbox_defaults.clone()) {
+        Ok(_) => true,
+        Err(e) => {
+            problems.push(format!("\"sandbox\": {e}"));
+            false
+        }
+    };
 
     let mut plugins = BTreeMap::new();
     match obj.get("plugins") {
@@ -342,6 +359,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
                     dir: &dir,
                     require_schemas,
                     sandbox_defaults: &sandbox_defaults,
+                    sandbox_defaults_ok,
                 };
                 if let Some(p) = build_plugin(&ctx, name, value, problems) {
                     plugins.insert(name.clone(), p);
@@ -373,6 +391,38 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
 }
 
 const DEFAULT_WORKDIR_ROOT: &str = "/tmp";
+
+/// Every unknown key of a `sandbox` block (and of its `limits`, `env` and `user`);
+/// `prefix` names the plugin whose block it is.
+fn strip_policy(v: &mut Value, prefix: &str, problems: &mut Vec<String>) {
+    use crate::sandbox::policy::{EnvSettings, Limits, UserSpec};
+    let at = format!("{prefix}\"sandbox\"");
+    unknown_keys::strip(v, unknown_keys::fields_of::<Policy>(), &at, problems);
+    for (key, known) in [
+        ("limits", unknown_keys::fields_of::<Limits>()),
+        ("env", unknown_keys::fields_of::<EnvSettings>()),
+        ("user", unknown_keys::fields_of::<UserSpec>()),
+    ] {
+        if let Some(inner) = v.get_mut(key) {
+            let at = format!("{prefix}\"sandbox.{key}\"");
+            unknown_keys::strip(inner, known, &at, problems);
+        }
+    }
+}
+
+/// Every unknown key of the `audit` block (and of its `rotate`).
+fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
+    unknown_keys::strip(
+        v,
+        unknown_keys::fields_of::<AuditSettings>(),
+        "\"audit\"",
+        problems,
+    );
+    if let Some(r) = v.get_mut("rotate") {
+        let known = unknown_keys::fields_of::<crate::audit::Rotation>();
+        unknown_keys::strip(r, known, "\"audit.rotate\"", problems);
+    }
+}
 
 /// Every call's plugin runs as the same uid, so only Landlock keeps one call out of
 /// another's private directory: no path a plugin may read or write may contain them.
@@ -449,6 +499,7 @@ struct PluginCtx<'a> {
     dir: &'a Path,
     require_schemas: bool,
     sandbox_defaults: &'a Value,
+    sandbox_defaults_ok: bool,
 }
 
 fn build_plugin(
@@ -463,7 +514,23 @@ fn build_plugin(
             "{at}: not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)"
         ));
     }
-    let raw: RawPlugin = match serde_json::from_value(value.clone()) {
+    let mut value = value.clone();
+    unknown_keys::strip(
+        &mut value,
+        unknown_keys::fields_of::<RawPlugin>(),
+        &at,
+        problems,
+    );
+    if let Some(methods) = value.get_mut("methods").and_then(Value::as_object_mut) {
+        for (m, spec) in methods {
+            let at = format!("{at}, method \"{m}\"");
+            unknown_keys::strip(spec, unknown_keys::fields_of::<RawMethod>(), &at, problems);
+        }
+    }
+    if let Some(sandbox) = value.get_mut("sandbox") {
+        strip_policy(sandbox, &format!("{at}: "), problems);
+    }
+    let raw: RawPlugin = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
             problems.push(format!("{at}: {e}"));
@@ -561,8 +628,14 @@ fn build_plugin(
     let mut policy: Policy = match serde_json::from_value(merged) {
         Ok(p) => p,
         Err(e) => {
-            if raw.sandbox.is_some() {
-                problems.push(format!("{at}: \"sandbox\": {e}"));
+            // A problem of the top-level block was reported once, above: this plugin
+            // reports only its own block's.
+            match raw.sandbox.clone().map(serde_json::from_value::<Policy>) {
+                Some(Err(own)) => problems.push(format!("{at}: \"sandbox\": {own}")),
+                Some(Ok(_)) if ctx.sandbox_defaults_ok => {
+                    problems.push(format!("{at}: \"sandbox\": {e}"))
+                }
+                _ => {}
             }
             Policy::default()
         }

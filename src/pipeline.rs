@@ -111,7 +111,11 @@ pub fn refuse(config_path: &Path, failure: Failure) -> Response {
 
 impl Session {
     pub fn load(config_path: &Path) -> Session {
-        let config = Config::load(config_path);
+        // An invalid config runs nothing: its schemas and profiles are checked as a whole.
+        let (config, profiles) = match crate::preflight::load(config_path) {
+            Ok((c, checked)) => (Ok(c), checked.profiles),
+            Err(e) => (Err(e), HashMap::new()),
+        };
         // Where this session's audit entries go, even when the config did not load.
         let (audit_path, audit_settings) = match &config {
             Ok(c) => (c.audit_path.clone(), c.audit.clone()),
@@ -129,7 +133,7 @@ impl Session {
             config,
             host,
             schemas: Mutex::new(HashMap::new()),
-            profiles: Mutex::new(HashMap::new()),
+            profiles: Mutex::new(profiles),
             audit: GroupCommit::new(audit_path, audit_settings),
             overlap: false,
         }

@@ -149,6 +149,15 @@ impl MethodSchema {
         })
     }
 
+    /// What makes a config invalid, without compiling a validator: the file and every
+    /// file its `$ref`s reach are read, parsed and checked against their draft's
+    /// meta-schema, and every reference is local. Cheap enough to run on every schema
+    /// of a config at each call (see the `phases` benchmark), so that one broken schema
+    /// stops every method, not only its own.
+    pub fn check(path: &Path) -> Result<(), SchemaError> {
+        Index::load(path).map(drop)
+    }
+
     /// The schema document, for `upm list`.
     pub fn document(&self) -> &Value {
         // `Index::load` always holds the root document first.
