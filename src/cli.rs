@@ -135,14 +135,23 @@ pub fn main() -> i32 {
             }
         },
         Command::Sign { key } => sign(&config_path, &key),
-        Command::Audit(cmd) => {
-            // The default log is the config's, even when the config itself is broken.
-            let default_log = match Config::load(&config_path) {
-                Ok(c) => c.audit_path,
-                Err(_) => config::fallback_audit_path(&config_path),
-            };
-            crate::audit::run(cmd, Some(&default_log))
-        }
+        Command::Audit(cmd) => crate::audit::run(cmd, &default_log(&config_path)),
+    }
+}
+
+/// The log `upm audit` reads when given none: the config's (`--config`,
+/// `UPM_CONFIG_PATH`, `./upm_config.json`), read only as far as its `audit` block, so
+/// that the log of a config broken elsewhere can still be checked; `UPM_LOG_FILE` wins,
+/// as it does for calls. No config, no default: never some `./entrypoint.log`.
+fn default_log(config_path: &Path) -> crate::audit::DefaultLog {
+    let shown = config::absolute(config_path);
+    let from_env = std::env::var_os("UPM_LOG_FILE").is_some_and(|v| !v.is_empty());
+    match config::audit_of_document(config_path) {
+        Ok((path, _)) if from_env => Ok((path, "the log UPM_LOG_FILE names".to_owned())),
+        Ok((path, _)) => Ok((path, format!("the audit log of config {}", shown.display()))),
+        Err(e) => Err(format!(
+            "no log given, and none to be found: {e}; pass the log's PATH, or the config with --config"
+        )),
     }
 }
 

@@ -164,16 +164,52 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Where the audit log goes even when the config cannot be loaded, so that a
-/// refused call is audited too.
-pub fn fallback_audit_path(config_path: &Path) -> PathBuf {
-    if let Some(p) = env_log_file() {
-        return p;
-    }
-    absolute(config_path)
-        .parent()
-        .map(|d| d.join("entrypoint.log"))
-        .unwrap_or_else(|| PathBuf::from("entrypoint.log"))
+/// Where the audit log goes even when the config cannot be loaded, so that a refused
+/// call is audited too: in the config's own log when the file reads that far (its
+/// `audit` block, with the settings it gives when they are valid), else in
+/// `entrypoint.log` beside where the config was looked for.
+pub fn fallback_audit(config_path: &Path) -> (PathBuf, AuditSettings) {
+    audit_of_document(config_path).unwrap_or_else(|_| {
+        let path = env_log_file().unwrap_or_else(|| {
+            let dir = absolute(config_path);
+            let dir = dir.parent().unwrap_or(Path::new("/"));
+            dir.join("entrypoint.log")
+        });
+        (path, AuditSettings::default())
+    })
+}
+
+/// The audit log a config names, read only as far as its `audit` block: for the
+/// auditor's tools, which need no more of it, and for refusals of a config that is
+/// otherwise invalid. `UPM_LOG_FILE` wins, as it does for calls.
+pub fn audit_of_document(config_path: &Path) -> Result<(PathBuf, AuditSettings), ConfigError> {
+    let path = absolute(config_path);
+    let bytes = read_config(&path);
+    let bytes = match (env_log_file(), bytes) {
+        (Some(log), Err(_)) => return Ok((log, AuditSettings::default())),
+        (_, b) => b?,
+    };
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::NotJson {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let block = doc.get("audit");
+    let mut settings: AuditSettings = block
+        .and_then(|b| serde_json::from_value(b.clone()).ok())
+        .filter(|s: &AuditSettings| s.validate().is_ok())
+        .unwrap_or_default();
+    let named = block
+        .and_then(|b| b.get("path"))
+        .and_then(Value::as_str)
+        .map(PathBuf::from);
+    settings.signing_key = settings.signing_key.map(|k| resolve_in(dir, &k));
+    Ok((audit_path(dir, named.as_deref()), settings))
+}
+
+/// `UPM_LOG_FILE`, else the config's `audit.path`, else `entrypoint.log` beside it.
+fn audit_path(dir: &Path, named: Option<&Path>) -> PathBuf {
+    env_log_file().unwrap_or_else(|| resolve_in(dir, named.unwrap_or(Path::new("entrypoint.log"))))
 }
 
 /// A path the caller gave (a flag, an environment variable) means what it means where
@@ -311,16 +347,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         problems.push(format!("\"audit\": {e}"));
     }
     audit.signing_key = audit.signing_key.map(|k| resolve_in(&dir, &k));
-    let audit_path = match env_log_file() {
-        Some(p) => p,
-        None => resolve_in(
-            &dir,
-            audit
-                .path
-                .as_deref()
-                .unwrap_or_else(|| Path::new("entrypoint.log")),
-        ),
-    };
+    let audit_path = audit_path(&dir, audit.path.as_deref());
 
     let workdir_root = match obj.get("workdir_root") {
         None => PathBuf::from(DEFAULT_WORKDIR_ROOT),

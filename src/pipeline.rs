@@ -111,18 +111,24 @@ pub fn refuse(config_path: &Path, failure: Failure) -> Response {
 
 impl Session {
     pub fn load(config_path: &Path) -> Session {
-        // An invalid config runs nothing: its schemas and profiles are checked as a whole.
-        let (config, profiles) = match crate::preflight::load(config_path) {
-            Ok((c, checked)) => (Ok(c), checked.profiles),
-            Err(e) => (Err(e), HashMap::new()),
-        };
-        // Where this session's audit entries go, even when the config did not load.
-        let (audit_path, audit_settings) = match &config {
+        // Where this session's audit entries go, even when the config is invalid: its own
+        // log when it can be read that far.
+        let loaded = Config::load(config_path);
+        let (audit_path, audit_settings) = match &loaded {
             Ok(c) => (c.audit_path.clone(), c.audit.clone()),
-            Err(_) => (
-                crate::config::fallback_audit_path(config_path),
-                Default::default(),
+            Err(_) => crate::config::fallback_audit(config_path),
+        };
+        // An invalid config runs nothing: its schemas and profiles are checked as a whole.
+        let (config, profiles) = match loaded.map(|c| (crate::preflight::check(&c), c)) {
+            Ok((checked, c)) if checked.problems.is_empty() => (Ok(c), checked.profiles),
+            Ok((checked, c)) => (
+                Err(ConfigError::Invalid {
+                    path: c.path,
+                    problems: checked.problems,
+                }),
+                HashMap::new(),
             ),
+            Err(e) => (Err(e), HashMap::new()),
         };
         let host = Host::probe();
         if host.privileged {
