@@ -550,7 +550,7 @@ impl Session {
         // go, capture
         let outcome = spawned.run();
         phase(call, "plugin finished");
-        let ran = outcome::interpret(outcome, plugin);
+        let ran = outcome::interpret(outcome, plugin, Some(&runnable.exe));
         // the `finished` entry's fsync and the private directory's removal overlap too
         let dir = workdir.root.clone();
         let (resp, removed) = if self.overlap {
@@ -631,7 +631,7 @@ impl Session {
         let ran = match container::run(&prepared) {
             Ok(o) => {
                 let usage = container::usage(&o);
-                let mut ran = outcome::interpret(o, plugin);
+                let mut ran = outcome::interpret(o, plugin, None);
                 ran.usage = Some(usage);
                 ran
             }
