@@ -378,12 +378,28 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
             let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
             (exe, vec![dir])
         }
-        PluginKind::PythonClass { python_path, .. } => (config.python.clone(), python_path.clone()),
+        PluginKind::PythonClass {
+            python_path,
+            python,
+            ..
+        } => (python.exe.clone(), python_path.clone()),
     };
     let interpreter_signed = crate::trust::settings(config).mode != crate::trust::Mode::Off;
     let mut script = None;
     let who = crate::access::Who::plugin(&p.policy.user);
-    let opened = match config::command_not_found(&exe) {
+    // A Python class plugin's interpreter as a call checks it first.
+    let refused = match &p.kind {
+        PluginKind::PythonClass { python, .. } => config::command_not_found(&python.path)
+            .or_else(|| python.symlink_problem())
+            .or_else(|| {
+                let venv = python.venv.as_deref()?;
+                crate::integrity::check_venv(venv)
+                    .err()
+                    .map(|e| e.to_string())
+            }),
+        PluginKind::Command { .. } => None,
+    };
+    let opened = match refused.or_else(|| config::command_not_found(&exe)) {
         Some(why) => Err(why),
         None => {
             crate::integrity::open_executable(&exe, p.sha256.as_deref()).map_err(|e| e.to_string())
@@ -430,7 +446,7 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
         };
     }
     // What a call would run that nothing vouches for (a "verified" signature included).
-    let unpinned = crate::trust::unpinned(config, p, interpreter_signed, script.as_deref());
+    let unpinned = crate::trust::unpinned(p, interpreter_signed, script.as_deref());
     out.insert("unpinned".into(), json!(unpinned));
     Value::Object(out)
 }
@@ -492,10 +508,20 @@ fn reach_problems(
     let at = format!("plugin \"{}\"", p.name);
     let who = Who::plugin(&p.policy.user);
     let dir_bit = |path: &Path| if path.is_dir() { EXEC } else { 0 };
-    if let PluginKind::PythonClass { python_path, .. } = &p.kind {
+    if let PluginKind::PythonClass {
+        python_path,
+        python,
+        ..
+    } = &p.kind
+    {
         for dir in python_path {
             if let Some(why) = denied(dir, &who, READ | EXEC) {
                 problems.push(format!("{at}: python_path: {why}"));
+            }
+        }
+        if let Some(venv) = &python.venv {
+            if let Some(why) = denied(&venv.join("pyvenv.cfg"), &who, READ) {
+                problems.push(format!("{at}: the virtualenv of \"python\": {why}"));
             }
         }
     }

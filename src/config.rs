@@ -62,7 +62,69 @@ pub enum PluginKind {
         module: String,
         class: String,
         python_path: Vec<PathBuf>,
+        python: Python,
     },
+}
+
+/// A Python class plugin's interpreter: the plugin's `"python"`, else the top-level one,
+/// else `/usr/bin/python3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Python {
+    /// As configured (resolved like a command): the plugin's `sys.executable` (its
+    /// argv[0]), so that a virtualenv's `bin/python` finds its `pyvenv.cfg`.
+    pub path: PathBuf,
+    /// The file that is opened, verified and exec'd: `path`, or for a virtualenv's
+    /// `bin/python` (a symlink to the system interpreter) the interpreter it leads to.
+    pub exe: PathBuf,
+    /// The virtualenv `path` belongs to (where its `pyvenv.cfg` is): readable to the
+    /// plugin, its `site-packages` on `sys.path`.
+    pub venv: Option<PathBuf>,
+}
+
+impl Python {
+    /// Python's own rule: a `pyvenv.cfg` beside the executable or one directory up
+    /// makes it a virtualenv's. Its interpreter is then the file its symlinks lead to
+    /// (one that cannot be resolved is left for the call to report).
+    pub fn new(path: PathBuf) -> Python {
+        let venv = path
+            .parent()
+            .into_iter()
+            .flat_map(|bin| [Some(bin), bin.parent()])
+            .flatten()
+            .find(|d| d.join("pyvenv.cfg").is_file())
+            .map(Path::to_path_buf);
+        let exe = match &venv {
+            Some(_) => std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()),
+            None => path.clone(),
+        };
+        Python { path, exe, venv }
+    }
+
+    /// A `python` that is a symlink out of its own directory and no virtualenv's is
+    /// refused (as any plugin file reached that way is): what to write instead.
+    pub fn symlink_problem(&self) -> Option<String> {
+        if self.venv.is_some() {
+            return None;
+        }
+        let is_link = std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_symlink());
+        let target = std::fs::canonicalize(&self.path).ok()?;
+        let dir = self
+            .path
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())?;
+        (is_link && !target.starts_with(&dir)).then(|| {
+            format!(
+                "\"python\" {} is a symlink to {}, outside its directory, and not a \
+                 virtualenv's interpreter (no pyvenv.cfg beside it or above it): write \
+                 \"python\": \"{}\", or make a virtualenv ({} -m venv DIR) and write \
+                 \"python\": \"DIR/bin/python\"",
+                self.path.display(),
+                target.display(),
+                target.display(),
+                target.display()
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +180,9 @@ struct RawPlugin {
     class: Option<String>,
     #[serde(default)]
     python_path: Option<Vec<PathBuf>>,
+    /// This plugin's interpreter (e.g. a virtualenv's `bin/python`).
+    #[serde(default)]
+    python: Option<PathBuf>,
     #[serde(default)]
     allowed_methods: Vec<String>,
     #[serde(default)]
@@ -387,6 +452,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
                     require_schemas,
                     sandbox_defaults: &sandbox_defaults,
                     sandbox_defaults_ok,
+                    python: &python,
                 };
                 if let Some(p) = build_plugin(&ctx, name, value, problems) {
                     plugins.insert(name.clone(), p);
@@ -467,9 +533,13 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
         }
     }
     for (name, plugin) in plugins {
-        let python = match &plugin.kind {
-            PluginKind::PythonClass { python_path, .. } => python_path.as_slice(),
-            PluginKind::Command { .. } => &[],
+        let python: Vec<&PathBuf> = match &plugin.kind {
+            PluginKind::PythonClass {
+                python_path,
+                python,
+                ..
+            } => python_path.iter().chain(&python.venv).collect(),
+            PluginKind::Command { .. } => Vec::new(),
         };
         let granted = plugin
             .policy
@@ -527,6 +597,8 @@ struct PluginCtx<'a> {
     require_schemas: bool,
     sandbox_defaults: &'a Value,
     sandbox_defaults_ok: bool,
+    /// The top-level `python`: a Python class plugin's unless it names its own.
+    python: &'a Path,
 }
 
 fn build_plugin(
@@ -582,6 +654,12 @@ fn build_plugin(
                 problems.push(format!("{at}: \"command\" is empty"));
                 return None;
             };
+            if raw.python.is_some() {
+                problems.push(format!(
+                    "{at}: \"python\" is the interpreter of a Python class plugin (\"module\"); \
+                     a command plugin names its own in \"command\" or its #! line"
+                ));
+            }
             let mut argv = argv.clone();
             argv[0] = resolve_command(ctx.dir, Path::new(first))
                 .to_string_lossy()
@@ -612,10 +690,15 @@ fn build_plugin(
                     Vec::new()
                 }
             };
+            let python = match &raw.python {
+                Some(p) => resolve_command(ctx.dir, p),
+                None => ctx.python.to_path_buf(),
+            };
             PluginKind::PythonClass {
                 module: module.clone(),
                 class,
                 python_path,
+                python: Python::new(python),
             }
         }
     };

@@ -121,7 +121,6 @@ const EXEC_DIR: &str = "exec";
 /// compared by [`check_pin`], after the caller has compared the digest with the
 /// signature.
 pub fn resolve(
-    config: &Config,
     plugin: &Plugin,
     workdir: &Workdir,
     copy_interpreter: bool,
@@ -171,7 +170,11 @@ pub fn resolve(
                 manifest_sha256,
             })
         }
-        PluginKind::PythonClass { python_path, .. } => {
+        PluginKind::PythonClass {
+            python_path,
+            python,
+            ..
+        } => {
             // The tree is read (and checked) on every call: its digest goes to the audit log.
             let m = integrity::manifest(python_path)?;
             let python_path = match &plugin.manifest_sha256 {
@@ -181,14 +184,24 @@ pub fn resolve(
                 }
                 None => python_path.clone(),
             };
-            not_found(&config.python)?;
+            not_found(&python.path)?;
+            if let Some(why) = python.symlink_problem() {
+                return Err(Failure::new(
+                    Code::UnsafePluginFile,
+                    format!("plugin \"{}\": {why}; the plugin was not run", plugin.name),
+                ));
+            }
+            if let Some(venv) = &python.venv {
+                integrity::check_venv(venv)?;
+            }
             let exe = if copy_interpreter {
-                integrity::copy_executable(&config.python, &workdir.verified.join(EXEC_DIR))?
+                integrity::copy_executable(&python.exe, &workdir.verified.join(EXEC_DIR))?
             } else {
-                integrity::open_executable(&config.python, None)?
+                integrity::open_executable(&python.exe, None)?
             };
             let mut readable = python_path.clone();
             readable.push(exe.path.clone());
+            readable.extend(python.venv.iter().cloned());
             Ok(Runnable {
                 exe,
                 argv: Vec::new(),
@@ -234,7 +247,12 @@ pub fn build(
 
     let (argv, result_channel) = match &plugin.kind {
         PluginKind::Command { .. } => (runnable.argv.clone(), false),
-        PluginKind::PythonClass { module, class, .. } => {
+        PluginKind::PythonClass {
+            module,
+            class,
+            python,
+            ..
+        } => {
             let settings = json!({
                 "module": module,
                 "class": class,
@@ -243,8 +261,10 @@ pub fn build(
                 "cache_dir": workdir.home.join("cache"),
                 "policy": config.policy,
             });
+            // The configured path, not the file exec'd: a virtualenv's python finds its
+            // pyvenv.cfg from its argv[0].
             let argv = vec![
-                config.python.to_string_lossy().into_owned(),
+                python.path.to_string_lossy().into_owned(),
                 "-I".into(),
                 "-c".into(),
                 PYTHON_RUNNER.into(),

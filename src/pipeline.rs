@@ -398,7 +398,7 @@ fn verify_executable(
         return Ok(());
     };
     let exe = &runnable.exe;
-    if !trust::signed_executables(config, plugin).contains(&exe.source.as_path()) {
+    if !trust::signed_executables(plugin).contains(&exe.source.as_path()) {
         return Ok(());
     }
     let Err(e) = trust::check_executable(config, signed, &exe.source, &exe.sha256) else {
@@ -468,12 +468,12 @@ impl Session {
         };
         phase(call, "workdir created");
         let copy_interpreter = call.verdict.is_some();
-        let prepared = launch::resolve(config, plugin, &workdir, copy_interpreter)
+        let prepared = launch::resolve(plugin, &workdir, copy_interpreter)
             .and_then(|runnable| {
                 phase(call, "plugin resolved and hashed");
                 if let Some(v) = call.verdict.as_mut() {
                     let script = runnable.exe.interpreter.as_deref();
-                    v.unpinned = trust::unpinned(config, plugin, copy_interpreter, script);
+                    v.unpinned = trust::unpinned(plugin, copy_interpreter, script);
                     call.trust = Some(v.to_json());
                 }
                 verify_executable(config, plugin, &runnable, call)?;
