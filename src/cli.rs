@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 against the whitelist and the method's JSON Schema, runs the plugin under Landlock, seccomp, a \
 non-root user, no network and hard limits, and prints one JSON result.\n\n\
 The argv form of the original UPM entrypoint also works: `upm <plugin> <method> <json_args>`.",
+    override_usage = "upm [--config PATH] <COMMAND>\n       upm [--config PATH] <plugin> <method> <json_args>",
     allow_external_subcommands = true,
     arg_required_else_help = true
 )]
 struct Cli {
-    /// Config file (else $UPM_CONFIG_PATH, else ./upm_config.json).
+    /// The config, optional: else $UPM_CONFIG_PATH, else ./upm_config.json. Relative paths in it are relative to its directory.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -35,6 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one call read as JSON from stdin: {"plugin", "method", "args", "request_id"?}.
+    #[command(override_usage = "upm run [--config PATH] [--jsonl [--parallel N]]")]
     Run {
         /// Batch: one request per line on stdin, one result per line on stdout.
         #[arg(long)]
@@ -45,8 +47,10 @@ enum Command {
         parallel: u16,
     },
     /// Print the whitelisted plugins and methods with their schemas, as JSON.
+    #[command(override_usage = "upm list [--config PATH]")]
     List,
     /// Validate the config, every schema, policy and plugin command; list every problem.
+    #[command(override_usage = "upm check [--config PATH]")]
     Check,
     /// Report which sandbox layers this kernel and this invoker can enforce.
     Doctor {
@@ -55,19 +59,23 @@ enum Command {
         json: bool,
     },
     /// Make an ed25519 key pair (PEM) for signing configs and audit checkpoints.
+    #[command(override_usage = "upm keygen --secret PATH --public PATH")]
     Keygen {
+        /// Where the secret key goes (PKCS#8 PEM, created 0600; must not exist).
         #[arg(long, value_name = "PATH")]
         secret: PathBuf,
+        /// Where the public key goes (SPKI PEM; must not exist): for UPM_TRUSTED_KEYS_DIR or `audit verify --key`.
         #[arg(long, value_name = "PATH")]
         public: PathBuf,
     },
     /// Sign the config: writes <config>.sig over it and every file it references.
+    #[command(override_usage = "upm sign --key SECRET [--config PATH]")]
     Sign {
         /// The secret key (PKCS#8 PEM, from `upm keygen`).
         #[arg(long, value_name = "SECRET")]
         key: PathBuf,
     },
-    /// Verify, query or sign the audit log.
+    /// Verify or query the audit log (by default the config's), or make a key pair for its checkpoints.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
     #[command(external_subcommand)]
@@ -81,15 +89,12 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => return invalid_utf8(e),
-        Err(e) => {
-            let code = if e.use_stderr() {
-                Code::Usage.exit_code()
-            } else {
-                0
-            };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return code;
+            return 0;
         }
+        Err(e) => return usage_error(&e),
     };
     let config_path = config::resolve_path(cli.config.as_deref());
     if matches!(cli.command, Command::Run { .. } | Command::Legacy(_)) {
@@ -179,16 +184,73 @@ fn invalid_utf8(e: clap::Error) -> i32 {
     }
 }
 
+/// A command line clap refused. Where a result is expected (`upm run`, whose caller
+/// reads one JSON result; `list` and `check`, which print a JSON document), the error is
+/// that same JSON with code `usage` (a call's is audited like any refusal), and one
+/// `upm: ...` line on stderr; elsewhere, clap's own text. Exit 2 either way.
+fn usage_error(e: &clap::Error) -> i32 {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (config, command) = scan_args(&args);
+    // clap's sentence, up to its usage and tips, on one line.
+    let rendered = e.render().to_string();
+    let sentence: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let sentence = sentence.join(" ");
+    let what = sentence.strip_prefix("error: ").unwrap_or(&sentence);
+    let command = command.unwrap_or_default();
+    let message = format!("usage: {what}; see upm {command} --help");
+    match command.as_str() {
+        "run" => {
+            eprintln!("upm: {message}");
+            let path = config::resolve_path(config.as_deref());
+            let f = Failure::new(Code::Usage, message);
+            let _ = respond(pipeline::refuse(&path, f));
+        }
+        "list" | "check" => {
+            eprintln!("upm: {message}");
+            print_json_line(
+                &json!({ "ok": false, "code": Code::Usage.as_str(), "error": message }).to_string(),
+            );
+        }
+        _ => {
+            let _ = e.print();
+        }
+    }
+    Code::Usage.exit_code()
+}
+
+/// The `--config` value and the subcommand of a command line clap could not parse.
+fn scan_args(args: &[String]) -> (Option<PathBuf>, Option<String>) {
+    let mut config = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            config = it.next().map(PathBuf::from);
+        } else if let Some(v) = a.strip_prefix("--config=") {
+            config = Some(PathBuf::from(v));
+        } else if !a.starts_with('-') {
+            // What follows the subcommand may still name the config.
+            let rest: Vec<String> = it.cloned().collect();
+            let (later, _) = scan_args(&rest);
+            return (later.or(config), Some(a.clone()));
+        }
+    }
+    (config, None)
+}
+
 /// `upm <plugin> <method> <json_args>`, as UPM's `entrypoint.py` took it.
 fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
     if argv.len() != 3 {
+        let word = argv.first().map(|w| w.to_string_lossy().into_owned());
         let f = Failure::new(
             Code::Usage,
-            format!(
-                "usage: upm <plugin> <method> <json_args> (got {} argument{}); see upm --help",
-                argv.len(),
-                if argv.len() == 1 { "" } else { "s" }
-            ),
+            legacy_usage(config_path, word.as_deref(), argv.len()),
         );
         eprintln!("upm: {}", f.message);
         return respond(pipeline::refuse(config_path, f));
@@ -204,6 +266,26 @@ fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
             args,
         },
     ))
+}
+
+/// The argv form's usage error; a first word that is no plugin of the config but
+/// close to a subcommand (`upm lsit`) was most likely that subcommand, mistyped.
+fn legacy_usage(config_path: &Path, word: Option<&str>, n: usize) -> String {
+    use clap::CommandFactory;
+    let usage = format!(
+        "usage: upm <plugin> <method> <json_args> (got {n} argument{}); see upm --help",
+        if n == 1 { "" } else { "s" }
+    );
+    let Some(word) = word else { return usage };
+    let is_plugin = Config::load(config_path).is_ok_and(|c| c.plugins.contains_key(word));
+    let cli = Cli::command();
+    let commands = cli.get_subcommands().map(|c| c.get_name());
+    match crate::unknown_keys::nearest(word, commands) {
+        Some(near) if !is_plugin => {
+            format!("unknown command \"{word}\": did you mean `upm {near}`? ({usage})")
+        }
+        _ => usage,
+    }
 }
 
 fn respond(resp: Response) -> i32 {

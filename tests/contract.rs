@@ -2546,6 +2546,148 @@ fn help_and_version() {
     assert!(r.stderr.contains("--frobnicate"), "{}", r.stderr);
 }
 
+/// Every option and argument of every command says what it is; the usage lines show
+/// `--config` as optional; `audit --help` describes the subcommands it has.
+#[test]
+fn every_option_has_help_and_config_is_optional() {
+    let r = run_with(&["--help"], b"", &[]);
+    assert!(
+        r.stdout.contains("Usage: upm [--config PATH] <COMMAND>"),
+        "{}",
+        r.stdout
+    );
+    for cmd in [
+        &["run"][..],
+        &["list"],
+        &["check"],
+        &["doctor"],
+        &["keygen"],
+        &["sign"],
+        &["audit"],
+        &["audit", "verify"],
+        &["audit", "show"],
+        &["audit", "keygen"],
+    ] {
+        let mut argv = cmd.to_vec();
+        argv.push("-h");
+        let r = run_with(&argv, b"", &[]);
+        assert_eq!(r.code, 0, "{cmd:?}");
+        // The short help puts each option on one line, its help after two spaces.
+        for line in r
+            .stdout
+            .lines()
+            .skip_while(|l| !l.ends_with(':') || l.starts_with("Usage"))
+        {
+            let t = line.trim();
+            if t.starts_with('-') || t.starts_with('[') || t.starts_with('<') {
+                assert!(
+                    t.contains("  "),
+                    "{cmd:?}: {t:?} has no help:\n{}",
+                    r.stdout
+                );
+            }
+        }
+        if ["run", "list", "check", "sign"].contains(&cmd[0])
+            || cmd.len() == 2 && cmd[1] != "keygen"
+        {
+            assert!(
+                r.stdout.contains("[--config PATH]"),
+                "{cmd:?}: {}",
+                r.stdout
+            );
+        }
+    }
+    let r = run_with(&["audit", "--help"], b"", &[]);
+    let about = r.stdout.lines().next().unwrap();
+    assert!(
+        !about.contains("sign"),
+        "audit has no sign subcommand: {about}"
+    );
+    for word in ["Verify", "query", "key pair"] {
+        assert!(about.contains(word), "{word}: {about}");
+    }
+}
+
+/// A usage error gives the JSON a caller expects where it expects one: `run` a call's
+/// result (audited), `list` and `check` their document; and one `upm:` line on stderr.
+#[test]
+fn usage_errors_are_json_where_a_result_is_expected() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let c = c.to_str().unwrap();
+    for argv in [
+        vec!["run", "--config", c, "--frobnicate"],
+        vec!["--config", c, "run", "--parallel", "2"],
+        vec!["run", "--jsonl", "--parallel", "999", "--config", c],
+    ] {
+        let r = run_with(&argv, b"", &[]);
+        let data = err(&r, 2, "usage");
+        let msg = data["error"].as_str().unwrap();
+        assert!(
+            msg.starts_with("usage: ") && msg.contains("upm run --help"),
+            "{msg}"
+        );
+        assert_eq!(r.stderr.trim(), format!("upm: {msg}"), "{argv:?}");
+        let lines = audit_of(&d, r.json["request_id"].as_str().unwrap());
+        assert_eq!(lines.len(), 1, "{argv:?}: audited in the config's log");
+        assert_eq!(
+            (&lines[0]["event"], &lines[0]["code"]),
+            (&json!("refused"), &json!("usage"))
+        );
+    }
+    for cmd in ["list", "check"] {
+        let r = run_with(&[cmd, "--config", c, "--frobnicate"], b"", &[]);
+        assert_eq!(r.code, 2);
+        assert_eq!(
+            (&r.json["ok"], &r.json["code"]),
+            (&json!(false), &json!("usage")),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stderr.starts_with("upm: usage: "), "{}", r.stderr);
+    }
+    // Where no JSON is expected, clap's own text.
+    let r = run_with(&["doctor", "--frobnicate"], b"", &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stdout.is_empty() && r.stderr.contains("--frobnicate"),
+        "{r:?}"
+    );
+}
+
+/// A mistyped subcommand that is not a plugin gets a suggestion; a plugin of that
+/// name does not.
+#[test]
+fn a_mistyped_subcommand_gets_did_you_mean() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({ "lsit": cmd("/bin/true", &["m"]) }));
+    let r = run_with(&["lsit"], b"", &[]);
+    let data = err(&r, 2, "usage");
+    assert!(
+        data["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `upm list`?"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("did you mean `upm list`?"),
+        "{}",
+        r.stderr
+    );
+    let r = run_with(&["--config", c.to_str().unwrap(), "chekc"], b"", &[]);
+    assert!(
+        error_text(&r).contains("did you mean `upm check`?"),
+        "{}",
+        r.stdout
+    );
+    // "lsit" is a plugin there: only the usage.
+    let r = run_argv(&c, &["lsit"]);
+    err(&r, 2, "usage");
+    assert!(!error_text(&r).contains("did you mean"), "{}", r.stdout);
+}
+
 // ---------------------------------------------------------------- 15 cancelled
 
 fn signal(child: &std::process::Child, sig: libc::c_int) {

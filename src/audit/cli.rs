@@ -27,6 +27,7 @@ fn parse_ts(s: &str) -> Result<DateTime<FixedOffset>, String> {
 pub enum AuditCommand {
     /// Prove that no entry is missing, altered, inserted or reordered.
     /// Exit 0 intact (a torn last line left by a crash included), 1 broken, 2 unreadable.
+    #[command(override_usage = "upm audit verify [PATH] [--key PUB] [--config PATH]")]
     Verify {
         /// The log (default: the config's audit log, see --config); its rotated files are walked too.
         path: Option<PathBuf>,
@@ -35,6 +36,9 @@ pub enum AuditCommand {
         key: Option<PathBuf>,
     },
     /// Print entries matching every given filter, oldest first (the files read are named on stderr).
+    #[command(
+        override_usage = "upm audit show [PATH] [--config PATH] [--request-id ID] [--call-id ID] [--plugin P] [--method M] [--outcome CODE] [--since T] [--until T] [--format jsonl|table]"
+    )]
     Show {
         /// The log (default: the config's audit log, see --config); its rotated files are read too.
         path: Option<PathBuf>,
