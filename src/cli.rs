@@ -317,17 +317,19 @@ fn list(config_path: &Path) -> i32 {
     for (name, p) in &config.plugins {
         let mut methods = serde_json::Map::new();
         for (m, spec) in &p.methods {
-            let schema = match &spec.schema {
-                None => Value::Null,
-                Some(path) => match MethodSchema::load(path) {
-                    Ok(s) => s.document().clone(),
-                    Err(e) => {
-                        problems.push(e.to_string());
-                        Value::Null
+            let mut entry = json!({ "description": spec.description, "schema": null });
+            // Each schema printed stands alone: its $refs' files bundled into it.
+            if let Some(path) = &spec.schema {
+                match MethodSchema::load(path).map(|s| (s.bundled(), s)) {
+                    Ok((Ok(bundled), _)) => entry["schema"] = bundled,
+                    Ok((Err(e), s)) => {
+                        entry["schema"] = s.document().clone();
+                        entry["bundle_error"] = json!(e.to_string());
                     }
-                },
-            };
-            methods.insert(m.clone(), json!({ "schema": schema }));
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            methods.insert(m.clone(), entry);
         }
         let kind = match p.kind {
             PluginKind::Command { .. } => "command",
@@ -376,11 +378,16 @@ fn check(config_path: &Path) -> i32 {
         }
         for (m, spec) in &p.methods {
             if let Some(path) = &spec.schema {
-                // What the files' check leaves to compiling (e.g. a regex it cannot build).
-                if let Err(e @ crate::schema::SchemaError::Compile { .. }) =
-                    MethodSchema::load(path)
-                {
-                    problems.push(format!("{at}, method \"{m}\": {e}"));
+                // What the files' check leaves to compiling (e.g. a regex it cannot build),
+                // and to bundling for `upm list`.
+                match MethodSchema::load(path).map(|s| s.bundled()) {
+                    Err(e @ crate::schema::SchemaError::Compile { .. }) => {
+                        problems.push(format!("{at}, method \"{m}\": {e}"))
+                    }
+                    Ok(Err(e)) => warnings.push(format!(
+                        "{at}, method \"{m}\": {e}: upm list prints it unbundled (bundle_error)"
+                    )),
+                    _ => {}
                 }
             }
         }

@@ -131,6 +131,8 @@ impl Python {
 pub struct Method {
     /// Absolute path of the method's JSON Schema, if it has one.
     pub schema: Option<PathBuf>,
+    /// What the method does, for `upm list` (and a client's tool definition).
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +204,8 @@ struct RawPlugin {
 struct RawMethod {
     #[serde(default)]
     schema: Option<PathBuf>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 const TOP_LEVEL_KEYS: [&str; 11] = [
@@ -709,11 +713,15 @@ fn build_plugin(
             m.clone(),
             Method {
                 schema: spec.schema.as_ref().map(|s| resolve_in(ctx.dir, s)),
+                description: spec.description.clone(),
             },
         );
     }
     for m in &raw.allowed_methods {
-        methods.entry(m.clone()).or_insert(Method { schema: None });
+        methods.entry(m.clone()).or_insert(Method {
+            schema: None,
+            description: None,
+        });
     }
     if methods.is_empty() {
         problems.push(format!("{at}: whitelists no method"));

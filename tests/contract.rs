@@ -2383,6 +2383,50 @@ fn list_prints_plugins_methods_and_schemas() {
 }
 
 /// A config like the example, but with this build's texttools and copies of the plugins.
+/// `upm list` shows each method's description, and each schema as one document that
+/// stands alone: the files its `$ref`s reach are bundled into it, every reference a
+/// pointer inside it.
+#[test]
+fn list_shows_descriptions_and_schemas_that_stand_alone() {
+    let d = setup();
+    let c = cfg(
+        &d,
+        json!({ "plugins": { "Greeter": {
+            "module": "greeter", "python_path": ["py"],
+            "methods": {
+                "greet": { "schema": "schemas/greeter_greet.json", "description": "Greets someone by name." },
+                "plain": { "schema": "schemas/text.json" }
+            }
+        }}}),
+    );
+    d.write("py/greeter.py", "class Greeter:\n    pass\n", false);
+    let r = run_with(&["list", "--config", c.to_str().unwrap()], b"", &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let methods = &r.json["plugins"]["Greeter"]["methods"];
+    assert_eq!(methods["greet"]["description"], "Greets someone by name.");
+    assert_eq!(methods["plain"]["description"], Value::Null);
+    let schema = &methods["greet"]["schema"];
+    // On disk, the schema refers to defs/name.json; listed, it holds it.
+    assert_eq!(
+        schema["properties"]["args"]["prefixItems"][0]["$ref"],
+        "#/$defs/name"
+    );
+    let name: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("schemas/defs/name.json")).unwrap())
+            .unwrap();
+    let mut inner = name.clone();
+    inner.as_object_mut().unwrap().remove("$schema");
+    assert_eq!(schema["$defs"]["name"], inner);
+    assert!(!schema.to_string().contains("name.json"), "{schema}");
+    // A description that is not a string is a config error like any other.
+    let c = cfg(
+        &d,
+        json!({ "plugins": { "T": { "command": ["/bin/true"], "methods": { "m": { "description": 3 } } } } }),
+    );
+    let r = run_with(&["list", "--config", c.to_str().unwrap()], b"", &[]);
+    assert_eq!(r.code, 5, "{}", r.stdout);
+}
+
 fn example_like(d: &TestDir) -> PathBuf {
     d.write(
         "plugins/echo.sh",
