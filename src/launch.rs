@@ -292,9 +292,18 @@ pub fn build(
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     }
+    // Named like the script, beside home/ and verified/ (which it must not shadow).
+    let script_name = runnable.exe.script.then(|| {
+        let name = runnable.exe.source.file_name().unwrap_or_default();
+        match name.to_str() {
+            Some("home" | "verified") | None => workdir.root.join("script"),
+            Some(_) => workdir.root.join(name),
+        }
+    });
     Ok(Launch {
         exec_fd: runnable.exe.fd.as_raw_fd(),
         keep_exec_fd: runnable.exe.script,
+        script_name,
         argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
         envp: env
             .iter()

@@ -212,11 +212,15 @@ fn interpret_python(o: &Outcome, ran: &mut Ran) {
         return;
     }
     let message = env["message"].as_str().unwrap_or("").to_owned();
-    let details = json!({
-        "type": env["type"],
-        "message": env["message"],
-        "traceback": env["traceback"],
-    });
+    // Only what the runner said: `details` never holds a null.
+    let details: serde_json::Map<String, Value> = ["type", "message", "traceback"]
+        .into_iter()
+        .filter_map(|k| {
+            env.get(k)
+                .filter(|v| !v.is_null())
+                .map(|v| (k.to_owned(), v.clone()))
+        })
+        .collect();
     let (code, text) = match env["kind"].as_str() {
         Some("method_not_found") => (Code::MethodNotFound, message.clone()),
         Some("import_error") => (
@@ -242,7 +246,12 @@ fn interpret_python(o: &Outcome, ran: &mut Ran) {
             ),
         ),
     };
-    ran.failure = Some(Failure::new(code, text).with_details(details));
+    let failure = Failure::new(code, text);
+    ran.failure = Some(if details.is_empty() {
+        failure
+    } else {
+        failure.with_details(Value::Object(details))
+    });
 }
 
 fn signal_name(s: i32) -> &'static str {

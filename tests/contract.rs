@@ -196,6 +196,16 @@ fn envelope(r: &Run) {
     let ok = r.json["success"].as_bool().expect("success");
     assert_eq!(r.json["status"], if ok { "success" } else { "error" });
     assert_eq!(ok, d.get("code").is_none(), "code iff error: {}", r.json);
+    // `details`: an object or absent, and no null in it.
+    if let Some(details) = d.get("details") {
+        let fields = details
+            .as_object()
+            .unwrap_or_else(|| panic!("details {details}"));
+        assert!(
+            fields.values().all(|v| !v.is_null()),
+            "null in details: {details}"
+        );
+    }
 }
 
 /// A successful call: exit 0, no code word; returns `data.result`.
@@ -1552,6 +1562,51 @@ fn a_start_failure_names_the_file_and_the_reason() {
     let r = run_command(command, &request("NoExec", "m", json!({})));
     err(&r, 6, "plugin_start_failed");
     assert!(error_text(&r).contains("mounted noexec"), "{}", r.stdout);
+}
+
+/// A script's interpreter knows it by its name, not as `/dev/fd/N`: its `$0`, its
+/// `__file__` and its own error messages name the script.
+#[test]
+fn a_scripts_own_messages_name_the_script() {
+    let d = setup();
+    let shell = sh(
+        &d,
+        "named",
+        "echo \"I am $0\" >&2\nnosuchcommand-upm\necho '{}'",
+    );
+    let py = d.write(
+        "plugins/named.py",
+        "#!/usr/bin/python3\nimport sys\nprint('I am', __file__, file=sys.stderr)\nprint('{}')\n",
+        true,
+    );
+    let c = cfg(
+        &d,
+        json!({ "plugins": {
+            "Sh": cmd(&shell, &["m"]),
+            "Py": cmd(py.to_str().unwrap(), &["m"]),
+            // Pinned: what runs is the call's verified copy, and still named so.
+            "Pinned": { "command": [shell], "allowed_methods": ["m"],
+                        "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&shell).unwrap())) }
+        }}),
+    );
+    for plugin in ["Sh", "Py", "Pinned"] {
+        let r = call(&c, plugin, "m", json!({}));
+        ok(&r);
+        let stderr = r.json["data"]["stderr"]["text"].as_str().unwrap();
+        assert!(!stderr.contains("/dev/fd/"), "{plugin}: {stderr}");
+        let name = if plugin == "Py" {
+            "named.py"
+        } else {
+            "named.sh"
+        };
+        assert!(stderr.contains(&format!("/{name}\n")), "{plugin}: {stderr}");
+        if plugin != "Py" {
+            assert!(
+                stderr.contains(&format!("/{name}: 3: nosuchcommand-upm: not found")),
+                "{stderr}"
+            );
+        }
+    }
 }
 
 #[test]
