@@ -1359,7 +1359,7 @@ fn verify_and_show_read_the_configs_log_and_name_it() {
         assert_eq!(r.code, 0, "{r:?}");
         assert!(r.stdout.starts_with("intact: 2 entries"), "{}", r.stdout);
         assert!(
-            r.stdout.contains(&format!("read: {}", log.display())),
+            r.stdout.contains(&format!("checked: {}", log.display())),
             "{}",
             r.stdout
         );
@@ -1403,8 +1403,10 @@ fn verify_and_show_read_the_configs_log_and_name_it() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("UPM_LOG_FILE"), "{}", r.stdout);
     assert!(
-        r.stdout
-            .contains(&format!("read: {}", stray.join("entrypoint.log").display())),
+        r.stdout.contains(&format!(
+            "checked: {}",
+            stray.join("entrypoint.log").display()
+        )),
         "{}",
         r.stdout
     );

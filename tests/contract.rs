@@ -1295,19 +1295,7 @@ fn every_relative_path_means_the_same_from_any_working_directory() {
         // The plugin's uid must be able to write there: only the sandbox decides.
         std::fs::set_permissions(t.join("out"), std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::create_dir(t.join("keys")).unwrap();
-        let (secret, public) = (t.join("keys/audit.pem"), t.join("keys/audit.pub"));
-        let r = run_with(
-            &[
-                "keygen",
-                "--secret",
-                secret.to_str().unwrap(),
-                "--public",
-                public.to_str().unwrap(),
-            ],
-            b"",
-            &[],
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        keygen(&t.join("keys/audit.pem"), &t.join("keys/audit.pub"));
     }
     let (mine, theirs) = (d.join("data/allowed.txt"), decoy.join("data/allowed.txt"));
     sh(

@@ -93,13 +93,13 @@ fn resolve(
     }
 }
 
-/// "read: a, b" for the files of the log set of `path`.
-fn read_files(files: &[PathBuf]) -> String {
+/// "<label>: a, b" for the files of a log set.
+fn name_files(label: &str, files: &[PathBuf]) -> String {
     let names: Vec<String> = files
         .iter()
         .map(|f| super::query::printable(&f.display().to_string()))
         .collect();
-    format!("read: {}", names.join(", "))
+    format!("{label}: {}", names.join(", "))
 }
 
 /// The words `--outcome` takes: `success` (logged as `ok`) and every error `code`.
@@ -139,7 +139,7 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
             let mut text = report.to_string();
             if !report.files.is_empty() {
                 text.push('\n');
-                text.push_str(&read_files(&report.files));
+                text.push_str(&name_files("checked", &report.files));
             }
             if let Some(how) = how {
                 text.push_str(&format!("\n({how})"));
@@ -193,7 +193,7 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
                         &format!(
                             "upm audit show: {n} matching entr{}; {}{how}",
                             if n == 1 { "y" } else { "ies" },
-                            read_files(&files)
+                            name_files("read", &files)
                         ),
                     );
                     0
