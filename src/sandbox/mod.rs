@@ -243,6 +243,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             Layer::Seccomp,
             json!({
                 "profile": profile.name,
+                "file": policy.seccomp,
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
                 "sockets": if policy.network { "allowed" } else { "denied (stream socketpairs allowed)" },
