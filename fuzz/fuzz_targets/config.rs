@@ -1,6 +1,6 @@
 //! The config loader: `Config::load` on a file holding the input, in a directory of
 //! its own (relative paths resolve there). Refusals are fine; a panic is not, and a
-//! config that loads must have passed its own checks.
+//! config that loads names only plugins and methods that could be called.
 
 #![no_main]
 
@@ -23,10 +23,13 @@ fuzz_target!(|data: &[u8]| {
     let path = config_path();
     std::fs::write(path, data).expect("write the config");
     if let Ok(config) = Config::load(path) {
-        assert!(!config.plugins.is_empty());
+        // No plugin at all is a valid config that refuses every call.
         for (name, plugin) in &config.plugins {
             assert!(upm::request::valid_name(name), "{name:?}");
             assert!(!plugin.methods.is_empty(), "{name}");
+            for method in plugin.methods.keys() {
+                assert!(upm::request::valid_name(method) && !method.starts_with('_'));
+            }
         }
     }
 });
