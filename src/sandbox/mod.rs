@@ -21,7 +21,6 @@ pub mod mounts;
 pub mod namespaces;
 pub mod policy;
 pub mod seccomp;
-mod syscalls;
 
 use ::syscalls::{syscall, Sysno};
 use host::Host;

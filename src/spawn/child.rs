@@ -294,9 +294,8 @@ extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
     let ctx = unsafe { &*ctx };
     // Dies with the init, PID namespace or not (a fork clears the init's own).
     // SAFETY: plain prctl with integer arguments.
-    if let Err(e) =
-        sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
-    {
+    let set = unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if let Err(e) = sys(set) {
         fail(Step::ParentDeath, e);
     }
     // SAFETY: the parent keeps the plan unchanged until the init is reaped.
