@@ -13,6 +13,7 @@
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: the one place where errors become result codes and exit codes.
+//! - [`mcp`]: `upm mcp`, an MCP server whose every tool call is one pipeline call.
 //! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
 //!   config on to a strict upm config.
@@ -30,6 +31,7 @@ pub mod files;
 pub mod integrity;
 pub mod keys;
 pub mod launch;
+pub mod mcp;
 pub mod migrate;
 pub mod outcome;
 pub mod pipeline;

@@ -48,6 +48,20 @@ pub enum Input<R: Read> {
         method: OsString,
         args: OsString,
     },
+    /// `upm mcp`: a request already read (a `tools/call`, its tool name mapped back to
+    /// plugin and method), checked like any other from here on.
+    Parsed(Request),
+}
+
+/// What a caller adds to a call besides its request (`upm mcp`'s calls; `upm run`'s
+/// have the default): what can stop it early, and where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// upm's own stop, and the call's own cancellation if it can be cancelled alone.
+    pub stop: crate::spawn::stop::Watch,
+    /// Recorded in every audit entry of the call under this key (`upm mcp`: the
+    /// JSON-RPC id and the tool name).
+    pub origin: Option<(&'static str, Value)>,
 }
 
 /// What is known about the call so far, for the response and the audit entry.
@@ -67,7 +81,10 @@ struct Call {
     sandbox_started: Option<Value>,
     /// Why no schema checked the args, when none did.
     no_schema: Option<String>,
+    /// The method's `output_schema`, which a result must match.
+    output_schema: Option<Arc<MethodSchema>>,
     warnings: Vec<String>,
+    ctx: Context,
 }
 
 impl Call {
@@ -82,7 +99,9 @@ impl Call {
             trust: None,
             sandbox_started: None,
             no_schema: None,
+            output_schema: None,
             warnings: Vec::new(),
+            ctx: Context::default(),
         }
     }
 }
@@ -93,7 +112,8 @@ pub struct Session {
     config_path: PathBuf,
     config: Result<Config, ConfigError>,
     host: Host,
-    schemas: Mutex<HashMap<(String, String), Arc<MethodSchema>>>,
+    /// Compiled schemas (args and results alike), by file.
+    schemas: Mutex<HashMap<PathBuf, Arc<MethodSchema>>>,
     profiles: Mutex<HashMap<SeccompSource, Arc<Profile>>>,
     /// Opened on first use; concurrent calls share its fsyncs.
     audit: GroupCommit,
@@ -171,7 +191,13 @@ impl Session {
     /// One call, top-down, its refusals in UPM's order: log, args (3), config (5),
     /// plugin (4), method (7), then upm's own checks (trust, schema).
     pub fn call<R: Read>(&self, input: Input<R>) -> Response {
+        self.call_in(input, Context::default())
+    }
+
+    /// [`call`](Self::call), with what its caller adds (see [`Context`]).
+    pub fn call_in<R: Read>(&self, input: Input<R>, ctx: Context) -> Response {
         let mut call = Call::new();
+        call.ctx = ctx;
         let cap = self.max_request_bytes();
 
         // the audit log first: nothing runs, or is refused, unaudited
@@ -195,6 +221,7 @@ impl Session {
         // authorize, verify the signed config, validate
         let authorized = authorize(config, &req).and_then(|plugin| {
             let schema = self.schema(plugin, &req.method)?;
+            call.output_schema = self.output_schema(plugin, &req.method)?;
             phase(&call, "schema loaded");
             if schema.is_none() {
                 call.no_schema = Some(no_schema(config, plugin, &req.method));
@@ -210,6 +237,26 @@ impl Session {
         };
         phase(&call, "authorized and validated");
         self.execute(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
+    }
+
+    /// A call refused before it became a request (`upm mcp`: a tool that names no
+    /// whitelisted method, arguments that do not fit a tool's wrapper): audited like
+    /// every other refusal, under what it named.
+    pub fn refuse_in(
+        &self,
+        failure: Failure,
+        ctx: Context,
+        plugin: Option<&str>,
+        method: Option<&str>,
+    ) -> Response {
+        let mut call = Call::new();
+        call.ctx = ctx;
+        call.plugin = plugin.map(request::noted);
+        call.method = method.map(request::noted);
+        if let Err(f) = self.open_log() {
+            return respond(&call, f.into());
+        }
+        self.finish_refused(&call, failure)
     }
 
     /// `upm migrate`: the signatures of `methods`, read by upm's runner from the
@@ -279,9 +326,11 @@ impl Session {
         // A profile that does not load is a config error, never a degradation.
         let seccomp = self.profile(&plugin.seccomp_profile)?;
         phase(call, "seccomp profile loaded");
+        let output_schema = call.output_schema.clone();
         let files = trust::CallFiles {
             plugin,
             schema,
+            output_schema: output_schema.as_deref(),
             seccomp: &seccomp,
         };
         verify_trust(config, &files, call)?;
@@ -298,8 +347,8 @@ impl Session {
         req: &Request,
         call: &mut Call,
     ) -> Response {
-        if crate::spawn::stop::requested() {
-            return self.finish_refused(call, cancelled_before_start());
+        if let Some(why) = call.ctx.stop.stopped() {
+            return self.finish_refused(call, cancelled_before_start(why));
         }
         match plugin.policy.backend {
             Backend::Native => self.execute_native(config, plugin, schema, seccomp, req, call),
@@ -311,19 +360,33 @@ impl Session {
 
     /// The method's schema, compiled once per session.
     fn schema(&self, plugin: &Plugin, method: &str) -> Result<Option<Arc<MethodSchema>>, Failure> {
-        let Some(path) = plugin.methods.get(method).and_then(|m| m.schema.as_ref()) else {
-            return Ok(None);
-        };
-        let key = (plugin.name.clone(), method.to_owned());
-        if let Some(s) = lock(&self.schemas).get(&key) {
-            return Ok(Some(s.clone()));
+        let path = plugin.methods.get(method).and_then(|m| m.schema.as_ref());
+        path.map(|p| self.compiled(p)).transpose()
+    }
+
+    /// The schema the method's result must match, if it has one, compiled once per session.
+    fn output_schema(
+        &self,
+        plugin: &Plugin,
+        method: &str,
+    ) -> Result<Option<Arc<MethodSchema>>, Failure> {
+        let path = plugin
+            .methods
+            .get(method)
+            .and_then(|m| m.output_schema.as_ref());
+        path.map(|p| self.compiled(p)).transpose()
+    }
+
+    fn compiled(&self, path: &Path) -> Result<Arc<MethodSchema>, Failure> {
+        if let Some(s) = lock(&self.schemas).get(path) {
+            return Ok(s.clone());
         }
         let schema =
             Arc::new(MethodSchema::load(path).map_err(|e| {
                 Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
             })?);
-        lock(&self.schemas).insert(key, schema.clone());
-        Ok(Some(schema))
+        lock(&self.schemas).insert(path.to_path_buf(), schema.clone());
+        Ok(schema)
     }
 
     /// A seccomp profile, parsed once per session (its compiled BPF is cached inside it).
@@ -349,11 +412,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn cancelled_before_start() -> Failure {
-    Failure::new(
-        Code::Cancelled,
-        "upm was asked to stop (SIGTERM, SIGINT or SIGHUP); the plugin was not run",
-    )
+fn cancelled_before_start(why: crate::spawn::stop::Why) -> Failure {
+    Failure::new(Code::Cancelled, why.not_run())
 }
 
 fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request, Failure> {
@@ -406,6 +466,19 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
                 request_id: None,
                 introspect: None,
             };
+            req.check().map_err(bad)?;
+            req
+        }
+        Input::Parsed(req) => {
+            call.plugin = Some(request::noted(&req.plugin));
+            call.method = Some(request::noted(&req.method));
+            if let Some(id) = req
+                .request_id
+                .as_ref()
+                .filter(|id| request::valid_request_id(id))
+            {
+                call.request_id = id.clone();
+            }
             req.check().map_err(bad)?;
             req
         }
@@ -585,21 +658,43 @@ fn verify_executable(
 fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> {
     let Some(schema) = schema else { return Ok(()) };
     schema.validate(args).map_err(|r| {
-        let n = r.total;
-        let listed = if n > r.violations.len() {
-            format!("; the first {} are listed", r.violations.len())
-        } else {
-            String::new()
-        };
-        Failure::new(
+        rejected(
             Code::InvalidArgs,
-            format!(
-                "the args do not match the method's schema ({n} violation{}{listed})",
-                if n == 1 { "" } else { "s" }
-            ),
+            "the args do not match the method's schema",
+            &r,
         )
-        .with_details(json!({ "violations": r.violations, "violation_count": n }))
     })
+}
+
+/// A result must match the method's `output_schema`, when it declares one: one that
+/// does not is the plugin's failure, and is not passed on.
+fn check_result(schema: Option<&MethodSchema>, mut ran: Ran) -> Ran {
+    let (Some(schema), None, Some(result)) = (schema, &ran.failure, &ran.result) else {
+        return ran;
+    };
+    if let Err(r) = schema.validate(result) {
+        let what = "the plugin's result does not match the method's output_schema";
+        ran.failure = Some(rejected(Code::PluginFailed, what, &r));
+        ran.result = None;
+    }
+    ran
+}
+
+fn rejected(code: Code, what: &str, r: &crate::schema::Rejection) -> Failure {
+    let n = r.total;
+    let listed = if n > r.violations.len() {
+        format!("; the first {} are listed", r.violations.len())
+    } else {
+        String::new()
+    };
+    Failure::new(
+        code,
+        format!(
+            "{what} ({n} violation{}{listed})",
+            if n == 1 { "" } else { "s" }
+        ),
+    )
+    .with_details(json!({ "violations": r.violations, "violation_count": n }))
 }
 
 impl Session {
@@ -660,8 +755,8 @@ impl Session {
             Err(f) => return self.finish_refused(call, f),
         };
         phase(call, "sandbox prepared");
-        if crate::spawn::stop::requested() {
-            return self.finish_refused(call, cancelled_before_start());
+        if let Some(why) = call.ctx.stop.stopped() {
+            return self.finish_refused(call, cancelled_before_start(why));
         }
 
         // spawn the sandbox's init (creating its namespaces is the slow part of a spawn)
@@ -712,7 +807,7 @@ impl Session {
         let summary = with_python_path(spawned.sandbox().summary(), plugin, &runnable);
 
         // go, capture
-        let outcome = spawned.run();
+        let outcome = spawned.run(&call.ctx.stop);
         phase(call, "plugin finished");
         let ran = outcome::interpret(outcome, plugin, Some(&runnable.exe));
         // the `finished` entry's fsync and the private directory's removal overlap too
@@ -792,7 +887,7 @@ impl Session {
         if let Err(f) = self.audit_started(call, started) {
             return respond(call, f.into());
         }
-        let ran = match container::run(&prepared) {
+        let ran = match container::run(&prepared, &call.ctx.stop) {
             Ok(o) => {
                 let usage = container::usage(&o);
                 let mut ran = outcome::interpret(o, plugin, None);
@@ -911,6 +1006,9 @@ fn base_entry(event: &str, call: &Call) -> Map<String, Value> {
     if !call.warnings.is_empty() {
         e.insert("warnings".into(), json!(call.warnings));
     }
+    if let Some((key, origin)) = &call.ctx.origin {
+        e.insert((*key).into(), origin.clone());
+    }
     e
 }
 
@@ -940,6 +1038,7 @@ impl Session {
 
     /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
     fn finish_with(&self, call: &Call, sandbox: Option<Value>, ran: Ran) -> Response {
+        let ran = check_result(call.output_schema.as_deref(), ran);
         let did_run = ran.ran;
         let stdout_bytes = ran.stdout_bytes;
         let mut resp = respond(call, ran);
