@@ -153,7 +153,7 @@ impl<'a> Server<'a> {
                         ),
                         None,
                     ));
-                    self.audit_unreadable(Input::TooLong);
+                    self.audit_unreadable(Input::TooLong, &Value::Null);
                 }
                 Line::Request(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
                 Line::Request(bytes) => self.message(bytes),
@@ -162,10 +162,10 @@ impl<'a> Server<'a> {
     }
 
     /// A message that cannot be read may have been a call: audited as a refused one.
-    fn audit_unreadable(&self, input: Input<std::io::Empty>) {
+    fn audit_unreadable(&self, input: Input<std::io::Empty>, id: &Value) {
         let ctx = Context {
             stop: Watch::default(),
-            origin: Some((ORIGIN_KEY, json!({ "jsonrpc_id": null }))),
+            origin: Some((ORIGIN_KEY, json!({ "jsonrpc_id": id }))),
         };
         let _ = self.session.call_in(input, ctx);
     }
@@ -173,6 +173,18 @@ impl<'a> Server<'a> {
     fn message(&self, bytes: Vec<u8>) {
         let msg = match request::parse_json(&bytes, false) {
             Ok(m) => m,
+            // Valid JSON all the same: answered under its id, when it has one.
+            Err(e @ request::RequestError::WideInteger(_)) => {
+                let id = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .filter(|id| id.is_string() || id.is_number())
+                    .unwrap_or(Value::Null);
+                let text = format!("Invalid params: {e}");
+                self.send(&jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, &text, None));
+                self.audit_unreadable(Input::Line(bytes), &id);
+                return;
+            }
             Err(e) => {
                 let text = format!("Parse error: {e}");
                 self.send(&jsonrpc::error(
@@ -181,7 +193,7 @@ impl<'a> Server<'a> {
                     &text,
                     None,
                 ));
-                self.audit_unreadable(Input::Line(bytes));
+                self.audit_unreadable(Input::Line(bytes), &Value::Null);
                 return;
             }
         };
@@ -441,13 +453,16 @@ impl<'a> Server<'a> {
         Some(jsonrpc::result(&job.id, tool_result(tool, resp)))
     }
 
-    /// Writes one message as one line. A failure stops the server: nobody reads.
+    /// Writes one message as one line (one write, serialized before the lock is taken).
+    /// A failure stops the server: nobody reads.
     fn send(&self, msg: &Value) {
+        let mut line = serde_json::to_vec(msg).unwrap_or_else(|_| {
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Internal error"}}"#
+                .to_vec()
+        });
+        line.push(b'\n');
         let mut out = lock(&self.out);
-        let written = serde_json::to_writer(&mut *out, msg)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush());
+        let written = out.write_all(&line).and_then(|()| out.flush());
         drop(out);
         if let Err(e) = written {
             if !self.failed_output.swap(true, Ordering::SeqCst) {

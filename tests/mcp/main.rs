@@ -669,6 +669,16 @@ fn lifecycle_negotiation_and_bad_input() {
     let r = s.tool(json!(9), "Calc__list", json!({"a": 1}));
     assert_eq!(r["result"]["isError"], true, "{r}");
     assert!(text(&r["result"]).starts_with("invalid_args: the arguments of tool \"Calc__list\""));
+    // An integer JSON parsing would round: refused under its request's id.
+    s.send_bytes(
+        br#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"Calc__add","arguments":{"a":18446744073709551616,"b":1}}}"#,
+    );
+    let r = s.answer(&json!(11), Duration::from_secs(10));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not fit in 64 bits"));
     // And the session still works.
     let r = s.tool(json!("ten"), "Calc__add", json!({"a": 4, "b": 6}));
     assert_eq!(r["result"]["structuredContent"], json!({"sum": 10}), "{r}");
@@ -692,6 +702,7 @@ fn lifecycle_negotiation_and_bad_input() {
             ("bad_request", &json!(7)),
             ("not_whitelisted", &json!(8)),
             ("invalid_args", &json!(9)),
+            ("bad_request", &json!(11)),
         ]
     );
     let ok = finished(&d, "add");
