@@ -345,3 +345,31 @@ impl<R: io::Read + std::os::fd::AsRawFd> io::Read for Watched<R> {
         self.0.read(buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_stops_its_own_watch_and_wakes_a_waiting_poll() {
+        let (a, b) = (Cancel::new().unwrap(), Cancel::new().unwrap());
+        let (wa, wb) = (Watch::with(a.clone()), Watch::with(b.clone()));
+        assert_eq!(wa.stopped(), None);
+        // A reader that never turns readable: only the watch can end the wait.
+        let (r, _w) = wake_pipe().unwrap();
+        let fire = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a.fire(Why::Cancelled);
+            a.fire(Why::CallerGone);
+        });
+        assert!(!wait_readable_or(r.as_raw_fd(), &wa), "woken by the cancel");
+        fire.join().unwrap();
+        assert_eq!(
+            wa.stopped(),
+            Some(Why::Cancelled),
+            "the first reason is kept"
+        );
+        assert_eq!(wb.stopped(), None, "another call's watch is untouched");
+        assert_eq!(Watch::default().stopped(), None);
+    }
+}
