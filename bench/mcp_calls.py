@@ -11,10 +11,12 @@ then calls/s with 2 calls in flight: the SDK client, plain lines, `upm run --jso
 --parallel 2`, and two one-shot `upm run` loops side by side. Everything interleaved in
 rounds, so that the machine's noise falls on every row alike. With `--baseline UPM`, a
 second `upm` binary (say, one built from before `upm mcp` existed) is timed one-shot
-beside this one: what `upm mcp` costs `upm run`'s start-up.
+beside this one: what `upm mcp` costs `upm run`'s start-up. (Copy both binaries the same way,
+e.g. `cp` to /tmp, and pass `--upm` too: a file the linker wrote in place can sit in the page
+cache in smaller pieces than a copied one, and take more page faults at every start.)
 
     cargo build --release
-    sudo target/mcp-clients/venv/bin/python bench/mcp_calls.py [--rounds 10] [--calls 20] [--baseline UPM]
+    sudo target/mcp-clients/venv/bin/python bench/mcp_calls.py [--rounds 10] [--calls 20] [--upm UPM] [--baseline UPM]
 
 (Not named mcp.py: the script would shadow the SDK's package.) It needs the SDK: `.ci/run` installs it into target/mcp-clients/venv.
 """
@@ -41,6 +43,7 @@ REQUEST = json.dumps({"plugin": "TextTools", "method": "noop", "args": {}}).enco
 
 
 def one_shot(upm, env):
+    upm = upm or UPM
     t = time.perf_counter()
     out = subprocess.run([upm, "run", "--config", CONFIG], input=REQUEST, env=env,
                          capture_output=True, check=False)
@@ -203,8 +206,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--upm", help="the upm binary to measure (default: the release build)")
     ap.add_argument("--baseline", help="another upm binary to time one-shot beside this one")
     args = ap.parse_args()
+    global UPM
+    UPM = args.upm or UPM
     anyio.run(main_async, args)
 
 
