@@ -246,6 +246,21 @@ impl Raw {
         )
     }
 
+    /// Starts a `Calc__hang` call under `id` and waits until its plugin (a shell and its
+    /// two sleeps) runs; the marker that finds its processes.
+    fn hang(&mut self, id: Value) -> String {
+        let m = marker();
+        self.request(
+            id,
+            "tools/call",
+            json!({"name": "Calc__hang", "arguments": {"marker": m}}),
+        );
+        wait_for("the plugin runs", Duration::from_secs(20), || {
+            processes_with(&m).len() >= 3
+        });
+        m
+    }
+
     fn close_stdin(&mut self) {
         self.stdin = None;
     }
@@ -781,20 +796,12 @@ fn a_cancelled_call_is_killed_refused_if_queued_and_never_answered() {
     // One worker: the second call waits behind the first.
     let mut s = Raw::start(&config, &["--parallel", "1"]);
     s.initialize("2025-11-25");
-    let m = marker();
-    s.request(
-        json!(1),
-        "tools/call",
-        json!({"name": "Calc__hang", "arguments": {"marker": m}}),
-    );
+    let m = s.hang(json!(1));
     s.request(
         json!(2),
         "tools/call",
         json!({"name": "Calc__add", "arguments": {"a": 1, "b": 1}}),
     );
-    wait_for("the plugin runs", Duration::from_secs(20), || {
-        processes_with(&m).len() >= 3
-    });
     let cancel = |s: &mut Raw, id: Value| {
         s.send(
             json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -846,15 +853,7 @@ fn an_id_in_flight_cannot_be_reused() {
     let config = fixture(&d, json!({}));
     let mut s = Raw::start(&config, &[]);
     s.initialize("2025-11-25");
-    let m = marker();
-    s.request(
-        json!(5),
-        "tools/call",
-        json!({"name": "Calc__hang", "arguments": {"marker": m}}),
-    );
-    wait_for("the plugin runs", Duration::from_secs(20), || {
-        processes_with(&m).len() >= 3
-    });
+    let m = s.hang(json!(5));
     let r = s.tool(json!(5), "Calc__add", json!({"a": 1, "b": 1}));
     assert_eq!(r["error"]["code"], -32600, "{r}");
     s.send(
@@ -872,15 +871,7 @@ fn ends_running_calls(signal: bool) {
     let config = fixture(&d, json!({}));
     let mut s = Raw::start(&config, &[]);
     s.initialize("2025-11-25");
-    let m = marker();
-    s.request(
-        json!(1),
-        "tools/call",
-        json!({"name": "Calc__hang", "arguments": {"marker": m}}),
-    );
-    wait_for("the plugin runs", Duration::from_secs(20), || {
-        processes_with(&m).len() >= 3
-    });
+    let m = s.hang(json!(1));
     let t0 = Instant::now();
     if signal {
         nix::sys::signal::kill(
