@@ -7,7 +7,8 @@
 //! - [`request`] / [`response`]: the wire types of one call.
 //! - [`config`]: `upm_config.json`, loaded and checked as a whole (fail closed);
 //!   [`unknown_keys`] reports every key it does not know.
-//! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only.
+//! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only;
+//!   [`canonical`]: the one serialisation of a value that is hashed or signed.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod audit;
 pub mod batch;
+pub mod canonical;
 pub mod cli;
 pub mod compat;
 pub mod config;

@@ -2118,7 +2118,7 @@ fn every_invocation_is_audited_with_its_outcome() {
         started["args_digest"],
         format!(
             "sha256:{}",
-            upm::schema::digest_hex(&json!({"text": secret}))
+            upm::canonical::digest_hex(&json!({"text": secret}))
         )
     );
     assert_eq!(audit_of(&d, id).len(), 2);

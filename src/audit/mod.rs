@@ -172,7 +172,7 @@ pub enum AuditError {
 /// Digest logged instead of the arguments when `include_args` is false:
 /// `sha256:<hex>` of the compact JSON (object keys sorted by serde_json).
 pub fn args_digest(args: &serde_json::Value) -> String {
-    format!("sha256:{}", crate::schema::digest_hex(args))
+    format!("sha256:{}", crate::canonical::digest_hex(args))
 }
 
 impl From<crate::keys::KeyError> for AuditError {
