@@ -106,10 +106,10 @@ mod writer;
 use std::path::PathBuf;
 
 pub use crate::keys::keygen;
-pub use cli::{run, AuditCommand, DefaultLog, ShowFormat};
+pub use cli::{run, AuditCommand, DefaultLog};
 pub use format::GENESIS;
 pub use group::GroupCommit;
-pub use query::{show, Filter};
+pub use query::{show, Filter, ShowFormat};
 pub use settings::{AuditSettings, Mirror, Rotation};
 pub use verify::{verify, Finding, Outcome, VerifyReport};
 pub use writer::AuditLog;
