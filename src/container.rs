@@ -24,10 +24,9 @@
 //! non-zero exit is the engine's failure, not the plugin's. Docker has no such
 //! file; there its documented codes 125 (engine) and 126/127 (command) decide.
 
-pub mod image;
-
 use crate::config::{Plugin, PluginKind};
 use crate::request::Request;
+pub use crate::sandbox::policy::EngineKind;
 use crate::sandbox::policy::{Layer, Policy};
 use crate::sandbox::{limits, seccomp};
 use crate::spawn::{self, Exit, Io, Outcome, Pipes, Stream};
@@ -64,8 +63,8 @@ const TMP: &str = "/tmp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("unknown container engine {0:?} (use \"podman\" or \"docker\")")]
-    UnknownEngine(String),
+    #[error("{0}")]
+    UnknownEngine(#[from] crate::sandbox::policy::UnknownEngine),
     #[error("no container engine ({}) found in {}", .wanted.join(" or "), ENGINE_PATH.join(":"))]
     NoEngine { wanted: Vec<&'static str> },
     #[error("the container runtime {0:?} (UPM_CONTAINER_RUNTIME) is not found in {path}", path = ENGINE_PATH.join(":"))]
@@ -117,76 +116,6 @@ pub enum ContainerError {
          anonymous volume on the host's disk despite --read-only; rebuild the image without VOLUME"
     )]
     ImageVolumes { volumes: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    Podman,
-    Docker,
-}
-
-impl EngineKind {
-    pub fn parse(name: &str) -> Result<EngineKind, ContainerError> {
-        match name {
-            "podman" => Ok(EngineKind::Podman),
-            "docker" => Ok(EngineKind::Docker),
-            other => Err(ContainerError::UnknownEngine(other.to_owned())),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EngineKind::Podman => "podman",
-            EngineKind::Docker => "docker",
-        }
-    }
-}
-
-/// Problems with a container plugin's config, one sentence each (for `Config::load`
-/// and so `upm check`). Only command plugins: the runner of Python class plugins
-/// needs a result channel that engines do not pass.
-pub fn config_problems(policy: &Policy, kind: &PluginKind, pinned_files: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    match &policy.image {
-        None => out.push("the container backend needs \"sandbox\": {\"image\": ...}".into()),
-        Some(i) => {
-            if let Err(e) = image::validate(i, policy.allow_tags) {
-                out.push(format!("image {i:?} {e}"));
-            }
-        }
-    }
-    if let Some(e) = &policy.engine {
-        if let Err(e) = EngineKind::parse(e) {
-            out.push(e.to_string());
-        }
-    }
-    match kind {
-        PluginKind::Command { argv } if !argv[0].starts_with('/') => out.push(format!(
-            "the container backend needs an absolute \"command\" path inside the image, not {:?}",
-            argv[0]
-        )),
-        PluginKind::Command { .. } => {}
-        PluginKind::PythonClass { .. } => out.push(
-            "the container backend runs \"command\" plugins only (a Python class plugin needs upm's runner)"
-                .into(),
-        ),
-    }
-    if policy.network {
-        out.push("the container backend always runs with --network=none; \"network\": true is not supported".into());
-    }
-    if !policy.read_paths.is_empty() || !policy.write_paths.is_empty() {
-        out.push("the container backend mounts nothing from the host: remove \"read_paths\"/\"write_paths\"".into());
-    }
-    if policy.user.uid == 0 || policy.user.gid == 0 {
-        out.push("the container backend never runs a plugin as root (uid/gid 0)".into());
-    }
-    if pinned_files {
-        out.push(
-            "a container plugin is pinned by its image digest, not \"sha256\"/\"manifest_sha256\""
-                .into(),
-        );
-    }
-    out
 }
 
 /// The engine that will run the call, found on the fixed PATH.
@@ -1412,38 +1341,5 @@ mod tests {
         assert_eq!(o.exit, Some(Exit::Signal(libc::SIGKILL)));
         let o = classify(EngineKind::Docker, code(0), true, outcome("")).unwrap();
         assert_eq!(o.exit, Some(Exit::Code(0)));
-    }
-
-    #[test]
-    fn config_problems_name_each_mistake() {
-        let mut policy = Policy {
-            image: Some("busybox:latest".into()),
-            engine: Some("lxc".into()),
-            network: true,
-            ..Policy::default()
-        };
-        policy.user.uid = 0;
-        let kind = PluginKind::Command {
-            argv: vec!["plugin".into()],
-        };
-        let p = config_problems(&policy, &kind, true);
-        for needle in [
-            "not pinned",
-            "lxc",
-            "absolute",
-            "network",
-            "root",
-            "image digest",
-        ] {
-            assert!(p.iter().any(|x| x.contains(needle)), "{needle}: {p:?}");
-        }
-        let ok = Policy {
-            image: Some(format!("localhost/x@sha256:{}", "a".repeat(64))),
-            ..Policy::default()
-        };
-        let kind = PluginKind::Command {
-            argv: vec!["/bin/plugin".into()],
-        };
-        assert!(config_problems(&ok, &kind, false).is_empty());
     }
 }
