@@ -13,7 +13,8 @@
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`audit`]: the tamper-evident audit log.
-//! - [`error`]: the one place where errors become result codes and exit codes.
+//! - [`error`]: result codes, exit codes and the `Failure` a call ends on (a leaf);
+//!   [`codes`]: the one place where each module's error becomes a result code.
 //! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
 //!   config on to a strict upm config.
@@ -23,6 +24,7 @@ pub mod audit;
 pub mod batch;
 pub mod canonical;
 pub mod cli;
+pub mod codes;
 pub mod compat;
 pub mod config;
 pub mod container;

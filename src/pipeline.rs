@@ -12,6 +12,7 @@
 //! while each call still gets its own sandbox and its own audit entries.
 
 use crate::audit::GroupCommit;
+use crate::codes::Coded;
 use crate::compat;
 use crate::config::{Config, ConfigError, Plugin, PluginKind, PythonPathFrom};
 use crate::container;
@@ -250,7 +251,7 @@ impl Session {
     /// The config, or UPM's sentence for why it did not load (exit 5).
     fn loaded_config(&self) -> Result<&Config, Failure> {
         self.config.as_ref().map_err(|e| {
-            Failure::new(Code::ConfigError, compat::config_load(&self.config_path, e))
+            Failure::new(e.code(), compat::config_load(&self.config_path, e))
                 .with_details(json!({ "problems": e.problems() }))
         })
     }
@@ -259,7 +260,7 @@ impl Session {
     fn open_log(&self) -> Result<(), Failure> {
         self.audit.ensure_open().map_err(|e| {
             Failure::new(
-                Code::AuditError,
+                e.code(),
                 format!(
                     "{}; the plugin was not run (nothing runs unaudited)",
                     compat::logging_failed(&e)
@@ -318,10 +319,10 @@ impl Session {
         if let Some(s) = lock(&self.schemas).get(&key) {
             return Ok(Some(s.clone()));
         }
-        let schema =
-            Arc::new(MethodSchema::load(path).map_err(|e| {
-                Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
-            })?);
+        let schema = Arc::new(
+            MethodSchema::load(path)
+                .map_err(|e| Failure::new(e.code(), format!("the config is invalid: {e}")))?,
+        );
         lock(&self.schemas).insert(key, schema.clone());
         Ok(Some(schema))
     }
@@ -331,10 +332,11 @@ impl Session {
         if let Some(p) = lock(&self.profiles).get(source) {
             return Ok(p.clone());
         }
-        let profile =
-            Arc::new(source.load().map_err(|e| {
-                Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
-            })?);
+        let profile = Arc::new(
+            source
+                .load()
+                .map_err(|e| Failure::new(e.code(), format!("the config is invalid: {e}")))?,
+        );
         lock(&self.profiles).insert(source.clone(), profile.clone());
         Ok(profile)
     }
@@ -357,16 +359,7 @@ fn cancelled_before_start() -> Failure {
 }
 
 fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request, Failure> {
-    let bad = |e: request::RequestError| {
-        let code = match e {
-            request::RequestError::Read(ref io) if crate::spawn::stop::Stopped::is(io) => {
-                Code::Cancelled
-            }
-            request::RequestError::TooLarge { .. } => Code::RequestTooLarge,
-            _ => Code::BadRequest,
-        };
-        Failure::new(code, e.to_string())
-    };
+    let bad = Failure::from;
     let req = match input {
         Input::Stdin(reader) => {
             let bytes = request::read_bounded(reader, cap).map_err(bad)?;
@@ -537,7 +530,7 @@ fn verify_trust(
             Ok(())
         }
         (Err(e), _) => Err(Failure::new(
-            Code::UntrustedConfig,
+            e.code(),
             format!("the config is not trusted: {e}; nothing was run"),
         )),
     };
@@ -569,7 +562,7 @@ fn verify_executable(
         return Ok(());
     };
     let failure = Failure::new(
-        Code::UntrustedConfig,
+        e.code(),
         format!("the config is not trusted: {e}; nothing was run"),
     );
     let warning = format!("the config is not trusted: {e}");
@@ -622,17 +615,12 @@ impl Session {
         let python = matches!(plugin.kind, crate::config::PluginKind::PythonClass { .. });
         let workdir = match Workdir::create(&config.workdir_root, &call.request_id, owner, python) {
             Ok(w) => w,
-            Err(e) => {
-                let f = Failure::new(
-                    Code::SandboxUnavailable,
-                    format!("cannot create the call's private directory: {e}"),
-                );
-                return self.finish_refused(call, f);
-            }
+            Err(e) => return self.finish_refused(call, e.into()),
         };
         phase(call, "workdir created");
         let copy_interpreter = call.verdict.is_some();
         let prepared = launch::resolve(plugin, &workdir, copy_interpreter)
+            .map_err(Failure::from)
             .and_then(|runnable| {
                 phase(call, "plugin resolved and hashed");
                 if let Some(v) = call.verdict.as_mut() {
@@ -845,7 +833,7 @@ impl Session {
         call.sandbox_started = Some(s.sandbox);
         self.append(entry)
             .map(|_| ())
-            .map_err(|e| Failure::new(Code::AuditError, format!("{e}; the plugin was not run")))
+            .map_err(|e| Failure::new(e.code(), format!("{e}; the plugin was not run")))
     }
 }
 
