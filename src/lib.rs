@@ -1,7 +1,8 @@
 //! upm: a one-shot secure plugin entrypoint.
 //!
 //! The pipeline, top-down, lives in [`pipeline`]: parse → authorize (whitelist)
-//! → validate (schema) → prepare sandbox → spawn → capture → audit → respond.
+//! → validate (schema) → prepare → audit `started` → run → capture → audit
+//! `finished` → respond.
 //! Each concern has its own module:
 //!
 //! - [`request`] / [`response`]: the wire types of one call.
