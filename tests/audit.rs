@@ -24,24 +24,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A config whitelisting texttools (with the repository's schemas) plus `extra` plugins.
 fn texttools_config(dir: &TestDir, audit: Value, extra: Value) -> PathBuf {
-    let schemas = repo().join("schemas");
-    let mut plugins = json!({
-        "TextTools": {
-            "command": [texttools_bin()],
-            "methods": {
-                "upper": { "schema": schemas.join("text.json") },
-                "wordcount": { "schema": schemas.join("text.json") },
-                "reverse": { "schema": schemas.join("text.json") },
-                "noop": { "schema": schemas.join("empty.json") }
-            }
-        }
-    });
-    if let (Some(p), Some(e)) = (plugins.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            p.insert(k.clone(), v.clone());
-        }
-    }
-    dir.config(&json!({ "require_schemas": false, "audit": audit, "plugins": plugins }))
+    TestConfig::new()
+        .set("audit", audit)
+        .plugin("TextTools", texttools_plugin(&repo().join("schemas")))
+        .plugins(extra)
+        .write(dir)
 }
 
 fn log_of(dir: &TestDir) -> PathBuf {

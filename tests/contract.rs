@@ -47,17 +47,9 @@ fn setup() -> TestDir {
     d
 }
 
-/// The Rust example plugin, with the repository's schemas.
+/// The Rust example plugin, with the copies of the repository's schemas.
 fn texttools() -> Value {
-    json!({
-        "command": [texttools_bin()],
-        "methods": {
-            "wordcount": { "schema": "schemas/text.json" },
-            "upper": { "schema": "schemas/text.json" },
-            "reverse": { "schema": "schemas/text.json" },
-            "noop": { "schema": "schemas/empty.json" }
-        }
-    })
+    texttools_plugin(Path::new("schemas"))
 }
 
 /// Writes `plugins/<name>.sh` (a `/bin/sh` script) and returns its absolute path.
@@ -72,28 +64,21 @@ fn sh(d: &TestDir, name: &str, body: &str) -> String {
 
 /// A command plugin whitelisting `methods` without schemas.
 fn cmd(path: &str, methods: &[&str]) -> Value {
-    json!({ "command": [path], "allowed_methods": methods })
+    command_plugin(path, methods)
 }
 
 /// Writes the config: `top` merged over `require_schemas: false` and a short timeout.
 fn cfg(d: &TestDir, top: Value) -> PathBuf {
-    let mut c = json!({
-        "require_schemas": false,
-        "sandbox": { "limits": { "timeout_ms": 5000 } }
-    });
-    for (k, v) in top.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    d.config(&c)
+    TestConfig::new().timeout_ms(5000).merge(top).write(d)
 }
 
 /// The usual config: TextTools plus whatever else `plugins` adds.
 fn tt_cfg(d: &TestDir, more: Value) -> PathBuf {
-    let mut plugins = json!({ "TextTools": texttools() });
-    for (k, v) in more.as_object().unwrap() {
-        plugins[k] = v.clone();
-    }
-    cfg(d, json!({ "plugins": plugins }))
+    TestConfig::new()
+        .timeout_ms(5000)
+        .plugin("TextTools", texttools())
+        .plugins(more)
+        .write(d)
 }
 
 const PROBE_PY: &str = r#"

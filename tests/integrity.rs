@@ -140,16 +140,15 @@ const EVIL_PY: &str = "class P:\n    def __init__(self, project_root, cache_dir,
 
 /// A config with the given plugins, no schemas required.
 fn config_with(d: &TestDir, plugins: Value) -> PathBuf {
-    d.config(&json!({
-        "require_schemas": false,
-        "python": "/usr/bin/python3",
-        "sandbox": { "limits": { "timeout_ms": 10000 } },
-        "plugins": plugins
-    }))
+    TestConfig::new()
+        .set("python", json!("/usr/bin/python3"))
+        .timeout_ms(10000)
+        .plugins(plugins)
+        .write(d)
 }
 
 fn cmd_plugin(path: &Path, methods: &[&str]) -> Value {
-    json!({ "command": [path], "allowed_methods": methods })
+    command_plugin(path, methods)
 }
 
 fn py_plugin(root: &str) -> Value {

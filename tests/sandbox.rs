@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{is_root, request, run_command, Run, TestDir};
+use common::{command_plugin, is_root, request, run_command, Run, TestConfig, TestDir};
 use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -137,33 +137,39 @@ fn nonce() -> String {
 }
 
 fn base_config() -> Value {
-    json!({
-        "require_schemas": false,
-        "python": "/usr/bin/python3",
-        "sandbox": {
-            "limits": {
-                "timeout_ms": 5000,
-                "cpu_seconds": 2,
-                "memory_bytes": 256u64 << 20,
-                "max_processes": 32,
-                "output_bytes": 1u64 << 20
-            },
-            "env": {
-                "allow": ["LANG"],
-                "set": {"PATH": "/usr/bin:/bin", "UPM_PROBE": "set-by-config"}
-            }
-        },
-        "plugins": {
-            "probe": {"command": ["plugins/probe.py"], "allowed_methods": PROBE_METHODS},
-            "spew": {"command": ["plugins/spew.sh"], "allowed_methods": ["control", "stdout", "stderr", "both"]},
-            "pyclass": {
+    TestConfig::new()
+        .set("python", json!("/usr/bin/python3"))
+        .set(
+            "sandbox",
+            json!({
+                "limits": {
+                    "timeout_ms": 5000,
+                    "cpu_seconds": 2,
+                    "memory_bytes": 256u64 << 20,
+                    "max_processes": 32,
+                    "output_bytes": 1u64 << 20
+                },
+                "env": {
+                    "allow": ["LANG"],
+                    "set": {"PATH": "/usr/bin:/bin", "UPM_PROBE": "set-by-config"}
+                }
+            }),
+        )
+        .plugin("probe", command_plugin("plugins/probe.py", &PROBE_METHODS))
+        .plugin(
+            "spew",
+            command_plugin("plugins/spew.sh", &["control", "stdout", "stderr", "both"]),
+        )
+        .plugin(
+            "pyclass",
+            json!({
                 "module": "hostile_cls",
                 "class": "Hostile",
                 "python_path": ["plugins/pyclass"],
                 "allowed_methods": ["control", "memory_bomb"]
-            }
-        }
-    })
+            }),
+        )
+        .value()
 }
 
 impl Fx {
