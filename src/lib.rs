@@ -19,6 +19,21 @@
 //! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
 //!   config on to a strict upm config.
+//!
+//! Dependencies point one way, each module using only those on lines above its own
+//! (no module imports one below it, so there is no cycle):
+//!
+//! ```text
+//! error  canonical  files  integrity  diagnostics  unknown_keys   leaves: nothing of the crate
+//! request  response  schema  sandbox  keys
+//! spawn  audit  compat  access
+//! config
+//! container  launch  outcome  trust  preflight
+//! codes                                                          every error -> its result code
+//! pipeline                                                       one call, top-down
+//! batch  migrate
+//! cli
+//! ```
 
 pub mod access;
 pub mod audit;
