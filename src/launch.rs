@@ -143,7 +143,7 @@ pub struct Runnable {
 
 /// A Python class plugin's `cache_dir` when the call names none: UPM's default,
 /// relative to the plugin's working directory (the call's private `home/`).
-const DEFAULT_CACHE_DIR: &str = ".cache";
+pub const DEFAULT_CACHE_DIR: &str = ".cache";
 
 /// Where, under the call's `verified/` directory, a single vouched-for executable is
 /// copied (tree snapshots are `verified/<root index>/`).

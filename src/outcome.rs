@@ -140,7 +140,26 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin, exe: Option<&Executable>) -> R
         PluginKind::Command { .. } => interpret_command(o, &mut ran),
         PluginKind::PythonClass { .. } => interpret_python(o, &mut ran, plugin),
     }
+    disk_full(o, &mut ran, limits.disk_bytes);
     ran
+}
+
+/// A plugin whose private home filled up got ENOSPC: that alone does not fail the call
+/// (the plugin may have coped), but `usage.disk` says so, and a call that failed names
+/// the bound as its `limit` and in its error.
+fn disk_full(o: &Outcome, ran: &mut Ran, disk_bytes: u64) {
+    if !o.usage.and_then(|u| u.disk).is_some_and(|d| d.full) {
+        return;
+    }
+    if let Some(f) = ran.failure.as_mut() {
+        if ran.limit.is_none() {
+            ran.limit = Some("disk_bytes");
+        }
+        f.message = format!(
+            "{}; its private home was full (disk_bytes: {disk_bytes}), so its writes failed with ENOSPC",
+            f.message
+        );
+    }
 }
 
 fn exit_failure(o: &Outcome) -> Option<Failure> {
@@ -357,6 +376,12 @@ fn usage_json(o: &Outcome) -> Value {
         m.insert("cpu_user_ms".into(), json!(round_ms(plugin.user_ms)));
         m.insert("cpu_system_ms".into(), json!(round_ms(plugin.sys_ms)));
         m.insert("max_rss_kb".into(), json!(plugin.max_rss_kb));
+        if let Some(d) = plugin.disk {
+            m.insert(
+                "disk".into(),
+                json!({ "used_bytes": d.used_bytes, "limit_reached": d.full }),
+            );
+        }
     }
     u
 }

@@ -99,8 +99,14 @@ fn prepare_native(
     verify_executable(config, plugin, &runnable, call)?;
     launch::check_pin(plugin, &runnable)?;
     let launch = launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
+    let home_dirs: &[&str] = if python {
+        &[launch::DEFAULT_CACHE_DIR]
+    } else {
+        &[]
+    };
     let paths = sandbox::Paths {
         workdir: &workdir.home,
+        home_dirs,
         plugin_files: runnable.readable.clone(),
         seccomp,
     };

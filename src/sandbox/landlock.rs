@@ -45,6 +45,18 @@ pub struct Spec<'a> {
 
 pub struct Plan {
     pub ruleset: OwnedFd,
+    /// The rights on the call's home, for the rule the init adds on its tmpfs (whose
+    /// root is a new inode: a rule on the directory it covers does not reach it).
+    home_access: u64,
+}
+
+const LANDLOCK_RULE_PATH_BENEATH: usize = 1;
+
+/// The kernel's `struct landlock_path_beneath_attr` (packed).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
 }
 
 pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
@@ -117,7 +129,14 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             "scopes": if spec.network { json!(["signal"]) } else { json!(["abstract_unix_socket", "signal"]) },
         }),
     );
-    Ok((Plan { ruleset }, report))
+    let home_access = AccessFs::from_all(TARGET_ABI).bits();
+    Ok((
+        Plan {
+            ruleset,
+            home_access,
+        },
+        report,
+    ))
 }
 
 /// A rule on one of upm's descriptors (the verified plugin file) is reported by the
@@ -170,6 +189,27 @@ impl Plan {
             syscall!(
                 Sysno::landlock_restrict_self,
                 self.ruleset.as_raw_fd(),
+                0u32
+            )
+        })?;
+        Ok(())
+    }
+
+    /// In the init: full access beneath `home` (the call's tmpfs, just mounted) in this
+    /// call's own ruleset, before the plugin restricts itself with it. Async-signal-safe.
+    pub fn allow_home(&self, home: RawFd) -> Result<(), i32> {
+        let attr = PathBeneathAttr {
+            allowed_access: self.home_access,
+            parent_fd: home,
+        };
+        // SAFETY: a valid, packed path_beneath attribute on our stack; the ruleset is
+        // this call's alone (built per call in the parent).
+        sys(unsafe {
+            syscall!(
+                Sysno::landlock_add_rule,
+                self.ruleset.as_raw_fd(),
+                LANDLOCK_RULE_PATH_BENEATH,
+                &attr as *const PathBeneathAttr,
                 0u32
             )
         })?;

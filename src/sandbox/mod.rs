@@ -75,8 +75,11 @@ impl LayerReport {
 
 /// The files a call needs besides the base system.
 pub struct Paths<'a> {
-    /// The call's private, writable working directory.
+    /// The call's private, writable working directory (its home), where the init
+    /// mounts the call's tmpfs.
     pub workdir: &'a Path,
+    /// Directories the plugin expects in its home (a Python plugin's `.cache`).
+    pub home_dirs: &'a [&'a str],
     /// What the plugin must read and execute: its executable or module tree, the interpreter.
     pub plugin_files: Vec<PathBuf>,
     /// The seccomp profile, loaded once: the bytes the trust check hashed are the ones enforced.
@@ -186,7 +189,13 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     reports.push(cred_report);
 
     let (ns_plan, mut ns_report) = namespaces::prepare(policy.network, credentials.mode);
-    let mounts = mounts::prepare(paths.workdir, &policy.write_paths).map_err(|reason| {
+    let tmpfs = mounts::Tmpfs::new(
+        policy.limits.disk_bytes,
+        credentials.uid,
+        credentials.gid,
+        paths.home_dirs,
+    );
+    let mounts = mounts::prepare(paths.workdir, tmpfs, &policy.write_paths).map_err(|reason| {
         SandboxError::Unavailable {
             layer: Layer::Namespaces,
             reason,
@@ -194,6 +203,10 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     })?;
     ns_report.detail["host_files"] = json!("read-only mounts");
     ns_report.detail["writable_mounts"] = json!(mounts.writable());
+    ns_report.detail["home"] = json!({
+        "tmpfs_bytes": mounts.tmpfs().bytes,
+        "inodes": mounts.tmpfs().inodes,
+    });
     reports.push(ns_report);
 
     let mut read: Vec<PathBuf> = landlock::BASE_READ_PATHS
@@ -278,7 +291,8 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         });
     }
 
-    let (limits, limits_report) = limits::prepare(&policy.limits);
+    let (limits, mut limits_report) = limits::prepare(&policy.limits);
+    limits_report.detail["disk_inodes"] = json!(mounts.tmpfs().inodes);
     reports.push(limits_report);
 
     Ok(Prepared {
@@ -363,6 +377,16 @@ impl Prepared {
             if r.layer == Layer::Network {
                 if let Some(d) = r.detail.as_object_mut() {
                     d.insert("network_namespace".into(), json!(false));
+                }
+            }
+            if r.layer == Layer::Limits {
+                if let Some(d) = r.detail.as_object_mut() {
+                    // The home tmpfs needs the call's mount namespace.
+                    d.insert(
+                        "disk_bytes".into(),
+                        json!("not enforced: no mount namespace (the home is on the host's disk)"),
+                    );
+                    d.remove("disk_inodes");
                 }
             }
             if r.layer == Layer::Credentials {

@@ -94,6 +94,15 @@ pub struct Usage {
     pub user_ms: f64,
     pub sys_ms: f64,
     pub max_rss_kb: i64,
+    /// The call's home tmpfs when the plugin ended (none without a mount namespace).
+    pub disk: Option<Disk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disk {
+    pub used_bytes: u64,
+    /// Its bytes or its inodes had run out: the plugin's writes failed with ENOSPC.
+    pub full: bool,
 }
 
 #[derive(Debug, Default)]

@@ -63,7 +63,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 22] = [
+const PROBE_METHODS: [&str; 23] = [
     "control",
     "read",
     "listdir",
@@ -86,6 +86,7 @@ const PROBE_METHODS: [&str; 22] = [
     "host_grants",
     "litter",
     "meta",
+    "fill_disk",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -100,6 +101,7 @@ const ESRCH: i64 = 3;
 const ENOSYS: i64 = 38;
 const EAFNOSUPPORT: i64 = 97;
 const EROFS: i64 = 30;
+const ENOSPC: i64 = 28;
 
 /// Fork bombs run alone (other calls take this lock shared), so that their timing is
 /// not disturbed. (RLIMIT_NPROC itself is per call: each has its own user namespace.)
@@ -494,6 +496,7 @@ fn assert_not_run(fx: &Fx, run: &Run) {
     assert!(not_run, "{audit:?}");
 }
 
+mod disk;
 mod fail_closed;
 mod files;
 mod inheritance;
