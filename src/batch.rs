@@ -88,6 +88,7 @@ pub fn run(
     parallel: usize,
 ) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    crate::sandbox::shared_net::enable();
     let cap = session.max_request_bytes();
     let reader = Mutex::new(Reader {
         input,

@@ -21,6 +21,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod policy;
 pub mod seccomp;
+pub mod shared_net;
 
 use ::syscalls::{syscall, Sysno};
 use host::Host;
@@ -278,11 +279,29 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             );
         }
     }
-    reports.push(network_report(
-        policy.network,
-        landlock.is_some(),
-        seccomp.is_some(),
-    ));
+    // The process's shared empty network namespace, where nothing can reach anything:
+    // only while seccomp refuses sockets and Landlock scopes abstract unix sockets.
+    let shared_net =
+        shared_net::get().filter(|_| !policy.network && landlock.is_some() && seccomp.is_some());
+    let mut ns_plan = ns_plan;
+    if shared_net.is_some() {
+        ns_plan.clone_flags &= !libc::CLONE_NEWNET;
+        ns_plan.shared_net = true;
+        for r in reports.iter_mut().filter(|r| r.layer == Layer::Namespaces) {
+            if let Some(created) = r.detail["created"].as_array_mut() {
+                created.retain(|n| n != "net");
+            }
+            r.detail["joined"] = json!(["net"]);
+        }
+    }
+    let mut net_report = network_report(policy.network, landlock.is_some(), seccomp.is_some());
+    if !policy.network {
+        net_report.detail["namespace"] = match shared_net {
+            Some(s) => json!({ "kind": "shared", "inode": s.inode }),
+            None => json!({ "kind": "own" }),
+        };
+    }
+    reports.push(net_report);
     if !policy.network && (landlock.is_none() || seccomp.is_none()) && !degradable(Layer::Network) {
         return Err(SandboxError::Unavailable {
             layer: Layer::Network,
@@ -353,6 +372,30 @@ impl Prepared {
                 d.remove("user_namespace_owner");
                 d.insert("process_count".into(), json!(namespaces::PER_UID));
                 d.insert("user_namespace".into(), json!(reason));
+            }
+        }
+    }
+
+    /// Called when the cloning thread cannot join the shared network namespace: the
+    /// call creates one of its own, and the report says so.
+    pub fn own_network_namespace(&mut self, reason: &str) {
+        if let Some(n) = self.namespaces.as_mut().filter(|n| n.shared_net) {
+            n.shared_net = false;
+            n.clone_flags |= libc::CLONE_NEWNET;
+        } else {
+            return;
+        }
+        for r in &mut self.reports {
+            if r.layer == Layer::Namespaces {
+                if let Some(d) = r.detail.as_object_mut() {
+                    d.remove("joined");
+                    if let Some(created) = d.get_mut("created").and_then(Value::as_array_mut) {
+                        created.push(json!("net"));
+                    }
+                }
+            }
+            if r.layer == Layer::Network {
+                r.detail["namespace"] = json!({ "kind": "own", "shared": reason });
             }
         }
     }

@@ -26,6 +26,7 @@ pub mod stop;
 pub use capture::{capture, Collected, Io, Pipes};
 
 use crate::sandbox::namespaces::AsOwner;
+use crate::sandbox::shared_net;
 use crate::sandbox::{Prepared, SandboxError, Step};
 use std::ffi::CString;
 use std::io;
@@ -303,6 +304,25 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             sandbox: &*sandbox,
             plugin_stack: stacks.plugin_top(),
         });
+        // The shared network namespace is joined by this thread for the clone: the
+        // init, in a user namespace of its own, could not join it itself.
+        let joined = match (
+            sandbox.namespaces.filter(|n| n.shared_net),
+            shared_net::get(),
+        ) {
+            (Some(_), Some(shared)) => match shared.join() {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    sandbox.own_network_namespace(&format!("cannot join it: {e}"));
+                    None
+                }
+            },
+            (Some(_), None) => {
+                sandbox.own_network_namespace("this process has none");
+                None
+            }
+            _ => None,
+        };
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
         // A root upm's call gets a user namespace owned by a uid of its own.
         let owner = match sandbox.namespaces.and_then(|n| n.owner) {
@@ -320,6 +340,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         // Spawned, unchanged, until its Drop has reaped the init.
         let cloned = stop::blocked_during(|| unsafe { child::clone_init(flags, &stacks, &ctx) });
         drop(owner);
+        drop(joined);
         match cloned {
             Ok(pid) => break (pid, ctx),
             // A root upm goes on without the call's own user namespace (the report says

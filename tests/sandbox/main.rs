@@ -63,7 +63,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 23] = [
+const PROBE_METHODS: [&str; 24] = [
     "control",
     "read",
     "listdir",
@@ -87,6 +87,7 @@ const PROBE_METHODS: [&str; 23] = [
     "litter",
     "meta",
     "fill_disk",
+    "netns",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -362,10 +363,21 @@ fn check_layers(fx: &Fx, plugin: &str, run: &Run) {
         fail(format!("landlock's read list names a descriptor: {read}"));
     }
     let created = &map["namespaces"]["detail"]["created"];
-    for ns in ["pid", "net", "ipc"] {
-        if !created.as_array().is_some_and(|a| a.contains(&json!(ns))) {
+    let has = |list: &Value, ns: &str| list.as_array().is_some_and(|a| a.contains(&json!(ns)));
+    for ns in ["pid", "ipc", "mount"] {
+        if !has(created, ns) {
             fail(format!("namespace {ns} was not created: {created}"));
         }
+    }
+    // A network namespace of the call's own, or the process's shared empty one.
+    let kind = &map["network"]["detail"]["namespace"]["kind"];
+    let joined = &map["namespaces"]["detail"]["joined"];
+    let own = has(created, "net") && kind == "own";
+    let shared = has(joined, "net") && !has(created, "net") && kind == "shared";
+    if !own && !shared {
+        fail(format!(
+            "no network namespace: created {created}, joined {joined}, kind {kind}"
+        ));
     }
     // Check rather than trust: the plugin itself must see the unprivileged identity.
     let r = run.result();
