@@ -245,9 +245,14 @@ pub fn resolve(
                     (exe, snap, Some(m.digest))
                 }
                 (None, Some(_)) => {
-                    let exe =
-                        integrity::copy_executable(&original, &workdir.verified.join(EXEC_DIR))?;
-                    let readable = vec![exe.path.clone()];
+                    let exe = verified_copy(&original, workdir)?;
+                    // A memfd needs no Landlock rule (nor can have one): it lies on the
+                    // kernel's internal mount, which Landlock leaves alone.
+                    let readable = if exe.sealed {
+                        vec![]
+                    } else {
+                        vec![exe.path.clone()]
+                    };
                     (exe, readable, None)
                 }
                 (None, None) => {
@@ -300,12 +305,14 @@ pub fn resolve(
                 integrity::check_venv(venv)?;
             }
             let exe = if copy_interpreter {
-                integrity::copy_executable(&python.exe, &workdir.verified.join(EXEC_DIR))?
+                verified_copy(&python.exe, workdir)?
             } else {
                 integrity::open_executable(&python.exe, None)?
             };
             let mut readable = python_path.clone();
-            readable.push(exe.path.clone());
+            if !exe.sealed {
+                readable.push(exe.path.clone());
+            }
             readable.extend(python.venv.iter().cloned());
             Ok(Runnable {
                 exe,
@@ -316,6 +323,27 @@ pub fn resolve(
             })
         }
     }
+}
+
+/// The verified copy of an executable that runs: a sealed memfd, or where this kernel
+/// refuses executable memfds, a file in the call's `verified/exec/`.
+fn verified_copy(path: &Path, workdir: &Workdir) -> Result<Executable, LaunchError> {
+    if integrity::memfd_exec() {
+        if let Some(exe) = integrity::seal_executable(path)? {
+            return Ok(exe);
+        }
+    }
+    if workdir.shared {
+        // Chosen because memfds were expected to work: a copy needs a directory of the
+        // call's own.
+        return Err(LaunchError::Workdir(std::io::Error::other(
+            "this kernel refused an executable memfd for the verified copy",
+        )));
+    }
+    Ok(integrity::copy_executable(
+        path,
+        &workdir.verified.join(EXEC_DIR),
+    )?)
 }
 
 /// A command plugin's `sha256` pin, against the bytes that will be exec'd.
@@ -416,6 +444,7 @@ pub fn build(
     });
     Ok(Launch {
         exec_fd: runnable.exe.fd.as_raw_fd(),
+        sealed_exec: runnable.exe.sealed,
         keep_exec_fd: runnable.exe.script,
         script_name,
         argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,

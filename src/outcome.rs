@@ -26,7 +26,9 @@ fn why_not_started(exe: Option<&Executable>, plugin: &Plugin, err: &std::io::Err
     };
     let who = crate::access::Who::plugin(&plugin.policy.user);
     let want = crate::access::EXEC | if exe.script { crate::access::READ } else { 0 };
-    let mut why = crate::access::denied(&exe.path, &who, want);
+    // A memfd's name is no path: what it copied is.
+    let checked = if exe.sealed { &exe.source } else { &exe.path };
+    let mut why = crate::access::denied(checked, &who, want);
     if why.is_none() && exe.path != exe.source {
         why = crate::access::denied(&exe.source, &who, crate::access::EXEC);
     }

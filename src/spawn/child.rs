@@ -39,7 +39,8 @@ pub(super) struct Ctx {
     pub parent: RawFd,
     /// The verified executable; a script keeps it open across the exec. Opened in upm's
     /// mount namespace: with read-only mounts, the init replaces it by the same file
-    /// opened again at `exec_path` in the call's, checked to be `exec_id` (dev, ino).
+    /// opened again at `exec_path` in the call's, checked to be `exec_id` (dev, ino);
+    /// null for a sealed memfd.
     pub exec_fd: RawFd,
     pub exec_path: *const libc::c_char,
     pub exec_id: (u64, u64),
@@ -256,7 +257,10 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         if let Some(l) = &sandbox.landlock {
             l.allow_home(home).map_err(|e| (Step::Landlock, e))?;
         }
-        reopen_exec(ctx).map_err(|e| (Step::ReopenExec, e))?;
+        // (A sealed memfd is no file of the host: nothing to reopen.)
+        if !ctx.exec_path.is_null() {
+            reopen_exec(ctx).map_err(|e| (Step::ReopenExec, e))?;
+        }
     }
     // SAFETY: a NUL-terminated path prepared by the parent.
     sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;

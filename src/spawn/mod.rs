@@ -59,6 +59,9 @@ pub enum SpawnError {
 pub struct Launch {
     /// The verified executable, opened once: it is exec'd through this descriptor.
     pub exec_fd: RawFd,
+    /// It is a sealed memfd, not a file of the host: nothing to reopen in the call's
+    /// mount namespace (see [`ExecAt`]).
+    pub sealed_exec: bool,
     /// A script: the interpreter reads it as `/dev/fd/N`, so it must survive the exec.
     pub keep_exec_fd: bool,
     /// A script is exec'd through a symlink made here, in the call's directory and named
@@ -241,7 +244,7 @@ pub struct Spawned<'a> {
     _argv: Vec<*const libc::c_char>,
     _envp: Vec<*const libc::c_char>,
     _exec_fd: OwnedFd,
-    _exec_at: ExecAt,
+    _exec_at: Option<ExecAt>,
     _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
@@ -263,7 +266,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         None
     };
     let exec_fd = high_dup(launch.exec_fd)?;
-    let exec_at = ExecAt::of(&exec_fd)?;
+    let exec_at = match launch.sealed_exec {
+        true => None,
+        false => Some(ExecAt::of(&exec_fd)?),
+    };
     let script_name = match &launch.script_name {
         None => None,
         Some(link) => {
@@ -292,8 +298,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             sync: sync_r.as_raw_fd(),
             parent: parent.as_raw_fd(),
             exec_fd: exec_fd.as_raw_fd(),
-            exec_path: exec_at.path.as_ptr(),
-            exec_id: exec_at.id,
+            exec_path: exec_at
+                .as_ref()
+                .map_or(std::ptr::null(), |e| e.path.as_ptr()),
+            exec_id: exec_at.as_ref().map_or((0, 0), |e| e.id),
             keep_exec_fd: launch.keep_exec_fd,
             script_name: script_name
                 .as_ref()
