@@ -101,11 +101,11 @@ class Mcp:
         self.p.wait()
 
 
-def run_batch(config, calls, env=None):
+def run_batch(config, calls, env=None, upm=None):
     lines = b"".join(json.dumps(dict(REQUEST, request_id=f"b{i}")).encode() + b"\n"
                      for i in range(calls))
     t = time.perf_counter()
-    p = subprocess.Popen([UPM, "run", "--jsonl", "--parallel", "2", "--config", config],
+    p = subprocess.Popen([upm or UPM, "run", "--jsonl", "--parallel", "2", "--config", config],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env)
     writer = threading.Thread(target=p.stdin.write, args=(lines,))
@@ -118,7 +118,8 @@ def run_batch(config, calls, env=None):
     docs = [json.loads(r) for r in results if r]
     if len(docs) != calls or not all(d.get("success") for d in docs):
         sys.exit(f"batch failed: {results[:1]!r} {p.stderr.read()[:300]!r}")
-    all_enforced(docs[0], "shared")
+    if upm is None:
+        all_enforced(docs[0], "shared")
     return calls / secs
 
 
@@ -128,6 +129,8 @@ def main():
     ap.add_argument("--calls", type=int, default=20, help="one-shot calls of each kind a round")
     ap.add_argument("--batch", type=int, default=400, help="calls per batch")
     ap.add_argument("--upm", help="the upm binary to measure (default: the release build)")
+    ap.add_argument("--baseline", help="another upm binary (say, main's) run beside it: "
+                    "one-shot calls and batches, interleaved")
     args = ap.parse_args()
     global UPM
     UPM = args.upm or UPM
@@ -149,6 +152,8 @@ def main():
         "floor": [floor_exe, "call", flog],
         "floor_nonet": [floor_exe, "call", flog, "nonet"],
     }
+    if args.baseline:
+        one["baseline"] = [args.baseline, "run", "--config", config]
     # Warm up, and check that every layer is on where it is measured.
     _, r = timed(one["upm"], request)
     all_enforced(json.loads(r.stdout), "own")
@@ -164,16 +169,20 @@ def main():
     load_before = os.getloadavg()
     lat = {k: [] for k in list(one) + ["mcp", "mcp_shm"]}
     rates = {"batch": [], "batch_shm": [], "floor_layers_nonet": [], "floor_layers": []}
+    if args.baseline:
+        rates["baseline_batch"] = []
     each = args.batch // 2
     for rnd in range(args.rounds):
         for _ in range(args.calls):
             for k, argv in one.items():
-                ms, _ = timed(argv, request if k == "upm" else b"")
+                ms, _ = timed(argv, request if k in ("upm", "baseline") else b"")
                 lat[k].append(ms)
             lat["mcp"].append(mcp.call()[0])
             lat["mcp_shm"].append(mcp_shm.call()[0])
         rates["batch"].append(run_batch(config, args.batch))
         rates["batch_shm"].append(run_batch(config, args.batch, shm_env))
+        if args.baseline:
+            rates["baseline_batch"].append(run_batch(config, args.batch, upm=args.baseline))
         for k, extra in [("floor_layers_nonet", ["layers", "nonet"]), ("floor_layers", ["layers"])]:
             out = subprocess.run([floor_exe, "batch", "2", str(each)] + extra,
                                  stdout=subprocess.PIPE, check=True).stdout
@@ -223,11 +232,14 @@ def main():
           f"of the floor | | |")
     print(f"| diagnostic: `upm mcp` with the audit log on tmpfs (not durable) | "
           f"{med['mcp_shm']:.2f} ms | | |")
+    if args.baseline:
+        print(f"| baseline ({args.baseline}): one call vs bwrap; batch `--parallel 2` | "
+              f"{med['baseline'] / med['bwrap']:.2f} × ({med['baseline']:.2f} ms); "
+              f"{rate['baseline_batch']:.0f} calls/s | | |")
     print("\nmedians, ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
     print("rates, calls/s (min–max over rounds): " + ", ".join(
         f"{k} {rate[k]:.0f} ({min(v):.0f}–{max(v):.0f})" for k, v in rates.items()))
-    print(f"\ncommand: sudo bench/targets.py --rounds {args.rounds} --calls {args.calls} "
-          f"--batch {args.batch}")
+    print("\ncommand: sudo bench/targets.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
