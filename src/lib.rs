@@ -9,6 +9,7 @@
 //! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
+//! - [`egress`]: the per-call filtering proxy of a plugin with a network allowlist.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: the one place where errors become result codes and exit codes.
@@ -19,11 +20,13 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod diagnostics;
+pub mod egress;
 pub mod error;
 pub mod files;
 pub mod integrity;
 pub mod keys;
 pub mod launch;
+pub mod metadata;
 pub mod outcome;
 pub mod pipeline;
 pub mod request;
