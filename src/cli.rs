@@ -290,7 +290,8 @@ fn check(config_path: &Path) -> i32 {
         }
         match crate::sandbox::seccomp::Profile::load(&p.seccomp_profile).and_then(|prof| {
             prof.compile(&crate::sandbox::seccomp::CompileOptions {
-                deny_sockets: !p.policy.network,
+                deny_sockets: !p.policy.network.is_host(),
+                allow_tcp: p.policy.network.allowlist().is_some(),
             })
         }) {
             Ok(_) => {}
@@ -303,7 +304,7 @@ fn check(config_path: &Path) -> i32 {
         };
         plugins.insert(
             name.clone(),
-            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins }),
+            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins, "network": p.policy.network }),
         );
     }
     let signature = match crate::trust::check(&config, None) {

@@ -28,7 +28,7 @@ pub mod image;
 
 use crate::config::{Plugin, PluginKind};
 use crate::request::Request;
-use crate::sandbox::policy::{Layer, Policy};
+use crate::sandbox::policy::{Layer, Network, Policy};
 use crate::sandbox::{limits, seccomp};
 use crate::spawn::{self, Exit, Io, Outcome, Pipes, Stream};
 use serde_json::{json, Value};
@@ -171,8 +171,16 @@ pub fn config_problems(policy: &Policy, kind: &PluginKind, pinned_files: bool) -
                 .into(),
         ),
     }
-    if policy.network {
-        out.push("the container backend always runs with --network=none; \"network\": true is not supported".into());
+    match &policy.network {
+        Network::None => {}
+        Network::Host => out.push("the container backend always runs with --network=none; \"network\": true is not supported".into()),
+        // issue 22: the egress proxy needs the listener the native init creates in the
+        // call's own network namespace; a container's namespace is the engine's.
+        Network::Allow(_) => out.push(
+            "the container backend runs with --network=none and has no egress proxy: \
+             \"network\": {\"allow\": [...]} needs the native backend"
+                .into(),
+        ),
     }
     if !policy.read_paths.is_empty() || !policy.write_paths.is_empty() {
         out.push("the container backend mounts nothing from the host: remove \"read_paths\"/\"write_paths\"".into());
@@ -1418,7 +1426,7 @@ mod tests {
         let mut policy = Policy {
             image: Some("busybox:latest".into()),
             engine: Some("lxc".into()),
-            network: true,
+            network: Network::Host,
             ..Policy::default()
         };
         policy.user.uid = 0;
@@ -1436,12 +1444,25 @@ mod tests {
         ] {
             assert!(p.iter().any(|x| x.contains(needle)), "{needle}: {p:?}");
         }
-        let ok = Policy {
+        // issue 22: no egress proxy in a container: refused, saying so.
+        let allowlist = Policy {
             image: Some(format!("localhost/x@sha256:{}", "a".repeat(64))),
+            network: Network::Allow(
+                serde_json::from_value(serde_json::json!({"allow": ["pypi.org"]})).unwrap(),
+            ),
             ..Policy::default()
         };
         let kind = PluginKind::Command {
             argv: vec!["/bin/plugin".into()],
+        };
+        let p = config_problems(&allowlist, &kind, false);
+        assert!(
+            p.len() == 1 && p[0].contains("needs the native backend"),
+            "{p:?}"
+        );
+        let ok = Policy {
+            image: Some(format!("localhost/x@sha256:{}", "a".repeat(64))),
+            ..Policy::default()
         };
         assert!(config_problems(&ok, &kind, false).is_empty());
     }

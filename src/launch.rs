@@ -262,6 +262,15 @@ pub fn build(
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     }
+    // issue 22: with an egress allowlist every proxy variable points at the call's proxy,
+    // whatever the config or the caller set, and nothing says to go around it.
+    if plugin.policy.network.allowlist().is_some() {
+        env.retain(|(name, _)| !crate::egress::BYPASS_ENV.contains(&name.as_str()));
+        for (k, v) in crate::egress::proxy_env() {
+            env.retain(|(name, _)| *name != k);
+            env.push((k, v));
+        }
+    }
     Ok(Launch {
         exec_fd: runnable.exe.fd.as_raw_fd(),
         keep_exec_fd: runnable.exe.script,

@@ -537,10 +537,11 @@ impl Session {
         // What is really in force: namespaces may have been given up (only if allowed).
         let summary = spawned.sandbox().summary();
 
-        // go, capture
-        let outcome = spawned.run();
+        // go, capture (beside the call's egress proxy, with an allowlist)
+        let (outcome, egress) = self.run_with_egress(call, policy, spawned);
         phase(call, "plugin finished");
-        let ran = outcome::interpret(outcome, plugin);
+        let mut ran = outcome::interpret(outcome, plugin);
+        ran.egress = egress;
         // the `finished` entry's fsync and the private directory's removal overlap too
         let dir = workdir.root.clone();
         let (resp, removed) = if self.overlap {
@@ -560,6 +561,37 @@ impl Session {
             Ok(()) => resp,
             Err(e) => self.cleanup_failed(call, resp, &dir, &e),
         }
+    }
+
+    /// issue 22: runs the plugin beside its egress proxy when its policy has an
+    /// allowlist. Each connection is audited as an entry of its own (`connection`) as it
+    /// ends, and every one ends with the call, before its `finished` entry.
+    fn run_with_egress(
+        &self,
+        call: &Call,
+        policy: &sandbox::policy::Policy,
+        mut spawned: spawn::Spawned<'_>,
+    ) -> (spawn::Outcome, Option<Value>) {
+        let (Some(settings), Some(channel)) =
+            (policy.network.allowlist(), spawned.egress_listener())
+        else {
+            return (spawned.run(), None);
+        };
+        std::thread::scope(|scope| {
+            let sink = |record: &crate::egress::Record| {
+                let mut e = base_entry("connection", call);
+                e.remove("trust");
+                e.remove("warnings");
+                if let Value::Object(fields) = record.to_json() {
+                    e.extend(fields);
+                }
+                self.append(e).map(|_| ()).map_err(|e| e.to_string())
+            };
+            let handover = Box::new(move |limit| channel.receive(limit));
+            let proxy = crate::egress::Proxy::start(scope, handover, settings, sink);
+            let outcome = spawned.run();
+            (outcome, Some(proxy.finish().to_json()))
+        })
     }
 
     /// The plugin's directory (some of it) stayed on disk: whatever the plugin left
@@ -770,6 +802,9 @@ impl Session {
             _ => json!(sandbox),
         };
         e.insert("sandbox".into(), in_force);
+        if let Some(egress) = &resp.data.egress {
+            e.insert("egress".into(), egress.clone());
+        }
         match self.append(e) {
             Ok(_) => resp,
             Err(err) if did_run => withheld(call, &err.to_string()),
@@ -823,6 +858,7 @@ fn respond(call: &Call, ran: Ran) -> Response {
     }
     r.data.usage = ran.usage;
     r.data.limit = ran.limit;
+    r.data.egress = ran.egress;
     match ran.failure {
         Some(f) => r.fail(&f),
         None => r,

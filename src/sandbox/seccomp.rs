@@ -59,6 +59,9 @@
 //! - The network layer ([`CompileOptions::deny_sockets`]): `socket()` of every
 //!   family, AF_UNIX included, answers EAFNOSUPPORT, and a datagram `socketpair()`
 //!   ESOCKTNOSUPPORT (it could `sendto()` a pathname socket); stream pairs still work.
+//!   With an egress allowlist ([`CompileOptions::allow_tcp`]) only TCP sockets over
+//!   IPv4/IPv6 are created: another family answers EAFNOSUPPORT, another type
+//!   ESOCKTNOSUPPORT, another protocol EPROTONOSUPPORT.
 //! - Always: every SysV IPC call, `io_uring_setup`, `memfd_create` and `openat2` answer
 //!   ENOSYS ([`SYSV_IPC`], [`ALWAYS_ENOSYS`]); a mode with the setuid or setgid bit
 //!   answers EPERM in every call that sets one ([`MODE_SETTERS`]).
@@ -354,8 +357,8 @@ pub struct Profile {
     pub bytes: Vec<u8>,
     default_action: Action,
     entries: Vec<Entry>,
-    /// Compiled filters, by `deny_sockets`: a batch compiles each once.
-    compiled: [std::sync::OnceLock<std::sync::Arc<CompiledFilter>>; 2],
+    /// Compiled filters, by `deny_sockets` and `allow_tcp`: a batch compiles each once.
+    compiled: [std::sync::OnceLock<std::sync::Arc<CompiledFilter>>; 3],
 }
 
 /// Options that upm layers on top of any profile.
@@ -366,6 +369,22 @@ pub struct CompileOptions {
     /// not check connect() on a pathname socket, so an AF_UNIX socket could reach any
     /// host daemon listening on a world-writable one (a bus, a database, a logger).
     pub deny_sockets: bool,
+    /// With `deny_sockets`, the egress allowlist's exception (issue 22): `socket()` of
+    /// TCP over IPv4 or IPv6 (`AF_INET`/`AF_INET6`, `SOCK_STREAM` with any flags,
+    /// protocol 0 or `IPPROTO_TCP`) is allowed, every other one refused as above. What
+    /// such a socket may reach is the network namespace's and Landlock's business.
+    pub allow_tcp: bool,
+}
+
+impl CompileOptions {
+    /// Which cached filter these options compile to.
+    fn slot(&self) -> usize {
+        match (self.deny_sockets, self.allow_tcp) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        }
+    }
 }
 
 /// The BPF program ready to install (one; `apply` installs a list in order).
@@ -819,7 +838,7 @@ impl Profile {
         &self,
         opts: &CompileOptions,
     ) -> Result<std::sync::Arc<CompiledFilter>, SeccompError> {
-        let slot = &self.compiled[usize::from(opts.deny_sockets)];
+        let slot = &self.compiled[opts.slot()];
         if let Some(f) = slot.get() {
             return Ok(f.clone());
         }
@@ -955,12 +974,16 @@ struct ResolvedRule {
 fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
     let enosys = Action::Errno(libc::ENOSYS as u32);
     let mut rules = Vec::new();
-    if opts.deny_sockets {
+    if opts.deny_sockets && opts.allow_tcp {
+        rules.extend(tcp_only_socket_rules());
+    } else if opts.deny_sockets {
         rules.push(ResolvedRule::own(
             libc::SYS_socket,
             None,
             Action::Errno(libc::EAFNOSUPPORT as u32),
         ));
+    }
+    if opts.deny_sockets {
         // A datagram pair can still sendto() or connect() any pathname socket.
         rules.push(ResolvedRule {
             nr: libc::SYS_socketpair,
@@ -1001,6 +1024,41 @@ fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
             }
         }
     }
+    rules
+}
+
+/// `socket()` with an egress allowlist: TCP over IPv4/IPv6 only. Each rule refuses one
+/// way of asking for something else; arguments are compared on all 64 bits, so stray
+/// high bits are refused too.
+fn tcp_only_socket_rules() -> Vec<ResolvedRule> {
+    let errno = |e: i32| Action::Errno(e as u32);
+    let arg = |index: u8, op: SeccompCmpOp, value: u64| Cond { index, op, value };
+    let mut rules = vec![ResolvedRule {
+        nr: libc::SYS_socket,
+        action: errno(libc::EAFNOSUPPORT),
+        conds: vec![
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET as u64),
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64),
+        ],
+    }];
+    // The type is the low 4 bits (SOCK_TYPE_MASK); the rest are SOCK_NONBLOCK and
+    // SOCK_CLOEXEC, or an EINVAL from the kernel.
+    for kind in (0..16u64).filter(|k| *k != libc::SOCK_STREAM as u64) {
+        rules.push(ResolvedRule {
+            nr: libc::SYS_socket,
+            action: errno(libc::ESOCKTNOSUPPORT),
+            conds: vec![arg(1, SeccompCmpOp::MaskedEq(0xf), kind)],
+        });
+    }
+    // SOCK_STREAM over IP could also be SCTP or MPTCP.
+    rules.push(ResolvedRule {
+        nr: libc::SYS_socket,
+        action: errno(libc::EPROTONOSUPPORT),
+        conds: vec![
+            arg(2, SeccompCmpOp::Ne, 0),
+            arg(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64),
+        ],
+    });
     rules
 }
 
@@ -1141,7 +1199,10 @@ impl Profile {
     }
 
     fn engine_profile_for(&self, host: &Host) -> Result<EngineProfile, SeccompError> {
-        let opts = CompileOptions { deny_sockets: true };
+        let opts = CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        };
         let own_nrs: std::collections::BTreeSet<i64> =
             own_rules(&opts).iter().map(|r| r.nr).collect();
         let mut ranked = self.ranked_rules(&opts, host);
@@ -2605,7 +2666,10 @@ mod tests {
     fn both_network_options() -> [CompileOptions; 2] {
         [
             CompileOptions::default(),
-            CompileOptions { deny_sockets: true },
+            CompileOptions {
+                deny_sockets: true,
+                allow_tcp: false,
+            },
         ]
     }
 
@@ -2751,7 +2815,10 @@ mod tests {
     #[test]
     fn network_rules_rank_after_the_profile_groups() {
         let p = parse(SYNTHETIC_DENY).unwrap();
-        let opts = CompileOptions { deny_sockets: true };
+        let opts = CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        };
         let plan = p.plan(&opts, &host(NATIVE_GO_ARCH, 6, 18));
         let b = block_of(&plan, libc::SYS_socket);
         let actions: Vec<_> = b.checks.iter().map(|c| c.action).collect();
@@ -3071,7 +3138,10 @@ mod tests {
                 value: 1
             }]])
         );
-        let opts = CompileOptions { deny_sockets: true };
+        let opts = CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        };
         let with_network: Vec<_> = oracle::plan(&p, &opts, &host("amd64", 6, 18))
             .iter()
             .map(|s| s.match_action)
@@ -3151,7 +3221,10 @@ mod tests {
     fn default_filter() -> CompiledFilter {
         Profile::load(Path::new(DEFAULT_POLICY))
             .unwrap()
-            .compile(&CompileOptions { deny_sockets: true })
+            .compile(&CompileOptions {
+                deny_sockets: true,
+                allow_tcp: false,
+            })
             .unwrap()
     }
 
@@ -3395,7 +3468,10 @@ mod tests {
     #[ignore]
     fn install_cost() {
         let p = Profile::load(Path::new(DEFAULT_POLICY)).unwrap();
-        let opts = CompileOptions { deny_sockets: true };
+        let opts = CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        };
         let h = host(NATIVE_GO_ARCH, 6, 18);
         let single = p.compile_for(&opts, &h).unwrap();
         let stack = CompiledFilter {
@@ -3551,7 +3627,10 @@ mod tests {
         assert!(json.get("archMap").is_none());
         assert!(gen.digest.starts_with("sha256:"));
         assert_eq!(gen.upm_rules.len(), OWN_RULE_NAMES.len());
-        let opts = CompileOptions { deny_sockets: true };
+        let opts = CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        };
         let mut ranked = p.ranked_rules(&opts, &h);
         ranked.sort_by_key(|(rank, r)| (r.nr, std::cmp::Reverse(*rank)));
         let own: std::collections::BTreeSet<i64> = own_rules(&opts).iter().map(|r| r.nr).collect();
