@@ -1033,12 +1033,15 @@ fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
 fn tcp_only_socket_rules() -> Vec<ResolvedRule> {
     let errno = |e: i32| Action::Errno(e as u32);
     let arg = |index: u8, op: SeccompCmpOp, value: u64| Cond { index, op, value };
+    // Ranked in this order, so that where several match the last one's errno wins:
+    // a wrong family says so before a wrong type, a wrong type before a wrong protocol.
+    // SOCK_STREAM over IP could also be SCTP or MPTCP: only protocol 0 or IPPROTO_TCP.
     let mut rules = vec![ResolvedRule {
         nr: libc::SYS_socket,
-        action: errno(libc::EAFNOSUPPORT),
+        action: errno(libc::EPROTONOSUPPORT),
         conds: vec![
-            arg(0, SeccompCmpOp::Ne, libc::AF_INET as u64),
-            arg(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64),
+            arg(2, SeccompCmpOp::Ne, 0),
+            arg(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64),
         ],
     }];
     // The type is the low 4 bits (SOCK_TYPE_MASK); the rest are SOCK_NONBLOCK and
@@ -1050,13 +1053,12 @@ fn tcp_only_socket_rules() -> Vec<ResolvedRule> {
             conds: vec![arg(1, SeccompCmpOp::MaskedEq(0xf), kind)],
         });
     }
-    // SOCK_STREAM over IP could also be SCTP or MPTCP.
     rules.push(ResolvedRule {
         nr: libc::SYS_socket,
-        action: errno(libc::EPROTONOSUPPORT),
+        action: errno(libc::EAFNOSUPPORT),
         conds: vec![
-            arg(2, SeccompCmpOp::Ne, 0),
-            arg(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64),
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET as u64),
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64),
         ],
     });
     rules
