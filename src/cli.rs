@@ -67,6 +67,15 @@ enum Command {
         #[arg(long, value_name = "SECRET")]
         key: PathBuf,
     },
+    /// From a UPM config (and the caller's PYTHONPATH) to a strict upm config: python_path
+    /// written in and pinned, private methods dropped, one JSON Schema per method derived
+    /// from its Python signature inside the sandbox.
+    Migrate {
+        /// The new config, in the same directory as the one migrated (never overwritten);
+        /// the schemas go to schemas/ beside it.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
     /// Verify, query or sign the audit log.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
@@ -135,6 +144,7 @@ pub fn main() -> i32 {
             }
         },
         Command::Sign { key } => sign(&config_path, &key),
+        Command::Migrate { out } => crate::migrate::run(&config_path, &out),
         Command::Audit(cmd) => {
             // The default log is the config's, even when the config itself is broken.
             let default_log = match Config::load(&config_path) {
@@ -176,7 +186,8 @@ fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
         let f = Failure::new(
             Code::Usage,
             format!(
-                "usage: upm <plugin> <method> <json_args> (got {} argument{}); see upm --help",
+                "{} (upm: usage: upm <plugin> <method> <json_args>, got {} argument{}; see upm --help)",
+                crate::compat::USAGE,
                 argv.len(),
                 if argv.len() == 1 { "" } else { "s" }
             ),
@@ -269,6 +280,7 @@ fn check(config_path: &Path) -> i32 {
         }
     };
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut plugins = serde_json::Map::new();
     for (name, p) in &config.plugins {
         let at = format!("plugin \"{name}\"");
@@ -276,9 +288,16 @@ fn check(config_path: &Path) -> i32 {
         if let PluginKind::PythonClass {
             module,
             python_path,
+            python_path_from,
             ..
         } = &p.kind
         {
+            if let config::PythonPathFrom::Environment(env) = python_path_from {
+                warnings.push(env_python_path_warning(&at, env));
+                if let Some(problem) = &env.problem {
+                    problems.push(format!("{at}: every call is refused: {problem}"));
+                }
+            }
             check_module(&at, module, python_path, &mut problems);
         }
         for (m, spec) in &p.methods {
@@ -286,9 +305,25 @@ fn check(config_path: &Path) -> i32 {
                 if let Err(e) = MethodSchema::load(path) {
                     problems.push(format!("{at}, method \"{m}\": {e}"));
                 }
+            } else {
+                let why = if spec.upm_whitelist_only {
+                    "it is whitelisted only through UPM's \"allowed_methods\""
+                } else {
+                    "the config sets \"require_schemas\": false"
+                };
+                warnings.push(format!(
+                    "{at}: method \"{m}\" has no schema ({why}): no schema checks its args \
+                     (upm migrate derives one from its signature)"
+                ));
             }
         }
-        match crate::sandbox::seccomp::Profile::load(&p.seccomp_profile).and_then(|prof| {
+        for m in &p.private_methods {
+            warnings.push(format!(
+                "{at}: \"{m}\" in \"allowed_methods\" is private: every call to it is refused \
+                 (exit 7), as in UPM"
+            ));
+        }
+        match p.seccomp_profile.load().and_then(|prof| {
             prof.compile(&crate::sandbox::seccomp::CompileOptions {
                 deny_sockets: !p.policy.network.is_host(),
                 allow_tcp: p.policy.network.allowlist().is_some(),
@@ -319,9 +354,12 @@ fn check(config_path: &Path) -> i32 {
     for p in &problems {
         eprintln!("problem: {p}");
     }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let ok = problems.is_empty();
     print_json_line(
-        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "signature": signature, "plugins": plugins, "problems": problems })
+        &json!({ "ok": ok, "config": config.path, "audit_log": config.audit_path, "signature": signature, "plugins": plugins, "problems": problems, "warnings": warnings })
             .to_string(),
     );
     if ok {
@@ -420,6 +458,28 @@ fn check_executable(at: &str, path: &Path, problems: &mut Vec<String>) {
         )),
         Ok(_) => {}
     }
+}
+
+/// UPM's module lookup, which `upm check` points out: what a call would read depends on
+/// who calls, and no signature covers it.
+fn env_python_path_warning(at: &str, env: &crate::compat::EnvPythonPath) -> String {
+    let now = match &env.raw {
+        None => "PYTHONPATH is not set here".to_owned(),
+        Some(_) if env.paths.is_empty() => "here it gives no directory".to_owned(),
+        Some(_) => format!(
+            "here: {}",
+            env.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "{at}: no \"python_path\" in the config: its module is looked up in the caller's \
+         PYTHONPATH, as UPM did ({now}), which changes from caller to caller, becomes readable \
+         to the plugin, and which strict trust refuses (upm migrate writes it in)"
+    )
 }
 
 fn check_module(at: &str, module: &str, python_path: &[PathBuf], problems: &mut Vec<String>) {

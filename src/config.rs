@@ -7,8 +7,9 @@
 //! `check` compiles all of them).
 
 use crate::audit::AuditSettings;
+use crate::compat::EnvPythonPath;
 use crate::request::valid_name;
-use crate::sandbox::policy::{merge_json, Backend, Policy};
+use crate::sandbox::policy::{merge_json, Backend, Policy, SeccompSource};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -61,13 +62,27 @@ pub enum PluginKind {
         module: String,
         class: String,
         python_path: Vec<PathBuf>,
+        python_path_from: PythonPathFrom,
     },
+}
+
+/// Where a Python class plugin's import path comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonPathFrom {
+    /// The config's `python_path`.
+    Config,
+    /// UPM compatibility: the config names none, so the caller's `PYTHONPATH` (see
+    /// [`EnvPythonPath`]), which the result and the audit say, strict trust refuses
+    /// and `upm check` warns about.
+    Environment(EnvPythonPath),
 }
 
 #[derive(Debug, Clone)]
 pub struct Method {
     /// Absolute path of the method's JSON Schema, if it has one.
     pub schema: Option<PathBuf>,
+    /// Whitelisted only through UPM's `allowed_methods` (not upm's `methods`).
+    pub upm_whitelist_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,9 +91,12 @@ pub struct Plugin {
     pub kind: PluginKind,
     pub description: Option<String>,
     pub methods: BTreeMap<String, Method>,
+    /// Private names (`_x`, `__introspect__`) UPM's `allowed_methods` lists: not a
+    /// config error, as in UPM, and never callable (refused with exit 7).
+    pub private_methods: Vec<String>,
     pub policy: Policy,
-    /// Absolute path of the seccomp profile named by the policy.
-    pub seccomp_profile: PathBuf,
+    /// The seccomp profile named by the policy.
+    pub seccomp_profile: SeccompSource,
     /// Pin of the executable (`command[0]`).
     pub sha256: Option<String>,
     /// Pin of the plugin's tree: a Python class plugin's `python_path`, or the directory of `command[0]`.
@@ -91,17 +109,24 @@ pub struct Config {
     pub dir: PathBuf,
     /// `sha256:<hex>` of the config file's bytes.
     pub digest: String,
-    pub require_schemas: bool,
+    /// As written: absent, methods under `methods` need a schema and those only in
+    /// UPM's `allowed_methods` run without one; `true`, every method needs one;
+    /// `false`, none does.
+    pub require_schemas: Option<bool>,
     pub max_request_bytes: u64,
     pub policy: Value,
     pub python: PathBuf,
-    pub project_root: PathBuf,
+    /// The config's `project_root`, if it sets one; else a call's constructor gets the
+    /// caller's working directory, as UPM passed it.
+    pub project_root: Option<PathBuf>,
     pub audit: AuditSettings,
     /// Where the audit log goes: `UPM_LOG_FILE`, else `audit.path`, else `entrypoint.log` beside the config.
     pub audit_path: PathBuf,
     /// Where each native call's private directory is made (`/tmp` unless set).
     pub workdir_root: PathBuf,
     pub plugins: BTreeMap<String, Plugin>,
+    /// The plugins' names in the file's order (UPM's "not in config" sentence lists them so).
+    pub plugin_order: Vec<String>,
     /// The config's `trust` block, read by [`crate::trust`] (which fails closed on it).
     pub trust: Option<Value>,
 }
@@ -205,7 +230,10 @@ impl Config {
         })?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let mut problems = Vec::new();
-        let config = build(&path, digest, &doc, &mut problems);
+        let config = build(&path, digest, &doc, &mut problems).map(|mut c| {
+            c.plugin_order = crate::compat::plugin_names_in_file_order(&bytes);
+            c
+        });
         match config {
             Some(c) if problems.is_empty() => Ok(c),
             _ => Err(ConfigError::Invalid { path, problems }),
@@ -252,7 +280,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
             problems.push(format!("unknown top-level key \"{key}\""));
         }
     }
-    let require_schemas = field(obj, "require_schemas", true, problems);
+    let require_schemas = field(obj, "require_schemas", None, problems);
     let max_request_bytes = field(
         obj,
         "max_request_bytes",
@@ -269,10 +297,11 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
             crate::request::MAX_MAX_REQUEST_BYTES
         ));
     }
-    let policy = obj
-        .get("policy")
-        .cloned()
-        .unwrap_or(Value::Object(Map::new()));
+    // UPM's registry handed its plugins this policy when the config had none.
+    let policy = obj.get("policy").cloned().unwrap_or_else(|| {
+        serde_json::json!({"blocked_packages": [], "pinned_versions": {},
+                           "require_signatures": false, "allow_prerelease": false})
+    });
     if !policy.is_object() {
         problems.push("\"policy\" must be an object".into());
     }
@@ -280,10 +309,8 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         &dir,
         &field(obj, "python", PathBuf::from(DEFAULT_PYTHON), problems),
     );
-    let project_root = resolve_in(
-        &dir,
-        &field(obj, "project_root", PathBuf::from("."), problems),
-    );
+    let project_root =
+        field::<Option<PathBuf>>(obj, "project_root", None, problems).map(|p| resolve_in(&dir, &p));
     let audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
     if let Err(e) = audit.validate() {
         problems.push(format!("\"audit\": {e}"));
@@ -331,6 +358,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
                     dir: &dir,
                     require_schemas,
                     sandbox_defaults: &sandbox_defaults,
+                    workdir_root: &workdir_root,
                 };
                 if let Some(p) = build_plugin(&ctx, name, value, problems) {
                     plugins.insert(name.clone(), p);
@@ -357,6 +385,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         audit_path,
         workdir_root,
         plugins,
+        plugin_order: Vec::new(),
         trust: obj.get("trust").cloned(),
     })
 }
@@ -378,9 +407,15 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
         }
     }
     for (name, plugin) in plugins {
+        // A path from the caller's PYTHONPATH refuses that plugin's calls instead
+        // (see `env_python_path`): the caller's environment cannot break the config.
         let python = match &plugin.kind {
-            PluginKind::PythonClass { python_path, .. } => python_path.as_slice(),
-            PluginKind::Command { .. } => &[],
+            PluginKind::PythonClass {
+                python_path,
+                python_path_from: PythonPathFrom::Config,
+                ..
+            } => python_path.as_slice(),
+            _ => &[],
         };
         let granted = plugin
             .policy
@@ -435,8 +470,9 @@ fn check_workdir_root(p: &Path) -> Result<PathBuf, String> {
 
 struct PluginCtx<'a> {
     dir: &'a Path,
-    require_schemas: bool,
+    require_schemas: Option<bool>,
     sandbox_defaults: &'a Value,
+    workdir_root: &'a Path,
 }
 
 fn build_plugin(
@@ -494,22 +530,33 @@ fn build_plugin(
                     "{at}: class {class:?} is not a Python identifier (set \"class\")"
                 ));
             }
-            // Required: the import path becomes the plugin's readable tree, and a silent
-            // default of the config's own directory would expose the config and the audit log.
-            let python_path = match &raw.python_path {
-                Some(v) if !v.is_empty() => v.iter().map(|p| resolve_in(ctx.dir, p)).collect(),
-                _ => {
+            // The import path becomes the plugin's readable tree. Never a silent default
+            // of the config's own directory (that would expose the config and the audit
+            // log): the config's list, else, as in UPM, the caller's PYTHONPATH, which
+            // every call then reports.
+            let (python_path, python_path_from) = match &raw.python_path {
+                Some(v) if !v.is_empty() => (
+                    v.iter().map(|p| resolve_in(ctx.dir, p)).collect(),
+                    PythonPathFrom::Config,
+                ),
+                Some(_) => {
                     problems.push(format!(
-                        "{at}: \"python_path\" is required for a Python class plugin: the directories \
-                         that hold its module (they become readable to the plugin)"
+                        "{at}: \"python_path\" is empty: list the directories that hold its module \
+                         (they become readable to the plugin), or leave it out to use the caller's \
+                         PYTHONPATH as UPM did"
                     ));
-                    Vec::new()
+                    (Vec::new(), PythonPathFrom::Config)
+                }
+                None => {
+                    let env = env_python_path(ctx.workdir_root);
+                    (env.paths.clone(), PythonPathFrom::Environment(env))
                 }
             };
             PluginKind::PythonClass {
                 module: module.clone(),
                 class,
                 python_path,
+                python_path_from,
             }
         }
     };
@@ -520,11 +567,23 @@ fn build_plugin(
             m.clone(),
             Method {
                 schema: spec.schema.as_ref().map(|s| resolve_in(ctx.dir, s)),
+                upm_whitelist_only: false,
             },
         );
     }
+    let mut private_methods = Vec::new();
     for m in &raw.allowed_methods {
-        methods.entry(m.clone()).or_insert(Method { schema: None });
+        if crate::request::valid_private_name(m) {
+            // As in UPM: listed, never callable.
+            if !private_methods.contains(m) {
+                private_methods.push(m.clone());
+            }
+            continue;
+        }
+        methods.entry(m.clone()).or_insert(Method {
+            schema: None,
+            upm_whitelist_only: true,
+        });
     }
     if methods.is_empty() {
         problems.push(format!("{at}: whitelists no method"));
@@ -535,10 +594,18 @@ fn build_plugin(
                 "{at}: method {m:?} can never be called (private or not a valid name)"
             ));
         }
-        if spec.schema.is_none() && ctx.require_schemas {
-            problems.push(format!(
+        if spec.schema.is_some() {
+            continue;
+        }
+        // A UPM config runs unchanged; a upm config stays strict.
+        match (ctx.require_schemas, spec.upm_whitelist_only) {
+            (Some(true), _) => problems.push(format!(
+                "{at}: method \"{m}\" has no schema, and the config sets \"require_schemas\": true"
+            )),
+            (None, false) => problems.push(format!(
                 "{at}: method \"{m}\" has no schema (give it one, or set \"require_schemas\": false)"
-            ));
+            )),
+            (Some(false), _) | (None, true) => {}
         }
     }
 
@@ -589,17 +656,36 @@ fn build_plugin(
             problems.push(format!("{at}: {p}"));
         }
     }
-    let seccomp_profile = resolve_in(ctx.dir, &policy.seccomp);
+    let seccomp_profile = SeccompSource::from_config(&policy.seccomp, ctx.dir);
     Some(Plugin {
         name: name.to_owned(),
         kind,
         description: raw.description,
         methods,
+        private_methods,
         policy,
         seccomp_profile,
         sha256: raw.sha256.map(|h| h.to_ascii_lowercase()),
         manifest_sha256: raw.manifest_sha256.map(|h| h.to_ascii_lowercase()),
     })
+}
+
+/// The caller's PYTHONPATH as a plugin's import path. A directory that contains
+/// `workdir_root` would open other calls' private directories to the plugin: the
+/// plugin's calls are then refused (the config itself stays valid).
+fn env_python_path(workdir_root: &Path) -> EnvPythonPath {
+    let mut env = EnvPythonPath::from_env();
+    if let Some(p) = env.paths.iter().find(|p| workdir_root.starts_with(p)) {
+        env.problem.get_or_insert_with(|| {
+            format!(
+                "the PYTHONPATH entry {} contains upm's \"workdir_root\" {}: the plugin could \
+                 reach other calls' private directories",
+                p.display(),
+                workdir_root.display()
+            )
+        });
+    }
+    env
 }
 
 /// `./x` and `dir/x` are relative to the config; a bare name is looked up in a fixed safe PATH.
@@ -638,7 +724,7 @@ mod tests {
     #[test]
     fn lists_every_problem() {
         let err = load_str(
-            r#"{"plugins": {"../x": {"command": ["/bin/true"], "allowed_methods": ["_p"]},
+            r#"{"plugins": {"../x": {"command": ["/bin/true"], "methods": {"_p": {}}},
                             "B": {"module": "a.b"}}, "sandox": {}}"#,
         )
         .unwrap_err();
@@ -653,6 +739,45 @@ mod tests {
             .iter()
             .any(|p| p.contains("\"B\": whitelists no method")));
         assert!(problems.iter().any(|p| p.contains("has no schema")));
+    }
+
+    /// A UPM config runs unchanged; a upm config stays strict.
+    #[test]
+    fn schemas_are_required_by_where_a_method_is_declared() {
+        let cfg = |require: &str| {
+            format!(
+                r#"{{{require} "plugins": {{"P": {{"command": ["/bin/true"],
+                     "allowed_methods": ["upm", "_private", "__introspect__", "_private"],
+                     "methods": {{"strict": {{}}}}}}}}}}"#
+            )
+        };
+        let err = load_str(&cfg("")).unwrap_err().problems();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].contains("\"strict\" has no schema"), "{err:?}");
+
+        let c = load_str(&cfg(r#""require_schemas": false,"#)).unwrap();
+        let p = &c.plugins["P"];
+        assert!(p.methods["upm"].upm_whitelist_only && p.methods["upm"].schema.is_none());
+        assert!(!p.methods["strict"].upm_whitelist_only);
+        assert_eq!(p.private_methods, ["_private", "__introspect__"]);
+        assert!(!p.methods.contains_key("_private"));
+
+        let err = load_str(&cfg(r#""require_schemas": true,"#))
+            .unwrap_err()
+            .problems();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err.iter().all(|p| p.contains("\"require_schemas\": true")),
+            "{err:?}"
+        );
+
+        let c =
+            load_str(r#"{"plugins": {"P": {"command": ["/bin/true"], "allowed_methods": ["m"]}}}"#)
+                .unwrap();
+        assert_eq!(c.require_schemas, None);
+        assert_eq!(c.plugins["P"].seccomp_profile, SeccompSource::Builtin);
+        assert_eq!(c.policy["blocked_packages"], serde_json::json!([]));
+        assert_eq!(c.project_root, None);
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Failure {
     pub message: String,
     /// Machine-readable specifics (schema violations, config problems, ...).
     pub details: Option<Value>,
+    /// A Python plugin's traceback, where UPM put it: `data.traceback`.
+    pub traceback: Option<String>,
 }
 
 impl Failure {
@@ -127,11 +129,17 @@ impl Failure {
             code,
             message: message.into(),
             details: None,
+            traceback: None,
         }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
+        self
+    }
+
+    pub fn with_traceback(mut self, traceback: Option<String>) -> Self {
+        self.traceback = traceback;
         self
     }
 }

@@ -1,7 +1,7 @@
 //! Getting a plugin ready to start: its private directory, its verified
 //! executable (and verified tree), its argv, environment and stdin.
 
-use crate::config::{Config, Plugin, PluginKind};
+use crate::config::{Config, Plugin, PluginKind, PythonPathFrom};
 use crate::error::{Code, Failure};
 use crate::integrity::{self, Executable};
 use crate::request::Request;
@@ -20,7 +20,8 @@ const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
 /// ```text
 /// <workdir_root>/upm-<request id>-<32 random hex>/   owned by upm, 0755 (`/tmp` unless configured)
 ///     home/                          the plugin's cwd and $TMPDIR, owned by the plugin's uid, 0700
-///     home/cache/                    a Python class plugin's cache_dir (only for those)
+///     home/.cache/                   a Python class plugin's default cache_dir, ".cache"
+///                                    as UPM passed it (only for those)
 ///     verified/                      owned by upm, read-only to the plugin, only when needed:
 ///     verified/<root index>/...        the snapshot of a pinned plugin tree
 ///     verified/exec/<name>             the copy of a pinned executable (or, with trust
@@ -67,7 +68,7 @@ impl Workdir {
         };
         let mut private = vec![dir.home.clone()];
         if with_cache {
-            private.push(dir.home.join("cache"));
+            private.push(dir.home.join(DEFAULT_CACHE_DIR));
         }
         for d in &private {
             b(0o700).create(d)?;
@@ -107,6 +108,10 @@ pub struct Runnable {
     /// Digest of the plugin's tree, when one was read.
     pub manifest_sha256: Option<String>,
 }
+
+/// A Python class plugin's `cache_dir` when the call names none: UPM's default,
+/// relative to the plugin's working directory (the call's private `home/`).
+const DEFAULT_CACHE_DIR: &str = ".cache";
 
 /// Where, under the call's `verified/` directory, a single vouched-for executable is
 /// copied (tree snapshots are `verified/<root index>/`).
@@ -162,7 +167,23 @@ pub fn resolve(
                 manifest_sha256,
             })
         }
-        PluginKind::PythonClass { python_path, .. } => {
+        PluginKind::PythonClass {
+            python_path,
+            python_path_from,
+            module,
+            ..
+        } => {
+            if let PythonPathFrom::Environment(env) = python_path_from {
+                if let Some(problem) = &env.problem {
+                    return Err(Failure::new(
+                        Code::PluginStartFailed,
+                        format!(
+                            "{} (its python path is the caller's PYTHONPATH); the plugin was not run",
+                            crate::compat::cannot_import(module, problem)
+                        ),
+                    ));
+                }
+            }
             // The tree is read (and checked) on every call: its digest goes to the audit log.
             let m = integrity::manifest(python_path)?;
             let python_path = match &plugin.manifest_sha256 {
@@ -225,13 +246,36 @@ pub fn build(
     let (argv, result_channel) = match &plugin.kind {
         PluginKind::Command { .. } => (runnable.argv.clone(), false),
         PluginKind::PythonClass { module, class, .. } => {
+            // UPM's defaults, for a call whose args name no project_root / cache_dir:
+            // the caller's working directory (unless the config sets one) and
+            // ".cache". Passed as strings: neither grants the plugin any access.
+            let unusable = |why: String| {
+                Failure::new(
+                    Code::PluginStartFailed,
+                    format!("the plugin's project_root {why}; the plugin was not run"),
+                )
+            };
+            let project_root = match &config.project_root {
+                Some(p) => p.clone(),
+                None => std::env::current_dir().map_err(|e| {
+                    unusable(format!(
+                        "(by default the caller's working directory, as in UPM) cannot be read: {e}"
+                    ))
+                })?,
+            };
+            let project_root = project_root
+                .into_os_string()
+                .into_string()
+                .map_err(|p| unusable(format!("{p:?} is not valid UTF-8")))?;
             let settings = json!({
+                "plugin": plugin.name,
                 "module": module,
                 "class": class,
                 "python_path": runnable.python_path,
-                "project_root": config.project_root,
-                "cache_dir": workdir.home.join("cache"),
+                "project_root": project_root,
+                "cache_dir": DEFAULT_CACHE_DIR,
                 "policy": config.policy,
+                "introspect": req.introspect,
             });
             let argv = vec![
                 config.python.to_string_lossy().into_owned(),

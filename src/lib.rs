@@ -13,10 +13,14 @@
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: the one place where errors become result codes and exit codes.
+//! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
+//!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
+//!   config on to a strict upm config.
 
 pub mod audit;
 pub mod batch;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod container;
 pub mod diagnostics;
@@ -27,6 +31,7 @@ pub mod integrity;
 pub mod keys;
 pub mod launch;
 pub mod metadata;
+pub mod migrate;
 pub mod outcome;
 pub mod pipeline;
 pub mod request;

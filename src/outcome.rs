@@ -1,5 +1,6 @@
 //! How a plugin's end becomes the call's outcome: result, failure code, limit.
 
+use crate::compat;
 use crate::config::{Plugin, PluginKind};
 use crate::error::{Code, Failure};
 use crate::response::{round_ms, Captured};
@@ -91,7 +92,7 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin) -> Ran {
     }
     match &plugin.kind {
         PluginKind::Command { .. } => interpret_command(o, &mut ran),
-        PluginKind::PythonClass { .. } => interpret_python(o, &mut ran),
+        PluginKind::PythonClass { .. } => interpret_python(o, &mut ran, plugin),
     }
     ran
 }
@@ -149,7 +150,8 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
     }
 }
 
-fn interpret_python(o: &Outcome, ran: &mut Ran) {
+/// The runner's envelope (see `python/upm_runner.py`), each failure in UPM's sentence.
+fn interpret_python(o: &Outcome, ran: &mut Ran, plugin: &Plugin) {
     let envelope: Option<Value> = serde_json::from_slice(&o.result.data).ok();
     let Some(env) = envelope else {
         ran.failure = Some(exit_failure(o).unwrap_or_else(|| {
@@ -161,17 +163,40 @@ fn interpret_python(o: &Outcome, ran: &mut Ran) {
         ran.result = Some(env["result"].clone());
         return;
     }
+    let (module, class) = match &plugin.kind {
+        PluginKind::PythonClass { module, class, .. } => (module.as_str(), class.as_str()),
+        PluginKind::Command { .. } => ("", ""),
+    };
     let message = env["message"].as_str().unwrap_or("").to_owned();
-    let details = json!({
-        "type": env["type"],
-        "message": env["message"],
-        "traceback": env["traceback"],
-    });
+    let kind = env["type"].as_str().unwrap_or("an exception");
+    // Only what the runner sent: never a field that is null.
+    let mut details = serde_json::Map::new();
+    for key in ["type", "message", "traceback"] {
+        if let Some(v) = env.get(key).filter(|v| v.is_string()) {
+            details.insert(key.into(), v.clone());
+        }
+    }
+    let details = Value::Object(details);
+    let traceback = env["traceback"].as_str().map(str::to_owned);
     let (code, text) = match env["kind"].as_str() {
-        Some("method_not_found") => (Code::MethodNotFound, message.clone()),
         Some("import_error") => (
             Code::PluginStartFailed,
-            format!("the plugin's module could not be loaded: {message}"),
+            compat::cannot_import(module, &message),
+        ),
+        Some("class_not_found") => (
+            Code::PluginStartFailed,
+            compat::class_not_found(class, module),
+        ),
+        Some("instantiation_failed") => (
+            Code::PluginStartFailed,
+            format!(
+                "{} ({kind} raised by the constructor)",
+                compat::instantiation_failed(&plugin.name, &message)
+            ),
+        ),
+        Some("method_not_found") => (
+            Code::MethodNotFound,
+            compat::not_found(env["method"].as_str().unwrap_or_default(), &plugin.name),
         ),
         Some("exception") if env["type"] == "MemoryError" => {
             ran.limit = Some("memory");
@@ -182,17 +207,28 @@ fn interpret_python(o: &Outcome, ran: &mut Ran) {
         }
         Some("bad_result") => (
             Code::PluginFailed,
-            format!("the plugin returned a value that is not JSON: {message}"),
+            format!(
+                "{}; the method returned a value that is not JSON",
+                compat::execution_failed(&message)
+            ),
+        ),
+        Some("bad_request") => (
+            Code::BadRequest,
+            format!("the Python runner could not read the call: {message}"),
         ),
         _ => (
             Code::PluginFailed,
             format!(
-                "the plugin raised {}: {message}",
-                env["type"].as_str().unwrap_or("an exception")
+                "{}; the plugin raised {kind}",
+                compat::execution_failed(&message)
             ),
         ),
     };
-    ran.failure = Some(Failure::new(code, text).with_details(details));
+    ran.failure = Some(
+        Failure::new(code, text)
+            .with_details(details)
+            .with_traceback(traceback),
+    );
 }
 
 fn signal_name(s: i32) -> &'static str {

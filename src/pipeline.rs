@@ -12,7 +12,8 @@
 //! while each call still gets its own sandbox and its own audit entries.
 
 use crate::audit::GroupCommit;
-use crate::config::{Config, ConfigError, Plugin};
+use crate::compat;
+use crate::config::{Config, ConfigError, Plugin, PluginKind, PythonPathFrom};
 use crate::container;
 use crate::error::{Code, Failure};
 use crate::launch::{self, Workdir};
@@ -20,7 +21,7 @@ use crate::outcome::{self, Ran};
 use crate::request::{self, Request};
 use crate::response::{Captured, Response};
 use crate::sandbox::seccomp::Profile;
-use crate::sandbox::{self, host::Host, policy::Backend};
+use crate::sandbox::{self, host::Host, policy::Backend, policy::SeccompSource};
 use crate::schema::MethodSchema;
 use crate::spawn::{self, Exit};
 use crate::trust;
@@ -64,6 +65,8 @@ struct Call {
     trust: Option<Value>,
     /// The sandbox recorded in the `started` entry, so `finished` need not repeat it.
     sandbox_started: Option<Value>,
+    /// Why no schema checked the args, when none did.
+    no_schema: Option<String>,
     warnings: Vec<String>,
 }
 
@@ -78,6 +81,7 @@ impl Call {
             verdict: None,
             trust: None,
             sandbox_started: None,
+            no_schema: None,
             warnings: Vec::new(),
         }
     }
@@ -85,10 +89,12 @@ impl Call {
 
 /// What calls share: loaded once per process (once per batch in `--jsonl` mode).
 pub struct Session {
+    /// As the caller named it (UPM's "Failed to load config from PATH" repeats it so).
+    config_path: PathBuf,
     config: Result<Config, ConfigError>,
     host: Host,
     schemas: Mutex<HashMap<(String, String), Arc<MethodSchema>>>,
-    profiles: Mutex<HashMap<PathBuf, Arc<Profile>>>,
+    profiles: Mutex<HashMap<SeccompSource, Arc<Profile>>>,
     /// Opened on first use; concurrent calls share its fsyncs.
     audit: GroupCommit,
     /// One call per process: overlap its two fsyncs with other work on extra threads.
@@ -104,9 +110,15 @@ pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
 }
 
 /// A call refused before it could even be read (the argv form's usage error):
-/// audited like every other refusal.
+/// audited like every other refusal (after the log, as in UPM, which set up its
+/// logging before it looked at its arguments).
 pub fn refuse(config_path: &Path, failure: Failure) -> Response {
-    Session::load(config_path).finish_refused(&Call::new(), failure)
+    let session = Session::load(config_path);
+    let call = Call::new();
+    if let Err(f) = session.open_log() {
+        return respond(&call, f.into());
+    }
+    session.finish_refused(&call, failure)
 }
 
 impl Session {
@@ -126,6 +138,7 @@ impl Session {
             sandbox::namespaces::hold_parent_death_signal();
         }
         Session {
+            config_path: config_path.to_path_buf(),
             config,
             host,
             schemas: Mutex::new(HashMap::new()),
@@ -135,29 +148,36 @@ impl Session {
         }
     }
 
+    pub fn config(&self) -> Result<&Config, &ConfigError> {
+        self.config.as_ref()
+    }
+
     pub fn max_request_bytes(&self) -> u64 {
         self.config
             .as_ref()
             .map_or(request::DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes)
     }
 
-    /// One call, top-down.
+    /// One call, top-down, its refusals in UPM's order: log, args (3), config (5),
+    /// plugin (4), method (7), then upm's own checks (trust, schema).
     pub fn call<R: Read>(&self, input: Input<R>) -> Response {
         let mut call = Call::new();
         let cap = self.max_request_bytes();
 
+        // the audit log first: nothing runs, or is refused, unaudited
+        if let Err(f) = self.open_log() {
+            // Whatever the call named is in the answer all the same.
+            let _ = parse(input, cap, &mut call);
+            return respond(&call, f.into());
+        }
+
         // parse
-        let req = parse(input, cap, &mut call);
-        let config = match &self.config {
-            Ok(c) => c,
-            Err(e) => {
-                let failure = Failure::new(Code::ConfigError, e.to_string())
-                    .with_details(json!({ "problems": e.problems() }));
-                return self.finish_refused(&call, failure);
-            }
-        };
-        let req = match req {
+        let req = match parse(input, cap, &mut call) {
             Ok(r) => r,
+            Err(f) => return self.finish_refused(&call, f),
+        };
+        let config = match self.loaded_config() {
+            Ok(c) => c,
             Err(f) => return self.finish_refused(&call, f),
         };
         phase(&call, "request parsed");
@@ -166,16 +186,12 @@ impl Session {
         let authorized = authorize(config, &req).and_then(|plugin| {
             let schema = self.schema(plugin, &req.method)?;
             phase(&call, "schema loaded");
-            // A profile that does not load is a config error, never a degradation.
-            let seccomp = self.profile(&plugin.seccomp_profile)?;
-            phase(&call, "seccomp profile loaded");
-            let files = trust::CallFiles {
-                plugin,
-                schema: schema.as_deref(),
-                seccomp: &seccomp,
-            };
-            verify_trust(config, &files, &mut call)?;
+            if schema.is_none() {
+                call.no_schema = Some(no_schema(config, plugin, &req.method));
+            }
+            let seccomp = self.checked_files(config, plugin, schema.as_deref(), &mut call)?;
             validate(schema.as_deref(), &req.args)?;
+            check_python_args(plugin, &req.args)?;
             Ok((plugin, schema, seccomp))
         });
         let (plugin, schema, seccomp) = match authorized {
@@ -183,21 +199,102 @@ impl Session {
             Err(f) => return self.finish_refused(&call, f),
         };
         phase(&call, "authorized and validated");
+        self.execute(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
+    }
 
-        // audit log open before anything is prepared: nothing runs unaudited
-        if let Err(e) = self.audit.ensure_open() {
-            let f = Failure::new(Code::AuditError, format!("{e}; the plugin was not run"));
+    /// `upm migrate`: the signatures of `methods`, read by upm's runner from the
+    /// plugin's class inside the sandbox (importing a module runs its code), as an
+    /// audited call of its own (method `(upm migrate)`).
+    pub fn introspect(&self, plugin: &str, methods: &[String]) -> Response {
+        let mut call = Call::new();
+        call.plugin = Some(plugin.to_owned());
+        call.method = Some(INTROSPECT_METHOD.to_owned());
+        if let Err(f) = self.open_log() {
             return respond(&call, f.into());
         }
+        let config = match self.loaded_config() {
+            Ok(c) => c,
+            Err(f) => return self.finish_refused(&call, f),
+        };
+        let Some(p) = config.plugins.get(plugin) else {
+            let f = Failure::new(
+                Code::NotWhitelisted,
+                compat::not_in_config(plugin, &config.plugin_order),
+            );
+            return self.finish_refused(&call, f);
+        };
+        let req = Request {
+            plugin: plugin.to_owned(),
+            method: INTROSPECT_METHOD.to_owned(),
+            args: json!({ "methods": methods }),
+            request_id: None,
+            introspect: Some(methods.to_vec()),
+        };
+        let seccomp = match self.checked_files(config, p, None, &mut call) {
+            Ok(s) => s,
+            Err(f) => return self.finish_refused(&call, f),
+        };
+        self.execute(config, p, None, &seccomp, &req, &mut call)
+    }
+
+    /// The config, or UPM's sentence for why it did not load (exit 5).
+    fn loaded_config(&self) -> Result<&Config, Failure> {
+        self.config.as_ref().map_err(|e| {
+            Failure::new(Code::ConfigError, compat::config_load(&self.config_path, e))
+                .with_details(json!({ "problems": e.problems() }))
+        })
+    }
+
+    /// The audit log, opened (once per session), or UPM's sentence (exit 11).
+    fn open_log(&self) -> Result<(), Failure> {
+        self.audit.ensure_open().map_err(|e| {
+            Failure::new(
+                Code::AuditError,
+                format!(
+                    "{}; the plugin was not run (nothing runs unaudited)",
+                    compat::logging_failed(&e)
+                ),
+            )
+        })
+    }
+
+    /// The seccomp profile, loaded, and the signature checked over what the call uses.
+    fn checked_files(
+        &self,
+        config: &Config,
+        plugin: &Plugin,
+        schema: Option<&MethodSchema>,
+        call: &mut Call,
+    ) -> Result<Arc<Profile>, Failure> {
+        // A profile that does not load is a config error, never a degradation.
+        let seccomp = self.profile(&plugin.seccomp_profile)?;
+        phase(call, "seccomp profile loaded");
+        let files = trust::CallFiles {
+            plugin,
+            schema,
+            seccomp: &seccomp,
+        };
+        verify_trust(config, &files, call)?;
+        Ok(seccomp)
+    }
+
+    /// From the authorized, validated request to its answer, on the plugin's backend.
+    fn execute(
+        &self,
+        config: &Config,
+        plugin: &Plugin,
+        schema: Option<&MethodSchema>,
+        seccomp: &Profile,
+        req: &Request,
+        call: &mut Call,
+    ) -> Response {
         if crate::spawn::stop::requested() {
-            return self.finish_refused(&call, cancelled_before_start());
+            return self.finish_refused(call, cancelled_before_start());
         }
         match plugin.policy.backend {
-            Backend::Native => {
-                self.execute_native(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
-            }
+            Backend::Native => self.execute_native(config, plugin, schema, seccomp, req, call),
             Backend::Container => {
-                self.execute_container(config, plugin, schema.as_deref(), &seccomp, &req, &mut call)
+                self.execute_container(config, plugin, schema, seccomp, req, call)
             }
         }
     }
@@ -220,15 +317,15 @@ impl Session {
     }
 
     /// A seccomp profile, parsed once per session (its compiled BPF is cached inside it).
-    fn profile(&self, path: &Path) -> Result<Arc<Profile>, Failure> {
-        if let Some(p) = lock(&self.profiles).get(path) {
+    fn profile(&self, source: &SeccompSource) -> Result<Arc<Profile>, Failure> {
+        if let Some(p) = lock(&self.profiles).get(source) {
             return Ok(p.clone());
         }
         let profile =
-            Arc::new(Profile::load(path).map_err(|e| {
+            Arc::new(source.load().map_err(|e| {
                 Failure::new(Code::ConfigError, format!("the config is invalid: {e}"))
             })?);
-        lock(&self.profiles).insert(path.to_path_buf(), profile.clone());
+        lock(&self.profiles).insert(source.clone(), profile.clone());
         Ok(profile)
     }
 
@@ -256,10 +353,6 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
                 Code::Cancelled
             }
             request::RequestError::TooLarge { .. } => Code::RequestTooLarge,
-            request::RequestError::BadPluginName(_) => Code::NotWhitelisted,
-            request::RequestError::PrivateMethod(_) | request::RequestError::BadMethodName(_) => {
-                Code::MethodNotAllowed
-            }
             _ => Code::BadRequest,
         };
         Failure::new(code, e.to_string())
@@ -283,16 +376,25 @@ fn parse<R: Read>(input: Input<R>, cap: u64, call: &mut Call) -> Result<Request,
                     .map_err(|_| bad(request::RequestError::ArgvUtf8(which)))
             };
             let (plugin, method) = (utf8(plugin, "plugin")?, utf8(method, "method")?);
-            let args = utf8(args, "args")?;
+            // UPM's sentence for anything wrong with json_args, upm's reason after it.
+            let args_bad = |e| {
+                let mut f = bad(e);
+                f.message = compat::json_args(&f.message);
+                f
+            };
+            let args = args
+                .into_string()
+                .map_err(|_| args_bad(request::RequestError::ArgvUtf8("args")))?;
             if args.len() as u64 > cap {
-                return Err(bad(request::RequestError::TooLarge { cap }));
+                return Err(args_bad(request::RequestError::TooLarge { cap }));
             }
-            let args = request::parse_json(args.as_bytes(), true).map_err(bad)?;
+            let args = request::parse_json(args.as_bytes(), true).map_err(args_bad)?;
             let req = Request {
                 plugin,
                 method,
                 args,
                 request_id: None,
+                introspect: None,
             };
             req.check().map_err(bad)?;
             req
@@ -315,24 +417,86 @@ fn parse_document(bytes: &[u8], call: &mut Call) -> Result<Request, request::Req
     request::from_value(doc)
 }
 
-/// The whitelist: the plugin, then the method.
+/// The method an introspection by `upm migrate` is audited under (no method can be
+/// named so: parentheses are not allowed in a method's name).
+pub const INTROSPECT_METHOD: &str = "(upm migrate)";
+
+/// The whitelist: the plugin, then the method, then whether it is private (UPM's
+/// order and sentences, upm's reason after them where it has one).
 fn authorize<'c>(config: &'c Config, req: &Request) -> Result<&'c Plugin, Failure> {
-    let plugin = config.plugins.get(&req.plugin).ok_or_else(|| {
-        Failure::new(
-            Code::NotWhitelisted,
-            format!("plugin \"{}\" is not whitelisted in the config", req.plugin),
-        )
-    })?;
-    if !plugin.methods.contains_key(&req.method) {
+    let plugin = config
+        .plugins
+        .get(&req.plugin)
+        .filter(|_| request::valid_name(&req.plugin))
+        .ok_or_else(|| {
+            let mut text = compat::not_in_config(&req.plugin, &config.plugin_order);
+            if !request::valid_name(&req.plugin) {
+                text.push_str(
+                    " (not a valid plugin name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$)",
+                );
+            }
+            Failure::new(Code::NotWhitelisted, text)
+        })?;
+    let listed =
+        plugin.methods.contains_key(&req.method) || plugin.private_methods.contains(&req.method);
+    if !listed {
+        let mut text = compat::not_allowed(&req.method, &req.plugin);
+        if !request::valid_name(&req.method) && !request::valid_private_name(&req.method) {
+            text.push_str(
+                " (not a valid method name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$)",
+            );
+        }
+        return Err(Failure::new(Code::MethodNotAllowed, text));
+    }
+    if req.method.starts_with('_') {
         return Err(Failure::new(
             Code::MethodNotAllowed,
             format!(
-                "method \"{}\" is not allowed for plugin \"{}\"",
-                req.method, req.plugin
+                "{} (methods starting with '_' are never callable)",
+                compat::private(&req.method)
             ),
         ));
     }
     Ok(plugin)
+}
+
+/// Why no schema checks a method's args (the config allows that: see `config`).
+fn no_schema(config: &Config, plugin: &Plugin, method: &str) -> String {
+    let why = match plugin.methods.get(method) {
+        Some(m) if m.upm_whitelist_only => "is whitelisted only through UPM's \"allowed_methods\"",
+        _ if config.require_schemas == Some(false) => {
+            "has none, and the config sets \"require_schemas\": false"
+        }
+        _ => "has none",
+    };
+    format!(
+        "no schema checked the args: method \"{method}\" of plugin \"{}\" {why}",
+        plugin.name
+    )
+}
+
+/// A Python class plugin is called as UPM called it, `method(*args, **kwargs)`: the
+/// args must have that shape (UPM would have failed on anything else, later and less
+/// clearly).
+fn check_python_args(plugin: &Plugin, args: &Value) -> Result<(), Failure> {
+    if !matches!(plugin.kind, PluginKind::PythonClass { .. }) {
+        return Ok(());
+    }
+    let shape = match args {
+        Value::Object(o) => {
+            o.get("args").is_none_or(|a| a.is_array())
+                && o.get("kwargs").is_none_or(|k| k.is_object())
+        }
+        _ => false,
+    };
+    if shape {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Code::BadRequest,
+        "the args of a Python class plugin must be an object {\"args\": [...], \"kwargs\": {...}} \
+         (each optional, with \"project_root\" and \"cache_dir\" if the caller sets them)",
+    ))
 }
 
 /// Where the time goes, for `UPM_DIAG_LEVEL=debug`.
@@ -501,7 +665,7 @@ impl Session {
         if runnable.exe.source != runnable.exe.path {
             files["exec_source"] = json!(runnable.exe.source);
         }
-        let requested = sandbox.summary();
+        let requested = with_python_path(sandbox.summary(), plugin, &runnable);
         let started = Started {
             config,
             schema,
@@ -535,7 +699,7 @@ impl Session {
         };
         phase(call, "sandbox started, started entry durable");
         // What is really in force: namespaces may have been given up (only if allowed).
-        let summary = spawned.sandbox().summary();
+        let summary = with_python_path(spawned.sandbox().summary(), plugin, &runnable);
 
         // go, capture (beside the call's egress proxy, with an allowlist)
         let (outcome, egress) = self.run_with_egress(call, policy, spawned);
@@ -663,6 +827,28 @@ impl Session {
     }
 }
 
+/// A Python class plugin's import path in the sandbox report: the directories the
+/// plugin may read its modules from, and where they came from (the config, or the
+/// caller's `PYTHONPATH`, with what of it was ignored).
+fn with_python_path(mut summary: Value, plugin: &Plugin, runnable: &launch::Runnable) -> Value {
+    if let PluginKind::PythonClass {
+        python_path,
+        python_path_from,
+        ..
+    } = &plugin.kind
+    {
+        let mut report = match python_path_from {
+            PythonPathFrom::Config => json!({ "from": "config", "paths": python_path }),
+            PythonPathFrom::Environment(env) => env.report(),
+        };
+        if runnable.python_path != *python_path {
+            report["snapshot"] = json!(runnable.python_path);
+        }
+        summary["python_path"] = report;
+    }
+    summary
+}
+
 /// What the `started` entry records.
 struct Started<'a> {
     config: &'a Config,
@@ -740,6 +926,9 @@ fn base_entry(event: &str, call: &Call) -> Map<String, Value> {
     e.insert("method".into(), json!(call.method));
     if let Some(t) = &call.trust {
         e.insert("trust".into(), t.clone());
+    }
+    if let Some(n) = &call.no_schema {
+        e.insert("no_schema".into(), json!(n));
     }
     if !call.warnings.is_empty() {
         e.insert("warnings".into(), json!(call.warnings));
@@ -847,6 +1036,7 @@ fn respond(call: &Call, ran: Ran) -> Response {
     r.data.plugin = call.plugin.clone();
     r.data.method = call.method.clone();
     r.data.trust = call.trust.clone();
+    r.data.no_schema = call.no_schema.clone();
     r.data.warnings = call.warnings.clone();
     r.data.result = ran.result;
     r.data.stdout = ran.stdout;

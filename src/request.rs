@@ -2,8 +2,9 @@
 //!
 //! Everything here runs before the config is trusted to look at the request,
 //! so it is strict: a size cap enforced while reading, UTF-8 checked, JSON depth
-//! bounded by serde_json's recursion limit, unknown fields refused, and names
-//! checked against a fixed pattern before any lookup.
+//! bounded by serde_json's recursion limit, unknown fields refused. Plugin and
+//! method names are checked against their fixed patterns by the whitelist, in
+//! UPM's order (see `pipeline::authorize`).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,7 +33,8 @@ pub enum RequestError {
     TooDeep,
     #[error("the request is not valid JSON: {0}")]
     Json(String),
-    #[error("the args are not valid JSON: {0}")]
+    /// The argv form's args (UPM's sentence is added by the pipeline).
+    #[error("{0}")]
     ArgsJson(String),
     #[error("the request holds the integer {0}, which does not fit in 64 bits: JSON parsing would pass the plugin a rounded float instead; send it as a string")]
     WideInteger(String),
@@ -40,12 +42,6 @@ pub enum RequestError {
     Shape(String),
     #[error("request_id must match ^[A-Za-z0-9_.:-]{{1,128}}$")]
     BadRequestId,
-    #[error("plugin name {0:?} is not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)")]
-    BadPluginName(String),
-    #[error("method {0:?} is private: methods starting with '_' are never callable")]
-    PrivateMethod(String),
-    #[error("method name {0:?} is not a valid method name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)")]
-    BadMethodName(String),
 }
 
 /// One call, as the caller sent it.
@@ -58,6 +54,10 @@ pub struct Request {
     pub args: Value,
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Set by `upm migrate` only, never by a caller: instead of calling a method, the
+    /// runner reports the signatures of these methods.
+    #[serde(skip)]
+    pub introspect: Option<Vec<String>>,
 }
 
 fn empty_object() -> Value {
@@ -172,21 +172,13 @@ pub fn from_value(doc: Value) -> Result<Request, RequestError> {
 }
 
 impl Request {
-    /// Names are checked before anything else looks at them.
+    /// The request_id, echoed in every answer, is checked first; the names are the
+    /// whitelist's to judge.
     pub fn check(&self) -> Result<(), RequestError> {
         if let Some(id) = &self.request_id {
             if !valid_request_id(id) {
                 return Err(RequestError::BadRequestId);
             }
-        }
-        if !valid_name(&self.plugin) {
-            return Err(RequestError::BadPluginName(noted(&self.plugin)));
-        }
-        if self.method.starts_with('_') {
-            return Err(RequestError::PrivateMethod(noted(&self.method)));
-        }
-        if !valid_name(&self.method) {
-            return Err(RequestError::BadMethodName(noted(&self.method)));
         }
         Ok(())
     }
@@ -214,6 +206,17 @@ pub fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// `^_[A-Za-z0-9_.-]{0,63}$`: a private method's name (`_x`, `__introspect__`), which
+/// UPM's `allowed_methods` may list but nobody may call.
+pub fn valid_private_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.first() == Some(&b'_')
+        && b.len() <= 64
         && b[1..]
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
@@ -308,14 +311,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_private_methods() {
+    fn unknown_fields_and_private_names() {
         let doc = serde_json::json!({"plugin": "p", "method": "m", "extra": 1});
         assert!(matches!(from_value(doc), Err(RequestError::Shape(_))));
-        let doc = serde_json::json!({"plugin": "p", "method": "_secret"});
-        assert!(matches!(
-            from_value(doc),
-            Err(RequestError::PrivateMethod(_))
-        ));
+        // The caller cannot ask for an introspection: the field is not part of the wire.
+        let doc = serde_json::json!({"plugin": "p", "method": "m", "introspect": ["m"]});
+        assert!(matches!(from_value(doc), Err(RequestError::Shape(_))));
+        for ok in ["_x", "__introspect__", "_", &format!("_{}", "a".repeat(63))] {
+            assert!(valid_private_name(ok), "{ok}");
+        }
+        for bad in ["x", "", "_a b", "_/", &format!("_{}", "a".repeat(64))] {
+            assert!(!valid_private_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

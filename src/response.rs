@@ -77,6 +77,13 @@ pub struct Data {
     pub code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// A Python plugin's traceback (UPM's field), also in `details.traceback`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// Set when no schema checked the args (a method only in UPM's `allowed_methods`,
+    /// or `"require_schemas": false`): says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_schema: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -121,6 +128,7 @@ impl Response {
         self.data.error = Some(failure.message.clone());
         self.data.code = Some(failure.code.as_str());
         self.data.details = failure.details.clone();
+        self.data.traceback = failure.traceback.clone();
         self.exit_code = failure.code.exit_code();
         self
     }

@@ -88,6 +88,8 @@ pub enum TrustError {
     TooOld { signed_at: String, min: String },
     #[error("trust settings cannot be read ({0}); treated as strict")]
     Settings(String),
+    #[error("plugin \"{0}\" takes its python_path from the caller's PYTHONPATH, which no signature covers (write \"python_path\" into the config, e.g. with upm migrate)")]
+    EnvironmentPythonPath(String),
     #[error("{0}")]
     Key(#[from] keys::KeyError),
     #[error("cannot write {path}: {source}")]
@@ -304,15 +306,28 @@ fn add_plugin_files(
             }
         }
     }
-    let profile = crate::sandbox::seccomp::Profile::load(&plugin.seccomp_profile)
-        .map_err(|e| unreadable(&plugin.seccomp_profile, e.to_string()))?;
-    out.add(&config.dir, &plugin.seccomp_profile, profile.digest)?;
+    // The built-in profile is part of upm itself, not a file the config references.
+    if let Some(file) = plugin.seccomp_profile.file() {
+        let profile = crate::sandbox::seccomp::Profile::load(file)
+            .map_err(|e| unreadable(file, e.to_string()))?;
+        out.add(&config.dir, file, profile.digest)?;
+    }
     for exe in signed_executables(config, plugin) {
         let e = crate::integrity::open_executable(exe, None)
             .map_err(|e| unreadable(exe, e.to_string()))?;
         out.add(&config.dir, exe, format!("sha256:{}", e.sha256))?;
     }
     Ok(())
+}
+
+fn python_path_from_env(plugin: &Plugin) -> bool {
+    matches!(
+        plugin.kind,
+        crate::config::PluginKind::PythonClass {
+            python_path_from: crate::config::PythonPathFrom::Environment(_),
+            ..
+        }
+    )
 }
 
 /// The executables of a plugin the signature lists: a pinned command's executable
@@ -616,11 +631,9 @@ fn call_files(
             out.add(&config.dir, path, format!("sha256:{hex}"))?;
         }
     }
-    out.add(
-        &config.dir,
-        &call.plugin.seccomp_profile,
-        call.seccomp.digest.clone(),
-    )?;
+    if let Some(file) = call.plugin.seccomp_profile.file() {
+        out.add(&config.dir, file, call.seccomp.digest.clone())?;
+    }
     // The executables the signature lists are checked later, by
     // [`check_executable`], on the digest of the very bytes that are exec'd.
     Ok(out.digests)
@@ -661,6 +674,15 @@ pub fn check(config: &Config, call: Option<&CallFiles<'_>>) -> Option<Verdict> {
             None => all_files(config)?,
         };
         compare(&signed, &current)?;
+        // What the environment decides is not signed: UPM's module lookup.
+        let mut plugins: Vec<&Plugin> = match call {
+            Some(files) => vec![files.plugin],
+            None => config.plugins.values().collect(),
+        };
+        plugins.retain(|p| python_path_from_env(p));
+        if let Some(p) = plugins.first() {
+            return Err(TrustError::EnvironmentPythonPath(p.name.clone()));
+        }
         Ok(signed)
     })();
     Some(Verdict {

@@ -491,7 +491,7 @@ fn malformed_requests_are_bad_requests() {
     let r = run_argv(&c, &["TextTools", "upper", "{not json"]);
     err(&r, 3, "bad_request");
     assert!(
-        error_text(&r).contains("args are not valid JSON"),
+        error_text(&r).starts_with("Error parsing JSON args: "),
         "{}",
         r.stdout
     );
@@ -682,18 +682,19 @@ fn unknown_and_malformed_plugin_names_are_not_whitelisted() {
         let r = call(&c, name, "upper", json!({"text": "x"}));
         err(&r, 4, "not_whitelisted");
         assert!(
-            error_text(&r).contains("is not a valid plugin name"),
+            error_text(&r).contains("not in config: ['TextTools'] (not a valid plugin name"),
             "{name:?}: {}",
             r.stdout
         );
     }
-    // Syntactically fine, merely unknown: a different sentence, same code.
+    // Syntactically fine, merely unknown: UPM's sentence alone, same code.
     let long64 = "p".repeat(64);
     for name in ["Nope", "texttools", long64.as_str()] {
         let r = call(&c, name, "upper", json!({"text": "x"}));
         err(&r, 4, "not_whitelisted");
-        assert!(
-            error_text(&r).contains("is not whitelisted in the config"),
+        assert_eq!(
+            error_text(&r),
+            format!("Plugin class '{name}' not in config: ['TextTools']"),
             "{name:?}: {}",
             r.stdout
         );
@@ -870,11 +871,16 @@ fn missing_unreadable_and_non_json_configs_are_config_errors() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["code"], "config_error");
 
-    // In a directory that does not exist, even the refusal cannot be audited:
-    // the caller is told so, with the original outcome.
+    // In a directory that does not exist, even the refusal cannot be audited (its log
+    // would be beside it): the caller is told so, and nothing else is done.
     let r = run_stdin(&d.join("nodir/upm_config.json"), &req);
-    let data = err(&r, 11, "audit_error");
-    assert_eq!(data["details"]["outcome"]["code"], "config_error");
+    err(&r, 11, "audit_error");
+    assert!(
+        error_text(&r).starts_with("Logging configuration failed: ")
+            && error_text(&r).contains("nodir/entrypoint.log"),
+        "{}",
+        r.stdout
+    );
 
     // A directory is not a config, not even for root.
     std::fs::create_dir(d.join("dir.json")).unwrap();
@@ -942,10 +948,10 @@ fn an_invalid_config_lists_every_problem() {
         "max_request_bytes": 8 * 1024 * 1024 + 1,
         "plugins_typo": {},
         "plugins": {
-            "../x": { "command": ["/bin/true"], "allowed_methods": ["_p"] },
+            "../x": { "command": ["/bin/true"], "methods": { "_p": {} } },
             "Both": { "command": ["/bin/true"], "module": "m", "allowed_methods": ["a"] },
             "Nothing": { "command": ["/bin/true"] },
-            "Py": { "module": "some_mod", "allowed_methods": ["a"] },
+            "Py": { "module": "some_mod", "python_path": [], "allowed_methods": ["a"] },
             "Loose": { "command": ["/bin/true"], "allowed_methods": ["a"], "sandbox": { "netwrk": true } },
             "Zero": { "command": ["/bin/true"], "allowed_methods": ["a"],
                       "sandbox": { "limits": { "open_files": 0, "timeout_ms": 0 } } }
@@ -961,7 +967,7 @@ fn an_invalid_config_lists_every_problem() {
         "\"_p\" can never be called",
         "plugin \"Both\": has both",
         "plugin \"Nothing\": whitelists no method",
-        "plugin \"Py\": \"python_path\" is required",
+        "plugin \"Py\": \"python_path\" is empty",
         "has no schema",
         "netwrk",
         "plugin \"Zero\": \"sandbox.limits.timeout_ms\" must be at least 1",
@@ -1104,11 +1110,15 @@ fn a_python_module_that_fails_to_import_fails_to_start() {
 fn methods_outside_the_whitelist_are_not_allowed() {
     let d = setup();
     let c = tt_cfg(&d, json!({}));
+    // UPM's order: the whitelist first, so an unlisted private name is "not allowed".
     let cases = [
-        ("lower", "is not allowed for plugin"),
-        ("Upper", "is not allowed for plugin"),
-        ("_x", "is private"),
-        ("__init__", "is private"),
+        ("lower", "Method 'lower' not allowed for plugin 'TextTools'"),
+        ("Upper", "Method 'Upper' not allowed for plugin 'TextTools'"),
+        ("_x", "Method '_x' not allowed for plugin 'TextTools'"),
+        (
+            "__init__",
+            "Method '__init__' not allowed for plugin 'TextTools'",
+        ),
         ("a b", "not a valid method name"),
         ("../upper", "not a valid method name"),
         ("", "not a valid method name"),
@@ -1120,6 +1130,22 @@ fn methods_outside_the_whitelist_are_not_allowed() {
     }
     let r = run_argv(&c, &["TextTools", "_x", "{}"]);
     err(&r, 7, "method_not_allowed");
+    // Listed in UPM's allowed_methods: not a config error, and still never callable.
+    let c = tt_cfg(
+        &d,
+        json!({"P": cmd("/bin/true", &["ok", "_x", "__introspect__"])}),
+    );
+    for m in ["_x", "__introspect__"] {
+        let r = call(&c, "P", m, json!({}));
+        err(&r, 7, "method_not_allowed");
+        assert!(
+            error_text(&r).starts_with(&format!(
+                "Method '{m}' is private and cannot be called directly"
+            )),
+            "{m}: {}",
+            r.stdout
+        );
+    }
 }
 
 #[test]
@@ -1128,7 +1154,12 @@ fn a_whitelisted_method_the_class_lacks_is_not_found() {
     let c = py_cfg(&d);
     let r = call(&c, "Probe", "missing", json!({}));
     let data = err(&r, 8, "method_not_found");
-    assert!(error_text(&r).contains("'missing'"), "{}", r.stdout);
+    assert_eq!(
+        error_text(&r),
+        "Method 'missing' not found in plugin 'Probe'",
+        "{}",
+        r.stdout
+    );
     assert!(data["details"]["message"]
         .as_str()
         .unwrap()
@@ -1357,17 +1388,43 @@ fn an_unwritable_audit_log_refuses_the_call_before_the_plugin_runs() {
     );
 }
 
+/// The log opens but the refusal's entry cannot be written (here: past a file-size
+/// limit, with SIGXFSZ ignored, so that the write fails with EFBIG): the caller is told,
+/// with the outcome upm would have answered.
 #[test]
 fn a_refusal_that_cannot_be_audited_is_an_audit_error() {
+    use std::os::unix::process::CommandExt;
     let d = setup();
     let c = tt_cfg(&d, json!({}));
-    let r = run_with(
-        &["run", "--config", c.to_str().unwrap()],
-        &request("Nope", "upper", json!({})),
-        &[("UPM_LOG_FILE", "/nonexistent-upm-dir/audit.log")],
-    );
+    let first = call(&c, "Nope", "upper", json!({}));
+    err(&first, 4, "not_whitelisted");
+    let size = std::fs::metadata(d.join("entrypoint.log")).unwrap().len();
+    let mut cmd = Command::new(upm_bin());
+    cmd.args(["run", "--config", c.to_str().unwrap()])
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE");
+    // SAFETY: signal and setrlimit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: size,
+                rlim_max: size,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = run_command(cmd, &request("Nope", "upper", json!({})));
     let data = err(&r, 11, "audit_error");
     assert_eq!(data["details"]["outcome"]["code"], "not_whitelisted");
+    assert!(
+        error_text(&r).contains("could not be written"),
+        "{}",
+        r.stdout
+    );
 }
 
 // ---------------------------------------------------------------- 12 timeout

@@ -836,8 +836,9 @@ fn signed_setup(trust: Option<Value>) -> Signed {
         r#"{ "type": "string", "maxLength": 1000 }"#,
         false,
     );
+    // The profile named as a file (not the built-in one), so that the signature covers it.
     let mut c = json!({
-        "sandbox": { "limits": { "timeout_ms": 10000 } },
+        "sandbox": { "seccomp": "policies/default.json", "limits": { "timeout_ms": 10000 } },
         "plugins": {
             "T": {
                 "command": [tt, r#"{"echo":"signed"}"#],

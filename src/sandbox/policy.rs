@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A sandbox layer, by the name used in `allow_degraded`, results and the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -136,7 +136,8 @@ pub struct Policy {
     /// `false` (none), `true` (every network layer lifted, explicitly and visibly), or
     /// an egress allowlist (`{"allow": [...]}`: only through upm's proxy).
     pub network: Network,
-    /// OCI/Docker seccomp profile, relative to the config directory.
+    /// OCI/Docker seccomp profile: `"default"`, the one built into upm
+    /// ([`BUILTIN_SECCOMP`]), or a file, relative to the config directory.
     pub seccomp: PathBuf,
     /// Extra paths the plugin may read and execute.
     pub read_paths: Vec<PathBuf>,
@@ -158,7 +159,7 @@ impl Default for Policy {
             backend: Backend::Native,
             user: UserSpec::default(),
             network: Network::None,
-            seccomp: PathBuf::from("policies/default.json"),
+            seccomp: PathBuf::from(BUILTIN_SECCOMP_NAME),
             read_paths: Vec::new(),
             write_paths: Vec::new(),
             limits: Limits::default(),
@@ -219,6 +220,51 @@ impl<'de> Deserialize<'de> for Network {
             _ => Err(serde::de::Error::custom(
                 "\"network\" is false, true, or {\"allow\": [\"HOST[:PORT]\", ...]}",
             )),
+        }
+    }
+}
+
+/// The default seccomp profile, built into the binary as Docker builds in its own, so
+/// that a config written anywhere runs without a `policies/` directory beside it.
+/// `policies/default.json` is its readable source (a test checks they are the same).
+pub const BUILTIN_SECCOMP: &[u8] = include_bytes!("../../policies/default.json");
+/// How a config names the built-in profile, and the profile's name in reports.
+pub const BUILTIN_SECCOMP_NAME: &str = "default";
+
+/// Where a plugin's seccomp profile comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SeccompSource {
+    /// `"seccomp": "default"` (or nothing): [`BUILTIN_SECCOMP`].
+    Builtin,
+    /// Any other value: a profile file (absolute once the config is loaded). A file
+    /// named `default` beside the config is `"./default"`.
+    File(PathBuf),
+}
+
+impl SeccompSource {
+    /// `value` as the config wrote it; a relative path is relative to `dir`.
+    pub fn from_config(value: &Path, dir: &Path) -> SeccompSource {
+        if value == Path::new(BUILTIN_SECCOMP_NAME) {
+            SeccompSource::Builtin
+        } else {
+            SeccompSource::File(dir.join(value))
+        }
+    }
+
+    pub fn load(&self) -> Result<super::seccomp::Profile, super::seccomp::SeccompError> {
+        match self {
+            SeccompSource::Builtin => {
+                super::seccomp::Profile::from_json(BUILTIN_SECCOMP_NAME, BUILTIN_SECCOMP)
+            }
+            SeccompSource::File(path) => super::seccomp::Profile::load(path),
+        }
+    }
+
+    /// The file, when there is one (the signature covers files, not upm's own profile).
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            SeccompSource::Builtin => None,
+            SeccompSource::File(p) => Some(p),
         }
     }
 }
