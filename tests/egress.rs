@@ -67,8 +67,8 @@ def connect(family, address):
     s.close()
     return True
 port = args.get("port", 1)
-if "raw" in args:
-    # Only the raw request: no other connection to the proxy.
+if "raw" in args or "silent" in args:
+    # Only what was asked: no other connection to the proxy.
     attempt = lambda name, f: None if name != "raw" else _attempt(name, f)
 attempt("direct_v4", lambda: connect(socket.AF_INET, ("127.0.0.1", port)))
 attempt("direct_v6", lambda: connect(socket.AF_INET6, ("::1", port)))
@@ -98,6 +98,10 @@ def raw(text, hold=0):
     return {"reply": data.decode("utf-8", "replace"), "seconds": time.monotonic() - start}
 if "raw" in args:
     attempt("raw", lambda: raw(args["raw"], args.get("hold", 0)))
+if "silent" in args:
+    # Connections that never send a request, left open as the plugin exits.
+    held = [socket.create_connection(("127.0.0.1", 3128)) for _ in range(args["silent"])]
+    out["silent"] = len(held)
 print(json.dumps(out))
 "#;
 
@@ -809,6 +813,28 @@ fn every_connection_ends_with_its_call() {
     assert_eq!(c[0]["verdict"], "allowed");
     assert!(c[0]["end"].is_string(), "{c:?}");
     assert_eq!(run.json["data"]["egress"]["allowed"], 1);
+}
+
+#[test]
+fn a_connection_that_asks_for_nothing_is_audited_too() {
+    let Some(fx) = fixture(allow(&["pypi.org".into()])) else {
+        return;
+    };
+    let (r, egress) = fx.ok("probe", "probe", json!({"silent": 5}));
+    assert_eq!(r["silent"], 5);
+    let c = fx.connections();
+    assert_eq!(c.len(), 5, "{c:#?}");
+    for e in &c {
+        assert_eq!(e["verdict"], "refused");
+        assert_eq!(e["target"], Value::Null);
+        let why = e["reason"].as_str().unwrap();
+        assert!(
+            why.contains("no request") || why.contains("before the proxy took"),
+            "{why}"
+        );
+    }
+    assert_eq!(egress["connections"], 5);
+    assert_eq!(egress["refused"], 5);
 }
 
 #[test]

@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// Relay buffer per direction.
-const BUF: usize = 256 << 10;
+/// Relay buffer per direction: 128 KiB per connection, at most `max_connections` of them.
+const BUF: usize = 64 << 10;
 /// Connections past `max_connections` still get an answer, but at most this many at a
 /// time; more are closed at once.
 const PAST_LIMIT_AT_ONCE: usize = 32;
@@ -262,8 +262,9 @@ async fn serve(
     }
     // The call is over (or the audit failed): no new connection, and every open one ends
     // now. Each notices the stop itself and is audited; one that does not within
-    // WIND_DOWN is dropped, and its record is still sent by its guard.
-    drop(listener);
+    // WIND_DOWN is dropped, and its record is still sent by its guard. Connections still
+    // waiting in the backlog were made during the call: each is audited as refused.
+    drain_backlog(listener, &ctx, n);
     let _ = tokio::time::timeout(WIND_DOWN, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -271,6 +272,28 @@ async fn serve(
     tasks.shutdown().await;
     let summary = ctx.tally().clone();
     summary
+}
+
+/// Takes what is left in the listening socket's backlog and closes it: each such
+/// connection is refused and audited (counted, past `max_connections`).
+fn drain_backlog(listener: tokio::net::TcpListener, ctx: &Arc<Ctx>, mut n: u32) {
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok((sock, _)) = listener.accept() {
+        drop(sock);
+        n = n.saturating_add(1);
+        ctx.tally().connections = n;
+        if n > ctx.settings.max_connections {
+            ctx.tally().refused_past_limit += 1;
+            continue;
+        }
+        let mut conn = Conn::new(ctx.clone(), n, None);
+        conn.record.reason = "the call ended before the proxy took the connection".into();
+    }
 }
 
 /// One connection, from accept to its audit record. Its record is sent when it is
@@ -316,6 +339,18 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    fn new(ctx: Arc<Ctx>, n: u32, past_limit: Option<tokio::sync::OwnedSemaphorePermit>) -> Conn {
+        Conn {
+            ctx,
+            record: Record::new(n),
+            started: Instant::now(),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            past_limit,
+        }
+    }
+
     /// Marks the connection refused or failed (as `why` says), with its reason.
     pub fn refuse(&mut self, why: &Refusal) {
         self.record.verdict = why.verdict();
@@ -425,15 +460,7 @@ async fn handle(
     past_limit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let mut stop = ctx.stop.clone();
-    let mut conn = Conn {
-        ctx,
-        record: Record::new(n),
-        started: Instant::now(),
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
-        last: AtomicU64::new(0),
-        past_limit,
-    };
+    let mut conn = Conn::new(ctx, n, past_limit);
     let mut client = Client {
         stream: sock,
         buf: Vec::new(),
