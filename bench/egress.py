@@ -17,7 +17,11 @@ noise of this shared machine hits them alike; medians:
    proxy starts, nothing connects), and `"network": true`: what starting the proxy costs
    a call, and that calls without an allowlist do not pay it.
 
-    sudo bench/egress.py [--mb 100] [--runs 7] [--connections 200] [--calls 60]
+   With --baseline BIN (upm built without the egress code, e.g. from the commit before
+   it), that binary's call without an allowlist runs beside them: what the egress code
+   costs a call that does not use it (a larger binary, nothing else started).
+
+    sudo bench/egress.py [--mb 100] [--runs 7] [--connections 200] [--calls 60] [--baseline BIN]
     (after `cargo build --release`)
 """
 import argparse
@@ -108,10 +112,10 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def call(config, plugin, method, args):
+def call(config, plugin, method, args, upm=UPM):
     req = json.dumps({"plugin": plugin, "method": method, "args": args}).encode()
     t = time.perf_counter()
-    r = subprocess.run([UPM, "run", "--config", config], input=req, stdout=subprocess.PIPE,
+    r = subprocess.run([upm, "run", "--config", config], input=req, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)
     ms = (time.perf_counter() - t) * 1000.0
     out = json.loads(r.stdout)
@@ -126,6 +130,7 @@ def main():
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--connections", type=int, default=200)
     ap.add_argument("--calls", type=int, default=60)
+    ap.add_argument("--baseline", help="another upm binary: its call without an allowlist runs beside")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: upm's full sandbox (uid switch) is what is measured")
@@ -230,19 +235,22 @@ def run(d, args):
         print(f"| {name} | {m:.3f} | {p90:.3f} | {m - direct:+.3f} |")
 
     # 3. one call
-    kinds = [("\"network\": false (no proxy)", "none"),
-             ("an allowlist (the proxy starts; nothing connects)", "allow"),
-             ("\"network\": true", "host")]
-    ms = {name: [] for name, _ in kinds}
+    kinds = [("\"network\": false (no proxy)", "none", UPM),
+             ("an allowlist (the proxy starts; nothing connects)", "allow", UPM),
+             ("\"network\": true", "host", UPM)]
+    if args.baseline:
+        kinds.append((f"\"network\": false, {args.baseline} (without the egress code)", "none",
+                      args.baseline))
+    ms = {name: [] for name, _, _ in kinds}
     for _ in range(args.calls):
-        for name, config in kinds:
-            _, t = call(configs[config], "noop", "noop", {})
+        for name, config, upm in kinds:
+            _, t = call(configs[config], "noop", "noop", {}, upm)
             ms[name].append(t)
     none = median(ms[kinds[0][0]])
     print(f"\n## One call of a no-op plugin ({args.calls} calls each, interleaved)\n")
     print("| network | median ms | p90 ms | × no network |")
     print("| --- | ---: | ---: | ---: |")
-    for name, _ in kinds:
+    for name, _, _ in kinds:
         xs = sorted(ms[name])
         m = median(xs)
         print(f"| {name} | {m:.2f} | {xs[int(len(xs) * 0.9)]:.2f} | {m / none:.2f} |")
