@@ -47,6 +47,39 @@ fn main() {
             n,
         ),
     ));
+    // What checking every other schema of the example config costs a one-shot call,
+    // once its own schema is loaded (the first time: what a one-shot upm pays).
+    let others: Vec<_> = [
+        "empty.json",
+        "echo.json",
+        "greeter_greet.json",
+        "greeter_greet_later.json",
+    ]
+    .iter()
+    .map(|f| root.join("schemas").join(f))
+    .collect();
+    rows.push((
+        "MethodSchema::check (4 other schemas, 5 files)",
+        median_us(
+            || {
+                for o in &others {
+                    upm::schema::MethodSchema::check(o).unwrap();
+                }
+            },
+            n,
+        ),
+    ));
+    rows.push((
+        "MethodSchema::load (the same, compiled)",
+        median_us(
+            || {
+                for o in &others {
+                    upm::schema::MethodSchema::load(o).unwrap();
+                }
+            },
+            n,
+        ),
+    ));
     let s = upm::schema::MethodSchema::load(&schema).unwrap();
     let args = serde_json::json!({"text": "x".repeat(900)});
     rows.push((

@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 against the whitelist and the method's JSON Schema, runs the plugin under Landlock, seccomp, a \
 non-root user, no network and hard limits, and prints one JSON result.\n\n\
 The argv form of the original UPM entrypoint also works: `upm <plugin> <method> <json_args>`.",
+    override_usage = "upm [--config PATH] <COMMAND>\n       upm [--config PATH] <plugin> <method> <json_args>",
     allow_external_subcommands = true,
     arg_required_else_help = true
 )]
 struct Cli {
-    /// Config file (else $UPM_CONFIG_PATH, else ./upm_config.json).
+    /// The config, optional: else $UPM_CONFIG_PATH, else ./upm_config.json. Relative paths in it are relative to its directory.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -35,6 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one call read as JSON from stdin: {"plugin", "method", "args", "request_id"?}.
+    #[command(override_usage = "upm run [--config PATH] [--jsonl [--parallel N]]")]
     Run {
         /// Batch: one request per line on stdin, one result per line on stdout.
         #[arg(long)]
@@ -45,8 +47,10 @@ enum Command {
         parallel: u16,
     },
     /// Print the whitelisted plugins and methods with their schemas, as JSON.
+    #[command(override_usage = "upm list [--config PATH]")]
     List,
     /// Validate the config, every schema, policy and plugin command; list every problem.
+    #[command(override_usage = "upm check [--config PATH]")]
     Check,
     /// Report which sandbox layers this kernel and this invoker can enforce.
     Doctor {
@@ -55,13 +59,17 @@ enum Command {
         json: bool,
     },
     /// Make an ed25519 key pair (PEM) for signing configs and audit checkpoints.
+    #[command(override_usage = "upm keygen --secret PATH --public PATH")]
     Keygen {
+        /// Where the secret key goes (PKCS#8 PEM, created 0600; must not exist).
         #[arg(long, value_name = "PATH")]
         secret: PathBuf,
+        /// Where the public key goes (SPKI PEM; must not exist): for UPM_TRUSTED_KEYS_DIR or `audit verify --key`.
         #[arg(long, value_name = "PATH")]
         public: PathBuf,
     },
     /// Sign the config: writes <config>.sig over it and every file it references.
+    #[command(override_usage = "upm sign --key SECRET [--config PATH]")]
     Sign {
         /// The secret key (PKCS#8 PEM, from `upm keygen`).
         #[arg(long, value_name = "SECRET")]
@@ -76,7 +84,7 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
     },
-    /// Verify, query or sign the audit log.
+    /// Verify or query the audit log (by default the config's), or make a key pair for its checkpoints.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
     #[command(external_subcommand)]
@@ -90,15 +98,12 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => return invalid_utf8(e),
-        Err(e) => {
-            let code = if e.use_stderr() {
-                Code::Usage.exit_code()
-            } else {
-                0
-            };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return code;
+            return 0;
         }
+        Err(e) => return usage_error(&e),
     };
     let config_path = config::resolve_path(cli.config.as_deref());
     if matches!(cli.command, Command::Run { .. } | Command::Legacy(_)) {
@@ -145,14 +150,23 @@ pub fn main() -> i32 {
         },
         Command::Sign { key } => sign(&config_path, &key),
         Command::Migrate { out } => crate::migrate::run(&config_path, &out),
-        Command::Audit(cmd) => {
-            // The default log is the config's, even when the config itself is broken.
-            let default_log = match Config::load(&config_path) {
-                Ok(c) => c.audit_path,
-                Err(_) => config::fallback_audit_path(&config_path),
-            };
-            crate::audit::run(cmd, Some(&default_log))
-        }
+        Command::Audit(cmd) => crate::audit::run(cmd, &default_log(&config_path)),
+    }
+}
+
+/// The log `upm audit` reads when given none: the config's (`--config`,
+/// `UPM_CONFIG_PATH`, `./upm_config.json`), read only as far as its `audit` block, so
+/// that the log of a config broken elsewhere can still be checked; `UPM_LOG_FILE` wins,
+/// as it does for calls. No config, no default: never some `./entrypoint.log`.
+fn default_log(config_path: &Path) -> crate::audit::DefaultLog {
+    let shown = config::absolute(config_path);
+    let from_env = std::env::var_os("UPM_LOG_FILE").is_some_and(|v| !v.is_empty());
+    match config::audit_of_document(config_path) {
+        Ok((path, _)) if from_env => Ok((path, "the log UPM_LOG_FILE names".to_owned())),
+        Ok((path, _)) => Ok((path, format!("the audit log of config {}", shown.display()))),
+        Err(e) => Err(format!(
+            "no log given, and none to be found: {e}; pass the log's PATH, or the config with --config"
+        )),
     }
 }
 
@@ -180,17 +194,73 @@ fn invalid_utf8(e: clap::Error) -> i32 {
     }
 }
 
+/// A command line clap refused. Where a result is expected (`upm run`, whose caller
+/// reads one JSON result; `list` and `check`, which print a JSON document), the error is
+/// that same JSON with code `usage` (a call's is audited like any refusal), and one
+/// `upm: ...` line on stderr; elsewhere, clap's own text. Exit 2 either way.
+fn usage_error(e: &clap::Error) -> i32 {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (config, command) = scan_args(&args);
+    // clap's sentence, up to its usage and tips, on one line.
+    let rendered = e.render().to_string();
+    let sentence: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let sentence = sentence.join(" ");
+    let what = sentence.strip_prefix("error: ").unwrap_or(&sentence);
+    let command = command.unwrap_or_default();
+    let message = format!("usage: {what}; see upm {command} --help");
+    match command.as_str() {
+        "run" => {
+            eprintln!("upm: {message}");
+            let path = config::resolve_path(config.as_deref());
+            let f = Failure::new(Code::Usage, message);
+            let _ = respond(pipeline::refuse(&path, f));
+        }
+        "list" | "check" => {
+            eprintln!("upm: {message}");
+            print_json_line(
+                &json!({ "ok": false, "code": Code::Usage.as_str(), "error": message }).to_string(),
+            );
+        }
+        _ => {
+            let _ = e.print();
+        }
+    }
+    Code::Usage.exit_code()
+}
+
+/// The `--config` value and the subcommand of a command line clap could not parse.
+fn scan_args(args: &[String]) -> (Option<PathBuf>, Option<String>) {
+    let mut config = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            config = it.next().map(PathBuf::from);
+        } else if let Some(v) = a.strip_prefix("--config=") {
+            config = Some(PathBuf::from(v));
+        } else if !a.starts_with('-') {
+            // What follows the subcommand may still name the config.
+            let rest: Vec<String> = it.cloned().collect();
+            let (later, _) = scan_args(&rest);
+            return (later.or(config), Some(a.clone()));
+        }
+    }
+    (config, None)
+}
+
 /// `upm <plugin> <method> <json_args>`, as UPM's `entrypoint.py` took it.
 fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
     if argv.len() != 3 {
+        let word = argv.first().map(|w| w.to_string_lossy().into_owned());
         let f = Failure::new(
             Code::Usage,
-            format!(
-                "{} (upm: usage: upm <plugin> <method> <json_args>, got {} argument{}; see upm --help)",
-                crate::compat::USAGE,
-                argv.len(),
-                if argv.len() == 1 { "" } else { "s" }
-            ),
+            legacy_usage(config_path, word.as_deref(), argv.len()),
         );
         eprintln!("upm: {}", f.message);
         return respond(pipeline::refuse(config_path, f));
@@ -206,6 +276,32 @@ fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
             args,
         },
     ))
+}
+
+/// The argv form's usage error; a first word that is no plugin of the config but
+/// close to a subcommand (`upm lsit`) was most likely that subcommand, mistyped.
+fn legacy_usage(config_path: &Path, word: Option<&str>, n: usize) -> String {
+    use clap::CommandFactory;
+    // UPM's own sentence first: its callers' scripts match the start of `data.error`.
+    let usage = format!(
+        "usage: upm <plugin> <method> <json_args> (got {n} argument{}); see upm --help",
+        if n == 1 { "" } else { "s" }
+    );
+    let upm = match word {
+        None => usage,
+        Some(word) => {
+            let is_plugin = Config::load(config_path).is_ok_and(|c| c.plugins.contains_key(word));
+            let cli = Cli::command();
+            let commands = cli.get_subcommands().map(|c| c.get_name());
+            match crate::unknown_keys::nearest(word, commands) {
+                Some(near) if !is_plugin => {
+                    format!("unknown command \"{word}\": did you mean `upm {near}`? ({usage})")
+                }
+                _ => usage,
+            }
+        }
+    };
+    format!("{} (upm: {upm})", crate::compat::USAGE)
 }
 
 fn respond(resp: Response) -> i32 {
@@ -228,8 +324,8 @@ fn config_failure(e: &config::ConfigError) -> i32 {
 }
 
 fn list(config_path: &Path) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
+    let config = match crate::preflight::load(config_path) {
+        Ok((c, _)) => c,
         Err(e) => return config_failure(&e),
     };
     let mut plugins = serde_json::Map::new();
@@ -237,17 +333,19 @@ fn list(config_path: &Path) -> i32 {
     for (name, p) in &config.plugins {
         let mut methods = serde_json::Map::new();
         for (m, spec) in &p.methods {
-            let schema = match &spec.schema {
-                None => Value::Null,
-                Some(path) => match MethodSchema::load(path) {
-                    Ok(s) => s.document().clone(),
-                    Err(e) => {
-                        problems.push(e.to_string());
-                        Value::Null
+            let mut entry = json!({ "description": spec.description, "schema": null });
+            // Each schema printed stands alone: its $refs' files bundled into it.
+            if let Some(path) = &spec.schema {
+                match MethodSchema::load(path).map(|s| (s.bundled(), s)) {
+                    Ok((Ok(bundled), _)) => entry["schema"] = bundled,
+                    Ok((Err(e), s)) => {
+                        entry["schema"] = s.document().clone();
+                        entry["bundle_error"] = json!(e.to_string());
                     }
-                },
-            };
-            methods.insert(m.clone(), json!({ "schema": schema }));
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            methods.insert(m.clone(), entry);
         }
         let kind = match p.kind {
             PluginKind::Command { .. } => "command",
@@ -279,12 +377,13 @@ fn check(config_path: &Path) -> i32 {
             return config_failure(&e);
         }
     };
-    let mut problems = Vec::new();
+    // What every call checks (schemas, seccomp profiles): a problem here stops them all.
+    let mut problems = crate::preflight::check(&config).problems;
     let mut warnings = Vec::new();
+    audit_problems(&config, &mut problems);
     let mut plugins = serde_json::Map::new();
     for (name, p) in &config.plugins {
         let at = format!("plugin \"{name}\"");
-        let before = problems.len();
         if let PluginKind::PythonClass {
             module,
             python_path,
@@ -302,8 +401,16 @@ fn check(config_path: &Path) -> i32 {
         }
         for (m, spec) in &p.methods {
             if let Some(path) = &spec.schema {
-                if let Err(e) = MethodSchema::load(path) {
-                    problems.push(format!("{at}, method \"{m}\": {e}"));
+                // What the files' check leaves to compiling (e.g. a regex it cannot build),
+                // and to bundling for `upm list`.
+                match MethodSchema::load(path).map(|s| s.bundled()) {
+                    Err(e @ crate::schema::SchemaError::Compile { .. }) => {
+                        problems.push(format!("{at}, method \"{m}\": {e}"))
+                    }
+                    Ok(Err(e)) => warnings.push(format!(
+                        "{at}, method \"{m}\": {e}: upm list prints it unbundled (bundle_error)"
+                    )),
+                    _ => {}
                 }
             } else {
                 let why = if spec.upm_whitelist_only {
@@ -323,24 +430,24 @@ fn check(config_path: &Path) -> i32 {
                  (exit 7), as in UPM"
             ));
         }
-        match p.seccomp_profile.load().and_then(|prof| {
-            prof.compile(&crate::sandbox::seccomp::CompileOptions {
-                deny_sockets: !p.policy.network.is_host(),
-                allow_tcp: p.policy.network.allowlist().is_some(),
-            })
-        }) {
-            Ok(_) => {}
-            Err(e) => problems.push(format!("{at}: seccomp profile: {e}")),
-        }
+
         // A container plugin's files live in its image, pinned by digest.
         let pins = match p.policy.backend {
             crate::sandbox::policy::Backend::Container => json!({ "image": p.policy.image }),
-            crate::sandbox::policy::Backend::Native => pins(&config, p, &mut problems),
+            crate::sandbox::policy::Backend::Native => {
+                reach_problems(p, &mut problems, &mut warnings);
+                pins(&config, p, &mut problems)
+            }
         };
         plugins.insert(
             name.clone(),
-            json!({ "ok": problems.len() == before, "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins, "network": p.policy.network }),
+            json!({ "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins, "network": p.policy.network }),
         );
+    }
+    // Each problem names every plugin it concerns.
+    for (name, entry) in plugins.iter_mut() {
+        let at = format!("plugin \"{name}\"");
+        entry["ok"] = json!(!problems.iter().any(|p| p.contains(&at)));
     }
     let signature = match crate::trust::check(&config, None) {
         None => json!({ "mode": "off" }),
@@ -370,8 +477,8 @@ fn check(config_path: &Path) -> i32 {
 }
 
 fn sign(config_path: &Path, key: &Path) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
+    let config = match crate::preflight::load(config_path) {
+        Ok((c, _)) => c,
         Err(e) => return config_failure(&e),
     };
     match crate::trust::sign(&config, key) {
@@ -400,14 +507,45 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
             let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
             (exe, vec![dir])
         }
-        PluginKind::PythonClass { python_path, .. } => (config.python.clone(), python_path.clone()),
+        PluginKind::PythonClass {
+            python_path,
+            python,
+            ..
+        } => (python.exe.clone(), python_path.clone()),
     };
     let interpreter_signed = crate::trust::settings(config).mode != crate::trust::Mode::Off;
     let mut script = None;
-    match crate::integrity::open_executable(&exe, p.sha256.as_deref()) {
+    let who = crate::access::Who::plugin(&p.policy.user);
+    // A Python class plugin's interpreter as a call checks it first.
+    let refused = match &p.kind {
+        PluginKind::PythonClass { python, .. } => config::command_not_found(&python.path)
+            .or_else(|| python.symlink_problem())
+            .or_else(|| {
+                let venv = python.venv.as_deref()?;
+                crate::integrity::check_venv(venv)
+                    .err()
+                    .map(|e| e.to_string())
+            }),
+        PluginKind::Command { .. } => None,
+    };
+    let opened = match refused.or_else(|| config::command_not_found(&exe)) {
+        Some(why) => Err(why),
+        None => {
+            crate::integrity::open_executable(&exe, p.sha256.as_deref()).map_err(|e| e.to_string())
+        }
+    };
+    match opened {
         Ok(e) => {
             script = e.interpreter.clone();
-            check_executable(&at, &exe, problems);
+            // A script is read by its interpreter, as the plugin.
+            let want = crate::access::EXEC | if e.script { crate::access::READ } else { 0 };
+            if let Some(why) = crate::access::denied(&exe, &who, want) {
+                let what = match p.kind {
+                    PluginKind::Command { .. } => "command",
+                    PluginKind::PythonClass { .. } => "the Python interpreter",
+                };
+                problems.push(format!("{at}: {what} cannot be started: {why}"));
+            }
             out.insert(
                 "exec".into(),
                 json!({ "path": exe, "sha256": e.sha256, "pinned": p.sha256, "ok": true }),
@@ -417,7 +555,7 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
             problems.push(format!("{at}: {e}"));
             out.insert(
                 "exec".into(),
-                json!({ "path": exe, "pinned": p.sha256, "ok": false, "error": e.to_string() }),
+                json!({ "path": exe, "pinned": p.sha256, "ok": false, "error": e }),
             );
         }
     }
@@ -437,26 +575,99 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
         };
     }
     // What a call would run that nothing vouches for (a "verified" signature included).
-    let unpinned = crate::trust::unpinned(config, p, interpreter_signed, script.as_deref());
+    let unpinned = crate::trust::unpinned(p, interpreter_signed, script.as_deref());
     out.insert("unpinned".into(), json!(unpinned));
     Value::Object(out)
 }
 
-fn check_executable(at: &str, path: &Path, problems: &mut Vec<String>) {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Err(e) => problems.push(format!(
-            "{at}: command {} cannot be used: {e}",
-            path.display()
-        )),
-        Ok(m) if !m.is_file() => {
-            problems.push(format!("{at}: command {} is not a file", path.display()))
+/// The audit log must be writable where a call will write it: else every call exits 11.
+fn audit_problems(config: &Config, problems: &mut Vec<String>) {
+    use nix::unistd::{faccessat, AccessFlags};
+    let log = &config.audit_path;
+    let can = |p: &Path, how| {
+        faccessat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            how,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        )
+    };
+    let dir = log.parent().unwrap_or(Path::new("/"));
+    let why = match std::fs::metadata(dir) {
+        Err(e) => Some(format!("its directory {}: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        Ok(_) => match std::fs::symlink_metadata(log) {
+            Ok(m) if !m.is_file() => Some("it is not a regular file".to_owned()),
+            Ok(_) => can(log, AccessFlags::W_OK)
+                .err()
+                .map(|e| format!("it cannot be written by upm: {e}")),
+            Err(_) => can(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+                .err()
+                .map(|e| {
+                    format!(
+                        "its directory {} cannot be written by upm: {e}",
+                        dir.display()
+                    )
+                }),
+        },
+    };
+    if let Some(why) = why {
+        problems.push(format!(
+            "audit log {}: {why}; every call would fail (exit 11, audit_error)",
+            log.display()
+        ));
+    }
+    if let Some(key) = &config.audit.signing_key {
+        if let Err(e) = crate::keys::load_signing_key(key) {
+            problems.push(format!(
+                "audit signing key: {e}; every call would fail (exit 11)"
+            ));
         }
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => problems.push(format!(
-            "{at}: command {} is not executable",
-            path.display()
-        )),
-        Ok(_) => {}
+    }
+}
+
+/// What the plugin's uid must reach: its interpreter and module tree, its read and
+/// write paths. A path that does not exist is left out of the sandbox: a warning.
+fn reach_problems(
+    p: &crate::config::Plugin,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    use crate::access::{denied, Who, EXEC, READ, WRITE};
+    let at = format!("plugin \"{}\"", p.name);
+    let who = Who::plugin(&p.policy.user);
+    let dir_bit = |path: &Path| if path.is_dir() { EXEC } else { 0 };
+    if let PluginKind::PythonClass {
+        python_path,
+        python,
+        ..
+    } = &p.kind
+    {
+        for dir in python_path {
+            if let Some(why) = denied(dir, &who, READ | EXEC) {
+                problems.push(format!("{at}: python_path: {why}"));
+            }
+        }
+        if let Some(venv) = &python.venv {
+            if let Some(why) = denied(&venv.join("pyvenv.cfg"), &who, READ) {
+                problems.push(format!("{at}: the virtualenv of \"python\": {why}"));
+            }
+        }
+    }
+    for (key, paths, want) in [
+        ("read_paths", &p.policy.read_paths, READ),
+        ("write_paths", &p.policy.write_paths, WRITE),
+    ] {
+        for path in paths {
+            if !path.exists() {
+                warnings.push(format!(
+                    "{at}: {key} {} does not exist: it is left out of the sandbox",
+                    path.display()
+                ));
+            } else if let Some(why) = denied(path, &who, want | dir_bit(path)) {
+                problems.push(format!("{at}: {key}: {why}"));
+            }
+        }
     }
 }
 

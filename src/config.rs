@@ -10,6 +10,7 @@ use crate::audit::AuditSettings;
 use crate::compat::EnvPythonPath;
 use crate::request::valid_name;
 use crate::sandbox::policy::{merge_json, Backend, Policy, SeccompSource};
+use crate::unknown_keys;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -63,6 +64,7 @@ pub enum PluginKind {
         class: String,
         python_path: Vec<PathBuf>,
         python_path_from: PythonPathFrom,
+        python: Python,
     },
 }
 
@@ -74,7 +76,68 @@ pub enum PythonPathFrom {
     /// UPM compatibility: the config names none, so the caller's `PYTHONPATH` (see
     /// [`EnvPythonPath`]), which the result and the audit say, strict trust refuses
     /// and `upm check` warns about.
-    Environment(EnvPythonPath),
+    Environment(Box<EnvPythonPath>),
+}
+
+/// A Python class plugin's interpreter: the plugin's `"python"`, else the top-level one,
+/// else `/usr/bin/python3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Python {
+    /// As configured (resolved like a command): the plugin's `sys.executable` (its
+    /// argv[0]), so that a virtualenv's `bin/python` finds its `pyvenv.cfg`.
+    pub path: PathBuf,
+    /// The file that is opened, verified and exec'd: `path`, or for a virtualenv's
+    /// `bin/python` (a symlink to the system interpreter) the interpreter it leads to.
+    pub exe: PathBuf,
+    /// The virtualenv `path` belongs to (where its `pyvenv.cfg` is): readable to the
+    /// plugin, its `site-packages` on `sys.path`.
+    pub venv: Option<PathBuf>,
+}
+
+impl Python {
+    /// Python's own rule: a `pyvenv.cfg` beside the executable or one directory up
+    /// makes it a virtualenv's. Its interpreter is then the file its symlinks lead to
+    /// (one that cannot be resolved is left for the call to report).
+    pub fn new(path: PathBuf) -> Python {
+        let venv = path
+            .parent()
+            .into_iter()
+            .flat_map(|bin| [Some(bin), bin.parent()])
+            .flatten()
+            .find(|d| d.join("pyvenv.cfg").is_file())
+            .map(Path::to_path_buf);
+        let exe = match &venv {
+            Some(_) => std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()),
+            None => path.clone(),
+        };
+        Python { path, exe, venv }
+    }
+
+    /// A `python` that is a symlink out of its own directory and no virtualenv's is
+    /// refused (as any plugin file reached that way is): what to write instead.
+    pub fn symlink_problem(&self) -> Option<String> {
+        if self.venv.is_some() {
+            return None;
+        }
+        let is_link = std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_symlink());
+        let target = std::fs::canonicalize(&self.path).ok()?;
+        let dir = self
+            .path
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())?;
+        (is_link && !target.starts_with(&dir)).then(|| {
+            format!(
+                "\"python\" {} is a symlink to {}, outside its directory, and not a \
+                 virtualenv's interpreter (no pyvenv.cfg beside it or above it): write \
+                 \"python\": \"{}\", or make a virtualenv ({} -m venv DIR) and write \
+                 \"python\": \"DIR/bin/python\"",
+                self.path.display(),
+                target.display(),
+                target.display(),
+                target.display()
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +146,8 @@ pub struct Method {
     pub schema: Option<PathBuf>,
     /// Whitelisted only through UPM's `allowed_methods` (not upm's `methods`).
     pub upm_whitelist_only: bool,
+    /// What the method does, for `upm list` (and a client's tool definition).
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +207,9 @@ struct RawPlugin {
     class: Option<String>,
     #[serde(default)]
     python_path: Option<Vec<PathBuf>>,
+    /// This plugin's interpreter (e.g. a virtualenv's `bin/python`).
+    #[serde(default)]
+    python: Option<PathBuf>,
     #[serde(default)]
     allowed_methods: Vec<String>,
     #[serde(default)]
@@ -161,6 +229,8 @@ struct RawPlugin {
 struct RawMethod {
     #[serde(default)]
     schema: Option<PathBuf>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 const TOP_LEVEL_KEYS: [&str; 11] = [
@@ -188,20 +258,66 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Where the audit log goes even when the config cannot be loaded, so that a
-/// refused call is audited too.
-pub fn fallback_audit_path(config_path: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    absolute(config_path)
-        .parent()
-        .map(|d| d.join("entrypoint.log"))
-        .unwrap_or_else(|| PathBuf::from("entrypoint.log"))
+/// Where the audit log goes even when the config cannot be loaded, so that a refused
+/// call is audited too: in the config's own log when the file reads that far (its
+/// `audit` block, with the settings it gives when they are valid), else in
+/// `entrypoint.log` beside where the config was looked for.
+pub fn fallback_audit(config_path: &Path) -> (PathBuf, AuditSettings) {
+    audit_of_document(config_path).unwrap_or_else(|_| {
+        let path = env_log_file().unwrap_or_else(|| {
+            let dir = absolute(config_path);
+            let dir = dir.parent().unwrap_or(Path::new("/"));
+            dir.join("entrypoint.log")
+        });
+        (path, AuditSettings::default())
+    })
 }
 
-fn absolute(p: &Path) -> PathBuf {
+/// The audit log a config names, read only as far as its `audit` block: for the
+/// auditor's tools, which need no more of it, and for refusals of a config that is
+/// otherwise invalid. `UPM_LOG_FILE` wins, as it does for calls.
+pub fn audit_of_document(config_path: &Path) -> Result<(PathBuf, AuditSettings), ConfigError> {
+    let path = absolute(config_path);
+    let bytes = read_config(&path);
+    let bytes = match (env_log_file(), bytes) {
+        (Some(log), Err(_)) => return Ok((log, AuditSettings::default())),
+        (_, b) => b?,
+    };
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::NotJson {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let block = doc.get("audit");
+    let mut settings: AuditSettings = block
+        .and_then(|b| serde_json::from_value(b.clone()).ok())
+        .filter(|s: &AuditSettings| s.validate().is_ok())
+        .unwrap_or_default();
+    let named = block
+        .and_then(|b| b.get("path"))
+        .and_then(Value::as_str)
+        .map(PathBuf::from);
+    settings.signing_key = settings.signing_key.map(|k| resolve_in(dir, &k));
+    Ok((audit_path(dir, named.as_deref()), settings))
+}
+
+/// `UPM_LOG_FILE`, else the config's `audit.path`, else `entrypoint.log` beside it.
+fn audit_path(dir: &Path, named: Option<&Path>) -> PathBuf {
+    env_log_file().unwrap_or_else(|| resolve_in(dir, named.unwrap_or(Path::new("entrypoint.log"))))
+}
+
+/// A path the caller gave (a flag, an environment variable) means what it means where
+/// upm was started: made absolute at once, so that everything after, and every report,
+/// names one file.
+pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `UPM_LOG_FILE`, made absolute against upm's working directory.
+fn env_log_file() -> Option<PathBuf> {
+    std::env::var_os("UPM_LOG_FILE")
+        .filter(|p| !p.is_empty())
+        .map(|p| absolute(Path::new(&p)))
 }
 
 /// A config is a few KB; anything this large is not one.
@@ -246,12 +362,10 @@ impl Config {
     }
 }
 
+/// `p` against `dir`, with its `.` components dropped (`..` stays: only the kernel knows
+/// where it leads through a symlink).
 fn resolve_in(dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    }
+    dir.join(p).components().collect()
 }
 
 fn field<T: for<'de> Deserialize<'de>>(
@@ -277,7 +391,10 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for key in obj.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            problems.push(format!("unknown top-level key \"{key}\""));
+            let hint = unknown_keys::nearest(key, TOP_LEVEL_KEYS)
+                .map(|near| format!(" (did you mean \"{near}\"?)"))
+                .unwrap_or_default();
+            problems.push(format!("unknown top-level key \"{key}\"{hint}"));
         }
     }
     let require_schemas = field(obj, "require_schemas", None, problems);
@@ -305,26 +422,28 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     if !policy.is_object() {
         problems.push("\"policy\" must be an object".into());
     }
-    let python = resolve_in(
+    let python = resolve_command(
         &dir,
         &field(obj, "python", PathBuf::from(DEFAULT_PYTHON), problems),
     );
     let project_root =
         field::<Option<PathBuf>>(obj, "project_root", None, problems).map(|p| resolve_in(&dir, &p));
-    let audit: AuditSettings = field(obj, "audit", AuditSettings::default(), problems);
+    let mut audit_block = obj.get("audit").cloned();
+    if let Some(a) = &mut audit_block {
+        strip_audit(a, problems);
+    }
+    let mut audit: AuditSettings = match audit_block {
+        None => AuditSettings::default(),
+        Some(a) => serde_json::from_value(a).unwrap_or_else(|e| {
+            problems.push(format!("\"audit\": {e}"));
+            AuditSettings::default()
+        }),
+    };
     if let Err(e) = audit.validate() {
         problems.push(format!("\"audit\": {e}"));
     }
-    let audit_path = match std::env::var_os("UPM_LOG_FILE").filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => resolve_in(
-            &dir,
-            audit
-                .path
-                .as_deref()
-                .unwrap_or_else(|| Path::new("entrypoint.log")),
-        ),
-    };
+    audit.signing_key = audit.signing_key.map(|k| resolve_in(&dir, &k));
+    let audit_path = audit_path(&dir, audit.path.as_deref());
 
     let workdir_root = match obj.get("workdir_root") {
         None => PathBuf::from(DEFAULT_WORKDIR_ROOT),
@@ -341,13 +460,18 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         },
     };
 
-    let sandbox_defaults = obj
+    let mut sandbox_defaults = obj
         .get("sandbox")
         .cloned()
         .unwrap_or(Value::Object(Map::new()));
-    if let Err(e) = serde_json::from_value::<Policy>(sandbox_defaults.clone()) {
-        problems.push(format!("\"sandbox\": {e}"));
-    }
+    strip_policy(&mut sandbox_defaults, "", problems);
+    let sandbox_defaults_ok = match serde_json::from_value::<Policy>(sandbox_defaults.clone()) {
+        Ok(_) => true,
+        Err(e) => {
+            problems.push(format!("\"sandbox\": {e}"));
+            false
+        }
+    };
 
     let mut plugins = BTreeMap::new();
     match obj.get("plugins") {
@@ -359,6 +483,8 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
                     require_schemas,
                     sandbox_defaults: &sandbox_defaults,
                     workdir_root: &workdir_root,
+                    sandbox_defaults_ok,
+                    python: &python,
                 };
                 if let Some(p) = build_plugin(&ctx, name, value, problems) {
                     plugins.insert(name.clone(), p);
@@ -392,11 +518,44 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
 
 const DEFAULT_WORKDIR_ROOT: &str = "/tmp";
 
+/// Every unknown key of a `sandbox` block (and of its `limits`, `env` and `user`);
+/// `prefix` names the plugin whose block it is.
+fn strip_policy(v: &mut Value, prefix: &str, problems: &mut Vec<String>) {
+    use crate::sandbox::policy::{EnvSettings, Limits, UserSpec};
+    let at = format!("{prefix}\"sandbox\"");
+    unknown_keys::strip(v, unknown_keys::fields_of::<Policy>(), &at, problems);
+    for (key, known) in [
+        ("limits", unknown_keys::fields_of::<Limits>()),
+        ("env", unknown_keys::fields_of::<EnvSettings>()),
+        ("user", unknown_keys::fields_of::<UserSpec>()),
+    ] {
+        if let Some(inner) = v.get_mut(key) {
+            let at = format!("{prefix}\"sandbox.{key}\"");
+            unknown_keys::strip(inner, known, &at, problems);
+        }
+    }
+}
+
+/// Every unknown key of the `audit` block (and of its `rotate`).
+fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
+    unknown_keys::strip(
+        v,
+        unknown_keys::fields_of::<AuditSettings>(),
+        "\"audit\"",
+        problems,
+    );
+    if let Some(r) = v.get_mut("rotate") {
+        let known = unknown_keys::fields_of::<crate::audit::Rotation>();
+        unknown_keys::strip(r, known, "\"audit.rotate\"", problems);
+    }
+}
+
 /// Every call's plugin runs as the same uid, so only Landlock keeps one call out of
 /// another's private directory: no path a plugin may read or write may contain them.
 fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
     let mut problems = Vec::new();
-    let within = |p: &Path| root.starts_with(p);
+    // `root` has its symlinks resolved: so must the paths it is compared with.
+    let within = |p: &Path| root.starts_with(std::fs::canonicalize(p).unwrap_or_else(|_| p.into()));
     for base in crate::sandbox::landlock::BASE_READ_PATHS {
         if within(Path::new(base)) {
             problems.push(format!(
@@ -409,13 +568,20 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
     for (name, plugin) in plugins {
         // A path from the caller's PYTHONPATH refuses that plugin's calls instead
         // (see `env_python_path`): the caller's environment cannot break the config.
-        let python = match &plugin.kind {
+        let python: Vec<&PathBuf> = match &plugin.kind {
             PluginKind::PythonClass {
                 python_path,
-                python_path_from: PythonPathFrom::Config,
+                python_path_from,
+                python,
                 ..
-            } => python_path.as_slice(),
-            _ => &[],
+            } => {
+                let from_config: &[PathBuf] = match python_path_from {
+                    PythonPathFrom::Config => python_path,
+                    PythonPathFrom::Environment(_) => &[],
+                };
+                from_config.iter().chain(&python.venv).collect()
+            }
+            PluginKind::Command { .. } => Vec::new(),
         };
         let granted = plugin
             .policy
@@ -473,6 +639,9 @@ struct PluginCtx<'a> {
     require_schemas: Option<bool>,
     sandbox_defaults: &'a Value,
     workdir_root: &'a Path,
+    sandbox_defaults_ok: bool,
+    /// The top-level `python`: a Python class plugin's unless it names its own.
+    python: &'a Path,
 }
 
 fn build_plugin(
@@ -487,7 +656,23 @@ fn build_plugin(
             "{at}: not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)"
         ));
     }
-    let raw: RawPlugin = match serde_json::from_value(value.clone()) {
+    let mut value = value.clone();
+    unknown_keys::strip(
+        &mut value,
+        unknown_keys::fields_of::<RawPlugin>(),
+        &at,
+        problems,
+    );
+    if let Some(methods) = value.get_mut("methods").and_then(Value::as_object_mut) {
+        for (m, spec) in methods {
+            let at = format!("{at}, method \"{m}\"");
+            unknown_keys::strip(spec, unknown_keys::fields_of::<RawMethod>(), &at, problems);
+        }
+    }
+    if let Some(sandbox) = value.get_mut("sandbox") {
+        strip_policy(sandbox, &format!("{at}: "), problems);
+    }
+    let raw: RawPlugin = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
             problems.push(format!("{at}: {e}"));
@@ -512,8 +697,14 @@ fn build_plugin(
                 problems.push(format!("{at}: \"command\" is empty"));
                 return None;
             };
+            if raw.python.is_some() {
+                problems.push(format!(
+                    "{at}: \"python\" is the interpreter of a Python class plugin (\"module\"); \
+                     a command plugin names its own in \"command\" or its #! line"
+                ));
+            }
             let mut argv = argv.clone();
-            argv[0] = resolve_command(ctx.dir, first)
+            argv[0] = resolve_command(ctx.dir, Path::new(first))
                 .to_string_lossy()
                 .into_owned();
             PluginKind::Command { argv }
@@ -549,14 +740,22 @@ fn build_plugin(
                 }
                 None => {
                     let env = env_python_path(ctx.workdir_root);
-                    (env.paths.clone(), PythonPathFrom::Environment(env))
+                    (
+                        env.paths.clone(),
+                        PythonPathFrom::Environment(Box::new(env)),
+                    )
                 }
+            };
+            let python = match &raw.python {
+                Some(p) => resolve_command(ctx.dir, p),
+                None => ctx.python.to_path_buf(),
             };
             PluginKind::PythonClass {
                 module: module.clone(),
                 class,
                 python_path,
                 python_path_from,
+                python: Python::new(python),
             }
         }
     };
@@ -568,6 +767,7 @@ fn build_plugin(
             Method {
                 schema: spec.schema.as_ref().map(|s| resolve_in(ctx.dir, s)),
                 upm_whitelist_only: false,
+                description: spec.description.clone(),
             },
         );
     }
@@ -583,6 +783,7 @@ fn build_plugin(
         methods.entry(m.clone()).or_insert(Method {
             schema: None,
             upm_whitelist_only: true,
+            description: None,
         });
     }
     if methods.is_empty() {
@@ -613,11 +814,17 @@ fn build_plugin(
     if let Some(over) = &raw.sandbox {
         merge_json(&mut merged, over);
     }
-    let policy: Policy = match serde_json::from_value(merged) {
+    let mut policy: Policy = match serde_json::from_value(merged) {
         Ok(p) => p,
         Err(e) => {
-            if raw.sandbox.is_some() {
-                problems.push(format!("{at}: \"sandbox\": {e}"));
+            // A problem of the top-level block was reported once, above: this plugin
+            // reports only its own block's.
+            match raw.sandbox.clone().map(serde_json::from_value::<Policy>) {
+                Some(Err(own)) => problems.push(format!("{at}: \"sandbox\": {own}")),
+                Some(Ok(_)) if ctx.sandbox_defaults_ok => {
+                    problems.push(format!("{at}: \"sandbox\": {e}"))
+                }
+                _ => {}
             }
             Policy::default()
         }
@@ -656,7 +863,14 @@ fn build_plugin(
             problems.push(format!("{at}: {p}"));
         }
     }
+    // Every path means one file, whoever calls upm from wherever.
+    for p in policy.read_paths.iter_mut().chain(&mut policy.write_paths) {
+        *p = resolve_in(ctx.dir, p);
+    }
     let seccomp_profile = SeccompSource::from_config(&policy.seccomp, ctx.dir);
+    if let SeccompSource::File(file) = &seccomp_profile {
+        policy.seccomp = file.clone();
+    }
     Some(Plugin {
         name: name.to_owned(),
         kind,
@@ -688,17 +902,31 @@ fn env_python_path(workdir_root: &Path) -> EnvPythonPath {
     env
 }
 
-/// `./x` and `dir/x` are relative to the config; a bare name is looked up in a fixed safe PATH.
-fn resolve_command(dir: &Path, cmd: &str) -> PathBuf {
-    let p = Path::new(cmd);
-    if p.is_absolute() || cmd.contains('/') {
-        return resolve_in(dir, p);
+/// `./x` and `dir/x` are relative to the config; a bare name is looked up in a fixed
+/// safe PATH. A bare name found nowhere stays relative, which [`command_not_found`]
+/// refuses: it never names a file in the caller's working directory.
+fn resolve_command(dir: &Path, cmd: &Path) -> PathBuf {
+    if cmd.is_absolute() || cmd.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return resolve_in(dir, cmd);
     }
     SAFE_PATH
         .iter()
         .map(|d| Path::new(d).join(cmd))
         .find(|c| c.is_file())
-        .unwrap_or_else(|| PathBuf::from(cmd))
+        .unwrap_or_else(|| cmd.to_path_buf())
+}
+
+/// Why an executable from the config cannot be used before it is even opened: a bare
+/// name that is in none of the safe PATH's directories.
+pub fn command_not_found(exe: &Path) -> Option<String> {
+    (!exe.is_absolute()).then(|| {
+        format!(
+            "{} is not found in {} (a bare name is looked up there only, never in the \
+             caller's PATH or working directory)",
+            exe.display(),
+            SAFE_PATH.join(":")
+        )
+    })
 }
 
 fn is_python_dotted(s: &str) -> bool {

@@ -945,6 +945,7 @@ fn summary(
         "no_new_privileges": true,
         "seccomp": {
             "profile": profile.name,
+            "file": s.policy.seccomp,
             "digest": profile.digest,
             "engine_profile_digest": engine_profile.digest,
             "path": s.seccomp,

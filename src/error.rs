@@ -133,8 +133,9 @@ impl Failure {
         }
     }
 
+    /// `details` is an object or absent: anything else (a null, say) is left out.
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = details.is_object().then_some(details);
         self
     }
 
@@ -173,10 +174,12 @@ impl From<crate::spawn::SpawnError> for Failure {
         use crate::spawn::SpawnError as E;
         match e {
             E::Sandbox(s) => s.into(),
-            E::IdMap(_) | E::Limits(_) | E::ParentPidfd(_) | E::ExecPath(_) => Failure::new(
-                Code::SandboxUnavailable,
-                format!("{e}; the plugin was not run"),
-            ),
+            E::IdMap(_) | E::Limits(_) | E::ParentPidfd(_) | E::ExecPath(_) | E::ScriptName(_) => {
+                Failure::new(
+                    Code::SandboxUnavailable,
+                    format!("{e}; the plugin was not run"),
+                )
+            }
             E::Pipe(_) | E::Clone(_) | E::Stack(_) => Failure::new(
                 Code::PluginStartFailed,
                 format!("{e}; the plugin was not run"),

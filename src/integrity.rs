@@ -162,6 +162,36 @@ pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, Integ
     })
 }
 
+/// A virtualenv a Python class plugin's interpreter belongs to: its directory, its
+/// `pyvenv.cfg` and every `lib/python*/site-packages` must be safe (owned by root or
+/// upm's user, writable by nobody else), since the plugin imports what they hold. Its
+/// files are not read or pinned (a `manifest_sha256` covers `python_path` only).
+pub fn check_venv(venv: &Path) -> Result<(), IntegrityError> {
+    let check = |p: &Path| {
+        let meta = std::fs::metadata(p).map_err(|source| IntegrityError::Open {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        check_owner_and_mode(p, &meta)
+    };
+    check(venv)?;
+    check(&venv.join("pyvenv.cfg"))?;
+    for lib in ["lib", "lib64"] {
+        let Ok(entries) = std::fs::read_dir(venv.join(lib)) else {
+            continue;
+        };
+        check(&venv.join(lib))?;
+        for entry in entries.flatten() {
+            let site = entry.path().join("site-packages");
+            if entry.file_name().to_string_lossy().starts_with("python") && site.is_dir() {
+                check(&entry.path())?;
+                check(&site)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An executable's file opened for reading through every check: a symlink only if it
 /// stays in the file's directory, that directory and the file safe (owner, mode),
 /// a regular file (checked on the descriptor: never a FIFO or a device, which would

@@ -126,14 +126,22 @@ const EXEC_DIR: &str = "exec";
 /// compared by [`check_pin`], after the caller has compared the digest with the
 /// signature.
 pub fn resolve(
-    config: &Config,
     plugin: &Plugin,
     workdir: &Workdir,
     copy_interpreter: bool,
 ) -> Result<Runnable, Failure> {
+    let not_found = |exe: &Path| {
+        crate::config::command_not_found(exe).map_or(Ok(()), |why| {
+            Err(Failure::new(
+                Code::PluginStartFailed,
+                format!("plugin \"{}\": {why}; the plugin was not run", plugin.name),
+            ))
+        })
+    };
     match &plugin.kind {
         PluginKind::Command { argv } => {
             let original = PathBuf::from(&argv[0]);
+            not_found(&original)?;
             let (exe, readable, manifest_sha256) = match (&plugin.manifest_sha256, &plugin.sha256) {
                 (Some(pin), _) => {
                     let roots = vec![original.parent().unwrap_or(Path::new("/")).to_path_buf()];
@@ -171,6 +179,7 @@ pub fn resolve(
             python_path,
             python_path_from,
             module,
+            python,
             ..
         } => {
             if let PythonPathFrom::Environment(env) = python_path_from {
@@ -193,13 +202,24 @@ pub fn resolve(
                 }
                 None => python_path.clone(),
             };
+            not_found(&python.path)?;
+            if let Some(why) = python.symlink_problem() {
+                return Err(Failure::new(
+                    Code::UnsafePluginFile,
+                    format!("plugin \"{}\": {why}; the plugin was not run", plugin.name),
+                ));
+            }
+            if let Some(venv) = &python.venv {
+                integrity::check_venv(venv)?;
+            }
             let exe = if copy_interpreter {
-                integrity::copy_executable(&config.python, &workdir.verified.join(EXEC_DIR))?
+                integrity::copy_executable(&python.exe, &workdir.verified.join(EXEC_DIR))?
             } else {
-                integrity::open_executable(&config.python, None)?
+                integrity::open_executable(&python.exe, None)?
             };
             let mut readable = python_path.clone();
             readable.push(exe.path.clone());
+            readable.extend(python.venv.iter().cloned());
             Ok(Runnable {
                 exe,
                 argv: Vec::new(),
@@ -245,7 +265,12 @@ pub fn build(
 
     let (argv, result_channel) = match &plugin.kind {
         PluginKind::Command { .. } => (runnable.argv.clone(), false),
-        PluginKind::PythonClass { module, class, .. } => {
+        PluginKind::PythonClass {
+            module,
+            class,
+            python,
+            ..
+        } => {
             // UPM's defaults, for a call whose args name no project_root / cache_dir:
             // the caller's working directory (unless the config sets one) and
             // ".cache". Passed as strings: neither grants the plugin any access.
@@ -267,6 +292,7 @@ pub fn build(
                 .into_os_string()
                 .into_string()
                 .map_err(|p| unusable(format!("{p:?} is not valid UTF-8")))?;
+
             let settings = json!({
                 "plugin": plugin.name,
                 "module": module,
@@ -277,8 +303,10 @@ pub fn build(
                 "policy": config.policy,
                 "introspect": req.introspect,
             });
+            // The configured path, not the file exec'd: a virtualenv's python finds its
+            // pyvenv.cfg from its argv[0].
             let argv = vec![
-                config.python.to_string_lossy().into_owned(),
+                python.path.to_string_lossy().into_owned(),
                 "-I".into(),
                 "-c".into(),
                 PYTHON_RUNNER.into(),
@@ -315,9 +343,18 @@ pub fn build(
             env.push((k, v));
         }
     }
+    // Named like the script, beside home/ and verified/ (which it must not shadow).
+    let script_name = runnable.exe.script.then(|| {
+        let name = runnable.exe.source.file_name().unwrap_or_default();
+        match name.to_str() {
+            Some("home" | "verified") | None => workdir.root.join("script"),
+            Some(_) => workdir.root.join(name),
+        }
+    });
     Ok(Launch {
         exec_fd: runnable.exe.fd.as_raw_fd(),
         keep_exec_fd: runnable.exe.script,
+        script_name,
         argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
         envp: env
             .iter()

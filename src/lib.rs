@@ -5,7 +5,8 @@
 //! Each concern has its own module:
 //!
 //! - [`request`] / [`response`]: the wire types of one call.
-//! - [`config`]: `upm_config.json`, loaded and checked as a whole (fail closed).
+//! - [`config`]: `upm_config.json`, loaded and checked as a whole (fail closed);
+//!   [`unknown_keys`] reports every key it does not know.
 //! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
@@ -17,6 +18,7 @@
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
 //!   config on to a strict upm config.
 
+pub mod access;
 pub mod audit;
 pub mod batch;
 pub mod cli;
@@ -34,9 +36,11 @@ pub mod metadata;
 pub mod migrate;
 pub mod outcome;
 pub mod pipeline;
+pub mod preflight;
 pub mod request;
 pub mod response;
 pub mod sandbox;
 pub mod schema;
 pub mod spawn;
 pub mod trust;
+pub mod unknown_keys;

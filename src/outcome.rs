@@ -3,23 +3,73 @@
 use crate::compat;
 use crate::config::{Plugin, PluginKind};
 use crate::error::{Code, Failure};
+use crate::integrity::Executable;
 use crate::response::{round_ms, Captured};
 use crate::sandbox::Step;
 use crate::spawn::{self, Exit, Outcome, Stop};
 use serde_json::{json, Value};
 
+/// "exec of FILE failed: ERR: why", the why found from the file and the plugin's uid
+/// (its mode, a directory above it, a noexec mount, a script's missing interpreter).
+fn why_not_started(exe: Option<&Executable>, plugin: &Plugin, err: &std::io::Error) -> String {
+    let Some(exe) = exe else {
+        return format!("exec failed: {err}");
+    };
+    let shown = if exe.source == exe.path {
+        exe.path.display().to_string()
+    } else {
+        format!(
+            "{} (the verified copy of {})",
+            exe.path.display(),
+            exe.source.display()
+        )
+    };
+    let who = crate::access::Who::plugin(&plugin.policy.user);
+    let want = crate::access::EXEC | if exe.script { crate::access::READ } else { 0 };
+    let mut why = crate::access::denied(&exe.path, &who, want);
+    if why.is_none() && exe.path != exe.source {
+        why = crate::access::denied(&exe.source, &who, crate::access::EXEC);
+    }
+    if why.is_none() {
+        if let Some(interp) = &exe.interpreter {
+            why = crate::access::denied(interp, &who, crate::access::EXEC)
+                .map(|w| format!("its #! interpreter cannot be run: {w}"));
+        }
+    }
+    match why {
+        Some(why) => format!("exec of {shown} failed: {err}: {why}"),
+        None => format!("exec of {shown} failed: {err}"),
+    }
+}
+
 /// Turns how the plugin ended into the call's outcome. Takes the outcome so that the
 /// captured bytes move into the result instead of being copied (they can be the whole cap).
-pub fn interpret(mut o: Outcome, plugin: &Plugin) -> Ran {
+///
+/// `exe` is what was to be exec'd (natively), so that a failed start names the file
+/// and says why the plugin's uid could not run it.
+pub fn interpret(mut o: Outcome, plugin: &Plugin, exe: Option<&Executable>) -> Ran {
     let limits = &plugin.policy.limits;
     let mut ran = Ran::from_outcome(&mut o);
     let o = &o;
     if let Some((step, errno)) = o.start_failure {
         let err = std::io::Error::from_raw_os_error(errno);
+        // The init reopens the executable as the plugin's uid sees the host: a
+        // permission error there is the file's, not the namespaces layer's.
+        let file_access = step == Step::ReopenExec && matches!(errno, libc::EACCES | libc::EPERM);
         ran.failure = Some(match (step, step.layer()) {
             (Step::Exec, _) => Failure::new(
                 Code::PluginStartFailed,
-                format!("the plugin could not be started: exec failed: {err}"),
+                format!(
+                    "the plugin could not be started: {}",
+                    why_not_started(exe, plugin, &err)
+                ),
+            ),
+            (Step::ReopenExec, _) if file_access => Failure::new(
+                Code::PluginStartFailed,
+                format!(
+                    "the plugin could not be started: {}; the plugin was not run",
+                    why_not_started(exe, plugin, &err)
+                ),
             ),
             (_, Some(layer)) => Failure::new(
                 Code::SandboxUnavailable,
@@ -169,14 +219,13 @@ fn interpret_python(o: &Outcome, ran: &mut Ran, plugin: &Plugin) {
     };
     let message = env["message"].as_str().unwrap_or("").to_owned();
     let kind = env["type"].as_str().unwrap_or("an exception");
-    // Only what the runner sent: never a field that is null.
+    // Only what the runner sent: `details` never holds a null.
     let mut details = serde_json::Map::new();
     for key in ["type", "message", "traceback"] {
         if let Some(v) = env.get(key).filter(|v| v.is_string()) {
             details.insert(key.into(), v.clone());
         }
     }
-    let details = Value::Object(details);
     let traceback = env["traceback"].as_str().map(str::to_owned);
     let (code, text) = match env["kind"].as_str() {
         Some("import_error") => (
@@ -224,11 +273,12 @@ fn interpret_python(o: &Outcome, ran: &mut Ran, plugin: &Plugin) {
             ),
         ),
     };
-    ran.failure = Some(
-        Failure::new(code, text)
-            .with_details(details)
-            .with_traceback(traceback),
-    );
+    let failure = Failure::new(code, text).with_traceback(traceback);
+    ran.failure = Some(if details.is_empty() {
+        failure
+    } else {
+        failure.with_details(Value::Object(details))
+    });
 }
 
 fn signal_name(s: i32) -> &'static str {

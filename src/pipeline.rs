@@ -123,14 +123,24 @@ pub fn refuse(config_path: &Path, failure: Failure) -> Response {
 
 impl Session {
     pub fn load(config_path: &Path) -> Session {
-        let config = Config::load(config_path);
-        // Where this session's audit entries go, even when the config did not load.
-        let (audit_path, audit_settings) = match &config {
+        // Where this session's audit entries go, even when the config is invalid: its own
+        // log when it can be read that far.
+        let loaded = Config::load(config_path);
+        let (audit_path, audit_settings) = match &loaded {
             Ok(c) => (c.audit_path.clone(), c.audit.clone()),
-            Err(_) => (
-                crate::config::fallback_audit_path(config_path),
-                Default::default(),
+            Err(_) => crate::config::fallback_audit(config_path),
+        };
+        // An invalid config runs nothing: its schemas and profiles are checked as a whole.
+        let (config, profiles) = match loaded.map(|c| (crate::preflight::check(&c), c)) {
+            Ok((checked, c)) if checked.problems.is_empty() => (Ok(c), checked.profiles),
+            Ok((checked, c)) => (
+                Err(ConfigError::Invalid {
+                    path: c.path,
+                    problems: checked.problems,
+                }),
+                HashMap::new(),
             ),
+            Err(e) => (Err(e), HashMap::new()),
         };
         let host = Host::probe();
         if host.privileged {
@@ -142,7 +152,7 @@ impl Session {
             config,
             host,
             schemas: Mutex::new(HashMap::new()),
-            profiles: Mutex::new(HashMap::new()),
+            profiles: Mutex::new(profiles),
             audit: GroupCommit::new(audit_path, audit_settings),
             overlap: false,
         }
@@ -552,7 +562,7 @@ fn verify_executable(
         return Ok(());
     };
     let exe = &runnable.exe;
-    if !trust::signed_executables(config, plugin).contains(&exe.source.as_path()) {
+    if !trust::signed_executables(plugin).contains(&exe.source.as_path()) {
         return Ok(());
     }
     let Err(e) = trust::check_executable(config, signed, &exe.source, &exe.sha256) else {
@@ -622,12 +632,12 @@ impl Session {
         };
         phase(call, "workdir created");
         let copy_interpreter = call.verdict.is_some();
-        let prepared = launch::resolve(config, plugin, &workdir, copy_interpreter)
+        let prepared = launch::resolve(plugin, &workdir, copy_interpreter)
             .and_then(|runnable| {
                 phase(call, "plugin resolved and hashed");
                 if let Some(v) = call.verdict.as_mut() {
                     let script = runnable.exe.interpreter.as_deref();
-                    v.unpinned = trust::unpinned(config, plugin, copy_interpreter, script);
+                    v.unpinned = trust::unpinned(plugin, copy_interpreter, script);
                     call.trust = Some(v.to_json());
                 }
                 verify_executable(config, plugin, &runnable, call)?;
@@ -704,7 +714,7 @@ impl Session {
         // go, capture (beside the call's egress proxy, with an allowlist)
         let (outcome, egress) = self.run_with_egress(call, policy, spawned);
         phase(call, "plugin finished");
-        let mut ran = outcome::interpret(outcome, plugin);
+        let mut ran = outcome::interpret(outcome, plugin, Some(&runnable.exe));
         ran.egress = egress;
         // the `finished` entry's fsync and the private directory's removal overlap too
         let dir = workdir.root.clone();
@@ -817,7 +827,7 @@ impl Session {
         let ran = match container::run(&prepared) {
             Ok(o) => {
                 let usage = container::usage(&o);
-                let mut ran = outcome::interpret(o, plugin);
+                let mut ran = outcome::interpret(o, plugin, None);
                 ran.usage = Some(usage);
                 ran
             }

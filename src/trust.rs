@@ -156,7 +156,7 @@ fn resolve_settings(
                 }
             },
         };
-        let keys_dir = env_dir.map(PathBuf::from);
+        let keys_dir = env_dir.map(|d| crate::config::absolute(Path::new(&d)));
         (mode, keys_dir)
     } else {
         match config_trust(config_block, config_dir) {
@@ -312,7 +312,7 @@ fn add_plugin_files(
             .map_err(|e| unreadable(file, e.to_string()))?;
         out.add(&config.dir, file, profile.digest)?;
     }
-    for exe in signed_executables(config, plugin) {
+    for exe in signed_executables(plugin) {
         let e = crate::integrity::open_executable(exe, None)
             .map_err(|e| unreadable(exe, e.to_string()))?;
         out.add(&config.dir, exe, format!("sha256:{}", e.sha256))?;
@@ -332,23 +332,22 @@ fn python_path_from_env(plugin: &Plugin) -> bool {
 
 /// The executables of a plugin the signature lists: a pinned command's executable
 /// (its pin is in the signed config too) and a Python class plugin's interpreter.
-pub fn signed_executables<'a>(config: &'a Config, plugin: &'a Plugin) -> Vec<&'a Path> {
+pub fn signed_executables(plugin: &Plugin) -> Vec<&Path> {
     match &plugin.kind {
         crate::config::PluginKind::Command { argv } if plugin.sha256.is_some() => {
             vec![Path::new(&argv[0])]
         }
         crate::config::PluginKind::Command { .. } => Vec::new(),
-        crate::config::PluginKind::PythonClass { .. } => vec![config.python.as_path()],
+        crate::config::PluginKind::PythonClass { python, .. } => vec![python.exe.as_path()],
     }
 }
 
 /// What a plugin runs that neither a pin nor the signature vouches for: an executable
 /// without `sha256` or `manifest_sha256`, a script's `#!` interpreter (never pinned),
-/// a `python_path` without `manifest_sha256`, and the Python interpreter unless
-/// `interpreter_signed` (trust is on: the signature lists it). The base system
+/// a `python_path` without `manifest_sha256`, a virtualenv's packages, and the Python
+/// interpreter unless `interpreter_signed` (trust is on: the signature lists it). The base system
 /// (`/usr`, `/lib`: shared libraries, the loader) is never pinned and not listed.
 pub fn unpinned(
-    config: &Config,
     plugin: &Plugin,
     interpreter_signed: bool,
     script_interpreter: Option<&Path>,
@@ -364,12 +363,20 @@ pub fn unpinned(
                 push(i);
             }
         }
-        crate::config::PluginKind::PythonClass { python_path, .. } => {
+        crate::config::PluginKind::PythonClass {
+            python_path,
+            python,
+            ..
+        } => {
             if !interpreter_signed {
-                push(&config.python);
+                push(&python.exe);
             }
             if plugin.manifest_sha256.is_none() {
                 python_path.iter().for_each(|p| push(p));
+            }
+            // A virtualenv's packages: no pin covers them.
+            if let Some(venv) = &python.venv {
+                push(venv);
             }
         }
     }

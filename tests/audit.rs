@@ -1331,3 +1331,152 @@ fn a_reader_that_goes_away_ends_verify_and_show_quietly() {
         assert!(stderr.is_empty(), "{sub}: {stderr}");
     }
 }
+
+// ---------------------------------------------------------------- what the tools read
+
+/// Without a PATH, `audit verify` and `audit show` read the config's log, found as a
+/// call finds its config (`--config`, `UPM_CONFIG_PATH`, `./upm_config.json`), and
+/// name the file(s) they read; with no config to find it in, they fail instead of
+/// reading some `./entrypoint.log`.
+#[test]
+fn verify_and_show_read_the_configs_log_and_name_it() {
+    let dir = TestDir::new();
+    std::fs::create_dir(dir.join("logs")).unwrap();
+    let config = texttools_config(&dir, json!({ "path": "logs/audit.log" }), json!({}));
+    let ok = call(&config, "TextTools", "upper", json!({"text": "a"}));
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let log = dir.join("logs/audit.log");
+    let c = config.to_str().unwrap();
+    let env = [("UPM_CONFIG_PATH", c)];
+    for (cwd, argv, env) in [
+        (PathBuf::from("/"), vec!["--config", c], &[][..]),
+        (PathBuf::from("/"), vec![], &env[..]),
+        (dir.path.clone(), vec![], &[][..]),
+    ] {
+        let mut verify = argv.clone();
+        verify.extend(["audit", "verify"]);
+        let r = run_in(&cwd, &verify, b"", env);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stdout.starts_with("intact: 2 entries"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("checked: {}", log.display())),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains(&format!("config {}", config.display())),
+            "{}",
+            r.stdout
+        );
+        let mut show = argv.clone();
+        show.extend(["audit", "show", "--outcome", "success"]);
+        let r = run_in(&cwd, &show, b"", env);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+        assert!(
+            r.stderr.contains(&format!("read: {}", log.display())),
+            "{}",
+            r.stderr
+        );
+    }
+    // No config where one is looked for: no log, however many entrypoint.logs lie about.
+    let stray = TestDir::new();
+    std::fs::copy(&log, stray.join("entrypoint.log")).unwrap();
+    for sub in ["verify", "show"] {
+        let r = run_in(&stray.path, &["audit", sub], b"", &[]);
+        assert_eq!(r.code, 2, "{sub}: {r:?}");
+        assert!(r.stdout.is_empty(), "{sub}: {}", r.stdout);
+        assert!(r.stderr.contains("none to be found"), "{sub}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("upm_config.json does not exist"),
+            "{sub}: {}",
+            r.stderr
+        );
+    }
+    // UPM_LOG_FILE names the log of calls, so of these tools too.
+    let r = run_in(
+        &stray.path,
+        &["audit", "verify"],
+        b"",
+        &[("UPM_LOG_FILE", "entrypoint.log")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("UPM_LOG_FILE"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "checked: {}",
+            stray.join("entrypoint.log").display()
+        )),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A call refused because its config is invalid is audited in the config's own log
+/// (when the config reads that far), not in a second file beside it.
+#[test]
+fn a_refusal_for_an_invalid_config_goes_to_its_own_log() {
+    let dir = TestDir::new();
+    std::fs::create_dir(dir.join("logs")).unwrap();
+    let config = dir.config(&json!({
+        "audit": { "path": "logs/audit.log" },
+        "plugins": { "P": { "command": ["/bin/true"], "methods": { "m": { "schema": "missing.json" } } } }
+    }));
+    let r = call(&config, "P", "m", json!({}));
+    assert_eq!((r.code, r.code_word()), (5, "config_error"), "{r:?}");
+    let lines = raw_lines(&dir.join("logs/audit.log"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let entry: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        (entry["event"].as_str(), entry["code"].as_str()),
+        (Some("refused"), Some("config_error"))
+    );
+    assert!(!log_of(&dir).exists(), "no second log beside the config");
+    // Invalid in itself (an unknown key, no plugins): its audit block still reads.
+    dir.config(&json!({ "audit": { "path": "logs/audit.log" }, "plugns": {} }));
+    let r = call(&config, "P", "m", json!({}));
+    assert_eq!((r.code, r.code_word()), (5, "config_error"), "{r:?}");
+    assert_eq!(raw_lines(&dir.join("logs/audit.log")).len(), 2);
+    assert!(!log_of(&dir).exists(), "no second log beside the config");
+    let r = run_with(
+        &["--config", config.to_str().unwrap(), "audit", "verify"],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("intact: 2 entries"), "{}", r.stdout);
+}
+
+/// `--outcome` takes the words results use, and refuses any other with the list.
+#[test]
+fn show_outcome_takes_result_words_and_refuses_others() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    assert_eq!(
+        call(&config, "TextTools", "upper", json!({"text": "a"})).code,
+        0
+    );
+    assert_eq!(
+        call(&config, "TextTools", "upper", json!({"text": 1})).code,
+        10
+    );
+    let c = config.to_str().unwrap();
+    let show = |word: &str| {
+        run_with(
+            &["--config", c, "audit", "show", "--outcome", word],
+            b"",
+            &[],
+        )
+    };
+    let r = show("success");
+    assert_eq!((r.code, r.stdout.lines().count()), (0, 1), "{r:?}");
+    assert!(r.stdout.contains("\"event\":\"finished\""), "{}", r.stdout);
+    let r = show("invalid_args");
+    assert_eq!((r.code, r.stdout.lines().count()), (0, 1), "{r:?}");
+    let r = show("sucess");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.is_empty());
+    for word in ["success", "invalid_args", "plugin_failed", "timeout"] {
+        assert!(r.stderr.contains(word), "{word}: {}", r.stderr);
+    }
+}

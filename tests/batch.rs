@@ -734,14 +734,21 @@ fn parallel_needs_jsonl_and_a_positive_count() {
     ] {
         let r = run_with(&argv, &req, &[]);
         assert_eq!(r.code, 2, "{argv:?}: {r:?}");
-        assert!(
-            r.stdout.is_empty(),
-            "{argv:?} printed a result: {}",
-            r.stdout
-        );
+        // One result, as a caller of `upm run` expects one: a usage error (issue 19).
+        assert_eq!(r.stdout.lines().count(), 1, "{argv:?}: {}", r.stdout);
+        assert_eq!(r.json["data"]["code"], "usage", "{argv:?}: {}", r.stdout);
         assert!(!r.stderr.trim().is_empty(), "{argv:?}: no usage message");
     }
-    assert!(d.audit_lines().is_empty(), "a usage error ran nothing");
+    let lines = d.audit_lines();
+    assert_eq!(
+        lines.len(),
+        4,
+        "each usage error refused and audited: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l["event"] == "refused"),
+        "a usage error ran nothing: {lines:?}"
+    );
 }
 
 // ---------------------------------------------------------------- one session

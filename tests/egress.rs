@@ -599,7 +599,7 @@ fn a_name_resolving_to_loopback_is_refused_unless_its_address_is_listed() {
     let server = Server::start(files(&[("/", b"local mirror\n")]));
     let name = format!("localhost:{}", server.port);
     let url = format!("http://localhost:{}/", server.port);
-    let Some(fx) = fixture(allow(&[name.clone()])) else {
+    let Some(fx) = fixture(allow(std::slice::from_ref(&name))) else {
         return;
     };
     let (r, egress) = fx.ok("fetch", "get", json!({"urls": [url]}));

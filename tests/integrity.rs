@@ -863,22 +863,6 @@ fn signed_setup(trust: Option<Value>) -> Signed {
     }
 }
 
-/// `upm keygen`: a fresh key pair, or the test fails.
-fn keygen(secret: &Path, public: &Path) {
-    let run = upm(
-        &[
-            "keygen",
-            "--secret",
-            secret.to_str().unwrap(),
-            "--public",
-            public.to_str().unwrap(),
-        ],
-        b"",
-        &[],
-    );
-    assert_eq!(run.code, 0, "{}", ctx(&run));
-}
-
 fn sign(cfg: &Path, secret: &Path) {
     let run = upm(
         &[

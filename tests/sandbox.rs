@@ -821,8 +821,8 @@ fn processes_matching(needle: &str) -> Vec<String> {
 }
 
 /// Processes whose working directory path contains `needle`: plugins run in
-/// `/tmp/upm-<request id>-*/home`, and a script's cmdline names only `/dev/fd/N`
-/// (it is exec'd through its verified descriptor).
+/// `/tmp/upm-<request id>-*/home`, and a script's cmdline names the call's symlink to
+/// its verified descriptor, not the script's own path.
 fn processes_with_cwd(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -1105,8 +1105,8 @@ fn host_files_cannot_be_changed_by_path(who: Who) {
 
 /// The executable upm verified is opened before the call's mount namespace exists, on
 /// the host's writable mount; the init opens it again through the read-only mounts, so a
-/// script run as `/dev/fd/N` cannot change its own file's metadata through that
-/// descriptor either. (Only an unprivileged upm's plugin owns its own file: as root,
+/// script run through that descriptor (a symlink named like it to `/proc/self/fd/N`)
+/// cannot change its own file's metadata through it either. (Only an unprivileged upm's plugin owns its own file: as root,
 /// plugin files are root's, and the plugin's uid gets EPERM anyway.)
 #[test]
 fn the_plugins_own_file_cannot_be_changed_through_its_descriptor() {
@@ -1121,7 +1121,11 @@ fn the_plugins_own_file_cannot_be_changed_through_its_descriptor() {
     let run = fx.call("own", "meta", json!({"self": true}));
     assert_eq!(run.code, 0, "{}", ctx(&run));
     let r = &run.result()["self"];
-    assert!(r["argv0"].as_str().unwrap().starts_with("/dev/fd/"), "{r}");
+    assert!(r["argv0"].as_str().unwrap().ends_with("/own.py"), "{r}");
+    assert!(
+        r["link"].as_str().unwrap().starts_with("/proc/self/fd/"),
+        "{r}"
+    );
     assert_eq!(r["chmod_path"], EROFS, "{r}");
     assert_eq!(r["utime_path"], EROFS, "{r}");
     assert_eq!(r["fchmod_fd"], EBADF, "{r}");

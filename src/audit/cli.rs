@@ -1,7 +1,7 @@
 //! The `upm audit ...` subcommands, embedded by the binary's CLI.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset};
 
@@ -27,27 +27,35 @@ fn parse_ts(s: &str) -> Result<DateTime<FixedOffset>, String> {
 pub enum AuditCommand {
     /// Prove that no entry is missing, altered, inserted or reordered.
     /// Exit 0 intact (a torn last line left by a crash included), 1 broken, 2 unreadable.
+    #[command(override_usage = "upm audit verify [PATH] [--key PUB] [--config PATH]")]
     Verify {
-        /// The log (default: the configured one); its rotated files are walked too.
+        /// The log (default: the config's audit log, see --config); its rotated files are walked too.
         path: Option<PathBuf>,
         /// ed25519 public key (SPKI PEM) to check every checkpoint signature.
-        #[arg(long)]
+        #[arg(long, value_name = "PUB")]
         key: Option<PathBuf>,
     },
-    /// Print entries matching every given filter, oldest first.
+    /// Print entries matching every given filter, oldest first (the files read are named on stderr).
+    #[command(
+        override_usage = "upm audit show [PATH] [--config PATH] [--request-id ID] [--call-id ID] [--plugin P] [--method M] [--outcome CODE] [--since T] [--until T] [--format jsonl|table]"
+    )]
     Show {
+        /// The log (default: the config's audit log, see --config); its rotated files are read too.
         path: Option<PathBuf>,
-        #[arg(long)]
+        /// The caller's request_id (a batch may repeat one).
+        #[arg(long, value_name = "ID")]
         request_id: Option<String>,
         /// upm's own id of one call (in its result's `data.call_id`).
-        #[arg(long)]
+        #[arg(long, value_name = "ID")]
         call_id: Option<String>,
+        /// The plugin, as the call named it.
         #[arg(long)]
         plugin: Option<String>,
+        /// The method, as the call named it.
         #[arg(long)]
         method: Option<String>,
-        /// The result code word, e.g. ok, timeout, plugin_failed.
-        #[arg(long)]
+        /// The outcome as results say it: success, or an error code (timeout, plugin_failed, ...).
+        #[arg(long, value_name = "CODE", value_parser = outcome_parser(), hide_possible_values = true)]
         outcome: Option<String>,
         /// Entries at or after this RFC 3339 time.
         #[arg(long, value_parser = parse_ts)]
@@ -55,19 +63,55 @@ pub enum AuditCommand {
         /// Entries strictly before this RFC 3339 time.
         #[arg(long, value_parser = parse_ts)]
         until: Option<DateTime<FixedOffset>>,
+        /// jsonl: the log's own lines (pipe into jq); table: aligned columns.
         #[arg(long, value_enum, default_value_t = ShowFormat::Jsonl)]
         format: ShowFormat,
     },
     /// Create an ed25519 key pair for checkpoint signing (PKCS#8 / SPKI PEM;
     /// the secret is created 0600). Never overwrites.
-    Keygen { secret: PathBuf, public: PathBuf },
+    Keygen {
+        /// Where the secret key goes (created 0600; must not exist).
+        secret: PathBuf,
+        /// Where the public key goes (must not exist).
+        public: PathBuf,
+    },
 }
 
-fn resolve(path: Option<PathBuf>, default_path: Option<&Path>) -> Option<PathBuf> {
-    path.or_else(|| default_path.map(Path::to_path_buf))
+/// The log the auditor's tools read when they are given none: the config's, and how it
+/// was found (said with what they report); or why there is none to be found.
+pub type DefaultLog = Result<(PathBuf, String), String>;
+
+/// The log given, else the default one; `Err` is the sentence to fail with.
+fn resolve(
+    path: Option<PathBuf>,
+    default: &DefaultLog,
+) -> Result<(PathBuf, Option<String>), String> {
+    match (path, default) {
+        (Some(p), _) => Ok((p, None)),
+        (None, Ok((p, how))) => Ok((p.clone(), Some(how.clone()))),
+        (None, Err(why)) => Err(why.clone()),
+    }
 }
 
-const NO_PATH: &str = "upm audit: no log given and no audit log configured: pass PATH";
+/// "<label>: a, b" for the files of a log set.
+fn name_files(label: &str, files: &[PathBuf]) -> String {
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| super::query::printable(&f.display().to_string()))
+        .collect();
+    format!("{label}: {}", names.join(", "))
+}
+
+/// The words `--outcome` takes: `success` (logged as `ok`) and every error `code`.
+fn outcome_words() -> Vec<&'static str> {
+    let mut words = vec!["success", "ok"];
+    words.extend(crate::error::Code::ALL.iter().map(|c| c.as_str()));
+    words
+}
+
+fn outcome_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(outcome_words())
+}
 
 /// Prints one report line. A reader that went away (`upm audit verify | head -1`) ends
 /// the output quietly and leaves the exit code alone; `println!` would panic.
@@ -80,19 +124,30 @@ fn say(mut out: impl Write, text: &str) {
 }
 
 /// Runs one subcommand; returns the process exit code.
-pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
+pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
     match cmd {
         AuditCommand::Verify { path, key } => {
-            let Some(path) = resolve(path, default_path) else {
-                say(io::stderr(), NO_PATH);
-                return 2;
+            let (path, how) = match resolve(path, default_log) {
+                Ok(p) => p,
+                Err(why) => {
+                    say(io::stderr(), &format!("upm audit verify: {why}"));
+                    return 2;
+                }
             };
             let report = verify(&path, key.as_deref());
             let code = report.exit_code();
+            let mut text = report.to_string();
+            if !report.files.is_empty() {
+                text.push('\n');
+                text.push_str(&name_files("checked", &report.files));
+            }
+            if let Some(how) = how {
+                text.push_str(&format!("\n({how})"));
+            }
             if code == 2 {
-                say(io::stderr(), &report.to_string());
+                say(io::stderr(), &text);
             } else {
-                say(io::stdout(), &report.to_string());
+                say(io::stdout(), &text);
             }
             code
         }
@@ -107,10 +162,15 @@ pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
             until,
             format,
         } => {
-            let Some(path) = resolve(path, default_path) else {
-                say(io::stderr(), NO_PATH);
-                return 2;
+            let (path, how) = match resolve(path, default_log) {
+                Ok(p) => p,
+                Err(why) => {
+                    say(io::stderr(), &format!("upm audit show: {why}"));
+                    return 2;
+                }
             };
+            // The log says `ok` where results say `success`.
+            let outcome = outcome.map(|o| if o == "success" { "ok".to_owned() } else { o });
             let filter = Filter {
                 request_id,
                 call_id,
@@ -123,9 +183,21 @@ pub fn run(cmd: AuditCommand, default_path: Option<&Path>) -> i32 {
             let stdout = io::stdout();
             let mut out = stdout.lock();
             match show(&path, &filter, format, &mut out)
-                .and_then(|_| out.flush().map_err(AuditError::Output))
+                .and_then(|n| out.flush().map_err(AuditError::Output).map(|()| n))
             {
-                Ok(_) => 0,
+                Ok(n) => {
+                    let files = super::verify::log_set(&path).unwrap_or_default();
+                    let how = how.map(|h| format!(" ({h})")).unwrap_or_default();
+                    say(
+                        io::stderr(),
+                        &format!(
+                            "upm audit show: {n} matching entr{}; {}{how}",
+                            if n == 1 { "y" } else { "ies" },
+                            name_files("read", &files)
+                        ),
+                    );
+                    0
+                }
                 // `upm audit show | head`: the reader has all it wanted.
                 Err(AuditError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
                 Err(e) => {
@@ -206,14 +278,29 @@ mod tests {
     }
 
     #[test]
-    fn missing_path_is_a_usage_error() {
+    fn no_log_to_be_found_is_an_error() {
         let code = run(
             AuditCommand::Verify {
                 path: None,
                 key: None,
             },
-            None,
+            &Err("no config".into()),
         );
         assert_eq!(code, 2);
+    }
+
+    #[test]
+    fn outcome_takes_the_words_results_use_and_nothing_else() {
+        for word in ["success", "ok", "timeout", "config_error", "internal_error"] {
+            assert!(
+                Cli::try_parse_from(["audit", "show", "--outcome", word]).is_ok(),
+                "{word}"
+            );
+        }
+        let e = Cli::try_parse_from(["audit", "show", "--outcome", "sucess"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("plugin_failed") && e.contains("success"), "{e}");
     }
 }

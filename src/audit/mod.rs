@@ -107,7 +107,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use crate::keys::keygen;
-pub use cli::{run, AuditCommand, ShowFormat};
+pub use cli::{run, AuditCommand, DefaultLog, ShowFormat};
 pub use format::GENESIS;
 pub use group::GroupCommit;
 pub use query::{show, Filter};

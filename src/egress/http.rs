@@ -174,11 +174,8 @@ pub(super) fn parse_request(head: &[u8]) -> Result<Parsed, String> {
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         match h.name.to_ascii_lowercase().as_str() {
-            "host" => {
-                if host_header.replace(value.to_owned()).is_some() {
-                    return Err("more than one Host header".into());
-                }
-            }
+            "host" if host_header.is_some() => return Err("more than one Host header".into()),
+            "host" => host_header = Some(value.to_owned()),
             "connection" => connection_names.extend(
                 value
                     .split(',')

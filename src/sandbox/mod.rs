@@ -22,7 +22,6 @@ pub mod namespaces;
 pub mod network;
 pub mod policy;
 pub mod seccomp;
-mod syscalls;
 
 use ::syscalls::{syscall, Sysno};
 use host::Host;
@@ -261,6 +260,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             Layer::Seccomp,
             json!({
                 "profile": profile.name,
+                "file": policy.seccomp,
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
                 "sockets": sockets,

@@ -245,8 +245,9 @@ impl Drop for AsOwner {
                     0
                 )
             };
-            // SAFETY: getppid cannot fail; kill on ourselves with a valid signal.
+            // SAFETY: getppid cannot fail.
             if set.is_err() || unsafe { libc::getppid() } != self.ppid {
+                // SAFETY: kill on ourselves with a valid signal.
                 unsafe { libc::kill(libc::getpid(), self.pdeathsig) };
             }
         }

@@ -20,9 +20,9 @@ const MAX_SCHEMA_FILE_BYTES: u64 = 4 << 20;
 const MAX_SCHEMA_FILES: usize = 256;
 
 /// Keywords whose values are data, never subschemas: a `$ref` inside them is not a reference.
-const DATA_KEYWORDS: &[&str] = &["const", "enum", "examples", "default"];
+pub(super) const DATA_KEYWORDS: &[&str] = &["const", "enum", "examples", "default"];
 /// Keywords whose values map names to subschemas (the names are not keywords).
-const SCHEMA_MAPS: &[&str] = &[
+pub(super) const SCHEMA_MAPS: &[&str] = &[
     "properties",
     "patternProperties",
     "$defs",

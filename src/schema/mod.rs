@@ -5,6 +5,7 @@
 //! load, references may only reach local files (never the network), unknown `format`s are
 //! refused and known ones asserted, and the validator only ever sees documents already held.
 
+mod bundle;
 mod index;
 mod redact;
 
@@ -80,6 +81,8 @@ pub enum SchemaError {
     TooManyFiles { path: PathBuf, limit: usize },
     #[error("schema {} cannot be compiled: {message}", path.display())]
     Compile { path: PathBuf, message: String },
+    #[error("schema {} cannot be bundled into one document: {message}", path.display())]
+    Bundle { path: PathBuf, message: String },
 }
 
 /// One way the args break the schema. Both paths are JSON Pointers.
@@ -149,11 +152,29 @@ impl MethodSchema {
         })
     }
 
+    /// What makes a config invalid, without compiling a validator: the file and every
+    /// file its `$ref`s reach are read, parsed and checked against their draft's
+    /// meta-schema, and every reference is local. Cheap enough to run on every schema
+    /// of a config at each call (see the `phases` benchmark), so that one broken schema
+    /// stops every method, not only its own.
+    pub fn check(path: &Path) -> Result<(), SchemaError> {
+        Index::load(path).map(drop)
+    }
+
     /// The schema document, for `upm list`.
     pub fn document(&self) -> &Value {
         // `Index::load` always holds the root document first.
         static EMPTY: Value = Value::Null;
         self.index.docs.first().map_or(&EMPTY, |d| &d.value)
+    }
+
+    /// The schema as one document that stands alone: every file its `$ref`s reach put
+    /// under the root's `$defs`, every reference a JSON Pointer into it (see
+    /// [`bundle`](self::bundle)). What `upm list` prints, and what a client turning a
+    /// method into a tool definition needs. A schema of one file with no references
+    /// comes back as it is.
+    pub fn bundled(&self) -> Result<Value, SchemaError> {
+        bundle::bundle(&self.index)
     }
 
     /// Every local file this schema is made of (itself first, then every file reached by

@@ -656,3 +656,175 @@ fn a_flood_of_violations_is_counted_but_not_kept() {
         }
     }
 }
+
+// ---- bundling ----------------------------------------------------------------------------
+
+/// The bundle stands alone: compiled with no way to read a file, it accepts and rejects
+/// exactly what the schema of many files does, and names no file.
+fn assert_bundle_equivalent(s: &MethodSchema, samples: &[Value]) -> Value {
+    let bundled = s.bundled().expect("bundles");
+    let text = bundled.to_string();
+    assert!(!text.contains("file:") && !text.contains(".json"), "{text}");
+    struct NoFiles;
+    impl jsonschema::Retrieve for NoFiles {
+        fn retrieve(
+            &self,
+            uri: &jsonschema::Uri<String>,
+        ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+            Err(format!("the bundle reached out to {uri}").into())
+        }
+    }
+    let v = jsonschema::options()
+        .with_retriever(NoFiles)
+        .should_validate_formats(true)
+        .build(&bundled)
+        .unwrap_or_else(|e| panic!("the bundle compiles alone: {e}\n{bundled:#}"));
+    for x in samples {
+        assert_eq!(
+            v.is_valid(x),
+            s.validate(x).is_ok(),
+            "{x} against {bundled:#}"
+        );
+    }
+    bundled
+}
+
+#[test]
+fn bundling_puts_every_referenced_file_under_defs_and_refs_become_pointers() {
+    let dir = tree(&[
+        (
+            "method.json",
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": {
+                    "name": { "$ref": "common.json#/$defs/name" },
+                    "size": { "$ref": "types/size.json" },
+                    "tag": { "$ref": "types/tag.json#short" },
+                    "self": { "$ref": "method.json#/$defs/local" },
+                    "local": { "$ref": "#/$defs/local" }
+                },
+                "$defs": { "local": { "type": "boolean" }, "common": { "const": 1 } }
+            }),
+        ),
+        (
+            "common.json",
+            json!({ "$defs": {
+            "name": { "type": "string", "minLength": 1 },
+            "positive": { "type": "integer", "minimum": 1 }
+        } }),
+        ),
+        (
+            "types/size.json",
+            json!({ "allOf": [{ "$ref": "../common.json#/$defs/positive" }] }),
+        ),
+        // Another file named like one already there, and an anchor.
+        (
+            "types/tag.json",
+            json!({ "$id": "https://example.com/tag", "$defs": {
+            "s": { "$anchor": "short", "type": "string", "maxLength": 3 } } }),
+        ),
+        ("types/common.json", json!({ "type": "null" })),
+    ]);
+    let s = MethodSchema::load(&dir.path().join("method.json")).expect("loads");
+    let bundled = assert_bundle_equivalent(
+        &s,
+        &[
+            json!({ "name": "x", "size": 3, "tag": "abc", "self": true, "local": false }),
+            json!({ "name": "", "size": 0 }),
+            json!({ "tag": "abcd" }),
+            json!({ "self": 1 }),
+            json!({ "local": "no" }),
+            json!({ "size": "3" }),
+        ],
+    );
+    let props = &bundled["properties"];
+    assert_eq!(
+        props["name"]["$ref"], "#/$defs/common_2/$defs/name",
+        "{bundled:#}"
+    );
+    assert_eq!(props["size"]["$ref"], "#/$defs/size");
+    assert_eq!(props["tag"]["$ref"], "#/$defs/tag/$defs/s");
+    assert_eq!(props["self"]["$ref"], "#/$defs/local");
+    assert_eq!(
+        bundled["$defs"]["size"]["allOf"][0]["$ref"],
+        "#/$defs/common_2/$defs/positive"
+    );
+    // The root's own defs are kept; anchors and nested ids are gone.
+    assert_eq!(bundled["$defs"]["common"], json!({ "const": 1 }));
+    assert!(bundled["$defs"]["tag"].get("$id").is_none());
+    assert!(bundled["$defs"]["tag"]["$defs"]["s"]
+        .get("$anchor")
+        .is_none());
+}
+
+#[test]
+fn bundling_a_single_file_changes_nothing_and_draft_7_uses_definitions() {
+    let one = json!({ "type": "object", "properties": { "a": { "$ref": "#/$defs/a" } },
+                      "$defs": { "a": { "type": "integer" } } });
+    assert_eq!(schema(one.clone()).bundled().unwrap(), one);
+    let dir = tree(&[
+        (
+            "m.json",
+            json!({ "$schema": "http://json-schema.org/draft-07/schema#",
+                           "properties": { "n": { "$ref": "n.json" } } }),
+        ),
+        (
+            "n.json",
+            json!({ "$schema": "http://json-schema.org/draft-07/schema#", "type": "number" }),
+        ),
+    ]);
+    let s = MethodSchema::load(&dir.path().join("m.json")).unwrap();
+    let b = assert_bundle_equivalent(&s, &[json!({ "n": 1 }), json!({ "n": "x" })]);
+    assert_eq!(b["properties"]["n"]["$ref"], "#/definitions/n");
+    assert_eq!(b["definitions"]["n"], json!({ "type": "number" }));
+}
+
+#[test]
+fn bundling_follows_recursion_through_files() {
+    let dir = tree(&[
+        (
+            "tree.json",
+            json!({ "type": "object", "properties": {
+            "children": { "type": "array", "items": { "$ref": "node.json" } } } }),
+        ),
+        (
+            "node.json",
+            json!({ "type": "object", "properties": {
+            "value": { "type": "integer" },
+            "children": { "type": "array", "items": { "$ref": "#" } },
+            "root": { "$ref": "tree.json" } } }),
+        ),
+    ]);
+    let s = MethodSchema::load(&dir.path().join("tree.json")).unwrap();
+    let b = assert_bundle_equivalent(
+        &s,
+        &[
+            json!({ "children": [{ "value": 1, "children": [{ "value": 2 }] }] }),
+            json!({ "children": [{ "value": 1, "children": [{ "value": "x" }] }] }),
+            json!({ "children": [{ "root": { "children": [{ "value": true }] } }] }),
+        ],
+    );
+    assert_eq!(
+        b["$defs"]["node"]["properties"]["children"]["items"]["$ref"],
+        "#/$defs/node"
+    );
+    assert_eq!(b["$defs"]["node"]["properties"]["root"]["$ref"], "#");
+}
+
+#[test]
+fn bundling_files_of_two_drafts_is_refused_naming_them() {
+    let dir = tree(&[
+        (
+            "m.json",
+            json!({ "properties": { "n": { "$ref": "n.json" } } }),
+        ),
+        (
+            "n.json",
+            json!({ "$schema": "http://json-schema.org/draft-07/schema#", "type": "number" }),
+        ),
+    ]);
+    let s = MethodSchema::load(&dir.path().join("m.json")).unwrap();
+    let e = s.bundled().unwrap_err().to_string();
+    assert!(e.contains("n.json") && e.contains("draft-07"), "{e}");
+}

@@ -43,6 +43,8 @@ pub(super) struct Ctx {
     pub exec_path: *const libc::c_char,
     pub exec_id: (u64, u64),
     pub keep_exec_fd: bool,
+    /// A script's name for its interpreter (a symlink to `/proc/self/fd/<exec_fd>`), or null.
+    pub script_name: *const libc::c_char,
     pub workdir: *const libc::c_char,
     pub argv: *const *const libc::c_char,
     pub envp: *const *const libc::c_char,
@@ -304,9 +306,8 @@ extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
     let ctx = unsafe { &*ctx };
     // Dies with the init, PID namespace or not (a fork clears the init's own).
     // SAFETY: plain prctl with integer arguments.
-    if let Err(e) =
-        sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
-    {
+    let set = unsafe { syscall!(Sysno::prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if let Err(e) = sys(set) {
         fail(Step::ParentDeath, e);
     }
     // SAFETY: the parent keeps the plan unchanged until the init is reaped.
@@ -321,15 +322,21 @@ extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
     }
     // SAFETY: exec of the verified descriptor; argv/envp are NULL-terminated arrays of
     // NUL-terminated strings prepared by the parent; "" with AT_EMPTY_PATH names the fd.
+    // A script's name is a symlink to this very descriptor (/proc/self/fd/N), resolved
+    // by the kernel to the open file, never to whatever a path names now.
     let e = unsafe {
-        syscall!(
-            Sysno::execveat,
-            ctx.exec_fd,
-            c"".as_ptr(),
-            ctx.argv,
-            ctx.envp,
-            libc::AT_EMPTY_PATH
-        )
+        if ctx.script_name.is_null() {
+            syscall!(
+                Sysno::execveat,
+                ctx.exec_fd,
+                c"".as_ptr(),
+                ctx.argv,
+                ctx.envp,
+                libc::AT_EMPTY_PATH
+            )
+        } else {
+            syscall!(Sysno::execve, ctx.script_name, ctx.argv, ctx.envp)
+        }
     };
     fail(Step::Exec, sys(e).err().unwrap_or(libc::EINVAL))
 }

@@ -46,6 +46,8 @@ pub enum SpawnError {
     ExecPath(#[source] io::Error),
     #[error("cannot open a pidfd of the spawning thread (the init's parent): {0}")]
     ParentPidfd(#[source] io::Error),
+    #[error("cannot name the script for its interpreter: {0}")]
+    ScriptName(#[source] io::Error),
     #[error("the limits layer could not be applied: {0}")]
     Limits(#[from] crate::sandbox::limits::RaiseError),
     #[error("{0}")]
@@ -58,6 +60,10 @@ pub struct Launch {
     pub exec_fd: RawFd,
     /// A script: the interpreter reads it as `/dev/fd/N`, so it must survive the exec.
     pub keep_exec_fd: bool,
+    /// A script is exec'd through a symlink made here, in the call's directory and named
+    /// like the script, to `/proc/self/fd/N`: the same descriptor, but what its
+    /// interpreter calls it (`$0`, `__file__`, its error messages) names the script.
+    pub script_name: Option<std::path::PathBuf>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub workdir: CString,
@@ -226,6 +232,7 @@ pub struct Spawned<'a> {
     _envp: Vec<*const libc::c_char>,
     _exec_fd: OwnedFd,
     _exec_at: ExecAt,
+    _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
     /// upm's end of the channel the init hands the egress listener over (issue 22).
@@ -249,6 +256,17 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     };
     let exec_fd = high_dup(launch.exec_fd)?;
     let exec_at = ExecAt::of(&exec_fd)?;
+    let script_name = match &launch.script_name {
+        None => None,
+        Some(link) => {
+            use std::os::unix::ffi::OsStrExt;
+            let target = format!("/proc/self/fd/{}", exec_fd.as_raw_fd());
+            std::os::unix::fs::symlink(target, link).map_err(SpawnError::ScriptName)?;
+            let c = CString::new(link.as_os_str().as_bytes())
+                .map_err(|e| SpawnError::ScriptName(io::Error::other(e)))?;
+            Some(c)
+        }
+    };
     let parent = parent_pidfd()?;
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
@@ -275,6 +293,9 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             exec_path: exec_at.path.as_ptr(),
             exec_id: exec_at.id,
             keep_exec_fd: launch.keep_exec_fd,
+            script_name: script_name
+                .as_ref()
+                .map_or(std::ptr::null(), |c| c.as_ptr()),
             workdir: launch.workdir.as_ptr(),
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
@@ -349,6 +370,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _envp: envp,
         _exec_fd: exec_fd,
         _exec_at: exec_at,
+        _script_name: script_name,
         _parent: parent,
         _stacks: stacks,
         egress,

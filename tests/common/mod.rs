@@ -157,6 +157,19 @@ pub fn run_with(argv: &[&str], input: &[u8], env: &[(&str, &str)]) -> Run {
     Run::from_output(child.wait_with_output().expect("wait upm"))
 }
 
+/// `upm keygen --secret S --public P`: a fresh key pair, or the test fails.
+pub fn keygen(secret: &Path, public: &Path) {
+    let argv = [
+        "keygen",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--public",
+        public.to_str().unwrap(),
+    ];
+    let r = run_with(&argv, b"", &[]);
+    assert_eq!(r.code, 0, "keygen: {}", r.stderr);
+}
+
 /// A request document.
 pub fn request(plugin: &str, method: &str, args: Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"plugin": plugin, "method": method, "args": args}))

@@ -1,0 +1,117 @@
+//! The files a config names that make it valid or not, checked as a whole before any
+//! call runs: every method's schema and every seccomp profile. A config whose one schema
+//! is missing is invalid, and an invalid config runs nothing — not even the methods
+//! whose own files are fine — so that `upm run`, `upm list` and `upm check` agree.
+//!
+//! Schemas are checked without compiling a validator (read, parsed, checked against
+//! their draft's meta-schema, every `$ref` local and readable: about 20 µs a schema on
+//! a one-shot call, see the `phases` benchmark); the called method's own is compiled
+//! when it is called. Profiles are loaded and compiled here, and a call reuses them.
+
+use crate::config::{Config, ConfigError, Plugin};
+use crate::sandbox::policy::SeccompSource;
+use crate::sandbox::seccomp::{CompileOptions, Profile};
+use crate::schema::MethodSchema;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// What the check found, and the profiles it loaded (for the calls to reuse).
+pub struct Checked {
+    pub profiles: HashMap<SeccompSource, Arc<Profile>>,
+    pub problems: Vec<String>,
+}
+
+/// Loads the config and checks the files it names: either a config every call may
+/// use, or one error that lists every problem.
+pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
+    let config = Config::load(path)?;
+    let checked = check(&config);
+    if checked.problems.is_empty() {
+        Ok((config, checked))
+    } else {
+        Err(ConfigError::Invalid {
+            path: config.path.clone(),
+            problems: checked.problems,
+        })
+    }
+}
+
+/// Every schema file (once per file, naming the methods that use it) and every seccomp
+/// profile (loaded once per file, compiled as each plugin will use it).
+pub fn check(config: &Config) -> Checked {
+    let mut problems = Vec::new();
+    let mut schemas: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
+    for (name, plugin) in &config.plugins {
+        for (method, spec) in &plugin.methods {
+            if let Some(path) = &spec.schema {
+                schemas
+                    .entry(path)
+                    .or_default()
+                    .push(format!("plugin \"{name}\", method \"{method}\""));
+            }
+        }
+    }
+    for (path, users) in schemas {
+        if let Err(e) = MethodSchema::check(path) {
+            problems.push(format!("{}: {e}", who(&users)));
+        }
+    }
+
+    let mut profiles = HashMap::new();
+    let mut broken: HashMap<&SeccompSource, (String, Vec<String>)> = HashMap::new();
+    for (name, plugin) in &config.plugins {
+        let source = &plugin.seccomp_profile;
+        if let Some((_, users)) = broken.get_mut(source) {
+            users.push(format!("plugin \"{name}\""));
+            continue;
+        }
+        let loaded = match profiles.get(source) {
+            Some(p) => Ok(Arc::clone(p)),
+            None => source.load().map(Arc::new),
+        };
+        let compiled = loaded.and_then(|p| compile(&p, plugin).map(|()| p));
+        match compiled {
+            Ok(p) => {
+                profiles.insert(source.clone(), p);
+            }
+            Err(e) => {
+                broken.insert(source, (e.to_string(), vec![format!("plugin \"{name}\"")]));
+            }
+        }
+    }
+    let mut broken: Vec<_> = broken.into_iter().collect();
+    broken.sort_by_key(|(source, _)| source.file().map(Path::to_path_buf));
+    for (source, (error, users)) in broken {
+        // Name the file, which a profile's own errors name only by its stem.
+        let file = match source.file() {
+            Some(path) => path.display().to_string(),
+            None => "(built in)".to_owned(),
+        };
+        let file = if error.contains(&file) {
+            String::new()
+        } else {
+            format!(" {file}")
+        };
+        problems.push(format!("{}: seccomp profile{file}: {error}", who(&users)));
+    }
+    Checked { profiles, problems }
+}
+
+/// Compiled as the plugin's calls will compile it (the profile caches the filter).
+fn compile(
+    profile: &Profile,
+    plugin: &Plugin,
+) -> Result<(), crate::sandbox::seccomp::SeccompError> {
+    let options = CompileOptions {
+        deny_sockets: !plugin.policy.network.is_host(),
+        allow_tcp: plugin.policy.network.allowlist().is_some(),
+    };
+    profile.compiled(&options).map(drop)
+}
+
+/// Every plugin (and method) that uses the file, so that each one's `upm check`
+/// verdict can find it.
+fn who(users: &[String]) -> String {
+    users.join(" and ")
+}
