@@ -181,6 +181,22 @@ impl Summary {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// The call's refusals as sandbox denials (layer `network`), folded by target with
+    /// a `count`, the first 100 targets ([`Record::denial`] is one connection's).
+    pub fn denials(&self) -> Vec<Value> {
+        self.refused_targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "layer": "network",
+                    "what": t.target,
+                    "reason": t.reason,
+                    "count": t.count,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +231,12 @@ mod tests {
         }
         assert_eq!(s.refused_targets.len(), MAX_LISTED);
         assert_eq!(s.refused_targets_total, 151);
+        let d = s.denials();
+        assert_eq!(d.len(), MAX_LISTED);
+        assert_eq!(
+            d[0],
+            json!({"layer": "network", "what": "b:443", "reason": "why 2", "count": 2})
+        );
     }
 
     #[test]
