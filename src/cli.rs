@@ -431,6 +431,12 @@ fn check(config_path: &Path) -> i32 {
             ));
         }
 
+        // issue 22: an allowlist needs its proxy, installed beside upm.
+        if p.policy.network.allowlist().is_some() {
+            if let Err(e) = crate::egress::helper::open() {
+                problems.push(format!("{at}: {e}"));
+            }
+        }
         // A container plugin's files live in its image, pinned by digest.
         let pins = match p.policy.backend {
             crate::sandbox::policy::Backend::Container => json!({ "image": p.policy.image }),

@@ -712,7 +712,10 @@ impl Session {
         let summary = with_python_path(spawned.sandbox().summary(), plugin, &runnable);
 
         // go, capture (beside the call's egress proxy, with an allowlist)
-        let (outcome, egress) = self.run_with_egress(call, policy, spawned);
+        let (outcome, egress) = match self.run_with_egress(call, policy, spawned) {
+            Ok(ran) => ran,
+            Err(f) => return self.finish_with(call, Some(summary), f.into()),
+        };
         phase(call, "plugin finished");
         let mut ran = outcome::interpret(outcome, plugin, Some(&runnable.exe));
         ran.egress = egress;
@@ -740,17 +743,21 @@ impl Session {
     /// issue 22: runs the plugin beside its egress proxy when its policy has an
     /// allowlist. Each connection is audited as an entry of its own (`connection`) as it
     /// ends, and every one ends with the call, before its `finished` entry.
+    /// The proxy runs as its own process (`egress::helper`); if it cannot be started the
+    /// plugin does not run either.
     fn run_with_egress(
         &self,
         call: &Call,
         policy: &sandbox::policy::Policy,
         mut spawned: spawn::Spawned<'_>,
-    ) -> (spawn::Outcome, Option<Value>) {
+    ) -> Result<(spawn::Outcome, Option<Value>), Failure> {
         let (Some(settings), Some(channel)) =
             (policy.network.allowlist(), spawned.egress_listener())
         else {
-            return (spawned.run(), None);
+            return Ok((spawned.run(), None));
         };
+        // A root upm gives the proxy a uid of its own (as each call's user namespace).
+        let own_uid = self.host.privileged.then(sandbox::namespaces::owner_uid);
         std::thread::scope(|scope| {
             let sink = |record: &crate::egress::Record| {
                 let mut e = base_entry("connection", call);
@@ -761,10 +768,19 @@ impl Session {
                 }
                 self.append(e).map(|_| ()).map_err(|e| e.to_string())
             };
-            let handover = Box::new(move |limit| channel.receive(limit));
-            let proxy = crate::egress::Proxy::start(scope, handover, settings, sink);
+            let helper =
+                crate::egress::Helper::start(scope, channel.into_fd(), settings, own_uid, sink)
+                    .map_err(|e| {
+                        Failure::new(
+                            Code::SandboxUnavailable,
+                            format!(
+                                "the network layer cannot be applied here: {e}; the plugin \
+                                 was not run"
+                            ),
+                        )
+                    })?;
             let outcome = spawned.run();
-            (outcome, Some(proxy.finish().to_json()))
+            Ok((outcome, Some(helper.finish().to_json())))
         })
     }
 

@@ -837,6 +837,117 @@ fn a_connection_that_asks_for_nothing_is_audited_too() {
     assert_eq!(egress["refused"], 5);
 }
 
+/// Processes named `upm-egress` whose parent is `parent`: (pid, uid).
+fn proxies_of(parent: u32) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        if field("Name:").as_deref() == Some("upm-egress")
+            && field("PPid:").as_deref() == Some(parent.to_string().as_str())
+        {
+            found.push((pid, field("Uid:").unwrap().parse().unwrap()));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_proxy_is_a_process_of_its_own_with_a_uid_of_its_own() {
+    // The proxy parses what the plugin sends: it runs apart from upm, as neither root nor
+    // the plugin's uid, and only while the call runs.
+    let hold = Server::start(Reply::Hold);
+    let Some(fx) = fixture(json!({"allow": [at(hold.port)], "idle_timeout_ms": 1500})) else {
+        return;
+    };
+    let raw = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", hold.port);
+    let mut cmd = fx.command();
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut upm = cmd.spawn().unwrap();
+    upm.stdin
+        .take()
+        .unwrap()
+        .write_all(&request("probe", "probe", json!({"raw": raw, "hold": 10})))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.is_empty() && Instant::now() < deadline {
+        seen = proxies_of(upm.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = upm.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(seen.len(), 1, "one proxy process for the call: {seen:?}");
+    let (pid, uid) = seen[0];
+    assert!(
+        uid >= 0x8000_0000,
+        "a uid of its own, not root nor the plugin's: {uid}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the proxy outlived its call"
+    );
+}
+
+#[test]
+fn without_its_proxy_beside_it_upm_refuses_an_allowlist_call() {
+    let server = Server::start(files(&[("/", b"x")]));
+    let Some(fx) = fixture(allow(&[at(server.port)])) else {
+        return;
+    };
+    // upm alone, without upm-egress beside it.
+    let lone = fx.dir.join("bin/upm");
+    std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
+    std::fs::copy(common::upm_bin(), &lone).unwrap();
+    let mut cmd = Command::new(&lone);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").args([
+        "run",
+        "--config",
+        fx.config.to_str().unwrap(),
+    ]);
+    let run = run_command(
+        cmd,
+        &request("fetch", "get", json!({"urls": [server.url("/")]})),
+    );
+    assert_eq!(run.code, 14, "{}", run.stdout);
+    assert_eq!(run.code_word(), "sandbox_unavailable");
+    assert!(
+        run.stdout.contains("upm-egress cannot be used"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.json["data"].get("result"),
+        None,
+        "the plugin must not have run"
+    );
+    assert_eq!(server.accepted(), 0);
+    let check = Command::new(&lone)
+        .args(["check", "--config", fx.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(5));
+    let doc: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(doc["plugins"]["fetch"]["ok"], false, "{doc}");
+    assert!(doc["problems"].to_string().contains("upm-egress"), "{doc}");
+}
+
 #[test]
 fn check_and_list_show_each_plugins_list() {
     let Some(fx) = fixture_with(

@@ -26,17 +26,24 @@
 
 pub mod address;
 pub mod allowlist;
+pub mod helper;
 mod http;
+pub mod process;
 mod proxy;
 pub mod record;
 mod resolve;
 mod socks;
 
 pub use allowlist::Allowlist;
-pub use proxy::Proxy;
+pub use helper::Helper;
 pub use record::{Record, Summary, Verdict};
 
 use serde::{Deserialize, Serialize};
+
+/// Where the plugin finds the proxy.
+fn proxy_address() -> String {
+    format!("127.0.0.1:{PORT}")
+}
 
 /// Where the proxy listens inside the call's network namespace. The namespace is the
 /// call's own and empty, so a fixed port cannot clash with anything.

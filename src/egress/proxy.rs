@@ -122,13 +122,9 @@ impl<'scope> Proxy<'scope> {
 }
 
 fn failed_summary(why: &str) -> Summary {
-    let mut s = Summary::new(proxy_address());
+    let mut s = Summary::new(super::proxy_address());
     s.error = Some(why.to_owned());
     s
-}
-
-fn proxy_address() -> String {
-    format!("127.0.0.1:{}", super::PORT)
 }
 
 /// Audits records as they come; the first failure stops the proxy.
@@ -225,7 +221,7 @@ async fn serve(
         bytes_left: AtomicU64::new(settings.max_bytes),
         settings,
         resolver: Resolver::system(),
-        tally: Mutex::new(Summary::new(proxy_address())),
+        tally: Mutex::new(Summary::new(super::proxy_address())),
         records: Mutex::new(records),
         stop: stop.clone(),
     });

@@ -4,11 +4,11 @@
 //! A refused connection is a sandbox denial: [`Record::denial`] gives it in the shape
 //! the results' list of denials takes (`layer`, `what`, `reason`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// How the plugin asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// `CONNECT host:port` (a tunnel, for TLS).
@@ -21,7 +21,7 @@ pub enum Protocol {
 }
 
 /// The proxy's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Allowed and connected.
@@ -33,7 +33,7 @@ pub enum Verdict {
 }
 
 /// One connection, as audited when it ends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     /// The call's n-th connection to the proxy (from 1).
     pub connection: u32,
@@ -95,7 +95,7 @@ impl Record {
 const MAX_LISTED: usize = 100;
 
 /// Refused connections to one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refused {
     pub target: String,
     /// The first refusal's reason.
@@ -104,7 +104,7 @@ pub struct Refused {
 }
 
 /// The call's connections, summed up.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Where the plugin found the proxy (`HTTP_PROXY` and the others point there).
     pub proxy: String,
@@ -123,7 +123,7 @@ pub struct Summary {
     /// by one (a plugin must not be able to flood the audit log).
     pub refused_past_limit: u32,
     /// The limits this call reached: `max_connections`, `max_bytes`.
-    pub limits_reached: Vec<&'static str>,
+    pub limits_reached: Vec<String>,
     /// What went wrong with the proxy itself (it then refused everything after).
     pub error: Option<String>,
 }
@@ -172,9 +172,9 @@ impl Summary {
         }
     }
 
-    pub fn limit_reached(&mut self, which: &'static str) {
-        if !self.limits_reached.contains(&which) {
-            self.limits_reached.push(which);
+    pub fn limit_reached(&mut self, which: &str) {
+        if !self.limits_reached.iter().any(|l| l == which) {
+            self.limits_reached.push(which.to_owned());
         }
     }
 

@@ -21,6 +21,7 @@
 
 mod capture;
 mod child;
+pub mod helper;
 pub mod stop;
 
 pub use capture::{capture, Collected, Io, Pipes};
@@ -458,6 +459,28 @@ fn socketpair_high() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 pub struct ListenerChannel(OwnedFd);
 
 impl ListenerChannel {
+    /// What the egress helper (`upm-egress`) hands on to: upm's end of the channel.
+    pub fn into_fd(self) -> OwnedFd {
+        self.0
+    }
+
+    /// In the egress helper: the channel upm passed it as descriptor 3 ([`helper`]).
+    pub fn inherited() -> Result<ListenerChannel, String> {
+        const FD: RawFd = 3;
+        // SAFETY: zeroed stat is a valid value; fstat fills it or fails on a closed fd.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer on our stack.
+        if unsafe { libc::fstat(FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err("descriptor 3 is not the channel upm passes (run by upm only)".into());
+        }
+        // SAFETY: descriptor 3 is open (fstat said so) and nothing else in this process
+        // owns it: upm passed it for this purpose alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(FD) };
+        // SAFETY: F_SETFD on our own descriptor.
+        unsafe { libc::fcntl(FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+        Ok(ListenerChannel(fd))
+    }
+
     /// Waits at most `limit` for the listening socket. An error says why there is none
     /// (the init ended first, say): the plugin's connections are then refused.
     pub fn receive(self, limit: Duration) -> Result<std::net::TcpListener, String> {
