@@ -1,18 +1,19 @@
 //! Egress allowlist: a plugin reaches the hosts its config names, through a proxy
-//! upm runs for the call, and nothing else.
+//! upm runs for the call, and nothing else (docs/egress.md).
 //!
 //! ```text
-//!  call's network namespace (only lo)          │  upm (the host's network)
-//!  plugin ──TCP──▶ 127.0.0.1:3128 (listener) ──┼──▶ accept ─▶ allowlist ─▶ resolve ─▶ address
-//!   HTTP_PROXY, HTTPS_PROXY, ALL_PROXY         │             policy ─▶ connect ─▶ relay ─▶ audit
+//!  call's network namespace (only lo)           │  upm-egress, on the host's network
+//!  plugin ──TCP──▶ 127.0.0.1:3128 (listener) ───┼──▶ accept ─▶ allowlist ─▶ resolve ─▶ address
+//!   HTTP_PROXY, HTTPS_PROXY, ALL_PROXY          │             policy ─▶ connect ─▶ relay
+//!                                               │      records (stdout) ─▶ upm ─▶ audit log
 //! ```
 //!
 //! - The call keeps a network namespace of its own, with only `lo`, which its init
 //!   brings up. The init creates a listening socket at `127.0.0.1:`[`PORT`] there
-//!   before the plugin starts and hands that one descriptor to upm over a socketpair
+//!   before the plugin starts and hands that one descriptor over a socketpair
 //!   (`sandbox::network`, `spawn`); a socket stays in the namespace it was made in, so
-//!   upm accepts the plugin's connections from outside and opens its own connections
-//!   on the host's network. Nothing else in the namespace leads anywhere.
+//!   the proxy accepts the plugin's connections from outside and opens its own
+//!   connections on the host's network. Nothing else in the namespace leads anywhere.
 //! - The plugin may create TCP sockets over IPv4 and IPv6 only (seccomp), connect only
 //!   to [`PORT`] and bind none (Landlock): no UDP, so no DNS from inside; the proxy
 //!   resolves ([`resolve`]).
@@ -21,8 +22,11 @@
 //!   connection is checked against the allowlist ([`allowlist`]) and the address
 //!   policy ([`address`]), answered clearly when refused, relayed within the call's
 //!   limits, and audited as an entry of its own ([`record`]); the call's result carries
-//!   a summary. The proxy runs on a runtime of its own, started only for a call that
-//!   has an allowlist and dropped, with every connection, when the call ends.
+//!   a summary.
+//! - It runs in a process of its own, `upm-egress` ([`process`]), which upm starts only
+//!   for a call with an allowlist and stops with it ([`helper`]): the parser of the
+//!   plugin's traffic runs apart from upm, and upm's executable does not carry the
+//!   runtime and resolver that calls without an allowlist do not need.
 
 pub mod address;
 pub mod allowlist;
