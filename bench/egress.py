@@ -131,6 +131,7 @@ def main():
     ap.add_argument("--connections", type=int, default=200)
     ap.add_argument("--calls", type=int, default=60)
     ap.add_argument("--baseline", help="another upm binary: its call without an allowlist runs beside")
+    ap.add_argument("--tables", default="1,2,3", help="which tables to run (default all: 1,2,3)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: upm's full sandbox (uid switch) is what is measured")
@@ -184,7 +185,17 @@ def run(d, args):
     print(f"# egress benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.uname().release}, "
           f"{os.cpu_count()} CPUs; upm {UPM}")
 
-    # 1. the download
+    tables = set(args.tables.split(","))
+    if "1" in tables:
+        download(args, configs, url)
+    if "2" in tables:
+        setup(args, configs, port)
+    if "3" in tables:
+        one_call(args, configs)
+    server.shutdown()
+
+
+def download(args, configs, url):
     cases = [
         ("curl on the host, no sandbox", None),
         ("upm, direct (\"network\": true)", ("host", [url])),
@@ -212,7 +223,9 @@ def run(d, args):
         m = median(seconds[name])
         print(f"| {name} | {m:.3f} | {args.mb / m:,.0f} | {m / base:.2f} |")
 
-    # 2. connection set-up
+
+
+def setup(args, configs, port):
     hows = [("direct (\"network\": true)", "host", "direct"),
             ("through the proxy: plain HTTP", "allow", "http"),
             ("through the proxy: CONNECT", "allow", "connect")]
@@ -234,7 +247,9 @@ def run(d, args):
         p90 = xs[int(len(xs) * 0.9)]
         print(f"| {name} | {m:.3f} | {p90:.3f} | {m - direct:+.3f} |")
 
-    # 3. one call
+
+
+def one_call(args, configs):
     kinds = [("\"network\": false (no proxy)", "none", UPM),
              ("an allowlist (the proxy starts; nothing connects)", "allow", UPM),
              ("\"network\": true", "host", UPM)]
@@ -254,7 +269,6 @@ def run(d, args):
         xs = sorted(ms[name])
         m = median(xs)
         print(f"| {name} | {m:.2f} | {xs[int(len(xs) * 0.9)]:.2f} | {m / none:.2f} |")
-    server.shutdown()
 
 
 if __name__ == "__main__":

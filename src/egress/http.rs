@@ -11,7 +11,8 @@
 use super::allowlist::{parse_host, Host};
 use super::proxy::{both, open, pump, tunnel, Client, Conn, Dir, Refusal, Why};
 use super::record::Protocol;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// The largest request head the proxy reads.
 const MAX_HEAD: usize = 64 << 10;
@@ -331,38 +332,44 @@ async fn forward(
         return;
     }
     let conn_ref: &Conn = conn;
-    let (mut cr, mut cw) = client.stream.split();
-    let (mut ur, mut uw) = upstream.split();
     let mut reader = Buffered {
         buf: &mut client.buf,
-        r: &mut cr,
+        r: &client.stream,
     };
     let end = both(
-        send_body(conn_ref, &mut reader, &mut uw, body),
-        pump(conn_ref, &mut ur, &mut cw, Dir::Down),
+        send_body(conn_ref, &mut reader, &upstream, body),
+        pump(conn_ref, &upstream, &client.stream, Dir::Down),
     )
     .await;
     conn.record.end = Some(end);
 }
 
 /// A reader with what was read ahead of what is being parsed.
-struct Buffered<'a, R> {
+struct Buffered<'a> {
     buf: &'a mut Vec<u8>,
-    r: &'a mut R,
+    r: &'a TcpStream,
 }
 
-impl<R: AsyncRead + Unpin> Buffered<'_, R> {
+impl Buffered<'_> {
     async fn fill(&mut self, conn: &Conn) -> Result<(), String> {
         let mut chunk = vec![0u8; 64 << 10];
-        match conn.within_idle(self.r.read(&mut chunk)).await? {
-            Ok(0) => {
-                Err("the client closed the connection in the middle of its request body".into())
+        loop {
+            conn.within_idle(self.r.readable())
+                .await?
+                .map_err(|e| e.to_string())?;
+            match self.r.try_read(&mut chunk) {
+                Ok(0) => {
+                    return Err(
+                        "the client closed the connection in the middle of its request body".into(),
+                    )
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
             }
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -385,12 +392,7 @@ impl<R: AsyncRead + Unpin> Buffered<'_, R> {
     }
 
     /// Exactly `n` bytes, relayed to `w` as they come.
-    async fn copy<W: AsyncWrite + Unpin>(
-        &mut self,
-        conn: &Conn,
-        mut n: u64,
-        w: &mut W,
-    ) -> Result<(), String> {
+    async fn copy(&mut self, conn: &Conn, mut n: u64, w: &TcpStream) -> Result<(), String> {
         while n > 0 {
             if self.buf.is_empty() {
                 self.fill(conn).await?;
@@ -403,24 +405,28 @@ impl<R: AsyncRead + Unpin> Buffered<'_, R> {
     }
 }
 
-async fn send<W: AsyncWrite + Unpin>(conn: &Conn, w: &mut W, bytes: &[u8]) -> Result<(), String> {
+async fn send(conn: &Conn, w: &TcpStream, mut bytes: &[u8]) -> Result<(), String> {
     conn.forward(bytes.len(), Dir::Up)?;
-    conn.within_idle(w.write_all(bytes))
-        .await?
-        .map_err(|e| e.to_string())
+    while !bytes.is_empty() {
+        conn.within_idle(w.writable())
+            .await?
+            .map_err(|e| e.to_string())?;
+        match w.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// Relays exactly the request's body; what the client sends after it is not read.
-async fn send_body<R, W>(
+async fn send_body(
     conn: &Conn,
-    reader: &mut Buffered<'_, R>,
-    w: &mut W,
+    reader: &mut Buffered<'_>,
+    w: &TcpStream,
     body: Body,
-) -> Result<(), String>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) -> Result<(), String> {
     match body {
         Body::None => Ok(()),
         Body::Length(n) => reader.copy(conn, n, w).await,
