@@ -946,6 +946,22 @@ fn without_its_proxy_beside_it_upm_refuses_an_allowlist_call() {
     let doc: Value = serde_json::from_slice(&check.stdout).unwrap();
     assert_eq!(doc["plugins"]["fetch"]["ok"], false, "{doc}");
     assert!(doc["problems"].to_string().contains("upm-egress"), "{doc}");
+    // upm doctor says so too, and says yes where the proxy is beside upm.
+    for (bin, available) in [(lone, false), (common::upm_bin(), true)] {
+        let out = Command::new(&bin)
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let row = doc["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["layer"] == "egress_allowlist")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(row["available"], available, "{}: {row}", bin.display());
+    }
 }
 
 #[test]
