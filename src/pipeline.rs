@@ -779,8 +779,12 @@ impl Session {
                             ),
                         )
                     })?;
+            phase(call, "egress proxy started");
             let outcome = spawned.run();
-            Ok((outcome, Some(helper.finish().to_json())))
+            phase(call, "plugin ran (beside its egress proxy)");
+            let summary = helper.finish();
+            phase(call, "egress proxy finished, every connection audited");
+            Ok((outcome, Some(summary.to_json())))
         })
     }
 

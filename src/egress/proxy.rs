@@ -174,7 +174,9 @@ fn serve_blocking(
 pub(super) struct Ctx {
     pub settings: Settings,
     pub idle: Duration,
-    resolver: Resolver,
+    /// Built at the first name to resolve: a call that resolves none never reads the
+    /// resolver's files.
+    resolver: std::sync::OnceLock<Resolver>,
     bytes_left: AtomicU64,
     tally: Mutex<Summary>,
     records: Mutex<mpsc::Sender<Record>>,
@@ -220,7 +222,7 @@ async fn serve(
         idle: Duration::from_millis(settings.idle_timeout_ms),
         bytes_left: AtomicU64::new(settings.max_bytes),
         settings,
-        resolver: Resolver::system(),
+        resolver: std::sync::OnceLock::new(),
         tally: Mutex::new(Summary::new(super::proxy_address())),
         records: Mutex::new(records),
         stop: stop.clone(),
@@ -573,7 +575,8 @@ pub(super) async fn open(
     let addresses: Vec<IpAddr> = match host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(name) => {
-            let found = match conn.within_idle(ctx.resolver.lookup(name)).await {
+            let resolver = ctx.resolver.get_or_init(Resolver::system);
+            let found = match conn.within_idle(resolver.lookup(name)).await {
                 Ok(Ok(found)) => found,
                 Ok(Err(e)) => return Err(Refusal::refused(Why::Resolve, e)),
                 Err(_) => {
