@@ -197,7 +197,7 @@ pub fn check_venv(venv: &Path) -> Result<(), IntegrityError> {
 /// a regular file (checked on the descriptor: never a FIFO or a device, which would
 /// block upm or never end), opened without following a link and without blocking.
 /// Opens a file upm runs as it opens a plugin's (see [`open_plugin_file`]), for upm's own
-/// helper (the egress proxy, `egress::helper`).
+/// helper (the egress proxy, `spawn::egress`).
 pub fn open_checked(path: &Path) -> Result<File, IntegrityError> {
     open_plugin_file(path)
 }

@@ -24,13 +24,15 @@
 //!   limits, and audited as an entry of its own ([`record`]); the call's result carries
 //!   a summary.
 //! - It runs in a process of its own, `upm-egress` ([`process`]), which upm starts only
-//!   for a call with an allowlist and stops with it ([`helper`]): the parser of the
+//!   for a call with an allowlist and stops with it (`spawn::egress`): the parser of the
 //!   plugin's traffic runs apart from upm, and upm's executable does not carry the
 //!   runtime and resolver that calls without an allowlist do not need.
+//!
+//! This module uses nothing of the crate but [`crate::metadata`]: the sandbox's policy
+//! takes its [`Settings`], and `spawn` starts and talks to its process.
 
 pub mod address;
 pub mod allowlist;
-pub mod helper;
 mod http;
 pub mod process;
 mod proxy;
@@ -39,13 +41,13 @@ mod resolve;
 mod socks;
 
 pub use allowlist::Allowlist;
-pub use helper::Helper;
+pub use proxy::Handover;
 pub use record::{Record, Summary, Verdict};
 
 use serde::{Deserialize, Serialize};
 
 /// Where the plugin finds the proxy.
-fn proxy_address() -> String {
+pub fn proxy_address() -> String {
     format!("127.0.0.1:{PORT}")
 }
 

@@ -1,9 +1,8 @@
 //! The helper's side (`upm-egress`, `src/bin/upm-egress.rs`): the proxy of one call, in
-//! a process of its own. upm starts it; the protocol is in [`super::helper`].
+//! a process of its own. upm starts it; the protocol is in `spawn::egress`.
 
-use super::helper::Message;
 use super::proxy::{Handover, Proxy};
-use super::record::Record;
+use super::record::{Message, Record};
 use super::Settings;
 use std::io::{BufRead, Read, Write};
 use std::sync::Mutex;
@@ -11,9 +10,10 @@ use std::sync::Mutex;
 /// The largest settings line upm sends (an allowlist of thousands of entries fits).
 const MAX_SETTINGS: u64 = 4 << 20;
 
-/// Runs the call's proxy until upm closes stdin; the process's exit code.
-pub fn main() -> i32 {
-    match run() {
+/// Runs the call's proxy until upm closes stdin; the process's exit code. `channel`
+/// gives the channel upm passed (descriptor 3), and the listening socket through it.
+pub fn main(channel: impl FnOnce() -> Result<Handover<'static>, String>) -> i32 {
+    match run(channel) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("upm-egress: {e}");
@@ -22,7 +22,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn run() -> Result<(), String> {
+fn run(channel: impl FnOnce() -> Result<Handover<'static>, String>) -> Result<(), String> {
     // upm starts it through a descriptor (/proc/self/fd/N), which would name it "N".
     let _ = nix::sys::prctl::set_name(c"upm-egress");
     let stdin = std::io::stdin();
@@ -34,7 +34,7 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("cannot read the settings from upm: {e}"))?;
     let settings: Settings = serde_json::from_slice(&line)
         .map_err(|e| format!("not settings from upm (this program is run by upm only): {e}"))?;
-    let channel = crate::spawn::ListenerChannel::inherited()?;
+    let handover = channel()?;
     let out = Mutex::new(std::io::stdout());
     let say = |m: &Message| -> Result<(), String> {
         let mut line = serde_json::to_vec(m).map_err(|e| e.to_string())?;
@@ -45,7 +45,6 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("upm went away: {e}"))
     };
     std::thread::scope(|scope| {
-        let handover: Handover = Box::new(move |limit| channel.receive(limit));
         let sink = |r: &Record| say(&Message::Record(r.clone()));
         let proxy = Proxy::start(scope, handover, &settings, sink);
         // upm closes stdin when the call ends (or when it dies).

@@ -91,6 +91,14 @@ impl Record {
     }
 }
 
+/// One line of the proxy process's output to upm (see `spawn::egress`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    Record(Record),
+    Summary(Summary),
+}
+
 /// At most this many distinct refused targets are listed in a summary.
 const MAX_LISTED: usize = 100;
 

@@ -255,7 +255,7 @@ impl Running<'_> {
 }
 
 /// issue 22: the plugin runs beside its call's egress proxy, a process of its own
-/// (`egress::helper`); each connection is audited as it ends, and every one ends with
+/// (`spawn::egress`); each connection is audited as it ends, and every one ends with
 /// the call, before its `finished` entry. If the proxy cannot be started, the plugin
 /// does not run either.
 fn run_with_egress(
@@ -270,7 +270,7 @@ fn run_with_egress(
         ));
     };
     std::thread::scope(|scope| {
-        let helper = crate::egress::Helper::start(
+        let helper = spawn::egress::Helper::start(
             scope,
             channel.into_fd(),
             &egress.settings,

@@ -137,24 +137,6 @@ pub fn doctor() -> serde_json::Value {
     };
     let mut host_json = json!(host);
     host_json["suid_dumpable"] = json!(suid_dumpable());
-    // issue 22: an egress allowlist needs Landlock's TCP rules (ABI 4), seccomp, the
-    // call's network namespace and the proxy process beside upm.
-    let egress = match crate::egress::helper::open() {
-        Err(e) => row("egress_allowlist", false, e),
-        Ok(_) if host.landlock_abi < 4 || !host.seccomp || !netns => row(
-            "egress_allowlist",
-            false,
-            "needs Landlock ABI 4 (TCP rules), seccomp and a network namespace".into(),
-        ),
-        Ok((_, path)) => row(
-            "egress_allowlist",
-            true,
-            format!(
-                "\"network\": {{\"allow\": [...]}} through {}",
-                path.display()
-            ),
-        ),
-    };
     json!({
         "host": host_json,
         "layers": [
@@ -165,7 +147,6 @@ pub fn doctor() -> serde_json::Value {
             row("network_namespace", netns, String::new()),
             row("pid_namespace", pidns, "kills the whole process tree".into()),
             row("cgroups", false, format!("{cgroup_mode}; upm relies on rlimits and a PID namespace, not cgroups")),
-            egress,
         ],
     })
 }

@@ -1,4 +1,5 @@
-//! upm's own helper processes: the egress proxy (`upm-egress`, issue 22), which a call
+//! upm's own helper processes: the egress proxy (`upm-egress`, issue 22, see
+//! [`super::egress`]), which a call
 //! with an allowlist runs beside its plugin. A helper is started from the descriptor
 //! upm opened and checked (never looked up again by path), with an empty environment,
 //! `/` as its directory, no_new_privs, a parent-death signal, and, when upm is root, a

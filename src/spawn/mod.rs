@@ -21,6 +21,7 @@
 
 mod capture;
 mod child;
+pub mod egress;
 pub mod helper;
 pub mod stop;
 

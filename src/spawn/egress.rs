@@ -1,5 +1,6 @@
-//! The call's proxy runs in a process of its own, `upm-egress`, beside upm's executable;
-//! this is upm's side of it (the helper's own is [`super::process`]).
+//! The call's egress proxy (issue 22) runs in a process of its own, `upm-egress`, beside
+//! upm's executable; this is upm's side of it (the helper's own is
+//! [`crate::egress::process`]).
 //!
 //! Why a process: the proxy parses what the plugin sends (HTTP heads, SOCKS requests),
 //! which is untrusted input, and it needs an async runtime and a resolver (about a
@@ -20,9 +21,8 @@
 //! If upm cannot audit a record, it kills the helper: every connection ends at once,
 //! and nothing goes on unaudited. If upm dies, the helper's parent-death signal kills it.
 
-use super::record::{Record, Summary};
-use super::Settings;
-use serde::{Deserialize, Serialize};
+use crate::egress::record::{Message, Record, Summary};
+use crate::egress::Settings;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -37,14 +37,6 @@ pub const HELPER: &str = "upm-egress";
 const MAX_LINE: u64 = 1 << 20;
 /// How long the helper may take to end its connections and sum up once told to.
 const FINISH: Duration = Duration::from_secs(5);
-
-/// One line of the helper's output.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum Message {
-    Record(Record),
-    Summary(Summary),
-}
 
 /// Where upm looks for the helper: beside its own executable, never on a PATH or where
 /// the environment says (a caller must not be able to swap the proxy).
@@ -101,7 +93,7 @@ impl<'scope> Helper<'scope> {
     {
         let (exe, path) = open()?;
         let ids = own_uid.map(|u| (u, u));
-        let mut child = crate::spawn::helper::start(&crate::spawn::helper::Helper {
+        let mut child = super::helper::start(&super::helper::Helper {
             exe: &exe,
             fd3: &channel,
             ids,
@@ -167,7 +159,7 @@ impl<'scope> Helper<'scope> {
             None => {
                 let mut s = reading
                     .tally
-                    .unwrap_or_else(|| Summary::new(super::proxy_address()));
+                    .unwrap_or_else(|| Summary::new(crate::egress::proxy_address()));
                 s.error = Some(format!(
                     "the egress proxy {} ended without its summary ({})",
                     self.path.display(),
@@ -213,7 +205,7 @@ where
     F: FnMut(&Record) -> Result<(), String>,
 {
     let mut reading = Reading {
-        tally: Some(Summary::new(super::proxy_address())),
+        tally: Some(Summary::new(crate::egress::proxy_address())),
         ..Reading::default()
     };
     let mut lines = BufReader::new(stdout);
