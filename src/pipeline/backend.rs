@@ -133,8 +133,8 @@ fn prepare_native(
         own_uid: host.privileged.then(sandbox::namespaces::owner_uid),
     });
     // The last moment a stop needs nothing undone: no process exists yet.
-    if spawn::stop::requested() {
-        return Err(super::cancelled_before_start());
+    if let Some(why) = call.ctx.stop.stopped() {
+        return Err(super::cancelled_before_start(why));
     }
     Ok(Prepared::Native(Native {
         workdir: Some(workdir),
@@ -241,15 +241,21 @@ impl Running<'_> {
     /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
     /// the container never started (the engine refused, or the command is not in the
     /// image), or the egress proxy could not be started (the plugin did not run).
-    pub(super) fn run(self, audit: &ConnectionAudit<'_>) -> Result<Ended, Failure> {
+    pub(super) fn run(
+        self,
+        stop: &spawn::stop::Watch,
+        audit: &ConnectionAudit<'_>,
+    ) -> Result<Ended, Failure> {
         let ended = |outcome| Ended {
             outcome,
             egress: None,
         };
         match self {
-            Running::Native(spawned, None) => Ok(ended(spawned.run())),
-            Running::Native(spawned, Some(egress)) => run_with_egress(spawned, egress, audit),
-            Running::Container(p) => container::run(p).map(ended).map_err(Failure::from),
+            Running::Native(spawned, None) => Ok(ended(spawned.run(stop))),
+            Running::Native(spawned, Some(egress)) => {
+                run_with_egress(spawned, egress, stop, audit)
+            }
+            Running::Container(p) => container::run(p, stop).map(ended).map_err(Failure::from),
         }
     }
 }
@@ -261,6 +267,7 @@ impl Running<'_> {
 fn run_with_egress(
     mut spawned: spawn::Spawned<'_>,
     egress: &Egress,
+    stop: &spawn::stop::Watch,
     audit: &ConnectionAudit<'_>,
 ) -> Result<Ended, Failure> {
     let Some(channel) = spawned.egress_listener() else {
@@ -284,7 +291,7 @@ fn run_with_egress(
             )
         })?;
         tracing::debug!("egress proxy started");
-        let outcome = spawned.run();
+        let outcome = spawned.run(stop);
         let summary = helper.finish();
         tracing::debug!("egress proxy finished, every connection audited");
         Ok(Ended {
