@@ -252,9 +252,7 @@ impl Running<'_> {
         };
         match self {
             Running::Native(spawned, None) => Ok(ended(spawned.run(stop))),
-            Running::Native(spawned, Some(egress)) => {
-                run_with_egress(spawned, egress, stop, audit)
-            }
+            Running::Native(spawned, Some(egress)) => run_with_egress(spawned, egress, stop, audit),
             Running::Container(p) => container::run(p, stop).map(ended).map_err(Failure::from),
         }
     }
