@@ -71,3 +71,42 @@ fn a_config_without_an_allowlist_gives_no_proxy_and_no_sockets() {
     assert!(r[0]["error"].is_string(), "{r}");
     assert_eq!(server.accepted(), 0);
 }
+
+#[test]
+fn the_plugin_gets_every_proxy_variable_and_none_that_goes_around_it() {
+    // The config and the caller both try to point the plugin elsewhere or around the
+    // proxy: the call's proxy wins, and NO_PROXY is gone whoever set it.
+    let Some(fx) = fixture_with(allow(&["pypi.org".into()]), |cfg| {
+        cfg["sandbox"]["env"] = json!({
+            "allow": ["LANG", "no_proxy", "https_proxy"],
+            "set": {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+                    "HTTP_PROXY": "http://elsewhere.example:8080", "NO_PROXY": "*"}
+        });
+    }) else {
+        return;
+    };
+    let mut cmd = fx.command();
+    cmd.env("no_proxy", "*")
+        .env("https_proxy", "http://elsewhere.example:8080");
+    let run = run_command(cmd, &request("env", "show", json!({})));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let env = run.result();
+    for (name, value) in [
+        ("HTTP_PROXY", "http://127.0.0.1:3128"),
+        ("HTTPS_PROXY", "http://127.0.0.1:3128"),
+        ("ALL_PROXY", "socks5h://127.0.0.1:3128"),
+    ] {
+        assert_eq!(env[name], value, "{name}: {env}");
+        assert_eq!(env[name.to_ascii_lowercase()], value, "{name}: {env}");
+    }
+    assert_eq!(env.get("NO_PROXY"), None, "{env}");
+    assert_eq!(env.get("no_proxy"), None, "{env}");
+    // Without an allowlist none of them is set by upm.
+    let Some(fx) = fixture(json!(false)) else {
+        return;
+    };
+    let (env, _) = fx.ok("env", "show", json!({}));
+    for name in ["HTTP_PROXY", "https_proxy", "ALL_PROXY"] {
+        assert_eq!(env.get(name), None, "{name}: {env}");
+    }
+}

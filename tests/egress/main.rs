@@ -106,6 +106,12 @@ if "silent" in args:
 print(json.dumps(out))
 "#;
 
+/// The plugin's environment, as it sees it.
+const ENV: &str = r#"#!/usr/bin/python3
+import json, os
+print(json.dumps(dict(os.environ)))
+"#;
+
 /// pip inside the sandbox: installs from the index the test serves, then imports.
 const PIP: &str = r#"#!/usr/bin/python3
 import json, os, subprocess, sys
@@ -287,6 +293,7 @@ fn fixture_with(network: Value, tweak: impl FnOnce(&mut Value)) -> Option<Fx> {
         ("curl.py", CURL),
         ("probe.py", PROBE),
         ("pip.py", PIP),
+        ("env.py", ENV),
     ] {
         dir.write(&format!("plugins/{name}"), text, true);
     }
@@ -304,6 +311,7 @@ fn fixture_with(network: Value, tweak: impl FnOnce(&mut Value)) -> Option<Fx> {
             "curl": plugin("curl.py", &["run"]),
             "probe": plugin("probe.py", &["probe"]),
             "pip": plugin("pip.py", &["install"]),
+            "env": plugin("env.py", &["show"]),
         }
     });
     tweak(&mut cfg);
@@ -376,5 +384,6 @@ mod audit;
 mod clients;
 mod layers;
 mod limits;
+mod mcp;
 mod policy;
 mod process;

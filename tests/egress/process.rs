@@ -3,7 +3,7 @@
 use super::*;
 
 /// Processes named `upm-egress` whose parent is `parent`: (pid, uid).
-fn proxies_of(parent: u32) -> Vec<(u32, u32)> {
+pub(super) fn proxies_of(parent: u32) -> Vec<(u32, u32)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
