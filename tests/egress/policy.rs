@@ -108,8 +108,14 @@ fn check_and_list_show_each_plugins_list() {
             json!(["pypi.org", "*.pythonhosted.org"]),
             "{cmd}: {doc}"
         );
+        // Each limit's default, shown.
         assert_eq!(
-            network["max_connections"], 256,
+            (
+                &network["max_connections"],
+                &network["max_bytes"],
+                &network["idle_timeout_ms"]
+            ),
+            (&json!(256), &json!(1u64 << 30), &json!(30_000)),
             "{cmd}: the defaults are shown"
         );
         assert_eq!(doc["plugins"]["probe"]["network"], false, "{cmd}");
