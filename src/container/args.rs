@@ -74,9 +74,8 @@ pub(super) fn container_name(request_id: &str) -> String {
 
 pub(super) fn tmpfs_option(limits: &crate::sandbox::policy::Limits) -> String {
     format!(
-        "{TMP}:rw,noexec,nosuid,nodev,size={},nr_inodes={}",
-        limits.disk_bytes,
-        crate::sandbox::mounts::inodes_for(limits.disk_bytes)
+        "{TMP}:rw,noexec,nosuid,nodev,size={}",
+        limits.disk_bytes
     )
 }
 
@@ -363,7 +362,7 @@ mod tests {
         );
         assert_eq!(
             value_after(&a, "--tmpfs"),
-            ["/tmp:rw,noexec,nosuid,nodev,size=67108864,nr_inodes=16384"]
+            ["/tmp:rw,noexec,nosuid,nodev,size=67108864"]
         );
         assert_eq!(value_after(&a, "--timeout"), ["12"]);
         // The command comes last, after the image, as separate arguments.
