@@ -73,10 +73,7 @@ pub(super) fn container_name(request_id: &str) -> String {
 }
 
 pub(super) fn tmpfs_option(limits: &crate::sandbox::policy::Limits) -> String {
-    format!(
-        "{TMP}:rw,noexec,nosuid,nodev,size={}",
-        limits.disk_bytes
-    )
+    format!("{TMP}:rw,noexec,nosuid,nodev,size={}", limits.disk_bytes)
 }
 
 pub(super) fn run_args(s: &Spec<'_>) -> Vec<String> {
