@@ -109,7 +109,7 @@ pub use crate::keys::keygen;
 pub use cli::{run, AuditCommand, DefaultLog};
 pub use format::GENESIS;
 pub use group::GroupCommit;
-pub use query::{show, Filter, ShowFormat};
+pub use query::{show, Filter, ShowFormat, Shown};
 pub use settings::{AuditSettings, Mirror, Rotation};
 pub use verify::{verify, Finding, Outcome, VerifyReport};
 pub use writer::AuditLog;
