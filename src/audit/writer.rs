@@ -56,6 +56,8 @@ pub struct AuditLog {
     signer: Option<SigningKey>,
     /// The file was created by `open`: its directory entry needs an fsync.
     created: bool,
+    /// What this handle's last adoption recorded, until [`AuditLog::take_adopted`].
+    adopted: Option<Value>,
 }
 
 /// Opens the log for append, creating it if absent. A symlink at the path is refused,
@@ -228,7 +230,15 @@ impl AuditLog {
             settings: settings.clone(),
             signer,
             created,
+            adopted: None,
         })
+    }
+
+    /// The foreign prefix this handle adopted (once per log, ever), for the result of
+    /// the call whose append did it: `path`, `bytes`, `sha256`, `adopted_by`,
+    /// `request_id`.
+    pub fn take_adopted(&mut self) -> Option<Value> {
+        self.adopted.take()
     }
 
     pub fn path(&self) -> &Path {
@@ -461,6 +471,16 @@ impl AuditLog {
             self.created = false;
         }
         lines.extend(new_lines);
+        if let Some(a) = adoption {
+            self.adopted = Some(serde_json::json!({
+                "path": self.path,
+                "bytes": a.bytes,
+                "sha256": a.sha256,
+                "newline_added": a.newline_added,
+                "adopted_by": a.by,
+                "request_id": request_id,
+            }));
+        }
         Ok(Written { hashes, lines })
     }
 
