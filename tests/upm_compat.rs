@@ -1035,9 +1035,9 @@ fn lines_upm_did_not_write_after_its_entries_are_still_refused() {
     assert_eq!(u.run(&["audit", "verify"], &[]).code, 1);
 }
 
-/// Adoption is the UPM switch: it happens for the log `UPM_LOG_FILE` names. A log the
-/// config names is adopted only when the config says `"adopt_foreign": true`, and
-/// `false` refuses it even for `UPM_LOG_FILE`.
+/// Adoption is the UPM switch: it happens for the log `UPM_LOG_FILE` names, when that
+/// holds UPM's logging output. A log the config names is adopted only when the config
+/// says `"adopt_foreign": true`, and `false` refuses it even for `UPM_LOG_FILE`.
 #[test]
 fn only_upm_log_file_or_the_config_lets_a_foreign_log_be_adopted() {
     let with_audit = |audit: Value| {
@@ -1067,6 +1067,22 @@ fn only_upm_log_file_or_the_config_lets_a_foreign_log_be_adopted() {
         entries_after(&log, &old)[0]["adopted_by"],
         "audit.adopt_foreign"
     );
+    // UPM_LOG_FILE naming a file UPM's logging did not write (a shell's profile, say):
+    // not adopted, not touched.
+    let u = Upm::new();
+    let profile = "export PATH=/usr/bin:/bin\nalias ll='ls -l'\n";
+    std::fs::write(&u.log, profile).unwrap();
+    let r = u.call("MockPlugin", "version", "{}");
+    let data = refused_by_the_log(&r);
+    assert!(
+        data["error"]
+            .as_str()
+            .unwrap()
+            .contains("not UPM's logging output"),
+        "{}",
+        ctx(&r)
+    );
+    assert_eq!(std::fs::read_to_string(&u.log).unwrap(), profile);
     // The config forbids it, UPM_LOG_FILE or not.
     let u = with_audit(json!({"adopt_foreign": false}));
     let old = write_upm_log(&u.log);

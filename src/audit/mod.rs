@@ -51,8 +51,8 @@
 //! # Adoption
 //!
 //! A file that holds lines but no entry at all (the log UPM wrote at `UPM_LOG_FILE`)
-//! is adopted when [`AuditSettings::adoption`] allows it (`UPM_LOG_FILE` named it, or
-//! the config's `adopt_foreign`): the first append writes an `adopted` entry as seq 1
+//! is adopted when [`AuditSettings::adoption`] allows it (`UPM_LOG_FILE` named it and
+//! it holds only UPM's logging output, or the config's `adopt_foreign`): the first append writes an `adopted` entry as seq 1
 //! with `foreign_bytes` and `foreign_sha256`, the length and SHA-256 of every byte
 //! before it (a `\n` the writer adds to an unterminated last line included, and said in
 //! `newline_added`), and chains on from it. Nothing is rewritten. [`verify`] accepts

@@ -199,6 +199,67 @@ impl io::Read for ReadAt<'_> {
     }
 }
 
+/// Whether lines are what UPM's `configure_logging` wrote: its JSON formatter's objects
+/// (`level` and `message`, or its fallback's `error` and `original_message`), its
+/// human-readable formatter's `HH:MM:SS - LEVEL - ...`, its encrypted formatter's Fernet
+/// tokens; after a human-readable line, the further lines of a message that held
+/// newlines. The first line must be one of UPM's own.
+#[derive(Default)]
+struct UpmShape {
+    after_text: bool,
+}
+
+impl UpmShape {
+    fn accepts(&mut self, line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if is_upm_text_line(line) {
+            self.after_text = true;
+            return true;
+        }
+        if is_upm_json_line(line) || is_fernet_token(line) {
+            self.after_text = false;
+            return true;
+        }
+        // The rest of a human-readable message that held newlines.
+        self.after_text
+    }
+}
+
+fn is_upm_json_line(line: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Map<String, Value>>(line) else {
+        return false;
+    };
+    let has = |k: &str| v.get(k).is_some_and(Value::is_string);
+    (has("level") && has("message")) || (has("error") && has("original_message"))
+}
+
+fn is_upm_text_line(line: &[u8]) -> bool {
+    let time = line.get(..8).is_some_and(|t| {
+        t.iter().enumerate().all(|(i, c)| {
+            if i % 3 == 2 {
+                *c == b':'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+    });
+    let Some(rest) = line.get(8..).and_then(|r| r.strip_prefix(b" - ")) else {
+        return false;
+    };
+    let level = rest.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    time && matches!(
+        &rest[..level],
+        b"DEBUG" | b"INFO" | b"WARNING" | b"ERROR" | b"CRITICAL"
+    ) && rest[level..].starts_with(b" ")
+}
+
+fn is_fernet_token(line: &[u8]) -> bool {
+    line.starts_with(b"gAAAAA")
+        && line
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'='))
+}
+
 /// The foreign prefix an `adopted` entry records: every byte before it.
 struct Adoption {
     /// The file's bytes, plus the `\n` upm adds when they do not end with one.
@@ -543,6 +604,10 @@ impl AuditLog {
         let mut buf = Vec::new();
         let mut number = 0u64;
         let mut last = None;
+        let mut shape = UpmShape::default();
+        // The environment may name any file upm can write: through it, only what UPM's
+        // logging wrote is adopted, never (say) a shell's profile; the config may allow any.
+        let check_shape = by == "UPM_LOG_FILE";
         loop {
             number += 1;
             let kind = read_line(&mut r, &mut buf, MAX_ENTRY_BYTES).map_err(read_err)?;
@@ -560,6 +625,13 @@ impl AuditLog {
                 return Err(corrupt(format!(
                     "its line {number} has the shape of an audit entry among lines that are not \
                      entries; a log that held upm's entries is not adopted"
+                )));
+            }
+            if check_shape && !shape.accepts(&buf) {
+                return Err(corrupt(format!(
+                    "it holds lines but no valid audit entry, and its line {number} is not UPM's \
+                     logging output; through UPM_LOG_FILE upm adopts only the log UPM wrote (the \
+                     config's \"audit\": {{\"adopt_foreign\": true}} adopts any)"
                 )));
             }
             hasher.update(&buf);

@@ -934,6 +934,57 @@ fn a_foreign_log_that_held_entries_or_has_rotated_files_is_not_adopted() {
     assert!(err.to_string().contains("rotated files"), "{err}");
 }
 
+/// The environment can name any file upm may write: through `UPM_LOG_FILE`, only what
+/// UPM's logging wrote is adopted; the config may allow any file.
+#[test]
+fn through_upm_log_file_only_upms_own_logging_is_adopted() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("profile.sh");
+    let script = "export PATH=/usr/bin\n# 09:14:03 - INFO - not first\n";
+    for other in [
+        script,
+        "{\"name\": \"a config\"}\n",
+        "hello\n09:14:03 - INFO     - MainThread - after\n",
+    ] {
+        std::fs::write(&p, other).unwrap();
+        let err = AuditLog::open(&p, &adopting())
+            .unwrap()
+            .append(entry("r", "started"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not UPM's logging output"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), other);
+    }
+    // UPM's three formatters, and a text message that held newlines.
+    let upm = concat!(
+        "09:14:03 - WARNING  - MainThread - a message\n",
+        "that went on\n",
+        "{\"timestamp\": \"2026-11-20T09:14:02Z\", \"level\": \"ERROR\", \"message\": \"x\"}\n",
+        "{\"error\": \"JSON serialization failed: x\", \"original_message\": \"y\"}\n",
+        "gAAAAABnZ3x0aGVfdG9rZW4tXz0=\n",
+        "12:00:00 - INFO     - Thread-1   - torn"
+    );
+    std::fs::write(&p, upm).unwrap();
+    AuditLog::open(&p, &adopting())
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap();
+    assert_intact(&p, None);
+    // The config can allow any file.
+    std::fs::write(&p, script).unwrap();
+    let settings = AuditSettings {
+        adopt_foreign: Some(true),
+        ..AuditSettings::default()
+    };
+    AuditLog::open(&p, &settings)
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap();
+    assert_intact(&p, None);
+}
+
 #[test]
 fn a_foreign_log_without_a_final_newline_gets_one_and_the_digest_covers_it() {
     let d = tempfile::tempdir().unwrap();
