@@ -510,10 +510,17 @@ impl Checker {
                  records {} bytes with sha256 {}: the adopted lines were altered, added or removed",
                 region.len,
                 claimed_len.map_or("no".to_owned(), |n| n.to_string()),
-                claimed_sha.unwrap_or("none"),
+                crate::error::clip(claimed_sha.unwrap_or("none").to_owned(), 100),
             )));
         }
-        let by = v.get("adopted_by").and_then(Value::as_str).unwrap_or("?");
+        // Whoever can write the log chose it (the hash is checked after this).
+        let by = crate::error::clip(
+            v.get("adopted_by")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned(),
+            100,
+        );
         self.notes.push(format!(
             "{} {lines}: {} bytes upm did not write (sha256 {sha}), adopted by the entry on line \
              {line} (seq 1; allowed by {by}); the chain starts there and vouches for them as they \
