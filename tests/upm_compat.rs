@@ -900,19 +900,13 @@ for fmt in (Json(), Text()):
     bytes
 }
 
-/// Exit 11: the log refused the call's entry, so nothing ran.
-fn refused_by_the_log(r: &Run) -> Value {
+/// Exit 11: the log refused the call's entry, saying `why`, so nothing ran.
+fn refused_by_the_log(r: &Run, why: &str) {
     assert_eq!((r.code, r.code_word()), (11, "audit_error"), "{}", ctx(r));
     assert!(r.json["data"].get("result").is_none(), "{}", ctx(r));
-    assert!(
-        r.json["data"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("the plugin was not run"),
-        "{}",
-        ctx(r)
-    );
-    r.json["data"].clone()
+    let error = r.json["data"]["error"].as_str().unwrap();
+    assert!(error.contains("the plugin was not run"), "{}", ctx(r));
+    assert!(error.contains(why), "{why:?}: {}", ctx(r));
 }
 
 /// The entries upm wrote after the adopted lines `old`.
@@ -1021,16 +1015,7 @@ fn lines_upm_did_not_write_after_its_entries_are_still_refused() {
     bytes.extend_from_slice(&more);
     std::fs::write(&u.log, &bytes).unwrap();
     let r = u.call("MockPlugin", "version", "{}");
-    let data = refused_by_the_log(&r);
-    assert!(
-        data["error"]
-            .as_str()
-            .unwrap()
-            .contains("lines after the last entry are not entries"),
-        "{}",
-        ctx(&r)
-    );
-    assert!(data.get("result").is_none());
+    refused_by_the_log(&r, "lines after the last entry are not entries");
     assert_eq!(std::fs::read(&u.log).unwrap(), bytes);
     assert_eq!(u.run(&["audit", "verify"], &[]).code, 1);
 }
@@ -1050,12 +1035,7 @@ fn only_upm_log_file_or_the_config_lets_a_foreign_log_be_adopted() {
     let log = u.d.join("cfg.log");
     let old = write_upm_log(&log);
     let r = u.run(&["MockPlugin", "version", "{}"], &[("UPM_LOG_FILE", "")]);
-    let data = refused_by_the_log(&r);
-    assert!(
-        data["error"].as_str().unwrap().contains("adopt_foreign"),
-        "{}",
-        ctx(&r)
-    );
+    refused_by_the_log(&r, "adopt_foreign");
     assert_eq!(std::fs::read(&log).unwrap(), old);
     // The config allows it.
     let u = with_audit(json!({"path": "cfg.log", "adopt_foreign": true}));
@@ -1073,21 +1053,13 @@ fn only_upm_log_file_or_the_config_lets_a_foreign_log_be_adopted() {
     let profile = "export PATH=/usr/bin:/bin\nalias ll='ls -l'\n";
     std::fs::write(&u.log, profile).unwrap();
     let r = u.call("MockPlugin", "version", "{}");
-    let data = refused_by_the_log(&r);
-    assert!(
-        data["error"]
-            .as_str()
-            .unwrap()
-            .contains("not UPM's logging output"),
-        "{}",
-        ctx(&r)
-    );
+    refused_by_the_log(&r, "not UPM's logging output");
     assert_eq!(std::fs::read_to_string(&u.log).unwrap(), profile);
     // The config forbids it, UPM_LOG_FILE or not.
     let u = with_audit(json!({"adopt_foreign": false}));
     let old = write_upm_log(&u.log);
     let r = u.call("MockPlugin", "version", "{}");
-    refused_by_the_log(&r);
+    refused_by_the_log(&r, "UPM_LOG_FILE");
     assert_eq!(std::fs::read(&u.log).unwrap(), old);
 }
 
