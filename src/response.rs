@@ -84,6 +84,10 @@ pub struct Data {
     /// or `"require_schemas": false`): says why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_schema: Option<String>,
+    /// Set on the call whose audit entry adopted the log UPM wrote (the lines already
+    /// at `UPM_LOG_FILE`): what the `adopted` entry records. Once per log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_adopted: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

@@ -98,6 +98,8 @@ struct Call {
     sandbox_started: Option<Value>,
     /// Why no schema checked the args, when none did.
     no_schema: Option<String>,
+    /// What the log adopted when this call's `started` entry was appended.
+    audit_adopted: Option<Value>,
     /// The method's `output_schema`, which a result must match.
     output_schema: Option<Arc<MethodSchema>>,
     warnings: Vec<String>,
@@ -116,6 +118,7 @@ impl Call {
             trust: None,
             sandbox_started: None,
             no_schema: None,
+            audit_adopted: None,
             output_schema: None,
             warnings: Vec::new(),
             ctx: Context::default(),
@@ -366,7 +369,7 @@ impl Session {
         let e = entry::started(call, &s);
         call.sandbox_started = Some(s.sandbox);
         self.append(e)
-            .map(|_| ())
+            .map(|_| call.audit_adopted = self.audit.take_adopted())
             .map_err(|e| Failure::new(e.code(), format!("{e}; the plugin was not run")))
     }
 
@@ -513,10 +516,13 @@ impl Session {
 
     /// A refusal before any plugin was prepared: one `refused` entry.
     fn finish_refused(&self, call: &Call, f: Failure) -> Response {
-        let resp = respond(call, f.into());
+        let mut resp = respond(call, f.into());
         let e = entry::refused(call, &resp, self.config.as_ref().ok());
         match self.append(e) {
-            Ok(_) => resp,
+            Ok(_) => {
+                resp.data.audit_adopted = self.audit.take_adopted();
+                resp
+            }
             Err(err) => audit_failed(call, resp, &err.to_string()),
         }
     }
@@ -530,7 +536,12 @@ impl Session {
         let e = entry::finished(call, &resp, did_run, stdout_bytes, &sandbox);
         resp.data.sandbox = sandbox;
         match self.append(e) {
-            Ok(_) => resp,
+            Ok(_) => {
+                if resp.data.audit_adopted.is_none() {
+                    resp.data.audit_adopted = self.audit.take_adopted();
+                }
+                resp
+            }
             Err(err) if did_run => withheld(call, &err.to_string()),
             Err(err) => audit_failed(call, resp, &err.to_string()),
         }
@@ -594,6 +605,7 @@ fn respond(call: &Call, ran: Ran) -> Response {
     r.data.method = call.method.clone();
     r.data.trust = call.trust.clone();
     r.data.no_schema = call.no_schema.clone();
+    r.data.audit_adopted = call.audit_adopted.clone();
     r.data.warnings = call.warnings.clone();
     r.data.result = ran.result;
     r.data.stdout = ran.stdout;
