@@ -24,6 +24,7 @@ pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod container;
+pub mod denials;
 pub mod diagnostics;
 pub mod error;
 pub mod files;

@@ -711,10 +711,11 @@ impl Session {
         // What is really in force: namespaces may have been given up (only if allowed).
         let summary = with_python_path(spawned.sandbox().summary(), plugin, &runnable);
 
-        // go, capture
-        let outcome = spawned.run();
+        // go, capture (and what the sandbox refused meanwhile: issue 23)
+        let (outcome, denials) = spawned.run_observed();
         phase(call, "plugin finished");
-        let ran = outcome::interpret(outcome, plugin, Some(&runnable.exe));
+        let mut ran = outcome::interpret(outcome, plugin, Some(&runnable.exe));
+        ran.denials = Some(denials);
         // the `finished` entry's fsync and the private directory's removal overlap too
         let dir = workdir.root.clone();
         let (resp, removed) = if self.overlap {
@@ -797,6 +798,7 @@ impl Session {
                 let usage = container::usage(&o);
                 let mut ran = outcome::interpret(o, plugin, None);
                 ran.usage = Some(usage);
+                ran.denials = Some(crate::denials::in_container());
                 ran
             }
             Err(e) => Failure::from(e).into(),
@@ -939,11 +941,23 @@ impl Session {
     }
 
     /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
-    fn finish_with(&self, call: &Call, sandbox: Option<Value>, ran: Ran) -> Response {
+    fn finish_with(&self, call: &Call, sandbox: Option<Value>, mut ran: Ran) -> Response {
         let did_run = ran.ran;
         let stdout_bytes = ran.stdout_bytes;
+        // issue 23: a failure after denials names the first one and what would allow it.
+        let denials = ran.denials.take();
+        if let (Some(d), Some(f)) = (&denials, ran.failure.as_mut()) {
+            let stderr = ran.stderr.as_ref().map_or("", |c| c.text.as_str());
+            if let Some(why) = d.explain(&format!("{}\n{stderr}", f.message)) {
+                f.message = format!("{}; {why}", f.message);
+            }
+        }
         let mut resp = respond(call, ran);
         resp.data.sandbox = sandbox.clone();
+        if let Some(d) = &denials {
+            resp.data.denials = Some(d.list_json());
+            resp.data.denials_summary = Some(d.summary_json());
+        }
         let mut e = base_entry("finished", call);
         outcome_fields(&mut e, &resp);
         e.insert("ran".into(), json!(did_run));
@@ -954,6 +968,10 @@ impl Session {
             e.insert("plugin_signal".into(), json!(s));
         }
         e.insert("limit".into(), json!(resp.data.limit));
+        if let (Some(d), Some(s)) = (&resp.data.denials, &resp.data.denials_summary) {
+            e.insert("denials".into(), d.clone());
+            e.insert("denials_summary".into(), s.clone());
+        }
         if let Some(u) = &resp.data.usage {
             e.insert("usage".into(), u.clone());
         }

@@ -21,10 +21,12 @@
 
 mod capture;
 mod child;
+pub(crate) mod observe;
 pub mod stop;
 
 pub use capture::{capture, Collected, Io, Pipes};
 
+use crate::denials::Denials;
 use crate::sandbox::namespaces::AsOwner;
 use crate::sandbox::{Prepared, SandboxError, Step};
 use std::ffi::CString;
@@ -235,6 +237,8 @@ pub struct Spawned<'a> {
     _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
+    /// issue 23: upm's end of the channel the init hands the seccomp listener over.
+    observe_channel: Option<OwnedFd>,
 }
 
 /// Clones the sandbox's init, which prepares the plugin's descriptors and waits for the go.
@@ -269,6 +273,18 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
     let stacks = child::Stacks::new().map_err(SpawnError::Stack)?;
+    // issue 23: the listener of the plugin's filter comes to upm over this pair.
+    let observe_channel = match supervised(
+        launch,
+        sandbox,
+        exec_fd.as_raw_fd(),
+        &argv,
+        &envp,
+        &script_name,
+    ) {
+        true => Some(socketpair_high()?),
+        false => None,
+    };
 
     let (pid, ctx) = loop {
         let ctx = Box::new(child::Ctx {
@@ -293,6 +309,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             envp: envp.as_ptr(),
             sandbox: &*sandbox,
             plugin_stack: stacks.plugin_top(),
+            observe_channel: observe_channel
+                .as_ref()
+                .map_or(-1, |(init_end, _)| init_end.as_raw_fd()),
+            listener: std::sync::atomic::AtomicI32::new(observe::NO_LISTENER),
         });
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
         // A root upm's call gets a user namespace owned by a uid of its own.
@@ -333,6 +353,8 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     };
     let sandbox: &'a Prepared = sandbox;
     drop((stdin_r, stdout_w, stderr_w, report_w, sync_r));
+    // Only the init holds the other end now: if it ends without sending, upm reads EOF.
+    let observe_channel = observe_channel.map(|(_init_end, upm_end)| upm_end);
     let result_r = result_pipe.map(|(r, _w)| r);
     let spawned = Spawned {
         launch,
@@ -357,6 +379,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _script_name: script_name,
         _parent: parent,
         _stacks: stacks,
+        observe_channel,
     };
     if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
         let c = &sandbox.credentials;
@@ -374,7 +397,19 @@ impl Spawned<'_> {
     }
 
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
-    pub fn run(mut self) -> Outcome {
+    pub fn run(self) -> Outcome {
+        self.run_observed().0
+    }
+
+    /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
+    /// from before the go until the whole tree has ended (`observe`).
+    pub fn run_observed(mut self) -> (Outcome, Denials) {
+        let observer = observe::Observer::start(self.sandbox, self.observe_channel.take());
+        let outcome = self.run_plugin();
+        (outcome, observer.finish())
+    }
+
+    fn run_plugin(&mut self) -> Outcome {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
@@ -416,6 +451,92 @@ impl Drop for Spawned<'_> {
             reap(self.pid);
         }
     }
+}
+
+/// issue 23: whether upm answers this call's seccomp errnos. Not when the sandbox says
+/// it cannot, nor when the filter refuses one of the calls the plugin's process makes
+/// between its filter install and its exec (the init, which hands the listener over,
+/// waits for that exec: such a call would wait for ever), which is then said instead.
+fn supervised(
+    launch: &Launch,
+    sandbox: &mut Prepared,
+    exec_fd: RawFd,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    script_name: &Option<CString>,
+) -> bool {
+    let Some(filter) = sandbox
+        .seccomp
+        .clone()
+        .filter(|_| sandbox.observe.seccomp.is_ok())
+    else {
+        return false;
+    };
+    let ptr = |p: *const libc::c_char| p as u64;
+    let fd = exec_fd as u64;
+    let mut calls = Vec::with_capacity(4);
+    if launch.keep_exec_fd {
+        calls.push((libc::SYS_fcntl, [fd, libc::F_SETFD as u64, 0, 0, 0, 0]));
+    }
+    calls.push(match script_name {
+        Some(name) => (
+            libc::SYS_execve,
+            [
+                ptr(name.as_ptr()),
+                ptr(argv.as_ptr().cast()),
+                ptr(envp.as_ptr().cast()),
+                0,
+                0,
+                0,
+            ],
+        ),
+        None => (
+            libc::SYS_execveat,
+            [
+                fd,
+                ptr(child::EMPTY_PATH.as_ptr()),
+                ptr(argv.as_ptr().cast()),
+                ptr(envp.as_ptr().cast()),
+                libc::AT_EMPTY_PATH as u64,
+                0,
+            ],
+        ),
+    });
+    // What a failed exec does next: report (the record's address is on a stack).
+    calls.push((
+        libc::SYS_write,
+        [
+            child::REPORT_FD as u64,
+            0,
+            child::RECORD_SIZE as u64,
+            0,
+            0,
+            0,
+        ],
+    ));
+    calls.push((libc::SYS_exit_group, [127, 0, 0, 0, 0, 0]));
+    match crate::sandbox::seccomp::notify::refused_before_exec(&filter, &calls) {
+        None => true,
+        Some(call) => {
+            sandbox.observe.seccomp = Err(format!(
+                "the seccomp profile refuses {call}, which the plugin's process calls                  before its exec: upm does not supervise this call's filter"
+            ));
+            false
+        }
+    }
+}
+
+/// A connected pair of Unix stream sockets, both at descriptors >= 10 (see [`pipe_high`]).
+fn socketpair_high() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SpawnError::Pipe(e.into()))?;
+    Ok((high(a)?, high(b)?))
 }
 
 /// Starts and runs in one go, for callers with nothing to do in between.

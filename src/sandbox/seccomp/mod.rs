@@ -95,6 +95,7 @@ mod engine;
 mod error;
 mod install;
 mod model;
+pub mod notify;
 mod plan;
 mod resolve;
 mod rules;
@@ -211,6 +212,7 @@ impl Profile {
             });
         }
         Ok(CompiledFilter {
+            notifying: Some(bpf::notifying(&program)),
             programs: vec![program],
         })
     }
