@@ -258,40 +258,65 @@ impl Denials {
 
     /// For a call that failed: the denial that most likely made it fail, and what would
     /// allow it. That is the first one whose path or target the failure's own words
-    /// (`output`: the error, the plugin's stderr) quote; else the first that is not
-    /// ENOSYS (which says "this kernel lacks it": callers are written to fall back, and
-    /// glibc's clone3, say, is answered so by design); else the first. Programs refuse
+    /// (`output`: the error, the plugin's stderr) quote; else, when those words say
+    /// "Read-only file system", the read-only view of the host (a refusal of the mounts,
+    /// which no kernel log records); else the first denial that is not ENOSYS (which
+    /// says "this kernel lacks it": callers are written to fall back, and glibc's
+    /// clone3, say, is answered so by design); else the first. Programs refuse
     /// themselves harmless things as they start (Python lists its script's directory),
-    /// so the very first denial is often not the one that mattered. `None` when nothing
-    /// was refused.
-    pub fn explain(&self, output: &str) -> Option<String> {
+    /// so the very first denial is often not the one that mattered. `None` when there
+    /// is nothing to say.
+    pub fn explain(&self, output: &[&str]) -> Option<String> {
+        // A plugin says why it failed last: its output can be the whole cap, of which
+        // the end is searched, at most 100 times.
+        let output: Vec<&str> = output.iter().map(|o| tail(o, EXPLAIN_TAIL)).collect();
+        let says = |s: &str| output.iter().any(|o| o.contains(s));
         let quoted = |d: &&Denial| {
             d.subject
                 .as_deref()
-                .is_some_and(|s| !s.is_empty() && output.contains(s))
+                .is_some_and(|s| !s.is_empty() && says(s))
         };
+        if let Some(d) = self.listed.iter().find(quoted) {
+            return Some(self.with_others(d));
+        }
+        if says(EROFS_TEXT) {
+            return Some(EROFS_HINT.to_owned());
+        }
         let first = self
             .listed
             .iter()
-            .find(quoted)
-            .or_else(|| {
-                self.listed
-                    .iter()
-                    .find(|d| d.errno.as_deref() != Some("ENOSYS"))
-            })
+            .find(|d| d.errno.as_deref() != Some("ENOSYS"))
             .or_else(|| self.listed.first())?;
+        Some(self.with_others(first))
+    }
+
+    /// `d`'s sentence, and how many other denials the list has.
+    fn with_others(&self, d: &Denial) -> String {
         let more = self.distinct.saturating_sub(1);
-        let tail = if more == 0 {
-            String::new()
-        } else {
-            format!(
-                " ({more} other denial{} in data.denials)",
-                if more == 1 { "" } else { "s" }
-            )
-        };
-        Some(format!("{}{tail}", first.sentence()))
+        if more == 0 {
+            return d.sentence();
+        }
+        let s = if more == 1 { "" } else { "s" };
+        format!("{} ({more} other denial{s} in data.denials)", d.sentence())
     }
 }
+
+/// How much of the end of each text [`Denials::explain`] reads.
+const EXPLAIN_TAIL: usize = 16 * 1024;
+
+/// The last `max` bytes of `s` (at a character boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// strerror(EROFS), as plugins print it.
+const EROFS_TEXT: &str = "Read-only file system";
+const EROFS_HINT: &str = "the sandbox shows the plugin the host's files read-only, except \
+    the call's own directory and write_paths: write_paths would allow writing there";
 
 /// The container backend: the engine applies the seccomp profile (and has no Landlock
 /// or proxy of upm's), and tells upm nothing of what it refused.
@@ -361,13 +386,13 @@ mod tests {
     #[test]
     fn the_explanation_names_the_first_real_refusal_and_its_setting() {
         let mut d = Denials::new();
-        assert_eq!(d.explain(""), None);
+        assert_eq!(d.explain(&[""]), None);
         d.record(
             Denial::new(Layer::Seccomp, "clone3", Allow::Profile("default".into()))
                 .with_errno("ENOSYS"),
         );
         d.record(fs("fs.read_file /srv/secret").with_subject("/srv/secret"));
-        let s = d.explain("").unwrap();
+        let s = d.explain(&[""]).unwrap();
         assert!(
             s.starts_with("the sandbox refused fs.read_file /srv/secret (landlock)"),
             "{s}"
@@ -379,16 +404,34 @@ mod tests {
         d.record(fs("fs.read_file /etc/locale.alias").with_subject("/etc/locale.alias"));
         d.record(fs("fs.read_file /srv/secret").with_subject("/srv/secret"));
         let s = d
-            .explain("PermissionError: [Errno 13] Permission denied: '/srv/secret'")
+            .explain(&["PermissionError: [Errno 13] Permission denied: '/srv/secret'"])
             .unwrap();
         assert!(
             s.starts_with("the sandbox refused fs.read_file /srv/secret"),
             "{s}"
         );
-        let s = d.explain("no path in here").unwrap();
+        let s = d.explain(&["no path in here"]).unwrap();
         assert!(
             s.starts_with("the sandbox refused fs.read_file /etc/locale.alias"),
             "{s}"
+        );
+        // Only the end of a long output is read.
+        let long = format!("/srv/secret{}", "x".repeat(EXPLAIN_TAIL));
+        let s = d.explain(&[&long]).unwrap();
+        assert!(
+            s.starts_with("the sandbox refused fs.read_file /etc/locale.alias"),
+            "{s}"
+        );
+        // A write outside the writable mounts is the mounts' refusal, unlogged.
+        let s = d
+            .explain(&["OSError: [Errno 30] Read-only file system: '/srv/out'"])
+            .unwrap();
+        assert!(s.contains("write_paths would allow"), "{s}");
+        assert_eq!(
+            Denials::new()
+                .explain(&["Read-only file system"])
+                .as_deref(),
+            Some(EROFS_HINT)
         );
     }
 

@@ -948,7 +948,7 @@ impl Session {
         let denials = ran.denials.take();
         if let (Some(d), Some(f)) = (&denials, ran.failure.as_mut()) {
             let stderr = ran.stderr.as_ref().map_or("", |c| c.text.as_str());
-            if let Some(why) = d.explain(&format!("{}\n{stderr}", f.message)) {
+            if let Some(why) = d.explain(&[&f.message, stderr]) {
                 f.message = format!("{}; {why}", f.message);
             }
         }

@@ -194,9 +194,16 @@ impl Supervisor {
         }))
     }
 
-    /// The denial as the result lists it.
+    /// The denial as the result lists it. Its subject is the errno's text, which is
+    /// what a plugin's own error message quotes of a refused call (`[Errno 97] Address
+    /// family not supported by protocol`).
     pub fn denial(&self, d: &DenialOf) -> Denial {
-        Denial::new(Layer::Seccomp, d.what.clone(), self.allow(d)).with_errno(errno_name(d.errno))
+        let denial = Denial::new(Layer::Seccomp, d.what.clone(), self.allow(d))
+            .with_errno(errno_name(d.errno));
+        match i32::try_from(d.errno).map(nix::errno::Errno::from_raw) {
+            Ok(nix::errno::Errno::UnknownErrno) | Err(_) => denial,
+            Ok(e) => denial.with_subject(e.desc()),
+        }
     }
 
     /// Which setting would allow the call: upm's own rules are known by number (they
