@@ -63,7 +63,7 @@ def setup(d):
         "sandbox": {"limits": {"timeout_ms": 60000, "cpu_seconds": 60}},
         "plugins": {
             "Noop": {"command": ["/bin/true"], "allowed_methods": ["noop"]},
-            "Deny": {"command": ["deny.py"], "allowed_methods": ["syscalls", "files"]},
+            "Deny": {"command": ["./deny.py"], "allowed_methods": ["syscalls", "files"]},
         },
     }
     path = os.path.join(d, "upm_config.json")

@@ -447,7 +447,10 @@ fn container_is_isolated_and_reported(e: &Engine) {
     assert_eq!(r.json["data"]["denials"], json!([]));
     let why = &r.json["data"]["denials_summary"]["not_observable"]["seccomp"];
     assert!(why.as_str().unwrap().contains("container engine"), "{why}");
-    assert_eq!(finished["denials_summary"], r.json["data"]["denials_summary"]);
+    assert_eq!(
+        finished["denials_summary"],
+        r.json["data"]["denials_summary"]
+    );
 }
 
 fn timeout_kills_and_removes_the_container(e: &Engine) {

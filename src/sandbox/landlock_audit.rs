@@ -86,10 +86,30 @@ pub fn can_read(euid: u32, landlock_abi: i32) -> Result<(), String> {
 pub const AUDIT_OFF: &str = "the kernel's audit is off: Landlock logs its denials there \
     only when it is on (auditd, or `auditctl -e 1`), and upm never turns it on itself";
 
-/// `AUDIT_GET`: the audit's status, or why it cannot be had.
+/// `AUDIT_GET`: the audit's status, or why it cannot be had. The kernel answers from a
+/// thread it starts for the purpose (about a millisecond on a busy machine): a call
+/// asks it without waiting ([`Reader::open`]) and reads the answer when it comes.
 pub fn status() -> Result<Status, String> {
     let sock = socket().map_err(|e| format!("cannot open a NETLINK_AUDIT socket: {e}"))?;
     let fd = sock.as_raw_fd();
+    ask_status(fd).map_err(|e| format!("AUDIT_GET: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if !wait_readable(fd, deadline.saturating_duration_since(Instant::now())) {
+            return Err("AUDIT_GET: no answer from the kernel within 1 s".into());
+        }
+        let n = recv(fd, &mut buf).map_err(|e| format!("AUDIT_GET: {e}"))?;
+        for (ty, payload) in messages(&buf[..n]) {
+            if let Some(answer) = status_answer(ty, payload) {
+                return answer;
+            }
+        }
+    }
+}
+
+/// Sends AUDIT_GET on `fd`; the answer comes to the same socket.
+fn ask_status(fd: RawFd) -> std::io::Result<()> {
     let header = nlmsghdr(16, AUDIT_GET, libc::NLM_F_REQUEST as u16, 1);
     let mut kernel: libc::sockaddr_nl = zeroed_nl();
     kernel.nl_family = libc::AF_NETLINK as u16;
@@ -105,44 +125,35 @@ pub fn status() -> Result<Status, String> {
         )
     };
     if sent < 0 {
-        return Err(format!("AUDIT_GET: {}", std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut buf = vec![0u8; 8192];
-    loop {
-        if !wait_readable(fd, deadline.saturating_duration_since(Instant::now())) {
-            return Err("AUDIT_GET: no answer from the kernel within 1 s".into());
-        }
-        let n = recv(fd, &mut buf).map_err(|e| format!("AUDIT_GET: {e}"))?;
-        for (ty, payload) in messages(&buf[..n]) {
-            if ty == libc::NLMSG_ERROR as u16 {
-                let code = payload
-                    .get(..4)
-                    .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                if code != 0 {
-                    return Err(format!(
-                        "AUDIT_GET: {}",
-                        std::io::Error::from_raw_os_error(-code)
-                    ));
-                }
-            }
-            if ty == AUDIT_GET && payload.len() >= 4 * STATUS_WORDS {
-                let w = |i: usize| {
-                    u32::from_ne_bytes([
-                        payload[4 * i],
-                        payload[4 * i + 1],
-                        payload[4 * i + 2],
-                        payload[4 * i + 3],
-                    ])
-                };
-                return Ok(Status {
-                    enabled: w(1),
-                    auditd: w(3),
-                    backlog: w(7),
-                });
-            }
-        }
+    Ok(())
+}
+
+/// The answer to AUDIT_GET, when this message is it (or the kernel's refusal of it).
+fn status_answer(ty: u16, payload: &[u8]) -> Option<Result<Status, String>> {
+    let word = |i: usize| {
+        payload
+            .get(4 * i..4 * i + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if ty == libc::NLMSG_ERROR as u16 {
+        let code = word(0)? as i32;
+        return (code != 0).then(|| {
+            Err(format!(
+                "AUDIT_GET: {}",
+                std::io::Error::from_raw_os_error(-code)
+            ))
+        });
     }
+    if ty != AUDIT_GET || payload.len() < 4 * STATUS_WORDS {
+        return None;
+    }
+    Some(Ok(Status {
+        enabled: word(1)?,
+        auditd: word(3)?,
+        backlog: word(7)?,
+    }))
 }
 
 /// `upm doctor`'s verdict: whether this call's Landlock denials could be observed here.
@@ -191,6 +202,9 @@ pub struct Reader {
     /// The socket overflowed (ENOBUFS): some records were lost.
     lost: bool,
     buf: Vec<u8>,
+    /// Whether the kernel's audit is on, once its answer to [`Reader::open`]'s
+    /// question has come.
+    audit_on: Option<Result<bool, String>>,
 }
 
 impl Reader {
@@ -245,7 +259,46 @@ impl Reader {
             pending: VecDeque::new(),
             lost: false,
             buf: vec![0u8; 64 * 1024],
+            audit_on: None,
         })
+    }
+
+    /// Asks the kernel's audit whether it is on; the answer comes to this reader
+    /// ([`Reader::audit_on`]). Sending waits for the kernel to start the thread that
+    /// answers: call it off the call's path.
+    pub fn ask_audit_on(&mut self) {
+        if let Err(e) = ask_status(self.fd()) {
+            self.audit_on = Some(Err(format!(
+                "cannot ask the kernel's audit whether it is on: {e}"
+            )));
+        }
+    }
+
+    /// Whether the kernel's audit is on: `None` while its answer has not come.
+    pub fn audit_on(&self) -> Option<Result<bool, String>> {
+        self.audit_on.clone()
+    }
+
+    /// Waits at most `limit` for the answer to whether the audit is on.
+    pub fn await_audit_on(
+        &mut self,
+        limit: Duration,
+        denials: &mut Denials,
+    ) -> Result<bool, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.read_available(denials);
+            if let Some(answer) = self.audit_on.clone() {
+                return answer;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !wait_readable(self.fd(), left) {
+                return Err(format!(
+                    "the kernel's audit did not say within {} ms whether it is on",
+                    limit.as_millis()
+                ));
+            }
+        }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -276,6 +329,10 @@ impl Reader {
     }
 
     fn record(&mut self, ty: u16, payload: &[u8], denials: &mut Denials) {
+        if let Some(answer) = status_answer(ty, payload) {
+            self.audit_on = Some(answer.map(|s| s.enabled != 0));
+            return;
+        }
         if ty != AUDIT_LANDLOCK_ACCESS && ty != AUDIT_LANDLOCK_DOMAIN {
             return;
         }
@@ -590,6 +647,7 @@ mod tests {
             pending: VecDeque::new(),
             lost: false,
             buf: Vec::new(),
+            audit_on: None,
         }
     }
 

@@ -237,8 +237,9 @@ pub struct Spawned<'a> {
     _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
-    /// issue 23: upm's end of the channel the init hands the seccomp listener over.
-    observe_channel: Option<OwnedFd>,
+    /// issue 23: what the sandbox refuses, observed from before the go (a thread that
+    /// starts while the init sets up, and takes upm's end of the listener's channel).
+    observer: Option<observe::Observer>,
 }
 
 /// Clones the sandbox's init, which prepares the plugin's descriptors and waits for the go.
@@ -355,6 +356,9 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     drop((stdin_r, stdout_w, stderr_w, report_w, sync_r));
     // Only the init holds the other end now: if it ends without sending, upm reads EOF.
     let observe_channel = observe_channel.map(|(_init_end, upm_end)| upm_end);
+    // Started now, so that the thread is up while the init sets up (and upm makes the
+    // `started` entry durable), not after the go.
+    let observer = observe::Observer::start(sandbox, observe_channel);
     let result_r = result_pipe.map(|(r, _w)| r);
     let spawned = Spawned {
         launch,
@@ -379,7 +383,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _script_name: script_name,
         _parent: parent,
         _stacks: stacks,
-        observe_channel,
+        observer: Some(observer),
     };
     if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
         let c = &sandbox.credentials;
@@ -404,9 +408,12 @@ impl Spawned<'_> {
     /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
     /// from before the go until the whole tree has ended (`observe`).
     pub fn run_observed(mut self) -> (Outcome, Denials) {
-        let observer = observe::Observer::start(self.sandbox, self.observe_channel.take());
+        let observer = self.observer.take();
         let outcome = self.run_plugin();
-        (outcome, observer.finish())
+        (
+            outcome,
+            observer.map(observe::Observer::finish).unwrap_or_default(),
+        )
     }
 
     fn run_plugin(&mut self) -> Outcome {

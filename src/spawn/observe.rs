@@ -180,6 +180,10 @@ impl Observer {
     /// After the call's whole tree has ended: stops the observer and returns what it
     /// saw. Bounded: see the module doc.
     pub(super) fn finish(mut self) -> Denials {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Denials {
         if let Some(known) = self.known.take() {
             return known;
         }
@@ -199,6 +203,15 @@ impl Observer {
     }
 }
 
+/// A call given up before its go (or whose `run` never came): the thread ends with it.
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
 /// The thread: waits for the listener, answers it, reads the audit, until stopped.
 fn observe(
     mut denials: Denials,
@@ -207,20 +220,12 @@ fn observe(
     mut reader: Option<Reader>,
 ) -> Denials {
     // Whether the kernel's audit is on: asked here, off the call's path (the kernel
-    // answers from a thread it starts for the purpose).
-    if reader.is_some() {
-        match landlock_audit::status() {
-            Ok(s) if s.enabled != 0 => denials.observed(Layer::Landlock),
-            Ok(_) => {
-                denials.not_observable(Layer::Landlock, landlock_audit::AUDIT_OFF);
-                reader = None;
-            }
-            Err(why) => {
-                denials.not_observable(Layer::Landlock, why);
-                reader = None;
-            }
-        }
+    // answers from a thread it starts, which the asking thread waits for), and answered
+    // while the plugin runs.
+    if let Some(r) = reader.as_mut() {
+        r.ask_audit_on();
     }
+    let mut audit_known = false;
     let (mut channel, filter, context) = match seccomp {
         Some((ch, f, c)) => (Some(ch), Some(f), Some(c)),
         None => (None, None, None),
@@ -266,6 +271,14 @@ fn observe(
             if fds[i].revents != 0 {
                 r.read_available(&mut denials);
             }
+            if !audit_known {
+                if let Some(on) = r.audit_on() {
+                    audit_known = true;
+                    if !audit_is_on(on, &mut denials) {
+                        reader = None;
+                    }
+                }
+            }
         }
         if fds[0].revents != 0 {
             break;
@@ -285,10 +298,35 @@ fn observe(
         }
         answer(&mut supervisor, &mut denials);
     }
-    if let Some(r) = reader {
-        r.finish(&mut denials);
+    if let Some(mut r) = reader {
+        let on = r.await_audit_on(AUDIT_ANSWER, &mut denials);
+        if audit_known || audit_is_on(on, &mut denials) {
+            r.finish(&mut denials);
+        }
     }
     denials
+}
+
+/// How long the end of a call waits for the audit's answer to whether it is on, when it
+/// has not come while the plugin ran (a call shorter than the kernel's answer).
+const AUDIT_ANSWER: Duration = Duration::from_millis(200);
+
+/// Records whether Landlock's denials are observed, from the audit's answer.
+fn audit_is_on(on: Result<bool, String>, denials: &mut Denials) -> bool {
+    match on {
+        Ok(true) => {
+            denials.observed(Layer::Landlock);
+            true
+        }
+        Ok(false) => {
+            denials.not_observable(Layer::Landlock, landlock_audit::AUDIT_OFF);
+            false
+        }
+        Err(why) => {
+            denials.not_observable(Layer::Landlock, why);
+            false
+        }
+    }
 }
 
 fn answer(supervisor: &mut Option<Supervisor>, denials: &mut Denials) {
