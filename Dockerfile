@@ -2,7 +2,7 @@
 #
 # BASE needs /usr/bin/python3 (for Python class plugins), /bin/sh and cat (for the Echo
 # plugin), glibc, and a world-writable /tmp. Without a registry, scripts/build-image.sh
-# makes one from this machine's files; with one, see the README ("Container image").
+# makes one from this machine's files; with one, see docs/container.md ("Container image").
 # upm and upm-texttools come from `cargo build --release` against the same glibc.
 ARG BASE=localhost/upm-base:latest
 FROM ${BASE}

@@ -1,5 +1,6 @@
 //! The command line: `upm run`, the UPM argv form, and the operator commands.
 
+use crate::codes::Coded;
 use crate::config::{self, Config, PluginKind};
 use crate::error::{Code, Failure};
 use crate::pipeline::{self, Input};
@@ -316,11 +317,12 @@ fn print_json_line(s: &str) {
 }
 
 fn config_failure(e: &config::ConfigError) -> i32 {
+    let code = e.code();
     print_json_line(
-        &json!({ "ok": false, "code": Code::ConfigError.as_str(), "error": e.to_string(), "problems": e.problems() })
+        &json!({ "ok": false, "code": code.as_str(), "error": e.to_string(), "problems": e.problems() })
             .to_string(),
     );
-    Code::ConfigError.exit_code()
+    code.exit_code()
 }
 
 fn list(config_path: &Path) -> i32 {

@@ -1,8 +1,10 @@
-//! Result codes and exit codes, mapped in one place.
+//! Result codes and exit codes: the stable `code` words, the one exit code of each,
+//! and the [`Failure`] a refused or failed call becomes.
 //!
-//! Every module has its own `thiserror` enum; this file is the only place that
-//! decides which stable `code` word and which process exit code each of them
-//! becomes. Callers and auditors key on these, so they never change meaning.
+//! Every module has its own `thiserror` enum; which code each of them becomes is
+//! decided in `codes`, one exhaustive match per enum. This file sits at the bottom:
+//! it imports nothing of the crate. Callers and auditors key on these words and
+//! numbers, so they never change meaning.
 
 use serde_json::Value;
 
@@ -53,6 +55,11 @@ impl Code {
         Code::Cancelled,
         Code::Internal,
     ];
+
+    /// The code whose word is `word` (as results and the audit log write it).
+    pub fn from_word(word: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == word)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -142,67 +149,5 @@ impl Failure {
     pub fn with_traceback(mut self, traceback: Option<String>) -> Self {
         self.traceback = traceback;
         self
-    }
-}
-
-impl From<crate::integrity::IntegrityError> for Failure {
-    fn from(e: crate::integrity::IntegrityError) -> Failure {
-        use crate::integrity::IntegrityError as E;
-        let code = match e {
-            E::Mismatch { .. } | E::ManifestMismatch { .. } => Code::IntegrityMismatch,
-            E::Unsafe { .. } => Code::UnsafePluginFile,
-            E::Open { .. } | E::Snapshot { .. } => Code::PluginStartFailed,
-        };
-        Failure::new(code, format!("{e}; the plugin was not run"))
-    }
-}
-
-impl From<crate::sandbox::SandboxError> for Failure {
-    fn from(e: crate::sandbox::SandboxError) -> Failure {
-        use crate::sandbox::SandboxError as E;
-        let code = match e {
-            // A profile that does not load is a config problem, never a degradation.
-            E::Profile(_) => Code::ConfigError,
-            E::Unavailable { .. } => Code::SandboxUnavailable,
-        };
-        Failure::new(code, format!("{e}; the plugin was not run"))
-    }
-}
-
-impl From<crate::spawn::SpawnError> for Failure {
-    fn from(e: crate::spawn::SpawnError) -> Failure {
-        use crate::spawn::SpawnError as E;
-        match e {
-            E::Sandbox(s) => s.into(),
-            E::IdMap(_) | E::Limits(_) | E::ParentPidfd(_) | E::ExecPath(_) | E::ScriptName(_) => {
-                Failure::new(
-                    Code::SandboxUnavailable,
-                    format!("{e}; the plugin was not run"),
-                )
-            }
-            E::Pipe(_) | E::Clone(_) | E::Stack(_) => Failure::new(
-                Code::PluginStartFailed,
-                format!("{e}; the plugin was not run"),
-            ),
-        }
-    }
-}
-
-impl From<crate::container::ContainerError> for Failure {
-    fn from(e: crate::container::ContainerError) -> Failure {
-        use crate::container::ContainerError as E;
-        let code = match e {
-            E::UnknownEngine(_) | E::NotContainer(_) | E::Profile(_) => Code::ConfigError,
-            E::Command { .. } => Code::PluginStartFailed,
-            E::NoEngine { .. }
-            | E::NoRuntime(_)
-            | E::Workdir { .. }
-            | E::Spawn { .. }
-            | E::Engine { .. }
-            | E::Info { .. }
-            | E::LimitsUnenforced { .. }
-            | E::ImageVolumes { .. } => Code::SandboxUnavailable,
-        };
-        Failure::new(code, format!("{e}; the plugin was not run"))
     }
 }

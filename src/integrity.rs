@@ -13,7 +13,7 @@
 //!   someone other than root or the invoking user, or reached through a
 //!   symlink that leaves the plugin's directory are refused.
 //!
-//! Manifest format (documented in the README): for every regular file under
+//! Manifest format (documented in docs/integrity.md): for every regular file under
 //! the roots, in order of `<root index>/<relative path>` (bytewise), the line
 //! `<root index>/<relative path>\0<sha256 hex of contents>\n`; the manifest
 //! digest is the SHA-256 of those lines. `__pycache__` directories and `.pyc`

@@ -2,8 +2,7 @@
 //! executable (and verified tree), its argv, environment and stdin.
 
 use crate::config::{Config, Plugin, PluginKind, PythonPathFrom};
-use crate::error::{Code, Failure};
-use crate::integrity::{self, Executable};
+use crate::integrity::{self, Executable, IntegrityError};
 use crate::request::Request;
 use crate::spawn::Launch;
 use serde_json::json;
@@ -14,6 +13,30 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const PYTHON_RUNNER: &str = include_str!("../python/upm_runner.py");
+
+/// Why a plugin could not be made ready to start (its result code: `crate::codes`).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot create the call's private directory: {0}")]
+    Workdir(#[source] std::io::Error),
+    /// A command or interpreter that is not there (or not a file) any more.
+    #[error("plugin \"{plugin}\": {why}; the plugin was not run")]
+    NotFound { plugin: String, why: String },
+    /// The caller's `PYTHONPATH` cannot be used (UPM's sentence for the import).
+    #[error("{0} (its python path is the caller's PYTHONPATH); the plugin was not run")]
+    PythonPath(String),
+    /// A `python` that is a symlink out of its directory and no virtualenv's.
+    #[error("plugin \"{plugin}\": {why}; the plugin was not run")]
+    PythonSymlink { plugin: String, why: String },
+    #[error("plugin \"{0}\": a command or setting contains a NUL byte")]
+    Nul(String),
+    #[error("the plugin's project_root {0}; the plugin was not run")]
+    ProjectRoot(String),
+    #[error("{0}")]
+    Stdin(#[source] serde_json::Error),
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+}
 
 /// The call's private directory, removed when the call ends:
 ///
@@ -35,6 +58,15 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn create(
+        under: &Path,
+        request_id: &str,
+        owner: Option<(u32, u32)>,
+        with_cache: bool,
+    ) -> Result<Workdir, LaunchError> {
+        Workdir::make(under, request_id, owner, with_cache).map_err(LaunchError::Workdir)
+    }
+
+    fn make(
         under: &Path,
         request_id: &str,
         owner: Option<(u32, u32)>,
@@ -129,13 +161,13 @@ pub fn resolve(
     plugin: &Plugin,
     workdir: &Workdir,
     copy_interpreter: bool,
-) -> Result<Runnable, Failure> {
+) -> Result<Runnable, LaunchError> {
     let not_found = |exe: &Path| {
         crate::config::command_not_found(exe).map_or(Ok(()), |why| {
-            Err(Failure::new(
-                Code::PluginStartFailed,
-                format!("plugin \"{}\": {why}; the plugin was not run", plugin.name),
-            ))
+            Err(LaunchError::NotFound {
+                plugin: plugin.name.clone(),
+                why,
+            })
         })
     };
     match &plugin.kind {
@@ -184,13 +216,9 @@ pub fn resolve(
         } => {
             if let PythonPathFrom::Environment(env) = python_path_from {
                 if let Some(problem) = &env.problem {
-                    return Err(Failure::new(
-                        Code::PluginStartFailed,
-                        format!(
-                            "{} (its python path is the caller's PYTHONPATH); the plugin was not run",
-                            crate::compat::cannot_import(module, problem)
-                        ),
-                    ));
+                    return Err(LaunchError::PythonPath(crate::compat::cannot_import(
+                        module, problem,
+                    )));
                 }
             }
             // The tree is read (and checked) on every call: its digest goes to the audit log.
@@ -204,10 +232,10 @@ pub fn resolve(
             };
             not_found(&python.path)?;
             if let Some(why) = python.symlink_problem() {
-                return Err(Failure::new(
-                    Code::UnsafePluginFile,
-                    format!("plugin \"{}\": {why}; the plugin was not run", plugin.name),
-                ));
+                return Err(LaunchError::PythonSymlink {
+                    plugin: plugin.name.clone(),
+                    why,
+                });
             }
             if let Some(venv) = &python.venv {
                 integrity::check_venv(venv)?;
@@ -232,7 +260,7 @@ pub fn resolve(
 }
 
 /// A command plugin's `sha256` pin, against the bytes that will be exec'd.
-pub fn check_pin(plugin: &Plugin, runnable: &Runnable) -> Result<(), Failure> {
+pub fn check_pin(plugin: &Plugin, runnable: &Runnable) -> Result<(), LaunchError> {
     Ok(runnable.exe.check_pin(plugin.sha256.as_deref())?)
 }
 
@@ -244,24 +272,14 @@ pub fn build(
     req: &Request,
     request_id: &str,
     workdir: &Workdir,
-) -> Result<Launch, Failure> {
-    let cstr = |s: &str| {
-        CString::new(s).map_err(|_| {
-            Failure::new(
-                Code::ConfigError,
-                format!(
-                    "plugin \"{}\": a command or setting contains a NUL byte",
-                    plugin.name
-                ),
-            )
-        })
-    };
+) -> Result<Launch, LaunchError> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| LaunchError::Nul(plugin.name.clone()));
     let stdin = serde_json::to_vec(&json!({
         "method": req.method,
         "args": req.args,
         "request_id": request_id,
     }))
-    .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
+    .map_err(LaunchError::Stdin)?;
 
     let (argv, result_channel) = match &plugin.kind {
         PluginKind::Command { .. } => (runnable.argv.clone(), false),
@@ -274,12 +292,7 @@ pub fn build(
             // UPM's defaults, for a call whose args name no project_root / cache_dir:
             // the caller's working directory (unless the config sets one) and
             // ".cache". Passed as strings: neither grants the plugin any access.
-            let unusable = |why: String| {
-                Failure::new(
-                    Code::PluginStartFailed,
-                    format!("the plugin's project_root {why}; the plugin was not run"),
-                )
-            };
+            let unusable = LaunchError::ProjectRoot;
             let project_root = match &config.project_root {
                 Some(p) => p.clone(),
                 None => std::env::current_dir().map_err(|e| {

@@ -1,26 +1,48 @@
 //! upm: a one-shot secure plugin entrypoint.
 //!
 //! The pipeline, top-down, lives in [`pipeline`]: parse → authorize (whitelist)
-//! → validate (schema) → prepare sandbox → spawn → capture → audit → respond.
+//! → validate (schema) → prepare → audit `started` → run → capture → audit
+//! `finished` → respond.
 //! Each concern has its own module:
 //!
 //! - [`request`] / [`response`]: the wire types of one call.
 //! - [`config`]: `upm_config.json`, loaded and checked as a whole (fail closed);
 //!   [`unknown_keys`] reports every key it does not know.
-//! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only.
+//! - [`schema`]: per-method JSON Schemas, compiled once, local `$ref`s only;
+//!   [`canonical`]: the one serialisation of a value that is hashed or signed.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
+//! - [`denials`]: what the sandbox refused during a call (`data.denials`).
 //! - [`audit`]: the tamper-evident audit log.
-//! - [`error`]: the one place where errors become result codes and exit codes.
+//! - [`error`]: result codes, exit codes and the `Failure` a call ends on (a leaf);
+//!   [`codes`]: the one place where each module's error becomes a result code.
 //! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
 //!   config on to a strict upm config.
+//!
+//! Dependencies point one way, each module using only those on lines above its own
+//! (no module imports one below it, so there is no cycle):
+//!
+//! ```text
+//! error  canonical  files  integrity  diagnostics  unknown_keys   leaves: nothing of the crate
+//! denials
+//! request  response  schema  sandbox  keys
+//! spawn  audit  compat  access
+//! config
+//! container  launch  outcome  trust  preflight
+//! codes                                                          every error -> its result code
+//! pipeline                                                       one call, top-down
+//! batch  migrate
+//! cli
+//! ```
 
 pub mod access;
 pub mod audit;
 pub mod batch;
+pub mod canonical;
 pub mod cli;
+pub mod codes;
 pub mod compat;
 pub mod config;
 pub mod container;

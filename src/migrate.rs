@@ -219,9 +219,10 @@ fn migrate_plugin(
             if !needing.is_empty() {
                 let resp = session.introspect(name, &needing);
                 if !resp.success {
-                    let code = crate::error::Code::ALL
-                        .into_iter()
-                        .find(|c| Some(c.as_str()) == resp.data.code)
+                    let code = resp
+                        .data
+                        .code
+                        .and_then(Code::from_word)
                         .unwrap_or(Code::Internal);
                     let error = resp.data.error.clone().unwrap_or_default();
                     return Err((

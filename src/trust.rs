@@ -420,7 +420,7 @@ pub fn sign(config: &Config, secret: &Path) -> Result<(PathBuf, String), TrustEr
     let signed_at = crate::response::timestamp_now();
     body.insert("signed_at".into(), json!(signed_at));
     body.insert("files".into(), json!(all_files(config)?));
-    let signed = crate::schema::canonical_json(&Value::Object(body.clone()));
+    let signed = crate::canonical::canonical_json(&Value::Object(body.clone()));
     let signature = key.sign(signed.as_bytes());
     body.insert("signature".into(), json!(hex::encode(signature.to_bytes())));
     let path = sig_path(&config.path);
@@ -533,7 +533,7 @@ pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Sign
         .get("signed_at")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let signed = crate::schema::canonical_json(&Value::Object(doc));
+    let signed = crate::canonical::canonical_json(&Value::Object(doc));
     key.verify(signed.as_bytes(), &Signature::from_bytes(&sig_bytes))
         .map_err(|_| TrustError::BadSignature {
             key_id: key_id.clone(),

@@ -23,18 +23,13 @@ fn script(d: &TestDir, name: &str, text: &str) -> String {
 
 /// A config whitelisting method `m` of each `(name, path, timeout_ms)` plugin, without schemas.
 fn config(d: &TestDir, plugins: &[(&str, &str, u64)], top: Value) -> PathBuf {
-    let mut c = json!({ "require_schemas": false, "plugins": {} });
+    let mut c = TestConfig::new().plugins(json!({}));
     for (name, path, timeout_ms) in plugins {
-        c["plugins"][*name] = json!({
-            "command": [path],
-            "allowed_methods": ["m"],
-            "sandbox": { "limits": { "timeout_ms": timeout_ms } }
-        });
+        let mut p = command_plugin(path, &["m"]);
+        p["sandbox"] = json!({ "limits": { "timeout_ms": timeout_ms } });
+        c = c.plugin(name, p);
     }
-    for (k, v) in top.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    d.config(&c)
+    c.merge(top).write(d)
 }
 
 /// `upm run --jsonl --config C`, stdin piped, stderr dropped, not yet started.

@@ -359,7 +359,7 @@ fn assert_nothing_ran(d: &TestDir) {
 }
 
 fn config(d: &TestDir, plugins: Value) -> PathBuf {
-    d.config(&json!({"require_schemas": false, "plugins": plugins}))
+    TestConfig::new().plugins(plugins).write(d)
 }
 
 const PROBE: &str = r#"printf '{"uid":"%s","ifaces":"%s","rootfs":"%s","sigpending":"%s","fixed":"%s","status":"%s","cgroup":"%s","stdin":%s}' "$(id -u)" "$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')" "$(touch /x 2>&1)" "$(awk '/^Max pending signals/ {print $4 ":" $5}' /proc/self/limits)" "$(awk '/^Max (msgqueue size|nice priority|realtime priority)/ {printf "%s:%s ", $4, $5}' /proc/self/limits)" "$(awk '/^(CapEff|CapBnd|NoNewPrivs|Seccomp):/ {printf "%s%s ", $1, $2}' /proc/self/status)" "$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null | tr '\n' ' ')" "$(cat)""#;

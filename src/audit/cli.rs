@@ -5,18 +5,12 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset};
 
-use super::query::{show, Filter};
+use super::files::log_set;
+use super::format::printable;
+use super::query::{show, Filter, ShowFormat};
 use super::verify::verify;
 use super::AuditError;
 use crate::keys::keygen;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ShowFormat {
-    /// The log's own lines, unchanged (pipe into jq).
-    Jsonl,
-    /// Aligned columns for people.
-    Table,
-}
 
 fn parse_ts(s: &str) -> Result<DateTime<FixedOffset>, String> {
     DateTime::parse_from_rfc3339(s)
@@ -97,7 +91,7 @@ fn resolve(
 fn name_files(label: &str, files: &[PathBuf]) -> String {
     let names: Vec<String> = files
         .iter()
-        .map(|f| super::query::printable(&f.display().to_string()))
+        .map(|f| printable(&f.display().to_string()))
         .collect();
     format!("{label}: {}", names.join(", "))
 }
@@ -186,7 +180,7 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
                 .and_then(|n| out.flush().map_err(AuditError::Output).map(|()| n))
             {
                 Ok(n) => {
-                    let files = super::verify::log_set(&path).unwrap_or_default();
+                    let files = log_set(&path).unwrap_or_default();
                     let how = how.map(|h| format!(" ({h})")).unwrap_or_default();
                     say(
                         io::stderr(),

@@ -1,5 +1,5 @@
 //! Names of rotated files: `<name>.YYYYMMDDTHHMMSSZ` or `<name>.YYYYMMDDTHHMMSSZ.N`;
-//! opening and reading the files of a log set.
+//! which files make a log set; opening and reading them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read};
@@ -150,6 +150,36 @@ pub fn rotated_name(path: &Path, stamp: &str, counter: u64) -> io::Result<PathBu
     } else {
         dir.join(format!("{base}.{stamp}.{counter}"))
     })
+}
+
+/// The files of a log set, oldest first: rotated siblings, then `path`. A
+/// rotated file given directly is checked alone.
+pub fn log_set(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let (_, base) = split(path)?;
+    if is_rotated_name(&base) {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = rotated_siblings(path)?;
+    if (path.exists() && !is_newest_rotated(path, &files)) || files.is_empty() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
+}
+
+/// The current file is the newest rotated one itself (a hard link): a rotation was
+/// interrupted between linking it away and renaming its successor in (the writer's
+/// next rotation drops the extra name). Read once, it is neither duplicated nor reordered.
+fn is_newest_rotated(path: &Path, rotated: &[PathBuf]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+    match (id(path), rotated.last()) {
+        (Some(current), Some(newest)) => id(newest) == Some(current),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

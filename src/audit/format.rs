@@ -1,5 +1,6 @@
 //! The byte layout of one line: sealing (writer side) and the fast
-//! prefix/suffix scan (verify side). See the module doc of `audit`.
+//! prefix/suffix scan (verify side), and how a logged string is shown on a terminal
+//! ([`printable`], for `show` and `verify`). See the module doc of `audit`.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -134,6 +135,24 @@ pub fn now_ts() -> String {
 /// cadence verify enforces on the unsigned tail cannot be edited.
 pub fn checkpoint_message(seq: u64, hash: &str, sign_every: u64) -> Vec<u8> {
     format!("upm-audit-checkpoint:v1:{seq}:{hash}:{sign_every}").into_bytes()
+}
+
+/// A caller chose some of these strings (a refused call's plugin and method are logged as
+/// sent), and whoever can write the log any of them: control characters and bidirectional
+/// overrides are shown escaped, so that no entry can print a row (or a `verify` verdict)
+/// of its own, hide the rest of one, or reorder it on a terminal. `show --format table`
+/// and `verify` print through this one function.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

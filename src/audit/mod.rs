@@ -106,10 +106,10 @@ mod writer;
 use std::path::PathBuf;
 
 pub use crate::keys::keygen;
-pub use cli::{run, AuditCommand, DefaultLog, ShowFormat};
+pub use cli::{run, AuditCommand, DefaultLog};
 pub use format::GENESIS;
 pub use group::GroupCommit;
-pub use query::{show, Filter};
+pub use query::{show, Filter, ShowFormat};
 pub use settings::{AuditSettings, Mirror, Rotation};
 pub use verify::{verify, Finding, Outcome, VerifyReport};
 pub use writer::AuditLog;
@@ -172,7 +172,7 @@ pub enum AuditError {
 /// Digest logged instead of the arguments when `include_args` is false:
 /// `sha256:<hex>` of the compact JSON (object keys sorted by serde_json).
 pub fn args_digest(args: &serde_json::Value) -> String {
-    format!("sha256:{}", crate::schema::digest_hex(args))
+    format!("sha256:{}", crate::canonical::digest_hex(args))
 }
 
 impl From<crate::keys::KeyError> for AuditError {

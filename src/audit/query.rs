@@ -6,11 +6,19 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 
-use super::cli::ShowFormat;
-use super::files::{open_regular, read_line, Line};
-use super::verify::log_set;
+use super::files::{log_set, open_regular, read_line, Line};
+use super::format::printable;
 use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
+
+/// How `upm audit show` prints what matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    /// The log's own lines, unchanged (pipe into jq).
+    Jsonl,
+    /// Aligned columns for people.
+    Table,
+}
 
 /// All given conditions must hold. `since` is inclusive, `until` exclusive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,24 +80,6 @@ fn cell(entry: &Map<String, Value>, key: &str) -> String {
         Some(Value::String(s)) => printable(s),
         Some(v) => v.to_string(),
     }
-}
-
-/// A caller chose some of these strings (a refused call's plugin and method are logged as
-/// sent), and whoever can write the log any of them: control characters and bidirectional
-/// overrides are shown escaped, so that no entry can print a row (or a `verify` verdict)
-/// of its own, hide the rest of one, or reorder it on a terminal. `show --format table`
-/// and `verify` print through this one function.
-pub(super) fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn table_row(out: &mut dyn Write, cells: &[String]) -> std::io::Result<()> {

@@ -11,9 +11,8 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::files::{is_rotated_name, open_regular, read_line, rotated_siblings, split, Line};
-use super::format::{checkpoint_message, parse, seal, Parsed, GENESIS};
-use super::query::printable;
+use super::files::{log_set, open_regular, read_line, Line};
+use super::format::{checkpoint_message, parse, printable, seal, Parsed, GENESIS};
 use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
 use crate::keys::{key_id, load_verifying_key};
@@ -565,36 +564,6 @@ impl Checker {
                 Ok(())
             }
         }
-    }
-}
-
-/// The files of a log set, oldest first: rotated siblings, then `path`. A
-/// rotated file given directly is checked alone.
-pub(super) fn log_set(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let (_, base) = split(path)?;
-    if is_rotated_name(&base) {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files = rotated_siblings(path)?;
-    if (path.exists() && !is_newest_rotated(path, &files)) || files.is_empty() {
-        files.push(path.to_path_buf());
-    }
-    Ok(files)
-}
-
-/// The current file is the newest rotated one itself (a hard link): a rotation was
-/// interrupted between linking it away and renaming its successor in (the writer's
-/// next rotation drops the extra name). Read once, it is neither duplicated nor reordered.
-fn is_newest_rotated(path: &Path, rotated: &[PathBuf]) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &Path| {
-        std::fs::symlink_metadata(p)
-            .map(|m| (m.dev(), m.ino()))
-            .ok()
-    };
-    match (id(path), rotated.last()) {
-        (Some(current), Some(newest)) => id(newest) == Some(current),
-        _ => false,
     }
 }
 

@@ -38,6 +38,35 @@ pub enum Backend {
     Container,
 }
 
+/// A container engine, as the config's `"engine"` (or `UPM_CONTAINER_ENGINE`) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Podman,
+    Docker,
+}
+
+/// A name that is no container engine upm knows.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown container engine {0:?} (use \"podman\" or \"docker\")")]
+pub struct UnknownEngine(pub String);
+
+impl EngineKind {
+    pub fn parse(name: &str) -> Result<EngineKind, UnknownEngine> {
+        match name {
+            "podman" => Ok(EngineKind::Podman),
+            "docker" => Ok(EngineKind::Docker),
+            other => Err(UnknownEngine(other.to_owned())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Podman => "podman",
+            EngineKind::Docker => "docker",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserSpec {

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use jsonschema::{Draft, Validator};
 use serde_json::{Map, Value};
 
-use super::digest_hex;
 use super::index::{id_keyword, is_secret, resolve, Index, REF_KEYWORDS};
+use crate::canonical::digest_hex;
 
 /// Deeper args are digested whole rather than walked.
 const MAX_INSTANCE_DEPTH: usize = 256;

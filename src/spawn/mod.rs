@@ -239,7 +239,7 @@ pub struct Spawned<'a> {
     _stacks: child::Stacks,
     /// issue 23: what the sandbox refuses, observed from before the go (a thread that
     /// starts while the init sets up, and takes upm's end of the listener's channel).
-    observer: Option<observe::Observer>,
+    observer: Option<Box<observe::Observer>>,
 }
 
 /// Clones the sandbox's init, which prepares the plugin's descriptors and waits for the go.
@@ -358,7 +358,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let observe_channel = observe_channel.map(|(_init_end, upm_end)| upm_end);
     // Started now, so that the thread is up while the init sets up (and upm makes the
     // `started` entry durable), not after the go.
-    let observer = observe::Observer::start(sandbox, observe_channel);
+    let observer = Box::new(observe::Observer::start(sandbox, observe_channel));
     let result_r = result_pipe.map(|(r, _w)| r);
     let spawned = Spawned {
         launch,
@@ -410,10 +410,7 @@ impl Spawned<'_> {
     pub fn run_observed(mut self) -> (Outcome, Denials) {
         let observer = self.observer.take();
         let outcome = self.run_plugin();
-        (
-            outcome,
-            observer.map(observe::Observer::finish).unwrap_or_default(),
-        )
+        (outcome, observer.map(|o| o.finish()).unwrap_or_default())
     }
 
     fn run_plugin(&mut self) -> Outcome {

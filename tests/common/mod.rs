@@ -1,6 +1,12 @@
 //! Shared support for the integration tests: they run the real `upm` binary.
 #![allow(dead_code)]
 
+mod config;
+
+// Not every test binary uses every helper (hence also `dead_code` above).
+#[allow(unused_imports)]
+pub use config::{command_plugin, texttools_plugin, TestConfig};
+
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -6,6 +6,9 @@
 //! Schemas are compiled on demand (`run` compiles only the called method's;
 //! `check` compiles all of them).
 
+mod container;
+mod image;
+
 use crate::audit::AuditSettings;
 use crate::compat::EnvPythonPath;
 use crate::request::valid_name;
@@ -853,7 +856,7 @@ fn build_plugin(
             argv.clone_from(raw_argv);
         }
         let pinned = raw.sha256.is_some() || raw.manifest_sha256.is_some();
-        for p in crate::container::config_problems(&policy, &kind, pinned) {
+        for p in container::problems(&policy, &kind, pinned) {
             problems.push(format!("{at}: {p}"));
         }
     }

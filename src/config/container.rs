@@ -1,0 +1,91 @@
+//! A container plugin's config, checked when the config loads: what the container
+//! backend ([`crate::container`]) will be asked to run, refused here before any call.
+
+use super::image;
+use super::PluginKind;
+use crate::sandbox::policy::{EngineKind, Policy};
+
+/// Problems with a container plugin's config, one sentence each (for `Config::load`
+/// and so `upm check`). Only command plugins: the runner of Python class plugins
+/// needs a result channel that engines do not pass.
+pub fn problems(policy: &Policy, kind: &PluginKind, pinned_files: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    match &policy.image {
+        None => out.push("the container backend needs \"sandbox\": {\"image\": ...}".into()),
+        Some(i) => {
+            if let Err(e) = image::validate(i, policy.allow_tags) {
+                out.push(format!("image {i:?} {e}"));
+            }
+        }
+    }
+    if let Some(e) = &policy.engine {
+        if let Err(e) = EngineKind::parse(e) {
+            out.push(e.to_string());
+        }
+    }
+    match kind {
+        PluginKind::Command { argv } if !argv[0].starts_with('/') => out.push(format!(
+            "the container backend needs an absolute \"command\" path inside the image, not {:?}",
+            argv[0]
+        )),
+        PluginKind::Command { .. } => {}
+        PluginKind::PythonClass { .. } => out.push(
+            "the container backend runs \"command\" plugins only (a Python class plugin needs upm's runner)"
+                .into(),
+        ),
+    }
+    if policy.network {
+        out.push("the container backend always runs with --network=none; \"network\": true is not supported".into());
+    }
+    if !policy.read_paths.is_empty() || !policy.write_paths.is_empty() {
+        out.push("the container backend mounts nothing from the host: remove \"read_paths\"/\"write_paths\"".into());
+    }
+    if policy.user.uid == 0 || policy.user.gid == 0 {
+        out.push("the container backend never runs a plugin as root (uid/gid 0)".into());
+    }
+    if pinned_files {
+        out.push(
+            "a container plugin is pinned by its image digest, not \"sha256\"/\"manifest_sha256\""
+                .into(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_problems_name_each_mistake() {
+        let mut policy = Policy {
+            image: Some("busybox:latest".into()),
+            engine: Some("lxc".into()),
+            network: true,
+            ..Policy::default()
+        };
+        policy.user.uid = 0;
+        let kind = PluginKind::Command {
+            argv: vec!["plugin".into()],
+        };
+        let p = problems(&policy, &kind, true);
+        for needle in [
+            "not pinned",
+            "lxc",
+            "absolute",
+            "network",
+            "root",
+            "image digest",
+        ] {
+            assert!(p.iter().any(|x| x.contains(needle)), "{needle}: {p:?}");
+        }
+        let ok = Policy {
+            image: Some(format!("localhost/x@sha256:{}", "a".repeat(64))),
+            ..Policy::default()
+        };
+        let kind = PluginKind::Command {
+            argv: vec!["/bin/plugin".into()],
+        };
+        assert!(problems(&ok, &kind, false).is_empty());
+    }
+}

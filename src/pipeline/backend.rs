@@ -1,0 +1,250 @@
+//! Where the two backends differ: how a call is prepared, started and run, and how
+//! what its plugin left becomes an outcome. Everything around these steps (the audit
+//! entries, the response, the order) is the pipeline's, the same for both.
+//!
+//! ```text
+//!              prepare                                start           run
+//! native       private directory, verified files,    clone the init  the go; the init
+//!              argv/env/stdin, the sandbox layers    (waits)         reaps the plugin
+//! container    engine, its argv, the merged seccomp  -               the engine's client
+//!              profile in a private directory                        to the container's end
+//! ```
+
+use super::checks::verify_executable;
+use super::{phase, Call};
+use crate::config::{Config, Plugin, PluginKind, PythonPathFrom};
+use crate::container;
+use crate::denials::Denials;
+use crate::error::Failure;
+use crate::launch::{self, Runnable, Workdir};
+use crate::outcome::{self, Ran};
+use crate::request::Request;
+use crate::sandbox;
+use crate::sandbox::host::Host;
+use crate::sandbox::policy::Backend;
+use crate::sandbox::seccomp::Profile;
+use crate::spawn::{self, Outcome};
+use crate::trust;
+use serde_json::{json, Value};
+
+/// A call made ready on its backend; nothing of the plugin has started.
+// One per call, moved once (out of `prepare`): not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Prepared {
+    Native(Native),
+    Container(container::Prepared),
+}
+
+/// The native backend's preparation: the call's private directory, the verified
+/// plugin, what it is started with, and the sandbox's layers.
+pub(super) struct Native {
+    /// Taken at the end, to be removed while the `finished` entry is made durable.
+    workdir: Option<Workdir>,
+    runnable: Runnable,
+    launch: spawn::Launch,
+    sandbox: sandbox::Prepared,
+}
+
+/// A started call, about to run.
+pub(super) enum Running<'p> {
+    /// The sandbox's init exists and waits for the go.
+    Native(spawn::Spawned<'p>),
+    /// The container starts when the engine's client does.
+    Container(&'p container::Prepared),
+}
+
+/// Everything before `started`: checked, verified, built, nothing running.
+pub(super) fn prepare(
+    host: &Host,
+    config: &Config,
+    plugin: &Plugin,
+    seccomp: &Profile,
+    req: &Request,
+    call: &mut Call,
+) -> Result<Prepared, Failure> {
+    match plugin.policy.backend {
+        Backend::Native => prepare_native(host, config, plugin, seccomp, req, call),
+        Backend::Container => {
+            container::prepare(plugin, seccomp, req, &call.request_id, &config.workdir_root)
+                .map(Prepared::Container)
+                .map_err(Failure::from)
+        }
+    }
+}
+
+/// Private directory, verified plugin files (against the signature and the pins),
+/// argv/env/stdin, sandbox layers.
+fn prepare_native(
+    host: &Host,
+    config: &Config,
+    plugin: &Plugin,
+    seccomp: &Profile,
+    req: &Request,
+    call: &mut Call,
+) -> Result<Prepared, Failure> {
+    let policy = &plugin.policy;
+    let owner = host
+        .privileged
+        .then_some((policy.user.uid, policy.user.gid));
+    let python = matches!(plugin.kind, PluginKind::PythonClass { .. });
+    let workdir = Workdir::create(&config.workdir_root, &call.request_id, owner, python)?;
+    phase(call, "workdir created");
+    let copy_interpreter = call.verdict.is_some();
+    let runnable = launch::resolve(plugin, &workdir, copy_interpreter)?;
+    phase(call, "plugin resolved and hashed");
+    if let Some(v) = call.verdict.as_mut() {
+        let script = runnable.exe.interpreter.as_deref();
+        v.unpinned = trust::unpinned(plugin, copy_interpreter, script);
+        call.trust = Some(v.to_json());
+    }
+    verify_executable(config, plugin, &runnable, call)?;
+    launch::check_pin(plugin, &runnable)?;
+    let launch = launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
+    let paths = sandbox::Paths {
+        workdir: &workdir.home,
+        plugin_files: runnable.readable.clone(),
+        seccomp,
+    };
+    let sandbox = sandbox::prepare(policy, &paths, host)?;
+    // The last moment a stop needs nothing undone: no process exists yet.
+    if spawn::stop::requested() {
+        return Err(super::cancelled_before_start());
+    }
+    Ok(Prepared::Native(Native {
+        workdir: Some(workdir),
+        runnable,
+        launch,
+        sandbox,
+    }))
+}
+
+impl Prepared {
+    /// What the `started` entry names as run: the executable and its digests, or the
+    /// image and the command in it.
+    pub(super) fn files(&self, plugin: &Plugin) -> Value {
+        match self {
+            Prepared::Native(n) => {
+                let exe = &n.runnable.exe;
+                let mut files = json!({
+                    "exec": exe.path,
+                    "exec_sha256": exe.sha256,
+                    "manifest_sha256": n.runnable.manifest_sha256,
+                });
+                if exe.source != exe.path {
+                    files["exec_source"] = json!(exe.source);
+                }
+                files
+            }
+            Prepared::Container(p) => {
+                json!({ "image": plugin.policy.image, "command": p.command() })
+            }
+        }
+    }
+
+    /// The sandbox requested, for the `started` entry (and `finished`, should the start fail).
+    pub(super) fn requested(&self, plugin: &Plugin) -> Value {
+        match self {
+            Prepared::Native(n) => with_python_path(n.sandbox.summary(), plugin, &n.runnable),
+            Prepared::Container(p) => p.summary(),
+        }
+    }
+
+    /// Whether starting is worth overlapping with the `started` entry's fsync: cloning
+    /// the native init (its namespaces) is most of a spawn's cost.
+    pub(super) fn starts_early(&self) -> bool {
+        matches!(self, Prepared::Native(_))
+    }
+
+    /// Starts what can start before the go (the native init, which waits for it), and
+    /// says what is in force: namespaces may have been given up (only if allowed).
+    /// Dropping what it returns before [`Running::run`] kills the init: nothing ran.
+    pub(super) fn start(&mut self, plugin: &Plugin) -> Result<(Running<'_>, Value), Failure> {
+        match self {
+            Prepared::Native(n) => {
+                let Native {
+                    runnable,
+                    launch,
+                    sandbox,
+                    ..
+                } = n;
+                let spawned = spawn::start(launch, sandbox)?;
+                let in_force = with_python_path(spawned.sandbox().summary(), plugin, runnable);
+                Ok((Running::Native(spawned), in_force))
+            }
+            Prepared::Container(p) => Ok((Running::Container(p), p.summary())),
+        }
+    }
+
+    /// How the plugin's end (or its container's failure to start) becomes the call's
+    /// outcome.
+    /// outcome, with what the sandbox refused meanwhile (issue 23).
+    pub(super) fn capture(
+        &self,
+        ended: Result<(Outcome, Denials), Failure>,
+        plugin: &Plugin,
+    ) -> Ran {
+        let (outcome, denials) = match ended {
+            Ok(o) => o,
+            Err(f) => return f.into(),
+        };
+        let mut ran = match self {
+            // `exe` names the file when it could not be started.
+            Prepared::Native(n) => outcome::interpret(outcome, plugin, Some(&n.runnable.exe)),
+            Prepared::Container(_) => {
+                // The engine does not hand back CPU time or memory: the wall clock only.
+                let usage = container::usage(&outcome);
+                let mut ran = outcome::interpret(outcome, plugin, None);
+                ran.usage = Some(usage);
+                ran
+            }
+        };
+        ran.denials = Some(denials);
+        ran
+    }
+
+    /// The call's private directory, to remove once the plugin is gone (a container
+    /// call's own directory goes when it is dropped).
+    pub(super) fn take_workdir(&mut self) -> Option<Workdir> {
+        match self {
+            Prepared::Native(n) => n.workdir.take(),
+            Prepared::Container(_) => None,
+        }
+    }
+}
+
+impl Running<'_> {
+    /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
+    /// the container never started (the engine refused, or the command is not in the image).
+    /// With what the sandbox refused meanwhile (issue 23): the native sandbox observes
+    /// it; a container engine tells nothing (`denials::in_container`).
+    pub(super) fn run(self) -> Result<(Outcome, Denials), Failure> {
+        match self {
+            Running::Native(spawned) => Ok(spawned.run_observed()),
+            Running::Container(p) => container::run(p)
+                .map(|o| (o, crate::denials::in_container()))
+                .map_err(Failure::from),
+        }
+    }
+}
+
+/// A Python class plugin's import path in the sandbox report: the directories the
+/// plugin may read its modules from, and where they came from (the config, or the
+/// caller's `PYTHONPATH`, with what of it was ignored).
+fn with_python_path(mut summary: Value, plugin: &Plugin, runnable: &Runnable) -> Value {
+    if let PluginKind::PythonClass {
+        python_path,
+        python_path_from,
+        ..
+    } = &plugin.kind
+    {
+        let mut report = match python_path_from {
+            PythonPathFrom::Config => json!({ "from": "config", "paths": python_path }),
+            PythonPathFrom::Environment(env) => env.report(),
+        };
+        if runnable.python_path != *python_path {
+            report["snapshot"] = json!(runnable.python_path);
+        }
+        summary["python_path"] = report;
+    }
+    summary
+}

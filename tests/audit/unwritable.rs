@@ -1,0 +1,182 @@
+//! A log that cannot be written refuses the call before the plugin runs, or withholds what it returned.
+
+use super::*;
+
+/// A plugin that appends to `out/ran.txt` (a world-writable directory granted
+/// through `sandbox.write_paths`): proof of whether it ran. The log lives in `logs/`.
+fn witness_setup() -> (TestDir, PathBuf, PathBuf, PathBuf) {
+    let dir = TestDir::new();
+    let out = dir.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ran = out.join("ran.txt");
+    std::fs::write(&ran, "").unwrap();
+    std::fs::set_permissions(&ran, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\necho ran >> {}\necho '{{\"wrote\":true}}'\n",
+        ran.display()
+    );
+    let witness = dir.write("witness.sh", &script, true);
+    let config = dir.config(&json!({
+        "require_schemas": false,
+        "audit": { "path": "logs/entrypoint.log" },
+        "plugins": { "Witness": {
+            "command": [witness],
+            "allowed_methods": ["go"],
+            "sandbox": { "write_paths": [out] }
+        } }
+    }));
+    (dir, config, logs, ran)
+}
+
+/// `upm run --config CONFIG` inside a private mount namespace, after `setup`
+/// (a shell snippet; `$1` is the log directory) has run there.
+fn run_in_mount_ns(setup: &str, logs: &Path, config: &Path) -> Run {
+    let script = format!("set -e\n{setup}\nshift\nexec \"$@\"");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(logs)
+        .arg(upm_bin())
+        .args(["run", "--config"])
+        .arg(config);
+    run_command(cmd, &request("Witness", "go", json!({})))
+}
+
+fn assert_refused_unrun(r: &Run, ran: &Path) {
+    assert_eq!(r.code, 11, "{r:?}");
+    assert_eq!(r.code_word(), "audit_error", "{r:?}");
+    assert!(r.result().is_null(), "no result: {r:?}");
+    assert_eq!(
+        std::fs::read_to_string(ran).unwrap(),
+        "",
+        "the plugin ran although its audit entry could not be written"
+    );
+}
+
+#[test]
+fn read_only_log_filesystem_refuses_before_the_plugin_runs() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for mount namespaces");
+        return;
+    }
+    let (dir, config, logs, ran) = witness_setup();
+    // Control: the witness does write when the log is writable.
+    let r = call(&config, "Witness", "go", json!({}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n");
+    std::fs::write(&ran, "").unwrap();
+    let log = logs.join("entrypoint.log");
+    let before = std::fs::read(&log).unwrap();
+
+    let r = run_in_mount_ns(
+        "mount --bind \"$1\" \"$1\"\nmount -o remount,bind,ro \"$1\"",
+        &logs,
+        &config,
+    );
+    assert_refused_unrun(&r, &ran);
+    assert!(
+        r.json["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("entrypoint.log"),
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), before, "the log is untouched");
+    assert_eq!(verify(&log, None).0, 0);
+    drop(dir);
+}
+
+#[test]
+fn full_log_filesystem_refuses_before_the_plugin_runs() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for mount namespaces");
+        return;
+    }
+    let (_dir, config, logs, ran) = witness_setup();
+    let r = run_in_mount_ns(
+        "mount -t tmpfs -o size=64k tmpfs \"$1\"\n\
+         dd if=/dev/zero of=\"$1/fill\" bs=4096 2>/dev/null || true\n\
+         if printf x > \"$1/probe\" 2>/dev/null; then echo 'tmpfs is not full' >&2; exit 97; fi",
+        &logs,
+        &config,
+    );
+    assert_ne!(r.code, 97, "{}", r.stderr);
+    assert_refused_unrun(&r, &ran);
+    assert!(
+        r.json["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{r:?}"
+    );
+    // The mount was private to that process: the real directory is untouched.
+    assert!(!logs.join("entrypoint.log").exists());
+}
+
+#[test]
+fn a_result_whose_finished_entry_cannot_be_written_is_withheld() {
+    let dir = TestDir::new();
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    // Two seconds to swap the log for a directory once the `started` entry is there.
+    let plugin = dir.write(
+        "secretive.sh",
+        "#!/bin/sh\ncat >/dev/null\nsleep 2\necho stderr-secret >&2\necho '{\"secret\":\"only-in-the-result\"}'\n",
+        true,
+    );
+    let config = dir.config(&json!({
+        "require_schemas": false,
+        "audit": { "path": "logs/entrypoint.log" },
+        "plugins": { "Secretive": { "command": [plugin], "allowed_methods": ["go"] } }
+    }));
+    let log = logs.join("entrypoint.log");
+    let mut child = spawn_upm(&config, &request("Secretive", "go", json!({})));
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"event\":\"started\"")) {
+        assert!(std::time::Instant::now() < deadline, "no started entry");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::rename(&log, logs.join("moved.log")).unwrap();
+    std::fs::create_dir(&log).unwrap();
+
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(11), "{stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let data = &r["data"];
+    assert_eq!(data["code"], "audit_error", "{r}");
+    assert!(data["error"].as_str().unwrap().contains("withheld"), "{r}");
+    assert_eq!(data["details"], json!({"ran": true}), "{r}");
+    for k in ["result", "stdout", "stderr", "exit_code", "signal", "usage"] {
+        assert!(data.get(k).is_none(), "{k} must be withheld: {r}");
+    }
+    assert!(!stdout.contains("only-in-the-result") && !stdout.contains("stderr-secret"));
+    // The log that was swapped out has the call's started entry and nothing after it.
+    let entries: Vec<Value> = raw_lines(&logs.join("moved.log"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["started"], "{entries:?}");
+    assert_eq!(entries[0]["request_id"], r["request_id"]);
+}
+
+#[test]
+fn a_symlink_at_the_log_path_refuses_the_call() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let victim = dir.write("victim.conf", "KEY=value", false);
+    std::os::unix::fs::symlink(&victim, log_of(&dir)).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert!(r.stdout.contains("not a regular file"), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}

@@ -1,0 +1,180 @@
+//! Exit 15: upm asked to stop (SIGTERM, SIGINT, SIGHUP) mid-call or mid-batch.
+
+use super::*;
+
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own, not yet reaped child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// Waits until upm handles `sig` (before, the signal would simply kill it).
+fn wait_for_handler(child: &std::process::Child, sig: libc::c_int) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        if caught & (1 << (sig - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "upm never handled signal {sig}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the audit log has `n` entries of `event`.
+fn wait_for_events(d: &TestDir, event: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d
+        .audit_lines()
+        .iter()
+        .filter(|e| e["event"] == event)
+        .count()
+        < n
+    {
+        assert!(Instant::now() < deadline, "no {n} {event} entries");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A slow plugin's config, its private directories under `work`.
+fn slow_config(d: &TestDir) -> (PathBuf, PathBuf) {
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = sh(
+        d,
+        "slow",
+        "read -r _; echo left-behind > ./file; sleep 30; echo '{}'",
+    );
+    let c = cfg(
+        d,
+        json!({ "workdir_root": work,
+                "sandbox": { "limits": { "timeout_ms": 60000 } },
+                "plugins": { "Slow": cmd(&slow, &["m"]) } }),
+    );
+    (c, work)
+}
+
+/// SIGTERM (a caller's timeout, `docker stop`) mid-call: the plugin's tree is killed,
+/// and the call still ends properly: `cancelled` (exit 15), its `finished` entry
+/// written, its directory removed. Before, upm died: a `started` entry with no
+/// `finished` one, and the plugin's files left on disk.
+#[test]
+fn sigterm_mid_call_ends_it_cancelled_audited_and_cleaned_up() {
+    let d = setup();
+    let (c, work) = slow_config(&d);
+    let child = start_call(
+        &c,
+        br#"{"plugin": "Slow", "method": "m", "request_id": "term-1"}"#,
+    );
+    wait_for_events(&d, "started", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(15));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["data"]["code"], "cancelled", "{r}");
+    assert_eq!(r["data"]["signal"], libc::SIGKILL, "{r}");
+    let events: Vec<Value> = audit_of(&d, "term-1");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["event"], "finished");
+    assert_eq!(events[1]["code"], "cancelled");
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Asked to stop before its request arrived (stdin still open): refused as
+/// `cancelled`, audited, nothing run.
+#[test]
+fn sigint_while_waiting_for_the_request_refuses_it() {
+    let d = setup();
+    let (c, _) = slow_config(&d);
+    let mut child = spawn_run(&c, &[]);
+    let stdin = child.stdin.take().unwrap();
+    wait_for_handler(&child, libc::SIGINT);
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(15));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["data"]["code"], "cancelled", "{r}");
+    let lines = d.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "refused");
+    assert_eq!(lines[0]["code"], "cancelled");
+}
+
+/// A batch asked to stop: the calls running end `cancelled`, no further line is read,
+/// every `started` entry has its `finished` one, and the batch exits 15.
+#[test]
+fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
+    let d = setup();
+    let (c, work) = slow_config(&d);
+    let mut child = spawn_run(&c, &["--jsonl", "--parallel", "2"]);
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..6 {
+        writeln!(
+            stdin,
+            r#"{{"plugin": "Slow", "method": "m", "request_id": "hup-{i}"}}"#
+        )
+        .unwrap();
+    }
+    wait_for_events(&d, "started", 2);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGHUP);
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(15));
+    let results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    for r in &results {
+        assert_eq!(r["data"]["code"], "cancelled", "{r}");
+        assert!(matches!(r["line"].as_u64(), Some(1 | 2)), "{r}");
+    }
+    let lines = d.audit_lines();
+    let count = |e: &str| lines.iter().filter(|l| l["event"] == e).count();
+    assert_eq!((count("started"), count("finished")), (2, 2), "{lines:?}");
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A stop is bounded even where upm is blocked and no poll watches for it: here,
+/// writing a large result its caller does not read. upm ends within its 5 s grace,
+/// exit 15, the call's `finished` entry already durable.
+#[test]
+fn a_stop_is_bounded_when_the_result_cannot_be_written() {
+    let d = setup();
+    let big = sh(
+        &d,
+        "big",
+        r#"read -r _; printf '{"x": "'; yes a | head -c 600000 | tr -d '\n'; printf '"}'"#,
+    );
+    let c = cfg(&d, json!({ "plugins": { "Big": cmd(&big, &["m"]) } }));
+    let mut child = start_call(
+        &c,
+        br#"{"plugin": "Big", "method": "m", "request_id": "stuck-1"}"#,
+    );
+    // Nobody reads upm's stdout: it blocks writing the result, after the entry.
+    wait_for_events(&d, "finished", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    while child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(15), "upm did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(15), "{status:?}");
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    let events = audit_of(&d, "stuck-1");
+    assert_eq!(events.len(), 2, "{events:?}");
+}

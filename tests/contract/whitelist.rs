@@ -1,0 +1,174 @@
+//! Exit 4: plugins outside the whitelist; where a call's private directory is made.
+
+use super::*;
+
+#[test]
+fn unknown_and_malformed_plugin_names_are_not_whitelisted() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let invalid = ["../x", "a/b", "a\u{0}b", "/bin/sh", ".hidden", "é"];
+    let long65 = "p".repeat(65);
+    for name in invalid.iter().copied().chain([long65.as_str()]) {
+        let r = call(&c, name, "upper", json!({"text": "x"}));
+        err(&r, 4, "not_whitelisted");
+        assert!(
+            error_text(&r).contains("not in config: ['TextTools'] (not a valid plugin name"),
+            "{name:?}: {}",
+            r.stdout
+        );
+    }
+    // Syntactically fine, merely unknown: UPM's sentence alone, same code.
+    let long64 = "p".repeat(64);
+    for name in ["Nope", "texttools", long64.as_str()] {
+        let r = call(&c, name, "upper", json!({"text": "x"}));
+        err(&r, 4, "not_whitelisted");
+        assert_eq!(
+            error_text(&r),
+            format!("Plugin class '{name}' not in config: ['TextTools']"),
+            "{name:?}: {}",
+            r.stdout
+        );
+        assert_eq!(r.json["data"]["plugin"], name);
+    }
+    let r = run_argv(&c, &["../x", "upper", "{}"]);
+    err(&r, 4, "not_whitelisted");
+}
+
+/// A refused name is repeated in the response and the audit entry, escaped (U+0085 takes
+/// six bytes as `\u{85}`): only its first 128 characters are, so one request's names
+/// cannot make an entry many times its own size (enough of them once made a 72 MB entry
+/// past which the audit writer could no longer chain).
+#[test]
+fn a_refused_name_is_repeated_only_in_part() {
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let name = "\u{85}".repeat(200_000);
+    let r = call(&c, &name, "upper", json!({"text": "x"}));
+    err(&r, 4, "not_whitelisted");
+    assert!(
+        r.stdout.len() < 10_000,
+        "{} bytes of response",
+        r.stdout.len()
+    );
+    let kept = format!("{}…", "\u{85}".repeat(128));
+    assert_eq!(r.json["data"]["plugin"], kept.as_str());
+    let lines = d.audit_lines();
+    let last = lines.last().unwrap();
+    assert_eq!(last["plugin"], kept.as_str(), "{last}");
+    assert!(last.to_string().len() < 10_000, "{last}");
+}
+
+/// `workdir_root` moves each call's private directory (an operator's tmpfs, say); it is
+/// made there, is the plugin's cwd and `$TMPDIR`, and is gone when the call ends.
+#[test]
+fn the_private_directory_is_made_under_workdir_root() {
+    let d = setup();
+    let root = d.join("work");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pwd = sh(
+        &d,
+        "pwd",
+        r#"read -r _; printf '{"cwd": "%s", "tmp": "%s"}' "$(pwd)" "$TMPDIR""#,
+    );
+    let config = cfg(
+        &d,
+        json!({ "workdir_root": root, "plugins": { "Pwd": cmd(&pwd, &["where"]) } }),
+    );
+    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+    let result = ok(&r);
+    let cwd = result["cwd"].as_str().unwrap();
+    let prefix = format!("{}/upm-", root.display());
+    assert!(
+        cwd.starts_with(&prefix) && cwd.ends_with("/home"),
+        "{result}"
+    );
+    assert_eq!(result["tmp"], result["cwd"], "{result}");
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A config error whose problems include one that `want` recognizes.
+fn refused_with(r: &Run, want: impl Fn(&str) -> bool, what: impl std::fmt::Display) {
+    err(r, 5, "config_error");
+    assert!(
+        config_problems(r).iter().any(|p| want(p)),
+        "{what}: {}",
+        r.stdout
+    );
+}
+
+/// A root others may write to without the sticky bit would let another user swap a
+/// call's directory for their own: refused, as are relative and missing paths.
+#[test]
+fn an_unsafe_workdir_root_is_a_config_error() {
+    let d = setup();
+    let pwd = sh(&d, "pwd", "read -r _; echo '{}'");
+    let open = d.join("open");
+    std::fs::create_dir(&open).unwrap();
+    let with_root = |root: Value| {
+        let config = cfg(
+            &d,
+            json!({ "workdir_root": root, "plugins": { "Pwd": cmd(&pwd, &["where"]) } }),
+        );
+        run_stdin(&config, &request("Pwd", "where", json!({})))
+    };
+    for (mode, refused) in [(0o777, true), (0o1777, false), (0o755, false)] {
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+        let r = with_root(json!(open));
+        if refused {
+            err(&r, 5, "config_error");
+            let problems = config_problems(&r);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("workdir_root") && p.contains("sticky")),
+                "{problems:?}"
+            );
+        } else {
+            ok(&r);
+        }
+    }
+    if is_root() {
+        // Another user's directory: they could rename entries in it, sticky or not.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::chown(&open, Some(4242), Some(4242)).unwrap();
+        let r = with_root(json!(open));
+        refused_with(&r, |p| p.contains("uid 4242"), "another user's root");
+        // ... also when it is only an ancestor.
+        let inner = open.join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        let r = with_root(json!(inner));
+        err(&r, 5, "config_error");
+    } else {
+        eprintln!("SKIPPED: another user's workdir_root (needs root to chown)");
+    }
+    // Where plugins may read, they could read other calls' directories.
+    let r = with_root(json!("/usr/local"));
+    refused_with(&r, |p| p.contains("inside /usr"), "/usr/local");
+    let config = cfg(
+        &d,
+        json!({ "plugins": { "Pwd": {
+            "command": [pwd], "allowed_methods": ["where"],
+            "sandbox": { "read_paths": ["/tmp"] }
+        } } }),
+    );
+    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+    refused_with(
+        &r,
+        |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
+        "read_paths [/tmp]",
+    );
+    for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
+        let r = with_root(bad.clone());
+        refused_with(&r, |p| p.contains("workdir_root"), &bad);
+    }
+    // Not a path at all: one problem, not a second one about the path it is not.
+    let r = with_root(json!(42));
+    refused_with(&r, |p| p.contains("workdir_root"), "42");
+    let about_root = config_problems(&r)
+        .into_iter()
+        .filter(|p| p.contains("workdir_root"))
+        .collect::<Vec<_>>();
+    assert_eq!(about_root.len(), 1, "{about_root:?}");
+}

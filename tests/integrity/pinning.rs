@@ -1,0 +1,163 @@
+//! Pinned plugins (`sha256`, `manifest_sha256`): what runs is what was pinned, or nothing.
+
+use super::*;
+
+#[test]
+fn a_pinned_binary_runs_and_a_wrong_pin_is_refused_before_any_fork() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let tt = texttools_copy(&d, "bin/tt");
+    let digest = sha256_of(&tt);
+    let mut good = cmd_plugin(&tt, &["wordcount"]);
+    good["sha256"] = json!(digest.to_uppercase()); // hex case does not matter
+    let mut bad = cmd_plugin(&tt, &["wordcount"]);
+    bad["sha256"] = json!("0".repeat(64));
+    let cfg = config_with(&d, json!({ "Good": good, "Bad": bad }));
+
+    let run = call(&cfg, "Good", "wordcount", json!({"text": "a b"}), &[]);
+    assert_ok(&run);
+    assert!(words(&run), "{}", ctx(&run));
+    let started = &audit_of(&d, &run)[0];
+    assert_eq!(started["event"], "started");
+    assert_eq!(started["plugin_files"]["exec_sha256"], digest.as_str());
+
+    let run = call(&cfg, "Bad", "wordcount", json!({"text": "a b"}), &[]);
+    assert_refused(&d, &run, 6, "integrity_mismatch");
+    let err = run.json["data"]["error"].as_str().unwrap();
+    assert!(
+        err.contains(&digest),
+        "the error names what was found: {err}"
+    );
+}
+
+#[test]
+fn a_pinned_python_tree_runs_and_any_module_change_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let module = d.write("py/mod.py", GOOD_PY, false);
+    d.write("py/pkg/helper.py", "X = 1\n", false);
+    let cfg = config_with(&d, json!({ "P": py_plugin("py") }));
+    // The digest to pin comes from `upm check`.
+    let c = check(&cfg, &[]);
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    let m = &c.json["plugins"]["P"]["pins"]["manifest"];
+    assert_eq!(m["ok"], true, "{}", ctx(&c));
+    assert!(m["pinned"].is_null(), "{m}");
+    let digest = m["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(digest.len(), 64);
+
+    let mut p = py_plugin("py");
+    p["manifest_sha256"] = json!(digest);
+    let cfg = config_with(&d, json!({ "P": p }));
+    let c = check(&cfg, &[]);
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    let m = &c.json["plugins"]["P"]["pins"]["manifest"];
+    assert_eq!(m["pinned"], digest.as_str(), "{m}");
+    assert_eq!(m["ok"], true, "{m}");
+
+    let run = call(&cfg, "P", "who", json!({}), &[]);
+    assert_ok(&run);
+    assert_eq!(run.result()["who"], "good", "{}", ctx(&run));
+    let started = &audit_of(&d, &run)[0];
+    assert_eq!(started["plugin_files"]["manifest_sha256"], digest.as_str());
+
+    // One byte of the module, of a nested module, or one more file: refused.
+    let helper = d.join("py/pkg/helper.py");
+    for (path, bytes) in [
+        (&module, GOOD_PY.replace("good", "gooD").into_bytes()),
+        (&helper, b"X = 2\n".to_vec()),
+    ] {
+        let orig = std::fs::read(path).unwrap();
+        std::fs::write(path, &bytes).unwrap();
+        let run = call(&cfg, "P", "who", json!({}), &[]);
+        assert_refused(&d, &run, 6, "integrity_mismatch");
+        let c = check(&cfg, &[]);
+        assert_eq!(c.code, 5, "check reports a broken pin: {}", ctx(&c));
+        assert_eq!(c.json["plugins"]["P"]["pins"]["manifest"]["ok"], false);
+        std::fs::write(path, orig).unwrap();
+    }
+    let extra = d.write("py/extra.py", "", false);
+    let run = call(&cfg, "P", "who", json!({}), &[]);
+    assert_refused(&d, &run, 6, "integrity_mismatch");
+    std::fs::remove_file(extra).unwrap();
+
+    // Caches do not matter.
+    d.write("py/__pycache__/mod.cpython-311.pyc", "junk", false);
+    d.write("py/pkg/__pycache__/helper.cpython-311.pyc", "junk", false);
+    let run = call(&cfg, "P", "who", json!({}), &[]);
+    assert_ok(&run);
+    assert_eq!(run.result()["who"], "good", "{}", ctx(&run));
+}
+
+#[test]
+fn a_script_pinned_by_its_directory_runs_and_changes_are_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let script = d.write(
+        "tool/run.sh",
+        "#!/bin/sh\ncat >/dev/null\necho '{\"script\":\"ok\"}'\n",
+        true,
+    );
+    let data = d.write("tool/data.txt", "some data\n", false);
+    let cfg = config_with(&d, json!({ "S": cmd_plugin(&script, &["go"]) }));
+    let c = check(&cfg, &[]);
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    let pins = &c.json["plugins"]["S"]["pins"];
+    assert!(
+        pins.get("manifest").is_none(),
+        "no tree pin, no manifest: {pins}"
+    );
+    assert_eq!(pins["exec"]["sha256"], sha256_of(&script).as_str());
+    assert!(pins["exec"]["pinned"].is_null());
+
+    // The manifest digest of the directory: pin something wrong, read it from check.
+    let mut p = cmd_plugin(&script, &["go"]);
+    p["manifest_sha256"] = json!("a".repeat(64));
+    let cfg = config_with(&d, json!({ "S": p.clone() }));
+    let c = check(&cfg, &[]);
+    assert_eq!(c.code, 5, "{}", ctx(&c));
+    let m = &c.json["plugins"]["S"]["pins"]["manifest"];
+    assert_eq!(m["ok"], false, "{m}");
+    let err = m["error"].as_str().unwrap();
+    let found = err
+        .split("found ")
+        .nth(1)
+        .and_then(|s| s.get(..64))
+        .unwrap()
+        .to_owned();
+    p["manifest_sha256"] = json!(found);
+    p["sha256"] = json!(sha256_of(&script));
+    let cfg = config_with(&d, json!({ "S": p }));
+    let c = check(&cfg, &[]);
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    let pins = &c.json["plugins"]["S"]["pins"];
+    assert_eq!(pins["manifest"]["ok"], true, "{pins}");
+    assert_eq!(pins["manifest"]["sha256"], found.as_str());
+    assert_eq!(pins["exec"]["ok"], true, "{pins}");
+    assert_eq!(pins["exec"]["pinned"], sha256_of(&script).as_str());
+
+    let run = call(&cfg, "S", "go", json!({}), &[]);
+    assert_ok(&run);
+    assert_eq!(run.result()["script"], "ok", "{}", ctx(&run));
+    let started = &audit_of(&d, &run)[0];
+    assert_eq!(started["plugin_files"]["manifest_sha256"], found.as_str());
+    // It ran from the call's verified snapshot, not from the original path.
+    let exec = started["plugin_files"]["exec"].as_str().unwrap();
+    assert!(exec.contains("/verified/"), "{exec}");
+
+    // A change to the data file (not the script itself) is refused too.
+    std::fs::write(&data, "other data\n").unwrap();
+    let run = call(&cfg, "S", "go", json!({}), &[]);
+    assert_refused(&d, &run, 6, "integrity_mismatch");
+    std::fs::write(&data, "some data\n").unwrap();
+    assert_ok(&call(&cfg, "S", "go", json!({}), &[]));
+    d.write("tool/new.sh", "#!/bin/sh\n", true);
+    let run = call(&cfg, "S", "go", json!({}), &[]);
+    assert_refused(&d, &run, 6, "integrity_mismatch");
+}

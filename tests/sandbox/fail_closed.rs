@@ -1,0 +1,266 @@
+//! Fail closed: a layer that cannot be applied refuses the call, unless the config allows it, and says so.
+
+use super::*;
+
+both!(
+    layer_that_cannot_be_applied_fails_closed,
+    unreadable_read_path_fails_closed,
+    unknown_syscall_in_profile_is_config_error,
+);
+
+/// A seccomp filter the test puts on upm itself, as a container runtime would,
+/// so that one of upm's layers cannot be had.
+struct HostRestriction {
+    syscall: i64,
+    /// `Some((arg0 mask, value))` to match only some calls.
+    arg0: Option<(u64, u64)>,
+    errno: u32,
+}
+
+fn restrict_upm(cmd: &mut Command, r: HostRestriction) {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+    let rules = match r.arg0 {
+        None => vec![],
+        Some((mask, value)) => vec![SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(mask),
+            value,
+        )
+        .unwrap()])
+        .unwrap()],
+    };
+    let filter = SeccompFilter::new(
+        [(r.syscall, rules)].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(r.errno),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let prog: BpfProgram = filter.try_into().unwrap();
+    // SAFETY: apply_filter only makes prctl and seccomp system calls on a program
+    // built before the fork; it does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            seccompiler::apply_filter(&prog).map_err(std::io::Error::other)?;
+            Ok(())
+        });
+    }
+}
+
+fn layer_that_cannot_be_applied_fails_closed(who: Who) {
+    let Some(fx) = Fx::new(who, with_sentinel) else {
+        return;
+    };
+    // Control: unrestricted, the sentinel runs and leaves its mark.
+    let run = fx.call("sentinel", "run", json!({}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    assert!(fx.dir.join("sentinel/ran").exists());
+    std::fs::remove_file(fx.dir.join("sentinel/ran")).unwrap();
+
+    let cases = [
+        // Like a kernel without Landlock (or a container whose profile hides it).
+        (
+            "landlock",
+            HostRestriction {
+                syscall: libc::SYS_landlock_create_ruleset,
+                arg0: None,
+                errno: libc::ENOSYS as u32,
+            },
+        ),
+        // Like a container runtime that refuses new PID namespaces.
+        ("namespaces", no_pid_namespaces()),
+        // Like a kernel without seccomp filtering: PR_GET_SECCOMP answers EINVAL.
+        (
+            "seccomp",
+            HostRestriction {
+                syscall: libc::SYS_prctl,
+                arg0: Some((u64::MAX, libc::PR_GET_SECCOMP as u64)),
+                errno: libc::EINVAL as u32,
+            },
+        ),
+    ];
+    for (layer, restriction) in cases {
+        let run = fx.call_with("sentinel", "run", json!({}), |cmd| {
+            restrict_upm(cmd, restriction)
+        });
+        assert_refused(&fx, &run, &[&format!("the {layer} layer")]);
+    }
+}
+
+/// With `fs.suid_dumpable` at 1, a root upm refuses to switch to the plugin's uid: the
+/// switch would make the init, which shares upm's memory, traceable by that uid. The
+/// setting is faked for upm alone: a file bound over it in a mount namespace of its own.
+#[test]
+fn suid_dumpable_1_stops_a_root_upm_before_the_plugin_runs() {
+    let Some(fx) = Fx::new(Who::Root, with_sentinel) else {
+        return;
+    };
+    let fake = fx.dir.join("suid_dumpable");
+    for (value, refused) in [("1\n", true), ("0\n", false)] {
+        std::fs::write(&fake, value).unwrap();
+        let run = fx.call_with("sentinel", "run", json!({}), |cmd| {
+            common::bind_over(cmd, &fake, "/proc/sys/fs/suid_dumpable")
+        });
+        if !refused {
+            assert_eq!(run.code, 0, "{value}: {}", ctx(&run));
+            std::fs::remove_file(fx.dir.join("sentinel/ran")).unwrap();
+            continue;
+        }
+        assert_refused(
+            &fx,
+            &run,
+            &["the credentials layer", "fs.suid_dumpable is 1"],
+        );
+    }
+}
+
+/// `upm doctor` shows `fs.suid_dumpable`, and at 1 says that a root upm's calls would be
+/// refused (faked for upm alone, as above).
+#[test]
+fn doctor_reports_suid_dumpable() {
+    if !is_root() {
+        eprintln!("SKIPPED doctor_reports_suid_dumpable: needs root");
+        return;
+    }
+    let d = TestDir::new();
+    let fake = d.write("suid_dumpable", "", false);
+    for (value, available) in [(1, false), (0, true)] {
+        std::fs::write(&fake, format!("{value}\n")).unwrap();
+        let mut cmd = Command::new(common::upm_bin());
+        cmd.args(["doctor", "--json"]);
+        common::bind_over(&mut cmd, &fake, "/proc/sys/fs/suid_dumpable");
+        let out = cmd.output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["host"]["suid_dumpable"], value, "{v}");
+        let layers = v["layers"].as_array().unwrap();
+        let creds = layers.iter().find(|l| l["layer"] == "credentials").unwrap();
+        assert_eq!(creds["available"], available, "{creds}");
+        if !available {
+            let detail = creds["detail"].as_str().unwrap();
+            assert!(detail.contains("fs.suid_dumpable is 1"), "{creds}");
+        }
+    }
+}
+
+/// `allow_degraded` lets the call run without the layer, and the guard must then refuse.
+#[test]
+#[should_panic(expected = "GUARD: refusing to run hostile probes")]
+fn guard_refuses_a_degraded_sandbox() {
+    let Some(fx) = Fx::new(Who::Root, |cfg, _| {
+        cfg["sandbox"]["allow_degraded"] = json!(["namespaces"]);
+    }) else {
+        panic!("GUARD: refusing to run hostile probes (not root: nothing to check)");
+    };
+    let run = fx.call_with("probe", "control", json!({}), |cmd| {
+        restrict_upm(cmd, no_pid_namespaces())
+    });
+    // The degraded call itself succeeds, and says so.
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
+    assert_eq!(ns["state"], "degraded", "{}", ctx(&run));
+    check_layers(&fx, "probe", &run);
+}
+
+/// A root upm that may not create the call's user namespace, or not as the plugin's uid,
+/// still runs the plugin as its uid in the other namespaces, and says that
+/// `max_processes` is then the uid's.
+#[test]
+fn root_without_a_user_namespace_says_the_process_limit_is_shared() {
+    let Some(fx) = Fx::new(Who::Root, |_, _| {}) else {
+        return;
+    };
+    let cases = [
+        // Like a runtime whose profile refuses new user namespaces.
+        (
+            HostRestriction {
+                syscall: libc::SYS_clone,
+                arg0: Some((libc::CLONE_NEWUSER as u64, libc::CLONE_NEWUSER as u64)),
+                errno: libc::EPERM as u32,
+            },
+            "not created: Operation not permitted",
+        ),
+        // Like one that refuses changing securebits: upm cannot take the plugin's uid.
+        (
+            HostRestriction {
+                syscall: libc::SYS_prctl,
+                arg0: Some((u64::MAX, libc::PR_SET_SECUREBITS as u64)),
+                errno: libc::EPERM as u32,
+            },
+            "cannot create it as uid",
+        ),
+    ];
+    for (restriction, why) in cases {
+        let run = fx.call_with("probe", "control", json!({}), |cmd| {
+            restrict_upm(cmd, restriction)
+        });
+        assert_eq!(run.code, 0, "{}", ctx(&run));
+        let ns = &run.json["data"]["sandbox"]["layers"]["namespaces"];
+        assert_eq!(ns["state"], "enforced", "{ns}");
+        assert_eq!(
+            ns["detail"]["created"],
+            json!(["pid", "ipc", "mount", "net"]),
+            "{ns}"
+        );
+        let count = ns["detail"]["process_count"].as_str().unwrap_or("");
+        assert!(count.contains("other calls"), "{ns}");
+        assert!(
+            ns["detail"]["user_namespace"]
+                .as_str()
+                .is_some_and(|r| r.contains(why)),
+            "{why}: {ns}"
+        );
+        assert_eq!(run.result()["uid"], 65534, "{}", ctx(&run));
+    }
+}
+
+fn no_pid_namespaces() -> HostRestriction {
+    HostRestriction {
+        syscall: libc::SYS_clone,
+        arg0: Some((libc::CLONE_NEWPID as u64, libc::CLONE_NEWPID as u64)),
+        errno: libc::EPERM as u32,
+    }
+}
+
+fn unreadable_read_path_fails_closed(who: Who) {
+    // A namespace file: it exists and opens, but Landlock cannot put a rule on it.
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        with_sentinel(cfg, dir);
+        cfg["plugins"]["sentinel"]["sandbox"]["read_paths"] = json!(["/proc/self/ns/net"]);
+    }) else {
+        return;
+    };
+    let run = fx.call("sentinel", "run", json!({}));
+    assert_refused(&fx, &run, &["landlock", "/proc/self/ns/net"]);
+}
+
+fn unknown_syscall_in_profile_is_config_error(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, dir| {
+        with_sentinel(cfg, dir);
+        cfg["plugins"]["sentinel"]["sandbox"]["seccomp"] = json!("policies/unknown.json");
+    }) else {
+        return;
+    };
+    let mut profile: Value = serde_json::from_slice(
+        &std::fs::read(common::repo().join("policies/default.json")).unwrap(),
+    )
+    .unwrap();
+    profile["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"names": ["no_such_syscall_upm"], "action": "SCMP_ACT_ALLOW"}));
+    std::fs::write(
+        fx.dir.join("policies/unknown.json"),
+        serde_json::to_vec_pretty(&profile).unwrap(),
+    )
+    .unwrap();
+    let run = fx.call("sentinel", "run", json!({}));
+    assert_eq!(run.code, 5, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "config_error", "{}", ctx(&run));
+    let msg = run.json["data"]["error"].as_str().unwrap_or("");
+    assert!(msg.contains("no_such_syscall_upm"), "{msg}");
+    assert!(!fx.dir.join("sentinel/ran").exists(), "the plugin ran");
+}
