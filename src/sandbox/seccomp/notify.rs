@@ -117,6 +117,17 @@ pub struct DenialOf {
 
 impl Supervisor {
     pub fn new(listener: OwnedFd, filter: Arc<CompiledFilter>, context: Context) -> Supervisor {
+        // Linux 6.6: the plugin's thread and the supervisor hand over to each other on
+        // one CPU instead of waking one another across CPUs, which is most of a round
+        // trip's cost. Best effort: without it, answers are only slower.
+        // SAFETY: SET_FLAGS reads a u64 flags value passed by value.
+        unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                SYNC_WAKE_UP,
+            )
+        };
         Supervisor {
             listener,
             filter,
@@ -255,6 +266,9 @@ pub fn refused_before_exec(filter: &CompiledFilter, calls: &[(i64, [u64; 6])]) -
         .find(|(nr, args)| filter.errno_for(&seccomp_data(*nr, *args)).is_some())
         .map(|(nr, _)| syscall_name(*nr))
 }
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (linux/seccomp.h).
+const SYNC_WAKE_UP: libc::c_ulong = 1;
 
 /// The kernel clamps a filter's errno to MAX_ERRNO; so does upm's answer.
 const MAX_ERRNO: u32 = 4095;
