@@ -148,7 +148,7 @@ impl Denial {
 }
 
 /// A call's denials: folded, the first [`MAX_LISTED`] kept, totals counted.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Denials {
     listed: Vec<Denial>,
     /// (layer, what) → index in `listed`; also remembers unlisted keys (`None`) so that
@@ -422,17 +422,31 @@ mod tests {
             s.starts_with("the sandbox refused fs.read_file /etc/locale.alias"),
             "{s}"
         );
-        // A write outside the writable mounts is the mounts' refusal, unlogged.
-        let s = d
-            .explain(&["OSError: [Errno 30] Read-only file system: '/srv/out'"])
-            .unwrap();
-        assert!(s.contains("write_paths would allow"), "{s}");
-        assert_eq!(
-            Denials::new()
-                .explain(&["Read-only file system"])
-                .as_deref(),
-            Some(EROFS_HINT)
+    }
+
+    /// A write outside the call's directory and write_paths fails with EROFS on the
+    /// read-only mounts, before Landlock is asked: no denial is logged, and the failure
+    /// still points at write_paths.
+    #[test]
+    fn a_read_only_file_system_error_points_at_write_paths() {
+        let erofs = "OSError: [Errno 30] Read-only file system: '/srv/out'";
+        // With no denial at all.
+        let s = Denials::new().explain(&[erofs]);
+        assert_eq!(s.as_deref(), Some(EROFS_HINT));
+        assert!(EROFS_HINT.contains("write_paths would allow"));
+        // With harmless denials that the error does not quote: the mounts' refusal wins.
+        let mut d = Denials::new();
+        d.record(fs("fs.read_dir /srv/plugins").with_subject("/srv/plugins"));
+        assert_eq!(d.explain(&["", erofs]).as_deref(), Some(EROFS_HINT));
+        // A denial the error quotes still comes first.
+        d.record(fs("fs.read_file /srv/out").with_subject("/srv/out"));
+        let s = d.explain(&[erofs]).unwrap();
+        assert!(
+            s.starts_with("the sandbox refused fs.read_file /srv/out"),
+            "{s}"
         );
+        // Only the error's words count: no EROFS, no hint.
+        assert_eq!(Denials::new().explain(&["Permission denied"]), None);
     }
 
     #[test]

@@ -140,10 +140,16 @@ impl Observer {
                 known: Some(denials),
             };
         }
+        // The layers this observer was to watch: said unobserved, should it not start.
+        let watching = [
+            (Layer::Seccomp, seccomp.is_some()),
+            (Layer::Landlock, reader.is_some()),
+        ];
         let failed = |mut denials: Denials, e: &dyn std::fmt::Display| {
             let why = format!("upm could not start observing the call: {e}");
-            denials.not_observable(Layer::Seccomp, why.clone());
-            denials.not_observable(Layer::Landlock, why);
+            for (layer, _) in watching.iter().filter(|(_, w)| *w) {
+                denials.not_observable(*layer, why.clone());
+            }
             Observer {
                 stop: None,
                 thread: None,
@@ -154,16 +160,9 @@ impl Observer {
             Ok(p) => p,
             Err(e) => return failed(denials, &e),
         };
-        // Kept to report with, should the thread not start (the closure took `denials`).
-        let mut fallback = Denials::new();
-        for (layer, why) in [
-            (Layer::Seccomp, seccomp.is_some()),
-            (Layer::Landlock, reader.is_some()),
-        ] {
-            if why {
-                fallback.observed(layer);
-            }
-        }
+        // Kept to report with, should the thread not start (the closure takes `denials`):
+        // at this point it holds at most the other layers' reasons.
+        let kept = denials.clone();
         let spawned = std::thread::Builder::new()
             .name("upm-denials".into())
             .spawn(move || observe(denials, stop_r, seccomp, reader));
@@ -173,7 +172,7 @@ impl Observer {
                 thread: Some(thread),
                 known: None,
             },
-            Err(e) => failed(fallback, &e),
+            Err(e) => failed(kept, &e),
         }
     }
 
