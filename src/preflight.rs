@@ -1,5 +1,5 @@
 //! The files a config names that make it valid or not, checked as a whole before any
-//! call runs: every method's schema and every seccomp profile. A config whose one schema
+//! call runs: every method's schema (and output schema) and every seccomp profile. A config whose one schema
 //! is missing is invalid, and an invalid config runs nothing — not even the methods
 //! whose own files are fine — so that `upm run`, `upm list` and `upm check` agree.
 //!
@@ -49,6 +49,11 @@ pub fn check(config: &Config) -> Checked {
                     .entry(path)
                     .or_default()
                     .push(format!("plugin \"{name}\", method \"{method}\""));
+            }
+            if let Some(path) = &spec.output_schema {
+                schemas.entry(path).or_default().push(format!(
+                    "plugin \"{name}\", method \"{method}\" (output_schema)"
+                ));
             }
         }
     }

@@ -107,8 +107,8 @@ fn prepare_native(
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
     // The last moment a stop needs nothing undone: no process exists yet.
-    if spawn::stop::requested() {
-        return Err(super::cancelled_before_start());
+    if let Some(why) = call.ctx.stop.stopped() {
+        return Err(super::cancelled_before_start(why));
     }
     Ok(Prepared::Native(Native {
         workdir: Some(workdir),
@@ -217,10 +217,10 @@ impl Running<'_> {
     /// the container never started (the engine refused, or the command is not in the image).
     /// With what the sandbox refused meanwhile (issue 23): the native sandbox observes
     /// it; a container engine tells nothing (`denials::in_container`).
-    pub(super) fn run(self) -> Result<(Outcome, Denials), Failure> {
+    pub(super) fn run(self, stop: &spawn::stop::Watch) -> Result<(Outcome, Denials), Failure> {
         match self {
-            Running::Native(spawned) => Ok(spawned.run_observed()),
-            Running::Container(p) => container::run(p)
+            Running::Native(spawned) => Ok(spawned.run_observed(stop)),
+            Running::Container(p) => container::run(p, stop)
                 .map(|o| (o, crate::denials::in_container()))
                 .map_err(Failure::from),
         }

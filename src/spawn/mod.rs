@@ -87,8 +87,8 @@ pub enum Exit {
 pub enum Stop {
     Timeout,
     Output,
-    /// upm was asked to stop ([`stop`]).
-    Cancelled,
+    /// upm was asked to stop, or the call was cancelled ([`stop`]).
+    Cancelled(stop::Why),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -401,19 +401,19 @@ impl Spawned<'_> {
     }
 
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
-    pub fn run(self) -> Outcome {
-        self.run_observed().0
+    pub fn run(self, stop: &stop::Watch) -> Outcome {
+        self.run_observed(stop).0
     }
 
     /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
     /// from before the go until the whole tree has ended (`observe`).
-    pub fn run_observed(mut self) -> (Outcome, Denials) {
+    pub fn run_observed(mut self, stop: &stop::Watch) -> (Outcome, Denials) {
         let observer = self.observer.take();
-        let outcome = self.run_plugin();
+        let outcome = self.run_plugin(stop);
         (outcome, observer.map(|o| o.finish()).unwrap_or_default())
     }
 
-    fn run_plugin(&mut self) -> Outcome {
+    fn run_plugin(&mut self, stop: &stop::Watch) -> Outcome {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
@@ -423,7 +423,7 @@ impl Spawned<'_> {
                 other => break other,
             }
         };
-        let mut cap = capture::Capture::new(self.launch.io(), started);
+        let mut cap = capture::Capture::new(self.launch.io(stop), started);
         if go.is_err() {
             // The init is gone (EPIPE) before it could start anything. Make sure, then
             // read what it may have reported (why its set-up failed) until EOF.
@@ -523,7 +523,8 @@ fn supervised(
         None => true,
         Some(call) => {
             sandbox.observe.seccomp = Err(format!(
-                "the seccomp profile refuses {call}, which the plugin's process calls                  before its exec: upm does not supervise this call's filter"
+                "the seccomp profile refuses {call}, which the plugin's process calls \
+                 before its exec: upm does not supervise this call's filter"
             ));
             false
         }
@@ -544,8 +545,12 @@ fn socketpair_high() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 }
 
 /// Starts and runs in one go, for callers with nothing to do in between.
-pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnError> {
-    Ok(start(launch, sandbox)?.run())
+pub fn run(
+    launch: &Launch,
+    sandbox: &mut Prepared,
+    stop: &stop::Watch,
+) -> Result<Outcome, SpawnError> {
+    Ok(start(launch, sandbox)?.run(stop))
 }
 
 /// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
