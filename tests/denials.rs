@@ -54,6 +54,8 @@ elif m == "read":
     out["write"] = errno_of(lambda: open(a["write"], "w").write("x"))
 elif m == "read_or_fail":
     open(a["path"]).read()
+elif m == "write_or_fail":
+    open(a["path"], "w").write("x")
 elif m == "connect_or_fail":
     socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("127.0.0.1", 9))
 elif m == "hammer":
@@ -105,7 +107,8 @@ impl Fx {
             "sandbox": {"limits": {"timeout_ms": 10_000, "cpu_seconds": 10}},
             "plugins": {
                 "probe": {"command": ["plugins/probe.py"], "allowed_methods": [
-                    "sockets", "many_sockets", "read", "read_or_fail", "connect_or_fail", "none"
+                    "sockets", "many_sockets", "read", "read_or_fail", "write_or_fail",
+                    "connect_or_fail", "none"
                 ]},
                 "quiet": {"command": ["plugins/quiet.sh"], "allowed_methods": ["m"]},
                 "hammer": {"command": ["plugins/probe.py"], "allowed_methods": ["hammer"],
@@ -427,6 +430,67 @@ fn a_failure_after_a_seccomp_denial_names_it_and_the_setting() {
     assert_eq!(fx.finished(&run)["error"], error);
 }
 
+/// upm itself under a seccomp filter that has a listener (as under a container runtime
+/// that supervises its containers): the kernel refuses the call's filter a listener of
+/// its own (EBUSY). The plugin then runs under today's filter, gets the same errnos, and
+/// the result says that seccomp's denials were not observed, never a bare empty list.
+#[test]
+fn without_a_listener_the_filter_is_todays_and_the_result_says_why() {
+    let Some(fx) = Fx::new() else { return };
+    let _audit = Audit::hold();
+    // One instruction: SECCOMP_RET_ALLOW for everything, but installed with a listener.
+    let prog = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    let fprog_addr = &fprog as *const libc::sock_fprog as usize;
+    let mut cmd = fx.command();
+    // SAFETY: between fork and exec: raw system calls on memory prepared before the
+    // fork (the parent's `prog` and `fprog` outlive the spawn); root has CAP_SYS_ADMIN,
+    // so no no_new_privs is needed.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                fprog_addr as *const libc::sock_fprog,
+            );
+            // The listener, open in upm (it is close-on-exec, and a filter whose
+            // listener is closed has none any more).
+            if r < 0 || libc::fcntl(r as i32, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run = run_command(cmd, &request("probe", "sockets", json!({})));
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let got = run.result();
+    assert_eq!(got["inet"], EAFNOSUPPORT, "{}", run.stdout);
+    assert_eq!(got["memfd"], ENOSYS, "{}", run.stdout);
+    assert!(
+        denials(&run).iter().all(|d| d["layer"] != "seccomp"),
+        "{}",
+        run.stdout
+    );
+    assert!(!observed(&run, "seccomp"), "{}", run.stdout);
+    let why = summary(&run)["not_observable"]["seccomp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reason: {}", run.stdout));
+    assert!(why.contains("no listener"), "{why}");
+    assert_eq!(
+        fx.finished(&run)["denials_summary"],
+        run.json["data"]["denials_summary"]
+    );
+}
+
 /// Many threads and processes hammering refused calls: upm keeps its clock (the call
 /// ends at its timeout, killed), answers what it can, and counts it.
 #[test]
@@ -507,6 +571,29 @@ fn a_failure_after_a_landlock_denial_names_the_path_and_read_paths() {
         "{error}"
     );
     assert!(error.contains("read_paths would allow it"), "{error}");
+}
+
+/// A write outside the call's directory and write_paths fails on the read-only mounts
+/// (EROFS) before Landlock is asked, so no layer logs it: the failure's sentence still
+/// points at write_paths.
+#[test]
+fn a_failure_writing_outside_write_paths_points_at_write_paths() {
+    let Some(fx) = Fx::new() else { return };
+    let _audit = Audit::hold();
+    let out = fx.path("elsewhere/out.txt");
+    let run = fx.call("probe", "write_or_fail", json!({"path": out}));
+    assert_eq!(run.code_word(), "plugin_failed", "{}", run.stdout);
+    let error = run.json["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("Read-only file system") || run.stdout.contains("Read-only file system"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        error.contains("write_paths would allow writing there"),
+        "{error}"
+    );
+    assert_eq!(fx.finished(&run)["error"], error);
 }
 
 #[test]
