@@ -18,10 +18,11 @@ noise of this shared machine hits them alike:
         [--runs 100] [--denied 2000] [--audit]
 
 Build the baseline first, e.g. `git clone -q . /tmp/upm-main && cd /tmp/upm-main &&
-git checkout -q 819c508 && cargo build --release`, and this build with
+git checkout -q <main without issue 23> && cargo build --release`, and this build with
 `cargo build --release`.
 """
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -158,6 +159,10 @@ def main():
     rows.extend((c, samples) for c in cases)
     audited = None
     if args.audit:
+        # The lock tests/denials.rs holds while it sets the audit: neither sees the
+        # other's state.
+        lock = open("/tmp/upm-tests-audit-state.lock", "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
         before = audit_enabled()
         try:
             if before == 0:
@@ -170,6 +175,7 @@ def main():
         finally:
             if before == 0:
                 audit_set(0)
+            lock.close()
         rows.extend((c, audited) for c in audit_cases)
         if not any(x["layer"] == "landlock" for x in seen):
             print("warning: with the audit on, this build reported no Landlock denial", file=sys.stderr)
@@ -177,12 +183,17 @@ def main():
 
     print(f"\ntimes in ms (median, p90); interleaved; {args.runs} runs of the no-denial calls, "
           f"{max(10, args.runs // 5)} of the others\n")
-    print("| case | base median | this median | this / base | extra per denial |")
+    def p90(xs):
+        return statistics.quantiles(xs, n=10)[-1]
+
+    print("| case | base median (p90) | this median (p90) | this / base | extra per denial |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for (name, _, per), s in rows:
-        base, this = statistics.median(s[(name, "base")]), statistics.median(s[(name, "this")])
+        b, t = s[(name, "base")], s[(name, "this")]
+        base, this = statistics.median(b), statistics.median(t)
         extra = "" if per == 1 else f"{(this - base) * 1000.0 / per:.1f} µs"
-        print(f"| {name} | {base:.2f} | {this:.2f} | {this / base:.3f} | {extra} |")
+        print(f"| {name} | {base:.2f} ({p90(b):.2f}) | {this:.2f} ({p90(t):.2f}) "
+              f"| {this / base:.3f} | {extra} |")
     print(f"\nbaseline: {args.baseline}\ncommand: sudo bench/denials.py --baseline BASE --runs "
           f"{args.runs} --denied {n}{' --audit' if args.audit else ''}")
 
