@@ -111,12 +111,14 @@ def main():
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--denied", type=int, default=2000, help="refused calls per call")
     ap.add_argument("--audit", action="store_true", help="also with the kernel's audit on")
+    ap.add_argument("--upm", default=UPM, help="this build (default: the tree's release build)")
     args = ap.parse_args()
+    upm = args.upm
     if os.geteuid() != 0:
         sys.exit("run as root: upm's full sandbox (uid switch) is what is measured")
     d = tempfile.mkdtemp(prefix="upm-bench-denials-", dir="/tmp")
     config = setup(d)
-    binaries = [("base", args.baseline), ("this", UPM)]
+    binaries = [("base", args.baseline), ("this", upm)]
 
     def req(method, **a):
         plugin = "Noop" if method == "noop" else "Deny"
@@ -133,7 +135,7 @@ def main():
     ]
 
     # Check once that this build reports what the base build does not.
-    _, r = timed([UPM, "run", "--config", config], req("syscalls", n=3))
+    _, r = timed([upm, "run", "--config", config], req("syscalls", n=3))
     out = json.loads(r.stdout)
     memfd = [x for x in out["data"].get("denials", []) if x["what"] == "memfd_create"]
     if not memfd or memfd[0]["count"] != 3:
@@ -170,7 +172,7 @@ def main():
             audited = measure(audit_cases[:1], args.runs)
             audited.update(measure(audit_cases[1:], max(10, args.runs // 5)))
             # What this build saw with the audit on, for the record.
-            _, r = timed([UPM, "run", "--config", config], req("files", n=3))
+            _, r = timed([upm, "run", "--config", config], req("files", n=3))
             seen = json.loads(r.stdout)["data"].get("denials", [])
         finally:
             if before == 0:
