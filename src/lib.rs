@@ -12,6 +12,9 @@
 //!   [`canonical`]: the one serialisation of a value that is hashed or signed.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
+//! - [`egress`]: a plugin's network allowlist and the per-call filtering proxy that
+//!   enforces it (run as `upm-egress`, started by [`spawn`]); [`metadata`]: the cloud
+//!   metadata endpoints nothing upm starts may reach.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`denials`]: what the sandbox refused during a call (`data.denials`).
 //! - [`audit`]: the tamper-evident audit log.
@@ -27,7 +30,8 @@
 //!
 //! ```text
 //! error  canonical  files  integrity  diagnostics  unknown_keys   leaves: nothing of the crate
-//! denials
+//!   metadata  denials
+//! egress                                                         the allowlist and the proxy
 //! request  response  schema  sandbox  keys
 //! spawn  audit  compat  access
 //! config
@@ -50,12 +54,14 @@ pub mod config;
 pub mod container;
 pub mod denials;
 pub mod diagnostics;
+pub mod egress;
 pub mod error;
 pub mod files;
 pub mod integrity;
 pub mod keys;
 pub mod launch;
 pub mod mcp;
+pub mod metadata;
 pub mod migrate;
 pub mod outcome;
 pub mod pipeline;

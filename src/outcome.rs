@@ -308,6 +308,8 @@ pub struct Ran {
     pub ran: bool,
     /// issue 23: what the sandbox refused, when a sandbox was started.
     pub denials: Option<crate::denials::Denials>,
+    /// The egress proxy's summary, when the plugin had an allowlist (issue 22).
+    pub egress: Option<Value>,
 }
 
 impl From<Failure> for Ran {

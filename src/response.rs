@@ -66,6 +66,9 @@ pub struct Data {
     pub limit: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Value>,
+    /// With an egress allowlist: the call's connections, summed up (issue 22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Value>,
     /// What the sandbox refused (issue 23, `crate::denials`): every result of a call
     /// whose sandbox was started has it, empty when nothing was refused.
     #[serde(skip_serializing_if = "Option::is_none")]

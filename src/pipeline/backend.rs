@@ -9,6 +9,9 @@
 //! container    engine, its argv, the merged seccomp  -               the engine's client
 //!              profile in a private directory                        to the container's end
 //! ```
+//!
+//! A native call with an egress allowlist also runs the call's proxy beside its plugin
+//! (issue 22, [`crate::egress`]): started before the go, stopped once the plugin is gone.
 
 use super::checks::verify_executable;
 use super::{phase, Call};
@@ -43,12 +46,33 @@ pub(super) struct Native {
     runnable: Runnable,
     launch: spawn::Launch,
     sandbox: sandbox::Prepared,
+    /// The egress proxy the call runs beside its plugin, with an allowlist.
+    egress: Option<Egress>,
+}
+
+/// The call's egress proxy (issue 22): its settings, and the uid of its own it gets
+/// under a root upm (as each call's user namespace gets an owner of its own).
+pub(super) struct Egress {
+    settings: crate::egress::Settings,
+    own_uid: Option<u32>,
+}
+
+/// Audits one connection of the call's egress proxy (the pipeline's `connection` entry).
+pub(super) type ConnectionAudit<'a> =
+    dyn Fn(&crate::egress::Record) -> Result<(), String> + Sync + 'a;
+
+/// What a run leaves: how the plugin ended, with an egress allowlist the proxy's
+/// summary of the call's connections, and what the sandbox refused (issue 23).
+pub(super) struct Ended {
+    outcome: Outcome,
+    egress: Option<Value>,
+    denials: Denials,
 }
 
 /// A started call, about to run.
 pub(super) enum Running<'p> {
     /// The sandbox's init exists and waits for the go.
-    Native(spawn::Spawned<'p>),
+    Native(spawn::Spawned<'p>, Option<&'p Egress>),
     /// The container starts when the engine's client does.
     Container(&'p container::Prepared),
 }
@@ -106,6 +130,10 @@ fn prepare_native(
         seccomp,
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
+    let egress = policy.network.allowlist().map(|settings| Egress {
+        settings: settings.clone(),
+        own_uid: host.privileged.then(sandbox::namespaces::owner_uid),
+    });
     // The last moment a stop needs nothing undone: no process exists yet.
     if let Some(why) = call.ctx.stop.stopped() {
         return Err(super::cancelled_before_start(why));
@@ -115,6 +143,7 @@ fn prepare_native(
         runnable,
         launch,
         sandbox,
+        egress,
     }))
 }
 
@@ -165,11 +194,12 @@ impl Prepared {
                     runnable,
                     launch,
                     sandbox,
+                    egress,
                     ..
                 } = n;
                 let spawned = spawn::start(launch, sandbox)?;
                 let in_force = with_python_path(spawned.sandbox().summary(), plugin, runnable);
-                Ok((Running::Native(spawned), in_force))
+                Ok((Running::Native(spawned, egress.as_ref()), in_force))
             }
             Prepared::Container(p) => Ok((Running::Container(p), p.summary())),
         }
@@ -177,19 +207,23 @@ impl Prepared {
 
     /// How the plugin's end (or its container's failure to start) becomes the call's
     /// outcome.
-    /// outcome, with what the sandbox refused meanwhile (issue 23).
-    pub(super) fn capture(
-        &self,
-        ended: Result<(Outcome, Denials), Failure>,
-        plugin: &Plugin,
-    ) -> Ran {
-        let (outcome, denials) = match ended {
-            Ok(o) => o,
+    /// With what the sandbox refused meanwhile (issue 23).
+    pub(super) fn capture(&self, ended: Result<Ended, Failure>, plugin: &Plugin) -> Ran {
+        let Ended {
+            outcome,
+            egress,
+            denials,
+        } = match ended {
+            Ok(e) => e,
             Err(f) => return f.into(),
         };
         let mut ran = match self {
             // `exe` names the file when it could not be started.
-            Prepared::Native(n) => outcome::interpret(outcome, plugin, Some(&n.runnable.exe)),
+            Prepared::Native(n) => {
+                let mut ran = outcome::interpret(outcome, plugin, Some(&n.runnable.exe));
+                ran.egress = egress;
+                ran
+            }
             Prepared::Container(_) => {
                 // The engine does not hand back CPU time or memory: the wall clock only.
                 let usage = container::usage(&outcome);
@@ -214,17 +248,98 @@ impl Prepared {
 
 impl Running<'_> {
     /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
-    /// the container never started (the engine refused, or the command is not in the image).
+    /// the container never started (the engine refused, or the command is not in the
+    /// image), or the egress proxy could not be started (the plugin did not run).
     /// With what the sandbox refused meanwhile (issue 23): the native sandbox observes
-    /// it; a container engine tells nothing (`denials::in_container`).
-    pub(super) fn run(self, stop: &spawn::stop::Watch) -> Result<(Outcome, Denials), Failure> {
+    /// it, the egress proxy adds its refusals; a container engine tells nothing
+    /// (`denials::in_container`).
+    pub(super) fn run(
+        self,
+        stop: &spawn::stop::Watch,
+        audit: &ConnectionAudit<'_>,
+    ) -> Result<Ended, Failure> {
         match self {
-            Running::Native(spawned) => Ok(spawned.run_observed(stop)),
+            Running::Native(spawned, None) => {
+                let (outcome, denials) = spawned.run_observed(stop);
+                Ok(Ended {
+                    outcome,
+                    egress: None,
+                    denials,
+                })
+            }
+            Running::Native(spawned, Some(egress)) => run_with_egress(spawned, egress, stop, audit),
             Running::Container(p) => container::run(p, stop)
-                .map(|o| (o, crate::denials::in_container()))
+                .map(|outcome| Ended {
+                    outcome,
+                    egress: None,
+                    denials: crate::denials::in_container(),
+                })
                 .map_err(Failure::from),
         }
     }
+}
+
+/// issue 22: the plugin runs beside its call's egress proxy, a process of its own
+/// (`spawn::egress`); each connection is audited as it ends, and every one ends with
+/// the call, before its `finished` entry. If the proxy cannot be started, the plugin
+/// does not run either.
+fn run_with_egress(
+    mut spawned: spawn::Spawned<'_>,
+    egress: &Egress,
+    stop: &spawn::stop::Watch,
+    audit: &ConnectionAudit<'_>,
+) -> Result<Ended, Failure> {
+    let Some(channel) = spawned.egress_listener() else {
+        return Err(Failure::new(
+            crate::error::Code::Internal,
+            "the sandbox has no egress listener for the call's allowlist",
+        ));
+    };
+    std::thread::scope(|scope| {
+        let helper = spawn::egress::Helper::start(
+            scope,
+            channel.into_fd(),
+            &egress.settings,
+            egress.own_uid,
+            audit,
+        )
+        .map_err(|e| {
+            Failure::new(
+                crate::error::Code::SandboxUnavailable,
+                format!("the network layer cannot be applied here: {e}; the plugin was not run"),
+            )
+        })?;
+        tracing::debug!("egress proxy started");
+        let (outcome, mut denials) = spawned.run_observed(stop);
+        let summary = helper.finish();
+        tracing::debug!("egress proxy finished, every connection audited");
+        network_denials(&summary, &mut denials);
+        Ok(Ended {
+            outcome,
+            egress: Some(summary.to_json()),
+            denials,
+        })
+    })
+}
+
+/// issue 23: the proxy's refusals as the call's `network` denials. The proxy folds them
+/// by target (the first 100, each with its first reason and a count); the ones past its
+/// list count in the totals only. Connections dropped unread past the connection limit
+/// are the limit's (`data.egress.refused_past_limit`), not a refused target.
+fn network_denials(summary: &crate::egress::Summary, denials: &mut Denials) {
+    denials.observed(crate::denials::Layer::Network);
+    let mut listed_events = 0u64;
+    for t in &summary.refused_targets {
+        denials.network(&t.target, &t.reason, u64::from(t.count));
+        listed_events += u64::from(t.count);
+    }
+    let unlisted = summary
+        .refused_targets_total
+        .saturating_sub(summary.refused_targets.len()) as u64;
+    denials.unlisted(
+        unlisted,
+        u64::from(summary.refused).saturating_sub(listed_events),
+    );
 }
 
 /// A Python class plugin's import path in the sandbox report: the directories the

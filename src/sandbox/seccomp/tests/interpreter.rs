@@ -33,7 +33,10 @@ impl Data {
     fn word(&self, offset: u32) -> u32 {
         let bytes = self.bytes();
         let o = offset as usize;
-        assert!(o % 4 == 0 && o + 4 <= 64, "load at bad offset {offset}");
+        assert!(
+            o.is_multiple_of(4) && o + 4 <= 64,
+            "load at bad offset {offset}"
+        );
         u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]])
     }
 }
