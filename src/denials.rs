@@ -209,8 +209,17 @@ impl Denials {
     /// The egress proxy's refusal of `target` (as the plugin asked for it), `count`
     /// times, for `reason` (issue 22's proxy folds its refusals by target).
     pub fn network(&mut self, target: &str, reason: &str, count: u64) {
+        // The proxy also refuses past the call's limits: those words are its own
+        // (egress::proxy), and listing the target would not allow it.
+        let setting = if reason.contains("connection limit") {
+            "network.max_connections"
+        } else if reason.contains("byte limit") {
+            "network.max_bytes"
+        } else {
+            "network.allow"
+        };
         self.record(
-            Denial::new(Layer::Network, target, Allow::Setting("network.allow"))
+            Denial::new(Layer::Network, target, Allow::Setting(setting))
                 .with_subject(target)
                 .with_reason(reason)
                 .with_count(count),
@@ -447,6 +456,40 @@ mod tests {
         );
         // Only the error's words count: no EROFS, no hint.
         assert_eq!(Denials::new().explain(&["Permission denied"]), None);
+    }
+
+    #[test]
+    fn the_proxys_refusals_name_the_setting_that_would_allow_them() {
+        let mut d = Denials::new();
+        d.network(
+            "evil.example:443",
+            "evil.example:443 is not on the allowlist",
+            2,
+        );
+        d.network(
+            "a.example:443",
+            "the call's connection limit (8) is reached",
+            1,
+        );
+        d.network(
+            "b.example:443",
+            "the call's byte limit (10 bytes) is reached",
+            1,
+        );
+        let list = d.list_json();
+        assert_eq!(list[0]["layer"], "network");
+        assert_eq!(list[0]["count"], 2);
+        assert_eq!(list[0]["setting"], "network.allow");
+        assert_eq!(list[1]["setting"], "network.max_connections");
+        assert_eq!(list[2]["setting"], "network.max_bytes");
+        let s = d
+            .explain(&["HTTP Error 403: Forbidden (upm: evil.example:443 is not on ...)"])
+            .unwrap();
+        assert!(
+            s.starts_with("the sandbox refused evil.example:443 (network: "),
+            "{s}"
+        );
+        assert!(s.contains("network.allow would allow it"), "{s}");
     }
 
     #[test]

@@ -54,6 +54,17 @@ elif m == "read":
     out["write"] = errno_of(lambda: open(a["write"], "w").write("x"))
 elif m == "read_or_fail":
     open(a["path"]).read()
+elif m in ("fetch", "fetch_or_fail"):
+    import urllib.request, urllib.error
+    out = []
+    for url in a["urls"]:
+        try:
+            urllib.request.urlopen(url, timeout=10).read()
+            out.append({"status": 200})
+        except urllib.error.HTTPError as e:
+            if m == "fetch_or_fail":
+                raise
+            out.append({"status": e.code, "error": str(e)})
 elif m == "write_or_fail":
     open(a["path"], "w").write("x")
 elif m == "connect_or_fail":
@@ -77,6 +88,10 @@ print(json.dumps(out))
 
 /// Tries nothing the sandbox refuses.
 const QUIET: &str = "#!/bin/sh\nread -r line || true\necho '{\"quiet\": true}'\n";
+
+/// Not on the `fetch` plugin's allowlist: the proxy refuses it without resolving it.
+const REFUSED_URL: &str = "http://refused.test:8080/";
+const REFUSED_TARGET: &str = "refused.test:8080";
 
 const EAFNOSUPPORT: i64 = 97;
 const ENOSYS: i64 = 38;
@@ -111,6 +126,8 @@ impl Fx {
                     "connect_or_fail", "none"
                 ]},
                 "quiet": {"command": ["plugins/quiet.sh"], "allowed_methods": ["m"]},
+                "fetch": {"command": ["plugins/probe.py"], "allowed_methods": ["fetch", "fetch_or_fail"],
+                          "sandbox": {"network": {"allow": ["allowed.test"]}}},
                 "hammer": {"command": ["plugins/probe.py"], "allowed_methods": ["hammer"],
                            "sandbox": {"limits": {"timeout_ms": 1500, "cpu_seconds": 10, "max_processes": 64}}}
             }
@@ -670,6 +687,56 @@ fn parallel_calls_in_a_batch_keep_their_own_denials() {
             "call {i}: {r}"
         );
     }
+}
+
+// ---- network: the egress proxy's refusals ----
+
+/// A call with an allowlist: the proxy refuses a target not on it. The refusal shows up
+/// in `data.denials` (layer network, folded by target) and the finished entry, and a
+/// failure after it names the target and `network.allow`.
+#[test]
+fn the_egress_proxys_refusals_are_network_denials() {
+    let Some(fx) = Fx::new() else { return };
+    let _audit = Audit::hold();
+    let run = fx.call(
+        "fetch",
+        "fetch",
+        json!({"urls": [REFUSED_URL, REFUSED_URL]}),
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let got = run.result();
+    assert_eq!(got[0]["status"], 403, "{}", run.stdout);
+    let list = denials(&run);
+    let refused = find(&list, "network", REFUSED_TARGET)
+        .unwrap_or_else(|| panic!("no network denial: {}", run.stdout));
+    assert_eq!(refused["count"], 2, "folded: {refused}");
+    assert_eq!(refused["setting"], "network.allow", "{refused}");
+    assert!(
+        refused["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{refused}"
+    );
+    assert!(observed(&run, "network"), "{}", run.stdout);
+    let entry = fx.finished(&run);
+    assert_eq!(entry["denials"], run.json["data"]["denials"]);
+    assert_eq!(
+        entry["denials_summary"],
+        run.json["data"]["denials_summary"]
+    );
+}
+
+#[test]
+fn a_failure_after_a_network_denial_names_the_target_and_network_allow() {
+    let Some(fx) = Fx::new() else { return };
+    let _audit = Audit::hold();
+    let run = fx.call("fetch", "fetch_or_fail", json!({"urls": [REFUSED_URL]}));
+    assert_eq!(run.code_word(), "plugin_failed", "{}", run.stdout);
+    let error = run.json["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("the sandbox refused {REFUSED_TARGET} (network")),
+        "{error}"
+    );
+    assert!(error.contains("network.allow would allow it"), "{error}");
+    assert_eq!(fx.finished(&run)["error"], error);
 }
 
 // ---- upm doctor ----

@@ -21,9 +21,9 @@
 
 mod capture;
 mod child;
-pub(crate) mod observe;
 pub mod egress;
 pub mod helper;
+pub(crate) mod observe;
 pub mod stop;
 
 pub use capture::{capture, Collected, Io, Pipes};
