@@ -352,5 +352,5 @@ pub(super) fn run(program: &[sock_filter], data: &[u8; 64]) -> Option<u32> {
 }
 
 fn offset_aligned(k: u32) -> bool {
-    k % 4 == 0
+    k.is_multiple_of(4)
 }
