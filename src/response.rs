@@ -69,6 +69,13 @@ pub struct Data {
     /// With an egress allowlist: the call's connections, summed up (issue 22).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<Value>,
+    /// What the sandbox refused (issue 23, `crate::denials`): every result of a call
+    /// whose sandbox was started has it, empty when nothing was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denials: Option<Value>,
+    /// Totals, and which layers' refusals were observed or not (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denials_summary: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -529,10 +529,23 @@ impl Session {
 
     /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
     fn finish_with(&self, call: &Call, sandbox: Option<Value>, ran: Ran) -> Response {
-        let ran = checks::check_result(call.output_schema.as_deref(), ran);
+        let mut ran = checks::check_result(call.output_schema.as_deref(), ran);
         let did_run = ran.ran;
         let stdout_bytes = ran.stdout_bytes;
+        // issue 23: a failure after denials names the one that made it fail, and what
+        // would allow it; the result and the entry list them.
+        let denials = ran.denials.take();
+        if let (Some(d), Some(f)) = (&denials, ran.failure.as_mut()) {
+            let stderr = ran.stderr.as_ref().map_or("", |c| c.text.as_str());
+            if let Some(why) = d.explain(&[&f.message, stderr]) {
+                f.message = format!("{}; {why}", f.message);
+            }
+        }
         let mut resp = respond(call, ran);
+        if let Some(d) = &denials {
+            resp.data.denials = Some(d.list_json());
+            resp.data.denials_summary = Some(d.summary_json());
+        }
         let e = entry::finished(call, &resp, did_run, stdout_bytes, &sandbox);
         resp.data.sandbox = sandbox;
         match self.append(e) {
