@@ -41,20 +41,38 @@ pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
 /// profile (loaded once per file, compiled as each plugin will use it).
 pub fn check(config: &Config) -> Checked {
     let mut problems = Vec::new();
-    let mut schemas: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
-    for (name, plugin) in &config.plugins {
+    let mut schemas: BTreeMap<&Path, Vec<(&Plugin, &str)>> = BTreeMap::new();
+    for plugin in config.plugins.values() {
         for (method, spec) in &plugin.methods {
             if let Some(path) = &spec.schema {
-                schemas
-                    .entry(path)
-                    .or_default()
-                    .push(format!("plugin \"{name}\", method \"{method}\""));
+                schemas.entry(path).or_default().push((plugin, method));
             }
         }
     }
     for (path, users) in schemas {
-        if let Err(e) = MethodSchema::check(path) {
-            problems.push(format!("{}: {e}", who(&users)));
+        let named = |(p, m): &(&Plugin, &str)| format!("plugin \"{}\", method \"{m}\"", p.name);
+        match MethodSchema::check(path) {
+            Err(e) => problems.push(format!(
+                "{}: {e}",
+                who(&users.iter().map(named).collect::<Vec<_>>())
+            )),
+            // Grants need roots to fall under: without them, fail closed.
+            Ok(grants) if !grants.is_empty() => {
+                for user in users.iter().filter(|(p, _)| p.grants_within.is_empty()) {
+                    problems.push(format!(
+                        "{}: its schema marks {} with \"{}\", but the plugin has no \
+                         \"grants_within\": list the directories such paths may be in",
+                        named(user),
+                        grants
+                            .iter()
+                            .map(|g| g.pointer())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        crate::schema::GRANT_KEYWORD,
+                    ));
+                }
+            }
+            Ok(_) => {}
         }
     }
 

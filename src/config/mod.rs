@@ -9,6 +9,8 @@
 mod container;
 mod image;
 
+pub use container::NO_GRANTS as NO_CONTAINER_GRANTS;
+
 use crate::audit::AuditSettings;
 use crate::compat::EnvPythonPath;
 use crate::request::valid_name;
@@ -169,6 +171,9 @@ pub struct Plugin {
     pub sha256: Option<String>,
     /// Pin of the plugin's tree: a Python class plugin's `python_path`, or the directory of `command[0]`.
     pub manifest_sha256: Option<String>,
+    /// The roots under which a call's `x-upm-grant` arguments may name paths (absolute,
+    /// as written, `.` dropped): none, and a schema that asks for grants is a config error.
+    pub grants_within: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +230,9 @@ struct RawPlugin {
     manifest_sha256: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    /// Per-call grants: see `Plugin::grants_within`.
+    #[serde(default)]
+    grants_within: Option<Vec<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -591,6 +599,7 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
             .read_paths
             .iter()
             .chain(&plugin.policy.write_paths)
+            .chain(&plugin.grants_within)
             .chain(python);
         for p in granted.filter(|p| within(p)) {
             problems.push(format!(
@@ -868,6 +877,13 @@ fn build_plugin(
     if let SeccompSource::File(file) = &seccomp_profile {
         policy.seccomp = file.clone();
     }
+    let grants_within = grant_roots(
+        ctx.dir,
+        raw.grants_within.as_deref(),
+        &policy,
+        &at,
+        problems,
+    );
     Some(Plugin {
         name: name.to_owned(),
         kind,
@@ -878,7 +894,57 @@ fn build_plugin(
         seccomp_profile,
         sha256: raw.sha256.map(|h| h.to_ascii_lowercase()),
         manifest_sha256: raw.manifest_sha256.map(|h| h.to_ascii_lowercase()),
+        grants_within,
     })
+}
+
+/// A plugin's `grants_within`: each root resolved like every path of the config, and
+/// an existing directory (a root that is not one could never grant anything, so it is
+/// a mistake to say now, not at a call). The container backend grants nothing.
+fn grant_roots(
+    dir: &Path,
+    raw: Option<&[PathBuf]>,
+    policy: &Policy,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Vec<PathBuf> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    if raw.is_empty() {
+        problems.push(format!(
+            "{at}: \"grants_within\" is empty: list the directories under which a call's \
+             \"x-upm-grant\" arguments may name paths, or leave it out"
+        ));
+    }
+    if policy.backend == Backend::Container {
+        problems.push(format!("{at}: {}", container::NO_GRANTS));
+    }
+    let mut roots = Vec::new();
+    for r in raw {
+        let root = resolve_in(dir, r);
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => problems.push(format!(
+                "{at}: \"grants_within\" {} is not a directory",
+                root.display()
+            )),
+            Err(e) => problems.push(format!("{at}: \"grants_within\" {}: {e}", root.display())),
+        }
+        if root
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            problems.push(format!(
+                "{at}: \"grants_within\" {} holds \"..\": write the directory itself",
+                root.display()
+            ));
+        }
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots
 }
 
 /// The caller's PYTHONPATH as a plugin's import path. A directory that contains

@@ -14,6 +14,7 @@
 //! lists it in `allow_degraded`; then its report says `degraded` and why.
 
 pub mod credentials;
+pub mod grants;
 pub mod host;
 pub mod landlock;
 pub mod limits;
@@ -81,6 +82,8 @@ pub struct Paths<'a> {
     pub plugin_files: Vec<PathBuf>,
     /// The seccomp profile, loaded once: the bytes the trust check hashed are the ones enforced.
     pub seccomp: &'a seccomp::Profile,
+    /// This call's grants (its `x-upm-grant` arguments), opened.
+    pub grants: &'a [grants::Grant],
 }
 
 /// Everything the child needs, computed in the parent.
@@ -186,12 +189,13 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     reports.push(cred_report);
 
     let (ns_plan, mut ns_report) = namespaces::prepare(policy.network, credentials.mode);
-    let mounts = mounts::prepare(paths.workdir, &policy.write_paths).map_err(|reason| {
-        SandboxError::Unavailable {
-            layer: Layer::Namespaces,
-            reason,
-        }
-    })?;
+    let mounts =
+        mounts::prepare(paths.workdir, &policy.write_paths, paths.grants).map_err(|reason| {
+            SandboxError::Unavailable {
+                layer: Layer::Namespaces,
+                reason,
+            }
+        })?;
     ns_report.detail["host_files"] = json!("read-only mounts");
     ns_report.detail["writable_mounts"] = json!(mounts.writable());
     reports.push(ns_report);
@@ -207,6 +211,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     let spec = landlock::Spec {
         read,
         write,
+        grants: paths.grants,
         network: policy.network,
         host,
         best_effort: false,

@@ -43,10 +43,18 @@ pub struct Plan {
     /// leaves them out; one that disappears before the init clones it has nothing to
     /// write to. Any other failure stops the call: the report names these as writable.
     writable: Vec<CString>,
+    /// The call's write grants: each cloned from, and attached onto, the init's own
+    /// descriptor for it, proven to be upm's inode (see `grants`).
+    grants: Vec<super::grants::Mount>,
 }
 
-/// Plans the read-only view with `writable` (the call's directory first) on top.
-pub fn prepare(workdir: &Path, write_paths: &[PathBuf]) -> Result<Plan, String> {
+/// Plans the read-only view with `writable` (the call's directory first) and the
+/// call's write grants on top.
+pub fn prepare(
+    workdir: &Path,
+    write_paths: &[PathBuf],
+    grants: &[super::grants::Grant],
+) -> Result<Plan, String> {
     let paths = std::iter::once(workdir).chain(
         write_paths
             .iter()
@@ -63,8 +71,21 @@ pub fn prepare(workdir: &Path, write_paths: &[PathBuf]) -> Result<Plan, String> 
             MAX_WRITABLE - 1
         ));
     }
-    Ok(Plan { writable })
+    // ---- per-call grants (issue 24)
+    let grants = grants
+        .iter()
+        .filter(|g| g.access == super::grants::Access::Write)
+        .map(super::grants::Mount::of)
+        .collect::<Result<Vec<_>, _>>()?;
+    if grants.len() > MAX_GRANTS {
+        return Err(format!("at most {MAX_GRANTS} write grants per call"));
+    }
+    // ----
+    Ok(Plan { writable, grants })
 }
+
+/// The write grants the init keeps descriptors for (on its stack).
+const MAX_GRANTS: usize = 16;
 
 impl Plan {
     /// In the init, in its fresh mount namespace, with its capabilities there (before
@@ -88,6 +109,12 @@ impl Plan {
                 Err(e) => return Err(e),
             }
         }
+        // ---- per-call grants (issue 24): cloned while their mounts are still writable
+        let mut granted = [(-1 as libc::c_int, -1 as libc::c_int); MAX_GRANTS];
+        for (slot, g) in granted.iter_mut().zip(&self.grants) {
+            *slot = g.clone_in_init()?;
+        }
+        // ----
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY,
             attr_clr: 0,
@@ -123,12 +150,18 @@ impl Plan {
             // SAFETY: our own descriptor.
             let _ = unsafe { syscall!(Sysno::close, tree) };
         }
+        // ---- per-call grants (issue 24)
+        for &(at, tree) in &granted[..self.grants.len()] {
+            super::grants::Mount::attach(at, tree)?;
+        }
+        // ----
         Ok(())
     }
 
     pub fn writable(&self) -> Vec<String> {
         self.writable
             .iter()
+            .chain(self.grants.iter().map(|g| &g.path))
             .map(|p| p.to_string_lossy().into_owned())
             .collect()
     }
