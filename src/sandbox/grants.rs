@@ -313,7 +313,7 @@ impl Mount {
         let how = OpenHow {
             flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
             mode: 0,
-            resolve: (libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS) as u64,
+            resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
         };
         // SAFETY: a NUL-terminated path prepared by the parent and an open_how on our stack.
         let at = sys(unsafe {

@@ -107,6 +107,9 @@ pub enum Step {
     Session,
     Stdio,
     Mounts,
+    /// A write grant's mount (issue 24): its path no longer leads to upm's inode, or
+    /// the clone failed.
+    Grants,
     ReopenExec,
     Workdir,
     Limits,
@@ -127,6 +130,7 @@ impl Step {
             Session,
             Stdio,
             Mounts,
+            Grants,
             ReopenExec,
             Workdir,
             Limits,
@@ -145,7 +149,7 @@ impl Step {
     /// The layer a failing step belongs to, if any.
     pub fn layer(self) -> Option<Layer> {
         match self {
-            Step::Mounts | Step::ReopenExec => Some(Layer::Namespaces),
+            Step::Mounts | Step::Grants | Step::ReopenExec => Some(Layer::Namespaces),
             Step::Limits => Some(Layer::Limits),
             Step::Credentials => Some(Layer::Credentials),
             Step::Landlock => Some(Layer::Landlock),
@@ -160,6 +164,7 @@ impl Step {
             Step::Session => "setsid",
             Step::Stdio => "stdio",
             Step::Mounts => "read_only_mounts",
+            Step::Grants => "grant_mounts",
             Step::ReopenExec => "reopen_executable",
             Step::Workdir => "chdir",
             Step::Limits => "rlimits",

@@ -13,7 +13,7 @@
 //! The namespace is created by the init's clone, inside the call's user namespace, so
 //! the host's read-only mounts arrive locked read-only and none can be made writable.
 
-use super::sys;
+use super::{sys, Step};
 use ::syscalls::{syscall, Sysno};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -91,7 +91,8 @@ impl Plan {
     /// In the init, in its fresh mount namespace, with its capabilities there (before
     /// the uid switch) and before anything resolves a path the plugin will use (its
     /// cwd). Raw system calls only, no allocation: see `spawn::child`.
-    pub fn apply(&self) -> Result<(), i32> {
+    pub fn apply(&self) -> Result<(), (Step, i32)> {
+        let mounts = |e| (Step::Mounts, e);
         let mut trees = [-1 as libc::c_int; MAX_WRITABLE];
         for (i, path) in self.writable.iter().enumerate() {
             // SAFETY: a NUL-terminated path prepared by the parent; returns a descriptor.
@@ -106,13 +107,13 @@ impl Plan {
             match r {
                 Ok(fd) => trees[i] = fd as libc::c_int,
                 Err(libc::ENOENT) if i > 0 => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(mounts(e)),
             }
         }
         // ---- per-call grants (issue 24): cloned while their mounts are still writable
         let mut granted = [(-1 as libc::c_int, -1 as libc::c_int); MAX_GRANTS];
         for (slot, g) in granted.iter_mut().zip(&self.grants) {
-            *slot = g.clone_in_init()?;
+            *slot = g.clone_in_init().map_err(|e| (Step::Grants, e))?;
         }
         // ----
         let attr = MountAttr {
@@ -131,7 +132,8 @@ impl Plan {
                 &attr as *const MountAttr,
                 std::mem::size_of::<MountAttr>()
             )
-        })?;
+        })
+        .map_err(mounts)?;
         for (path, &tree) in self.writable.iter().zip(&trees) {
             if tree < 0 {
                 continue;
@@ -146,13 +148,14 @@ impl Plan {
                     path.as_ptr(),
                     MOVE_MOUNT_F_EMPTY_PATH
                 )
-            })?;
+            })
+            .map_err(mounts)?;
             // SAFETY: our own descriptor.
             let _ = unsafe { syscall!(Sysno::close, tree) };
         }
         // ---- per-call grants (issue 24)
         for &(at, tree) in &granted[..self.grants.len()] {
-            super::grants::Mount::attach(at, tree)?;
+            super::grants::Mount::attach(at, tree).map_err(|e| (Step::Grants, e))?;
         }
         // ----
         Ok(())
