@@ -1,0 +1,78 @@
+//! Grants are reported and audited: the result's sandbox report and the `started`
+//! entry list each one; `upm check` and `upm list` show which arguments are grants.
+
+use super::*;
+
+#[test]
+fn grants_are_in_the_result_and_in_the_started_entry() {
+    let Some(fx) = Fx::new(Who::Root) else { return };
+    let a = fx.join("roots/proj/a.txt");
+    let out = fx.join("roots/proj/out");
+    let run = fx.call(json!({ "read": a, "write": format!("{}/./", out.display()), "ops": [] }));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let root = fx.join("roots");
+    // The path as the caller wrote it (the same path, component by component, as what
+    // was opened: no "resolved" beside it).
+    let expected = json!([
+        { "argument": "/read", "path": a, "access": "read", "root": root, "kind": "file" },
+        { "argument": "/write", "path": format!("{}/./", out.display()), "access": "write",
+          "root": root, "kind": "directory" },
+    ]);
+    let sandbox = &run.json["data"]["sandbox"];
+    assert_eq!(sandbox["grants"], expected, "{sandbox}");
+    // Landlock's rules and the writable mounts say the same.
+    assert_eq!(
+        sandbox["layers"]["landlock"]["detail"]["grants"],
+        json!([{ "path": a, "access": "read" }, { "path": out, "access": "write" }])
+    );
+    let mounts = &sandbox["layers"]["namespaces"]["detail"]["writable_mounts"];
+    assert!(mounts.as_array().unwrap().contains(&json!(out)), "{mounts}");
+    assert!(!mounts.as_array().unwrap().contains(&json!(a)), "{mounts}");
+
+    // Audited before the plugin ran: `started` records them, `finished` follows it.
+    let audit = fx.audit_of(&run);
+    let events: Vec<&Value> = audit.iter().map(|e| &e["event"]).collect();
+    assert_eq!(events, ["started", "finished"], "{audit:?}");
+    assert_eq!(audit[0]["sandbox_requested"]["grants"], expected);
+    assert_eq!(audit[1]["sandbox"], json!({ "same_as_started": true }));
+    // A call without grant arguments reports none.
+    let run = fx.call(json!({ "ops": [] }));
+    assert!(run.json["data"]["sandbox"].get("grants").is_none(), "{}", ctx(&run));
+    let verify = Command::new(common::upm_bin())
+        .args(["audit", "verify", "--config", fx.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn check_lists_grant_arguments_and_roots_and_list_shows_the_annotation() {
+    let Some(fx) = Fx::new(Who::Root) else { return };
+    let mut check = Command::new(common::upm_bin());
+    check.args(["check", "--config", fx.config.to_str().unwrap()]);
+    let r = run_command(check, b"");
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    assert_eq!(
+        r.json["plugins"]["G"]["grants"],
+        json!({
+            "within": [fx.join("roots")],
+            "arguments": { "probe": [
+                { "argument": "/kwargs/more", "access": "read" },
+                { "argument": "/read", "access": "read" },
+                { "argument": "/write", "access": "write" },
+            ]}
+        }),
+        "{}",
+        ctx(&r)
+    );
+    let mut list = Command::new(common::upm_bin());
+    list.args(["list", "--config", fx.config.to_str().unwrap()]);
+    let r = run_command(list, b"");
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    let g = &r.json["plugins"]["G"];
+    assert_eq!(g["grants_within"], json!([fx.join("roots")]));
+    let schema = &g["methods"]["probe"]["schema"];
+    assert_eq!(schema["properties"]["read"]["x-upm-grant"], "read", "{schema}");
+    assert_eq!(schema["properties"]["write"]["x-upm-grant"], "write");
+    assert_eq!(schema["$defs"]["readable"]["x-upm-grant"], "read");
+}
