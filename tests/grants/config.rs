@@ -14,7 +14,9 @@ fn assert_config_refused(fx: &Fx, needle: &str) {
     assert_eq!(run.code, 5, "{}", ctx(&run));
     assert_eq!(run.code_word(), "config_error");
     assert!(
-        run.json["data"]["details"]["problems"].to_string().contains(needle),
+        run.json["data"]["details"]["problems"]
+            .to_string()
+            .contains(needle),
         "{}",
         ctx(&run)
     );
@@ -76,7 +78,8 @@ fn a_grant_mark_upm_cannot_honour_is_a_config_error() {
         ),
     ] {
         let Some(fx) = Fx::new(Who::Root) else { return };
-        fx.dir.write("schemas/probe.json", &schema.to_string(), false);
+        fx.dir
+            .write("schemas/probe.json", &schema.to_string(), false);
         assert_config_refused(&fx, needle);
     }
 }

@@ -53,8 +53,15 @@ fn a_read_grant_of_a_directory_reads_beneath_it_and_writes_nothing(who: Who) {
     assert_eq!(run.code, 0, "{}", ctx(&run));
     assert_ok(op(&run, 0), "listing the granted directory");
     assert_eq!(op(&run, 1)["value"], "beta");
-    for (i, what) in [(2, "creating a file in a read grant"), (3, "mkdir in a read grant")] {
-        assert!([EACCES, EROFS].contains(&errno(op(&run, i))), "{what}: {}", op(&run, i));
+    for (i, what) in [
+        (2, "creating a file in a read grant"),
+        (3, "mkdir in a read grant"),
+    ] {
+        assert!(
+            [EACCES, EROFS].contains(&errno(op(&run, i))),
+            "{what}: {}",
+            op(&run, i)
+        );
     }
     assert_eq!(errno(op(&run, 4)), EACCES, "the root above it");
     assert!(!proj.join("new.txt").exists() && !proj.join("d").exists());
@@ -122,9 +129,20 @@ fn a_write_grant_of_a_file_writes_that_file_only(who: Who) {
     assert_eq!(run.code, 0, "{}", ctx(&run));
     assert_ok(op(&run, 0), "writing the granted file");
     assert_eq!(op(&run, 1)["value"], "written by the plugin");
-    assert!([EACCES, EROFS].contains(&errno(op(&run, 2))), "{}", op(&run, 2));
-    assert!([EACCES, EROFS].contains(&errno(op(&run, 3))), "{}", op(&run, 3));
-    assert_eq!(std::fs::read_to_string(&b).unwrap(), "written by the plugin");
+    assert!(
+        [EACCES, EROFS].contains(&errno(op(&run, 2))),
+        "{}",
+        op(&run, 2)
+    );
+    assert!(
+        [EACCES, EROFS].contains(&errno(op(&run, 3))),
+        "{}",
+        op(&run, 3)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&b).unwrap(),
+        "written by the plugin"
+    );
     let report = &run.json["data"]["sandbox"]["grants"][0];
     assert_eq!(report["kind"], "file", "{report}");
 }

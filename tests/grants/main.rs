@@ -91,24 +91,27 @@ impl Fx {
 
     fn with(who: Who, tweak: impl FnOnce(TestConfig, &Path) -> TestConfig) -> Option<Fx> {
         if !is_root() {
-            eprintln!("SKIPPED: the grant tests start upm as root and as uid 4242; run them as root");
+            eprintln!(
+                "SKIPPED: the grant tests start upm as root and as uid 4242; run them as root"
+            );
             return None;
         }
         let dir = TestDir::new();
         dir.write("plugins/probe.py", PROBE, true);
         dir.write("schemas/probe.json", SCHEMA, false);
         let proj = dir.join("roots/proj");
-        mkdir(&dir.join("roots"), 0o755);
-        mkdir(&proj.join("out"), 0o777);
-        chmod(&proj, 0o777);
         // World-writable, like the directories: every denial below is the sandbox's,
-        // never the file mode's.
+        // never the file mode's. (`TestDir::write` makes a file's parents 0755, so the
+        // directories' modes are set after the files are written.)
         chmod(&dir.write("roots/proj/a.txt", "alpha", false), 0o666);
         chmod(&dir.write("roots/proj/b.txt", "beta", false), 0o666);
         dir.write("roots/proj/mine.txt", "the plugin's own", false);
         std::os::unix::fs::chown(proj.join("mine.txt"), Some(who.plugin_uid()), None).unwrap();
+        chmod(&dir.write("outside/secret.txt", "secret", false), 0o666);
+        mkdir(&dir.join("roots"), 0o755);
+        mkdir(&proj.join("out"), 0o777);
+        chmod(&proj, 0o777);
         mkdir(&dir.join("outside"), 0o777);
-        dir.write("outside/secret.txt", "secret", false);
         mkdir(&dir.join("sentinel"), 0o777);
         let cfg = tweak(base_config(&dir.path), &dir.path);
         let config = cfg.write(&dir);
@@ -164,7 +167,10 @@ impl Fx {
 }
 
 fn ctx(run: &Run) -> String {
-    format!("exit {}\nstdout: {}\nstderr: {}", run.code, run.stdout, run.stderr)
+    format!(
+        "exit {}\nstdout: {}\nstderr: {}",
+        run.code, run.stdout, run.stderr
+    )
 }
 
 /// The probe's answer to its `i`th op.

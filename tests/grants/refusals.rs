@@ -9,7 +9,13 @@ fn assert_refused_before_running(fx: &Fx, run: &Run, argument: &str, why: &str) 
     assert_eq!(run.code_word(), "invalid_args", "{}", ctx(run));
     let error = run.json["data"]["error"].as_str().unwrap();
     let root = fx.join("roots").display().to_string();
-    for needle in [argument, root.as_str(), "grants_within", why, "nothing was run"] {
+    for needle in [
+        argument,
+        root.as_str(),
+        "grants_within",
+        why,
+        "nothing was run",
+    ] {
         assert!(error.contains(needle), "{needle:?} not in: {error}");
     }
     let details = &run.json["data"]["details"]["grant"];
@@ -31,16 +37,36 @@ fn paths_outside_the_roots_dotdot_relative_or_missing_are_refused_before_anythin
     let marker = fx.join("sentinel/ran");
     let roots = fx.join("roots").display().to_string();
     let cases = [
-        ("/read", json!(fx.join("outside/secret.txt")), "not under any of the roots"),
-        ("/read", json!(format!("{roots}/proj/../../outside/secret.txt")), "\"..\""),
+        (
+            "/read",
+            json!(fx.join("outside/secret.txt")),
+            "not under any of the roots",
+        ),
+        (
+            "/read",
+            json!(format!("{roots}/proj/../../outside/secret.txt")),
+            "\"..\"",
+        ),
         ("/write", json!(format!("{roots}/proj/out/..")), "\"..\""),
         ("/write", json!("roots/proj/out"), "not an absolute path"),
         ("/read", json!("a.txt"), "not an absolute path"),
         ("/read", json!(""), "not an absolute path"),
         // A name that only starts like the root.
-        ("/read", json!(format!("{roots}-other/a.txt")), "not under any of the roots"),
-        ("/write", json!(format!("{roots}/proj/none")), "does not exist"),
-        ("/kwargs/more", json!("/etc/passwd"), "not under any of the roots"),
+        (
+            "/read",
+            json!(format!("{roots}-other/a.txt")),
+            "not under any of the roots",
+        ),
+        (
+            "/write",
+            json!(format!("{roots}/proj/none")),
+            "does not exist",
+        ),
+        (
+            "/kwargs/more",
+            json!("/etc/passwd"),
+            "not under any of the roots",
+        ),
     ];
     for (argument, value, why) in cases {
         let mut args = json!({ "marker": marker, "ops": [] });
@@ -84,7 +110,10 @@ fn a_symlink_inside_a_root_that_leads_out_of_it_is_refused() {
         ["write", proj.join("current/via-link.txt")]
     ]}));
     assert_eq!(run.code, 0, "{}", ctx(&run));
-    assert_ok(op(&run, 0), "writing through a symlink that stays under the root");
+    assert_ok(
+        op(&run, 0),
+        "writing through a symlink that stays under the root",
+    );
     assert!(proj.join("out/via-link.txt").exists());
     let grant = &run.json["data"]["sandbox"]["grants"][0];
     assert_eq!(grant["path"], json!(proj.join("current")), "{grant}");

@@ -37,12 +37,20 @@ fn grants_are_in_the_result_and_in_the_started_entry() {
     assert_eq!(audit[1]["sandbox"], json!({ "same_as_started": true }));
     // A call without grant arguments reports none.
     let run = fx.call(json!({ "ops": [] }));
-    assert!(run.json["data"]["sandbox"].get("grants").is_none(), "{}", ctx(&run));
+    assert!(
+        run.json["data"]["sandbox"].get("grants").is_none(),
+        "{}",
+        ctx(&run)
+    );
     let verify = Command::new(common::upm_bin())
         .args(["audit", "verify", "--config", fx.config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 #[test]
@@ -72,7 +80,10 @@ fn check_lists_grant_arguments_and_roots_and_list_shows_the_annotation() {
     let g = &r.json["plugins"]["G"];
     assert_eq!(g["grants_within"], json!([fx.join("roots")]));
     let schema = &g["methods"]["probe"]["schema"];
-    assert_eq!(schema["properties"]["read"]["x-upm-grant"], "read", "{schema}");
+    assert_eq!(
+        schema["properties"]["read"]["x-upm-grant"], "read",
+        "{schema}"
+    );
     assert_eq!(schema["properties"]["write"]["x-upm-grant"], "write");
     assert_eq!(schema["$defs"]["readable"]["x-upm-grant"], "read");
 }

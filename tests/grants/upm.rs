@@ -82,10 +82,17 @@ fn a_upm_calls_project_root_is_granted_when_its_schema_marks_it() {
         }}
     }));
     let p1 = u.projects.join("p1");
-    let r = u.argv("upm_config.json", json!({ "args": ["requests"], "project_root": p1 }), &[]);
+    let r = u.argv(
+        "upm_config.json",
+        json!({ "args": ["requests"], "project_root": p1 }),
+        &[],
+    );
     assert_eq!(r.code, 0, "{}", ctx(&r));
     assert_eq!(r.result()["installed"], "requests", "{}", ctx(&r));
-    assert_eq!(std::fs::read_to_string(p1.join("installed.txt")).unwrap(), "requests");
+    assert_eq!(
+        std::fs::read_to_string(p1.join("installed.txt")).unwrap(),
+        "requests"
+    );
     assert_eq!(
         r.json["data"]["sandbox"]["grants"],
         json!([{ "argument": "/project_root", "path": p1, "access": "write",
@@ -93,9 +100,16 @@ fn a_upm_calls_project_root_is_granted_when_its_schema_marks_it() {
     );
     // Outside the roots: refused before the class is even imported.
     let elsewhere = u.d.join("elsewhere");
-    let r = u.argv("upm_config.json", json!({ "args": ["x"], "project_root": elsewhere }), &[]);
+    let r = u.argv(
+        "upm_config.json",
+        json!({ "args": ["x"], "project_root": elsewhere }),
+        &[],
+    );
     assert_eq!(r.code, 10, "{}", ctx(&r));
-    assert!(r.json["data"]["error"].as_str().unwrap().contains("/project_root"));
+    assert!(r.json["data"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("/project_root"));
     assert!(!elsewhere.join("installed.txt").exists());
     // No project_root: UPM's default (the caller's working directory) is a string only.
     let r = u.argv("upm_config.json", json!({ "args": ["x"] }), &[]);
@@ -131,13 +145,22 @@ fn migrate_marks_project_root_when_the_plugin_sets_grants_within() {
 
     let cfg = u.d.join("upm_config.json");
     let r = common::run_with(
-        &["migrate", "--config", cfg.to_str().unwrap(), "--out", u.d.join("strict.json").to_str().unwrap()],
+        &[
+            "migrate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            u.d.join("strict.json").to_str().unwrap(),
+        ],
         b"",
         &[("PYTHONPATH", pythonpath)],
     );
     assert_eq!(r.code, 0, "{}", ctx(&r));
     assert!(
-        r.json["plugins"]["ToolPlugin"]["project_root"].as_str().unwrap().contains("\"write\""),
+        r.json["plugins"]["ToolPlugin"]["project_root"]
+            .as_str()
+            .unwrap()
+            .contains("\"write\""),
         "{}",
         ctx(&r)
     );
@@ -151,10 +174,17 @@ fn migrate_marks_project_root_when_the_plugin_sets_grants_within() {
     );
     let strict: Value =
         serde_json::from_str(&std::fs::read_to_string(u.d.join("strict.json")).unwrap()).unwrap();
-    assert_eq!(strict["plugins"]["ToolPlugin"]["grants_within"], json!(["projects"]));
+    assert_eq!(
+        strict["plugins"]["ToolPlugin"]["grants_within"],
+        json!(["projects"])
+    );
     // upm check on it passes, without warnings, and lists the grant.
     let mut check = Command::new(common::upm_bin());
-    check.args(["check", "--config", u.d.join("strict.json").to_str().unwrap()]);
+    check.args([
+        "check",
+        "--config",
+        u.d.join("strict.json").to_str().unwrap(),
+    ]);
     let c = run_command(check, b"");
     assert_eq!(c.code, 0, "{}", ctx(&c));
     assert_eq!(c.json["warnings"], json!([]), "{}", ctx(&c));
@@ -163,7 +193,14 @@ fn migrate_marks_project_root_when_the_plugin_sets_grants_within() {
         json!([{ "argument": "/project_root", "access": "write" }])
     );
     // Through the migrated config, the call's project_root is the plugin's to write.
-    let r = u.argv("strict.json", json!({ "args": ["pkg-a"], "project_root": p1 }), &[("PYTHONPATH", "")]);
+    let r = u.argv(
+        "strict.json",
+        json!({ "args": ["pkg-a"], "project_root": p1 }),
+        &[("PYTHONPATH", "")],
+    );
     assert_eq!(r.code, 0, "{}", ctx(&r));
-    assert_eq!(std::fs::read_to_string(p1.join("installed.txt")).unwrap(), "pkg-a");
+    assert_eq!(
+        std::fs::read_to_string(p1.join("installed.txt")).unwrap(),
+        "pkg-a"
+    );
 }
