@@ -13,15 +13,15 @@ use crate::spawn::stop;
 use std::io::{BufRead, Write};
 use std::sync::Mutex;
 
-/// One line of input, bounded.
-enum Line {
+/// One line of input, bounded (also `upm mcp`'s messages).
+pub(crate) enum Line {
     Request(Vec<u8>),
     TooLong,
     Eof,
 }
 
 /// Reads up to the next newline, keeping at most `cap` bytes.
-fn read_line(input: &mut impl BufRead, cap: u64) -> std::io::Result<Line> {
+pub(crate) fn read_line(input: &mut impl BufRead, cap: u64) -> std::io::Result<Line> {
     let mut line = Vec::new();
     let mut too_long = false;
     let mut saw_any = false;

@@ -34,6 +34,13 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ListFormat {
+    Json,
+    Mcp,
+    Openai,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one call read as JSON from stdin: {"plugin", "method", "args", "request_id"?}.
@@ -48,8 +55,22 @@ enum Command {
         parallel: u16,
     },
     /// Print the whitelisted plugins and methods with their schemas, as JSON.
-    #[command(override_usage = "upm list [--config PATH]")]
-    List,
+    #[command(override_usage = "upm list [--config PATH] [--format json|mcp|openai]")]
+    List {
+        /// json: upm's own listing; mcp: the tools/list result of `upm mcp`; openai:
+        /// the same tools as OpenAI function definitions.
+        #[arg(long, value_enum, default_value_t = ListFormat::Json)]
+        format: ListFormat,
+    },
+    /// Serve the whitelisted methods as MCP tools on stdin/stdout (JSON-RPC 2.0, one
+    /// message per line); every tool call is a sandboxed, audited call. See docs/mcp.md.
+    #[command(override_usage = "upm mcp [--config PATH] [--parallel N]")]
+    Mcp {
+        /// Run up to N tool calls at a time (answered as they finish).
+        #[arg(long, value_name = "N", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallel: u16,
+    },
     /// Validate the config, every schema, policy and plugin command; list every problem.
     #[command(override_usage = "upm check [--config PATH]")]
     Check,
@@ -107,7 +128,10 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(&e),
     };
     let config_path = config::resolve_path(cli.config.as_deref());
-    if matches!(cli.command, Command::Run { .. } | Command::Legacy(_)) {
+    if matches!(
+        cli.command,
+        Command::Run { .. } | Command::Legacy(_) | Command::Mcp { .. }
+    ) {
         if let Err(e) = stop::install() {
             tracing::warn!(
                 "cannot handle SIGTERM, SIGINT and SIGHUP ({e}): they will kill upm mid-call"
@@ -132,7 +156,11 @@ pub fn main() -> i32 {
             )
         }
         Command::Legacy(argv) => legacy(&config_path, argv),
-        Command::List => list(&config_path),
+        Command::List {
+            format: ListFormat::Json,
+        } => list(&config_path),
+        Command::List { format } => list_tools(&config_path, format),
+        Command::Mcp { parallel } => crate::mcp::run(&config_path, usize::from(parallel)),
         Command::Check => check(&config_path),
         Command::Doctor { json } => doctor(json),
         Command::Keygen { secret, public } => match crate::keys::keygen(&secret, &public) {
@@ -337,12 +365,21 @@ fn list(config_path: &Path) -> i32 {
         for (m, spec) in &p.methods {
             let mut entry = json!({ "description": spec.description, "schema": null });
             // Each schema printed stands alone: its $refs' files bundled into it.
-            if let Some(path) = &spec.schema {
+            let schemas = [
+                ("schema", "bundle_error", &spec.schema),
+                (
+                    "output_schema",
+                    "output_schema_bundle_error",
+                    &spec.output_schema,
+                ),
+            ];
+            for (key, error_key, path) in schemas {
+                let Some(path) = path else { continue };
                 match MethodSchema::load(path).map(|s| (s.bundled(), s)) {
-                    Ok((Ok(bundled), _)) => entry["schema"] = bundled,
+                    Ok((Ok(bundled), _)) => entry[key] = bundled,
                     Ok((Err(e), s)) => {
-                        entry["schema"] = s.document().clone();
-                        entry["bundle_error"] = json!(e.to_string());
+                        entry[key] = s.document().clone();
+                        entry[error_key] = json!(e.to_string());
                     }
                     Err(e) => problems.push(e.to_string()),
                 }
@@ -368,6 +405,30 @@ fn list(config_path: &Path) -> i32 {
         return config_failure(&e);
     }
     print_json_line(&json!({ "config": config.path, "plugins": plugins }).to_string());
+    0
+}
+
+/// `upm list --format mcp|openai`: the tools `upm mcp` serves, for other clients.
+fn list_tools(config_path: &Path, format: ListFormat) -> i32 {
+    let config = match crate::preflight::load(config_path) {
+        Ok((c, _)) => c,
+        Err(e) => return config_failure(&e),
+    };
+    let tools = match crate::mcp::Tools::of(&config) {
+        Ok(t) => t,
+        Err(problems) => {
+            let e = config::ConfigError::Invalid {
+                path: config.path.clone(),
+                problems,
+            };
+            return config_failure(&e);
+        }
+    };
+    let doc = match format {
+        ListFormat::Openai => tools.to_openai(),
+        _ => tools.to_mcp(),
+    };
+    print_json_line(&doc.to_string());
     0
 }
 
@@ -404,6 +465,13 @@ fn check(config_path: &Path) -> i32 {
             check_module(&at, module, python_path, &mut problems);
         }
         for (m, spec) in &p.methods {
+            if let Some(path) = &spec.output_schema {
+                if let Err(e @ crate::schema::SchemaError::Compile { .. }) =
+                    MethodSchema::load(path)
+                {
+                    problems.push(format!("{at}, method \"{m}\": output_schema: {e}"));
+                }
+            }
             if let Some(path) = &spec.schema {
                 // What the files' check leaves to compiling (e.g. a regex it cannot build),
                 // and to bundling for `upm list`.
@@ -453,6 +521,12 @@ fn check(config_path: &Path) -> i32 {
     for (name, entry) in plugins.iter_mut() {
         let at = format!("plugin \"{name}\"");
         entry["ok"] = json!(!problems.iter().any(|p| p.contains(&at)));
+    }
+    // What `upm mcp` (and `upm list --format mcp|openai`) would refuse: no call fails on it.
+    if problems.is_empty() {
+        for p in crate::mcp::tools::problems(&config) {
+            warnings.push(format!("upm mcp would refuse this config: {p}"));
+        }
     }
     let signature = match crate::trust::check(&config, None) {
         None => json!({ "mode": "off" }),

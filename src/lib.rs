@@ -16,6 +16,7 @@
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: result codes, exit codes and the `Failure` a call ends on (a leaf);
 //!   [`codes`]: the one place where each module's error becomes a result code.
+//! - [`mcp`]: `upm mcp`, an MCP server whose every tool call is one pipeline call.
 //! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
 //!   config on to a strict upm config.
@@ -32,6 +33,7 @@
 //! codes                                                          every error -> its result code
 //! pipeline                                                       one call, top-down
 //! batch  migrate
+//! mcp                                                            tools/call -> pipeline (batch's line reader)
 //! cli
 //! ```
 
@@ -50,6 +52,7 @@ pub mod files;
 pub mod integrity;
 pub mod keys;
 pub mod launch;
+pub mod mcp;
 pub mod migrate;
 pub mod outcome;
 pub mod pipeline;

@@ -104,12 +104,8 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin, exe: Option<&Executable>) -> R
         });
         return ran;
     }
-    if o.stopped_by == Some(Stop::Cancelled) {
-        ran.failure = Some(Failure::new(
-            Code::Cancelled,
-            "upm was asked to stop (SIGTERM, SIGINT or SIGHUP) and killed the plugin with its \
-             whole process tree",
-        ));
+    if let Some(Stop::Cancelled(why)) = o.stopped_by {
+        ran.failure = Some(Failure::new(Code::Cancelled, why.killed()));
         return ran;
     }
     let cpu_ms = o.usage.map_or(0.0, |u| u.user_ms + u.sys_ms);

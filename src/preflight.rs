@@ -1,5 +1,5 @@
 //! The files a config names that make it valid or not, checked as a whole before any
-//! call runs: every method's schema and every seccomp profile. A config whose one schema
+//! call runs: every method's schema (and output schema) and every seccomp profile. A config whose one schema
 //! is missing is invalid, and an invalid config runs nothing — not even the methods
 //! whose own files are fine — so that `upm run`, `upm list` and `upm check` agree.
 //!
@@ -41,16 +41,29 @@ pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
 /// profile (loaded once per file, compiled as each plugin will use it).
 pub fn check(config: &Config) -> Checked {
     let mut problems = Vec::new();
-    let mut schemas: BTreeMap<&Path, Vec<(&Plugin, &str)>> = BTreeMap::new();
+    // Each user of a schema file: the plugin, the method, and whether as its output_schema.
+    let mut schemas: BTreeMap<&Path, Vec<(&Plugin, &str, bool)>> = BTreeMap::new();
     for plugin in config.plugins.values() {
         for (method, spec) in &plugin.methods {
             if let Some(path) = &spec.schema {
-                schemas.entry(path).or_default().push((plugin, method));
+                schemas
+                    .entry(path)
+                    .or_default()
+                    .push((plugin, method, false));
+            }
+            if let Some(path) = &spec.output_schema {
+                schemas
+                    .entry(path)
+                    .or_default()
+                    .push((plugin, method, true));
             }
         }
     }
     for (path, users) in schemas {
-        let named = |(p, m): &(&Plugin, &str)| format!("plugin \"{}\", method \"{m}\"", p.name);
+        let named = |(p, m, output): &(&Plugin, &str, bool)| {
+            let what = if *output { " (output_schema)" } else { "" };
+            format!("plugin \"{}\", method \"{m}\"{what}", p.name)
+        };
         match MethodSchema::check(path) {
             Err(e) => problems.push(format!(
                 "{}: {e}",
@@ -58,16 +71,29 @@ pub fn check(config: &Config) -> Checked {
             )),
             // Grants need roots to fall under: without them, fail closed.
             Ok(grants) if !grants.is_empty() => {
-                for user in users.iter().filter(|(p, _)| p.grants_within.is_empty()) {
+                let marked = || {
+                    grants
+                        .iter()
+                        .map(|g| g.pointer())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                // A result grants nothing: a mark there would be read as a promise.
+                for user in users.iter().filter(|(_, _, output)| *output) {
+                    problems.push(format!(
+                        "{}: it marks {} with \"{}\", which only an args schema may hold",
+                        named(user),
+                        marked(),
+                        crate::schema::GRANT_KEYWORD,
+                    ));
+                }
+                let args_users = users.iter().filter(|(_, _, output)| !*output);
+                for user in args_users.filter(|(p, _, _)| p.grants_within.is_empty()) {
                     problems.push(format!(
                         "{}: its schema marks {} with \"{}\", but the plugin has no \
                          \"grants_within\": list the directories such paths may be in",
                         named(user),
-                        grants
-                            .iter()
-                            .map(|g| g.pointer())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        marked(),
                         crate::schema::GRANT_KEYWORD,
                     ));
                 }

@@ -297,7 +297,7 @@ fn add_plugin_files(
         reason,
     };
     for m in plugin.methods.values() {
-        if let Some(schema) = &m.schema {
+        for schema in m.schema.iter().chain(&m.output_schema) {
             // Every file the schema's $refs reach is covered too.
             let s = crate::schema::MethodSchema::load(schema)
                 .map_err(|e| unreadable(schema, e.to_string()))?;
@@ -625,6 +625,8 @@ impl Verdict {
 pub struct CallFiles<'a> {
     pub plugin: &'a Plugin,
     pub schema: Option<&'a crate::schema::MethodSchema>,
+    /// The method's `output_schema`, which the plugin's result is checked against.
+    pub output_schema: Option<&'a crate::schema::MethodSchema>,
     pub seccomp: &'a crate::sandbox::seccomp::Profile,
 }
 
@@ -633,7 +635,7 @@ fn call_files(
     call: &CallFiles<'_>,
 ) -> Result<BTreeMap<String, String>, TrustError> {
     let mut out = FileList::default();
-    if let Some(schema) = call.schema {
+    for schema in call.schema.into_iter().chain(call.output_schema) {
         for (path, hex) in schema.file_digests() {
             out.add(&config.dir, path, format!("sha256:{hex}"))?;
         }

@@ -153,6 +153,9 @@ pub struct Method {
     pub upm_whitelist_only: bool,
     /// What the method does, for `upm list` (and a client's tool definition).
     pub description: Option<String>,
+    /// Absolute path of the JSON Schema the plugin's result must match, if any: a
+    /// result that does not is `plugin_failed` (and `upm mcp`'s `outputSchema`).
+    pub output_schema: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +245,8 @@ struct RawMethod {
     schema: Option<PathBuf>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    output_schema: Option<PathBuf>,
 }
 
 const TOP_LEVEL_KEYS: [&str; 11] = [
@@ -780,6 +785,7 @@ fn build_plugin(
                 schema: spec.schema.as_ref().map(|s| resolve_in(ctx.dir, s)),
                 upm_whitelist_only: false,
                 description: spec.description.clone(),
+                output_schema: spec.output_schema.as_ref().map(|s| resolve_in(ctx.dir, s)),
             },
         );
     }
@@ -796,6 +802,7 @@ fn build_plugin(
             schema: None,
             upm_whitelist_only: true,
             description: None,
+            output_schema: None,
         });
     }
     if methods.is_empty() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Runs the container and captures it like a native plugin. `Err` means the
 /// container never started (the engine refused, or the command is not in the image).
-pub fn run(p: &Prepared) -> Result<Outcome, ContainerError> {
+pub fn run(p: &Prepared, stop: &spawn::stop::Watch) -> Result<Outcome, ContainerError> {
     let started = Instant::now();
     let mut child = p
         .engine
@@ -43,6 +43,7 @@ pub fn run(p: &Prepared) -> Result<Outcome, ContainerError> {
         stdin: &p.stdin,
         timeout: p.timeout,
         output_cap: p.output_cap,
+        stop,
     };
     let pgid = child.id();
     let collected = spawn::capture(io, started, pipes, &mut || kill_group(pgid));

@@ -123,8 +123,8 @@ fn prepare_native(
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
     // The last moment a stop needs nothing undone: no process exists yet.
-    if spawn::stop::requested() {
-        return Err(super::cancelled_before_start());
+    if let Some(why) = call.ctx.stop.stopped() {
+        return Err(super::cancelled_before_start(why));
     }
     Ok(Prepared::Native(Native {
         workdir: Some(workdir),
@@ -232,10 +232,10 @@ impl Prepared {
 impl Running<'_> {
     /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
     /// the container never started (the engine refused, or the command is not in the image).
-    pub(super) fn run(self) -> Result<Outcome, Failure> {
+    pub(super) fn run(self, stop: &spawn::stop::Watch) -> Result<Outcome, Failure> {
         match self {
-            Running::Native(spawned) => Ok(spawned.run()),
-            Running::Container(p) => container::run(p).map_err(Failure::from),
+            Running::Native(spawned) => Ok(spawned.run(stop)),
+            Running::Container(p) => container::run(p, stop).map_err(Failure::from),
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::compat;
 use crate::config::{Config, Plugin, PluginKind};
 use crate::error::{Code, Failure};
 use crate::launch::Runnable;
+use crate::outcome::Ran;
 use crate::request::{self, Request, RequestError};
 use crate::schema::MethodSchema;
 use crate::trust;
@@ -62,6 +63,19 @@ pub(super) fn parse<R: Read>(
                 request_id: None,
                 introspect: None,
             };
+            req.check().map_err(bad)?;
+            req
+        }
+        Input::Parsed(req) => {
+            call.plugin = Some(request::noted(&req.plugin));
+            call.method = Some(request::noted(&req.method));
+            if let Some(id) = req
+                .request_id
+                .as_ref()
+                .filter(|id| request::valid_request_id(id))
+            {
+                call.request_id = id.clone();
+            }
             req.check().map_err(bad)?;
             req
         }
@@ -184,21 +198,43 @@ pub(super) fn check_python_args(plugin: &Plugin, args: &Value) -> Result<(), Fai
 pub(super) fn validate(schema: Option<&MethodSchema>, args: &Value) -> Result<(), Failure> {
     let Some(schema) = schema else { return Ok(()) };
     schema.validate(args).map_err(|r| {
-        let n = r.total;
-        let listed = if n > r.violations.len() {
-            format!("; the first {} are listed", r.violations.len())
-        } else {
-            String::new()
-        };
-        Failure::new(
+        rejected(
             Code::InvalidArgs,
-            format!(
-                "the args do not match the method's schema ({n} violation{}{listed})",
-                if n == 1 { "" } else { "s" }
-            ),
+            "the args do not match the method's schema",
+            &r,
         )
-        .with_details(json!({ "violations": r.violations, "violation_count": n }))
     })
+}
+
+/// A result must match the method's `output_schema`, when it declares one: one that
+/// does not is the plugin's failure, and is not passed on.
+pub(super) fn check_result(schema: Option<&MethodSchema>, mut ran: Ran) -> Ran {
+    let (Some(schema), None, Some(result)) = (schema, &ran.failure, &ran.result) else {
+        return ran;
+    };
+    if let Err(r) = schema.validate(result) {
+        let what = "the plugin's result does not match the method's output_schema";
+        ran.failure = Some(rejected(Code::PluginFailed, what, &r));
+        ran.result = None;
+    }
+    ran
+}
+
+fn rejected(code: Code, what: &str, r: &crate::schema::Rejection) -> Failure {
+    let n = r.total;
+    let listed = if n > r.violations.len() {
+        format!("; the first {} are listed", r.violations.len())
+    } else {
+        String::new()
+    };
+    Failure::new(
+        code,
+        format!(
+            "{what} ({n} violation{}{listed})",
+            if n == 1 { "" } else { "s" }
+        ),
+    )
+    .with_details(json!({ "violations": r.violations, "violation_count": n }))
 }
 
 /// Strict: a config that is unsigned, badly signed or changed stops here.

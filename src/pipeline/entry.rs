@@ -143,6 +143,9 @@ fn base(event: &str, call: &Call) -> Map<String, Value> {
     if !call.warnings.is_empty() {
         e.insert("warnings".into(), json!(call.warnings));
     }
+    if let Some((key, origin)) = &call.ctx.origin {
+        e.insert((*key).into(), origin.clone());
+    }
     e
 }
 

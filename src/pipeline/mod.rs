@@ -66,6 +66,20 @@ pub enum Input<R: Read> {
         plugin: String,
         methods: Vec<String>,
     },
+    /// `upm mcp`: a request already read (a `tools/call`, its tool name mapped back to
+    /// plugin and method), checked like any other from here on.
+    Parsed(request::Request),
+}
+
+/// What a caller adds to a call besides its request (`upm mcp`'s calls; `upm run`'s
+/// have the default): what can stop it early, and where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// upm's own stop, and the call's own cancellation if it can be cancelled alone.
+    pub stop: spawn::stop::Watch,
+    /// Recorded in every audit entry of the call under this key (`upm mcp`: the
+    /// JSON-RPC id and the tool name).
+    pub origin: Option<(&'static str, Value)>,
 }
 
 /// What is known about the call so far, for the response and the audit entry.
@@ -85,7 +99,10 @@ struct Call {
     sandbox_started: Option<Value>,
     /// Why no schema checked the args, when none did.
     no_schema: Option<String>,
+    /// The method's `output_schema`, which a result must match.
+    output_schema: Option<Arc<MethodSchema>>,
     warnings: Vec<String>,
+    ctx: Context,
 }
 
 impl Call {
@@ -100,7 +117,9 @@ impl Call {
             trust: None,
             sandbox_started: None,
             no_schema: None,
+            output_schema: None,
             warnings: Vec::new(),
+            ctx: Context::default(),
         }
     }
 }
@@ -111,7 +130,8 @@ pub struct Session {
     config_path: PathBuf,
     config: Result<Config, ConfigError>,
     host: Host,
-    schemas: Mutex<HashMap<(String, String), Arc<MethodSchema>>>,
+    /// Compiled schemas (args and results alike), by file.
+    schemas: Mutex<HashMap<PathBuf, Arc<MethodSchema>>>,
     profiles: Mutex<HashMap<SeccompSource, Arc<Profile>>>,
     /// Opened on first use; concurrent calls share its fsyncs.
     audit: GroupCommit,
@@ -189,7 +209,13 @@ impl Session {
     /// One call, top-down, its refusals in UPM's order: log, args (3), config (5),
     /// plugin (4), method (7), then upm's own checks (trust, schema).
     pub fn call<R: Read>(&self, input: Input<R>) -> Response {
+        self.call_in(input, Context::default())
+    }
+
+    /// [`call`](Self::call), with what its caller adds (see [`Context`]).
+    pub fn call_in<R: Read>(&self, input: Input<R>, ctx: Context) -> Response {
         let mut call = Call::new();
+        call.ctx = ctx;
         let cap = self.max_request_bytes();
 
         // the audit log first: nothing runs, or is refused, unaudited
@@ -213,6 +239,7 @@ impl Session {
         // authorize (the whitelist, the signed config), validate (the schema)
         let authorized = authorize(config, &req).and_then(|plugin| {
             let schema = self.schema(plugin, &req.method)?;
+            call.output_schema = self.output_schema(plugin, &req.method)?;
             phase(&call, "schema loaded");
             if schema.is_none() && req.introspect.is_none() {
                 call.no_schema = Some(no_schema(config, plugin, &req.method));
@@ -229,8 +256,8 @@ impl Session {
             Err(f) => return self.finish_refused(&call, f),
         };
         phase(&call, "authorized and validated");
-        if spawn::stop::requested() {
-            return self.finish_refused(&call, cancelled_before_start());
+        if let Some(why) = call.ctx.stop.stopped() {
+            return self.finish_refused(&call, cancelled_before_start(why));
         }
 
         // prepare, on the plugin's backend: everything checked and built, nothing started
@@ -263,7 +290,7 @@ impl Session {
         phase(&call, "sandbox started, started entry durable");
 
         // run
-        let ended = running.run();
+        let ended = running.run(&call.ctx.stop);
         phase(&call, "plugin finished");
 
         // capture
@@ -271,6 +298,26 @@ impl Session {
 
         // `finished`, respond
         self.finish(&call, in_force, ran, prepared.take_workdir())
+    }
+
+    /// A call refused before it became a request (`upm mcp`: a tool that names no
+    /// whitelisted method, arguments that do not fit a tool's wrapper): audited like
+    /// every other refusal, under what it named.
+    pub fn refuse_in(
+        &self,
+        failure: Failure,
+        ctx: Context,
+        plugin: Option<&str>,
+        method: Option<&str>,
+    ) -> Response {
+        let mut call = Call::new();
+        call.ctx = ctx;
+        call.plugin = plugin.map(request::noted);
+        call.method = method.map(request::noted);
+        if let Err(f) = self.open_log() {
+            return respond(&call, f.into());
+        }
+        self.finish_refused(&call, failure)
     }
 
     /// `upm migrate`: the signatures of `methods`, read by upm's runner from the
@@ -380,9 +427,11 @@ impl Session {
         // A profile that does not load is a config error, never a degradation.
         let seccomp = self.profile(&plugin.seccomp_profile)?;
         phase(call, "seccomp profile loaded");
+        let output_schema = call.output_schema.clone();
         let files = trust::CallFiles {
             plugin,
             schema,
+            output_schema: output_schema.as_deref(),
             seccomp: &seccomp,
         };
         verify_trust(config, &files, call)?;
@@ -391,19 +440,33 @@ impl Session {
 
     /// The method's schema, compiled once per session.
     fn schema(&self, plugin: &Plugin, method: &str) -> Result<Option<Arc<MethodSchema>>, Failure> {
-        let Some(path) = plugin.methods.get(method).and_then(|m| m.schema.as_ref()) else {
-            return Ok(None);
-        };
-        let key = (plugin.name.clone(), method.to_owned());
-        if let Some(s) = lock(&self.schemas).get(&key) {
-            return Ok(Some(s.clone()));
+        let path = plugin.methods.get(method).and_then(|m| m.schema.as_ref());
+        path.map(|p| self.compiled(p)).transpose()
+    }
+
+    /// The schema the method's result must match, if it has one, compiled once per session.
+    fn output_schema(
+        &self,
+        plugin: &Plugin,
+        method: &str,
+    ) -> Result<Option<Arc<MethodSchema>>, Failure> {
+        let path = plugin
+            .methods
+            .get(method)
+            .and_then(|m| m.output_schema.as_ref());
+        path.map(|p| self.compiled(p)).transpose()
+    }
+
+    fn compiled(&self, path: &Path) -> Result<Arc<MethodSchema>, Failure> {
+        if let Some(s) = lock(&self.schemas).get(path) {
+            return Ok(s.clone());
         }
         let schema = Arc::new(
             MethodSchema::load(path)
                 .map_err(|e| Failure::new(e.code(), format!("the config is invalid: {e}")))?,
         );
-        lock(&self.schemas).insert(key, schema.clone());
-        Ok(Some(schema))
+        lock(&self.schemas).insert(path.to_path_buf(), schema.clone());
+        Ok(schema)
     }
 
     /// A seccomp profile, parsed once per session (its compiled BPF is cached inside it).
@@ -459,6 +522,7 @@ impl Session {
 
     /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
     fn finish_with(&self, call: &Call, sandbox: Option<Value>, ran: Ran) -> Response {
+        let ran = checks::check_result(call.output_schema.as_deref(), ran);
         let did_run = ran.ran;
         let stdout_bytes = ran.stdout_bytes;
         let mut resp = respond(call, ran);
@@ -481,11 +545,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn cancelled_before_start() -> Failure {
-    Failure::new(
-        Code::Cancelled,
-        "upm was asked to stop (SIGTERM, SIGINT or SIGHUP); the plugin was not run",
-    )
+fn cancelled_before_start(why: spawn::stop::Why) -> Failure {
+    Failure::new(Code::Cancelled, why.not_run())
 }
 
 /// Where the time goes, for `UPM_DIAG_LEVEL=debug`.

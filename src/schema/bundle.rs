@@ -257,3 +257,89 @@ fn encode_fragment(pointer: &str) -> String {
     }
     out
 }
+
+/// A bundled schema made the one property `key` of an object schema: for a client that
+/// wants an object at the root (an MCP tool's `inputSchema` and `outputSchema`) of a
+/// method whose args or result are not objects. `$schema` and the definitions move up
+/// to the new root (so every `#/$defs/...` pointer still holds, and clients that only
+/// resolve definitions at the root find them), the old root's `$id` is dropped, and
+/// every other reference into the old root now points under the property.
+pub(super) fn nest(bundled: Value, key: &str) -> Value {
+    let mut root = Map::new();
+    let mut inner = bundled;
+    let mut defs = Vec::new();
+    if let Value::Object(m) = &mut inner {
+        if let Some(s) = m.remove("$schema") {
+            root.insert("$schema".to_owned(), s);
+        }
+        let draft4 = root
+            .get("$schema")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains("draft-04"));
+        m.remove("$id");
+        if draft4 {
+            m.remove("id");
+        }
+        for k in ["$defs", "definitions"] {
+            if let Some(d) = m.remove(k) {
+                defs.push((k, d));
+            }
+        }
+    }
+    let under = format!("#/properties/{}", super::index::escape_pointer(key));
+    repoint(&mut inner, &under);
+    for (_, d) in &mut defs {
+        if let Value::Object(named) = d {
+            for sub in named.values_mut() {
+                repoint(sub, &under);
+            }
+        }
+    }
+    root.insert("type".to_owned(), Value::from("object"));
+    let mut props = Map::new();
+    props.insert(key.to_owned(), inner);
+    root.insert("properties".to_owned(), Value::Object(props));
+    root.insert("required".to_owned(), Value::from(vec![key.to_owned()]));
+    root.insert("additionalProperties".to_owned(), Value::Bool(false));
+    for (k, d) in defs {
+        root.insert(k.to_owned(), d);
+    }
+    Value::Object(root)
+}
+
+/// Every `$ref` of a bundled subschema (all are `#<pointer>`) that pointed into the old
+/// root, other than into its definitions (moved up with it), now points under `under`.
+fn repoint(value: &mut Value, under: &str) {
+    let Value::Object(map) = value else { return };
+    if let Some(Value::String(r)) = map.get_mut("$ref") {
+        let into_defs = ["#/$defs", "#/definitions"].iter().any(|d| {
+            r.strip_prefix(d)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        if let (Some(pointer), false) = (r.strip_prefix('#'), into_defs) {
+            *r = format!("{under}{pointer}");
+        }
+    }
+    for (keyword, child) in map.iter_mut() {
+        if DATA_KEYWORDS.contains(&keyword.as_str()) || keyword == "$ref" {
+            continue;
+        }
+        if SCHEMA_MAPS.contains(&keyword.as_str()) {
+            if let Value::Object(named) = child {
+                for sub in named.values_mut() {
+                    repoint(sub, under);
+                }
+            }
+            continue;
+        }
+        match child {
+            Value::Object(_) => repoint(child, under),
+            Value::Array(items) => {
+                for item in items {
+                    repoint(item, under);
+                }
+            }
+            _ => {}
+        }
+    }
+}

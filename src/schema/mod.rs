@@ -194,6 +194,17 @@ impl MethodSchema {
         bundle::bundle(&self.index)
     }
 
+    /// [`bundled`](Self::bundled), made the one (required) property `key` of an object
+    /// schema, for clients that want an object at the root (see `bundle::nest`).
+    pub fn bundled_under(&self, key: &str) -> Result<Value, SchemaError> {
+        self.bundled().map(|b| bundle::nest(b, key))
+    }
+
+    /// Whether the schema's root says its instances are objects (`"type": "object"`).
+    pub fn is_object_schema(&self) -> bool {
+        self.document().get("type").and_then(Value::as_str) == Some("object")
+    }
+
     /// Every local file this schema is made of (itself first, then every file reached by
     /// `$ref`, transitively), as the absolute paths that were read, for integrity digests.
     pub fn files(&self) -> &[PathBuf] {

@@ -791,3 +791,79 @@ fn bundling_files_of_two_drafts_is_refused_naming_them() {
     let e = s.bundled().unwrap_err().to_string();
     assert!(e.contains("n.json") && e.contains("draft-07"), "{e}");
 }
+
+#[test]
+fn nesting_a_bundle_under_a_property_keeps_its_verdicts() {
+    let dir = tree(&[
+        (
+            "list.json",
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "array",
+                "items": { "$ref": "item.json" },
+                "maxItems": 3,
+                "$defs": { "again": { "$ref": "#" } }
+            }),
+        ),
+        (
+            "item.json",
+            json!({ "type": "object", "properties": {
+                "n": { "type": "integer" },
+                "more": { "$ref": "list.json" },
+                "c": { "const": { "$ref": "#/not/a/ref" } } } }),
+        ),
+    ]);
+    let s = MethodSchema::load(&dir.path().join("list.json")).unwrap();
+    assert!(!s.is_object_schema());
+    let nested = s.bundled_under("args").unwrap();
+    assert_eq!(nested["type"], "object");
+    assert_eq!(nested["required"], json!(["args"]));
+    assert_eq!(
+        nested["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert!(nested["properties"]["args"].get("$id").is_none());
+    assert!(nested["properties"]["args"].get("$defs").is_none());
+    // Into the moved definitions: unchanged; into the old root: under the property.
+    assert_eq!(
+        nested["properties"]["args"]["items"]["$ref"],
+        "#/$defs/item"
+    );
+    assert_eq!(nested["$defs"]["again"]["$ref"], "#/properties/args");
+    assert_eq!(
+        nested["$defs"]["item"]["properties"]["more"]["$ref"],
+        "#/properties/args"
+    );
+    // Data is not a reference.
+    assert_eq!(
+        nested["$defs"]["item"]["properties"]["c"]["const"]["$ref"],
+        "#/not/a/ref"
+    );
+    let v = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&nested)
+        .unwrap_or_else(|e| panic!("compiles alone: {e}\n{nested:#}"));
+    for x in [
+        json!([]),
+        json!([{ "n": 1 }, { "more": [{ "n": 2 }] }]),
+        json!([{ "more": [{ "n": "x" }] }]),
+        json!([1, 2, 3, 4]),
+        json!({ "n": 1 }),
+        json!(null),
+    ] {
+        assert_eq!(
+            v.is_valid(&json!({ "args": x })),
+            s.validate(&x).is_ok(),
+            "{x} against {nested:#}"
+        );
+    }
+    assert!(!v.is_valid(&json!({})), "the property is required");
+    assert!(!v.is_valid(&json!({ "args": [], "other": 1 })), "and alone");
+
+    // A root's $id would make the property a resource of its own: dropped.
+    let one = schema(json!({ "$id": "https://example.com/s", "type": "string",
+                             "$defs": { "s": { "$ref": "#" } } }));
+    let nested = one.bundled_under("result").unwrap();
+    assert!(nested["properties"]["result"].get("$id").is_none());
+    assert_eq!(nested["$defs"]["s"]["$ref"], "#/properties/result");
+}

@@ -16,14 +16,17 @@ pub struct Io<'a> {
     pub timeout: Duration,
     /// stdout + stderr (+ the result channel), together.
     pub output_cap: u64,
+    /// What stops the call early: upm asked to stop, or the call cancelled.
+    pub stop: &'a super::stop::Watch,
 }
 
 impl Launch {
-    pub fn io(&self) -> Io<'_> {
+    pub fn io<'a>(&'a self, stop: &'a super::stop::Watch) -> Io<'a> {
         Io {
             stdin: &self.stdin,
             timeout: self.timeout,
             output_cap: self.output_cap,
+            stop,
         }
     }
 }
@@ -136,8 +139,8 @@ impl<'a> Capture<'a> {
                 give_up = Some(now + GRACE);
                 stdin_w = None;
             }
-            if self.stopped_by.is_none() && super::stop::requested() {
-                self.stopped_by = Some(Stop::Cancelled);
+            if let Some(why) = self.io.stop.stopped().filter(|_| self.stopped_by.is_none()) {
+                self.stopped_by = Some(Stop::Cancelled(why));
                 stop();
                 give_up = Some(now + GRACE);
                 stdin_w = None;
@@ -148,12 +151,15 @@ impl<'a> Capture<'a> {
                 .as_millis()
                 .min(i32::MAX as u128) as i32;
 
-            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(6);
-            // Wakes this poll when upm is asked to stop; watched until the plugin is
-            // stopped for any reason (it stays readable: watched after, it would spin).
-            let stop_fd = super::stop::fd().filter(|_| self.stopped_by.is_none());
-            if let Some(fd) = stop_fd {
-                pfds.push(pollfd(fd, libc::POLLIN));
+            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(7);
+            // Wake this poll when upm is asked to stop or the call is cancelled; watched
+            // until the plugin is stopped for any reason (they stay readable: watched
+            // after, they would spin). A negative descriptor is ignored by poll.
+            let watching = self.stopped_by.is_none();
+            if watching {
+                for fd in self.io.stop.fds() {
+                    pfds.push(pollfd(fd, libc::POLLIN));
+                }
             }
             if let Some(w) = &stdin_w {
                 pfds.push(pollfd(w.as_raw_fd(), libc::POLLOUT));
@@ -172,7 +178,11 @@ impl<'a> Capture<'a> {
                 }
                 break;
             }
-            let mut i = usize::from(stop_fd.is_some());
+            let mut i = if watching {
+                self.io.stop.fds().len()
+            } else {
+                0
+            };
             if let Some(w) = &stdin_w {
                 let ev = pfds[i].revents;
                 i += 1;

@@ -85,8 +85,8 @@ pub enum Exit {
 pub enum Stop {
     Timeout,
     Output,
-    /// upm was asked to stop ([`stop`]).
-    Cancelled,
+    /// upm was asked to stop, or the call was cancelled ([`stop`]).
+    Cancelled(stop::Why),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -374,7 +374,7 @@ impl Spawned<'_> {
     }
 
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
-    pub fn run(mut self) -> Outcome {
+    pub fn run(mut self, stop: &stop::Watch) -> Outcome {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
@@ -384,7 +384,7 @@ impl Spawned<'_> {
                 other => break other,
             }
         };
-        let mut cap = capture::Capture::new(self.launch.io(), started);
+        let mut cap = capture::Capture::new(self.launch.io(stop), started);
         if go.is_err() {
             // The init is gone (EPIPE) before it could start anything. Make sure, then
             // read what it may have reported (why its set-up failed) until EOF.
@@ -419,8 +419,12 @@ impl Drop for Spawned<'_> {
 }
 
 /// Starts and runs in one go, for callers with nothing to do in between.
-pub fn run(launch: &Launch, sandbox: &mut Prepared) -> Result<Outcome, SpawnError> {
-    Ok(start(launch, sandbox)?.run())
+pub fn run(
+    launch: &Launch,
+    sandbox: &mut Prepared,
+    stop: &stop::Watch,
+) -> Result<Outcome, SpawnError> {
+    Ok(start(launch, sandbox)?.run(stop))
 }
 
 /// Maps the plugin's uid and gid onto themselves, and nothing else: every other id

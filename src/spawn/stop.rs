@@ -16,11 +16,17 @@
 //! handler also arms an alarm that ends upm with exit 15 [`GRACE`] later, as the signal
 //! itself would have. A second signal of the same kind acts at once, as if there were
 //! no handler.
+//!
+//! One call can also be stopped alone (`upm mcp`: the client's `notifications/cancelled`,
+//! or the client going away) by its own [`Cancel`]: the same flag and never-drained pipe,
+//! fired by the same raw write, but per call. A call watches both through its [`Watch`],
+//! and whichever fires first stops it, the same way.
 
 use ::syscalls::{syscall, Sysno};
 use std::io;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long upm may take to finish its calls once asked to stop (killing a plugin and
@@ -39,14 +45,7 @@ const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 /// A raw write, so that not even errno changes under the interrupted code.
 extern "C" fn on_signal(_: libc::c_int) {
     let first = !REQUESTED.swap(true, Ordering::SeqCst);
-    let fd = PIPE_W.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: a raw write(2) of one byte from our stack to a pipe we own; the pipe is
-        // non-blocking (once full, the bytes already there keep it readable), and an
-        // error is ignored.
-        let _ = unsafe { syscall!(Sysno::write, fd, &byte as *const u8, 1) };
-    }
+    poke(PIPE_W.load(Ordering::SeqCst));
     if first {
         // SAFETY: alarm(2) only arms this process's timer (upm uses no other); SIGALRM's
         // handler ends upm if it is not done by then. Armed once: a later signal of
@@ -60,13 +59,11 @@ pub fn install() -> io::Result<()> {
     if PIPE_R.load(Ordering::SeqCst) >= 0 {
         return Ok(());
     }
-    let mut fds = [-1; 2];
-    // SAFETY: pipe2 writes two descriptors into the array on our stack.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    PIPE_R.store(fds[0], Ordering::SeqCst);
-    PIPE_W.store(fds[1], Ordering::SeqCst);
+    let (r, w) = wake_pipe()?;
+    // Process-wide, for the handler: never closed.
+    use std::os::fd::IntoRawFd;
+    PIPE_R.store(r.into_raw_fd(), Ordering::SeqCst);
+    PIPE_W.store(w.into_raw_fd(), Ordering::SeqCst);
     // SAFETY: as below, for SIGALRM, whose handler only ends the process.
     let rc = unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
@@ -125,6 +122,150 @@ pub(super) fn blocked_during<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// The one way a stop is told: one byte written to a pipe that is never drained, so
+/// that every poll watching its other end wakes, now and later. A raw write(2), safe in
+/// a signal handler, that changes not even errno; a full pipe (the bytes already there
+/// keep it readable) or a closed one (`fd < 0`) is ignored.
+fn poke(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    let byte = 1u8;
+    // SAFETY: a raw write(2) of one byte from our stack to a pipe we own; the pipe is
+    // non-blocking, and an error is ignored.
+    let _ = unsafe { syscall!(Sysno::write, fd, &byte as *const u8, 1) };
+}
+
+/// A non-blocking, close-on-exec pipe for [`poke`].
+fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on our stack.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and ours alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Why a call was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// upm was asked to stop (SIGTERM, SIGINT or SIGHUP): every call stops.
+    Signal,
+    /// The caller cancelled this call (MCP's `notifications/cancelled`).
+    Cancelled,
+    /// The caller closed the connection the call came on (EOF on `upm mcp`'s stdin).
+    CallerGone,
+}
+
+impl Why {
+    fn cause(self) -> &'static str {
+        match self {
+            Why::Signal => "upm was asked to stop (SIGTERM, SIGINT or SIGHUP)",
+            Why::Cancelled => "the client cancelled the call (notifications/cancelled)",
+            Why::CallerGone => "the client closed the connection (EOF on stdin)",
+        }
+    }
+
+    /// The call's error once its plugin was killed.
+    pub fn killed(self) -> String {
+        match self {
+            Why::Signal => format!(
+                "{} and killed the plugin with its whole process tree",
+                self.cause()
+            ),
+            _ => format!(
+                "{}: upm killed the plugin with its whole process tree",
+                self.cause()
+            ),
+        }
+    }
+
+    /// The call's error when it was stopped before its plugin started.
+    pub fn not_run(self) -> String {
+        format!("{}; the plugin was not run", self.cause())
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Why::Signal => 1,
+            Why::Cancelled => 2,
+            Why::CallerGone => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Why> {
+        match c {
+            1 => Some(Why::Signal),
+            2 => Some(Why::Cancelled),
+            3 => Some(Why::CallerGone),
+            _ => None,
+        }
+    }
+}
+
+/// One call's own stop: what the process-wide one is (a flag and a pipe poked once,
+/// for good), for a single call.
+#[derive(Debug)]
+pub struct Cancel {
+    why: AtomicU8,
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+impl Cancel {
+    pub fn new() -> io::Result<Arc<Cancel>> {
+        let (r, w) = wake_pipe()?;
+        Ok(Arc::new(Cancel {
+            why: AtomicU8::new(0),
+            r,
+            w,
+        }))
+    }
+
+    /// Stops the call (the first reason given is kept).
+    pub fn fire(&self, why: Why) {
+        let _ = self
+            .why
+            .compare_exchange(0, why.code(), Ordering::SeqCst, Ordering::SeqCst);
+        poke(self.w.as_raw_fd());
+    }
+
+    pub fn fired(&self) -> Option<Why> {
+        Why::from_code(self.why.load(Ordering::SeqCst))
+    }
+}
+
+/// What can stop one call: upm being asked to stop, and the call's own [`Cancel`] if
+/// it has one. The default watches the process-wide stop alone (`upm run`).
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    call: Option<Arc<Cancel>>,
+}
+
+impl Watch {
+    pub fn with(call: Arc<Cancel>) -> Watch {
+        Watch { call: Some(call) }
+    }
+
+    /// Why the call must stop, if it must (upm's own stop first).
+    pub fn stopped(&self) -> Option<Why> {
+        if requested() {
+            return Some(Why::Signal);
+        }
+        self.call.as_ref().and_then(|c| c.fired())
+    }
+
+    /// The descriptors that turn readable, for good, once [`stopped`](Self::stopped)
+    /// answers; `-1` (which poll ignores) for one that does not exist.
+    pub fn fds(&self) -> [RawFd; 2] {
+        [
+            fd().unwrap_or(-1),
+            self.call.as_ref().map_or(-1, |c| c.r.as_raw_fd()),
+        ]
+    }
+}
+
 /// Whether upm has been asked to stop.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
@@ -139,28 +280,28 @@ pub fn fd() -> Option<RawFd> {
 
 /// Blocks until `fd` is readable; `false` if upm was asked to stop first.
 pub fn wait_readable(fd: RawFd) -> bool {
+    wait_readable_or(fd, &Watch::default())
+}
+
+/// Blocks until `fd` is readable; `false` if `watch` fired first.
+pub fn wait_readable_or(fd: RawFd, watch: &Watch) -> bool {
+    let pfd = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
-        if requested() {
+        if watch.stopped().is_some() {
             return false;
         }
-        let mut pfds = [
-            libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self::fd().unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds on our stack (a negative fd is ignored by poll).
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        let [a, b] = watch.fds();
+        let mut pfds = [pfd(fd), pfd(a), pfd(b)];
+        // SAFETY: three valid pollfds on our stack (a negative fd is ignored by poll).
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 3, -1) };
         if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return true; // let the read itself report the problem
         }
-        if pfds[1].revents != 0 || requested() {
+        if pfds[1].revents != 0 || pfds[2].revents != 0 || watch.stopped().is_some() {
             return false;
         }
         if pfds[0].revents != 0 {
@@ -189,5 +330,46 @@ impl<R: io::Read + std::os::fd::AsRawFd> io::Read for Stoppable<R> {
             return Err(io::Error::other(Stopped));
         }
         self.0.read(buf)
+    }
+}
+
+/// A reader whose reads give up, with [`Stopped`], once its [`Watch`] fires: upm asked
+/// to stop, or its own [`Cancel`] (`upm mcp` stops reading once it cannot answer).
+pub struct Watched<R>(pub R, pub Watch);
+
+impl<R: io::Read + std::os::fd::AsRawFd> io::Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !wait_readable_or(self.0.as_raw_fd(), &self.1) {
+            return Err(io::Error::other(Stopped));
+        }
+        self.0.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_stops_its_own_watch_and_wakes_a_waiting_poll() {
+        let (a, b) = (Cancel::new().unwrap(), Cancel::new().unwrap());
+        let (wa, wb) = (Watch::with(a.clone()), Watch::with(b.clone()));
+        assert_eq!(wa.stopped(), None);
+        // A reader that never turns readable: only the watch can end the wait.
+        let (r, _w) = wake_pipe().unwrap();
+        let fire = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a.fire(Why::Cancelled);
+            a.fire(Why::CallerGone);
+        });
+        assert!(!wait_readable_or(r.as_raw_fd(), &wa), "woken by the cancel");
+        fire.join().unwrap();
+        assert_eq!(
+            wa.stopped(),
+            Some(Why::Cancelled),
+            "the first reason is kept"
+        );
+        assert_eq!(wb.stopped(), None, "another call's watch is untouched");
+        assert_eq!(Watch::default().stopped(), None);
     }
 }

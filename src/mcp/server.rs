@@ -1,0 +1,509 @@
+//! The server loop: one reader, `--parallel` workers, one writer lock.
+//!
+//! The reader (upm's main thread) reads one bounded line at a time and answers what
+//! costs nothing at once (`initialize`, `ping`, `tools/list`, protocol errors); each
+//! `tools/call` is registered under its JSON-RPC id, with its own [`Cancel`], and queued
+//! for the workers, which run it through the pipeline exactly as `upm run` would and
+//! answer as it finishes. A `notifications/cancelled` fires the call's `Cancel`: a
+//! running plugin is killed with its tree, a queued call is refused before it starts,
+//! and either ends `cancelled` in the audit log with no answer.
+//!
+//! The end: EOF on stdin (the client closed the connection) fires every call's
+//! `Cancel` (they end `cancelled`, answered if anyone still reads), SIGTERM/SIGINT/SIGHUP
+//! stop every call through upm's own stop (see [`crate::spawn::stop`]); either way the
+//! workers finish what they hold, each call with its `finished` entry, and upm exits
+//! (0, or 15 for a signal). If stdout cannot be written, upm stops reading (the reader
+//! watches a `Cancel` of its own), stops its calls, and exits 1.
+
+use super::jsonrpc::{self, Incoming};
+use super::tools::{Tool, Tools};
+use crate::batch::{read_line, Line};
+use crate::error::{Code, Failure};
+use crate::pipeline::{Context, Input, Session};
+use crate::request::{self, Request};
+use crate::response::Response;
+use crate::spawn::stop::{self, Cancel, Watch, Why};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// The revisions upm speaks, newest first: the answer to a client that asks for
+/// another is the newest (the spec's lifecycle, "Version Negotiation").
+pub const PROTOCOL_VERSIONS: [&str; 2] = ["2025-11-25", "2025-06-18"];
+
+/// The key each call's audit entries record the MCP side of the call under.
+const ORIGIN_KEY: &str = "mcp";
+
+/// The longest client name or version kept for the audit entries.
+const MAX_CLIENT_CHARS: usize = 128;
+
+pub struct Server<'a> {
+    session: &'a Session,
+    tools: Tools,
+    out: Mutex<Box<dyn Write + Send + 'a>>,
+    failed_output: AtomicBool,
+    /// Fired once upm can no longer answer: the reader stops.
+    reading: Arc<Cancel>,
+    state: Mutex<State>,
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The negotiated revision, once `initialize` was answered.
+    version: Option<&'static str>,
+    /// The client's `clientInfo` name and version, for the audit entries.
+    client: Value,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    /// Every call not yet answered (queued or running), by id.
+    in_flight: HashMap<String, Arc<Cancel>>,
+    closing: bool,
+}
+
+struct Job {
+    id: Value,
+    params: Option<Value>,
+    cancel: Arc<Cancel>,
+    /// Its id is already that of a call in flight: refused.
+    duplicate: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<'a> Server<'a> {
+    pub fn new(
+        session: &'a Session,
+        tools: Tools,
+        out: Box<dyn Write + Send + 'a>,
+        reading: Arc<Cancel>,
+    ) -> Server<'a> {
+        Server {
+            session,
+            tools,
+            out: Mutex::new(out),
+            failed_output: AtomicBool::new(false),
+            reading,
+            state: Mutex::new(State::default()),
+            jobs: Mutex::new(Jobs::default()),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Serves until EOF, a stop signal or a broken stdout; returns the exit code.
+    pub fn serve(&self, mut input: impl BufRead, parallel: usize) -> i32 {
+        std::thread::scope(|s| {
+            for _ in 0..parallel.max(1) {
+                s.spawn(|| self.work());
+            }
+            self.read(&mut input);
+            let why = if stop::requested() {
+                Why::Signal
+            } else {
+                Why::CallerGone
+            };
+            let mut jobs = lock(&self.jobs);
+            jobs.closing = true;
+            for c in jobs.in_flight.values() {
+                c.fire(why);
+            }
+            drop(jobs);
+            self.ready.notify_all();
+        });
+        if self.failed_output.load(Ordering::SeqCst) {
+            1
+        } else if stop::requested() {
+            Code::Cancelled.exit_code()
+        } else {
+            0
+        }
+    }
+
+    fn read(&self, input: &mut impl BufRead) {
+        let cap = self.session.max_request_bytes();
+        loop {
+            if self.reading.fired().is_some() {
+                return;
+            }
+            let line = match read_line(input, cap) {
+                Ok(l) => l,
+                Err(e) if stop::Stopped::is(&e) => return,
+                Err(e) => {
+                    tracing::error!("upm mcp: stdin failed: {e}");
+                    return;
+                }
+            };
+            match line {
+                Line::Eof => return,
+                Line::TooLong => {
+                    self.send(&jsonrpc::error(
+                        &Value::Null,
+                        jsonrpc::INVALID_REQUEST,
+                        &format!(
+                            "Invalid Request: the message is larger than the {cap}-byte limit \
+                             (the config's max_request_bytes) and was skipped unread"
+                        ),
+                        None,
+                    ));
+                    self.audit_unreadable(Input::TooLong, &Value::Null);
+                }
+                Line::Request(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
+                Line::Request(bytes) => self.message(bytes),
+            }
+        }
+    }
+
+    /// A message that cannot be read may have been a call: audited as a refused one.
+    fn audit_unreadable(&self, input: Input<std::io::Empty>, id: &Value) {
+        let ctx = Context {
+            stop: Watch::default(),
+            origin: Some((ORIGIN_KEY, json!({ "jsonrpc_id": id }))),
+        };
+        let _ = self.session.call_in(input, ctx);
+    }
+
+    fn message(&self, bytes: Vec<u8>) {
+        let msg = match request::parse_json(&bytes, false) {
+            Ok(m) => m,
+            // Valid JSON all the same: answered under its id, when it has one.
+            Err(e @ request::RequestError::WideInteger(_)) => {
+                let id = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .filter(|id| id.is_string() || id.is_number())
+                    .unwrap_or(Value::Null);
+                let text = format!("Invalid params: {e}");
+                self.send(&jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, &text, None));
+                self.audit_unreadable(Input::Line(bytes), &id);
+                return;
+            }
+            Err(e) => {
+                let text = format!("Parse error: {e}");
+                self.send(&jsonrpc::error(
+                    &Value::Null,
+                    jsonrpc::PARSE_ERROR,
+                    &text,
+                    None,
+                ));
+                self.audit_unreadable(Input::Line(bytes), &Value::Null);
+                return;
+            }
+        };
+        match jsonrpc::classify(msg) {
+            Incoming::Invalid { id, why } => self.send(&jsonrpc::error(
+                &id,
+                jsonrpc::INVALID_REQUEST,
+                &format!("Invalid Request: {why}"),
+                None,
+            )),
+            Incoming::Response => {}
+            Incoming::Notification { method, params } => {
+                if method == "notifications/cancelled" {
+                    self.cancel(params);
+                }
+            }
+            Incoming::Request { id, method, params } => self.request(id, &method, params),
+        }
+    }
+
+    fn request(&self, id: Value, method: &str, params: Option<Value>) {
+        let version = lock(&self.state).version;
+        let answer = match (method, version) {
+            ("initialize", None) => self.initialize(&id, params),
+            ("initialize", Some(_)) => jsonrpc::error(
+                &id,
+                jsonrpc::INVALID_REQUEST,
+                "Invalid Request: the session is already initialized",
+                None,
+            ),
+            ("ping", _) => jsonrpc::result(&id, json!({})),
+            (_, None) => jsonrpc::error(
+                &id,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "Invalid Request: the session is not initialized: the first request must be \
+                     initialize, not {}",
+                    request::noted(method)
+                ),
+                None,
+            ),
+            ("tools/list", Some(_)) => jsonrpc::result(&id, self.tools.to_mcp()),
+            ("tools/call", Some(_)) => return self.enqueue(id, params),
+            (other, Some(_)) => jsonrpc::error(
+                &id,
+                jsonrpc::METHOD_NOT_FOUND,
+                &format!(
+                    "Method not found: {} (upm offers tools only)",
+                    request::noted(other)
+                ),
+                None,
+            ),
+        };
+        self.send(&answer);
+    }
+
+    fn initialize(&self, id: &Value, params: Option<Value>) -> Value {
+        let params = params.unwrap_or(Value::Null);
+        let Some(asked) = params.get("protocolVersion").and_then(Value::as_str) else {
+            return jsonrpc::error(
+                id,
+                jsonrpc::INVALID_PARAMS,
+                "Invalid params: initialize needs a protocolVersion (a string)",
+                None,
+            );
+        };
+        let version = PROTOCOL_VERSIONS
+            .iter()
+            .copied()
+            .find(|v| *v == asked)
+            .unwrap_or(PROTOCOL_VERSIONS[0]);
+        let info = params.get("clientInfo");
+        let field = |k: &str| {
+            info.and_then(|i| i.get(k))
+                .and_then(Value::as_str)
+                .map(|s| crate::error::clip(s.to_owned(), MAX_CLIENT_CHARS))
+        };
+        let client = json!({ "name": field("name"), "version": field("version") });
+        let mut state = lock(&self.state);
+        state.version = Some(version);
+        state.client = client;
+        drop(state);
+        let mut server_info = json!({
+            "name": "upm",
+            "title": "upm",
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        if version == "2025-11-25" {
+            server_info["description"] =
+                json!("Whitelisted plugin methods as tools; every call sandboxed and audited");
+        }
+        jsonrpc::result(
+            id,
+            json!({
+                "protocolVersion": version,
+                "capabilities": { "tools": { "listChanged": false } },
+                "serverInfo": server_info,
+                "instructions": "Each tool runs one whitelisted plugin method in upm's sandbox \
+                                 (no network unless the operator allowed it, limited time and \
+                                 memory); its arguments are checked against the method's JSON \
+                                 Schema, and every call is recorded in an audit log. A failed \
+                                 call comes back with isError and upm's error code and reason.",
+            }),
+        )
+    }
+
+    fn enqueue(&self, id: Value, params: Option<Value>) {
+        let cancel = match Cancel::new() {
+            Ok(c) => c,
+            Err(e) => {
+                let text = format!("Internal error: cannot make the call cancellable: {e}");
+                return self.send(&jsonrpc::error(&id, -32603, &text, None));
+            }
+        };
+        let key = jsonrpc::id_key(&id);
+        let mut jobs = lock(&self.jobs);
+        let duplicate = jobs.in_flight.contains_key(&key);
+        if !duplicate {
+            jobs.in_flight.insert(key, cancel.clone());
+        }
+        jobs.queue.push_back(Job {
+            id,
+            params,
+            cancel,
+            duplicate,
+        });
+        drop(jobs);
+        self.ready.notify_one();
+    }
+
+    /// `notifications/cancelled`: an unknown, finished or malformed id is ignored, as
+    /// the spec says.
+    fn cancel(&self, params: Option<Value>) {
+        let Some(id) = params
+            .as_ref()
+            .and_then(|p| p.get("requestId"))
+            .filter(|id| id.is_string() || id.is_number())
+        else {
+            return;
+        };
+        let reason = params
+            .as_ref()
+            .and_then(|p| p.get("reason"))
+            .and_then(Value::as_str)
+            .map(|r| crate::error::clip(r.to_owned(), 256));
+        if let Some(c) = lock(&self.jobs).in_flight.get(&jsonrpc::id_key(id)) {
+            tracing::info!(
+                "upm mcp: the client cancelled call {id} ({})",
+                reason.as_deref().unwrap_or("no reason given")
+            );
+            c.fire(Why::Cancelled);
+        }
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if let Some(job) = jobs.queue.pop_front() {
+                        break job;
+                    }
+                    if jobs.closing {
+                        return;
+                    }
+                    jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let answer = self.call(&job);
+            if !job.duplicate {
+                lock(&self.jobs).in_flight.remove(&jsonrpc::id_key(&job.id));
+            }
+            if let Some(a) = answer {
+                self.send(&a);
+            }
+        }
+    }
+
+    /// One `tools/call`, audited whatever becomes of it; `None` when the client
+    /// cancelled it (no answer, as the spec says).
+    fn call(&self, job: &Job) -> Option<Value> {
+        let name = job
+            .params
+            .as_ref()
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str);
+        let tool = name.and_then(|n| self.tools.get(n));
+        let origin = json!({
+            "jsonrpc_id": job.id,
+            "tool": name.map(request::noted),
+            "client": lock(&self.state).client,
+        });
+        let ctx = Context {
+            stop: Watch::with(job.cancel.clone()),
+            origin: Some((ORIGIN_KEY, origin)),
+        };
+        let refuse = |code: i64, failure: Failure| {
+            let (plugin, method) = tool.map_or((None, None), |t| {
+                (Some(t.plugin.as_str()), Some(t.method.as_str()))
+            });
+            let text = failure.message.clone();
+            let _ = self.session.refuse_in(failure, ctx.clone(), plugin, method);
+            Some(jsonrpc::error(&job.id, code, &text, None))
+        };
+        if job.duplicate {
+            let f = Failure::new(
+                Code::BadRequest,
+                format!(
+                    "Invalid Request: the id {} is already that of a call in flight",
+                    job.id
+                ),
+            );
+            return refuse(jsonrpc::INVALID_REQUEST, f);
+        }
+        let arguments = job.params.as_ref().and_then(|p| p.get("arguments"));
+        let Some(name) = name.filter(|_| arguments.is_none_or(Value::is_object)) else {
+            let f = Failure::new(
+                Code::BadRequest,
+                "Invalid params: tools/call needs params {\"name\": string, \"arguments\": \
+                 object (optional)}",
+            );
+            return refuse(jsonrpc::INVALID_PARAMS, f);
+        };
+        let Some(tool) = tool else {
+            let f = Failure::new(
+                Code::NotWhitelisted,
+                format!(
+                    "Unknown tool: {} (tools/list names every tool)",
+                    request::noted(name)
+                ),
+            );
+            return refuse(jsonrpc::INVALID_PARAMS, f);
+        };
+        let resp = match tool.args(arguments.cloned()) {
+            Ok(args) => {
+                let req = Request {
+                    plugin: tool.plugin.clone(),
+                    method: tool.method.clone(),
+                    args,
+                    request_id: None,
+                    introspect: None,
+                };
+                self.session
+                    .call_in(Input::<std::io::Empty>::Parsed(req), ctx)
+            }
+            Err(why) => {
+                let f = Failure::new(Code::InvalidArgs, why);
+                self.session
+                    .refuse_in(f, ctx, Some(&tool.plugin), Some(&tool.method))
+            }
+        };
+        if resp.data.code == Some(Code::Cancelled.as_str())
+            && job.cancel.fired() == Some(Why::Cancelled)
+        {
+            return None;
+        }
+        Some(jsonrpc::result(&job.id, tool_result(tool, resp)))
+    }
+
+    /// Writes one message as one line (one write, serialized before the lock is taken).
+    /// A failure stops the server: nobody reads.
+    fn send(&self, msg: &Value) {
+        let mut line = serde_json::to_vec(msg).unwrap_or_else(|_| {
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Internal error"}}"#
+                .to_vec()
+        });
+        line.push(b'\n');
+        let mut out = lock(&self.out);
+        let written = out.write_all(&line).and_then(|()| out.flush());
+        drop(out);
+        if let Err(e) = written {
+            if !self.failed_output.swap(true, Ordering::SeqCst) {
+                tracing::error!("upm mcp: stdout failed ({e}): stopping");
+            }
+            self.reading.fire(Why::CallerGone);
+            for c in lock(&self.jobs).in_flight.values() {
+                c.fire(Why::CallerGone);
+            }
+        }
+    }
+}
+
+/// A call's response as a `CallToolResult`: the result as `structuredContent` and as
+/// JSON text, or `isError` with upm's code and sentence (and its details: schema
+/// violations, a traceback) for the model to read. `_meta["upm/call"]` holds the rest
+/// of upm's answer: request_id, call_id, usage, the sandbox report.
+fn tool_result(tool: &Tool, mut resp: Response) -> Value {
+    let result = resp.data.result.take();
+    let meta = json!({ "upm/call": serde_json::to_value(&resp.data).unwrap_or(Value::Null) });
+    if resp.success {
+        let structured = tool.structured(result.unwrap_or(Value::Null));
+        return json!({
+            "content": [{ "type": "text", "text": structured.to_string() }],
+            "structuredContent": structured,
+            "isError": false,
+            "_meta": meta,
+        });
+    }
+    let mut text = format!(
+        "{}: {}",
+        resp.data.code.unwrap_or("internal_error"),
+        resp.data.error.as_deref().unwrap_or("the call failed")
+    );
+    if let Some(d) = &resp.data.details {
+        text.push_str("\ndetails: ");
+        text.push_str(&d.to_string());
+    }
+    json!({
+        "content": [{ "type": "text", "text": text }],
+        "isError": true,
+        "_meta": meta,
+    })
+}
