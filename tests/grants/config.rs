@@ -83,3 +83,23 @@ fn a_grant_mark_upm_cannot_honour_is_a_config_error() {
         assert_config_refused(&fx, needle);
     }
 }
+
+/// A result grants nothing: an output_schema that marks a property is refused, even
+/// with `grants_within`.
+#[test]
+fn a_grant_mark_in_an_output_schema_is_a_config_error() {
+    let Some(fx) = Fx::with(Who::Root, |c, dir| {
+        std::fs::write(
+            dir.join("schemas/out.json"),
+            json!({ "type": "object", "properties": { "p": { "type": "string", "x-upm-grant": "read" } } })
+                .to_string(),
+        )
+        .unwrap();
+        let mut v = c.value();
+        v["plugins"]["G"]["methods"]["probe"]["output_schema"] = json!("schemas/out.json");
+        TestConfig::new().merge(v)
+    }) else {
+        return;
+    };
+    assert_config_refused(&fx, "(output_schema): it marks /p with \\\"x-upm-grant\\\"");
+}

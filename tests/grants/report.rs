@@ -87,3 +87,66 @@ fn check_lists_grant_arguments_and_roots_and_list_shows_the_annotation() {
     assert_eq!(schema["properties"]["write"]["x-upm-grant"], "write");
     assert_eq!(schema["$defs"]["readable"]["x-upm-grant"], "read");
 }
+
+/// MCP's `tools/list` (through `upm mcp`, as a client sees it) and `upm list --format
+/// mcp|openai` keep the annotation in the tool's input schema: a client knows the
+/// argument is a path.
+#[test]
+fn mcp_tools_list_shows_the_annotation() {
+    let Some(fx) = Fx::new(Who::Root) else { return };
+    let lines = [
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "grants-test", "version": "1" } } }),
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }),
+    ];
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut mcp = Command::new(common::upm_bin());
+    mcp.args(["mcp", "--config", fx.config.to_str().unwrap()]);
+    let r = run_command(mcp, input.as_bytes());
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    let listed = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|m| m["id"] == 2)
+        .unwrap_or_else(|| panic!("no answer to tools/list: {}", ctx(&r)));
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{listed}");
+    let check = |schema: &Value| {
+        assert_eq!(
+            schema["properties"]["read"]["x-upm-grant"], "read",
+            "{schema}"
+        );
+        assert_eq!(
+            schema["properties"]["write"]["x-upm-grant"], "write",
+            "{schema}"
+        );
+        assert_eq!(
+            schema["$defs"]["readable"]["x-upm-grant"], "read",
+            "{schema}"
+        );
+    };
+    check(&tools[0]["inputSchema"]);
+    for (format, at) in [
+        ("mcp", "/tools/0/inputSchema"),
+        ("openai", "/0/function/parameters"),
+    ] {
+        let mut list = Command::new(common::upm_bin());
+        list.args([
+            "list",
+            "--format",
+            format,
+            "--config",
+            fx.config.to_str().unwrap(),
+        ]);
+        let r = run_command(list, b"");
+        assert_eq!(r.code, 0, "{}", ctx(&r));
+        check(
+            r.json
+                .pointer(at)
+                .unwrap_or_else(|| panic!("{format}: {}", r.stdout)),
+        );
+    }
+}
