@@ -100,6 +100,12 @@ impl Tally {
             }
             (10, "invalid_args") if error.contains("renamed, removed or replaced") => {
                 self.failed_at_start.fetch_add(1, Ordering::Relaxed);
+                // Audited: the grant in `started`, then a `finished` that did not run.
+                let audit = fx.audit_of(&run);
+                let events: Vec<&Value> = audit.iter().map(|e| &e["event"]).collect();
+                assert_eq!(events, ["started", "finished"], "{audit:?}");
+                assert_eq!(audit[0]["sandbox_requested"]["grants"][0]["argument"], "/write");
+                assert_eq!(audit[1]["ran"], false, "{audit:?}");
             }
             _ => panic!(
                 "call {tag}: neither ran, refused nor failed at start: {}",
