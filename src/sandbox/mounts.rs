@@ -71,7 +71,7 @@ pub fn prepare(
             MAX_WRITABLE - 1
         ));
     }
-    // ---- per-call grants (issue 24)
+    // The call's write grants (sandbox::grants).
     let grants = grants
         .iter()
         .filter(|g| g.access == super::grants::Access::Write)
@@ -80,7 +80,6 @@ pub fn prepare(
     if grants.len() > MAX_GRANTS {
         return Err(format!("at most {MAX_GRANTS} write grants per call"));
     }
-    // ----
     Ok(Plan { writable, grants })
 }
 
@@ -110,12 +109,11 @@ impl Plan {
                 Err(e) => return Err(mounts(e)),
             }
         }
-        // ---- per-call grants (issue 24): cloned while their mounts are still writable
+        // The call's write grants, cloned while their mounts are still writable.
         let mut granted = [(-1 as libc::c_int, -1 as libc::c_int); MAX_GRANTS];
         for (slot, g) in granted.iter_mut().zip(&self.grants) {
             *slot = g.clone_in_init().map_err(|e| (Step::Grants, e))?;
         }
-        // ----
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY,
             attr_clr: 0,
@@ -153,11 +151,10 @@ impl Plan {
             // SAFETY: our own descriptor.
             let _ = unsafe { syscall!(Sysno::close, tree) };
         }
-        // ---- per-call grants (issue 24)
+        // And put back by descriptor, onto the very place each was cloned from.
         for &(at, tree) in &granted[..self.grants.len()] {
             super::grants::Mount::attach(at, tree).map_err(|e| (Step::Grants, e))?;
         }
-        // ----
         Ok(())
     }
 

@@ -104,7 +104,10 @@ impl Tally {
                 let audit = fx.audit_of(&run);
                 let events: Vec<&Value> = audit.iter().map(|e| &e["event"]).collect();
                 assert_eq!(events, ["started", "finished"], "{audit:?}");
-                assert_eq!(audit[0]["sandbox_requested"]["grants"][0]["argument"], "/write");
+                assert_eq!(
+                    audit[0]["sandbox_requested"]["grants"][0]["argument"],
+                    "/write"
+                );
                 assert_eq!(audit[1]["ran"], false, "{audit:?}");
             }
             _ => panic!(
@@ -230,7 +233,7 @@ impl Hook {
 /// Where the targeted race stands: armed before a call with what to swap the granted
 /// name with, swapped by the hook, put back by the caller after the call.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Armed {
+enum Race {
     Idle,
     Armed(usize),
     Swapped(usize),
@@ -245,7 +248,7 @@ fn swapping_a_granted_directory_right_after_the_check_never_widens_the_grant() {
     mkdir(&other, 0o777);
     let a = cstr(&proj);
     let with = [cstr(&spare), cstr(&other)];
-    let state = Arc::new(Mutex::new(Armed::Idle));
+    let state = Arc::new(Mutex::new(Race::Idle));
     let stop = Arc::new(AtomicBool::new(false));
     let hook = Hook::new(&fx.join("plugins/probe.py"));
     let server = {
@@ -254,9 +257,9 @@ fn swapping_a_granted_directory_right_after_the_check_never_widens_the_grant() {
             while !stop.load(Ordering::Relaxed) {
                 hook.serve(|| {
                     let mut s = state.lock().unwrap();
-                    if let Armed::Armed(k) = *s {
+                    if let Race::Armed(k) = *s {
                         exchange(&a, &with[k]);
-                        *s = Armed::Swapped(k);
+                        *s = Race::Swapped(k);
                     }
                 });
             }
@@ -265,14 +268,14 @@ fn swapping_a_granted_directory_right_after_the_check_never_widens_the_grant() {
     let tally = Tally::default();
     let mut swapped = 0;
     for i in 0..TARGETED_CALLS {
-        *state.lock().unwrap() = Armed::Armed(i % 2);
+        *state.lock().unwrap() = Race::Armed(i % 2);
         tally.call(&fx, &proj, &outside, &format!("t{i}"));
         let mut s = state.lock().unwrap();
-        if let Armed::Swapped(k) = *s {
+        if let Race::Swapped(k) = *s {
             exchange(&a, &with[k]);
             swapped += 1;
         }
-        *s = Armed::Idle;
+        *s = Race::Idle;
     }
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
