@@ -21,6 +21,9 @@
 //! A path that does not exist is refused: a grant is for an existing file or
 //! directory (to let a plugin create a file, grant the directory it goes in).
 
+use super::mounts::{
+    AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLONE,
+};
 use super::sys;
 use ::syscalls::{syscall, Sysno};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -290,11 +293,6 @@ impl Mount {
         Ok(Mount { path, id: g.id })
     }
 }
-
-const OPEN_TREE_CLONE: usize = 1;
-const AT_RECURSIVE: usize = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: usize = 0x40;
 
 /// The kernel's `struct open_how`.
 #[repr(C)]

@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 /// init keeps one descriptor per path in an array on its stack.
 pub const MAX_WRITABLE: usize = 64;
 
-const OPEN_TREE_CLONE: usize = 1;
-const AT_RECURSIVE: usize = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+// The new mount API's flags (not all in the libc crate), shared with `grants`.
+pub(super) const OPEN_TREE_CLONE: usize = 1;
+pub(super) const AT_RECURSIVE: usize = 0x8000;
+pub(super) const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+pub(super) const MOVE_MOUNT_T_EMPTY_PATH: usize = 0x40;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 /// The kernel's `struct mount_attr` (its first version).
