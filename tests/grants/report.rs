@@ -90,28 +90,55 @@ fn check_lists_grant_arguments_and_roots_and_list_shows_the_annotation() {
 
 /// MCP's `tools/list` (through `upm mcp`, as a client sees it) and `upm list --format
 /// mcp|openai` keep the annotation in the tool's input schema: a client knows the
-/// argument is a path.
+/// argument is a path. A `tools/call` grants as `upm run` does, and refuses alike.
 #[test]
-fn mcp_tools_list_shows_the_annotation() {
+fn mcp_tools_list_shows_the_annotation_and_tools_call_grants() {
     let Some(fx) = Fx::new(Who::Root) else { return };
+    let (a, b) = (fx.join("roots/proj/a.txt"), fx.join("roots/proj/b.txt"));
     let lines = [
         json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": { "name": "grants-test", "version": "1" } } }),
         json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
         json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }),
+        // A tools/call is a upm call: its grant opens the file, a path outside is refused.
+        json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "G__probe",
+            "arguments": { "read": a, "ops": [["read", a], ["read", b]] } } }),
+        json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+            "name": "G__probe",
+            "arguments": { "read": fx.join("outside/secret.txt"), "ops": [] } } }),
     ];
-    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let mut mcp = Command::new(common::upm_bin());
-    mcp.args(["mcp", "--config", fx.config.to_str().unwrap()]);
-    let r = run_command(mcp, input.as_bytes());
-    assert_eq!(r.code, 0, "{}", ctx(&r));
-    let listed = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|m| m["id"] == 2)
-        .unwrap_or_else(|| panic!("no answer to tools/list: {}", ctx(&r)));
+    // Stdin stays open until every request is answered: EOF cancels calls in flight.
+    let mut child = Command::new(common::upm_bin())
+        .args(["mcp", "--config", fx.config.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for l in &lines {
+        use std::io::Write;
+        writeln!(stdin, "{l}").unwrap();
+    }
+    let mut answers = Vec::new();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in std::io::BufRead::lines(stdout) {
+        answers.push(serde_json::from_str::<Value>(&line.unwrap()).unwrap());
+        if answers.len() == 4 {
+            break;
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "upm mcp: {status:?}");
+    let answer = |id: u64| {
+        answers
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to {id}: {answers:?}"))
+    };
+    let listed = answer(2);
     let tools = listed["result"]["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{listed}");
     let check = |schema: &Value| {
@@ -129,6 +156,21 @@ fn mcp_tools_list_shows_the_annotation() {
         );
     };
     check(&tools[0]["inputSchema"]);
+    let called = &answer(3)["result"];
+    assert_eq!(called["isError"], false, "{called}");
+    let results = &called["structuredContent"]["results"];
+    assert_eq!(results[0]["value"], "alpha", "{called}");
+    assert_eq!(
+        results[1]["errno"], EACCES,
+        "the file beside the grant: {called}"
+    );
+    let refused = &answer(4)["result"];
+    assert_eq!(refused["isError"], true, "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("invalid_args") && text.contains("not under any of the roots"),
+        "{text}"
+    );
     for (format, at) in [
         ("mcp", "/tools/0/inputSchema"),
         ("openai", "/0/function/parameters"),
