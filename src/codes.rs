@@ -249,6 +249,7 @@ impl Coded for GrantError {
             | Why::Outside
             | Why::Missing
             | Why::SymlinkOut(_)
+            | Why::SymlinkLoop(_)
             | Why::NotFileOrDir
             | Why::Open(_) => Code::InvalidArgs,
         }

@@ -87,6 +87,11 @@ pub enum Why {
     Missing,
     #[error("a symlink on the way leads out of its root {0}")]
     SymlinkOut(String),
+    /// ELOOP: a `/proc` magic link (`RESOLVE_NO_MAGICLINKS`), or too many symlinks.
+    #[error(
+        "a symlink on the way leads out of its root {0} (a /proc magic link) or round in a loop"
+    )]
+    SymlinkLoop(String),
     #[error("it is neither a regular file nor a directory")]
     NotFileOrDir,
     #[error("it cannot be opened: {0}")]
@@ -228,8 +233,11 @@ fn open_beneath(root: &Path, rest: &Path) -> Result<(OwnedFd, PathBuf), Why> {
             Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => {
                 return Err(Why::Missing)
             }
-            Err(rustix::io::Errno::XDEV) | Err(rustix::io::Errno::LOOP) => {
+            Err(rustix::io::Errno::XDEV) => {
                 return Err(Why::SymlinkOut(root.display().to_string()))
+            }
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(Why::SymlinkLoop(root.display().to_string()))
             }
             Err(e) => return Err(Why::Open(e.into())),
         }
@@ -418,6 +426,11 @@ mod tests {
         for escape in ["abs", "rel", "magic", "rel/x"] {
             let e = open("/p", &at(escape), Access::Read, &roots).unwrap_err();
             assert!(matches!(e.why, Why::SymlinkOut(_)), "{escape}: {e}");
+        }
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        for escape in ["loop", "loop/x"] {
+            let e = open("/p", &at(escape), Access::Read, &roots).unwrap_err();
+            assert!(matches!(e.why, Why::SymlinkLoop(_)), "{escape}: {e}");
         }
         let e = open("/p", &at("none"), Access::Read, &roots).unwrap_err();
         assert!(matches!(e.why, Why::Missing), "{e}");
