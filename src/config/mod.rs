@@ -513,6 +513,14 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     for problem in workdir_root_overlaps(&workdir_root, &plugins) {
         problems.push(problem);
     }
+    let upms_own = [
+        ("the config", Some(path)),
+        ("the audit log", Some(audit_path.as_path())),
+        ("the audit signing key", audit.signing_key.as_deref()),
+    ];
+    for problem in grant_roots_overlap(&upms_own, &plugins) {
+        problems.push(problem);
+    }
 
     Some(Config {
         path: path.to_path_buf(),
@@ -564,6 +572,42 @@ fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
         let known = unknown_keys::fields_of::<crate::audit::Rotation>();
         unknown_keys::strip(r, known, "\"audit.rotate\"", problems);
     }
+}
+
+/// A caller picks a grant's path anywhere under a plugin's `grants_within`: no root may
+/// hold upm's own files, which Landlock and the read-only mounts otherwise keep from every
+/// plugin (a write grant could rewrite the config or the log, a read grant leak the key,
+/// whenever the file's mode lets the plugin's uid, as when upm runs unprivileged).
+fn grant_roots_overlap(
+    upms_own: &[(&str, Option<&Path>)],
+    plugins: &BTreeMap<String, Plugin>,
+) -> Vec<String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+    let mut problems = Vec::new();
+    for (name, plugin) in plugins {
+        for root in &plugin.grants_within {
+            let root_real = real(root);
+            for (what, file) in upms_own {
+                let Some(file) = file else { continue };
+                // The file may not exist yet (a new audit log): its directory decides.
+                let file_real = match file.parent() {
+                    Some(dir) if !file.exists() => {
+                        real(dir).join(file.file_name().unwrap_or_default())
+                    }
+                    _ => real(file),
+                };
+                if file_real.starts_with(&root_real) {
+                    problems.push(format!(
+                        "plugin \"{name}\": \"grants_within\" {} contains {what} {}: a call \
+                         could have it granted to the plugin",
+                        root.display(),
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Every call's plugin runs as the same uid, so only Landlock keeps one call out of

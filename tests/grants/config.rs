@@ -45,6 +45,9 @@ fn grants_within_must_name_existing_directories_clear_of_workdir_root() {
         (json!(["roots/../outside"]), "holds \\\"..\\\""),
         // Every call's private directory is under /tmp: no root may hold it.
         (json!(["/tmp"]), "contains \\\"workdir_root\\\""),
+        // upm's own files: the config and the audit log beside it.
+        (json!(["."]), "contains the config"),
+        (json!(["."]), "contains the audit log"),
     ] {
         let Some(fx) = Fx::with(Who::Root, |c, _| {
             let mut v = c.value();
