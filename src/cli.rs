@@ -446,6 +446,10 @@ fn check(config_path: &Path) -> i32 {
     let mut problems = crate::preflight::check(&config).problems;
     let mut warnings = Vec::new();
     audit_problems(&config, &mut problems);
+    if config.plugins.is_empty() {
+        // Valid (deny-all), but more likely a config written under the wrong key.
+        warnings.push("the config names no plugins: every call is refused".to_string());
+    }
     let mut plugins = serde_json::Map::new();
     for (name, p) in &config.plugins {
         let at = format!("plugin \"{name}\"");

@@ -287,6 +287,9 @@ fn a_upm_config_runs_unchanged_with_only_the_command_changed() {
     // The built-in seccomp profile is the readable one in the repository.
     let seccomp = &data["sandbox"]["layers"]["seccomp"]["detail"];
     assert_eq!(seccomp["profile"], "default");
+    // Built into upm: no file of that name was read.
+    assert_eq!(seccomp["file"], Value::Null, "{seccomp}");
+    assert_eq!(seccomp["built_in"], true, "{seccomp}");
     assert_eq!(
         seccomp["digest"],
         json!(sha256_of(&repo().join("policies/default.json")))
@@ -704,6 +707,12 @@ fn the_seccomp_profile_is_built_in_unless_a_path_names_a_file() {
         match file {
             None => assert_eq!(*digest, json!(builtin), "{value}"),
             Some(f) => assert_eq!(*digest, json!(sha256_of(&u.d.join(f))), "{value}"),
+        }
+        let detail = &r.json["data"]["sandbox"]["layers"]["seccomp"]["detail"];
+        assert_eq!(detail["built_in"], file.is_none(), "{value}: {detail}");
+        match file {
+            None => assert_eq!(detail["file"], Value::Null, "{value}"),
+            Some(f) => assert_eq!(detail["file"], json!(u.d.join(f)), "{value}"),
         }
     }
     // A path that names nothing is a config error, never the built-in one instead.

@@ -259,7 +259,8 @@ pub(super) fn summary(
         "no_new_privileges": true,
         "seccomp": {
             "profile": profile.name,
-            "file": s.policy.seccomp,
+            "file": s.policy.seccomp_file(),
+            "built_in": s.policy.seccomp_file().is_none(),
             "digest": profile.digest,
             "engine_profile_digest": engine_profile.digest,
             "path": s.seccomp,

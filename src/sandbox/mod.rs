@@ -252,7 +252,9 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             Layer::Seccomp,
             json!({
                 "profile": profile.name,
-                "file": policy.seccomp,
+                // The built-in profile is no file: naming `default` here read as a path.
+                "file": policy.seccomp_file(),
+                "built_in": policy.seccomp_file().is_none(),
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
                 "sockets": if policy.network { "allowed" } else { "denied (stream socketpairs allowed)" },

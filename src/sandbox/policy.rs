@@ -200,6 +200,14 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The seccomp profile's file; `None` for the built-in profile (the config is
+    /// loaded, so a file's path is absolute and never the bare name `default`).
+    pub fn seccomp_file(&self) -> Option<&Path> {
+        (self.seccomp != Path::new(BUILTIN_SECCOMP_NAME)).then_some(self.seccomp.as_path())
+    }
+}
+
 /// The default seccomp profile, built into the binary as Docker builds in its own, so
 /// that a config written anywhere runs without a `policies/` directory beside it.
 /// `policies/default.json` is its readable source (a test checks they are the same).
@@ -223,7 +231,8 @@ impl SeccompSource {
         if value == Path::new(BUILTIN_SECCOMP_NAME) {
             SeccompSource::Builtin
         } else {
-            SeccompSource::File(dir.join(value))
+            // Components collected: `./default` is reported as `DIR/default`.
+            SeccompSource::File(dir.join(value).components().collect())
         }
     }
 

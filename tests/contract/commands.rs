@@ -117,6 +117,18 @@ fn check_passes_on_a_good_config_and_lists_every_problem_of_a_bad_one() {
     let r = call(&c, "Echo", "echo", json!({"a": 1}));
     assert_eq!(ok(&r)["args"], json!({"a": 1}));
 
+    assert!(!r.stdout.contains("names no plugins"), "{}", r.stdout);
+    // No plugins is a valid deny-all config, and check says what it means.
+    let empty = TestDir::new();
+    empty.config(&json!({ "plugins": {} }));
+    let cfg = empty.join("upm_config.json");
+    let r = run_with(&["check", "--config", cfg.to_str().unwrap()], b"", &[]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        r.json["warnings"],
+        json!(["the config names no plugins: every call is refused"])
+    );
+
     // Loadable, but broken in five independent ways.
     let b = TestDir::new();
     let not_exec = b.write("plugins/not_exec.sh", "#!/bin/sh\n", false);
