@@ -3,13 +3,15 @@
 # BASE needs /usr/bin/python3 (for Python class plugins), /bin/sh and cat (for the Echo
 # plugin), glibc, and a world-writable /tmp. Without a registry, scripts/build-image.sh
 # makes one from this machine's files; with one, see docs/container.md ("Container image").
-# upm and upm-texttools come from `cargo build --release` against the same glibc.
+# upm, upm-egress and upm-texttools come from `cargo build --release` against the same glibc.
 ARG BASE=localhost/upm-base:latest
 FROM ${BASE}
-# Where the two binaries are in the build context (the tests use their own profile's).
+# Where the binaries are in the build context (the tests use their own profile's).
 ARG BIN_DIR=target/x86_64-unknown-linux-gnu/release
 
 COPY ${BIN_DIR}/upm /usr/local/bin/upm
+# The egress proxy of a plugin with a network allowlist (docs/egress.md): beside upm.
+COPY ${BIN_DIR}/upm-egress /usr/local/bin/upm-egress
 COPY image/upm_config.json /opt/upm/upm_config.json
 COPY schemas/ /opt/upm/schemas/
 COPY policies/ /opt/upm/policies/

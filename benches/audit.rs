@@ -71,7 +71,7 @@ fn realistic_entry(i: u64, sandbox: &Value) -> Map<String, Value> {
         "request_id": rid, "hostname": "vm", "pid": 4242 + i / 2,
         "plugin": "TextTools", "method": "upper",
     });
-    let fields = if i % 2 == 0 {
+    let fields = if i.is_multiple_of(2) {
         json!({
             "event": "started",
             "caller": {"uid": 1000, "gid": 1000, "ppid": 4000, "parent_exe": "/usr/bin/python3.11"},

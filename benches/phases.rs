@@ -106,8 +106,11 @@ fn main() {
         "seccomp compile to BPF",
         median_us(
             || {
-                p.compile(&upm::sandbox::seccomp::CompileOptions { deny_sockets: true })
-                    .unwrap();
+                p.compile(&upm::sandbox::seccomp::CompileOptions {
+                    deny_sockets: true,
+                    allow_tcp: false,
+                })
+                .unwrap();
             },
             n,
         ),

@@ -38,7 +38,7 @@ bin_dir=${UPM_BIN_DIR:-target/x86_64-unknown-linux-gnu/release}
 if [ "${UPM_SKIP_CARGO:-0}" != 1 ]; then
   cargo build --release --locked --bins
 fi
-for f in "$bin_dir/upm" "$bin_dir/upm-texttools" /usr/bin/python3; do
+for f in "$bin_dir/upm" "$bin_dir/upm-egress" "$bin_dir/upm-texttools" /usr/bin/python3; do
   [ -x "$f" ] || { echo "build-image: $f is missing" >&2; exit 1; }
 done
 
@@ -74,7 +74,7 @@ py=$(readlink -f /usr/bin/python3)
 pyver=$(basename "$py")
 for f in /usr/bin/python3 /bin/sh /usr/bin/cat /usr/bin/env; do add_elf "$f"; done
 # upm and the texttools plugin come in through the Dockerfile; their libraries come from here.
-for f in "$bin_dir/upm" "$bin_dir/upm-texttools"; do
+for f in "$bin_dir/upm" "$bin_dir/upm-egress" "$bin_dir/upm-texttools"; do
   deps "$f" | while read -r lib; do add "$lib"; done
 done
 mkdir -p "$root/usr/lib/$pyver"

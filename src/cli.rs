@@ -507,6 +507,12 @@ fn check(config_path: &Path) -> i32 {
             ));
         }
 
+        // issue 22: an allowlist needs its proxy, installed beside upm.
+        if p.policy.network.allowlist().is_some() {
+            if let Err(e) = crate::spawn::egress::open() {
+                problems.push(format!("{at}: {e}"));
+            }
+        }
         // A container plugin's files live in its image, pinned by digest.
         let pins = match p.policy.backend {
             crate::sandbox::policy::Backend::Container => json!({ "image": p.policy.image }),
@@ -515,7 +521,11 @@ fn check(config_path: &Path) -> i32 {
                 pins(&config, p, &mut problems)
             }
         };
-        let mut entry = json!({ "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins });
+        let mut entry = json!({
+            "methods": p.methods.keys().collect::<Vec<_>>(),
+            "pins": pins,
+            "network": p.policy.network,
+        });
         if let Some(grants) = grants_of(p) {
             entry["grants"] = grants;
         }
@@ -817,7 +827,11 @@ fn check_module(at: &str, module: &str, python_path: &[PathBuf], problems: &mut 
 }
 
 fn doctor(as_json: bool) -> i32 {
-    let report = crate::sandbox::host::doctor();
+    let mut report = crate::sandbox::host::doctor();
+    let egress = egress_row(&report);
+    if let Some(rows) = report["layers"].as_array_mut() {
+        rows.push(egress);
+    }
     if as_json {
         print_json_line(&report.to_string());
         return 0;
@@ -838,6 +852,33 @@ fn doctor(as_json: bool) -> i32 {
         }
     }
     0
+}
+
+/// issue 22: whether an egress allowlist can be had here: Landlock's TCP rules (ABI 4),
+/// seccomp, a network namespace, and the proxy process beside upm.
+fn egress_row(report: &Value) -> Value {
+    let row = |available: bool, detail: String| json!({ "layer": "egress_allowlist", "available": available, "detail": detail });
+    let has = |layer: &str| {
+        report["layers"].as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["layer"] == layer && r["available"] == true)
+        })
+    };
+    let abi = report["host"]["landlock_abi"].as_i64().unwrap_or(0);
+    match crate::spawn::egress::open() {
+        Err(e) => row(false, e),
+        Ok(_) if abi < 4 || !has("seccomp") || !has("network_namespace") => row(
+            false,
+            "needs Landlock ABI 4 (TCP rules), seccomp and a network namespace".into(),
+        ),
+        Ok((_, path)) => row(
+            true,
+            format!(
+                "\"network\": {{\"allow\": [...]}} through {}",
+                path.display()
+            ),
+        ),
+    }
 }
 
 /// A caller may start upm with 0, 1 or 2 closed; pipes must never land there.

@@ -196,6 +196,12 @@ pub fn check_venv(venv: &Path) -> Result<(), IntegrityError> {
 /// stays in the file's directory, that directory and the file safe (owner, mode),
 /// a regular file (checked on the descriptor: never a FIFO or a device, which would
 /// block upm or never end), opened without following a link and without blocking.
+/// Opens a file upm runs as it opens a plugin's (see [`open_plugin_file`]), for upm's own
+/// helper (the egress proxy, `spawn::egress`).
+pub fn open_checked(path: &Path) -> Result<File, IntegrityError> {
+    open_plugin_file(path)
+}
+
 fn open_plugin_file(path: &Path) -> Result<File, IntegrityError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let resolved = check_symlink(path, dir)?;

@@ -347,6 +347,15 @@ pub fn build(
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     }
+    // issue 22: with an egress allowlist every proxy variable points at the call's proxy,
+    // whatever the config or the caller set, and nothing says to go around it.
+    if plugin.policy.network.allowlist().is_some() {
+        env.retain(|(name, _)| !crate::egress::BYPASS_ENV.contains(&name.as_str()));
+        for (k, v) in crate::egress::proxy_env() {
+            env.retain(|(name, _)| *name != k);
+            env.push((k, v));
+        }
+    }
     // Named like the script, beside home/ and verified/ (which it must not shadow).
     let script_name = runnable.exe.script.then(|| {
         let name = runnable.exe.source.file_name().unwrap_or_default();

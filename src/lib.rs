@@ -12,6 +12,9 @@
 //!   [`canonical`]: the one serialisation of a value that is hashed or signed.
 //! - [`sandbox`]: one file per layer, behind `Policy → LayerReport`.
 //! - [`container`]: the container backend (podman/docker) for plugins that ask for it.
+//! - [`egress`]: a plugin's network allowlist and the per-call filtering proxy that
+//!   enforces it (run as `upm-egress`, started by [`spawn`]); [`metadata`]: the cloud
+//!   metadata endpoints nothing upm starts may reach.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: result codes, exit codes and the `Failure` a call ends on (a leaf);
@@ -26,6 +29,8 @@
 //!
 //! ```text
 //! error  canonical  files  integrity  diagnostics  unknown_keys   leaves: nothing of the crate
+//!   metadata
+//! egress                                                         the allowlist and the proxy
 //! request  response  schema  sandbox  keys
 //! spawn  audit  compat  access
 //! config
@@ -47,12 +52,14 @@ pub mod compat;
 pub mod config;
 pub mod container;
 pub mod diagnostics;
+pub mod egress;
 pub mod error;
 pub mod files;
 pub mod integrity;
 pub mod keys;
 pub mod launch;
 pub mod mcp;
+pub mod metadata;
 pub mod migrate;
 pub mod outcome;
 pub mod pipeline;

@@ -321,6 +321,8 @@ pub struct Ran {
     pub stdout_bytes: Option<u64>,
     /// A plugin process really ran (the sandbox was applied and exec succeeded).
     pub ran: bool,
+    /// The egress proxy's summary, when the plugin had an allowlist (issue 22).
+    pub egress: Option<Value>,
 }
 
 impl From<Failure> for Ran {

@@ -148,7 +148,8 @@ fn compile(
     plugin: &Plugin,
 ) -> Result<(), crate::sandbox::seccomp::SeccompError> {
     let options = CompileOptions {
-        deny_sockets: !plugin.policy.network,
+        deny_sockets: !plugin.policy.network.is_host(),
+        allow_tcp: plugin.policy.network.allowlist().is_some(),
     };
     profile.compiled(&options).map(drop)
 }

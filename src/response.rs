@@ -66,6 +66,9 @@ pub struct Data {
     pub limit: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Value>,
+    /// With an egress allowlist: the call's connections, summed up (issue 22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]

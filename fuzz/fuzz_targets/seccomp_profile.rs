@@ -1,5 +1,6 @@
 //! The OCI/Docker seccomp profile parser, and what follows a profile it accepts:
-//! compiling it for this kernel (with and without upm's socket rules) and rewriting it
+//! compiling it for this kernel (with and without upm's socket rules, and with an egress
+//! allowlist's) and rewriting it
 //! for a container engine. Each may refuse; none may panic, and a program that
 //! compiles fits the kernel's limit.
 
@@ -12,8 +13,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(profile) = Profile::from_json("fuzz", data) else {
         return;
     };
-    for deny_sockets in [false, true] {
-        match profile.compile(&CompileOptions { deny_sockets }) {
+    // No socket rules, no sockets, and an egress allowlist's TCP-only rules.
+    for (deny_sockets, allow_tcp) in [(false, false), (true, false), (true, true)] {
+        match profile.compile(&CompileOptions {
+            deny_sockets,
+            allow_tcp,
+        }) {
             Ok(filter) => {
                 assert_eq!(filter.filter_count(), 1);
                 assert!(filter.instruction_count() <= 4096);

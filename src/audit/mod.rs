@@ -26,7 +26,8 @@
 //! - `ts`: RFC 3339 UTC with milliseconds and `Z` (added when absent).
 //! - `request_id`: on every line (checkpoint and recovery lines carry the id of
 //!   the request whose append wrote them).
-//! - `event`: `started` | `finished` | `refused` | `cleanup_failed` (from the pipeline), plus the
+//! - `event`: `started` | `finished` | `refused` | `cleanup_failed` | `connection` (one per
+//!   connection to a call's egress proxy, see [`crate::egress`]) (from the pipeline), plus the
 //!   log's own `checkpoint` and `recovered`. Other fields (`plugin`, `method`,
 //!   `code`, `exit_code`, `args_sha256`, ...) are the pipeline's.
 //!

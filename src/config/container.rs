@@ -3,7 +3,7 @@
 
 use super::image;
 use super::PluginKind;
-use crate::sandbox::policy::{EngineKind, Policy};
+use crate::sandbox::policy::{EngineKind, Network, Policy};
 
 /// Why a container plugin can have no per-call grants (`grants_within`, `x-upm-grant`).
 pub const NO_GRANTS: &str = "the container backend grants no per-call paths (\"grants_within\", \
@@ -40,8 +40,16 @@ pub fn problems(policy: &Policy, kind: &PluginKind, pinned_files: bool) -> Vec<S
                 .into(),
         ),
     }
-    if policy.network {
-        out.push("the container backend always runs with --network=none; \"network\": true is not supported".into());
+    match &policy.network {
+        Network::None => {}
+        Network::Host => out.push("the container backend always runs with --network=none; \"network\": true is not supported".into()),
+        // issue 22: the egress proxy needs the listener the native init creates in the
+        // call's own network namespace; a container's namespace is the engine's.
+        Network::Allow(_) => out.push(
+            "the container backend runs with --network=none and has no egress proxy: \
+             \"network\": {\"allow\": [...]} needs the native backend"
+                .into(),
+        ),
     }
     if !policy.read_paths.is_empty() || !policy.write_paths.is_empty() {
         out.push("the container backend mounts nothing from the host: remove \"read_paths\"/\"write_paths\"".into());
@@ -67,7 +75,7 @@ mod tests {
         let mut policy = Policy {
             image: Some("busybox:latest".into()),
             engine: Some("lxc".into()),
-            network: true,
+            network: Network::Host,
             ..Policy::default()
         };
         policy.user.uid = 0;
@@ -85,12 +93,25 @@ mod tests {
         ] {
             assert!(p.iter().any(|x| x.contains(needle)), "{needle}: {p:?}");
         }
+        let kind = PluginKind::Command {
+            argv: vec!["/bin/plugin".into()],
+        };
+        // issue 22: no egress proxy in a container: refused, saying so.
+        let allowlist = Policy {
+            image: Some(format!("localhost/x@sha256:{}", "a".repeat(64))),
+            network: Network::Allow(
+                serde_json::from_value(serde_json::json!({"allow": ["pypi.org"]})).unwrap(),
+            ),
+            ..Policy::default()
+        };
+        let p = problems(&allowlist, &kind, false);
+        assert!(
+            p.len() == 1 && p[0].contains("needs the native backend"),
+            "{p:?}"
+        );
         let ok = Policy {
             image: Some(format!("localhost/x@sha256:{}", "a".repeat(64))),
             ..Policy::default()
-        };
-        let kind = PluginKind::Command {
-            argv: vec!["/bin/plugin".into()],
         };
         assert!(problems(&ok, &kind, false).is_empty());
     }

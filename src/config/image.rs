@@ -7,18 +7,10 @@
 //! endpoint (in any spelling an IP parser accepts), which an engine that pulls
 //! would otherwise contact from the host's network.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use crate::metadata::is_metadata_host;
+use std::net::Ipv6Addr;
 
 const MAX_LEN: usize = 512;
-
-/// Host names of cloud metadata services (compared lowercase, without a trailing dot).
-const METADATA_NAMES: [&str; 5] = [
-    "metadata.google.internal",
-    "metadata.goog",
-    "metadata",
-    "instance-data",
-    "instance-data.ec2.internal",
-];
 
 /// Why a reference is refused: one sentence, for the config problem list.
 pub fn validate(image: &str, allow_tags: bool) -> Result<(), String> {
@@ -87,62 +79,6 @@ fn registry_host(name: &str) -> Option<String> {
         first.split(':').next().unwrap_or(first)
     };
     Some(host.trim_end_matches('.').to_ascii_lowercase())
-}
-
-fn is_metadata_host(host: &str) -> bool {
-    if METADATA_NAMES.contains(&host) {
-        return true;
-    }
-    if let Some(v4) = parse_ipv4_loose(host) {
-        return is_metadata_v4(v4);
-    }
-    if let Ok(v6) = host.parse::<Ipv6Addr>() {
-        let fd00_ec2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
-        let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
-        return v6 == fd00_ec2 || link_local || v6.to_ipv4_mapped().is_some_and(is_metadata_v4);
-    }
-    false
-}
-
-/// Link-local 169.254.0.0/16 (AWS, GCP, Azure, OCI, ECS task metadata) and Alibaba's.
-fn is_metadata_v4(ip: Ipv4Addr) -> bool {
-    ip.is_link_local() || ip == Ipv4Addr::new(100, 100, 100, 200)
-}
-
-/// IPv4 as `inet_aton` reads it: 1 to 4 parts, each decimal, octal (`0..`) or
-/// hex (`0x..`), so `2852039166` and `0xa9.0xfe.43518` are 169.254.169.254.
-fn parse_ipv4_loose(s: &str) -> Option<Ipv4Addr> {
-    let parts: Vec<u64> = s
-        .split('.')
-        .map(parse_c_number)
-        .collect::<Option<Vec<_>>>()?;
-    let (last, init) = parts.split_last()?;
-    if init.len() > 3 || init.iter().any(|p| *p > 255) {
-        return None;
-    }
-    let last_bits = 8 * (4 - init.len() as u32);
-    if last_bits < 64 && *last >= 1u64 << last_bits {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for p in init {
-        v = (v << 8) | p;
-    }
-    v = (v << last_bits) | last;
-    u32::try_from(v).ok().map(Ipv4Addr::from)
-}
-
-fn parse_c_number(p: &str) -> Option<u64> {
-    if p.is_empty() {
-        return None;
-    }
-    if let Some(hex) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
-        return u64::from_str_radix(hex, 16).ok();
-    }
-    if p.len() > 1 && p.starts_with('0') {
-        return u64::from_str_radix(&p[1..], 8).ok();
-    }
-    p.parse().ok()
 }
 
 #[cfg(test)]
@@ -228,14 +164,5 @@ mod tests {
                 "{host}: {r:?}"
             );
         }
-    }
-
-    #[test]
-    fn loose_ipv4_matches_inet_aton() {
-        assert_eq!(parse_ipv4_loose("127.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(parse_ipv4_loose("256.1.1.1"), None);
-        assert_eq!(parse_ipv4_loose("1.2.3.4.5"), None);
-        assert_eq!(parse_ipv4_loose("example"), None);
-        assert_eq!(parse_ipv4_loose("4294967296"), None);
     }
 }

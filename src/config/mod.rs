@@ -895,6 +895,12 @@ fn build_plugin(
     for p in policy.limits.problems() {
         problems.push(format!("{at}: {p}"));
     }
+    // issue 22: an egress allowlist's limits (its entries were checked as it was read).
+    if let Some(egress) = policy.network.allowlist() {
+        for p in egress.problems() {
+            problems.push(format!("{at}: {p}"));
+        }
+    }
     for (key, pin) in [
         ("sha256", &raw.sha256),
         ("manifest_sha256", &raw.manifest_sha256),
@@ -1133,7 +1139,7 @@ mod tests {
         let p = &c.plugins["P"].policy;
         assert_eq!(p.limits.timeout_ms, 900);
         assert_eq!(p.limits.cpu_seconds, 3);
-        assert!(p.network);
+        assert!(p.network.is_host());
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! container    engine, its argv, the merged seccomp  -               the engine's client
 //!              profile in a private directory                        to the container's end
 //! ```
+//!
+//! A native call with an egress allowlist also runs the call's proxy beside its plugin
+//! (issue 22, [`crate::egress`]): started before the go, stopped once the plugin is gone.
 
 use super::checks::verify_executable;
 use super::grants::reported;
@@ -47,12 +50,32 @@ pub(super) struct Native {
     /// The call's grants: their descriptors stay open until the call ends (the init
     /// checks that what it opens is still their inode).
     grants: Vec<Grant>,
+    /// The egress proxy the call runs beside its plugin, with an allowlist.
+    egress: Option<Egress>,
+}
+
+/// The call's egress proxy (issue 22): its settings, and the uid of its own it gets
+/// under a root upm (as each call's user namespace gets an owner of its own).
+pub(super) struct Egress {
+    settings: crate::egress::Settings,
+    own_uid: Option<u32>,
+}
+
+/// Audits one connection of the call's egress proxy (the pipeline's `connection` entry).
+pub(super) type ConnectionAudit<'a> =
+    dyn Fn(&crate::egress::Record) -> Result<(), String> + Sync + 'a;
+
+/// What a run leaves: how the plugin ended and, with an egress allowlist, the proxy's
+/// summary of the call's connections.
+pub(super) struct Ended {
+    outcome: Outcome,
+    egress: Option<Value>,
 }
 
 /// A started call, about to run.
 pub(super) enum Running<'p> {
     /// The sandbox's init exists and waits for the go.
-    Native(spawn::Spawned<'p>),
+    Native(spawn::Spawned<'p>, Option<&'p Egress>),
     /// The container starts when the engine's client does.
     Container(&'p container::Prepared),
 }
@@ -122,6 +145,10 @@ fn prepare_native(
         grants: &grants,
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
+    let egress = policy.network.allowlist().map(|settings| Egress {
+        settings: settings.clone(),
+        own_uid: host.privileged.then(sandbox::namespaces::owner_uid),
+    });
     // The last moment a stop needs nothing undone: no process exists yet.
     if let Some(why) = call.ctx.stop.stopped() {
         return Err(super::cancelled_before_start(why));
@@ -132,6 +159,7 @@ fn prepare_native(
         launch,
         sandbox,
         grants,
+        egress,
     }))
 }
 
@@ -186,6 +214,7 @@ impl Prepared {
                     launch,
                     sandbox,
                     grants,
+                    egress,
                     ..
                 } = n;
                 let spawned = spawn::start(launch, sandbox)?;
@@ -193,7 +222,7 @@ impl Prepared {
                     with_python_path(spawned.sandbox().summary(), plugin, runnable),
                     grants,
                 );
-                Ok((Running::Native(spawned), in_force))
+                Ok((Running::Native(spawned, egress.as_ref()), in_force))
             }
             Prepared::Container(p) => Ok((Running::Container(p), p.summary())),
         }
@@ -201,14 +230,18 @@ impl Prepared {
 
     /// How the plugin's end (or its container's failure to start) becomes the call's
     /// outcome.
-    pub(super) fn capture(&self, ended: Result<Outcome, Failure>, plugin: &Plugin) -> Ran {
-        let outcome = match ended {
-            Ok(o) => o,
+    pub(super) fn capture(&self, ended: Result<Ended, Failure>, plugin: &Plugin) -> Ran {
+        let Ended { outcome, egress } = match ended {
+            Ok(e) => e,
             Err(f) => return f.into(),
         };
         match self {
             // `exe` names the file when it could not be started.
-            Prepared::Native(n) => outcome::interpret(outcome, plugin, Some(&n.runnable.exe)),
+            Prepared::Native(n) => {
+                let mut ran = outcome::interpret(outcome, plugin, Some(&n.runnable.exe));
+                ran.egress = egress;
+                ran
+            }
             Prepared::Container(_) => {
                 // The engine does not hand back CPU time or memory: the wall clock only.
                 let usage = container::usage(&outcome);
@@ -231,13 +264,64 @@ impl Prepared {
 
 impl Running<'_> {
     /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
-    /// the container never started (the engine refused, or the command is not in the image).
-    pub(super) fn run(self, stop: &spawn::stop::Watch) -> Result<Outcome, Failure> {
+    /// the container never started (the engine refused, or the command is not in the
+    /// image), or the egress proxy could not be started (the plugin did not run).
+    pub(super) fn run(
+        self,
+        stop: &spawn::stop::Watch,
+        audit: &ConnectionAudit<'_>,
+    ) -> Result<Ended, Failure> {
+        let ended = |outcome| Ended {
+            outcome,
+            egress: None,
+        };
         match self {
-            Running::Native(spawned) => Ok(spawned.run(stop)),
-            Running::Container(p) => container::run(p, stop).map_err(Failure::from),
+            Running::Native(spawned, None) => Ok(ended(spawned.run(stop))),
+            Running::Native(spawned, Some(egress)) => run_with_egress(spawned, egress, stop, audit),
+            Running::Container(p) => container::run(p, stop).map(ended).map_err(Failure::from),
         }
     }
+}
+
+/// issue 22: the plugin runs beside its call's egress proxy, a process of its own
+/// (`spawn::egress`); each connection is audited as it ends, and every one ends with
+/// the call, before its `finished` entry. If the proxy cannot be started, the plugin
+/// does not run either.
+fn run_with_egress(
+    mut spawned: spawn::Spawned<'_>,
+    egress: &Egress,
+    stop: &spawn::stop::Watch,
+    audit: &ConnectionAudit<'_>,
+) -> Result<Ended, Failure> {
+    let Some(channel) = spawned.egress_listener() else {
+        return Err(Failure::new(
+            crate::error::Code::Internal,
+            "the sandbox has no egress listener for the call's allowlist",
+        ));
+    };
+    std::thread::scope(|scope| {
+        let helper = spawn::egress::Helper::start(
+            scope,
+            channel.into_fd(),
+            &egress.settings,
+            egress.own_uid,
+            audit,
+        )
+        .map_err(|e| {
+            Failure::new(
+                crate::error::Code::SandboxUnavailable,
+                format!("the network layer cannot be applied here: {e}; the plugin was not run"),
+            )
+        })?;
+        tracing::debug!("egress proxy started");
+        let outcome = spawned.run(stop);
+        let summary = helper.finish();
+        tracing::debug!("egress proxy finished, every connection audited");
+        Ok(Ended {
+            outcome,
+            egress: Some(summary.to_json()),
+        })
+    })
 }
 
 /// A Python class plugin's import path in the sandbox report: the directories the

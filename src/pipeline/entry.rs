@@ -113,6 +113,22 @@ pub(super) fn finished(
         _ => json!(sandbox),
     };
     e.insert("sandbox".into(), in_force);
+    if let Some(egress) = &resp.data.egress {
+        e.insert("egress".into(), egress.clone());
+    }
+    e
+}
+
+/// One connection to the call's egress proxy, as it ended (issue 22): the record's
+/// fields beside what identifies the call.
+pub(super) fn connection(call: &Call, record: &crate::egress::Record) -> Map<String, Value> {
+    let mut e = base("connection", call);
+    for repeated in ["trust", "no_schema", "warnings"] {
+        e.remove(repeated);
+    }
+    if let Value::Object(fields) = record.to_json() {
+        e.extend(fields);
+    }
     e
 }
 

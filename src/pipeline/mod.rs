@@ -289,8 +289,14 @@ impl Session {
             };
         phase(&call, "sandbox started, started entry durable");
 
-        // run
-        let ended = running.run(&call.ctx.stop);
+        // run (with an egress allowlist, beside the call's proxy, whose every connection
+        // is audited as it ends)
+        let audit_connection = |record: &crate::egress::Record| {
+            self.append(entry::connection(&call, record))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let ended = running.run(&call.ctx.stop, &audit_connection);
         phase(&call, "plugin finished");
 
         // capture
@@ -604,6 +610,7 @@ fn respond(call: &Call, ran: Ran) -> Response {
     }
     r.data.usage = ran.usage;
     r.data.limit = ran.limit;
+    r.data.egress = ran.egress;
     match ran.failure {
         Some(f) => r.fail(&f),
         None => r,

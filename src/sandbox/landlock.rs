@@ -10,7 +10,7 @@ use super::policy::Layer;
 use super::{sys, LayerReport, SandboxError};
 use ::syscalls::{syscall, Sysno};
 use landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 use serde_json::json;
@@ -41,6 +41,9 @@ pub struct Spec<'a> {
     /// The call's grants: each rule made from the descriptor upm opened.
     pub grants: &'a [super::grants::Grant],
     pub network: bool,
+    /// With an egress allowlist (issue 22): the one TCP port the plugin may connect to
+    /// (the proxy's, in its own network namespace); still no bind.
+    pub tcp_connect: Option<u16>,
     pub host: &'a Host,
     pub best_effort: bool,
 }
@@ -87,6 +90,12 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             readable.push(reported(p));
         }
     }
+    if let (Some(port), false) = (spec.tcp_connect, spec.network) {
+        created
+            .as_mut()
+            .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+            .map_err(|e| unavailable(format!("rule for TCP port {port}: {e}")))?;
+    }
     let mut writable = Vec::new();
     for p in &spec.write {
         if add_rule(&mut created, p, AccessFs::from_all(TARGET_ABI))? {
@@ -125,7 +134,11 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             "read": readable,
             "write": writable,
             "grants": granted,
-            "tcp_bind_connect": if spec.network { "allowed" } else { "denied" },
+            "tcp_bind_connect": match (spec.network, spec.tcp_connect) {
+                (true, _) => "allowed".to_owned(),
+                (false, Some(port)) => format!("connect to port {port} only (the egress proxy), no bind"),
+                (false, None) => "denied".to_owned(),
+            },
             "scopes": if spec.network { json!(["signal"]) } else { json!(["abstract_unix_socket", "signal"]) },
         }),
     );

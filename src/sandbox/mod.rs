@@ -20,6 +20,7 @@ pub mod landlock;
 pub mod limits;
 pub mod mounts;
 pub mod namespaces;
+pub mod network;
 pub mod policy;
 pub mod seccomp;
 
@@ -95,6 +96,8 @@ pub struct Prepared {
     pub landlock: Option<landlock::Plan>,
     pub seccomp: Option<std::sync::Arc<seccomp::CompiledFilter>>,
     pub limits: limits::Plan,
+    /// The egress listener the init sets up (issue 22; only with an allowlist).
+    pub egress: Option<network::Plan>,
     pub reports: Vec<LayerReport>,
     pub allow_degraded: Vec<Layer>,
 }
@@ -120,6 +123,8 @@ pub enum Step {
     Seccomp,
     Fork,
     Exec,
+    /// The egress listener in the call's network namespace (issue 22).
+    Egress,
 }
 
 impl Step {
@@ -141,6 +146,7 @@ impl Step {
             Seccomp,
             Fork,
             Exec,
+            Egress,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -154,6 +160,7 @@ impl Step {
             Step::Credentials => Some(Layer::Credentials),
             Step::Landlock => Some(Layer::Landlock),
             Step::Seccomp => Some(Layer::Seccomp),
+            Step::Egress => Some(Layer::Network),
             _ => None,
         }
     }
@@ -175,6 +182,7 @@ impl Step {
             Step::Seccomp => "seccomp",
             Step::Fork => "fork",
             Step::Exec => "exec",
+            Step::Egress => "egress_listener",
         }
     }
 }
@@ -193,7 +201,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     }
     reports.push(cred_report);
 
-    let (ns_plan, mut ns_report) = namespaces::prepare(policy.network, credentials.mode);
+    let (ns_plan, mut ns_report) = namespaces::prepare(policy.network.is_host(), credentials.mode);
     let mounts =
         mounts::prepare(paths.workdir, &policy.write_paths, paths.grants).map_err(|reason| {
             SandboxError::Unavailable {
@@ -213,11 +221,13 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     read.extend(policy.read_paths.iter().cloned());
     let mut write = vec![paths.workdir.to_path_buf()];
     write.extend(policy.write_paths.iter().cloned());
+    let egress = network::Plan::for_policy(&policy.network);
     let spec = landlock::Spec {
         read,
         write,
         grants: paths.grants,
-        network: policy.network,
+        network: policy.network.is_host(),
+        tcp_connect: egress.map(|e| e.port),
         host,
         best_effort: false,
     };
@@ -246,8 +256,16 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     } else {
         let profile = paths.seccomp;
         let filter = profile.compiled(&seccomp::CompileOptions {
-            deny_sockets: !policy.network,
+            deny_sockets: !policy.network.is_host(),
+            allow_tcp: egress.is_some(),
         })?;
+        let sockets = match (&policy.network, egress) {
+            (policy::Network::Host, _) => "allowed",
+            (_, Some(_)) => {
+                "TCP over IPv4/IPv6 only (egress allowlist; stream socketpairs allowed)"
+            }
+            _ => "denied (stream socketpairs allowed)",
+        };
         reports.push(LayerReport::enforced(
             Layer::Seccomp,
             json!({
@@ -257,7 +275,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
                 "built_in": policy.seccomp_file().is_none(),
                 "digest": profile.digest,
                 "instructions": filter.instruction_count(),
-                "sockets": if policy.network { "allowed" } else { "denied (stream socketpairs allowed)" },
+                "sockets": sockets,
                 "sysv_ipc": "denied",
                 "io_uring_memfd_openat2": "denied",
                 "setuid_setgid_modes": "denied",
@@ -277,12 +295,25 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             );
         }
     }
-    reports.push(network_report(
-        policy.network,
+    reports.push(network::report(
+        &policy.network,
         landlock.is_some(),
         seccomp.is_some(),
     ));
-    if !policy.network && (landlock.is_none() || seccomp.is_none()) && !degradable(Layer::Network) {
+    // An egress allowlist is never degraded: without seccomp's socket rule or Landlock's
+    // port rule the plugin could reach more than its list (see `network`).
+    if egress.is_some() && (landlock.is_none() || seccomp.is_none()) {
+        return Err(SandboxError::Unavailable {
+            layer: Layer::Network,
+            reason: "an egress allowlist needs both seccomp's socket rule and Landlock's TCP \
+                     port rule, and is never degraded"
+                .into(),
+        });
+    }
+    if !policy.network.is_host()
+        && (landlock.is_none() || seccomp.is_none())
+        && !degradable(Layer::Network)
+    {
         return Err(SandboxError::Unavailable {
             layer: Layer::Network,
             reason: "no network needs both the seccomp socket rule and Landlock's TCP denial"
@@ -290,7 +321,10 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         });
     }
 
-    let (limits, limits_report) = limits::prepare(&policy.limits);
+    let (limits, mut limits_report) = limits::prepare(&policy.limits);
+    if let Some(settings) = policy.network.allowlist() {
+        limits_report.detail["network"] = settings.limits_json();
+    }
     reports.push(limits_report);
 
     Ok(Prepared {
@@ -300,35 +334,10 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         landlock,
         seccomp,
         limits,
+        egress,
         reports,
         allow_degraded: policy.allow_degraded.clone(),
     })
-}
-
-fn network_report(allowed: bool, landlock: bool, seccomp: bool) -> LayerReport {
-    if allowed {
-        return LayerReport {
-            layer: Layer::Network,
-            state: LayerState::Lifted,
-            detail: json!({ "mode": "host", "reason": "the config sets \"network\": true" }),
-        };
-    }
-    let state = if landlock && seccomp {
-        LayerState::Enforced
-    } else {
-        LayerState::Degraded
-    };
-    LayerReport {
-        layer: Layer::Network,
-        state,
-        detail: json!({
-            "mode": "none",
-            "network_namespace": true,
-            "seccomp_sockets_denied": seccomp,
-            "landlock_tcp_denied": landlock,
-            "landlock_abstract_unix_scoped": landlock,
-        }),
-    }
 }
 
 impl Prepared {
@@ -357,6 +366,14 @@ impl Prepared {
 
     /// Called when the namespaces cannot be created: allowed only if degradable.
     pub fn without_namespaces(&mut self, reason: &str) -> Result<(), SandboxError> {
+        // The egress listener would be on the host's loopback, and the plugin on the
+        // host's network: an allowlist never goes on without its namespace.
+        if self.egress.is_some() {
+            return Err(SandboxError::Unavailable {
+                layer: Layer::Network,
+                reason: format!("an egress allowlist needs the call's network namespace: {reason}"),
+            });
+        }
         if !self.allow_degraded.contains(&Layer::Namespaces) {
             return Err(SandboxError::Unavailable {
                 layer: Layer::Namespaces,

@@ -162,8 +162,9 @@ pub struct Policy {
     pub backend: Backend,
     /// Who the plugin runs as when upm is root.
     pub user: UserSpec,
-    /// `true` lifts every network layer, explicitly and visibly.
-    pub network: bool,
+    /// `false` (none), `true` (every network layer lifted, explicitly and visibly), or
+    /// an egress allowlist (`{"allow": [...]}`: only through upm's proxy).
+    pub network: Network,
     /// OCI/Docker seccomp profile: `"default"`, the one built into upm
     /// ([`BUILTIN_SECCOMP`]), or a file, relative to the config directory.
     pub seccomp: PathBuf,
@@ -186,7 +187,7 @@ impl Default for Policy {
         Policy {
             backend: Backend::Native,
             user: UserSpec::default(),
-            network: false,
+            network: Network::None,
             seccomp: PathBuf::from(BUILTIN_SECCOMP_NAME),
             read_paths: Vec::new(),
             write_paths: Vec::new(),
@@ -205,6 +206,58 @@ impl Policy {
     /// loaded, so a file's path is absolute and never the bare name `default`).
     pub fn seccomp_file(&self) -> Option<&Path> {
         (self.seccomp != Path::new(BUILTIN_SECCOMP_NAME)).then_some(self.seccomp.as_path())
+    }
+}
+
+/// The config's `"network"`: `false`, `true`, or `{"allow": [...], ...}` (issue 22).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Network {
+    /// Nothing: no socket but stream socketpairs, an empty network namespace.
+    #[default]
+    None,
+    /// The host's network, every network layer lifted.
+    Host,
+    /// Only the hosts on the list, through the call's egress proxy ([`crate::egress`]).
+    Allow(crate::egress::Settings),
+}
+
+impl Network {
+    /// Whether every network layer is lifted (`"network": true`).
+    pub fn is_host(&self) -> bool {
+        matches!(self, Network::Host)
+    }
+
+    /// The egress allowlist and its limits, when the config gives one.
+    pub fn allowlist(&self) -> Option<&crate::egress::Settings> {
+        match self {
+            Network::Allow(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Network::None => s.serialize_bool(false),
+            Network::Host => s.serialize_bool(true),
+            Network::Allow(settings) => settings.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Bool(false) => Ok(Network::None),
+            serde_json::Value::Bool(true) => Ok(Network::Host),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(Network::Allow)
+                .map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(
+                "\"network\" is false, true, or {\"allow\": [\"HOST[:PORT]\", ...]}",
+            )),
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub(super) struct Ctx {
     pub envp: *const *const libc::c_char,
     pub sandbox: *const Prepared,
     pub plugin_stack: *mut u8,
+    /// The init's end of the egress listener's channel (issue 22), or -1. >= 10.
+    pub egress_channel: RawFd,
 }
 
 /// What the init (or the plugin, when its exec fails) tells the parent.
@@ -234,10 +236,20 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         ctx.parent,
         ctx.exec_fd,
         ruleset,
+        ctx.egress_channel,
     ])
     .map_err(|e| (Step::Stdio, e))?;
     // SAFETY: setsid takes no arguments.
     sys(unsafe { syscall!(Sysno::setsid) }).map_err(|e| (Step::Session, e))?;
+    // issue 22: the egress listener, made while the init still has its capabilities in
+    // the call's namespaces and before the plugin exists; upm accepts on it from outside.
+    if let Some(egress) = &sandbox.egress {
+        egress
+            .listen_in_init(ctx.egress_channel)
+            .map_err(|e| (Step::Egress, e))?;
+        // SAFETY: our own descriptor, no longer needed.
+        let _ = unsafe { syscall!(Sysno::close, ctx.egress_channel) };
+    }
     // The rest waits for the go: a user namespace's id maps are written by upm after the
     // clone (until then the private directory's owner is unmapped here, and root's
     // capabilities do not reach it), and an init already switched to the plugin's uid

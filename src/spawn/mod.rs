@@ -21,6 +21,8 @@
 
 mod capture;
 mod child;
+pub mod egress;
+pub mod helper;
 pub mod stop;
 
 pub use capture::{capture, Collected, Io, Pipes};
@@ -235,6 +237,8 @@ pub struct Spawned<'a> {
     _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
+    /// upm's end of the channel the init hands the egress listener over (issue 22).
+    egress: Option<OwnedFd>,
 }
 
 /// Clones the sandbox's init, which prepares the plugin's descriptors and waits for the go.
@@ -269,6 +273,12 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
     let stacks = child::Stacks::new().map_err(SpawnError::Stack)?;
+    // issue 22: with an egress allowlist the init sends the proxy's listening socket,
+    // made in the call's network namespace, over this pair.
+    let egress = match sandbox.egress {
+        Some(_) => Some(socketpair_high()?),
+        None => None,
+    };
 
     let (pid, ctx) = loop {
         let ctx = Box::new(child::Ctx {
@@ -293,6 +303,9 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             envp: envp.as_ptr(),
             sandbox: &*sandbox,
             plugin_stack: stacks.plugin_top(),
+            egress_channel: egress
+                .as_ref()
+                .map_or(-1, |(init_end, _)| init_end.as_raw_fd()),
         });
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
         // A root upm's call gets a user namespace owned by a uid of its own.
@@ -333,6 +346,11 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     };
     let sandbox: &'a Prepared = sandbox;
     drop((stdin_r, stdout_w, stderr_w, report_w, sync_r));
+    // Only the init holds the other end now: if it ends without sending, upm reads EOF.
+    let egress = egress.map(|(init_end, upm_end)| {
+        drop(init_end);
+        upm_end
+    });
     let result_r = result_pipe.map(|(r, _w)| r);
     let spawned = Spawned {
         launch,
@@ -357,6 +375,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _script_name: script_name,
         _parent: parent,
         _stacks: stacks,
+        egress,
     };
     if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
         let c = &sandbox.credentials;
@@ -371,6 +390,11 @@ impl Spawned<'_> {
     /// The sandbox as it really is (namespaces may have been given up, if allowed).
     pub fn sandbox(&self) -> &Prepared {
         self.sandbox
+    }
+
+    /// With an egress allowlist: where the init hands over the proxy's listening socket.
+    pub fn egress_listener(&mut self) -> Option<ListenerChannel> {
+        self.egress.take().map(ListenerChannel)
     }
 
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
@@ -414,6 +438,99 @@ impl Drop for Spawned<'_> {
         if !self.reaped {
             kill_tree(self.pid);
             reap(self.pid);
+        }
+    }
+}
+
+/// A connected pair of Unix stream sockets, both at descriptors >= 10 (see [`pipe_high`]).
+fn socketpair_high() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SpawnError::Pipe(e.into()))?;
+    Ok((high(a)?, high(b)?))
+}
+
+/// upm's end of the socketpair over which a call's init hands over the egress proxy's
+/// listening socket (issue 22; the init's half is `sandbox::network::Plan::listen_in_init`).
+pub struct ListenerChannel(OwnedFd);
+
+impl ListenerChannel {
+    /// What the egress helper (`upm-egress`) hands on to: upm's end of the channel.
+    pub fn into_fd(self) -> OwnedFd {
+        self.0
+    }
+
+    /// In the egress helper: the channel upm passed it as descriptor 3 ([`helper`]).
+    pub fn inherited() -> Result<ListenerChannel, String> {
+        const FD: RawFd = 3;
+        // SAFETY: zeroed stat is a valid value; fstat fills it or fails on a closed fd.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer on our stack.
+        if unsafe { libc::fstat(FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err("descriptor 3 is not the channel upm passes (run by upm only)".into());
+        }
+        // SAFETY: descriptor 3 is open (fstat said so) and nothing else in this process
+        // owns it: upm passed it for this purpose alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(FD) };
+        // SAFETY: F_SETFD on our own descriptor.
+        unsafe { libc::fcntl(FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+        Ok(ListenerChannel(fd))
+    }
+
+    /// Waits at most `limit` for the listening socket. An error says why there is none
+    /// (the init ended first, say): the plugin's connections are then refused.
+    pub fn receive(self, limit: Duration) -> Result<std::net::TcpListener, String> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let fd = self.0.as_raw_fd();
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on our stack.
+            let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            match n {
+                1.. => break,
+                0 => {
+                    return Err(format!(
+                        "the sandbox's init did not hand over the proxy's listening socket within {} ms",
+                        limit.as_millis()
+                    ))
+                }
+                _ if crate::sandbox::errno() == libc::EINTR => continue,
+                _ => return Err(format!("waiting for the proxy's listening socket: {}", io::Error::last_os_error())),
+            }
+        }
+        let mut byte = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| format!("receiving the proxy's listening socket: {e}"))?;
+        let mut received = Vec::new();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: the kernel just installed these descriptors in this
+                    // process for us (close-on-exec); nothing else refers to them.
+                    received.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+                }
+            }
+        }
+        let mut received = received.into_iter();
+        match received.next() {
+            Some(listener) => Ok(std::net::TcpListener::from(listener)),
+            None => Err(
+                "the sandbox's init ended before it handed over the proxy's listening socket"
+                    .into(),
+            ),
         }
     }
 }

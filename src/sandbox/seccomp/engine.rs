@@ -38,7 +38,10 @@ pub(super) const MAX_ENGINE_ENTRIES_PER_SYSCALL: usize = 64;
 
 /// The engine's profile for `profile` on `target`; see [`Profile::engine_profile`].
 pub(super) fn build(profile: &Profile, target: &Target) -> Result<EngineProfile, SeccompError> {
-    let opts = CompileOptions { deny_sockets: true };
+    let opts = CompileOptions {
+        deny_sockets: true,
+        allow_tcp: false,
+    };
     let own_nrs: BTreeSet<i64> = own_rules(&opts).iter().map(|r| r.nr).collect();
     let ranked = plan::ranked_by_number(profile, &opts, target);
     let mut raw: serde_json::Value =

@@ -59,6 +59,9 @@
 //! - The network layer ([`CompileOptions::deny_sockets`]): `socket()` of every
 //!   family, AF_UNIX included, answers EAFNOSUPPORT, and a datagram `socketpair()`
 //!   ESOCKTNOSUPPORT (it could `sendto()` a pathname socket); stream pairs still work.
+//!   With an egress allowlist ([`CompileOptions::allow_tcp`]) only TCP sockets over
+//!   IPv4/IPv6 are created: another family answers EAFNOSUPPORT, another type
+//!   ESOCKTNOSUPPORT, another protocol EPROTONOSUPPORT.
 //! - Always: every SysV IPC call, `io_uring_setup`, `memfd_create` and `openat2` answer
 //!   ENOSYS ([`SYSV_IPC`], [`ALWAYS_ENOSYS`]); a mode with the setuid or setgid bit
 //!   answers EPERM in every call that sets one ([`MODE_SETTERS`]).
@@ -132,8 +135,8 @@ pub struct Profile {
     pub bytes: Vec<u8>,
     default_action: Action,
     entries: Vec<Entry>,
-    /// Compiled filters, by `deny_sockets`: a batch compiles each once.
-    compiled: [OnceLock<Arc<CompiledFilter>>; 2],
+    /// Compiled filters, by `deny_sockets` and `allow_tcp`: a batch compiles each once.
+    compiled: [OnceLock<Arc<CompiledFilter>>; 3],
 }
 
 /// Options that upm layers on top of any profile.
@@ -144,6 +147,22 @@ pub struct CompileOptions {
     /// not check connect() on a pathname socket, so an AF_UNIX socket could reach any
     /// host daemon listening on a world-writable one (a bus, a database, a logger).
     pub deny_sockets: bool,
+    /// With `deny_sockets`, the egress allowlist's exception (issue 22): `socket()` of
+    /// TCP over IPv4 or IPv6 (`AF_INET`/`AF_INET6`, `SOCK_STREAM` with any flags,
+    /// protocol 0 or `IPPROTO_TCP`) is allowed, every other one refused as above. What
+    /// such a socket may reach is the network namespace's and Landlock's business.
+    pub allow_tcp: bool,
+}
+
+impl CompileOptions {
+    /// Which cached filter these options compile to.
+    fn slot(&self) -> usize {
+        match (self.deny_sockets, self.allow_tcp) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        }
+    }
 }
 
 impl Profile {
@@ -186,7 +205,7 @@ impl Profile {
     /// Resolves the profile against this host and compiles it; call before forking.
     /// Like [`Profile::compile`], compiled once per profile and options.
     pub fn compiled(&self, opts: &CompileOptions) -> Result<Arc<CompiledFilter>, SeccompError> {
-        let slot = &self.compiled[usize::from(opts.deny_sockets)];
+        let slot = &self.compiled[opts.slot()];
         if let Some(f) = slot.get() {
             return Ok(f.clone());
         }

@@ -11,11 +11,15 @@ use super::CompileOptions;
 pub(super) fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
     let enosys = Action::Errno(libc::ENOSYS as u32);
     let mut rules = Vec::new();
-    if opts.deny_sockets {
+    if opts.deny_sockets && opts.allow_tcp {
+        rules.extend(tcp_only_socket_rules());
+    } else if opts.deny_sockets {
         rules.push(always(
             libc::SYS_socket,
             Action::Errno(libc::EAFNOSUPPORT as u32),
         ));
+    }
+    if opts.deny_sockets {
         // A datagram pair can still sendto() or connect() any pathname socket.
         rules.push(ResolvedRule {
             nr: libc::SYS_socketpair,
@@ -56,6 +60,45 @@ pub(super) fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
             }
         }
     }
+    rules
+}
+
+/// `socket()` with an egress allowlist (issue 22): TCP over IPv4/IPv6 only. Each rule
+/// refuses one way of asking for something else; arguments are compared on all 64 bits,
+/// so stray high bits are refused too.
+fn tcp_only_socket_rules() -> Vec<ResolvedRule> {
+    let errno = |e: i32| Action::Errno(e as u32);
+    let arg = |index: u8, op: SeccompCmpOp, value: u64| Cond { index, op, value };
+    // Ranked in this order, so that where several match the last one's errno wins:
+    // a wrong family says so before a wrong type, a wrong type before a wrong protocol.
+    // SOCK_STREAM over IP could also be SCTP or MPTCP: only protocol 0 or IPPROTO_TCP.
+    let mut rules = vec![ResolvedRule {
+        nr: libc::SYS_socket,
+        action: errno(libc::EPROTONOSUPPORT),
+        conds: vec![
+            arg(2, SeccompCmpOp::Ne, 0),
+            arg(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64),
+        ],
+    }];
+    // The type is the low 4 bits (SOCK_TYPE_MASK; the rest are SOCK_NONBLOCK and
+    // SOCK_CLOEXEC, or an EINVAL from the kernel), and SOCK_STREAM is 1: any other type
+    // is 0 or has bit 1, 2 or 3 set.
+    const _: () = assert!(libc::SOCK_STREAM == 1);
+    for (mask, value) in [(0xf, 0), (0x2, 0x2), (0x4, 0x4), (0x8, 0x8)] {
+        rules.push(ResolvedRule {
+            nr: libc::SYS_socket,
+            action: errno(libc::ESOCKTNOSUPPORT),
+            conds: vec![arg(1, SeccompCmpOp::MaskedEq(mask), value)],
+        });
+    }
+    rules.push(ResolvedRule {
+        nr: libc::SYS_socket,
+        action: errno(libc::EAFNOSUPPORT),
+        conds: vec![
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET as u64),
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64),
+        ],
+    });
     rules
 }
 

@@ -81,7 +81,10 @@ fn check_engine_profile(p: &Profile) {
     assert!(json.get("archMap").is_none());
     assert!(gen.digest.starts_with("sha256:"));
     assert_eq!(gen.upm_rules.len(), OWN_RULE_NAMES.len());
-    let opts = CompileOptions { deny_sockets: true };
+    let opts = CompileOptions {
+        deny_sockets: true,
+        allow_tcp: false,
+    };
     let mut ranked = plan::ranked(p, &opts, &h);
     ranked.sort_by_key(|(rank, r)| (r.nr, std::cmp::Reverse(*rank)));
     let own: std::collections::BTreeSet<i64> = own_rules(&opts).iter().map(|r| r.nr).collect();

@@ -27,7 +27,10 @@ impl Data {
             bytes[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
         }
         let o = offset as usize;
-        assert!(o % 4 == 0 && o + 4 <= 64, "load at bad offset {offset}");
+        assert!(
+            o.is_multiple_of(4) && o + 4 <= 64,
+            "load at bad offset {offset}"
+        );
         u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]])
     }
 }

@@ -59,7 +59,10 @@ fn exec_under(filter: &CompiledFilter, argv: &[&str]) -> i32 {
 fn default_filter() -> CompiledFilter {
     Profile::load(Path::new(DEFAULT_POLICY))
         .unwrap()
-        .compile(&CompileOptions { deny_sockets: true })
+        .compile(&CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        })
         .unwrap()
 }
 
@@ -161,6 +164,89 @@ fn default_profile_checks() -> i32 {
 fn kernel_enforces_default_profile() {
     let status = in_child(&default_filter(), default_profile_checks);
     assert_eq!(exit_code(status), Some(0), "raw wait status {status:#x}");
+}
+
+/// With an egress allowlist: TCP over IPv4/IPv6 only (issue 22). Each failing step
+/// exits with its own number.
+fn tcp_only_checks() -> i32 {
+    let refused = |family: i64, kind: i64, protocol: i64, want: i32| {
+        // SAFETY: socket() with integer arguments; a descriptor made is closed.
+        let fd = unsafe { libc::syscall(libc::SYS_socket, family, kind, protocol) };
+        if fd >= 0 {
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(fd as i32) };
+            return false;
+        }
+        errno() == want
+    };
+    let made = |family: i32, kind: i32, protocol: i32| {
+        // SAFETY: as above.
+        let fd = unsafe { libc::socket(family, kind, protocol) };
+        // SAFETY: our own descriptor.
+        fd >= 0 && unsafe { libc::close(fd) } == 0
+    };
+    let (inet, inet6, stream) = (libc::AF_INET, libc::AF_INET6, libc::SOCK_STREAM);
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let allowed = [
+        (inet, stream, 0),
+        (inet6, stream, 0),
+        (inet, stream | flags, libc::IPPROTO_TCP),
+        (inet6, stream | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP),
+    ];
+    for (i, (f, k, p)) in allowed.into_iter().enumerate() {
+        if !made(f, k, p) {
+            return 1 + i as i32;
+        }
+    }
+    let (af, kind, proto) = (
+        libc::EAFNOSUPPORT,
+        libc::ESOCKTNOSUPPORT,
+        libc::EPROTONOSUPPORT,
+    );
+    let refusals: [(i64, i64, i64, i32); 12] = [
+        (libc::AF_UNIX as i64, stream as i64, 0, af),
+        (libc::AF_NETLINK as i64, libc::SOCK_RAW as i64, 0, af),
+        (libc::AF_PACKET as i64, libc::SOCK_RAW as i64, 0, af),
+        // Stray high bits never pass for the family or the protocol.
+        ((1 << 32) | inet as i64, stream as i64, 0, af),
+        (inet as i64, libc::SOCK_DGRAM as i64, 0, kind),
+        (inet6 as i64, (libc::SOCK_DGRAM | flags) as i64, 0, kind),
+        (
+            inet as i64,
+            libc::SOCK_RAW as i64,
+            libc::IPPROTO_ICMP as i64,
+            kind,
+        ),
+        (inet as i64, libc::SOCK_SEQPACKET as i64, 0, kind),
+        (inet as i64, 0, 0, kind),
+        (inet as i64, stream as i64, 132, proto),
+        (inet as i64, stream as i64, 262, proto),
+        (
+            inet as i64,
+            stream as i64,
+            (1 << 32) | libc::IPPROTO_TCP as i64,
+            proto,
+        ),
+    ];
+    for (i, (f, k, p, want)) in refusals.into_iter().enumerate() {
+        if !refused(f, k, p, want) {
+            return 10 + i as i32;
+        }
+    }
+    0
+}
+
+#[test]
+fn an_egress_allowlist_allows_tcp_sockets_and_nothing_else() {
+    let filter = Profile::load(Path::new(DEFAULT_POLICY))
+        .unwrap()
+        .compile(&CompileOptions {
+            deny_sockets: true,
+            allow_tcp: true,
+        })
+        .unwrap();
+    let status = in_child(&filter, tcp_only_checks);
+    assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
 }
 
 #[test]
@@ -300,7 +386,10 @@ fn kernel_enforces_a_profile_that_kills_seccomp_itself() {
 #[ignore]
 fn install_cost() {
     let p = Profile::load(Path::new(DEFAULT_POLICY)).unwrap();
-    let opts = CompileOptions { deny_sockets: true };
+    let opts = CompileOptions {
+        deny_sockets: true,
+        allow_tcp: false,
+    };
     let h = target(NATIVE_GO_ARCH, 6, 18);
     let single = p.compile_for(&opts, &h).unwrap();
     let stack = CompiledFilter {

@@ -48,7 +48,10 @@ fn nr(name: &str) -> i64 {
 fn both_network_options() -> [CompileOptions; 2] {
     [
         CompileOptions::default(),
-        CompileOptions { deny_sockets: true },
+        CompileOptions {
+            deny_sockets: true,
+            allow_tcp: false,
+        },
     ]
 }
 

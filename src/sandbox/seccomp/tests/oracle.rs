@@ -192,7 +192,10 @@ fn oracle_stacking_order_and_contents() {
             value: 1
         }]])
     );
-    let opts = CompileOptions { deny_sockets: true };
+    let opts = CompileOptions {
+        deny_sockets: true,
+        allow_tcp: false,
+    };
     let with_network: Vec<_> = oracle::plan(&p, &opts, &target("amd64", 6, 18))
         .iter()
         .map(|s| s.match_action)

@@ -62,7 +62,10 @@ fn plan_orders_checks_by_precedence_then_group() {
 #[test]
 fn network_rules_rank_after_the_profile_groups() {
     let p = parse(SYNTHETIC_DENY).unwrap();
-    let opts = CompileOptions { deny_sockets: true };
+    let opts = CompileOptions {
+        deny_sockets: true,
+        allow_tcp: false,
+    };
     let plan = Plan::new(&p, &opts, &target(NATIVE_GO_ARCH, 6, 18));
     let b = block_of(&plan, libc::SYS_socket);
     let actions: Vec<_> = b.checks.iter().map(|c| c.action).collect();
