@@ -16,6 +16,7 @@
 //!   enforces it (run as `upm-egress`, started by [`spawn`]); [`metadata`]: the cloud
 //!   metadata endpoints nothing upm starts may reach.
 //! - [`spawn`]: fork, exec and capture of the plugin under the prepared sandbox.
+//! - [`denials`]: what the sandbox refused during a call (`data.denials`).
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: result codes, exit codes and the `Failure` a call ends on (a leaf);
 //!   [`codes`]: the one place where each module's error becomes a result code.
@@ -29,7 +30,7 @@
 //!
 //! ```text
 //! error  canonical  files  integrity  diagnostics  unknown_keys   leaves: nothing of the crate
-//!   metadata
+//!   metadata  denials
 //! egress                                                         the allowlist and the proxy
 //! request  response  schema  sandbox  keys
 //! spawn  audit  compat  access
@@ -51,6 +52,7 @@ pub mod codes;
 pub mod compat;
 pub mod config;
 pub mod container;
+pub mod denials;
 pub mod diagnostics;
 pub mod egress;
 pub mod error;

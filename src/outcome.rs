@@ -321,6 +321,8 @@ pub struct Ran {
     pub stdout_bytes: Option<u64>,
     /// A plugin process really ran (the sandbox was applied and exec succeeded).
     pub ran: bool,
+    /// issue 23: what the sandbox refused, when a sandbox was started.
+    pub denials: Option<crate::denials::Denials>,
     /// The egress proxy's summary, when the plugin had an allowlist (issue 22).
     pub egress: Option<Value>,
 }

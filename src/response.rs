@@ -69,6 +69,13 @@ pub struct Data {
     /// With an egress allowlist: the call's connections, summed up (issue 22).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<Value>,
+    /// What the sandbox refused (issue 23, `crate::denials`): every result of a call
+    /// whose sandbox was started has it, empty when nothing was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denials: Option<Value>,
+    /// Totals, and which layers' refusals were observed or not (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denials_summary: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +91,10 @@ pub struct Data {
     /// or `"require_schemas": false`): says why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_schema: Option<String>,
+    /// Set on the call whose audit entry adopted the log UPM wrote (the lines already
+    /// at `UPM_LOG_FILE`): what the `adopted` entry records. Once per log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_adopted: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

@@ -443,6 +443,15 @@ fn container_is_isolated_and_reported(e: &Engine) {
     );
     assert_eq!(finished["ran"], true);
     assert_eq!(started["plugin_files"]["image"], e.busybox_image());
+    // issue 23: the engine reports nothing of what it refused, and the result says so
+    // rather than let an empty list read as "nothing was refused".
+    assert_eq!(r.json["data"]["denials"], json!([]));
+    let why = &r.json["data"]["denials_summary"]["not_observable"]["seccomp"];
+    assert!(why.as_str().unwrap().contains("container engine"), "{why}");
+    assert_eq!(
+        finished["denials_summary"],
+        r.json["data"]["denials_summary"]
+    );
 }
 
 fn timeout_kills_and_removes_the_container(e: &Engine) {

@@ -860,19 +860,241 @@ fn migrate_writes_nothing_when_a_plugin_cannot_be_read() {
         .contains("must be in the directory"));
 }
 
-/// A log UPM wrote at `UPM_LOG_FILE` is not upm's audit log: upm refuses to chain onto
-/// it (nothing runs), and leaves it as it was.
-#[test]
-fn a_log_upm_wrote_is_refused_not_chained_onto() {
-    let u = Upm::new();
-    let old = "{\"levelname\": \"INFO\", \"message\": \"Starting plugin execution\"}\n";
-    std::fs::write(&u.log, old).unwrap();
-    let r = u.call("MockPlugin", "version", "{}");
-    assert_eq!(r.code, 11, "{}", ctx(&r));
-    assert!(r.json["data"]["error"]
-        .as_str()
+/// Writes, through Python's `logging` as UPM's `configure_logging` set it up (a
+/// `FileHandler` in append mode), what UPM's entrypoint left at `UPM_LOG_FILE`: lines
+/// in the shape of its JSON formatter (`timestamp`, `level`, `user`, `operation`,
+/// `message`, `logger`) and of its human-readable one. Returns the file's bytes.
+fn write_upm_log(path: &Path) -> Vec<u8> {
+    let script = r#"
+import json, logging, sys, time
+class Json(logging.Formatter):
+    def format(self, r):
+        return json.dumps({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.created)),
+                           "level": r.levelname, "user": "svc", "operation": "UNKNOWN",
+                           "message": r.getMessage(), "logger": r.name})
+class Text(logging.Formatter):
+    def format(self, r):
+        return f"{time.strftime('%H:%M:%S')} - {r.levelname:<8} - {r.threadName:<10} - {r.getMessage()}"
+log = logging.getLogger("upm.entrypoint")
+log.setLevel(logging.DEBUG)
+for fmt in (Json(), Text()):
+    h = logging.FileHandler(sys.argv[1], mode="a")
+    h.setFormatter(fmt)
+    log.addHandler(h)
+    log.info("Starting plugin execution, request_id=5f0c2a51-9a0e-4f5e-8d0b-3f1f0c9c6a11")
+    log.error('{"success": false, "status": "error", "data": {"error": "Method \'x\' not allowed"}}')
+    log.removeHandler(h)
+    h.close()
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 4);
+    bytes
+}
+
+/// Exit 11: the log refused the call's entry, saying `why`, so nothing ran.
+fn refused_by_the_log(r: &Run, why: &str) {
+    assert_eq!((r.code, r.code_word()), (11, "audit_error"), "{}", ctx(r));
+    assert!(r.json["data"].get("result").is_none(), "{}", ctx(r));
+    let error = r.json["data"]["error"].as_str().unwrap();
+    assert!(error.contains("the plugin was not run"), "{}", ctx(r));
+    assert!(error.contains(why), "{why:?}: {}", ctx(r));
+}
+
+/// The entries upm wrote after the adopted lines `old`.
+fn entries_after(log: &Path, old: &[u8]) -> Vec<Value> {
+    let bytes = std::fs::read(log).unwrap();
+    assert!(
+        bytes.starts_with(old),
+        "the old lines are kept as they were"
+    );
+    String::from_utf8(bytes[old.len()..].to_vec())
         .unwrap()
-        .contains("no valid audit entry"));
-    assert!(r.json["data"].get("result").is_none());
-    assert_eq!(std::fs::read_to_string(&u.log).unwrap(), old);
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The log UPM wrote at `UPM_LOG_FILE` is adopted on the first call: upm appends an
+/// `adopted` entry recording the old lines' length and SHA-256 as the first link of its
+/// chain, then audits as always. `verify` says so, and finds a changed byte in them.
+#[test]
+fn a_log_upm_wrote_is_adopted_and_its_lines_stay_tamper_evident() {
+    let u = Upm::new();
+    let old = write_upm_log(&u.log);
+    let r = u.call("MockPlugin", "version", "{}");
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    assert_eq!(r.result()["version"], "1.0.0");
+    let adopted = &r.json["data"]["audit_adopted"];
+    assert_eq!(adopted["bytes"], old.len(), "{}", ctx(&r));
+    assert_eq!(adopted["adopted_by"], "UPM_LOG_FILE");
+    let ours = entries_after(&u.log, &old);
+    let events: Vec<&str> = ours.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["adopted", "started", "finished"]);
+    let a = &ours[0];
+    assert_eq!(
+        (a["seq"].as_u64(), a["prev"].as_str()),
+        (Some(1), Some(&"0".repeat(64)[..]))
+    );
+    assert_eq!(a["foreign_bytes"], old.len());
+    assert_eq!(a["foreign_sha256"], hex::encode(Sha256::digest(&old)));
+    assert_eq!(a["adopted_by"], "UPM_LOG_FILE");
+    assert_eq!(a["request_id"], r.json["data"]["request_id"]);
+    // The next call chains on; nothing is adopted again, and its result says nothing.
+    let r = u.call("MockPlugin", "version", "{}");
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    assert!(r.json["data"].get("audit_adopted").is_none(), "{}", ctx(&r));
+    assert_eq!(entries_after(&u.log, &old).len(), 5);
+
+    let v = u.run(&["audit", "verify"], &[]);
+    assert_eq!(v.code, 0, "{}", ctx(&v));
+    assert!(v.stdout.starts_with("intact: 5 entries"), "{}", v.stdout);
+    assert!(
+        v.stdout
+            .contains(&format!("lines 1-4: {} bytes upm did not write", old.len())),
+        "{}",
+        v.stdout
+    );
+    assert!(v.stdout.contains("allowed by UPM_LOG_FILE"), "{}", v.stdout);
+    // show lists upm's entries only, and says what it skipped.
+    let s = u.run(&["audit", "show"], &[]);
+    assert_eq!(s.code, 0, "{}", ctx(&s));
+    assert_eq!(s.stdout.lines().count(), 5, "{}", s.stdout);
+    assert!(
+        !s.stdout.contains("Starting plugin execution"),
+        "{}",
+        s.stdout
+    );
+    assert!(
+        s.stderr.contains("skipped 4 lines that are not entries"),
+        "{}",
+        s.stderr
+    );
+
+    // One byte of UPM's old lines changed: found.
+    let mut bytes = std::fs::read(&u.log).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"INFO").unwrap();
+    bytes[at] = b'W';
+    std::fs::write(&u.log, &bytes).unwrap();
+    let v = u.run(&["audit", "verify"], &[]);
+    assert_eq!(v.code, 1, "{}", ctx(&v));
+    assert!(v.stdout.contains("BROKEN"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("the adopted lines were altered"),
+        "{}",
+        v.stdout
+    );
+    // A line added in front of them: found too.
+    let mut added = b"09:00:00 - INFO     - MainThread - nothing to see\n".to_vec();
+    added.extend_from_slice(&old);
+    added.extend_from_slice(&std::fs::read(&u.log).unwrap()[old.len()..]);
+    std::fs::write(&u.log, &added).unwrap();
+    let v = u.run(&["audit", "verify"], &[]);
+    assert_eq!(v.code, 1, "{}", ctx(&v));
+}
+
+/// Lines that are not upm's after its entries are not a log to adopt: still refused
+/// (exit 11, nothing runs), and the file is left as it was.
+#[test]
+fn lines_upm_did_not_write_after_its_entries_are_still_refused() {
+    let u = Upm::new();
+    let old = write_upm_log(&u.log);
+    assert_eq!(u.call("MockPlugin", "version", "{}").code, 0);
+    // UPM (or anything else) wrote to the log again after the switch.
+    let more = write_upm_log(&u.d.join("more.log"));
+    let mut bytes = std::fs::read(&u.log).unwrap();
+    assert!(bytes.starts_with(&old));
+    bytes.extend_from_slice(&more);
+    std::fs::write(&u.log, &bytes).unwrap();
+    let r = u.call("MockPlugin", "version", "{}");
+    refused_by_the_log(&r, "lines after the last entry are not entries");
+    assert_eq!(std::fs::read(&u.log).unwrap(), bytes);
+    assert_eq!(u.run(&["audit", "verify"], &[]).code, 1);
+}
+
+/// Adoption is the UPM switch: it happens for the log `UPM_LOG_FILE` names, when that
+/// holds UPM's logging output. A log the config names is adopted only when the config
+/// says `"adopt_foreign": true`, and `false` refuses it even for `UPM_LOG_FILE`.
+#[test]
+fn only_upm_log_file_or_the_config_lets_a_foreign_log_be_adopted() {
+    let with_audit = |audit: Value| {
+        let mut c: Value = serde_json::from_str(UPM_CONFIG).unwrap();
+        c["audit"] = audit;
+        Upm::with_config(&c.to_string())
+    };
+    // Named by the config: refused, with the way out in the sentence.
+    let u = with_audit(json!({"path": "cfg.log"}));
+    let log = u.d.join("cfg.log");
+    let old = write_upm_log(&log);
+    let r = u.run(&["MockPlugin", "version", "{}"], &[("UPM_LOG_FILE", "")]);
+    refused_by_the_log(&r, "adopt_foreign");
+    assert_eq!(std::fs::read(&log).unwrap(), old);
+    // The config allows it.
+    let u = with_audit(json!({"path": "cfg.log", "adopt_foreign": true}));
+    let log = u.d.join("cfg.log");
+    let old = write_upm_log(&log);
+    let r = u.run(&["MockPlugin", "version", "{}"], &[("UPM_LOG_FILE", "")]);
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    assert_eq!(
+        entries_after(&log, &old)[0]["adopted_by"],
+        "audit.adopt_foreign"
+    );
+    // UPM_LOG_FILE naming a file UPM's logging did not write (a shell's profile, say):
+    // not adopted, not touched.
+    let u = Upm::new();
+    let profile = "export PATH=/usr/bin:/bin\nalias ll='ls -l'\n";
+    std::fs::write(&u.log, profile).unwrap();
+    let r = u.call("MockPlugin", "version", "{}");
+    refused_by_the_log(&r, "not UPM's logging output");
+    assert_eq!(std::fs::read_to_string(&u.log).unwrap(), profile);
+    // The config forbids it, UPM_LOG_FILE or not.
+    let u = with_audit(json!({"adopt_foreign": false}));
+    let old = write_upm_log(&u.log);
+    let r = u.call("MockPlugin", "version", "{}");
+    refused_by_the_log(&r, "UPM_LOG_FILE");
+    assert_eq!(std::fs::read(&u.log).unwrap(), old);
+}
+
+/// The first calls after the switch, started together: the log's lock makes exactly
+/// one of them adopt the old lines, and every call is audited on one intact chain.
+#[test]
+fn first_calls_racing_adopt_the_old_log_once() {
+    let u = Upm::new();
+    let old = write_upm_log(&u.log);
+    let n = 6;
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| s.spawn(|| u.call("MockPlugin", "version", "{}")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &runs {
+        assert_eq!(r.code, 0, "{}", ctx(r));
+    }
+    let adopters = runs
+        .iter()
+        .filter(|r| r.json["data"].get("audit_adopted").is_some())
+        .count();
+    assert_eq!(adopters, 1, "exactly one call adopted the old lines");
+    let ours = entries_after(&u.log, &old);
+    let adopted: Vec<&Value> = ours.iter().filter(|e| e["event"] == "adopted").collect();
+    assert_eq!(adopted.len(), 1, "{ours:?}");
+    assert_eq!(ours[0]["event"], "adopted");
+    assert_eq!(ours.len(), 1 + 2 * n);
+    let v = u.run(&["audit", "verify"], &[]);
+    assert_eq!(v.code, 0, "{}", ctx(&v));
+    assert!(
+        v.stdout
+            .starts_with(&format!("intact: {} entries", 1 + 2 * n)),
+        "{}",
+        v.stdout
+    );
 }

@@ -179,13 +179,23 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
             match show(&path, &filter, format, &mut out)
                 .and_then(|n| out.flush().map_err(AuditError::Output).map(|()| n))
             {
-                Ok(n) => {
+                Ok(shown) => {
+                    let n = shown.matched;
                     let files = log_set(&path).unwrap_or_default();
                     let how = how.map(|h| format!(" ({h})")).unwrap_or_default();
+                    let skipped = match shown.not_entries {
+                        0 => String::new(),
+                        k => format!(
+                            "; skipped {k} line{} that {} not entries (lines UPM wrote before \
+                             an adopted entry, a torn write, or worse: see upm audit verify)",
+                            if k == 1 { "" } else { "s" },
+                            if k == 1 { "is" } else { "are" },
+                        ),
+                    };
                     say(
                         io::stderr(),
                         &format!(
-                            "upm audit show: {n} matching entr{}; {}{how}",
+                            "upm audit show: {n} matching entr{}; {}{how}{skipped}",
                             if n == 1 { "y" } else { "ies" },
                             name_files("read", &files)
                         ),

@@ -111,6 +111,12 @@ impl GroupCommit {
         }
     }
 
+    /// What the log adopted, if an append of this session did (see
+    /// [`AuditLog::take_adopted`]); taken once.
+    pub fn take_adopted(&self) -> Option<Value> {
+        lock(&self.log).as_mut().and_then(AuditLog::take_adopted)
+    }
+
     fn with_log<T>(
         &self,
         f: impl FnOnce(&mut AuditLog) -> Result<T, AuditError>,

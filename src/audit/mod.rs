@@ -28,7 +28,7 @@
 //!   the request whose append wrote them).
 //! - `event`: `started` | `finished` | `refused` | `cleanup_failed` | `connection` (one per
 //!   connection to a call's egress proxy, see [`crate::egress`]) (from the pipeline), plus the
-//!   log's own `checkpoint` and `recovered`. Other fields (`plugin`, `method`,
+//!   log's own `checkpoint`, `recovered` and `adopted`. Other fields (`plugin`, `method`,
 //!   `code`, `exit_code`, `args_sha256`, ...) are the pipeline's.
 //!
 //! # Crash recovery
@@ -48,6 +48,20 @@
 //! until someone has looked at the log. That includes a second crash while a
 //! fragment was being sealed: it cannot be told from a line added in front of
 //! a fragment.
+//!
+//! # Adoption
+//!
+//! A file that holds lines but no entry at all (the log UPM wrote at `UPM_LOG_FILE`)
+//! is adopted when [`AuditSettings::adoption`] allows it (`UPM_LOG_FILE` named it and
+//! it holds only UPM's logging output, or the config's `adopt_foreign`): the first append writes an `adopted` entry as seq 1
+//! with `foreign_bytes` and `foreign_sha256`, the length and SHA-256 of every byte
+//! before it (a `\n` the writer adds to an unterminated last line included, and said in
+//! `newline_added`), and chains on from it. Nothing is rewritten. [`verify`] accepts
+//! non-entry bytes before an `adopted` entry only at the start of the oldest file, with
+//! seq 1 and exactly the recorded length and digest. A file whose lines could be
+//! entries, one with rotated siblings, or one with a line longer than any entry is not
+//! adopted; foreign lines after entries stay tampering. With rotation on, the adopted
+//! file is rotated at once, so that every later file begins with an entry.
 //!
 //! # Rotation
 //!
@@ -110,7 +124,7 @@ pub use crate::keys::keygen;
 pub use cli::{run, AuditCommand, DefaultLog};
 pub use format::GENESIS;
 pub use group::GroupCommit;
-pub use query::{show, Filter, ShowFormat};
+pub use query::{show, Filter, ShowFormat, Shown};
 pub use settings::{AuditSettings, Mirror, Rotation};
 pub use verify::{verify, Finding, Outcome, VerifyReport};
 pub use writer::AuditLog;

@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 
 use super::files::{log_set, open_regular, read_line, Line};
-use super::format::printable;
+use super::format::{parse, printable};
 use super::writer::MAX_ENTRY_BYTES;
 use super::AuditError;
 
@@ -93,14 +93,24 @@ fn table_row(out: &mut dyn Write, cells: &[String]) -> std::io::Result<()> {
     writeln!(out, "{}", row.trim_end())
 }
 
+/// What [`show`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shown {
+    pub matched: u64,
+    /// Lines skipped because they are not entries: the lines UPM wrote before an
+    /// `adopted` entry, a torn write, or worse (`verify` tells which).
+    pub not_entries: u64,
+}
+
 /// Prints the matching entries of the log set of `path` to `out`, oldest
-/// first; lines that are not entries are skipped. Returns how many matched.
+/// first; lines that are not entries (their shape, not their JSON, decides: the log
+/// UPM wrote is JSON too) are skipped and counted.
 pub fn show(
     path: &Path,
     filter: &Filter,
     format: ShowFormat,
     out: &mut dyn Write,
-) -> Result<u64, AuditError> {
+) -> Result<Shown, AuditError> {
     let read_err = |p: &Path, source| AuditError::Read {
         path: p.to_path_buf(),
         source,
@@ -110,7 +120,7 @@ pub fn show(
         let head: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_uppercase()).collect();
         table_row(out, &head).map_err(AuditError::Output)?;
     }
-    let mut matched = 0;
+    let mut shown = Shown::default();
     let mut line = Vec::new();
     for file in &files {
         let mut r = BufReader::new(open_regular(file).map_err(|e| read_err(file, e))?);
@@ -126,16 +136,20 @@ pub fn show(
                         .map_err(|e| read_err(file, e))?
                         == Line::TooLong
                     {}
+                    shown.not_entries += 1;
                     continue;
                 }
             }
-            let Ok(entry) = serde_json::from_slice::<Map<String, Value>>(&line) else {
+            let entry =
+                parse(&line).and_then(|_| serde_json::from_slice::<Map<String, Value>>(&line).ok());
+            let Some(entry) = entry else {
+                shown.not_entries += 1;
                 continue;
             };
             if !filter.matches(&entry) {
                 continue;
             }
-            matched += 1;
+            shown.matched += 1;
             let res = match format {
                 ShowFormat::Jsonl => out.write_all(&line).and_then(|()| out.write_all(b"\n")),
                 ShowFormat::Table => {
@@ -146,7 +160,7 @@ pub fn show(
             res.map_err(AuditError::Output)?;
         }
     }
-    Ok(matched)
+    Ok(shown)
 }
 
 #[cfg(test)]
@@ -173,7 +187,7 @@ mod tests {
 
     fn run(p: &Path, f: &Filter, format: ShowFormat) -> (u64, String) {
         let mut out = Vec::new();
-        let n = show(p, f, format, &mut out).unwrap();
+        let n = show(p, f, format, &mut out).unwrap().matched;
         (n, String::from_utf8(out).unwrap())
     }
 

@@ -22,6 +22,14 @@ pub struct AuditSettings {
     /// Sign the chain head every this many entries (≥ 1).
     pub sign_every: u64,
     pub mirror: Option<Mirror>,
+    /// Whether a log that holds only lines upm did not write (the log UPM wrote) is
+    /// adopted: absent, only when `UPM_LOG_FILE` names it; `true`, whoever names it;
+    /// `false`, never. See [`super`]'s "Adoption".
+    pub adopt_foreign: Option<bool>,
+    /// Set where the path is resolved, never read from the file: `UPM_LOG_FILE` named
+    /// the log.
+    #[serde(skip)]
+    pub named_by_env: bool,
 }
 
 impl Default for AuditSettings {
@@ -33,11 +41,23 @@ impl Default for AuditSettings {
             signing_key: None,
             sign_every: 100,
             mirror: None,
+            adopt_foreign: None,
+            named_by_env: false,
         }
     }
 }
 
 impl AuditSettings {
+    /// What allows adopting a foreign log (recorded in the `adopted` entry), if anything.
+    pub fn adoption(&self) -> Option<&'static str> {
+        match (self.adopt_foreign, self.named_by_env) {
+            (Some(false), _) => None,
+            (Some(true), _) => Some("audit.adopt_foreign"),
+            (None, true) => Some("UPM_LOG_FILE"),
+            (None, false) => None,
+        }
+    }
+
     /// Checks what serde cannot: values that would silently disable a feature.
     pub fn validate(&self) -> Result<(), AuditError> {
         if self.sign_every == 0 {
@@ -96,12 +116,32 @@ mod tests {
     fn full_object_parses() {
         let s: AuditSettings = serde_json::from_str(
             r#"{"path":"a.log","include_args":true,"rotate":{"max_bytes":10,"daily":true},
-                "signing_key":"k.pem","sign_every":5,"mirror":"syslog"}"#,
+                "signing_key":"k.pem","sign_every":5,"mirror":"syslog","adopt_foreign":true}"#,
         )
         .unwrap();
         assert_eq!(s.mirror, Some(Mirror::Syslog));
         assert_eq!(s.rotate.as_ref().unwrap().max_bytes, Some(10));
         assert_eq!(s.sign_every, 5);
+        assert_eq!(s.adopt_foreign, Some(true));
+    }
+
+    #[test]
+    fn adoption_needs_upm_log_file_or_the_config() {
+        let mut s = AuditSettings::default();
+        assert_eq!(
+            s.adoption(),
+            None,
+            "a log the config names is never adopted by default"
+        );
+        s.named_by_env = true;
+        assert_eq!(s.adoption(), Some("UPM_LOG_FILE"));
+        s.adopt_foreign = Some(false);
+        assert_eq!(s.adoption(), None, "the config can refuse it");
+        s.named_by_env = false;
+        s.adopt_foreign = Some(true);
+        assert_eq!(s.adoption(), Some("audit.adopt_foreign"));
+        // Only the resolver sets it: the file cannot.
+        assert!(serde_json::from_str::<AuditSettings>(r#"{"named_by_env":true}"#).is_err());
     }
 
     #[test]

@@ -130,7 +130,8 @@ struct Gap {
     first_in_file: bool,
 }
 
-/// Lines that are not entries, waiting for a recovery entry that names them.
+/// Lines that are not entries, waiting for a recovery entry that names them (or, at
+/// the start of the oldest file, an `adopted` entry).
 struct Region {
     file: usize,
     line: u64,
@@ -140,6 +141,9 @@ struct Region {
     /// Every line's bytes and newline.
     len: u64,
     multi: bool,
+    /// SHA-256 of every byte so far, for a region that starts the oldest file: the
+    /// only place an `adopted` entry can account for.
+    digest: Option<Sha256>,
 }
 
 struct Checker {
@@ -178,6 +182,12 @@ fn not_a_torn_write(file: &Path, line: u64) -> Finding {
              a crash leaves at most a partial last line)"
         ),
     )
+}
+
+/// The `event` of an entry's line, parsed as jq would read it.
+fn event_of(bytes: &[u8]) -> Option<String> {
+    let v: Map<String, Value> = serde_json::from_slice(bytes).ok()?;
+    v.get("event").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Substring search; `str::contains` is much faster than a naive window
@@ -238,14 +248,20 @@ impl Checker {
                 Some(r) => {
                     r.multi = true;
                     r.len += bytes.len() as u64 + 1;
+                    if let Some(d) = &mut r.digest {
+                        d.update(bytes);
+                        d.update(b"\n");
+                    }
                 }
                 None => {
                     let mut kept = bytes.to_vec();
                     kept.push(b'\n');
+                    let starts_log = file == 0 && line == 1;
                     self.region = Some(Region {
                         file,
                         line,
                         len: kept.len() as u64,
+                        digest: starts_log.then(|| Sha256::new_with_prefix(&kept)),
                         bytes: kept,
                         multi: false,
                     });
@@ -256,8 +272,27 @@ impl Checker {
         if let Some(gap) = self.gap.take() {
             return Err(self.gap_finding(&gap, Some((line, p.seq))));
         }
-        if let Some(region) = self.region.take() {
-            self.check_recovery(&region, file, line, bytes, &p)?;
+        match self.region.take() {
+            Some(region) if event_of(bytes).as_deref() == Some("adopted") => {
+                self.check_adoption(region, file, line, bytes, &p)?
+            }
+            Some(region) => self.check_recovery(&region, file, line, bytes, &p)?,
+            // An adoption with nothing before it: the adopted lines were removed.
+            None if p.seq == 1
+                && (contains(bytes, "adopted") || contains(bytes, "\\u"))
+                && event_of(bytes).as_deref() == Some("adopted") =>
+            {
+                return Err(finding(
+                    &path,
+                    line,
+                    Some(p.seq),
+                    format!(
+                        "line {line} (seq 1): an adopted entry with nothing before it: the lines \
+                         it adopted were removed"
+                    ),
+                ));
+            }
+            None => {}
         }
         if !p.hash_matches() {
             return Err(finding(
@@ -441,6 +476,61 @@ impl Checker {
         Ok(())
     }
 
+    /// Lines upm did not write are accepted before an `adopted` entry only at the start
+    /// of the oldest file, and only when the entry records exactly their length and
+    /// SHA-256 (so any change to them is found).
+    fn check_adoption(
+        &mut self,
+        region: Region,
+        file: usize,
+        line: u64,
+        bytes: &[u8],
+        p: &Parsed,
+    ) -> Result<(), Finding> {
+        let lines = if region.line + 1 == line {
+            format!("line {}", region.line)
+        } else {
+            format!("lines {}-{}", region.line, line - 1)
+        };
+        let here = |message: String| finding(&self.files[region.file], region.line, None, message);
+        let Some(digest) = region.digest.filter(|_| region.file == file && p.seq == 1) else {
+            return Err(here(format!(
+                "{lines}: not valid audit entries, before an adopted entry on line {line} (seq {}); \
+                 upm adopts lines it did not write only at the start of a log, as its first entry",
+                p.seq
+            )));
+        };
+        let v: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
+        let claimed_len = v.get("foreign_bytes").and_then(Value::as_u64);
+        let claimed_sha = v.get("foreign_sha256").and_then(Value::as_str);
+        let sha = hex::encode(digest.finalize());
+        if claimed_len != Some(region.len) || claimed_sha != Some(sha.as_str()) {
+            return Err(here(format!(
+                "{lines}: {} bytes with sha256 {sha}, but the adopted entry on line {line} (seq 1) \
+                 records {} bytes with sha256 {}: the adopted lines were altered, added or removed",
+                region.len,
+                claimed_len.map_or("no".to_owned(), |n| n.to_string()),
+                crate::error::clip(claimed_sha.unwrap_or("none").to_owned(), 100),
+            )));
+        }
+        // Whoever can write the log chose it (the hash is checked after this).
+        let by = crate::error::clip(
+            v.get("adopted_by")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned(),
+            100,
+        );
+        self.notes.push(format!(
+            "{} {lines}: {} bytes upm did not write (sha256 {sha}), adopted by the entry on line \
+             {line} (seq 1; allowed by {by}); the chain starts there and vouches for them as they \
+             were adopted, not for what they say",
+            self.name(file),
+            region.len,
+        ));
+        Ok(())
+    }
+
     fn check_checkpoint(
         &mut self,
         key: &(VerifyingKey, String),
@@ -512,6 +602,16 @@ impl Checker {
             }
         }
         if let Some(r) = self.region.take() {
+            if r.digest.is_some() && self.entries == 0 {
+                return Err(finding(
+                    &self.files[r.file],
+                    r.line,
+                    None,
+                    "no audit entry at all: lines upm did not write (a log UPM wrote? upm adopts \
+                     it on its first call when UPM_LOG_FILE names it)"
+                        .into(),
+                ));
+            }
             if is_last {
                 return Err(not_a_torn_write(&self.files[r.file], r.line));
             } else {

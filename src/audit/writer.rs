@@ -12,7 +12,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::files::{open_regular, rotated_name, rotated_siblings, split};
+use super::files::{open_regular, read_line, rotated_name, rotated_siblings, split, Line};
 use super::format::{checkpoint_message, now_ts, parse, seal, GENESIS};
 use super::settings::{AuditSettings, Mirror};
 use super::AuditError;
@@ -56,6 +56,8 @@ pub struct AuditLog {
     signer: Option<SigningKey>,
     /// The file was created by `open`: its directory entry needs an fsync.
     created: bool,
+    /// What this handle's last adoption recorded, until [`AuditLog::take_adopted`].
+    adopted: Option<Value>,
 }
 
 /// Opens the log for append, creating it if absent. A symlink at the path is refused,
@@ -130,9 +132,19 @@ fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The last complete entry of a file of `len` bytes, and the bytes after it
-/// (a torn tail, or lines that are not entries).
-fn read_tail(file: &File, len: u64) -> io::Result<(Option<Head>, Vec<u8>)> {
+/// What the end of a file holds.
+enum Tail {
+    /// The last complete entry, and the bytes after it (a torn tail, or lines that are
+    /// not entries).
+    Entry(Head, Vec<u8>),
+    /// No entry in the whole file, whose bytes these are.
+    None(Vec<u8>),
+    /// No entry in the last [`MAX_TAIL_SCAN`] bytes of a larger file.
+    NoneNearTheEnd,
+}
+
+/// The last complete entry of a file of `len` bytes, and what follows it.
+fn read_tail(file: &File, len: u64) -> io::Result<Tail> {
     let mut n = len.min(4096);
     loop {
         let start = len - n;
@@ -153,20 +165,108 @@ fn read_tail(file: &File, len: u64) -> io::Result<(Option<Head>, Vec<u8>)> {
                     seq: p.seq,
                     hash: p.hash_str(),
                 };
-                return Ok((Some(head), buf[nl + 1..].to_vec()));
+                return Ok(Tail::Entry(head, buf[nl + 1..].to_vec()));
             }
             end = line_start;
         };
         if found_start {
-            return Ok((None, buf));
+            return Ok(Tail::None(buf));
         }
         if n >= MAX_TAIL_SCAN {
-            return Err(io::Error::other(format!(
-                "no complete entry in its last {MAX_TAIL_SCAN} bytes"
-            )));
+            return Ok(Tail::NoneNearTheEnd);
         }
         n = len.min(n * 4);
     }
+}
+
+/// Reads `[pos, end)` of a file with `pread`: the fd's own offset is the append's.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Whether lines are what UPM's `configure_logging` wrote: its JSON formatter's objects
+/// (`level` and `message`, or its fallback's `error` and `original_message`), its
+/// human-readable formatter's `HH:MM:SS - LEVEL - ...`, its encrypted formatter's Fernet
+/// tokens; after a human-readable line, the further lines of a message that held
+/// newlines. The first line must be one of UPM's own.
+#[derive(Default)]
+struct UpmShape {
+    after_text: bool,
+}
+
+impl UpmShape {
+    fn accepts(&mut self, line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if is_upm_text_line(line) {
+            self.after_text = true;
+            return true;
+        }
+        if is_upm_json_line(line) || is_fernet_token(line) {
+            self.after_text = false;
+            return true;
+        }
+        // The rest of a human-readable message that held newlines.
+        self.after_text
+    }
+}
+
+fn is_upm_json_line(line: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Map<String, Value>>(line) else {
+        return false;
+    };
+    let has = |k: &str| v.get(k).is_some_and(Value::is_string);
+    (has("level") && has("message")) || (has("error") && has("original_message"))
+}
+
+fn is_upm_text_line(line: &[u8]) -> bool {
+    let time = line.get(..8).is_some_and(|t| {
+        t.iter().enumerate().all(|(i, c)| {
+            if i % 3 == 2 {
+                *c == b':'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+    });
+    let Some(rest) = line.get(8..).and_then(|r| r.strip_prefix(b" - ")) else {
+        return false;
+    };
+    let level = rest.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    time && matches!(
+        &rest[..level],
+        b"DEBUG" | b"INFO" | b"WARNING" | b"ERROR" | b"CRITICAL"
+    ) && rest[level..].starts_with(b" ")
+}
+
+fn is_fernet_token(line: &[u8]) -> bool {
+    line.starts_with(b"gAAAAA")
+        && line
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'='))
+}
+
+/// The foreign prefix an `adopted` entry records: every byte before it.
+struct Adoption {
+    /// The file's bytes, plus the `\n` upm adds when they do not end with one.
+    bytes: u64,
+    sha256: String,
+    newline_added: bool,
+    by: &'static str,
 }
 
 fn fsync_dir(path: &Path) -> io::Result<()> {
@@ -191,7 +291,15 @@ impl AuditLog {
             settings: settings.clone(),
             signer,
             created,
+            adopted: None,
         })
+    }
+
+    /// The foreign prefix this handle adopted (once per log, ever), for the result of
+    /// the call whose append did it: `path`, `bytes`, `sha256`, `adopted_by`,
+    /// `request_id`.
+    pub fn take_adopted(&mut self) -> Option<Value> {
+        self.adopted.take()
     }
 
     pub fn path(&self) -> &Path {
@@ -320,16 +428,15 @@ impl AuditLog {
             .metadata()
             .map_err(|e| read_err(&self.path, e))?
             .len();
-        let (head, torn) = read_tail(&self.file, len).map_err(|e| read_err(&self.path, e))?;
-        let head = match head {
-            Some(h) => h,
-            None if torn.contains(&b'\n') => {
-                return Err(AuditError::Corrupt {
-                    path: self.path.clone(),
-                    reason: "it holds lines but no valid audit entry (not an audit log?)".into(),
-                })
+        let tail = read_tail(&self.file, len).map_err(|e| read_err(&self.path, e))?;
+        let (head, torn, adoption) = match tail {
+            Tail::Entry(h, after) => (h, after, None),
+            // Part of one line and nothing else: a torn first write (sealed below).
+            Tail::None(bytes) if !bytes.contains(&b'\n') => (self.head_of_rotated()?, bytes, None),
+            Tail::None(_) | Tail::NoneNearTheEnd => {
+                let adoption = self.adoption(len)?;
+                (Head::genesis(), Vec::new(), Some(adoption))
             }
-            None => self.head_of_rotated()?,
         };
         // A crash tears at most the last line: whole lines after the last entry were
         // put there by someone else, and a recovery entry would vouch for them.
@@ -344,6 +451,19 @@ impl AuditLog {
         let mut lines = Vec::new();
         let mut head = head;
         let mut first_seq = next_seq(&self.path, &head)?;
+        if let Some(a) = &adoption {
+            let (line, hash) = seal(first_seq, &head.hash, &adoption_fields(request_id, a))?;
+            let mut bytes = Vec::with_capacity(line.len() + 1);
+            if a.newline_added {
+                bytes.push(b'\n');
+            }
+            bytes.extend_from_slice(&line);
+            lines.push(bytes);
+            head = Head {
+                seq: first_seq,
+                hash,
+            };
+        }
         if !torn.is_empty() {
             let (line, hash) = seal(
                 next_seq(&self.path, &head)?,
@@ -390,7 +510,11 @@ impl AuditLog {
         }
         let new_bytes = new_lines.concat();
         let cur_len = len + lines.iter().map(|l| l.len() as u64).sum::<u64>();
-        if self.rotation_due(cur_len, new_bytes.len() as u64) {
+        // With rotation on, the adopted lines and their entry get a rotated file of
+        // their own at once (the file's first line is not an entry: no day to rotate by).
+        let rotate = (adoption.is_some() && self.settings.rotate.is_some())
+            || self.rotation_due(cur_len, new_bytes.len() as u64);
+        if rotate {
             if !lines.is_empty() {
                 self.write_durably(len, &lines.concat())?;
             }
@@ -408,6 +532,16 @@ impl AuditLog {
             self.created = false;
         }
         lines.extend(new_lines);
+        if let Some(a) = adoption {
+            self.adopted = Some(serde_json::json!({
+                "path": self.path,
+                "bytes": a.bytes,
+                "sha256": a.sha256,
+                "newline_added": a.newline_added,
+                "adopted_by": a.by,
+                "request_id": request_id,
+            }));
+        }
         Ok(Written { hashes, lines })
     }
 
@@ -428,6 +562,96 @@ impl AuditLog {
         Ok(())
     }
 
+    /// A file of `len` bytes without a single entry: the log UPM (or another program)
+    /// wrote there. Adopted, when the settings allow it, as the foreign prefix of the
+    /// chain: its length and SHA-256 go into the first entry. Refused when any line
+    /// could be an entry (upm's entries were there: what is left is not a log to adopt),
+    /// when the log has rotated files (the current file lost its entries), or when a
+    /// line is longer than any entry (`verify` could not read past it).
+    fn adoption(&self, len: u64) -> Result<Adoption, AuditError> {
+        let corrupt = |reason: String| AuditError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let Some(by) = self.settings.adoption() else {
+            return Err(corrupt(
+                "it holds lines but no valid audit entry (not an audit log?); upm adopts a log \
+                 it did not write (such as the one UPM wrote) only when UPM_LOG_FILE names it \
+                 or the config sets \"audit\": {\"adopt_foreign\": true}"
+                    .into(),
+            ));
+        };
+        let read_err = |source| AuditError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        if !rotated_siblings(&self.path).map_err(read_err)?.is_empty() {
+            return Err(corrupt(
+                "it holds lines but no valid audit entry, and rotated files of this log exist \
+                 (its entries were removed?); only a log without rotated files is adopted"
+                    .into(),
+            ));
+        }
+        let mut r = io::BufReader::with_capacity(
+            1 << 20,
+            ReadAt {
+                file: &self.file,
+                pos: 0,
+                end: len,
+            },
+        );
+        let mut hasher = Sha256::new();
+        let mut buf = Vec::new();
+        let mut number = 0u64;
+        let mut last = None;
+        let mut shape = UpmShape::default();
+        // The environment may name any file upm can write: through it, only what UPM's
+        // logging wrote is adopted, never (say) a shell's profile; the config may allow any.
+        let check_shape = by == "UPM_LOG_FILE";
+        loop {
+            number += 1;
+            let kind = read_line(&mut r, &mut buf, MAX_ENTRY_BYTES).map_err(read_err)?;
+            match kind {
+                Line::Eof => break,
+                Line::TooLong => {
+                    return Err(corrupt(format!(
+                        "it holds no audit entry, and its line {number} is longer than any entry \
+                         ({MAX_ENTRY_BYTES} bytes); not adopted"
+                    )))
+                }
+                Line::Complete | Line::Partial => {}
+            }
+            if parse(&buf).is_some() {
+                return Err(corrupt(format!(
+                    "its line {number} has the shape of an audit entry among lines that are not \
+                     entries; a log that held upm's entries is not adopted"
+                )));
+            }
+            if check_shape && !shape.accepts(&buf) {
+                return Err(corrupt(format!(
+                    "it holds lines but no valid audit entry, and its line {number} is not UPM's \
+                     logging output; through UPM_LOG_FILE upm adopts only the log UPM wrote (the \
+                     config's \"audit\": {{\"adopt_foreign\": true}} adopts any)"
+                )));
+            }
+            hasher.update(&buf);
+            if kind == Line::Complete {
+                hasher.update(b"\n");
+            }
+            last = Some(kind);
+        }
+        let newline_added = last == Some(Line::Partial);
+        if newline_added {
+            hasher.update(b"\n");
+        }
+        Ok(Adoption {
+            bytes: len + u64::from(newline_added),
+            sha256: hex::encode(hasher.finalize()),
+            newline_added,
+            by,
+        })
+    }
+
     /// The chain head when the current file is empty: the newest rotated
     /// file's last entry (the current file was removed or never written).
     fn head_of_rotated(&self) -> Result<Head, AuditError> {
@@ -444,10 +668,10 @@ impl AuditLog {
         };
         let f = open_regular(newest).map_err(read_err)?;
         let len = f.metadata().map_err(read_err)?.len();
-        Ok(read_tail(&f, len)
-            .map_err(read_err)?
-            .0
-            .unwrap_or_else(Head::genesis))
+        Ok(match read_tail(&f, len).map_err(read_err)? {
+            Tail::Entry(head, _) => head,
+            Tail::None(_) | Tail::NoneNearTheEnd => Head::genesis(),
+        })
     }
 
     fn rotation_due(&self, cur_len: u64, line_len: u64) -> bool {
@@ -466,7 +690,9 @@ impl AuditLog {
                 .is_some_and(|day| day != chrono::Utc::now().format("%Y-%m-%d").to_string())
     }
 
-    /// `YYYY-MM-DD` of the first entry's `ts`, if it can be read.
+    /// `YYYY-MM-DD` of the first entry's `ts`, if it can be read; `""` (due at once)
+    /// when the file begins with a line that is not an entry: adopted lines that a
+    /// crash kept from getting their rotated file at adoption.
     fn first_entry_day(&self) -> Option<String> {
         let len = self.file.metadata().ok()?.len();
         let mut buf = read_at(&self.file, 0, len.min(4096)).ok()?;
@@ -474,6 +700,9 @@ impl AuditLog {
             buf = read_at(&self.file, 0, len.min(1 << 20)).ok()?;
         }
         let nl = buf.iter().position(|&b| b == b'\n')?;
+        if parse(&buf[..nl]).is_none() {
+            return Some(String::new());
+        }
         let v: Value = serde_json::from_slice(&buf[..nl]).ok()?;
         v.get("ts")?.as_str()?.get(..10).map(str::to_string)
     }
@@ -588,6 +817,18 @@ fn next_seq(path: &Path, head: &Head) -> Result<u64, AuditError> {
         path: path.to_path_buf(),
         reason: "its last entry claims the largest seq there is".into(),
     })
+}
+
+fn adoption_fields(request_id: &str, a: &Adoption) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("event".into(), "adopted".into());
+    m.insert("request_id".into(), request_id.into());
+    m.insert("ts".into(), now_ts().into());
+    m.insert("foreign_bytes".into(), a.bytes.into());
+    m.insert("foreign_sha256".into(), a.sha256.clone().into());
+    m.insert("newline_added".into(), a.newline_added.into());
+    m.insert("adopted_by".into(), a.by.into());
+    m
 }
 
 fn recovery_fields(request_id: &str, torn: &[u8]) -> Map<String, Value> {

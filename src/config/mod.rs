@@ -285,7 +285,11 @@ pub fn fallback_audit(config_path: &Path) -> (PathBuf, AuditSettings) {
             let dir = dir.parent().unwrap_or(Path::new("/"));
             dir.join("entrypoint.log")
         });
-        (path, AuditSettings::default())
+        let settings = AuditSettings {
+            named_by_env: env_log_file().is_some(),
+            ..AuditSettings::default()
+        };
+        (path, settings)
     })
 }
 
@@ -296,7 +300,13 @@ pub fn audit_of_document(config_path: &Path) -> Result<(PathBuf, AuditSettings),
     let path = absolute(config_path);
     let bytes = read_config(&path);
     let bytes = match (env_log_file(), bytes) {
-        (Some(log), Err(_)) => return Ok((log, AuditSettings::default())),
+        (Some(log), Err(_)) => {
+            let settings = AuditSettings {
+                named_by_env: true,
+                ..AuditSettings::default()
+            };
+            return Ok((log, settings));
+        }
         (_, b) => b?,
     };
     let doc: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::NotJson {
@@ -314,6 +324,7 @@ pub fn audit_of_document(config_path: &Path) -> Result<(PathBuf, AuditSettings),
         .and_then(Value::as_str)
         .map(PathBuf::from);
     settings.signing_key = settings.signing_key.map(|k| resolve_in(dir, &k));
+    settings.named_by_env = env_log_file().is_some();
     Ok((audit_path(dir, named.as_deref()), settings))
 }
 
@@ -459,6 +470,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         problems.push(format!("\"audit\": {e}"));
     }
     audit.signing_key = audit.signing_key.map(|k| resolve_in(&dir, &k));
+    audit.named_by_env = env_log_file().is_some();
     let audit_path = audit_path(&dir, audit.path.as_deref());
 
     let workdir_root = match obj.get("workdir_root") {

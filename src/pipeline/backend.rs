@@ -18,6 +18,7 @@ use super::grants::reported;
 use super::{phase, Call};
 use crate::config::{Config, Plugin, PluginKind, PythonPathFrom};
 use crate::container;
+use crate::denials::Denials;
 use crate::error::Failure;
 use crate::launch::{self, Runnable, Workdir};
 use crate::outcome::{self, Ran};
@@ -65,11 +66,12 @@ pub(super) struct Egress {
 pub(super) type ConnectionAudit<'a> =
     dyn Fn(&crate::egress::Record) -> Result<(), String> + Sync + 'a;
 
-/// What a run leaves: how the plugin ended and, with an egress allowlist, the proxy's
-/// summary of the call's connections.
+/// What a run leaves: how the plugin ended, with an egress allowlist the proxy's
+/// summary of the call's connections, and what the sandbox refused (issue 23).
 pub(super) struct Ended {
     outcome: Outcome,
     egress: Option<Value>,
+    denials: Denials,
 }
 
 /// A started call, about to run.
@@ -230,12 +232,17 @@ impl Prepared {
 
     /// How the plugin's end (or its container's failure to start) becomes the call's
     /// outcome.
+    /// With what the sandbox refused meanwhile (issue 23).
     pub(super) fn capture(&self, ended: Result<Ended, Failure>, plugin: &Plugin) -> Ran {
-        let Ended { outcome, egress } = match ended {
+        let Ended {
+            outcome,
+            egress,
+            denials,
+        } = match ended {
             Ok(e) => e,
             Err(f) => return f.into(),
         };
-        match self {
+        let mut ran = match self {
             // `exe` names the file when it could not be started.
             Prepared::Native(n) => {
                 let mut ran = outcome::interpret(outcome, plugin, Some(&n.runnable.exe));
@@ -249,7 +256,9 @@ impl Prepared {
                 ran.usage = Some(usage);
                 ran
             }
-        }
+        };
+        ran.denials = Some(denials);
+        ran
     }
 
     /// The call's private directory, to remove once the plugin is gone (a container
@@ -266,19 +275,31 @@ impl Running<'_> {
     /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
     /// the container never started (the engine refused, or the command is not in the
     /// image), or the egress proxy could not be started (the plugin did not run).
+    /// With what the sandbox refused meanwhile (issue 23): the native sandbox observes
+    /// it, the egress proxy adds its refusals; a container engine tells nothing
+    /// (`denials::in_container`).
     pub(super) fn run(
         self,
         stop: &spawn::stop::Watch,
         audit: &ConnectionAudit<'_>,
     ) -> Result<Ended, Failure> {
-        let ended = |outcome| Ended {
-            outcome,
-            egress: None,
-        };
         match self {
-            Running::Native(spawned, None) => Ok(ended(spawned.run(stop))),
+            Running::Native(spawned, None) => {
+                let (outcome, denials) = spawned.run_observed(stop);
+                Ok(Ended {
+                    outcome,
+                    egress: None,
+                    denials,
+                })
+            }
             Running::Native(spawned, Some(egress)) => run_with_egress(spawned, egress, stop, audit),
-            Running::Container(p) => container::run(p, stop).map(ended).map_err(Failure::from),
+            Running::Container(p) => container::run(p, stop)
+                .map(|outcome| Ended {
+                    outcome,
+                    egress: None,
+                    denials: crate::denials::in_container(),
+                })
+                .map_err(Failure::from),
         }
     }
 }
@@ -314,14 +335,36 @@ fn run_with_egress(
             )
         })?;
         tracing::debug!("egress proxy started");
-        let outcome = spawned.run(stop);
+        let (outcome, mut denials) = spawned.run_observed(stop);
         let summary = helper.finish();
         tracing::debug!("egress proxy finished, every connection audited");
+        network_denials(&summary, &mut denials);
         Ok(Ended {
             outcome,
             egress: Some(summary.to_json()),
+            denials,
         })
     })
+}
+
+/// issue 23: the proxy's refusals as the call's `network` denials. The proxy folds them
+/// by target (the first 100, each with its first reason and a count); the ones past its
+/// list count in the totals only. Connections dropped unread past the connection limit
+/// are the limit's (`data.egress.refused_past_limit`), not a refused target.
+fn network_denials(summary: &crate::egress::Summary, denials: &mut Denials) {
+    denials.observed(crate::denials::Layer::Network);
+    let mut listed_events = 0u64;
+    for t in &summary.refused_targets {
+        denials.network(&t.target, &t.reason, u64::from(t.count));
+        listed_events += u64::from(t.count);
+    }
+    let unlisted = summary
+        .refused_targets_total
+        .saturating_sub(summary.refused_targets.len()) as u64;
+    denials.unlisted(
+        unlisted,
+        u64::from(summary.refused).saturating_sub(listed_events),
+    );
 }
 
 /// A Python class plugin's import path in the sandbox report: the directories the

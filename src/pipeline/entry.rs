@@ -98,6 +98,10 @@ pub(super) fn finished(
         e.insert("plugin_signal".into(), json!(s));
     }
     e.insert("limit".into(), json!(resp.data.limit));
+    if let (Some(d), Some(s)) = (&resp.data.denials, &resp.data.denials_summary) {
+        e.insert("denials".into(), d.clone());
+        e.insert("denials_summary".into(), s.clone());
+    }
     if let Some(u) = &resp.data.usage {
         e.insert("usage".into(), u.clone());
     }

@@ -99,6 +99,8 @@ struct Call {
     sandbox_started: Option<Value>,
     /// Why no schema checked the args, when none did.
     no_schema: Option<String>,
+    /// What the log adopted when this call's `started` entry was appended.
+    audit_adopted: Option<Value>,
     /// The method's `output_schema`, which a result must match.
     output_schema: Option<Arc<MethodSchema>>,
     warnings: Vec<String>,
@@ -117,6 +119,7 @@ impl Call {
             trust: None,
             sandbox_started: None,
             no_schema: None,
+            audit_adopted: None,
             output_schema: None,
             warnings: Vec::new(),
             ctx: Context::default(),
@@ -371,7 +374,7 @@ impl Session {
         let e = entry::started(call, &s);
         call.sandbox_started = Some(s.sandbox);
         self.append(e)
-            .map(|_| ())
+            .map(|_| call.audit_adopted = self.audit.take_adopted())
             .map_err(|e| Failure::new(e.code(), format!("{e}; the plugin was not run")))
     }
 
@@ -518,24 +521,45 @@ impl Session {
 
     /// A refusal before any plugin was prepared: one `refused` entry.
     fn finish_refused(&self, call: &Call, f: Failure) -> Response {
-        let resp = respond(call, f.into());
+        let mut resp = respond(call, f.into());
         let e = entry::refused(call, &resp, self.config.as_ref().ok());
         match self.append(e) {
-            Ok(_) => resp,
+            Ok(_) => {
+                resp.data.audit_adopted = self.audit.take_adopted();
+                resp
+            }
             Err(err) => audit_failed(call, resp, &err.to_string()),
         }
     }
 
     /// After the sandbox was prepared (and maybe a plugin ran): one `finished` entry.
     fn finish_with(&self, call: &Call, sandbox: Option<Value>, ran: Ran) -> Response {
-        let ran = checks::check_result(call.output_schema.as_deref(), ran);
+        let mut ran = checks::check_result(call.output_schema.as_deref(), ran);
         let did_run = ran.ran;
         let stdout_bytes = ran.stdout_bytes;
+        // issue 23: a failure after denials names the one that made it fail, and what
+        // would allow it; the result and the entry list them.
+        let denials = ran.denials.take();
+        if let (Some(d), Some(f)) = (&denials, ran.failure.as_mut()) {
+            let stderr = ran.stderr.as_ref().map_or("", |c| c.text.as_str());
+            if let Some(why) = d.explain(&[&f.message, stderr]) {
+                f.message = format!("{}; {why}", f.message);
+            }
+        }
         let mut resp = respond(call, ran);
+        if let Some(d) = &denials {
+            resp.data.denials = Some(d.list_json());
+            resp.data.denials_summary = Some(d.summary_json());
+        }
         let e = entry::finished(call, &resp, did_run, stdout_bytes, &sandbox);
         resp.data.sandbox = sandbox;
         match self.append(e) {
-            Ok(_) => resp,
+            Ok(_) => {
+                if resp.data.audit_adopted.is_none() {
+                    resp.data.audit_adopted = self.audit.take_adopted();
+                }
+                resp
+            }
             Err(err) if did_run => withheld(call, &err.to_string()),
             Err(err) => audit_failed(call, resp, &err.to_string()),
         }
@@ -599,6 +623,7 @@ fn respond(call: &Call, ran: Ran) -> Response {
     r.data.method = call.method.clone();
     r.data.trust = call.trust.clone();
     r.data.no_schema = call.no_schema.clone();
+    r.data.audit_adopted = call.audit_adopted.clone();
     r.data.warnings = call.warnings.clone();
     r.data.result = ran.result;
     r.data.stdout = ran.stdout;

@@ -11,6 +11,8 @@ pub struct Host {
     /// 0 when Landlock is unsupported or disabled.
     pub landlock_abi: i32,
     pub seccomp: bool,
+    /// issue 23: seccomp can notify upm of the calls it refuses (SECCOMP_RET_USER_NOTIF).
+    pub seccomp_user_notif: bool,
     /// Highest capability number, for dropping the bounding set.
     pub cap_last_cap: u32,
 }
@@ -33,6 +35,7 @@ impl Host {
             privileged,
             landlock_abi: landlock_abi(),
             seccomp: seccomp_available(),
+            seccomp_user_notif: super::seccomp::notify::supported().is_ok(),
             cap_last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
@@ -135,6 +138,19 @@ pub fn doctor() -> serde_json::Value {
             format!("unprivileged: uid {} kept, no user namespace", host.euid),
         )
     };
+    // issue 23: whether a call's result can say what the sandbox refused.
+    let seccomp_denials = match super::seccomp::notify::supported() {
+        Ok(()) => row(
+            "seccomp_denials",
+            true,
+            "observable: upm answers the profile's errnos as the filter's user-notification supervisor".into(),
+        ),
+        Err(why) => row("seccomp_denials", false, format!("not observable: {why}")),
+    };
+    let landlock_denials = match super::landlock_audit::observable(host.euid, host.landlock_abi) {
+        Ok(how) => row("landlock_denials", true, format!("observable: {how}")),
+        Err(why) => row("landlock_denials", false, format!("not observable: {why}")),
+    };
     let mut host_json = json!(host);
     host_json["suid_dumpable"] = json!(suid_dumpable());
     json!({
@@ -147,6 +163,8 @@ pub fn doctor() -> serde_json::Value {
             row("network_namespace", netns, String::new()),
             row("pid_namespace", pidns, "kills the whole process tree".into()),
             row("cgroups", false, format!("{cgroup_mode}; upm relies on rlimits and a PID namespace, not cgroups")),
+            seccomp_denials,
+            landlock_denials,
         ],
     })
 }

@@ -46,10 +46,17 @@ pub struct Spec<'a> {
     pub tcp_connect: Option<u16>,
     pub host: &'a Host,
     pub best_effort: bool,
+    /// issue 23: the name the plugin's process takes just before it restricts itself,
+    /// by which upm finds the call's domain in the kernel's audit records
+    /// (`landlock_audit`); `None` when upm does not read them.
+    pub log_token: Option<[u8; 16]>,
 }
 
 pub struct Plan {
     pub ruleset: OwnedFd,
+    /// `landlock_restrict_self`'s flags: with ABI 7, denials after the exec are logged.
+    restrict_flags: u32,
+    log_token: Option<[u8; 16]>,
 }
 
 pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
@@ -142,7 +149,18 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             "scopes": if spec.network { json!(["signal"]) } else { json!(["abstract_unix_socket", "signal"]) },
         }),
     );
-    Ok((Plan { ruleset }, report))
+    // Denials after the plugin's exec go to the kernel's audit (when it is on).
+    let restrict_flags = if spec.host.landlock_abi >= super::landlock_audit::LOGGING_ABI {
+        super::landlock_audit::LOG_NEW_EXEC_ON
+    } else {
+        0
+    };
+    let plan = Plan {
+        ruleset,
+        restrict_flags,
+        log_token: spec.log_token,
+    };
+    Ok((plan, report))
 }
 
 /// A rule on one of upm's descriptors (the verified plugin file) is reported by the
@@ -211,15 +229,27 @@ impl Plan {
     /// Async-signal-safe: one raw syscall on a descriptor opened in the parent.
     /// no_new_privs must already be set.
     pub fn apply(&self) -> Result<(), i32> {
+        if let Some(token) = &self.log_token {
+            // The domain's audit record names its creator's task as it is now; the
+            // exec then renames the task after the program. A failure only costs the
+            // call its Landlock denials.
+            // SAFETY: a NUL-terminated 16-byte name owned by this plan.
+            let _ = unsafe { syscall!(Sysno::prctl, libc::PR_SET_NAME, token.as_ptr(), 0, 0, 0) };
+        }
         // SAFETY: the descriptor is a valid Landlock ruleset owned by this plan.
         sys(unsafe {
             syscall!(
                 Sysno::landlock_restrict_self,
                 self.ruleset.as_raw_fd(),
-                0u32
+                self.restrict_flags
             )
         })?;
         Ok(())
+    }
+
+    /// The name under which the call's domain shows in the kernel's audit, if upm reads it.
+    pub fn log_token(&self) -> Option<&[u8; 16]> {
+        self.log_token.as_ref()
     }
 
     /// The ruleset's descriptor, which the child must keep open until it applies it.

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod grants;
 pub mod host;
 pub mod landlock;
+pub mod landlock_audit;
 pub mod limits;
 pub mod mounts;
 pub mod namespaces;
@@ -100,6 +101,18 @@ pub struct Prepared {
     pub egress: Option<network::Plan>,
     pub reports: Vec<LayerReport>,
     pub allow_degraded: Vec<Layer>,
+    /// issue 23: whose refusals the call reports.
+    pub observe: Observe,
+}
+
+/// issue 23: which layers' refusals a call reports (`crate::denials`), or why not.
+pub struct Observe {
+    /// seccomp: the errnos are answered by upm as the filter's user-notification
+    /// supervisor, with this context for the result.
+    pub seccomp: Result<seccomp::notify::Context, String>,
+    /// Landlock: the kernel's audit records of the call's domain (the token is in the
+    /// Landlock plan); whether the audit is on is asked while the plugin runs.
+    pub landlock: Result<(), String>,
 }
 
 /// Which step of the child's setup failed, for the error result.
@@ -221,6 +234,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     read.extend(policy.read_paths.iter().cloned());
     let mut write = vec![paths.workdir.to_path_buf()];
     write.extend(policy.write_paths.iter().cloned());
+    let landlock_observed = landlock_audit::can_read(host.euid, host.landlock_abi);
     let egress = network::Plan::for_policy(&policy.network);
     let spec = landlock::Spec {
         read,
@@ -230,6 +244,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         tcp_connect: egress.map(|e| e.port),
         host,
         best_effort: false,
+        log_token: landlock_observed.is_ok().then(landlock_audit::new_token),
     };
     let landlock = match landlock::prepare(&spec) {
         Ok((plan, report)) => {
@@ -327,6 +342,24 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     }
     reports.push(limits_report);
 
+    let observe = Observe {
+        seccomp: match &seccomp {
+            None => Err("the seccomp layer is degraded".into()),
+            Some(_) if !host.seccomp_user_notif => Err(seccomp::notify::supported()
+                .err()
+                .unwrap_or_else(|| "no seccomp user notification here".into())),
+            Some(f) if !f.can_notify() => Err("the filter is a stack of programs".into()),
+            Some(_) => Ok(seccomp::notify::Context {
+                profile: paths.seccomp.name.clone(),
+                deny_sockets: !policy.network.is_host(),
+            }),
+        },
+        landlock: match &landlock {
+            None => Err("the Landlock layer is degraded".into()),
+            Some(_) => landlock_observed,
+        },
+    };
+
     Ok(Prepared {
         namespaces: Some(ns_plan),
         mounts: Some(mounts),
@@ -337,6 +370,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         egress,
         reports,
         allow_degraded: policy.allow_degraded.clone(),
+        observe,
     })
 }
 
@@ -452,12 +486,24 @@ impl Prepared {
     /// then seccomp. Not in the init: the init shares upm's memory, and a plugin in a
     /// Landlock domain the init is outside of can neither trace it (ptrace,
     /// process_vm_*, /proc/PID/mem) nor signal it. Same rules as [`Self::apply_in_init`].
-    pub fn apply_in_plugin(&self) -> Result<(), (Step, i32)> {
+    ///
+    /// issue 23: when upm supervises the call's seccomp errnos, the filter's listener
+    /// (or `-errno` of why there is none) is stored in `listener` for the init to hand
+    /// over to upm.
+    pub fn apply_in_plugin(
+        &self,
+        listener: &std::sync::atomic::AtomicI32,
+    ) -> Result<(), (Step, i32)> {
         if let Some(l) = &self.landlock {
             l.apply().map_err(|e| (Step::Landlock, e))?;
         }
         if let Some(s) = &self.seccomp {
-            s.apply().map_err(|e| (Step::Seccomp, e))?;
+            let applied = if self.observe.seccomp.is_ok() {
+                s.apply_notifying(listener)
+            } else {
+                s.apply()
+            };
+            applied.map_err(|e| (Step::Seccomp, e))?;
         }
         Ok(())
     }

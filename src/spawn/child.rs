@@ -23,6 +23,7 @@ use ::syscalls::{syscall, Sysno};
 use std::ffi::c_void;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Where the report pipe and the go pipe sit in the init, above the plugin's 0..=3.
 pub(super) const REPORT_FD: RawFd = 4;
@@ -50,9 +51,19 @@ pub(super) struct Ctx {
     pub envp: *const *const libc::c_char,
     pub sandbox: *const Prepared,
     pub plugin_stack: *mut u8,
+    /// issue 23: the init's end of the channel the seccomp listener goes to upm over,
+    /// or -1 (upm does not supervise the errnos). >= 10.
+    pub observe_channel: RawFd,
+    /// issue 23: the listener the plugin's filter install gave (or `-errno`), written by
+    /// the plugin before its exec, read by the init after it (`observe`).
+    pub listener: AtomicI32,
     /// The init's end of the egress listener's channel (issue 22), or -1. >= 10.
     pub egress_channel: RawFd,
 }
+
+/// The path execveat is given with AT_EMPTY_PATH (one address, which the parent's
+/// check of the plugin's calls before its exec uses too).
+pub(super) static EMPTY_PATH: &std::ffi::CStr = c"";
 
 /// What the init (or the plugin, when its exec fails) tells the parent.
 #[repr(C)]
@@ -236,6 +247,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         ctx.parent,
         ctx.exec_fd,
         ruleset,
+        ctx.observe_channel,
         ctx.egress_channel,
     ])
     .map_err(|e| (Step::Stdio, e))?;
@@ -268,11 +280,21 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .map_err(|e| (Step::Session, e))?;
     sandbox.apply_in_init(ctx.parent, SYNC_FD)?;
-    let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize;
+    // issue 23: with CLONE_FILES the seccomp listener the plugin makes lands in this
+    // table too, where its exec (which unshares the plugin's table) leaves it.
+    let shared_files = if ctx.observe_channel >= 0 {
+        libc::CLONE_FILES
+    } else {
+        0
+    };
+    let flags = (libc::CLONE_VM | libc::CLONE_VFORK | shared_files | libc::SIGCHLD) as usize;
     // SAFETY: the plugin's stack and ctx outlive the init, which outlives the plugin's
     // use of them: CLONE_VFORK suspends the init until the plugin execs or exits.
     let plugin = unsafe { clone_on(flags, ctx.plugin_stack, plugin_main, ctx) }
         .map_err(|e| (Step::Fork, e))?;
+    if ctx.observe_channel >= 0 {
+        super::observe::hand_over(ctx.observe_channel, ctx.listener.load(Ordering::Relaxed));
+    }
     // The init keeps nothing but its report pipe: no end of the plugin's pipes, so they
     // reach EOF when the plugin's tree closes them. (Failing here would leave the
     // plugin running unreported: close what can be closed and go on.)
@@ -311,7 +333,7 @@ extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
         fail(Step::ParentDeath, e);
     }
     // SAFETY: the parent keeps the plan unchanged until the init is reaped.
-    if let Err((step, e)) = unsafe { &*ctx.sandbox }.apply_in_plugin() {
+    if let Err((step, e)) = unsafe { &*ctx.sandbox }.apply_in_plugin(&ctx.listener) {
         fail(step, e);
     }
     if ctx.keep_exec_fd {
@@ -329,7 +351,7 @@ extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
             syscall!(
                 Sysno::execveat,
                 ctx.exec_fd,
-                c"".as_ptr(),
+                EMPTY_PATH.as_ptr(),
                 ctx.argv,
                 ctx.envp,
                 libc::AT_EMPTY_PATH

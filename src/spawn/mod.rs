@@ -23,10 +23,12 @@ mod capture;
 mod child;
 pub mod egress;
 pub mod helper;
+pub(crate) mod observe;
 pub mod stop;
 
 pub use capture::{capture, Collected, Io, Pipes};
 
+use crate::denials::Denials;
 use crate::sandbox::namespaces::AsOwner;
 use crate::sandbox::{Prepared, SandboxError, Step};
 use std::ffi::CString;
@@ -237,6 +239,9 @@ pub struct Spawned<'a> {
     _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
+    /// issue 23: what the sandbox refuses, observed from before the go (a thread that
+    /// starts while the init sets up, and takes upm's end of the listener's channel).
+    observer: Option<Box<observe::Observer>>,
     /// upm's end of the channel the init hands the egress listener over (issue 22).
     egress: Option<OwnedFd>,
 }
@@ -273,6 +278,18 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
     let stacks = child::Stacks::new().map_err(SpawnError::Stack)?;
+    // issue 23: the listener of the plugin's filter comes to upm over this pair.
+    let observe_channel = match supervised(
+        launch,
+        sandbox,
+        exec_fd.as_raw_fd(),
+        &argv,
+        &envp,
+        &script_name,
+    ) {
+        true => Some(socketpair_high()?),
+        false => None,
+    };
     // issue 22: with an egress allowlist the init sends the proxy's listening socket,
     // made in the call's network namespace, over this pair.
     let egress = match sandbox.egress {
@@ -303,6 +320,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             envp: envp.as_ptr(),
             sandbox: &*sandbox,
             plugin_stack: stacks.plugin_top(),
+            observe_channel: observe_channel
+                .as_ref()
+                .map_or(-1, |(init_end, _)| init_end.as_raw_fd()),
+            listener: std::sync::atomic::AtomicI32::new(observe::NO_LISTENER),
             egress_channel: egress
                 .as_ref()
                 .map_or(-1, |(init_end, _)| init_end.as_raw_fd()),
@@ -347,6 +368,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let sandbox: &'a Prepared = sandbox;
     drop((stdin_r, stdout_w, stderr_w, report_w, sync_r));
     // Only the init holds the other end now: if it ends without sending, upm reads EOF.
+    let observe_channel = observe_channel.map(|(_init_end, upm_end)| upm_end);
+    // Started now, so that the thread is up while the init sets up (and upm makes the
+    // `started` entry durable), not after the go.
+    let observer = Box::new(observe::Observer::start(sandbox, observe_channel));
     let egress = egress.map(|(init_end, upm_end)| {
         drop(init_end);
         upm_end
@@ -375,6 +400,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         _script_name: script_name,
         _parent: parent,
         _stacks: stacks,
+        observer: Some(observer),
         egress,
     };
     if let Some(n) = sandbox.namespaces.filter(|n| n.user_namespace) {
@@ -398,7 +424,19 @@ impl Spawned<'_> {
     }
 
     /// Lets the plugin start, captures what it prints and waits for the whole tree.
-    pub fn run(mut self, stop: &stop::Watch) -> Outcome {
+    pub fn run(self, stop: &stop::Watch) -> Outcome {
+        self.run_observed(stop).0
+    }
+
+    /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
+    /// from before the go until the whole tree has ended (`observe`).
+    pub fn run_observed(mut self, stop: &stop::Watch) -> (Outcome, Denials) {
+        let observer = self.observer.take();
+        let outcome = self.run_plugin(stop);
+        (outcome, observer.map(|o| o.finish()).unwrap_or_default())
+    }
+
+    fn run_plugin(&mut self, stop: &stop::Watch) -> Outcome {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
@@ -438,6 +476,80 @@ impl Drop for Spawned<'_> {
         if !self.reaped {
             kill_tree(self.pid);
             reap(self.pid);
+        }
+    }
+}
+
+/// issue 23: whether upm answers this call's seccomp errnos. Not when the sandbox says
+/// it cannot, nor when the filter refuses one of the calls the plugin's process makes
+/// between its filter install and its exec (the init, which hands the listener over,
+/// waits for that exec: such a call would wait for ever), which is then said instead.
+fn supervised(
+    launch: &Launch,
+    sandbox: &mut Prepared,
+    exec_fd: RawFd,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    script_name: &Option<CString>,
+) -> bool {
+    let Some(filter) = sandbox
+        .seccomp
+        .clone()
+        .filter(|_| sandbox.observe.seccomp.is_ok())
+    else {
+        return false;
+    };
+    let ptr = |p: *const libc::c_char| p as u64;
+    let fd = exec_fd as u64;
+    let mut calls = Vec::with_capacity(4);
+    if launch.keep_exec_fd {
+        calls.push((libc::SYS_fcntl, [fd, libc::F_SETFD as u64, 0, 0, 0, 0]));
+    }
+    calls.push(match script_name {
+        Some(name) => (
+            libc::SYS_execve,
+            [
+                ptr(name.as_ptr()),
+                ptr(argv.as_ptr().cast()),
+                ptr(envp.as_ptr().cast()),
+                0,
+                0,
+                0,
+            ],
+        ),
+        None => (
+            libc::SYS_execveat,
+            [
+                fd,
+                ptr(child::EMPTY_PATH.as_ptr()),
+                ptr(argv.as_ptr().cast()),
+                ptr(envp.as_ptr().cast()),
+                libc::AT_EMPTY_PATH as u64,
+                0,
+            ],
+        ),
+    });
+    // What a failed exec does next: report (the record's address is on a stack).
+    calls.push((
+        libc::SYS_write,
+        [
+            child::REPORT_FD as u64,
+            0,
+            child::RECORD_SIZE as u64,
+            0,
+            0,
+            0,
+        ],
+    ));
+    calls.push((libc::SYS_exit_group, [127, 0, 0, 0, 0, 0]));
+    match crate::sandbox::seccomp::notify::refused_before_exec(&filter, &calls) {
+        None => true,
+        Some(call) => {
+            sandbox.observe.seccomp = Err(format!(
+                "the seccomp profile refuses {call}, which the plugin's process calls \
+                 before its exec: upm does not supervise this call's filter"
+            ));
+            false
         }
     }
 }

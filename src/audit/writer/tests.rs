@@ -786,3 +786,267 @@ fn append_speed() {
     println!("append: {:.1} us per durable entry", per * 1e6);
     assert_intact(&p, None);
 }
+
+/// Lines as UPM's `configure_logging` writes them (its JSON and its text formatter).
+const UPM_LINES: &str = concat!(
+    "{\"timestamp\": \"2026-11-20T09:14:02Z\", \"level\": \"INFO\", \"user\": \"svc\", ",
+    "\"operation\": \"INSTALL\", \"message\": \"Installed requests\", \"logger\": \"unipkg_audit\"}\n",
+    "09:14:03 - INFO     - MainThread - Starting plugin execution, request_id=5f0c\n",
+);
+
+fn adopting() -> AuditSettings {
+    AuditSettings {
+        named_by_env: true,
+        ..AuditSettings::default()
+    }
+}
+
+#[test]
+fn a_foreign_log_is_adopted_once_and_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("upm.log");
+    std::fs::write(&p, UPM_LINES).unwrap();
+    let mut log = AuditLog::open(&p, &adopting()).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    let mut other = AuditLog::open(&p, &adopting()).unwrap();
+    other.append(entry("r2", "started")).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.starts_with(UPM_LINES), "appended, never rewritten");
+    let ours: Vec<Value> = text[UPM_LINES.len()..]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ours.len(), 3, "one adoption, then the entries");
+    assert_eq!(ours[0]["event"], "adopted");
+    assert_eq!(ours[0]["seq"], 1);
+    assert_eq!(ours[0]["prev"], GENESIS);
+    assert_eq!(ours[0]["foreign_bytes"], UPM_LINES.len());
+    assert_eq!(
+        ours[0]["foreign_sha256"],
+        hex::encode(Sha256::digest(UPM_LINES))
+    );
+    assert_eq!(ours[0]["adopted_by"], "UPM_LOG_FILE");
+    assert_eq!(ours[0]["newline_added"], false);
+    assert_eq!(ours[0]["request_id"], "r1");
+    assert_eq!(ours[1]["request_id"], "r1");
+    let r = assert_intact(&p, None);
+    assert_eq!(r.entries, 3);
+    assert!(
+        r.to_string().contains("adopted by the entry on line 3"),
+        "{r}"
+    );
+    // One byte of the old lines changed: found.
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&p, &bytes).unwrap();
+    let r = verify(&p, None);
+    assert!(matches!(r.outcome, Outcome::Broken(_)), "{r}");
+    assert!(r.to_string().contains("adopted lines were altered"), "{r}");
+}
+
+#[test]
+fn a_foreign_log_is_refused_unless_the_settings_allow_adoption() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("upm.log");
+    std::fs::write(&p, UPM_LINES).unwrap();
+    for settings in [
+        AuditSettings::default(),
+        AuditSettings {
+            adopt_foreign: Some(false),
+            ..adopting()
+        },
+    ] {
+        let mut log = AuditLog::open(&p, &settings).unwrap();
+        let err = log.append(entry("r", "started")).unwrap_err();
+        assert!(err.to_string().contains("adopt_foreign"), "{err}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), UPM_LINES);
+    }
+    let settings = AuditSettings {
+        adopt_foreign: Some(true),
+        ..AuditSettings::default()
+    };
+    AuditLog::open(&p, &settings)
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap();
+    assert_eq!(
+        values_after(&p, UPM_LINES)[0]["adopted_by"],
+        "audit.adopt_foreign"
+    );
+    assert_intact(&p, None);
+}
+
+fn values_after(p: &Path, prefix: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(p).unwrap();
+    text[prefix.len()..]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_foreign_log_that_held_entries_or_has_rotated_files_is_not_adopted() {
+    let d = tempfile::tempdir().unwrap();
+    // An entry's shape among the foreign lines, further back than the writer's tail
+    // scan looks (the scan of the whole file finds it).
+    let p = d.path().join("mixed.log");
+    let (line, _) = seal(1, GENESIS, &entry("r0", "started")).unwrap();
+    let mut bytes = line.clone();
+    let mut filler = vec![b'x'; 1 << 20];
+    filler.push(b'\n');
+    for _ in 0..(MAX_TAIL_SCAN >> 20) + 1 {
+        bytes.extend_from_slice(&filler);
+    }
+    std::fs::write(&p, &bytes).unwrap();
+    let err = AuditLog::open(&p, &adopting())
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap_err();
+    assert!(err.to_string().contains("shape of an audit entry"), "{err}");
+    assert_eq!(std::fs::read(&p).unwrap(), bytes);
+    // Foreign lines after upm's entries: still refused.
+    let p = d.path().join("after.log");
+    let mut log = AuditLog::open(&p, &adopting()).unwrap();
+    log.append(entry("r0", "started")).unwrap();
+    let mut after = std::fs::read(&p).unwrap();
+    after.extend_from_slice(UPM_LINES.as_bytes());
+    std::fs::write(&p, &after).unwrap();
+    let err = log.append(entry("r1", "started")).unwrap_err();
+    assert!(
+        err.to_string().contains("lines after the last entry"),
+        "{err}"
+    );
+    // A current file without entries beside rotated files lost them: not adopted.
+    let p = d.path().join("rot.log");
+    let mut log = AuditLog::open(&p, &small_rotation()).unwrap();
+    for i in 0..6 {
+        log.append(entry(&format!("r{i}"), "started")).unwrap();
+    }
+    std::fs::write(&p, UPM_LINES).unwrap();
+    let settings = AuditSettings {
+        named_by_env: true,
+        ..small_rotation()
+    };
+    let err = AuditLog::open(&p, &settings)
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap_err();
+    assert!(err.to_string().contains("rotated files"), "{err}");
+}
+
+/// The environment can name any file upm may write: through `UPM_LOG_FILE`, only what
+/// UPM's logging wrote is adopted; the config may allow any file.
+#[test]
+fn through_upm_log_file_only_upms_own_logging_is_adopted() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("profile.sh");
+    let script = "export PATH=/usr/bin\n# 09:14:03 - INFO - not first\n";
+    for other in [
+        script,
+        "{\"name\": \"a config\"}\n",
+        "hello\n09:14:03 - INFO     - MainThread - after\n",
+    ] {
+        std::fs::write(&p, other).unwrap();
+        let err = AuditLog::open(&p, &adopting())
+            .unwrap()
+            .append(entry("r", "started"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not UPM's logging output"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), other);
+    }
+    // UPM's three formatters, and a text message that held newlines.
+    let upm = concat!(
+        "09:14:03 - WARNING  - MainThread - a message\n",
+        "that went on\n",
+        "{\"timestamp\": \"2026-11-20T09:14:02Z\", \"level\": \"ERROR\", \"message\": \"x\"}\n",
+        "{\"error\": \"JSON serialization failed: x\", \"original_message\": \"y\"}\n",
+        "gAAAAABnZ3x0aGVfdG9rZW4tXz0=\n",
+        "12:00:00 - INFO     - Thread-1   - torn"
+    );
+    std::fs::write(&p, upm).unwrap();
+    AuditLog::open(&p, &adopting())
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap();
+    assert_intact(&p, None);
+    // The config can allow any file.
+    std::fs::write(&p, script).unwrap();
+    let settings = AuditSettings {
+        adopt_foreign: Some(true),
+        ..AuditSettings::default()
+    };
+    AuditLog::open(&p, &settings)
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap();
+    assert_intact(&p, None);
+}
+
+#[test]
+fn a_foreign_log_without_a_final_newline_gets_one_and_the_digest_covers_it() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("upm.log");
+    let old = &UPM_LINES[..UPM_LINES.len() - 1];
+    std::fs::write(&p, old).unwrap();
+    AuditLog::open(&p, &adopting())
+        .unwrap()
+        .append(entry("r", "started"))
+        .unwrap();
+    let a = &values_after(&p, UPM_LINES)[0];
+    assert_eq!(a["newline_added"], true);
+    assert_eq!(a["foreign_bytes"], UPM_LINES.len());
+    assert_eq!(a["foreign_sha256"], hex::encode(Sha256::digest(UPM_LINES)));
+    assert_intact(&p, None);
+}
+
+#[test]
+fn an_adopted_log_with_rotation_moves_the_old_lines_to_a_rotated_file_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("upm.log");
+    std::fs::write(&p, UPM_LINES).unwrap();
+    let settings = AuditSettings {
+        named_by_env: true,
+        rotate: Some(Rotation {
+            max_bytes: None,
+            daily: true,
+        }),
+        ..AuditSettings::default()
+    };
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    log.append(entry("r1", "finished")).unwrap();
+    let rotated = rotated_siblings(&p).unwrap();
+    assert_eq!(rotated.len(), 1, "one rotation, at adoption");
+    let old = values_after(&rotated[0], UPM_LINES);
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0]["event"], "adopted");
+    let cur = values(&p);
+    assert_eq!((cur[0]["seq"].as_u64(), cur.len()), (Some(2), 2));
+    let r = assert_intact(&p, None);
+    assert_eq!(r.files.len(), 2);
+    assert!(r.to_string().contains("adopted by"), "{r}");
+}
+
+#[test]
+fn an_adopted_signed_log_verifies_with_the_key_and_the_signature_covers_the_old_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, pk, mut settings) = signed(d.path(), 100);
+    settings.named_by_env = true;
+    std::fs::write(&p, UPM_LINES).unwrap();
+    let mut log = AuditLog::open(&p, &settings).unwrap();
+    log.append(entry("r1", "started")).unwrap();
+    let ours = values_after(&p, UPM_LINES);
+    let events: Vec<&str> = ours.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["adopted", "started", "checkpoint"]);
+    let r = assert_intact(&p, Some(&pk));
+    assert_eq!(r.checkpoints_verified, 1);
+    // The old lines removed: the adopted entry says there were some.
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, &text[UPM_LINES.len()..]).unwrap();
+    let r = verify(&p, Some(&pk));
+    assert!(matches!(r.outcome, Outcome::Broken(_)), "{r}");
+    assert!(r.to_string().contains("were removed"), "{r}");
+}

@@ -294,3 +294,63 @@ impl Emitter {
         self.rev
     }
 }
+
+/// The same program with every ERRNO return turned into USER_NOTIF: upm's supervisor
+/// then answers those calls, with the errno [`run`] finds in the original program for
+/// the same `seccomp_data` (a notification does not carry the filter's return data).
+/// Every other return, and every jump, is left as it is.
+pub(super) fn notifying(program: &[sock_filter]) -> BpfProgram {
+    program
+        .iter()
+        .map(|i| {
+            let errno = i.code == BPF_RET_K
+                && i.k & libc::SECCOMP_RET_ACTION_FULL == libc::SECCOMP_RET_ERRNO;
+            sock_filter {
+                k: if errno {
+                    libc::SECCOMP_RET_USER_NOTIF
+                } else {
+                    i.k
+                },
+                ..*i
+            }
+        })
+        .collect()
+}
+
+/// Runs a program upm emitted on a `struct seccomp_data` (64 bytes, native layout), as
+/// the kernel would. `None` for an opcode upm never emits, a load outside the data, or
+/// running off the end (none of which the kernel would have accepted).
+pub(super) fn run(program: &[sock_filter], data: &[u8; 64]) -> Option<u32> {
+    let word = |offset: u32| -> Option<u32> {
+        let o = usize::try_from(offset).ok()?;
+        let bytes = data.get(o..o.checked_add(4)?)?;
+        Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+    };
+    let mut acc = 0u32;
+    let mut pc = 0usize;
+    // Jumps only go forward: at most one pass over the program.
+    loop {
+        let i = program.get(pc)?;
+        pc += 1;
+        match i.code {
+            BPF_LD_W_ABS if offset_aligned(i.k) => acc = word(i.k)?,
+            BPF_AND_K => acc &= i.k,
+            BPF_RET_K => return Some(i.k),
+            BPF_JA => pc = pc.checked_add(usize::try_from(i.k).ok()?)?,
+            BPF_JEQ_K | BPF_JGT_K | BPF_JGE_K | BPF_JSET_K => {
+                let taken = match i.code {
+                    BPF_JEQ_K => acc == i.k,
+                    BPF_JGT_K => acc > i.k,
+                    BPF_JGE_K => acc >= i.k,
+                    _ => acc & i.k != 0,
+                };
+                pc += usize::from(if taken { i.jt } else { i.jf });
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn offset_aligned(k: u32) -> bool {
+    k.is_multiple_of(4)
+}

@@ -98,6 +98,7 @@ mod engine;
 mod error;
 mod install;
 mod model;
+pub mod notify;
 mod plan;
 mod resolve;
 mod rules;
@@ -230,6 +231,7 @@ impl Profile {
             });
         }
         Ok(CompiledFilter {
+            notifying: Some(bpf::notifying(&program)),
             programs: vec![program],
         })
     }

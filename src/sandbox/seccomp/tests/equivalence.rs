@@ -21,6 +21,7 @@ pub(super) fn assert_equivalent(p: &Profile, opts: &CompileOptions, h: &Target) 
     let compiled = p.compile_for(opts, h).unwrap();
     assert_eq!(compiled.filter_count(), 1);
     let prog = &compiled.programs[0];
+    let notifying = compiled.notifying.as_ref().unwrap();
     let stack = oracle::stack(p, opts, h);
     let mut checked = 0;
     let mut check = |d: Data| {
@@ -29,6 +30,23 @@ pub(super) fn assert_equivalent(p: &Profile, opts: &CompileOptions, h: &Target) 
             new, old,
             "{} (sockets denied: {}): {d:x?}: single program {new:#x}, stack {old:#x}",
             p.name, opts.deny_sockets
+        );
+        // issue 23: the supervised program notifies exactly where this one answers an
+        // errno, and the supervisor finds that errno (production's interpreter).
+        let errno = (new & libc::SECCOMP_RET_ACTION_FULL == libc::SECCOMP_RET_ERRNO)
+            .then_some(new & libc::SECCOMP_RET_DATA);
+        let notified = run(notifying, &d);
+        let expected = if errno.is_some() {
+            libc::SECCOMP_RET_USER_NOTIF
+        } else {
+            new
+        };
+        assert_eq!(notified, expected, "{}: {d:x?}: notifying program", p.name);
+        assert_eq!(
+            compiled.errno_for(&d.bytes()),
+            errno,
+            "{}: {d:x?}: errno_for",
+            p.name
         );
         checked += 1;
     };

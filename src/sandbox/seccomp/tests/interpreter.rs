@@ -19,13 +19,19 @@ impl Data {
         }
     }
 
-    fn word(&self, offset: u32) -> u32 {
+    /// The 64 bytes of `struct seccomp_data`.
+    pub(super) fn bytes(&self) -> [u8; 64] {
         let mut bytes = [0u8; 64];
         bytes[0..4].copy_from_slice(&self.nr.to_ne_bytes());
         bytes[4..8].copy_from_slice(&self.arch.to_ne_bytes());
         for (i, a) in self.args.iter().enumerate() {
             bytes[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
         }
+        bytes
+    }
+
+    fn word(&self, offset: u32) -> u32 {
+        let bytes = self.bytes();
         let o = offset as usize;
         assert!(
             o.is_multiple_of(4) && o + 4 <= 64,

@@ -28,7 +28,7 @@ fn in_child(filter: &CompiledFilter, body: fn() -> i32) -> i32 {
     }
 }
 
-fn exit_code(status: i32) -> Option<i32> {
+pub(super) fn exit_code(status: i32) -> Option<i32> {
     libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
 }
 
@@ -56,7 +56,7 @@ fn exec_under(filter: &CompiledFilter, argv: &[&str]) -> i32 {
     }
 }
 
-fn default_filter() -> CompiledFilter {
+pub(super) fn default_filter() -> CompiledFilter {
     Profile::load(Path::new(DEFAULT_POLICY))
         .unwrap()
         .compile(&CompileOptions {
@@ -71,7 +71,7 @@ extern "C" fn thread_main(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 /// Each failing step exits with its own number.
-fn default_profile_checks() -> i32 {
+pub(super) fn default_profile_checks() -> i32 {
     // SAFETY: plain syscalls with valid (or null, where allowed) arguments.
     unsafe {
         if libc::getpid() <= 0 {
@@ -394,9 +394,11 @@ fn install_cost() {
     let single = p.compile_for(&opts, &h).unwrap();
     let stack = CompiledFilter {
         programs: oracle::stack(&p, &opts, &h),
+        notifying: None,
     };
     let none = CompiledFilter {
         programs: Vec::new(),
+        notifying: None,
     };
     let per_fork = |filter: &CompiledFilter| {
         let n = 2000;

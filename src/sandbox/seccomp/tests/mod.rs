@@ -8,6 +8,7 @@ mod engine;
 mod equivalence;
 mod interpreter;
 mod kernel;
+mod notify;
 mod oracle;
 mod parsing;
 mod program;

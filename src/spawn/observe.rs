@@ -1,0 +1,423 @@
+//! issue 23: one call's observer of what the sandbox refused, beside the capture.
+//!
+//! ```text
+//! plugin: Landlock (named upm:<token>) → seccomp(NEW_LISTENER) → listener fd L
+//!         (cloned with CLONE_FILES: L lands in the init's table too) → exec
+//!            (the exec unshares the plugin's table and closes L there: close-on-exec)
+//! init:   after the vfork returns: sendmsg(SCM_RIGHTS L) on its end of a socketpair,
+//!         then closes everything but its report pipe, L included
+//! upm:    observer thread: recvmsg → L; answers L's notifications (seccomp) and reads
+//!         the kernel's audit records of the call's Landlock domain, until told to stop
+//! ```
+//!
+//! Why this hand-off: the listener exists only in the process that installed the filter,
+//! after the install. Anything that process does next goes through the filter (a
+//! `sendmsg` of its own could be refused by the profile, and would then wait on a
+//! supervisor that has no listener yet), and `pidfd_getfd` would need ptrace rights over
+//! the plugin (Yama may refuse them) plus a way to stop it before its exec closes L. A
+//! shared descriptor table needs no system call in the plugin at all: the init, which
+//! runs no filter, sends L. The plugin's calls between the install and its exec are
+//! checked in the parent beforehand (`notify::refused_before_exec`): were one refused, it
+//! would wait for an answer while the init waits for the exec, so that call then runs
+//! with the plain errno filter and says so.
+//!
+//! Bounds: the thread polls (no wait on the plugin), answers one notification per
+//! wake-up, and stops when upm, having killed and reaped the call's tree, says so; it
+//! then answers what is still pending for at most [`DRAIN`], waits at most
+//! `landlock_audit::BARRIER` for the audit queue, and closes L (a survivor's later
+//! refused calls then get ENOSYS from the kernel). The list of denials is bounded
+//! (`crate::denials`). A plugin that hammers refused calls from many threads or
+//! processes queues them in the kernel; each waits for its answer, so it slows itself,
+//! and upm's capture, clock and kill run on the main thread regardless.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::syscalls::{syscall, Sysno};
+
+use crate::denials::{Denials, Layer};
+use crate::sandbox::landlock_audit::{self, Reader};
+use crate::sandbox::seccomp::notify::{Answered, Context, Supervisor};
+use crate::sandbox::seccomp::CompiledFilter;
+use crate::sandbox::{errno, Prepared};
+
+/// What the listener slot holds until the plugin's filter install writes it.
+pub(super) const NO_LISTENER: i32 = i32::MIN;
+
+/// After the call's end: how long pending notifications are still answered.
+const DRAIN: Duration = Duration::from_millis(10);
+
+// ---- the init's half: async-signal-safe, raw system calls, no allocation ----
+
+/// Sends the listener (`listener` >= 0) or why there is none (`-errno`) to upm over
+/// `sock`, never blocking. A failure leaves upm without a listener: the result then
+/// says seccomp's denials were not observed (and the kernel answers the errnos ENOSYS
+/// once the init closes L).
+pub(crate) fn hand_over(sock: RawFd, listener: i32) {
+    let payload = listener.to_ne_bytes();
+    let iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // Room for one cmsghdr and one int, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain data; all zeroes is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = (&iov as *const libc::iovec).cast_mut();
+    msg.msg_iovlen = 1;
+    if listener >= 0 {
+        // SAFETY: CMSG_* are pointer arithmetic on `control`, which holds
+        // CMSG_SPACE(sizeof(int)) = 24 bytes; the header and data written stay inside.
+        unsafe {
+            let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), listener);
+        }
+    }
+    // SAFETY: a valid msghdr on our stack, pointing at our stack.
+    let _ = unsafe {
+        syscall!(
+            Sysno::sendmsg,
+            sock,
+            &msg as *const libc::msghdr,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+        )
+    };
+}
+
+// ---- upm's half ----
+
+/// The observer of one running call.
+pub(super) struct Observer {
+    /// Written to stop the thread.
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<Denials>>,
+    /// Without a thread: what is already known is all there will be.
+    known: Option<Denials>,
+}
+
+impl Observer {
+    /// Starts observing before the plugin may start. `channel` is upm's end of the
+    /// socketpair the init hands the listener over, when upm supervises the errnos.
+    pub(super) fn start(sandbox: &Prepared, channel: Option<OwnedFd>) -> Observer {
+        let mut denials = Denials::new();
+        let seccomp = match (&sandbox.observe.seccomp, &sandbox.seccomp, channel) {
+            (Ok(context), Some(filter), Some(channel)) => {
+                Some((channel, filter.clone(), context.clone()))
+            }
+            (Err(why), Some(_), _) => {
+                denials.not_observable(Layer::Seccomp, why.clone());
+                None
+            }
+            _ => None,
+        };
+        // Subscribed now, before the go: the plugin's first denial may come at once.
+        let reader = match (&sandbox.observe.landlock, &sandbox.landlock) {
+            (Ok(()), Some(plan)) => match plan.log_token().map(Reader::open) {
+                Some(Ok(r)) => Some(r),
+                Some(Err(why)) => {
+                    denials.not_observable(Layer::Landlock, why);
+                    None
+                }
+                None => None,
+            },
+            (Err(why), Some(_)) => {
+                denials.not_observable(Layer::Landlock, why.clone());
+                None
+            }
+            _ => None,
+        };
+        if seccomp.is_none() && reader.is_none() {
+            return Observer {
+                stop: None,
+                thread: None,
+                known: Some(denials),
+            };
+        }
+        // The layers this observer was to watch: said unobserved, should it not start.
+        let watching = [
+            (Layer::Seccomp, seccomp.is_some()),
+            (Layer::Landlock, reader.is_some()),
+        ];
+        let failed = |mut denials: Denials, e: &dyn std::fmt::Display| {
+            let why = format!("upm could not start observing the call: {e}");
+            for (layer, _) in watching.iter().filter(|(_, w)| *w) {
+                denials.not_observable(*layer, why.clone());
+            }
+            Observer {
+                stop: None,
+                thread: None,
+                known: Some(denials),
+            }
+        };
+        let (stop_r, stop_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => return failed(denials, &e),
+        };
+        // Kept to report with, should the thread not start (the closure takes `denials`):
+        // at this point it holds at most the other layers' reasons.
+        let kept = denials.clone();
+        let spawned = std::thread::Builder::new()
+            .name("upm-denials".into())
+            .spawn(move || observe(denials, stop_r, seccomp, reader));
+        match spawned {
+            Ok(thread) => Observer {
+                stop: Some(stop_w),
+                thread: Some(thread),
+                known: None,
+            },
+            Err(e) => failed(kept, &e),
+        }
+    }
+
+    /// After the call's whole tree has ended: stops the observer and returns what it
+    /// saw. Bounded: see the module doc.
+    pub(super) fn finish(mut self) -> Denials {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Denials {
+        if let Some(known) = self.known.take() {
+            return known;
+        }
+        if let Some(stop) = &self.stop {
+            let _ = nix::unistd::write(stop, b"s");
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(d)) => d,
+            _ => {
+                let mut d = Denials::new();
+                let why = "upm's observer of the call failed";
+                d.not_observable(Layer::Seccomp, why);
+                d.not_observable(Layer::Landlock, why);
+                d
+            }
+        }
+    }
+}
+
+/// A call given up before its go (or whose `run` never came): the thread ends with it.
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// The thread: waits for the listener, answers it, reads the audit, until stopped.
+fn observe(
+    mut denials: Denials,
+    stop: OwnedFd,
+    seccomp: Option<(OwnedFd, Arc<CompiledFilter>, Context)>,
+    mut reader: Option<Reader>,
+) -> Denials {
+    // Whether the kernel's audit is on: asked here, off the call's path (the kernel
+    // answers from a thread it starts, which the asking thread waits for), and answered
+    // while the plugin runs.
+    if let Some(r) = reader.as_mut() {
+        r.ask_audit_on();
+    }
+    let mut audit_known = false;
+    let (mut channel, filter, context) = match seccomp {
+        Some((ch, f, c)) => (Some(ch), Some(f), Some(c)),
+        None => (None, None, None),
+    };
+    let mut supervisor: Option<Supervisor> = None;
+    loop {
+        let mut fds = vec![poll_in(stop.as_raw_fd())];
+        let ch_at = channel.as_ref().map(|c| {
+            fds.push(poll_in(c.as_raw_fd()));
+            fds.len() - 1
+        });
+        let sup_at = supervisor.as_ref().map(|s| {
+            fds.push(poll_in(s.fd()));
+            fds.len() - 1
+        });
+        let audit_at = reader.as_ref().map(|r| {
+            fds.push(poll_in(r.fd()));
+            fds.len() - 1
+        });
+        // SAFETY: a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        if ch_at.is_some_and(|i| fds[i].revents != 0) {
+            if let Some(c) = channel.take() {
+                supervisor = receive(&c, &filter, &context, &mut denials);
+            }
+        }
+        if let Some(i) = sup_at {
+            let ev = fds[i].revents;
+            if ev & libc::POLLIN != 0 {
+                answer(&mut supervisor, &mut denials);
+            } else if ev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                // Every process of the filter has ended.
+                supervisor = None;
+            }
+        }
+        if let (Some(i), Some(r)) = (audit_at, reader.as_mut()) {
+            if fds[i].revents != 0 {
+                r.read_available(&mut denials);
+            }
+            if !audit_known {
+                if let Some(on) = r.audit_on() {
+                    audit_known = true;
+                    if !audit_is_on(on, &mut denials) {
+                        reader = None;
+                    }
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            break;
+        }
+    }
+    // The tree is gone: a listener handed over late, and what is still pending.
+    if let Some(c) = channel.take() {
+        supervisor = receive(&c, &filter, &context, &mut denials);
+    }
+    let deadline = Instant::now() + DRAIN;
+    while supervisor.is_some() && Instant::now() < deadline {
+        let ready = supervisor
+            .as_ref()
+            .is_some_and(|s| poll_now(s.fd()) & libc::POLLIN != 0);
+        if !ready {
+            break;
+        }
+        answer(&mut supervisor, &mut denials);
+    }
+    if let Some(mut r) = reader {
+        let on = r.await_audit_on(AUDIT_ANSWER, &mut denials);
+        if audit_known || audit_is_on(on, &mut denials) {
+            r.finish(&mut denials);
+        }
+    }
+    denials
+}
+
+/// How long the end of a call waits for the audit's answer to whether it is on, when it
+/// has not come while the plugin ran (a call shorter than the kernel's answer).
+const AUDIT_ANSWER: Duration = Duration::from_millis(200);
+
+/// Records whether Landlock's denials are observed, from the audit's answer.
+fn audit_is_on(on: Result<bool, String>, denials: &mut Denials) -> bool {
+    match on {
+        Ok(true) => {
+            denials.observed(Layer::Landlock);
+            true
+        }
+        Ok(false) => {
+            denials.not_observable(Layer::Landlock, landlock_audit::AUDIT_OFF);
+            false
+        }
+        Err(why) => {
+            denials.not_observable(Layer::Landlock, why);
+            false
+        }
+    }
+}
+
+fn answer(supervisor: &mut Option<Supervisor>, denials: &mut Denials) {
+    let Some(s) = supervisor.as_ref() else { return };
+    match s.answer() {
+        Answered::Denied(d) => denials.record(s.denial(&d)),
+        Answered::Nothing => {}
+        Answered::Broken(e) => {
+            denials.not_observable(
+                Layer::Seccomp,
+                format!(
+                    "upm could no longer answer the filter's notifications ({}); the kernel \
+                     answered the rest ENOSYS",
+                    std::io::Error::from_raw_os_error(e)
+                ),
+            );
+            *supervisor = None;
+        }
+    }
+}
+
+/// The init's message: the listener, or why there is none.
+fn receive(
+    channel: &OwnedFd,
+    filter: &Option<Arc<CompiledFilter>>,
+    context: &Option<Context>,
+    denials: &mut Denials,
+) -> Option<Supervisor> {
+    let mut payload = [0u8; 4];
+    let mut iov = [std::io::IoSliceMut::new(&mut payload)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    );
+    let mut listener = None;
+    let bytes = match &msg {
+        Ok(m) => {
+            if let Ok(cmsgs) = m.cmsgs() {
+                for c in cmsgs {
+                    if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                        for fd in fds {
+                            // SAFETY: the kernel just installed this descriptor for us.
+                            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                            if listener.is_none() {
+                                listener = Some(owned);
+                            }
+                        }
+                    }
+                }
+            }
+            m.bytes
+        }
+        Err(_) => 0,
+    };
+    let said = (bytes == 4).then(|| i32::from_ne_bytes(payload));
+    match (listener, filter, context) {
+        (Some(l), Some(f), Some(c)) => {
+            denials.observed(Layer::Seccomp);
+            Some(Supervisor::new(l, f.clone(), c.clone()))
+        }
+        _ => {
+            let why = match said {
+                Some(e) if e < 0 && e != NO_LISTENER => format!(
+                    "the kernel gave no listener for the call's filter ({}): the profile's \
+                     errnos were answered by the kernel, unrecorded",
+                    std::io::Error::from_raw_os_error(-e)
+                ),
+                _ => "the plugin's process ended before its filter was installed".to_owned(),
+            };
+            denials.not_observable(Layer::Seccomp, why);
+            None
+        }
+    }
+}
+
+fn poll_in(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn poll_now(fd: RawFd) -> libc::c_short {
+    let mut p = poll_in(fd);
+    // SAFETY: one valid pollfd on our stack.
+    if unsafe { libc::poll(&mut p, 1, 0) } == 1 {
+        p.revents
+    } else {
+        0
+    }
+}
