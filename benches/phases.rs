@@ -147,6 +147,7 @@ fn main() {
                     workdir: &wd,
                     plugin_files: vec![exe.clone()],
                     seccomp: &p,
+                    grants: &[],
                 };
                 upm::sandbox::prepare(&policy, &paths, &host).unwrap();
             },

@@ -13,7 +13,7 @@
 //! The namespace is created by the init's clone, inside the call's user namespace, so
 //! the host's read-only mounts arrive locked read-only and none can be made writable.
 
-use super::sys;
+use super::{sys, Step};
 use ::syscalls::{syscall, Sysno};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 /// init keeps one descriptor per path in an array on its stack.
 pub const MAX_WRITABLE: usize = 64;
 
-const OPEN_TREE_CLONE: usize = 1;
-const AT_RECURSIVE: usize = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+// The new mount API's flags (not all in the libc crate), shared with `grants`.
+pub(super) const OPEN_TREE_CLONE: usize = 1;
+pub(super) const AT_RECURSIVE: usize = 0x8000;
+pub(super) const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+pub(super) const MOVE_MOUNT_T_EMPTY_PATH: usize = 0x40;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 /// The kernel's `struct mount_attr` (its first version).
@@ -43,10 +45,18 @@ pub struct Plan {
     /// leaves them out; one that disappears before the init clones it has nothing to
     /// write to. Any other failure stops the call: the report names these as writable.
     writable: Vec<CString>,
+    /// The call's write grants: each cloned from, and attached onto, the init's own
+    /// descriptor for it, proven to be upm's inode (see `grants`).
+    grants: Vec<super::grants::Mount>,
 }
 
-/// Plans the read-only view with `writable` (the call's directory first) on top.
-pub fn prepare(workdir: &Path, write_paths: &[PathBuf]) -> Result<Plan, String> {
+/// Plans the read-only view with `writable` (the call's directory first) and the
+/// call's write grants on top.
+pub fn prepare(
+    workdir: &Path,
+    write_paths: &[PathBuf],
+    grants: &[super::grants::Grant],
+) -> Result<Plan, String> {
     let paths = std::iter::once(workdir).chain(
         write_paths
             .iter()
@@ -63,14 +73,27 @@ pub fn prepare(workdir: &Path, write_paths: &[PathBuf]) -> Result<Plan, String> 
             MAX_WRITABLE - 1
         ));
     }
-    Ok(Plan { writable })
+    // The call's write grants (sandbox::grants).
+    let grants = grants
+        .iter()
+        .filter(|g| g.access == super::grants::Access::Write)
+        .map(super::grants::Mount::of)
+        .collect::<Result<Vec<_>, _>>()?;
+    if grants.len() > MAX_GRANTS {
+        return Err(format!("at most {MAX_GRANTS} write grants per call"));
+    }
+    Ok(Plan { writable, grants })
 }
+
+/// The write grants the init keeps descriptors for (on its stack).
+const MAX_GRANTS: usize = 16;
 
 impl Plan {
     /// In the init, in its fresh mount namespace, with its capabilities there (before
     /// the uid switch) and before anything resolves a path the plugin will use (its
     /// cwd). Raw system calls only, no allocation: see `spawn::child`.
-    pub fn apply(&self) -> Result<(), i32> {
+    pub fn apply(&self) -> Result<(), (Step, i32)> {
+        let mounts = |e| (Step::Mounts, e);
         let mut trees = [-1 as libc::c_int; MAX_WRITABLE];
         for (i, path) in self.writable.iter().enumerate() {
             // SAFETY: a NUL-terminated path prepared by the parent; returns a descriptor.
@@ -85,8 +108,13 @@ impl Plan {
             match r {
                 Ok(fd) => trees[i] = fd as libc::c_int,
                 Err(libc::ENOENT) if i > 0 => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(mounts(e)),
             }
+        }
+        // The call's write grants, cloned while their mounts are still writable.
+        let mut granted = [(-1 as libc::c_int, -1 as libc::c_int); MAX_GRANTS];
+        for (slot, g) in granted.iter_mut().zip(&self.grants) {
+            *slot = g.clone_in_init().map_err(|e| (Step::Grants, e))?;
         }
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY,
@@ -104,7 +132,8 @@ impl Plan {
                 &attr as *const MountAttr,
                 std::mem::size_of::<MountAttr>()
             )
-        })?;
+        })
+        .map_err(mounts)?;
         for (path, &tree) in self.writable.iter().zip(&trees) {
             if tree < 0 {
                 continue;
@@ -119,9 +148,14 @@ impl Plan {
                     path.as_ptr(),
                     MOVE_MOUNT_F_EMPTY_PATH
                 )
-            })?;
+            })
+            .map_err(mounts)?;
             // SAFETY: our own descriptor.
             let _ = unsafe { syscall!(Sysno::close, tree) };
+        }
+        // And put back by descriptor, onto the very place each was cloned from.
+        for &(at, tree) in &granted[..self.grants.len()] {
+            super::grants::Mount::attach(at, tree).map_err(|e| (Step::Grants, e))?;
         }
         Ok(())
     }
@@ -129,6 +163,7 @@ impl Plan {
     pub fn writable(&self) -> Vec<String> {
         self.writable
             .iter()
+            .chain(self.grants.iter().map(|g| &g.path))
             .map(|p| p.to_string_lossy().into_owned())
             .collect()
     }

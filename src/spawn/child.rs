@@ -270,7 +270,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // Before any path the plugin uses is resolved (its cwd), and with the capabilities
     // the init still has in the call's namespaces.
     if let Some(m) = &sandbox.mounts {
-        m.apply().map_err(|e| (Step::Mounts, e))?;
+        m.apply()?;
         reopen_exec(ctx).map_err(|e| (Step::ReopenExec, e))?;
     }
     // SAFETY: a NUL-terminated path prepared by the parent.
