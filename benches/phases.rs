@@ -148,6 +148,7 @@ fn main() {
                     home_dirs: &[],
                     plugin_files: vec![exe.clone()],
                     seccomp: &p,
+                    grants: &[],
                 };
                 upm::sandbox::prepare(&policy, &paths, &host).unwrap();
             },

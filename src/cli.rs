@@ -390,10 +390,12 @@ fn list(config_path: &Path) -> i32 {
             PluginKind::Command { .. } => "command",
             PluginKind::PythonClass { .. } => "python_class",
         };
-        plugins.insert(
-            name.clone(),
-            json!({ "kind": kind, "description": p.description, "network": p.policy.network, "methods": methods }),
-        );
+        let mut entry = json!({ "kind": kind, "description": p.description, "network": p.policy.network, "methods": methods });
+        // Where a method's x-upm-grant paths must lie (issue 24).
+        if !p.grants_within.is_empty() {
+            entry["grants_within"] = json!(p.grants_within);
+        }
+        plugins.insert(name.clone(), entry);
     }
     if !problems.is_empty() {
         let e = config::ConfigError::Invalid {
@@ -519,10 +521,15 @@ fn check(config_path: &Path) -> i32 {
                 pins(&config, p, &mut problems)
             }
         };
-        plugins.insert(
-            name.clone(),
-            json!({ "methods": p.methods.keys().collect::<Vec<_>>(), "pins": pins, "network": p.policy.network }),
-        );
+        let mut entry = json!({
+            "methods": p.methods.keys().collect::<Vec<_>>(),
+            "pins": pins,
+            "network": p.policy.network,
+        });
+        if let Some(grants) = grants_of(p) {
+            entry["grants"] = grants;
+        }
+        plugins.insert(name.clone(), entry);
     }
     // Each problem names every plugin it concerns.
     for (name, entry) in plugins.iter_mut() {
@@ -710,6 +717,28 @@ fn audit_problems(config: &Config, problems: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// A plugin's per-call grants for `upm check` (issue 24): its roots and, per method,
+/// the arguments its schema marks `x-upm-grant`; `None` when it has neither.
+fn grants_of(p: &crate::config::Plugin) -> Option<Value> {
+    let mut arguments = serde_json::Map::new();
+    for (m, spec) in &p.methods {
+        let Some(Ok(grants)) = spec.schema.as_deref().map(MethodSchema::check) else {
+            continue;
+        };
+        if !grants.is_empty() {
+            let listed: Vec<Value> = grants
+                .iter()
+                .map(|g| json!({ "argument": g.pointer(), "access": g.access() }))
+                .collect();
+            arguments.insert(m.clone(), json!(listed));
+        }
+    }
+    if arguments.is_empty() && p.grants_within.is_empty() {
+        return None;
+    }
+    Some(json!({ "within": p.grants_within, "arguments": arguments }))
 }
 
 /// What the plugin's uid must reach: its interpreter and module tree, its read and

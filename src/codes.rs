@@ -18,6 +18,7 @@ use crate::error::{Code, Failure};
 use crate::integrity::IntegrityError;
 use crate::launch::LaunchError;
 use crate::request::RequestError;
+use crate::sandbox::grants::{GrantError, Why};
 use crate::sandbox::seccomp::SeccompError;
 use crate::sandbox::SandboxError;
 use crate::schema::SchemaError;
@@ -81,7 +82,8 @@ impl Coded for SchemaError {
             | E::ReferenceUnreadable { .. }
             | E::TooManyFiles { .. }
             | E::Compile { .. }
-            | E::Bundle { .. } => Code::ConfigError,
+            | E::Bundle { .. }
+            | E::Grant { .. } => Code::ConfigError,
         }
     }
 }
@@ -230,6 +232,34 @@ impl Coded for LaunchError {
             E::Nul(_) => Code::ConfigError,
             E::Stdin(_) => Code::Internal,
         }
+    }
+}
+
+/// A refused grant is the call's argument at fault, as a schema violation is (10): the
+/// config is sound and the sandbox could be built. Only a root of the config's that
+/// cannot be opened now is the config's (5).
+impl Coded for GrantError {
+    fn code(&self) -> Code {
+        match &self.why {
+            Why::Root { .. } => Code::ConfigError,
+            Why::NotString
+            | Why::Nul
+            | Why::Relative
+            | Why::DotDot
+            | Why::Outside
+            | Why::Missing
+            | Why::SymlinkOut(_)
+            | Why::SymlinkLoop(_)
+            | Why::NotFileOrDir
+            | Why::Open(_) => Code::InvalidArgs,
+        }
+    }
+}
+
+/// Refused before anything is prepared: it names the argument and the roots.
+impl From<GrantError> for Failure {
+    fn from(e: GrantError) -> Failure {
+        Failure::new(e.code(), format!("{e}; nothing was run")).with_details(e.details())
     }
 }
 

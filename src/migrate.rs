@@ -25,6 +25,9 @@ const SCHEMA_DIR: &str = "schemas";
 const MAX_TYPE_DEPTH: usize = 16;
 /// A signature with more parameters than this is not believed.
 const MAX_PARAMS: usize = 256;
+/// What a migrated method's `project_root` is granted when its plugin sets
+/// `grants_within`: UPM's package-manager plugins install into the project.
+const PROJECT_ROOT_GRANT: &str = "write";
 
 /// What one plugin became.
 struct Migrated {
@@ -247,12 +250,26 @@ fn migrate_plugin(
                         not_found.push(m.clone());
                         continue;
                     }
-                    let schema = schema_for(name, m, desc).map_err(|e| {
+                    let mut schema = schema_for(name, m, desc).map_err(|e| {
                         (
                             Code::PluginFailed,
                             vec![format!("{at}, method \"{m}\": {e}")],
                         )
                     })?;
+                    // UPM's package managers write into the project: with roots to bound
+                    // it, the project_root a call names becomes its grant (issue 24).
+                    if !plugin.grants_within.is_empty() {
+                        schema["properties"]["project_root"][crate::schema::GRANT_KEYWORD] =
+                            json!(PROJECT_ROOT_GRANT);
+                        report.insert(
+                            "project_root".into(),
+                            json!(format!(
+                                "\"{}\": \"{PROJECT_ROOT_GRANT}\" (the plugin sets \"grants_within\"): \
+                                 a call's project_root under those roots is opened to the plugin",
+                                crate::schema::GRANT_KEYWORD
+                            )),
+                        );
+                    }
                     let rel = format!("{SCHEMA_DIR}/{name}.{m}.json");
                     methods.insert(m.clone(), json!({ "schema": rel }));
                     schemas.push((rel, schema));

@@ -73,6 +73,21 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin, exe: Option<&Executable>) -> R
                     why_not_started(exe, plugin, &err)
                 ),
             ),
+            // A grant's path leads elsewhere than when upm checked it (issue 24).
+            (Step::Grants, _)
+                if matches!(
+                    errno,
+                    libc::ESTALE | libc::ELOOP | libc::ENOENT | libc::ENOTDIR | libc::EXDEV
+                ) =>
+            {
+                Failure::new(
+                    Code::InvalidArgs,
+                    format!(
+                        "a granted path was renamed, removed or replaced after upm checked it \
+                         ({err}): nothing was granted; the plugin was not run"
+                    ),
+                )
+            }
             (_, Some(layer)) => Failure::new(
                 Code::SandboxUnavailable,
                 format!(

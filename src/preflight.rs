@@ -41,25 +41,64 @@ pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
 /// profile (loaded once per file, compiled as each plugin will use it).
 pub fn check(config: &Config) -> Checked {
     let mut problems = Vec::new();
-    let mut schemas: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
-    for (name, plugin) in &config.plugins {
+    // Each user of a schema file: the plugin, the method, and whether as its output_schema.
+    let mut schemas: BTreeMap<&Path, Vec<(&Plugin, &str, bool)>> = BTreeMap::new();
+    for plugin in config.plugins.values() {
         for (method, spec) in &plugin.methods {
             if let Some(path) = &spec.schema {
                 schemas
                     .entry(path)
                     .or_default()
-                    .push(format!("plugin \"{name}\", method \"{method}\""));
+                    .push((plugin, method, false));
             }
             if let Some(path) = &spec.output_schema {
-                schemas.entry(path).or_default().push(format!(
-                    "plugin \"{name}\", method \"{method}\" (output_schema)"
-                ));
+                schemas
+                    .entry(path)
+                    .or_default()
+                    .push((plugin, method, true));
             }
         }
     }
     for (path, users) in schemas {
-        if let Err(e) = MethodSchema::check(path) {
-            problems.push(format!("{}: {e}", who(&users)));
+        let named = |(p, m, output): &(&Plugin, &str, bool)| {
+            let what = if *output { " (output_schema)" } else { "" };
+            format!("plugin \"{}\", method \"{m}\"{what}", p.name)
+        };
+        match MethodSchema::check(path) {
+            Err(e) => problems.push(format!(
+                "{}: {e}",
+                who(&users.iter().map(named).collect::<Vec<_>>())
+            )),
+            // Grants need roots to fall under: without them, fail closed.
+            Ok(grants) if !grants.is_empty() => {
+                let marked = || {
+                    grants
+                        .iter()
+                        .map(|g| g.pointer())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                // A result grants nothing: a mark there would be read as a promise.
+                for user in users.iter().filter(|(_, _, output)| *output) {
+                    problems.push(format!(
+                        "{}: it marks {} with \"{}\", which only an args schema may hold",
+                        named(user),
+                        marked(),
+                        crate::schema::GRANT_KEYWORD,
+                    ));
+                }
+                let args_users = users.iter().filter(|(_, _, output)| !*output);
+                for user in args_users.filter(|(p, _, _)| p.grants_within.is_empty()) {
+                    problems.push(format!(
+                        "{}: its schema marks {} with \"{}\", but the plugin has no \
+                         \"grants_within\": list the directories such paths may be in",
+                        named(user),
+                        marked(),
+                        crate::schema::GRANT_KEYWORD,
+                    ));
+                }
+            }
+            Ok(_) => {}
         }
     }
 

@@ -196,6 +196,7 @@ for_each_engine!(
     dev_shm_is_absent_and_what_stays_writable_is_reported,
     the_calls_private_files_live_under_workdir_root_and_go,
     the_largest_timeout_still_runs,
+    per_call_grants_are_a_config_error,
 );
 
 impl Engine {
@@ -1046,5 +1047,73 @@ fn the_largest_timeout_still_runs(e: &Engine) {
     assert_eq!(
         r.json["data"]["sandbox"]["limits"]["timeout_ms"],
         json!(u64::MAX)
+    );
+}
+
+/// Per-call grants (`x-upm-grant`, `grants_within`) are refused for a container plugin
+/// as a config error (exit 5) by `upm check` and by a call, before any container
+/// exists: the engine would resolve a bind mount's source by its name after upm's check
+/// (docs/grants.md). The same plugin whose schema marks nothing runs.
+fn per_call_grants_are_a_config_error(e: &Engine) {
+    let d = TestDir::new();
+    let roots = d.join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    let marked =
+        json!({"type": "object", "properties": {"dir": {"type": "string", "x-upm-grant": "read"}}});
+    let plain = json!({"type": "object", "properties": {"dir": {"type": "string"}}});
+    d.write("schemas/marked.json", &marked.to_string(), false);
+    d.write("schemas/plain.json", &plain.to_string(), false);
+    let plugin = |schema: &str, within: bool| {
+        let mut p = e.plugin(e.busybox_image(), json!(["/plugins/echo.sh"]), 10_000);
+        let p_obj = p.as_object_mut().unwrap();
+        p_obj.remove("allowed_methods");
+        p_obj.insert("methods".into(), json!({"m": {"schema": schema}}));
+        if within {
+            p_obj.insert("grants_within".into(), json!([roots]));
+        }
+        p
+    };
+    let args = json!({"dir": roots});
+    for (schema, within, needle) in [
+        (
+            "schemas/marked.json",
+            true,
+            "the container backend grants no per-call paths",
+        ),
+        (
+            "schemas/plain.json",
+            true,
+            "the container backend grants no per-call paths",
+        ),
+        (
+            "schemas/marked.json",
+            false,
+            "but the plugin has no \\\"grants_within\\\"",
+        ),
+    ] {
+        let c = config(&d, json!({"E": plugin(schema, within)}));
+        let check = run_with(&["check", "--config", c.to_str().unwrap()], b"", &[]);
+        assert_eq!(
+            check.code, 5,
+            "{schema} {within}: {}\n{}",
+            check.stdout, check.stderr
+        );
+        assert!(
+            check.stdout.contains(needle),
+            "{needle:?} not in {}",
+            check.stdout
+        );
+        let r = run_stdin(&c, &request("E", "m", args.clone()));
+        assert_eq!(r.code, 5, "{schema} {within}: {}", r.stdout);
+        assert_eq!(r.code_word(), "config_error");
+        assert!(r.stdout.contains(needle), "{needle:?} not in {}", r.stdout);
+        assert_nothing_ran(&d);
+    }
+    let c = config(&d, json!({"E": plugin("schemas/plain.json", false)}));
+    let r = run_stdin(&c, &request("E", "m", args));
+    assert_eq!(
+        r.code, 0,
+        "the same plugin without grants: {}\n{}",
+        r.stdout, r.stderr
     );
 }

@@ -5,6 +5,12 @@ use super::image;
 use super::PluginKind;
 use crate::sandbox::policy::{EngineKind, Network, Policy};
 
+/// Why a container plugin can have no per-call grants (`grants_within`, `x-upm-grant`).
+pub const NO_GRANTS: &str = "the container backend grants no per-call paths (\"grants_within\", \
+     \"x-upm-grant\"): the engine would resolve a bind mount's source by its path itself, \
+     after upm's check, so a path swapped in between could widen the grant; use the native \
+     backend for methods with grant arguments (docs/grants.md)";
+
 /// Problems with a container plugin's config, one sentence each (for `Config::load`
 /// and so `upm check`). Only command plugins: the runner of Python class plugins
 /// needs a result channel that engines do not pass.

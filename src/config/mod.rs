@@ -9,6 +9,8 @@
 mod container;
 mod image;
 
+pub use container::NO_GRANTS as NO_CONTAINER_GRANTS;
+
 use crate::audit::AuditSettings;
 use crate::compat::EnvPythonPath;
 use crate::request::valid_name;
@@ -172,6 +174,9 @@ pub struct Plugin {
     pub sha256: Option<String>,
     /// Pin of the plugin's tree: a Python class plugin's `python_path`, or the directory of `command[0]`.
     pub manifest_sha256: Option<String>,
+    /// The roots under which a call's `x-upm-grant` arguments may name paths (absolute,
+    /// as written, `.` dropped): none, and a schema that asks for grants is a config error.
+    pub grants_within: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +233,9 @@ struct RawPlugin {
     manifest_sha256: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    /// Per-call grants: see `Plugin::grants_within`.
+    #[serde(default)]
+    grants_within: Option<Vec<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +525,14 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     for problem in workdir_root_overlaps(&workdir_root, &plugins) {
         problems.push(problem);
     }
+    let upms_own = [
+        ("the config", Some(path)),
+        ("the audit log", Some(audit_path.as_path())),
+        ("the audit signing key", audit.signing_key.as_deref()),
+    ];
+    for problem in grant_roots_overlap(&upms_own, &plugins) {
+        problems.push(problem);
+    }
 
     Some(Config {
         path: path.to_path_buf(),
@@ -570,6 +586,42 @@ fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
     }
 }
 
+/// A caller picks a grant's path anywhere under a plugin's `grants_within`: no root may
+/// hold upm's own files, which Landlock and the read-only mounts otherwise keep from every
+/// plugin (a write grant could rewrite the config or the log, a read grant leak the key,
+/// whenever the file's mode lets the plugin's uid, as when upm runs unprivileged).
+fn grant_roots_overlap(
+    upms_own: &[(&str, Option<&Path>)],
+    plugins: &BTreeMap<String, Plugin>,
+) -> Vec<String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+    let mut problems = Vec::new();
+    for (name, plugin) in plugins {
+        for root in &plugin.grants_within {
+            let root_real = real(root);
+            for (what, file) in upms_own {
+                let Some(file) = file else { continue };
+                // The file may not exist yet (a new audit log): its directory decides.
+                let file_real = match file.parent() {
+                    Some(dir) if !file.exists() => {
+                        real(dir).join(file.file_name().unwrap_or_default())
+                    }
+                    _ => real(file),
+                };
+                if file_real.starts_with(&root_real) {
+                    problems.push(format!(
+                        "plugin \"{name}\": \"grants_within\" {} contains {what} {}: a call \
+                         could have it granted to the plugin",
+                        root.display(),
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// Every call's plugin runs as the same uid, so only Landlock keeps one call out of
 /// another's private directory: no path a plugin may read or write may contain them.
 fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
@@ -608,6 +660,7 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
             .read_paths
             .iter()
             .chain(&plugin.policy.write_paths)
+            .chain(&plugin.grants_within)
             .chain(python);
         for p in granted.filter(|p| within(p)) {
             problems.push(format!(
@@ -893,6 +946,13 @@ fn build_plugin(
     if let SeccompSource::File(file) = &seccomp_profile {
         policy.seccomp = file.clone();
     }
+    let grants_within = grant_roots(
+        ctx.dir,
+        raw.grants_within.as_deref(),
+        &policy,
+        &at,
+        problems,
+    );
     Some(Plugin {
         name: name.to_owned(),
         kind,
@@ -903,7 +963,57 @@ fn build_plugin(
         seccomp_profile,
         sha256: raw.sha256.map(|h| h.to_ascii_lowercase()),
         manifest_sha256: raw.manifest_sha256.map(|h| h.to_ascii_lowercase()),
+        grants_within,
     })
+}
+
+/// A plugin's `grants_within`: each root resolved like every path of the config, and
+/// an existing directory (a root that is not one could never grant anything, so it is
+/// a mistake to say now, not at a call). The container backend grants nothing.
+fn grant_roots(
+    dir: &Path,
+    raw: Option<&[PathBuf]>,
+    policy: &Policy,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Vec<PathBuf> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    if raw.is_empty() {
+        problems.push(format!(
+            "{at}: \"grants_within\" is empty: list the directories under which a call's \
+             \"x-upm-grant\" arguments may name paths, or leave it out"
+        ));
+    }
+    if policy.backend == Backend::Container {
+        problems.push(format!("{at}: {}", container::NO_GRANTS));
+    }
+    let mut roots = Vec::new();
+    for r in raw {
+        let root = resolve_in(dir, r);
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => problems.push(format!(
+                "{at}: \"grants_within\" {} is not a directory",
+                root.display()
+            )),
+            Err(e) => problems.push(format!("{at}: \"grants_within\" {}: {e}", root.display())),
+        }
+        if root
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            problems.push(format!(
+                "{at}: \"grants_within\" {} holds \"..\": write the directory itself",
+                root.display()
+            ));
+        }
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots
 }
 
 /// The caller's PYTHONPATH as a plugin's import path. A directory that contains

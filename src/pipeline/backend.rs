@@ -14,6 +14,7 @@
 //! (issue 22, [`crate::egress`]): started before the go, stopped once the plugin is gone.
 
 use super::checks::verify_executable;
+use super::grants::reported;
 use super::{phase, Call};
 use crate::config::{Config, Plugin, PluginKind, PythonPathFrom};
 use crate::container;
@@ -23,6 +24,7 @@ use crate::launch::{self, Runnable, Workdir};
 use crate::outcome::{self, Ran};
 use crate::request::Request;
 use crate::sandbox;
+use crate::sandbox::grants::Grant;
 use crate::sandbox::host::Host;
 use crate::sandbox::policy::{Backend, Layer};
 use crate::sandbox::seccomp::Profile;
@@ -46,6 +48,9 @@ pub(super) struct Native {
     runnable: Runnable,
     launch: spawn::Launch,
     sandbox: sandbox::Prepared,
+    /// The call's grants: their descriptors stay open until the call ends (the init
+    /// checks that what it opens is still their inode).
+    grants: Vec<Grant>,
     /// The egress proxy the call runs beside its plugin, with an allowlist.
     egress: Option<Egress>,
 }
@@ -84,10 +89,20 @@ pub(super) fn prepare(
     plugin: &Plugin,
     seccomp: &Profile,
     req: &Request,
+    grants: Vec<Grant>,
     call: &mut Call,
 ) -> Result<Prepared, Failure> {
     match plugin.policy.backend {
-        Backend::Native => prepare_native(host, config, plugin, seccomp, req, call),
+        Backend::Native => prepare_native(host, config, plugin, seccomp, req, grants, call),
+        // The config refuses grants for a container plugin: never a silent drop.
+        Backend::Container if !grants.is_empty() => Err(Failure::new(
+            crate::error::Code::ConfigError,
+            format!(
+                "plugin \"{}\": {}",
+                plugin.name,
+                crate::config::NO_CONTAINER_GRANTS
+            ),
+        )),
         Backend::Container => {
             container::prepare(plugin, seccomp, req, &call.request_id, &config.workdir_root)
                 .map(Prepared::Container)
@@ -104,6 +119,7 @@ fn prepare_native(
     plugin: &Plugin,
     seccomp: &Profile,
     req: &Request,
+    grants: Vec<Grant>,
     call: &mut Call,
 ) -> Result<Prepared, Failure> {
     let policy = &plugin.policy;
@@ -150,6 +166,7 @@ fn prepare_native(
         home_dirs,
         plugin_files: runnable.readable.clone(),
         seccomp,
+        grants: &grants,
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
     let egress = policy.network.allowlist().map(|settings| Egress {
@@ -165,6 +182,7 @@ fn prepare_native(
         runnable,
         launch,
         sandbox,
+        grants,
         egress,
     }))
 }
@@ -195,7 +213,10 @@ impl Prepared {
     /// The sandbox requested, for the `started` entry (and `finished`, should the start fail).
     pub(super) fn requested(&self, plugin: &Plugin) -> Value {
         match self {
-            Prepared::Native(n) => with_python_path(n.sandbox.summary(), plugin, &n.runnable),
+            Prepared::Native(n) => reported(
+                with_python_path(n.sandbox.summary(), plugin, &n.runnable),
+                &n.grants,
+            ),
             Prepared::Container(p) => p.summary(),
         }
     }
@@ -216,11 +237,15 @@ impl Prepared {
                     runnable,
                     launch,
                     sandbox,
+                    grants,
                     egress,
                     ..
                 } = n;
                 let spawned = spawn::start(launch, sandbox)?;
-                let in_force = with_python_path(spawned.sandbox().summary(), plugin, runnable);
+                let in_force = reported(
+                    with_python_path(spawned.sandbox().summary(), plugin, runnable),
+                    grants,
+                );
                 Ok((Running::Native(spawned, egress.as_ref()), in_force))
             }
             Prepared::Container(p) => Ok((Running::Container(p), p.summary())),

@@ -17,6 +17,7 @@
 mod backend;
 mod checks;
 mod entry;
+mod grants;
 
 use crate::audit::GroupCommit;
 use crate::codes::Coded;
@@ -249,9 +250,11 @@ impl Session {
             let seccomp = self.checked_files(config, plugin, schema.as_deref(), &mut call)?;
             validate(schema.as_deref(), &req.args)?;
             check_python_args(plugin, &req.args)?;
-            Ok((plugin, schema, seccomp))
+            // the args' grants (x-upm-grant), opened once, under the plugin's roots
+            let grants = grants::open(plugin, schema.as_deref(), &req.args)?;
+            Ok((plugin, schema, seccomp, grants))
         });
-        let (plugin, schema, seccomp) = match authorized {
+        let (plugin, schema, seccomp, grants) = match authorized {
             Ok(ok) => ok,
             Err(f) => return self.finish_refused(&call, f),
         };
@@ -261,7 +264,9 @@ impl Session {
         }
 
         // prepare, on the plugin's backend: everything checked and built, nothing started
-        let prepared = backend::prepare(&self.host, config, plugin, &seccomp, &req, &mut call);
+        let prepared = backend::prepare(
+            &self.host, config, plugin, &seccomp, &req, grants, &mut call,
+        );
         let mut prepared = match prepared {
             Ok(p) => p,
             Err(f) => return self.finish_refused(&call, f),

@@ -14,7 +14,7 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 use serde_json::json;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// The ABI whose rights upm handles: V6 brings TCP rules (V4), device ioctl (V5) and scoping (V6).
@@ -38,6 +38,8 @@ pub struct Spec<'a> {
     pub read: Vec<PathBuf>,
     /// Full access: the private working directory and any configured write paths.
     pub write: Vec<PathBuf>,
+    /// The call's grants: each rule made from the descriptor upm opened.
+    pub grants: &'a [super::grants::Grant],
     pub network: bool,
     /// With an egress allowlist (issue 22): the one TCP port the plugin may connect to
     /// (the proxy's, in its own network namespace); still no bind.
@@ -119,6 +121,15 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             writable.push(p.display().to_string());
         }
     }
+    let mut granted = Vec::new();
+    for g in spec.grants {
+        let access = match g.access {
+            super::grants::Access::Read => read_dir,
+            super::grants::Access::Write => AccessFs::from_all(TARGET_ABI),
+        };
+        add_fd_rule(&mut created, g, access)?;
+        granted.push(json!({ "path": g.real, "access": g.access.as_str() }));
+    }
     // /dev/null is where well-behaved programs send what they discard.
     add_rule(
         &mut created,
@@ -141,6 +152,7 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             "fully_enforced": !spec.best_effort || spec.host.landlock_abi >= TARGET_ABI as i32,
             "read": readable,
             "write": writable,
+            "grants": granted,
             "tcp_bind_connect": match (spec.network, spec.tcp_connect) {
                 (true, _) => "allowed".to_owned(),
                 (false, Some(port)) => format!("connect to port {port} only (the egress proxy), no bind"),
@@ -203,6 +215,27 @@ fn add_rule(
             reason: format!("rule for {}: {e}", path.display()),
         })?;
     Ok(true)
+}
+
+/// A grant's rule, on upm's own descriptor for it (never its name again).
+fn add_fd_rule(
+    created: &mut landlock::RulesetCreated,
+    g: &super::grants::Grant,
+    access: landlock::BitFlags<AccessFs>,
+) -> Result<(), SandboxError> {
+    let access = if g.dir {
+        access
+    } else {
+        access & AccessFs::from_file(TARGET_ABI)
+    };
+    created
+        .as_mut()
+        .add_rule(PathBeneath::new(g.fd.as_fd(), access))
+        .map_err(|e| SandboxError::Unavailable {
+            layer: Layer::Landlock,
+            reason: format!("rule for the grant {}: {e}", g.real.display()),
+        })?;
+    Ok(())
 }
 
 impl Plan {

@@ -14,6 +14,7 @@
 //! lists it in `allow_degraded`; then its report says `degraded` and why.
 
 pub mod credentials;
+pub mod grants;
 pub mod host;
 pub mod landlock;
 pub mod landlock_audit;
@@ -87,6 +88,8 @@ pub struct Paths<'a> {
     pub plugin_files: Vec<PathBuf>,
     /// The seccomp profile, loaded once: the bytes the trust check hashed are the ones enforced.
     pub seccomp: &'a seccomp::Profile,
+    /// This call's grants (its `x-upm-grant` arguments), opened.
+    pub grants: &'a [grants::Grant],
 }
 
 /// Everything the child needs, computed in the parent.
@@ -124,6 +127,9 @@ pub enum Step {
     Session,
     Stdio,
     Mounts,
+    /// A write grant's mount (issue 24): its path no longer leads to upm's inode, or
+    /// the clone failed.
+    Grants,
     ReopenExec,
     Workdir,
     Limits,
@@ -146,6 +152,7 @@ impl Step {
             Session,
             Stdio,
             Mounts,
+            Grants,
             ReopenExec,
             Workdir,
             Limits,
@@ -165,7 +172,7 @@ impl Step {
     /// The layer a failing step belongs to, if any.
     pub fn layer(self) -> Option<Layer> {
         match self {
-            Step::Mounts | Step::ReopenExec => Some(Layer::Namespaces),
+            Step::Mounts | Step::Grants | Step::ReopenExec => Some(Layer::Namespaces),
             Step::Limits => Some(Layer::Limits),
             Step::Credentials => Some(Layer::Credentials),
             Step::Landlock => Some(Layer::Landlock),
@@ -181,6 +188,7 @@ impl Step {
             Step::Session => "setsid",
             Step::Stdio => "stdio",
             Step::Mounts => "read_only_mounts",
+            Step::Grants => "grant_mounts",
             Step::ReopenExec => "reopen_executable",
             Step::Workdir => "chdir",
             Step::Limits => "rlimits",
@@ -217,12 +225,12 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         credentials.gid,
         paths.home_dirs,
     );
-    let mounts = mounts::prepare(paths.workdir, tmpfs, &policy.write_paths).map_err(|reason| {
-        SandboxError::Unavailable {
+    let mounts = mounts::prepare(paths.workdir, tmpfs, &policy.write_paths, paths.grants).map_err(
+        |reason| SandboxError::Unavailable {
             layer: Layer::Namespaces,
             reason,
-        }
-    })?;
+        },
+    )?;
     ns_report.detail["host_files"] = json!("read-only mounts");
     ns_report.detail["writable_mounts"] = json!(mounts.writable());
     ns_report.detail["home"] = json!({
@@ -244,6 +252,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     let spec = landlock::Spec {
         read,
         write,
+        grants: paths.grants,
         network: policy.network.is_host(),
         tcp_connect: egress.map(|e| e.port),
         host,

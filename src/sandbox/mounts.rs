@@ -14,7 +14,7 @@
 //! The namespace is created by the init's clone, inside the call's user namespace, so
 //! the host's read-only mounts arrive locked read-only and none can be made writable.
 
-use super::sys;
+use super::{sys, Step};
 use ::syscalls::{syscall, Sysno};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -24,9 +24,11 @@ use std::path::{Path, PathBuf};
 /// init keeps one descriptor per path in an array on its stack.
 pub const MAX_WRITABLE: usize = 64;
 
-const OPEN_TREE_CLONE: usize = 1;
-const AT_RECURSIVE: usize = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+// The new mount API's flags (not all in the libc crate), shared with `grants`.
+pub(super) const OPEN_TREE_CLONE: usize = 1;
+pub(super) const AT_RECURSIVE: usize = 0x8000;
+pub(super) const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+pub(super) const MOVE_MOUNT_T_EMPTY_PATH: usize = 0x40;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: usize = 0x2;
 const MOUNT_ATTR_NODEV: usize = 0x4;
@@ -96,10 +98,19 @@ pub struct Plan {
     /// out; one that disappears before the init clones it has nothing to write to. Any
     /// other failure stops the call: the report names these as writable.
     writable: Vec<CString>,
+    /// The call's write grants: each cloned from, and attached onto, the init's own
+    /// descriptor for it, proven to be upm's inode (see `grants`).
+    grants: Vec<super::grants::Mount>,
 }
 
-/// Plans the read-only view, with the call's home as `tmpfs` and `write_paths` writable.
-pub fn prepare(home: &Path, tmpfs: Tmpfs, write_paths: &[PathBuf]) -> Result<Plan, String> {
+/// Plans the read-only view, with the call's home as `tmpfs`, `write_paths` writable and
+/// the call's write grants on top.
+pub fn prepare(
+    home: &Path,
+    tmpfs: Tmpfs,
+    write_paths: &[PathBuf],
+    grants: &[super::grants::Grant],
+) -> Result<Plan, String> {
     let nul = |_| "a writable path holds a NUL byte".to_string();
     let writable = write_paths
         .iter()
@@ -114,12 +125,25 @@ pub fn prepare(home: &Path, tmpfs: Tmpfs, write_paths: &[PathBuf]) -> Result<Pla
         ));
     }
     let home = CString::new(home.as_os_str().as_bytes()).map_err(nul)?;
+    // The call's write grants (sandbox::grants).
+    let grants = grants
+        .iter()
+        .filter(|g| g.access == super::grants::Access::Write)
+        .map(super::grants::Mount::of)
+        .collect::<Result<Vec<_>, _>>()?;
+    if grants.len() > MAX_GRANTS {
+        return Err(format!("at most {MAX_GRANTS} write grants per call"));
+    }
     Ok(Plan {
         home,
         tmpfs,
         writable,
+        grants,
     })
 }
+
+/// The write grants the init keeps descriptors for (on its stack).
+const MAX_GRANTS: usize = 16;
 
 impl Plan {
     /// In the init, in its fresh mount namespace, with its capabilities there (before
@@ -127,7 +151,8 @@ impl Plan {
     /// cwd). Raw system calls only, no allocation: see `spawn::child`. Returns the
     /// home tmpfs's mount descriptor (close-on-exec), which the init keeps to tell how
     /// full it was when the plugin ended.
-    pub fn apply(&self) -> Result<libc::c_int, i32> {
+    pub fn apply(&self) -> Result<libc::c_int, (Step, i32)> {
+        let mounts = |e| (Step::Mounts, e);
         let mut trees = [-1 as libc::c_int; MAX_WRITABLE];
         for (i, path) in self.writable.iter().enumerate() {
             // SAFETY: a NUL-terminated path prepared by the parent; returns a descriptor.
@@ -142,10 +167,15 @@ impl Plan {
             match r {
                 Ok(fd) => trees[i] = fd as libc::c_int,
                 Err(libc::ENOENT) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(mounts(e)),
             }
         }
-        let home = self.make_tmpfs()?;
+        let home = self.make_tmpfs().map_err(mounts)?;
+        // The call's write grants, cloned while their mounts are still writable.
+        let mut granted = [(-1 as libc::c_int, -1 as libc::c_int); MAX_GRANTS];
+        for (slot, g) in granted.iter_mut().zip(&self.grants) {
+            *slot = g.clone_in_init().map_err(|e| (Step::Grants, e))?;
+        }
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY,
             attr_clr: 0,
@@ -162,7 +192,8 @@ impl Plan {
                 &attr as *const MountAttr,
                 std::mem::size_of::<MountAttr>()
             )
-        })?;
+        })
+        .map_err(mounts)?;
         let placed = self
             .writable
             .iter()
@@ -180,11 +211,16 @@ impl Plan {
                     path.as_ptr(),
                     MOVE_MOUNT_F_EMPTY_PATH
                 )
-            })?;
+            })
+            .map_err(mounts)?;
             if tree != home {
                 // SAFETY: our own descriptor.
                 let _ = unsafe { syscall!(Sysno::close, tree) };
             }
+        }
+        // And put back by descriptor, onto the very place each was cloned from.
+        for &(at, tree) in &granted[..self.grants.len()] {
+            super::grants::Mount::attach(at, tree).map_err(|e| (Step::Grants, e))?;
         }
         Ok(home)
     }
@@ -238,6 +274,7 @@ impl Plan {
     pub fn writable(&self) -> Vec<String> {
         std::iter::once(&self.home)
             .chain(&self.writable)
+            .chain(self.grants.iter().map(|g| &g.path))
             .map(|p| p.to_string_lossy().into_owned())
             .collect()
     }

@@ -63,6 +63,8 @@ pub(super) struct Index {
     pub patterns: Vec<String>,
     /// Whether any subschema marks a value secret.
     pub has_secrets: bool,
+    /// Every subschema that carries `x-upm-grant` (see `grants`).
+    pub grant_sites: Vec<Target>,
 }
 
 /// A reference met while scanning, resolved once all files are loaded.
@@ -87,6 +89,7 @@ impl Index {
             anchors: HashMap::new(),
             patterns: Vec::new(),
             has_secrets: false,
+            grant_sites: Vec::new(),
         };
         let mut pending = index.add_doc(abs, value, draft, sha256)?;
         let mut deferred = Vec::new();
@@ -229,6 +232,10 @@ impl Scanner<'_> {
         }
         if is_secret(map) {
             self.index.has_secrets = true;
+        }
+        if map.contains_key(super::grants::KEYWORD) {
+            let site = self.target(pointer);
+            self.index.grant_sites.push(site);
         }
         for keyword in REF_KEYWORDS {
             if let Some(Value::String(reference)) = map.get(*keyword) {

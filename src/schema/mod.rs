@@ -6,6 +6,7 @@
 //! refused and known ones asserted, and the validator only ever sees documents already held.
 
 mod bundle;
+mod grants;
 mod index;
 mod redact;
 
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 /// Kept here for callers that knew it from `schema` (args redaction is its main user).
 pub use crate::canonical::{canonical_json, digest_hex};
+pub use grants::{GrantArg, KEYWORD as GRANT_KEYWORD, MAX_GRANTS};
 
 use index::Index;
 use redact::Redactor;
@@ -85,6 +87,9 @@ pub enum SchemaError {
     Compile { path: PathBuf, message: String },
     #[error("schema {} cannot be bundled into one document: {message}", path.display())]
     Bundle { path: PathBuf, message: String },
+    /// An `x-upm-grant` that cannot be honoured (see `grants`).
+    #[error("schema {}: {message}", path.display())]
+    Grant { path: PathBuf, message: String },
 }
 
 /// One way the args break the schema. Both paths are JSON Pointers.
@@ -121,6 +126,8 @@ pub struct MethodSchema {
     validator: jsonschema::Validator,
     /// Only filled when the schema has secrets: the redactor's `patternProperties` matchers.
     patterns: HashMap<String, Option<jsonschema::Validator>>,
+    /// The arguments it marks `x-upm-grant`.
+    grants: Vec<GrantArg>,
 }
 
 impl fmt::Debug for MethodSchema {
@@ -140,6 +147,7 @@ impl MethodSchema {
     /// an error. An unknown `format` is refused too, rather than silently not checked.
     pub fn load(path: &Path) -> Result<MethodSchema, SchemaError> {
         let index = Index::load(path)?;
+        let grants = grants::find(&index)?;
         let validator = compile(&index)?;
         let patterns = if index.has_secrets {
             compile_patterns(&index.patterns)
@@ -151,6 +159,7 @@ impl MethodSchema {
             index,
             validator,
             patterns,
+            grants,
         })
     }
 
@@ -158,9 +167,15 @@ impl MethodSchema {
     /// file its `$ref`s reach are read, parsed and checked against their draft's
     /// meta-schema, and every reference is local. Cheap enough to run on every schema
     /// of a config at each call (see the `phases` benchmark), so that one broken schema
-    /// stops every method, not only its own.
-    pub fn check(path: &Path) -> Result<(), SchemaError> {
-        Index::load(path).map(drop)
+    /// stops every method, not only its own. Returns the arguments it marks as grants.
+    pub fn check(path: &Path) -> Result<Vec<GrantArg>, SchemaError> {
+        grants::find(&Index::load(path)?)
+    }
+
+    /// The arguments this schema marks `"x-upm-grant": "read"` or `"write"`: paths the
+    /// plugin may use for the call, once the args are valid.
+    pub fn grants(&self) -> &[GrantArg] {
+        &self.grants
     }
 
     /// The schema document, for `upm list`.

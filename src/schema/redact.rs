@@ -20,14 +20,14 @@ const MAX_SCHEMAS_PER_VALUE: usize = 1024;
 
 /// One subschema, with the base URI its relative references resolve against.
 #[derive(Clone, Copy)]
-struct Loc<'s> {
-    node: &'s Value,
-    base: &'s str,
-    draft: Draft,
+pub(super) struct Loc<'s> {
+    pub node: &'s Value,
+    pub base: &'s str,
+    pub draft: Draft,
 }
 
 impl<'s> Loc<'s> {
-    fn at(self, node: &'s Value) -> Loc<'s> {
+    pub fn at(self, node: &'s Value) -> Loc<'s> {
         Loc { node, ..self }
     }
 }
@@ -139,7 +139,7 @@ impl<'s> Redactor<'s> {
     }
 
     /// Moves into the resource a subschema's `$id` declares, as the scan at load did.
-    fn rebase(&self, loc: Loc<'s>, map: &Map<String, Value>) -> Loc<'s> {
+    pub fn rebase(&self, loc: Loc<'s>, map: &Map<String, Value>) -> Loc<'s> {
         let Some(Value::String(id)) = map.get(id_keyword(loc.draft)) else {
             return loc;
         };
@@ -160,7 +160,7 @@ impl<'s> Redactor<'s> {
     }
 
     /// The subschema a reference points at, if it can be found among the loaded documents.
-    fn follow(&self, loc: Loc<'s>, reference: &str) -> Option<Loc<'s>> {
+    pub fn follow(&self, loc: Loc<'s>, reference: &str) -> Option<Loc<'s>> {
         let uri = resolve(loc.base, reference).ok()?;
         let (resource, target) = self
             .index

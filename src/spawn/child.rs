@@ -277,7 +277,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // the init still has in the call's namespaces.
     let mut home = -1;
     if let Some(m) = &sandbox.mounts {
-        home = m.apply().map_err(|e| (Step::Mounts, e))?;
+        home = m.apply()?;
         if let Some(l) = &sandbox.landlock {
             l.allow_home(home).map_err(|e| (Step::Landlock, e))?;
         }

@@ -1,0 +1,108 @@
+//! Configs that ask for grants they cannot have are refused whole (exit 5), before any call.
+
+use super::*;
+
+/// `upm check` and a call both refuse the config, each naming `needle`.
+fn assert_config_refused(fx: &Fx, needle: &str) {
+    let mut check = Command::new(common::upm_bin());
+    check.args(["check", "--config", fx.config.to_str().unwrap()]);
+    let r = run_command(check, b"");
+    assert_eq!(r.code, 5, "upm check: {}", ctx(&r));
+    let problems = r.json["problems"].to_string();
+    assert!(problems.contains(needle), "{needle:?} not in {problems}");
+    let run = fx.call(json!({ "read": fx.join("roots/proj/a.txt") }));
+    assert_eq!(run.code, 5, "{}", ctx(&run));
+    assert_eq!(run.code_word(), "config_error");
+    assert!(
+        run.json["data"]["details"]["problems"]
+            .to_string()
+            .contains(needle),
+        "{}",
+        ctx(&run)
+    );
+}
+
+fn without(c: TestConfig, key: &str) -> TestConfig {
+    let mut v = c.value();
+    v["plugins"]["G"].as_object_mut().unwrap().remove(key);
+    TestConfig::new().merge(v)
+}
+
+#[test]
+fn a_schema_that_asks_for_grants_without_grants_within_fails_closed() {
+    let Some(fx) = Fx::with(Who::Root, |c, _| without(c, "grants_within")) else {
+        return;
+    };
+    assert_config_refused(&fx, "no \\\"grants_within\\\"");
+}
+
+#[test]
+fn grants_within_must_name_existing_directories_clear_of_workdir_root() {
+    for (roots, needle) in [
+        (json!([]), "\\\"grants_within\\\" is empty"),
+        (json!(["nowhere"]), "No such file or directory"),
+        (json!(["roots/proj/a.txt"]), "is not a directory"),
+        (json!(["roots/../outside"]), "holds \\\"..\\\""),
+        // Every call's private directory is under /tmp: no root may hold it.
+        (json!(["/tmp"]), "contains \\\"workdir_root\\\""),
+        // upm's own files: the config and the audit log beside it.
+        (json!(["."]), "contains the config"),
+        (json!(["."]), "contains the audit log"),
+    ] {
+        let Some(fx) = Fx::with(Who::Root, |c, _| {
+            let mut v = c.value();
+            v["plugins"]["G"]["grants_within"] = roots.clone();
+            TestConfig::new().merge(v)
+        }) else {
+            return;
+        };
+        assert_config_refused(&fx, needle);
+    }
+}
+
+#[test]
+fn a_grant_mark_upm_cannot_honour_is_a_config_error() {
+    for (schema, needle) in [
+        (
+            json!({ "type": "object", "anyOf": [ { "properties": { "p": { "type": "string", "x-upm-grant": "read" } } } ] }),
+            "is not on a property",
+        ),
+        (
+            json!({ "type": "object", "properties": { "p": { "type": "array", "items": { "type": "string", "x-upm-grant": "write" } } } }),
+            "is not on a property",
+        ),
+        (
+            json!({ "type": "object", "properties": { "p": { "type": "string", "x-upm-grant": "execute" } } }),
+            "must be \\\"read\\\" or \\\"write\\\"",
+        ),
+        (
+            json!({ "type": "object", "properties": { "p": { "x-upm-grant": "read" } } }),
+            "must say \\\"type\\\": \\\"string\\\"",
+        ),
+    ] {
+        let Some(fx) = Fx::new(Who::Root) else { return };
+        fx.dir
+            .write("schemas/probe.json", &schema.to_string(), false);
+        assert_config_refused(&fx, needle);
+    }
+}
+
+/// A result grants nothing: an output_schema that marks a property is refused, even
+/// with `grants_within`.
+#[test]
+fn a_grant_mark_in_an_output_schema_is_a_config_error() {
+    let Some(fx) = Fx::with(Who::Root, |c, dir| {
+        std::fs::write(
+            dir.join("schemas/out.json"),
+            json!({ "type": "object", "properties": { "p": { "type": "string", "x-upm-grant": "read" } } })
+                .to_string(),
+        )
+        .unwrap();
+        let mut v = c.value();
+        v["plugins"]["G"]["methods"]["probe"]["output_schema"] = json!("schemas/out.json");
+        TestConfig::new().merge(v)
+    }) else {
+        return;
+    };
+    assert_config_refused(&fx, "(output_schema): it marks /p with \\\"x-upm-grant\\\"");
+}
