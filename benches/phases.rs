@@ -145,6 +145,7 @@ fn main() {
             || {
                 let paths = upm::sandbox::Paths {
                     workdir: &wd,
+                    home_dirs: &[],
                     plugin_files: vec![exe.clone()],
                     seccomp: &p,
                     grants: &[],

@@ -22,7 +22,7 @@
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,9 @@ pub struct Executable {
     pub script: bool,
     /// A script's interpreter, as its `#!` line names it.
     pub interpreter: Option<PathBuf>,
+    /// A sealed memfd ([`seal_executable`]): not a file of the host, so not reopened
+    /// through the call's read-only mounts, and `path` is its name, `memfd:NAME`.
+    pub sealed: bool,
 }
 
 impl Executable {
@@ -102,6 +105,7 @@ pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, Int
         sha256,
         script: head.starts_with(b"#!"),
         interpreter: interpreter(&head),
+        sealed: false,
     };
     exe.check_pin(pin)?;
     Ok(exe)
@@ -159,6 +163,97 @@ pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, Integ
         sha256,
         script: head.starts_with(b"#!"),
         interpreter: interpreter(&head),
+        sealed: false,
+    })
+}
+
+/// Copies the executable at `path` into a sealed memfd and returns a read-only
+/// descriptor of it, hashed from the sealed memfd's own contents: nothing can change
+/// them any more (no write, no resize, no new seal), rewriting the original even during
+/// the call cannot change what runs, and nothing is written to the host's disk. The
+/// memfd keeps at most the original's permission bits (`mode & 0o755`). `None` when
+/// this kernel refuses executable memfds (`vm.memfd_noexec` = 2): the caller copies to
+/// disk instead ([`copy_executable`]). No pin is checked here: see
+/// [`Executable::check_pin`].
+pub fn seal_executable(path: &Path) -> Result<Option<Executable>, IntegrityError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut file = open_plugin_file(path)?;
+    let mode = file
+        .metadata()
+        .map_err(|source| IntegrityError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o755;
+    let name = path.file_name().unwrap_or(std::ffi::OsStr::new("exec"));
+    let shown = PathBuf::from(format!("memfd:{}", name.to_string_lossy()));
+    let snap = |source| IntegrityError::Snapshot {
+        path: shown.clone(),
+        source,
+    };
+    let cname = std::ffi::CString::new(name.as_bytes()).map_err(|e| snap(io::Error::other(e)))?;
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
+    let mut fd = unsafe { libc::memfd_create(cname.as_ptr(), flags | MFD_EXEC) };
+    if fd < 0 && crate::sandbox::errno() == libc::EINVAL {
+        // A kernel older than 6.3 knows no MFD_EXEC: its memfds are executable.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+            return Ok(None);
+        }
+        return Err(snap(e));
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let mut out = unsafe { File::from_raw_fd(fd) };
+    let copied =
+        io::copy(&mut (&mut file).take(MAX_PLUGIN_FILE_BYTES + 1), &mut out).map_err(|source| {
+            IntegrityError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    if copied > MAX_PLUGIN_FILE_BYTES {
+        return Err(unsafe_file(
+            path,
+            &format!("larger than {MAX_PLUGIN_FILE_BYTES} bytes"),
+        ));
+    }
+    out.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(snap)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: F_ADD_SEALS on our own memfd.
+    if unsafe { libc::fcntl(out.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(snap(io::Error::last_os_error()));
+    }
+    // A read-only descriptor of the sealed memfd, read from its start; the writable one
+    // is closed before the exec (else ETXTBSY).
+    let mut sealed = File::open(format!("/proc/self/fd/{}", out.as_raw_fd())).map_err(snap)?;
+    drop(out);
+    let (sha256, head) = read_hashing(&mut sealed, &shown, None)?;
+    Ok(Some(Executable {
+        fd: sealed.into(),
+        path: shown,
+        source: path.to_path_buf(),
+        sha256,
+        script: head.starts_with(b"#!"),
+        interpreter: interpreter(&head),
+        sealed: true,
+    }))
+}
+
+/// Whether this kernel runs executable memfds: `vm.memfd_noexec` = 2 refuses them
+/// (read once).
+pub fn memfd_exec() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/memfd_noexec").map_or(true, |v| v.trim() != "2")
     })
 }
 

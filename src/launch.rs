@@ -54,9 +54,64 @@ pub struct Workdir {
     pub root: PathBuf,
     pub home: PathBuf,
     pub verified: PathBuf,
+    /// The directory of a upm process that serves many calls ([`share_homes`]): each
+    /// call's home tmpfs is mounted over the same empty `home`, in the call's own mount
+    /// namespace, so no call sees another's; it is not removed after the call.
+    pub shared: bool,
+}
+
+/// One directory for all the calls of a `upm run --jsonl` or `upm mcp` process that need
+/// nothing of their own on the host's disk (no verified copy or snapshot, no script
+/// link): making and removing two directories per call on a disk such as this machine's
+/// ext4 (which walks past every recently freed inode to allocate one) cost a batch more
+/// than half its rate. Removed when the process ends ([`remove_process_home`]); left
+/// behind, empty, only if upm is killed.
+static PROCESS_HOME: std::sync::Mutex<Option<(PathBuf, Option<Workdir>)>> =
+    std::sync::Mutex::new(None);
+static SHARE_HOMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by `upm run --jsonl` and `upm mcp` before their first call.
+pub fn share_homes() {
+    SHARE_HOMES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Removes the process's shared directory, if one was made.
+pub fn remove_process_home() {
+    let taken = PROCESS_HOME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some((_, Some(dir))) = taken {
+        if let Err(e) = crate::files::remove_tree(&dir.root) {
+            tracing::warn!("cannot remove {}: {e}", dir.root.display());
+        }
+    }
 }
 
 impl Workdir {
+    /// The process's shared directory under `under` (made at its first call), when
+    /// [`share_homes`] was called; `None` otherwise.
+    pub fn shared(under: &Path) -> Result<Option<Workdir>, LaunchError> {
+        if !SHARE_HOMES.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut home = PROCESS_HOME.lock().unwrap_or_else(|e| e.into_inner());
+        if home.is_none() {
+            let id = format!("process-{}", std::process::id());
+            let made = Workdir::make(under, &id, None, false).map_err(LaunchError::Workdir)?;
+            *home = Some((under.to_path_buf(), Some(made)));
+        }
+        Ok(match &*home {
+            Some((root, Some(d))) if root == under => Some(Workdir {
+                root: d.root.clone(),
+                home: d.home.clone(),
+                verified: d.verified.clone(),
+                shared: true,
+            }),
+            _ => None,
+        })
+    }
+
     pub fn create(
         under: &Path,
         request_id: &str,
@@ -92,6 +147,7 @@ impl Workdir {
             home: root.join("home"),
             verified: root.join("verified"),
             root,
+            shared: false,
         };
         let b = |mode| {
             let mut b = std::fs::DirBuilder::new();
@@ -116,6 +172,9 @@ impl Workdir {
     /// Removes the directory and all the plugin left in it; an error says why some
     /// of it stays (the caller audits that).
     pub fn remove(mut self) -> Result<(), crate::files::RemoveError> {
+        if self.shared {
+            return Ok(());
+        }
         crate::files::remove_tree(&std::mem::take(&mut self.root))
     }
 }
@@ -123,7 +182,7 @@ impl Workdir {
 impl Drop for Workdir {
     /// A call refused after its directory was made: nothing ran in it.
     fn drop(&mut self) {
-        if !self.root.as_os_str().is_empty() {
+        if !self.shared && !self.root.as_os_str().is_empty() {
             let _ = crate::files::remove_tree(&self.root);
         }
     }
@@ -143,7 +202,7 @@ pub struct Runnable {
 
 /// A Python class plugin's `cache_dir` when the call names none: UPM's default,
 /// relative to the plugin's working directory (the call's private `home/`).
-const DEFAULT_CACHE_DIR: &str = ".cache";
+pub const DEFAULT_CACHE_DIR: &str = ".cache";
 
 /// Where, under the call's `verified/` directory, a single vouched-for executable is
 /// copied (tree snapshots are `verified/<root index>/`).
@@ -186,9 +245,14 @@ pub fn resolve(
                     (exe, snap, Some(m.digest))
                 }
                 (None, Some(_)) => {
-                    let exe =
-                        integrity::copy_executable(&original, &workdir.verified.join(EXEC_DIR))?;
-                    let readable = vec![exe.path.clone()];
+                    let exe = verified_copy(&original, workdir)?;
+                    // A memfd needs no Landlock rule (nor can have one): it lies on the
+                    // kernel's internal mount, which Landlock leaves alone.
+                    let readable = if exe.sealed {
+                        vec![]
+                    } else {
+                        vec![exe.path.clone()]
+                    };
                     (exe, readable, None)
                 }
                 (None, None) => {
@@ -241,12 +305,14 @@ pub fn resolve(
                 integrity::check_venv(venv)?;
             }
             let exe = if copy_interpreter {
-                integrity::copy_executable(&python.exe, &workdir.verified.join(EXEC_DIR))?
+                verified_copy(&python.exe, workdir)?
             } else {
                 integrity::open_executable(&python.exe, None)?
             };
             let mut readable = python_path.clone();
-            readable.push(exe.path.clone());
+            if !exe.sealed {
+                readable.push(exe.path.clone());
+            }
             readable.extend(python.venv.iter().cloned());
             Ok(Runnable {
                 exe,
@@ -257,6 +323,27 @@ pub fn resolve(
             })
         }
     }
+}
+
+/// The verified copy of an executable that runs: a sealed memfd, or where this kernel
+/// refuses executable memfds, a file in the call's `verified/exec/`.
+fn verified_copy(path: &Path, workdir: &Workdir) -> Result<Executable, LaunchError> {
+    if integrity::memfd_exec() {
+        if let Some(exe) = integrity::seal_executable(path)? {
+            return Ok(exe);
+        }
+    }
+    if workdir.shared {
+        // Chosen because memfds were expected to work: a copy needs a directory of the
+        // call's own.
+        return Err(LaunchError::Workdir(std::io::Error::other(
+            "this kernel refused an executable memfd for the verified copy",
+        )));
+    }
+    Ok(integrity::copy_executable(
+        path,
+        &workdir.verified.join(EXEC_DIR),
+    )?)
 }
 
 /// A command plugin's `sha256` pin, against the bytes that will be exec'd.
@@ -366,6 +453,7 @@ pub fn build(
     });
     Ok(Launch {
         exec_fd: runnable.exe.fd.as_raw_fd(),
+        sealed_exec: runnable.exe.sealed,
         keep_exec_fd: runnable.exe.script,
         script_name,
         argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,

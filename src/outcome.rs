@@ -26,7 +26,9 @@ fn why_not_started(exe: Option<&Executable>, plugin: &Plugin, err: &std::io::Err
     };
     let who = crate::access::Who::plugin(&plugin.policy.user);
     let want = crate::access::EXEC | if exe.script { crate::access::READ } else { 0 };
-    let mut why = crate::access::denied(&exe.path, &who, want);
+    // A memfd's name is no path: what it copied is.
+    let checked = if exe.sealed { &exe.source } else { &exe.path };
+    let mut why = crate::access::denied(checked, &who, want);
     if why.is_none() && exe.path != exe.source {
         why = crate::access::denied(&exe.source, &who, crate::access::EXEC);
     }
@@ -155,7 +157,26 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin, exe: Option<&Executable>) -> R
         PluginKind::Command { .. } => interpret_command(o, &mut ran),
         PluginKind::PythonClass { .. } => interpret_python(o, &mut ran, plugin),
     }
+    disk_full(o, &mut ran, limits.disk_bytes);
     ran
+}
+
+/// A plugin whose private home filled up got ENOSPC: that alone does not fail the call
+/// (the plugin may have coped), but `usage.disk` says so, and a call that failed names
+/// the bound as its `limit` and in its error.
+fn disk_full(o: &Outcome, ran: &mut Ran, disk_bytes: u64) {
+    if !o.usage.and_then(|u| u.disk).is_some_and(|d| d.full) {
+        return;
+    }
+    if let Some(f) = ran.failure.as_mut() {
+        if ran.limit.is_none() {
+            ran.limit = Some("disk_bytes");
+        }
+        f.message = format!(
+            "{}; its private home was full (disk_bytes: {disk_bytes}), so its writes failed with ENOSPC",
+            f.message
+        );
+    }
 }
 
 fn exit_failure(o: &Outcome) -> Option<Failure> {
@@ -376,6 +397,12 @@ fn usage_json(o: &Outcome) -> Value {
         m.insert("cpu_user_ms".into(), json!(round_ms(plugin.user_ms)));
         m.insert("cpu_system_ms".into(), json!(round_ms(plugin.sys_ms)));
         m.insert("max_rss_kb".into(), json!(plugin.max_rss_kb));
+        if let Some(d) = plugin.disk {
+            m.insert(
+                "disk".into(),
+                json!({ "used_bytes": d.used_bytes, "limit_reached": d.full }),
+            );
+        }
     }
     u
 }

@@ -73,10 +73,7 @@ pub(super) fn container_name(request_id: &str) -> String {
 }
 
 pub(super) fn tmpfs_option(limits: &crate::sandbox::policy::Limits) -> String {
-    format!(
-        "{TMP}:rw,noexec,nosuid,nodev,size={}",
-        limits.file_size_bytes
-    )
+    format!("{TMP}:rw,noexec,nosuid,nodev,size={}", limits.disk_bytes)
 }
 
 pub(super) fn run_args(s: &Spec<'_>) -> Vec<String> {
@@ -189,6 +186,7 @@ pub(super) fn summary(
         "memory_bytes": l.memory_bytes,
         "max_processes": l.max_processes,
         "file_size_bytes": l.file_size_bytes,
+        "disk_bytes": l.disk_bytes,
         "open_files": l.open_files,
         "output_bytes": l.output_bytes,
         "core_dumps": false,
@@ -361,7 +359,7 @@ mod tests {
         );
         assert_eq!(
             value_after(&a, "--tmpfs"),
-            ["/tmp:rw,noexec,nosuid,nodev,size=16777216"]
+            ["/tmp:rw,noexec,nosuid,nodev,size=67108864"]
         );
         assert_eq!(value_after(&a, "--timeout"), ["12"]);
         // The command comes last, after the image, as separate arguments.

@@ -26,7 +26,7 @@ use crate::request::Request;
 use crate::sandbox;
 use crate::sandbox::grants::Grant;
 use crate::sandbox::host::Host;
-use crate::sandbox::policy::Backend;
+use crate::sandbox::policy::{Backend, Layer};
 use crate::sandbox::seccomp::Profile;
 use crate::spawn::{self, Outcome};
 use crate::trust;
@@ -127,10 +127,26 @@ fn prepare_native(
         .privileged
         .then_some((policy.user.uid, policy.user.gid));
     let python = matches!(plugin.kind, PluginKind::PythonClass { .. });
-    let workdir = Workdir::create(&config.workdir_root, &call.request_id, owner, python)?;
-    phase(call, "workdir created");
     let copy_interpreter = call.verdict.is_some();
+    // The process's shared directory, for a call that needs nothing of its own on the
+    // host's disk (its home is a tmpfs in its own mount namespace): not with verified
+    // copies or snapshots, and not where the mount namespace may be given up.
+    let copies = plugin.sha256.is_some() || copy_interpreter;
+    let own_files = plugin.manifest_sha256.is_some()
+        || (copies && !crate::integrity::memfd_exec())
+        || policy.allow_degraded.contains(&Layer::Namespaces);
+    let own = || Workdir::create(&config.workdir_root, &call.request_id, owner, python);
+    let mut workdir = match own_files {
+        false => Workdir::shared(&config.workdir_root)?,
+        true => None,
+    }
+    .map_or_else(own, Ok)?;
+    phase(call, "workdir created");
     let runnable = launch::resolve(plugin, &workdir, copy_interpreter)?;
+    // A script is exec'd through a link in the call's own directory.
+    if workdir.shared && runnable.exe.script {
+        workdir = own()?;
+    }
     phase(call, "plugin resolved and hashed");
     if let Some(v) = call.verdict.as_mut() {
         let script = runnable.exe.interpreter.as_deref();
@@ -140,8 +156,14 @@ fn prepare_native(
     verify_executable(config, plugin, &runnable, call)?;
     launch::check_pin(plugin, &runnable)?;
     let launch = launch::build(config, plugin, &runnable, req, &call.request_id, &workdir)?;
+    let home_dirs: &[&str] = if python {
+        &[launch::DEFAULT_CACHE_DIR]
+    } else {
+        &[]
+    };
     let paths = sandbox::Paths {
         workdir: &workdir.home,
+        home_dirs,
         plugin_files: runnable.readable.clone(),
         seccomp,
         grants: &grants,
@@ -265,7 +287,8 @@ impl Prepared {
     /// call's own directory goes when it is dropped).
     pub(super) fn take_workdir(&mut self) -> Option<Workdir> {
         match self {
-            Prepared::Native(n) => n.workdir.take(),
+            // The process's shared directory stays.
+            Prepared::Native(n) => n.workdir.take().filter(|w| !w.shared),
             Prepared::Container(_) => None,
         }
     }

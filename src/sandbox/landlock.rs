@@ -54,9 +54,21 @@ pub struct Spec<'a> {
 
 pub struct Plan {
     pub ruleset: OwnedFd,
+    /// The rights on the call's home, for the rule the init adds on its tmpfs (whose
+    /// root is a new inode: a rule on the directory it covers does not reach it).
+    home_access: u64,
     /// `landlock_restrict_self`'s flags: with ABI 7, denials after the exec are logged.
     restrict_flags: u32,
     log_token: Option<[u8; 16]>,
+}
+
+const LANDLOCK_RULE_PATH_BENEATH: usize = 1;
+
+/// The kernel's `struct landlock_path_beneath_attr` (packed).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
 }
 
 pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
@@ -157,6 +169,7 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
     };
     let plan = Plan {
         ruleset,
+        home_access: AccessFs::from_all(TARGET_ABI).bits(),
         restrict_flags,
         log_token: spec.log_token,
     };
@@ -242,6 +255,27 @@ impl Plan {
                 Sysno::landlock_restrict_self,
                 self.ruleset.as_raw_fd(),
                 self.restrict_flags
+            )
+        })?;
+        Ok(())
+    }
+
+    /// In the init: full access beneath `home` (the call's tmpfs, just mounted) in this
+    /// call's own ruleset, before the plugin restricts itself with it. Async-signal-safe.
+    pub fn allow_home(&self, home: RawFd) -> Result<(), i32> {
+        let attr = PathBeneathAttr {
+            allowed_access: self.home_access,
+            parent_fd: home,
+        };
+        // SAFETY: a valid, packed path_beneath attribute on our stack; the ruleset is
+        // this call's alone (built per call in the parent).
+        sys(unsafe {
+            syscall!(
+                Sysno::landlock_add_rule,
+                self.ruleset.as_raw_fd(),
+                LANDLOCK_RULE_PATH_BENEATH,
+                &attr as *const PathBeneathAttr,
+                0u32
             )
         })?;
         Ok(())

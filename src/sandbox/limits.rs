@@ -97,6 +97,7 @@ pub fn prepare(limits: &Limits) -> (Plan, LayerReport) {
             "memory_bytes": limits.memory_bytes,
             "max_processes": limits.max_processes,
             "file_size_bytes": limits.file_size_bytes,
+            "disk_bytes": limits.disk_bytes,
             "open_files": limits.open_files,
             "output_bytes": limits.output_bytes,
             "core_dumps": false,

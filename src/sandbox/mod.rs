@@ -24,6 +24,7 @@ pub mod namespaces;
 pub mod network;
 pub mod policy;
 pub mod seccomp;
+pub mod shared_net;
 
 use ::syscalls::{syscall, Sysno};
 use host::Host;
@@ -78,8 +79,11 @@ impl LayerReport {
 
 /// The files a call needs besides the base system.
 pub struct Paths<'a> {
-    /// The call's private, writable working directory.
+    /// The call's private, writable working directory (its home), where the init
+    /// mounts the call's tmpfs.
     pub workdir: &'a Path,
+    /// Directories the plugin expects in its home (a Python plugin's `.cache`).
+    pub home_dirs: &'a [&'a str],
     /// What the plugin must read and execute: its executable or module tree, the interpreter.
     pub plugin_files: Vec<PathBuf>,
     /// The seccomp profile, loaded once: the bytes the trust check hashed are the ones enforced.
@@ -215,15 +219,24 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     reports.push(cred_report);
 
     let (ns_plan, mut ns_report) = namespaces::prepare(policy.network.is_host(), credentials.mode);
-    let mounts =
-        mounts::prepare(paths.workdir, &policy.write_paths, paths.grants).map_err(|reason| {
-            SandboxError::Unavailable {
-                layer: Layer::Namespaces,
-                reason,
-            }
-        })?;
+    let tmpfs = mounts::Tmpfs::new(
+        policy.limits.disk_bytes,
+        credentials.uid,
+        credentials.gid,
+        paths.home_dirs,
+    );
+    let mounts = mounts::prepare(paths.workdir, tmpfs, &policy.write_paths, paths.grants).map_err(
+        |reason| SandboxError::Unavailable {
+            layer: Layer::Namespaces,
+            reason,
+        },
+    )?;
     ns_report.detail["host_files"] = json!("read-only mounts");
     ns_report.detail["writable_mounts"] = json!(mounts.writable());
+    ns_report.detail["home"] = json!({
+        "tmpfs_bytes": mounts.tmpfs().bytes,
+        "inodes": mounts.tmpfs().inodes,
+    });
     reports.push(ns_report);
 
     let mut read: Vec<PathBuf> = landlock::BASE_READ_PATHS
@@ -310,11 +323,31 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             );
         }
     }
-    reports.push(network::report(
-        &policy.network,
-        landlock.is_some(),
-        seccomp.is_some(),
-    ));
+    // The process's shared empty network namespace, where nothing can reach anything:
+    // only with no network at all (an egress allowlist has its own, with the proxy's
+    // listener) and while seccomp refuses sockets and Landlock scopes abstract unix sockets.
+    let no_network = matches!(policy.network, policy::Network::None);
+    let shared_net =
+        shared_net::get().filter(|_| no_network && landlock.is_some() && seccomp.is_some());
+    let mut ns_plan = ns_plan;
+    if shared_net.is_some() {
+        ns_plan.clone_flags &= !libc::CLONE_NEWNET;
+        ns_plan.shared_net = true;
+        for r in reports.iter_mut().filter(|r| r.layer == Layer::Namespaces) {
+            if let Some(created) = r.detail["created"].as_array_mut() {
+                created.retain(|n| n != "net");
+            }
+            r.detail["joined"] = json!(["net"]);
+        }
+    }
+    let mut net_report = network::report(&policy.network, landlock.is_some(), seccomp.is_some());
+    if !policy.network.is_host() {
+        net_report.detail["namespace"] = match shared_net {
+            Some(s) => json!({ "kind": "shared", "inode": s.inode }),
+            None => json!({ "kind": "own" }),
+        };
+    }
+    reports.push(net_report);
     // An egress allowlist is never degraded: without seccomp's socket rule or Landlock's
     // port rule the plugin could reach more than its list (see `network`).
     if egress.is_some() && (landlock.is_none() || seccomp.is_none()) {
@@ -337,6 +370,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
     }
 
     let (limits, mut limits_report) = limits::prepare(&policy.limits);
+    limits_report.detail["disk_inodes"] = json!(mounts.tmpfs().inodes);
     if let Some(settings) = policy.network.allowlist() {
         limits_report.detail["network"] = settings.limits_json();
     }
@@ -398,6 +432,30 @@ impl Prepared {
         }
     }
 
+    /// Called when the cloning thread cannot join the shared network namespace: the
+    /// call creates one of its own, and the report says so.
+    pub fn own_network_namespace(&mut self, reason: &str) {
+        if let Some(n) = self.namespaces.as_mut().filter(|n| n.shared_net) {
+            n.shared_net = false;
+            n.clone_flags |= libc::CLONE_NEWNET;
+        } else {
+            return;
+        }
+        for r in &mut self.reports {
+            if r.layer == Layer::Namespaces {
+                if let Some(d) = r.detail.as_object_mut() {
+                    d.remove("joined");
+                    if let Some(created) = d.get_mut("created").and_then(Value::as_array_mut) {
+                        created.push(json!("net"));
+                    }
+                }
+            }
+            if r.layer == Layer::Network {
+                r.detail["namespace"] = json!({ "kind": "own", "shared": reason });
+            }
+        }
+    }
+
     /// Called when the namespaces cannot be created: allowed only if degradable.
     pub fn without_namespaces(&mut self, reason: &str) -> Result<(), SandboxError> {
         // The egress listener would be on the host's loopback, and the plugin on the
@@ -426,6 +484,16 @@ impl Prepared {
             if r.layer == Layer::Network {
                 if let Some(d) = r.detail.as_object_mut() {
                     d.insert("network_namespace".into(), json!(false));
+                }
+            }
+            if r.layer == Layer::Limits {
+                if let Some(d) = r.detail.as_object_mut() {
+                    // The home tmpfs needs the call's mount namespace.
+                    d.insert(
+                        "disk_bytes".into(),
+                        json!("not enforced: no mount namespace (the home is on the host's disk)"),
+                    );
+                    d.remove("disk_inodes");
                 }
             }
             if r.layer == Layer::Credentials {

@@ -7,7 +7,8 @@
 //! namespace of the call's own, first clones the mounts of what the plugin may write
 //! (its directory, the `write_paths`), then makes every mount read-only and private
 //! (nothing it does propagates to the host), and puts the writable clones back on top.
-//! Everywhere else those calls fail with EROFS. Writes to device nodes (`/dev/null`)
+//! Everywhere else those calls fail with EROFS. The call's home is not a clone but a
+//! tmpfs of its own ([`Tmpfs`]). Writes to device nodes (`/dev/null`)
 //! are not stopped by a read-only mount; Landlock still decides which are allowed.
 //!
 //! The namespace is created by the init's clone, inside the call's user namespace, so
@@ -29,6 +30,12 @@ pub(super) const AT_RECURSIVE: usize = 0x8000;
 pub(super) const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
 pub(super) const MOVE_MOUNT_T_EMPTY_PATH: usize = 0x40;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: usize = 0x2;
+const MOUNT_ATTR_NODEV: usize = 0x4;
+const FSOPEN_CLOEXEC: usize = 0x1;
+const FSMOUNT_CLOEXEC: usize = 0x1;
+const FSCONFIG_SET_STRING: usize = 1;
+const FSCONFIG_CMD_CREATE: usize = 6;
 
 /// The kernel's `struct mount_attr` (its first version).
 #[repr(C)]
@@ -39,40 +46,85 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// The call's private home: a size-limited tmpfs made by the init in the call's own
+/// mount namespace and mounted over the (empty) `home` directory upm made on the host.
+/// What the plugin writes lives in memory, never on the host's disk, is bounded as a
+/// whole (not only file by file, as RLIMIT_FSIZE does), and goes with the namespace
+/// when the call's last process ends, whether upm removed anything or was killed.
+#[derive(Debug)]
+pub struct Tmpfs {
+    /// fsconfig's (key, value) pairs, NUL-terminated, prepared here: the init allocates nothing.
+    options: Vec<(CString, CString)>,
+    pub bytes: u64,
+    pub inodes: u64,
+    /// Directories the plugin expects in its home (a Python plugin's `.cache`),
+    /// made by the init once it has the plugin's uid.
+    dirs: Vec<CString>,
+}
+
+/// One inode for each 4 KiB of the bound, but never fewer than 1,024: a tmpfs's
+/// inodes and dentries are kernel memory its `size` does not count, so a bound on
+/// bytes alone would let a plugin make millions of empty files.
+pub fn inodes_for(bytes: u64) -> u64 {
+    (bytes / 4096).max(1024)
+}
+
+impl Tmpfs {
+    pub fn new(bytes: u64, uid: u32, gid: u32, dirs: &[&str]) -> Tmpfs {
+        let inodes = inodes_for(bytes);
+        let c = |s: String| CString::new(s).unwrap_or_default();
+        let options = vec![
+            (c("size".into()), c(bytes.to_string())),
+            (c("nr_inodes".into()), c(inodes.to_string())),
+            (c("mode".into()), c("0700".into())),
+            (c("uid".into()), c(uid.to_string())),
+            (c("gid".into()), c(gid.to_string())),
+        ];
+        Tmpfs {
+            options,
+            bytes,
+            inodes,
+            dirs: dirs.iter().map(|d| c((*d).to_string())).collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Plan {
-    /// The call's directory first. Paths that do not exist are left out, as Landlock
-    /// leaves them out; one that disappears before the init clones it has nothing to
-    /// write to. Any other failure stops the call: the report names these as writable.
+    /// The call's home, where the tmpfs goes.
+    home: CString,
+    tmpfs: Tmpfs,
+    /// The `write_paths`. Paths that do not exist are left out, as Landlock leaves them
+    /// out; one that disappears before the init clones it has nothing to write to. Any
+    /// other failure stops the call: the report names these as writable.
     writable: Vec<CString>,
     /// The call's write grants: each cloned from, and attached onto, the init's own
     /// descriptor for it, proven to be upm's inode (see `grants`).
     grants: Vec<super::grants::Mount>,
 }
 
-/// Plans the read-only view with `writable` (the call's directory first) and the
-/// call's write grants on top.
+/// Plans the read-only view, with the call's home as `tmpfs`, `write_paths` writable and
+/// the call's write grants on top.
 pub fn prepare(
-    workdir: &Path,
+    home: &Path,
+    tmpfs: Tmpfs,
     write_paths: &[PathBuf],
     grants: &[super::grants::Grant],
 ) -> Result<Plan, String> {
-    let paths = std::iter::once(workdir).chain(
-        write_paths
-            .iter()
-            .map(PathBuf::as_path)
-            .filter(|p| p.exists()),
-    );
-    let writable = paths
+    let nul = |_| "a writable path holds a NUL byte".to_string();
+    let writable = write_paths
+        .iter()
+        .filter(|p| p.exists())
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "a writable path holds a NUL byte".to_string())?;
-    if writable.len() > MAX_WRITABLE {
+        .map_err(nul)?;
+    if writable.len() >= MAX_WRITABLE {
         return Err(format!(
             "at most {} write_paths can be kept writable",
             MAX_WRITABLE - 1
         ));
     }
+    let home = CString::new(home.as_os_str().as_bytes()).map_err(nul)?;
     // The call's write grants (sandbox::grants).
     let grants = grants
         .iter()
@@ -82,7 +134,12 @@ pub fn prepare(
     if grants.len() > MAX_GRANTS {
         return Err(format!("at most {MAX_GRANTS} write grants per call"));
     }
-    Ok(Plan { writable, grants })
+    Ok(Plan {
+        home,
+        tmpfs,
+        writable,
+        grants,
+    })
 }
 
 /// The write grants the init keeps descriptors for (on its stack).
@@ -91,8 +148,10 @@ const MAX_GRANTS: usize = 16;
 impl Plan {
     /// In the init, in its fresh mount namespace, with its capabilities there (before
     /// the uid switch) and before anything resolves a path the plugin will use (its
-    /// cwd). Raw system calls only, no allocation: see `spawn::child`.
-    pub fn apply(&self) -> Result<(), (Step, i32)> {
+    /// cwd). Raw system calls only, no allocation: see `spawn::child`. Returns the
+    /// home tmpfs's mount descriptor (close-on-exec), which the init keeps to tell how
+    /// full it was when the plugin ended.
+    pub fn apply(&self) -> Result<libc::c_int, (Step, i32)> {
         let mounts = |e| (Step::Mounts, e);
         let mut trees = [-1 as libc::c_int; MAX_WRITABLE];
         for (i, path) in self.writable.iter().enumerate() {
@@ -107,10 +166,11 @@ impl Plan {
             });
             match r {
                 Ok(fd) => trees[i] = fd as libc::c_int,
-                Err(libc::ENOENT) if i > 0 => {}
+                Err(libc::ENOENT) => {}
                 Err(e) => return Err(mounts(e)),
             }
         }
+        let home = self.make_tmpfs().map_err(mounts)?;
         // The call's write grants, cloned while their mounts are still writable.
         let mut granted = [(-1 as libc::c_int, -1 as libc::c_int); MAX_GRANTS];
         for (slot, g) in granted.iter_mut().zip(&self.grants) {
@@ -134,11 +194,14 @@ impl Plan {
             )
         })
         .map_err(mounts)?;
-        for (path, &tree) in self.writable.iter().zip(&trees) {
-            if tree < 0 {
-                continue;
-            }
-            // SAFETY: attaches our detached clone at a NUL-terminated path.
+        let placed = self
+            .writable
+            .iter()
+            .zip(&trees)
+            .filter(|(_, &tree)| tree >= 0)
+            .chain(std::iter::once((&self.home, &home)));
+        for (path, &tree) in placed {
+            // SAFETY: attaches our detached mount at a NUL-terminated path.
             sys(unsafe {
                 syscall!(
                     Sysno::move_mount,
@@ -150,21 +213,85 @@ impl Plan {
                 )
             })
             .map_err(mounts)?;
-            // SAFETY: our own descriptor.
-            let _ = unsafe { syscall!(Sysno::close, tree) };
+            if tree != home {
+                // SAFETY: our own descriptor.
+                let _ = unsafe { syscall!(Sysno::close, tree) };
+            }
         }
         // And put back by descriptor, onto the very place each was cloned from.
         for &(at, tree) in &granted[..self.grants.len()] {
             super::grants::Mount::attach(at, tree).map_err(|e| (Step::Grants, e))?;
         }
+        Ok(home)
+    }
+
+    /// A detached tmpfs with the plan's options: nosuid, nodev.
+    fn make_tmpfs(&self) -> Result<libc::c_int, i32> {
+        // SAFETY: a static, NUL-terminated file system name; returns a descriptor.
+        let fs = sys(unsafe { syscall!(Sysno::fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?
+            as libc::c_int;
+        let made = (|| {
+            for (key, value) in &self.tmpfs.options {
+                // SAFETY: NUL-terminated key and value prepared by the parent.
+                sys(unsafe {
+                    syscall!(
+                        Sysno::fsconfig,
+                        fs,
+                        FSCONFIG_SET_STRING,
+                        key.as_ptr(),
+                        value.as_ptr(),
+                        0
+                    )
+                })?;
+            }
+            // SAFETY: no pointers.
+            sys(unsafe { syscall!(Sysno::fsconfig, fs, FSCONFIG_CMD_CREATE, 0, 0, 0) })?;
+            // SAFETY: returns a descriptor of the new, detached mount.
+            sys(unsafe {
+                syscall!(
+                    Sysno::fsmount,
+                    fs,
+                    FSMOUNT_CLOEXEC,
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                )
+            })
+        })();
+        // SAFETY: our own descriptor.
+        let _ = unsafe { syscall!(Sysno::close, fs) };
+        made.map(|fd| fd as libc::c_int)
+    }
+
+    /// In the init, with the plugin's uid: the directories the plugin expects in its home.
+    pub fn make_home_dirs(&self, home: libc::c_int) -> Result<(), i32> {
+        for d in &self.tmpfs.dirs {
+            // SAFETY: a NUL-terminated name prepared by the parent, under our descriptor.
+            sys(unsafe { syscall!(Sysno::mkdirat, home, d.as_ptr(), 0o700) })?;
+        }
         Ok(())
     }
 
+    /// Everything the plugin may write: its home first.
     pub fn writable(&self) -> Vec<String> {
-        self.writable
-            .iter()
+        std::iter::once(&self.home)
+            .chain(&self.writable)
             .chain(self.grants.iter().map(|g| &g.path))
             .map(|p| p.to_string_lossy().into_owned())
             .collect()
     }
+
+    pub fn tmpfs(&self) -> &Tmpfs {
+        &self.tmpfs
+    }
+}
+
+/// How full the home tmpfs is (async-signal-safe): bytes used, and whether its bytes
+/// or its inodes ran out.
+pub fn fill(home: libc::c_int) -> Option<(u64, bool)> {
+    // SAFETY: zeroed statfs is a valid value; fstatfs fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer on our stack.
+    sys(unsafe { syscall!(Sysno::fstatfs, home, &mut st as *mut libc::statfs) }).ok()?;
+    let bsize = st.f_bsize as u64;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * bsize;
+    Some((used, st.f_bfree == 0 || st.f_ffree == 0))
 }

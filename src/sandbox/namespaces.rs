@@ -34,6 +34,9 @@ pub struct Plan {
     pub deny_setgroups: bool,
     /// Root: the uid that is to own the call's user namespace (see [`owner_uid`]).
     pub owner: Option<u32>,
+    /// The call joins this upm process's empty network namespace (see `shared_net`)
+    /// instead of creating one.
+    pub shared_net: bool,
 }
 
 /// What `max_processes` counts, with a user namespace of the call's own.
@@ -69,6 +72,7 @@ pub fn prepare(network_allowed: bool, cred_mode: Mode) -> (Plan, LayerReport) {
             user_namespace,
             deny_setgroups: cred_mode == Mode::UserNamespace,
             owner,
+            shared_net: false,
         },
         report,
     )

@@ -95,6 +95,9 @@ pub struct Limits {
     /// Processes and threads of the plugin's uid (RLIMIT_NPROC).
     pub max_processes: u64,
     pub file_size_bytes: u64,
+    /// Everything the plugin writes together: the size of its private home, a tmpfs in
+    /// the call's own mount namespace (memory, not the host's disk).
+    pub disk_bytes: u64,
     pub open_files: u64,
     /// stdout + stderr (+ the Python result channel) together; past it the plugin is stopped.
     pub output_bytes: u64,
@@ -111,6 +114,8 @@ impl Limits {
             ("memory_bytes", self.memory_bytes),
             ("max_processes", self.max_processes),
             ("open_files", self.open_files),
+            // A tmpfs of size 0 would be unlimited.
+            ("disk_bytes", self.disk_bytes),
         ]
         .into_iter()
         .filter(|(_, v)| *v == 0)
@@ -127,6 +132,7 @@ impl Default for Limits {
             memory_bytes: 1 << 30,
             max_processes: 64,
             file_size_bytes: 16 << 20,
+            disk_bytes: 64 << 20,
             open_files: 256,
             output_bytes: 4 << 20,
         }

@@ -3,6 +3,7 @@
 //! watch the clock, and read the init's report.
 
 use super::child::{Record, EXITED, RECORD_SIZE, SETUP_FAILED};
+use super::Disk;
 use super::{Exit, Launch, Outcome, Stop, Stream, Usage};
 use crate::sandbox::{errno, Step};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -339,6 +340,10 @@ impl<'a> Capture<'a> {
                         user_ms: rec.utime_us as f64 / 1000.0,
                         sys_ms: rec.stime_us as f64 / 1000.0,
                         max_rss_kb: rec.maxrss_kb,
+                        disk: (rec.disk_used >= 0).then_some(Disk {
+                            used_bytes: rec.disk_used as u64,
+                            full: rec.disk_full != 0,
+                        }),
                     });
                 }
                 _ => {}

@@ -3,7 +3,8 @@
 //! ```text
 //! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC | NEWNS [| NEWUSER])──▶ init (pid 1 of its PID namespace)
 //!                  signals reset, stdio, setsid; waits for upm's go;
-//!                  read-only mounts, chdir, rlimits, credentials, no_new_privs
+//!                  read-only mounts and the home tmpfs, chdir, rlimits, credentials,
+//!                  no_new_privs
 //!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin:
 //!                                          Landlock, seccomp, execveat
 //! ```
@@ -39,7 +40,8 @@ pub(super) struct Ctx {
     pub parent: RawFd,
     /// The verified executable; a script keeps it open across the exec. Opened in upm's
     /// mount namespace: with read-only mounts, the init replaces it by the same file
-    /// opened again at `exec_path` in the call's, checked to be `exec_id` (dev, ino).
+    /// opened again at `exec_path` in the call's, checked to be `exec_id` (dev, ino);
+    /// null for a sealed memfd.
     pub exec_fd: RawFd,
     pub exec_path: *const libc::c_char,
     pub exec_id: (u64, u64),
@@ -76,6 +78,10 @@ pub(super) struct Record {
     pub utime_us: i64,
     pub stime_us: i64,
     pub maxrss_kb: i64,
+    /// Bytes used in the call's home tmpfs when the plugin ended (-1: no tmpfs).
+    pub disk_used: i64,
+    /// 1 when the tmpfs's bytes or inodes had run out.
+    pub disk_full: u32,
 }
 pub(super) const RECORD_SIZE: usize = std::mem::size_of::<Record>();
 pub(super) const SETUP_FAILED: u32 = 1;
@@ -269,9 +275,16 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     wait_for_go()?;
     // Before any path the plugin uses is resolved (its cwd), and with the capabilities
     // the init still has in the call's namespaces.
+    let mut home = -1;
     if let Some(m) = &sandbox.mounts {
-        m.apply()?;
-        reopen_exec(ctx).map_err(|e| (Step::ReopenExec, e))?;
+        home = m.apply()?;
+        if let Some(l) = &sandbox.landlock {
+            l.allow_home(home).map_err(|e| (Step::Landlock, e))?;
+        }
+        // (A sealed memfd is no file of the host: nothing to reopen.)
+        if !ctx.exec_path.is_null() {
+            reopen_exec(ctx).map_err(|e| (Step::ReopenExec, e))?;
+        }
     }
     // SAFETY: a NUL-terminated path prepared by the parent.
     sys(unsafe { syscall!(Sysno::chdir, ctx.workdir) }).map_err(|e| (Step::Workdir, e))?;
@@ -280,6 +293,9 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .map_err(|e| (Step::Session, e))?;
     sandbox.apply_in_init(ctx.parent, SYNC_FD)?;
+    if let Some(m) = &sandbox.mounts {
+        m.make_home_dirs(home).map_err(|e| (Step::Workdir, e))?;
+    }
     // issue 23: with CLONE_FILES the seccomp listener the plugin makes lands in this
     // table too, where its exec (which unshares the plugin's table) leaves it.
     let shared_files = if ctx.observe_channel >= 0 {
@@ -298,8 +314,8 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // The init keeps nothing but its report pipe: no end of the plugin's pipes, so they
     // reach EOF when the plugin's tree closes them. (Failing here would leave the
     // plugin running unreported: close what can be closed and go on.)
-    let _ = close_except(&mut [REPORT_FD]);
-    reap_and_report(plugin)
+    let _ = close_except(&mut [REPORT_FD, home]);
+    reap_and_report(plugin, home)
 }
 
 /// Puts in place of `ctx.exec_fd` the same file opened through the call's read-only
@@ -373,7 +389,7 @@ struct KernelSigaction {
     mask: u64,
 }
 
-fn reap_and_report(plugin: libc::pid_t) -> ! {
+fn reap_and_report(plugin: libc::pid_t, home: RawFd) -> ! {
     loop {
         let mut status = 0i32;
         // SAFETY: zeroed rusage is a valid value; wait4 fills it.
@@ -391,6 +407,11 @@ fn reap_and_report(plugin: libc::pid_t) -> ! {
         match r {
             Ok(pid) if pid as libc::pid_t == plugin => {
                 let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+                let (disk_used, disk_full) = match home {
+                    h if h >= 0 => crate::sandbox::mounts::fill(h)
+                        .map_or((-1, 0), |(used, full)| (used as i64, full as u32)),
+                    _ => (-1, 0),
+                };
                 write_record_to(
                     REPORT_FD,
                     &Record {
@@ -399,6 +420,8 @@ fn reap_and_report(plugin: libc::pid_t) -> ! {
                         utime_us: us(usage.ru_utime),
                         stime_us: us(usage.ru_stime),
                         maxrss_kb: usage.ru_maxrss,
+                        disk_used,
+                        disk_full,
                         ..Record::default()
                     },
                 );

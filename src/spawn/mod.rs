@@ -30,6 +30,7 @@ pub use capture::{capture, Collected, Io, Pipes};
 
 use crate::denials::Denials;
 use crate::sandbox::namespaces::AsOwner;
+use crate::sandbox::shared_net;
 use crate::sandbox::{Prepared, SandboxError, Step};
 use std::ffi::CString;
 use std::io;
@@ -62,6 +63,9 @@ pub enum SpawnError {
 pub struct Launch {
     /// The verified executable, opened once: it is exec'd through this descriptor.
     pub exec_fd: RawFd,
+    /// It is a sealed memfd, not a file of the host: nothing to reopen in the call's
+    /// mount namespace (see [`ExecAt`]).
+    pub sealed_exec: bool,
     /// A script: the interpreter reads it as `/dev/fd/N`, so it must survive the exec.
     pub keep_exec_fd: bool,
     /// A script is exec'd through a symlink made here, in the call's directory and named
@@ -98,6 +102,15 @@ pub struct Usage {
     pub user_ms: f64,
     pub sys_ms: f64,
     pub max_rss_kb: i64,
+    /// The call's home tmpfs when the plugin ended (none without a mount namespace).
+    pub disk: Option<Disk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disk {
+    pub used_bytes: u64,
+    /// Its bytes or its inodes had run out: the plugin's writes failed with ENOSPC.
+    pub full: bool,
 }
 
 #[derive(Debug, Default)]
@@ -235,7 +248,7 @@ pub struct Spawned<'a> {
     _argv: Vec<*const libc::c_char>,
     _envp: Vec<*const libc::c_char>,
     _exec_fd: OwnedFd,
-    _exec_at: ExecAt,
+    _exec_at: Option<ExecAt>,
     _script_name: Option<CString>,
     _parent: OwnedFd,
     _stacks: child::Stacks,
@@ -262,7 +275,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         None
     };
     let exec_fd = high_dup(launch.exec_fd)?;
-    let exec_at = ExecAt::of(&exec_fd)?;
+    let exec_at = match launch.sealed_exec {
+        true => None,
+        false => Some(ExecAt::of(&exec_fd)?),
+    };
     let script_name = match &launch.script_name {
         None => None,
         Some(link) => {
@@ -309,8 +325,10 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             sync: sync_r.as_raw_fd(),
             parent: parent.as_raw_fd(),
             exec_fd: exec_fd.as_raw_fd(),
-            exec_path: exec_at.path.as_ptr(),
-            exec_id: exec_at.id,
+            exec_path: exec_at
+                .as_ref()
+                .map_or(std::ptr::null(), |e| e.path.as_ptr()),
+            exec_id: exec_at.as_ref().map_or((0, 0), |e| e.id),
             keep_exec_fd: launch.keep_exec_fd,
             script_name: script_name
                 .as_ref()
@@ -328,6 +346,25 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
                 .as_ref()
                 .map_or(-1, |(init_end, _)| init_end.as_raw_fd()),
         });
+        // The shared network namespace is joined by this thread for the clone: the
+        // init, in a user namespace of its own, could not join it itself.
+        let joined = match (
+            sandbox.namespaces.filter(|n| n.shared_net),
+            shared_net::get(),
+        ) {
+            (Some(_), Some(shared)) => match shared.join() {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    sandbox.own_network_namespace(&format!("cannot join it: {e}"));
+                    None
+                }
+            },
+            (Some(_), None) => {
+                sandbox.own_network_namespace("this process has none");
+                None
+            }
+            _ => None,
+        };
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
         // A root upm's call gets a user namespace owned by a uid of its own.
         let owner = match sandbox.namespaces.and_then(|n| n.owner) {
@@ -345,6 +382,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         // Spawned, unchanged, until its Drop has reaped the init.
         let cloned = stop::blocked_during(|| unsafe { child::clone_init(flags, &stacks, &ctx) });
         drop(owner);
+        drop(joined);
         match cloned {
             Ok(pid) => break (pid, ctx),
             // A root upm goes on without the call's own user namespace (the report says

@@ -32,6 +32,71 @@ fn a_pinned_binary_runs_and_a_wrong_pin_is_refused_before_any_fork() {
     );
 }
 
+/// A pinned executable runs from a sealed memfd holding exactly the bytes its digest
+/// was computed from: nothing of it is written to the host's disk, and nothing (not
+/// even upm, nor anyone with its descriptor) can change it any more.
+#[test]
+fn a_pinned_executable_runs_from_a_sealed_memfd() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let probe = d.write(
+        "bin/probe.py",
+        "#!/usr/bin/python3\nimport json, os, sys\nsys.stdin.read()\n\
+         link = os.readlink(sys.argv[0])\n\
+         print(json.dumps({'script': link, 'file': os.readlink(link)}))\n",
+        true,
+    );
+    let tt = texttools_copy(&d, "bin/tt");
+    let mut p = cmd_plugin(&tt, &["wordcount"]);
+    p["sha256"] = json!(sha256_of(&tt));
+    let mut s = cmd_plugin(&probe, &["go"]);
+    s["sha256"] = json!(sha256_of(&probe));
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let cfg = d.config(
+        &TestConfig::new()
+            .plugins(json!({ "T": p, "S": s }))
+            .set("workdir_root", json!(work))
+            .value(),
+    );
+    let run = call(&cfg, "T", "wordcount", json!({"text": "a b"}), &[]);
+    assert_ok(&run);
+    assert!(words(&run), "{}", ctx(&run));
+    let started = &audit_of(&d, &run)[0];
+    assert_eq!(started["plugin_files"]["exec"], "memfd:tt", "{started}");
+    assert_eq!(started["plugin_files"]["exec_source"], json!(tt));
+    assert_eq!(
+        started["plugin_files"]["exec_sha256"],
+        sha256_of(&tt).as_str()
+    );
+    // A pinned script too: its interpreter reads the memfd through the script's link.
+    let run = call(&cfg, "S", "go", json!({}), &[]);
+    assert_ok(&run);
+    let script = run.result()["script"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(script.starts_with("/proc/self/fd/"), "{}", ctx(&run));
+    assert_eq!(
+        run.result()["file"],
+        "/memfd:probe.py (deleted)",
+        "{}",
+        ctx(&run)
+    );
+    let started = &audit_of(&d, &run)[0];
+    assert_eq!(
+        started["plugin_files"]["exec"], "memfd:probe.py",
+        "{started}"
+    );
+    assert!(
+        std::fs::read_dir(&work).unwrap().next().is_none(),
+        "a call left files under {}",
+        work.display()
+    );
+}
+
 #[test]
 fn a_pinned_python_tree_runs_and_any_module_change_is_refused() {
     if skip_unless_root() {

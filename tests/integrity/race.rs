@@ -123,10 +123,10 @@ fn rewriting_a_pinned_script_in_place_never_runs_the_rewritten_bytes() {
     let cfg = config_with(&d, json!({ "S": p }));
     let run = call(&cfg, "S", "go", json!({}), &[]);
     assert_ok(&run);
-    // What ran is the call's own copy, hashed while it was copied.
+    // What ran is the call's own copy, a sealed memfd, hashed from the sealed bytes.
     let started = &audit_of(&d, &run)[0];
     let exec = started["plugin_files"]["exec"].as_str().unwrap();
-    assert!(exec.contains("/verified/exec/"), "{started}");
+    assert_eq!(exec, "memfd:tool.sh", "{started}");
     assert_eq!(started["plugin_files"]["exec_source"], json!(target));
     race(
         "pinned script rewritten in place",

@@ -63,7 +63,7 @@ echo ran > "$UPM_SENTINEL_DIR/ran"
 echo '{"ran": true}'
 "#;
 
-const PROBE_METHODS: [&str; 22] = [
+const PROBE_METHODS: [&str; 24] = [
     "control",
     "read",
     "listdir",
@@ -86,6 +86,8 @@ const PROBE_METHODS: [&str; 22] = [
     "host_grants",
     "litter",
     "meta",
+    "fill_disk",
+    "netns",
 ];
 
 /// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
@@ -100,6 +102,7 @@ const ESRCH: i64 = 3;
 const ENOSYS: i64 = 38;
 const EAFNOSUPPORT: i64 = 97;
 const EROFS: i64 = 30;
+const ENOSPC: i64 = 28;
 
 /// Fork bombs run alone (other calls take this lock shared), so that their timing is
 /// not disturbed. (RLIMIT_NPROC itself is per call: each has its own user namespace.)
@@ -360,10 +363,21 @@ fn check_layers(fx: &Fx, plugin: &str, run: &Run) {
         fail(format!("landlock's read list names a descriptor: {read}"));
     }
     let created = &map["namespaces"]["detail"]["created"];
-    for ns in ["pid", "net", "ipc"] {
-        if !created.as_array().is_some_and(|a| a.contains(&json!(ns))) {
+    let has = |list: &Value, ns: &str| list.as_array().is_some_and(|a| a.contains(&json!(ns)));
+    for ns in ["pid", "ipc", "mount"] {
+        if !has(created, ns) {
             fail(format!("namespace {ns} was not created: {created}"));
         }
+    }
+    // A network namespace of the call's own, or the process's shared empty one.
+    let kind = &map["network"]["detail"]["namespace"]["kind"];
+    let joined = &map["namespaces"]["detail"]["joined"];
+    let own = has(created, "net") && kind == "own";
+    let shared = has(joined, "net") && !has(created, "net") && kind == "shared";
+    if !own && !shared {
+        fail(format!(
+            "no network namespace: created {created}, joined {joined}, kind {kind}"
+        ));
     }
     // Check rather than trust: the plugin itself must see the unprivileged identity.
     let r = run.result();
@@ -494,6 +508,7 @@ fn assert_not_run(fx: &Fx, run: &Run) {
     assert!(not_run, "{audit:?}");
 }
 
+mod disk;
 mod fail_closed;
 mod files;
 mod inheritance;

@@ -6,6 +6,7 @@ both!(
     no_network_sockets,
     tcp_to_a_host_listener_never_connects,
     unix_sockets_of_the_host_are_unreachable,
+    a_batch_shares_one_empty_network_namespace,
 );
 
 fn no_network_sockets(who: Who) {
@@ -147,4 +148,98 @@ fn unix_sockets_of_the_host_are_unreachable(who: Who) {
             other => panic!("a host socket got a connection: {other:?}"),
         }
     }
+}
+
+/// A batch's calls without network join one empty network namespace of the upm
+/// process (a root upm's: an unprivileged one cannot make one outside a user namespace,
+/// so its calls keep their own), where sockets stay refused; a one-shot call and a call
+/// with network have one of their own (or the host's). The report says which.
+fn a_batch_shares_one_empty_network_namespace(who: Who) {
+    let Some(fx) = Fx::new(who, |cfg, _| {
+        let mut net = cfg["plugins"]["probe"].clone();
+        net["sandbox"] = json!({"network": true});
+        cfg["plugins"]["probe_net"] = net;
+    }) else {
+        return;
+    };
+    assert_fully_sandboxed(&fx, "probe");
+    let host = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    let line = |plugin: &str| {
+        let mut l = request(plugin, "netns", json!({"hold": 0.3}));
+        l.retain(|b| *b != b'\n');
+        l.push(b'\n');
+        l
+    };
+    let mut input = Vec::new();
+    for p in ["probe", "probe", "probe_net"] {
+        input.extend(line(p));
+    }
+    let mut cmd = fx.command(&common::upm_bin());
+    cmd.args(["run", "--jsonl", "--parallel", "2", "--config"])
+        .arg(&fx.config);
+    let batch = run_command(cmd, &input);
+    assert_eq!(batch.code, 0, "{}", ctx(&batch));
+    let results: Vec<Value> = batch
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 3, "{}", ctx(&batch));
+    let by_line = |n: u64| {
+        results
+            .iter()
+            .find(|r| r["data"]["line"] == n || r["line"] == n)
+            .unwrap_or_else(|| panic!("no result for line {n}: {}", batch.stdout))
+    };
+    let inode = |r: &Value| r["data"]["result"]["inode"].as_u64().unwrap();
+    let kind = |r: &Value| r["data"]["sandbox"]["layers"]["network"]["detail"]["namespace"].clone();
+    let (a, b, net) = (by_line(1), by_line(2), by_line(3));
+    for r in [a, b] {
+        assert_eq!(r["success"], true, "{r}");
+        // Sockets stay refused in it (a socketpair is the only kind allowed).
+        assert_eq!(
+            r["data"]["result"]["inet_stream"]["errno"], EAFNOSUPPORT,
+            "{r}"
+        );
+        assert_eq!(
+            r["data"]["result"]["unix_stream"]["errno"], EAFNOSUPPORT,
+            "{r}"
+        );
+        assert_ne!(inode(r), host, "{r}");
+    }
+    match who {
+        Who::Root => {
+            assert_eq!(inode(a), inode(b), "two calls of one batch: {a}\n{b}");
+            for r in [a, b] {
+                assert_eq!(kind(r), json!({"kind": "shared", "inode": inode(r)}), "{r}");
+                let ns = &r["data"]["sandbox"]["layers"]["namespaces"]["detail"];
+                assert_eq!(ns["joined"], json!(["net"]), "{r}");
+                assert!(
+                    !ns["created"].as_array().unwrap().contains(&json!("net")),
+                    "{r}"
+                );
+            }
+        }
+        Who::User => {
+            // They overlapped (each held 0.3 s at --parallel 2): two live namespaces.
+            assert_ne!(inode(a), inode(b), "{a}\n{b}");
+            for r in [a, b] {
+                assert_eq!(kind(r), json!({"kind": "own"}), "{r}");
+            }
+        }
+    }
+    // network: true lifts the network layer: the host's namespace, not the shared one.
+    assert_eq!(net["success"], true, "{net}");
+    assert_eq!(inode(net), host, "{net}");
+    assert_eq!(
+        net["data"]["sandbox"]["layers"]["network"]["state"],
+        "lifted"
+    );
+
+    // A one-shot call: a namespace of its own.
+    let one = fx.call("probe", "netns", json!({}));
+    assert_eq!(one.code, 0, "{}", ctx(&one));
+    assert_eq!(kind(&one.json), json!({"kind": "own"}), "{}", ctx(&one));
+    // (Not compared with the batch's: that namespace is gone, and its number may be reused.)
+    assert_ne!(inode(&one.json), host, "{}", ctx(&one));
 }

@@ -96,14 +96,19 @@ fn a_directory_left_behind_is_audited_and_told() {
         "litter",
         json!({"depth": 1, "sleep": 1.0}),
     ));
-    // While the plugin sleeps, mount a filesystem in its tree: removal must not enter it.
+    // While the plugin sleeps, mount a filesystem in the call's directory as the host
+    // sees it (the plugin's own files are in its tmpfs, out of the host's sight):
+    // removal must not enter it.
     let deadline = Instant::now() + Duration::from_secs(5);
     let home = loop {
-        let bottom = left_in(&fx).first().map(|d| d.join("home/d"));
-        if let Some(b) = bottom.filter(|b| b.join("bottom").exists()) {
-            break b;
+        let home = left_in(&fx).first().map(|d| d.join("home"));
+        if let Some(h) = home.filter(|h| h.exists()) {
+            break h;
         }
-        assert!(Instant::now() < deadline, "the plugin never made its tree");
+        assert!(
+            Instant::now() < deadline,
+            "the call's directory never appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let mnt = home.join("mnt");
