@@ -205,6 +205,9 @@ fn a_batch_shares_one_empty_network_namespace(who: Who) {
             r["data"]["result"]["unix_stream"]["errno"], EAFNOSUPPORT,
             "{r}"
         );
+        // Nor can a socketpair's end take an abstract name, which the namespace's calls
+        // would all see (a bit of signal between them: EADDRINUSE or not).
+        assert_eq!(r["data"]["result"]["bind_abstract"]["errno"], EPERM, "{r}");
         assert_ne!(inode(r), host, "{r}");
     }
     match who {

@@ -58,7 +58,9 @@
 //! profile still wins, being more restrictive.
 //! - The network layer ([`CompileOptions::deny_sockets`]): `socket()` of every
 //!   family, AF_UNIX included, answers EAFNOSUPPORT, and a datagram `socketpair()`
-//!   ESOCKTNOSUPPORT (it could `sendto()` a pathname socket); stream pairs still work.
+//!   ESOCKTNOSUPPORT (it could `sendto()` a pathname socket); stream pairs still work,
+//!   and `bind()` answers EPERM (a pair's end needs no address; an abstract name would
+//!   be common to the calls sharing a network namespace).
 //!   With an egress allowlist ([`CompileOptions::allow_tcp`]) only TCP sockets over
 //!   IPv4/IPv6 are created: another family answers EAFNOSUPPORT, another type
 //!   ESOCKTNOSUPPORT, another protocol EPROTONOSUPPORT.

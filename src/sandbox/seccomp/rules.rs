@@ -18,6 +18,10 @@ pub(super) fn own_rules(opts: &CompileOptions) -> Vec<ResolvedRule> {
             libc::SYS_socket,
             Action::Errno(libc::EAFNOSUPPORT as u32),
         ));
+        // A stream socketpair's end needs no address; bound to an abstract name it would
+        // be a signal between calls that share a network namespace (issue 25: a batch's
+        // calls without network share one), whose abstract names are common to them all.
+        rules.push(always(libc::SYS_bind, Action::Errno(libc::EPERM as u32)));
     }
     if opts.deny_sockets {
         // A datagram pair can still sendto() or connect() any pathname socket.

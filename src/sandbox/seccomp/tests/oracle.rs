@@ -207,6 +207,7 @@ fn oracle_stacking_order_and_contents() {
                 Action::Errno(13),
                 Action::Trap,
                 Action::Errno(libc::EAFNOSUPPORT as u32),
+                Action::Errno(libc::EPERM as u32), // bind
                 Action::Errno(libc::ESOCKTNOSUPPORT as u32),
             ],
             vec![enosys; SYSV_IPC.len() + ALWAYS_ENOSYS.len()],
