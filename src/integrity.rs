@@ -111,15 +111,10 @@ pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, Int
     Ok(exe)
 }
 
-/// Copies the executable at `path` into `dest_dir` (made 0755 if missing, in a
-/// directory only upm may write to), hashing exactly the bytes it copies, and
-/// returns a read-only descriptor of the copy: rewriting the original in place, even
-/// during the call, cannot change what runs. The copy keeps at most the original's
-/// permission bits (`mode & 0o755`). No pin is checked here: see
-/// [`Executable::check_pin`].
-pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, IntegrityError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let mut file = open_plugin_file(path)?;
+/// The plugin file, opened as [`open_plugin_file`] does, and the permission bits a copy
+/// of it may keep (at most 0755: never setuid, setgid or writable by others).
+fn open_with_copy_mode(path: &Path) -> Result<(File, u32), IntegrityError> {
+    let file = open_plugin_file(path)?;
     let mode = file
         .metadata()
         .map_err(|source| IntegrityError::Open {
@@ -129,6 +124,18 @@ pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, Integ
         .permissions()
         .mode()
         & 0o755;
+    Ok((file, mode))
+}
+
+/// Copies the executable at `path` into `dest_dir` (made 0755 if missing, in a
+/// directory only upm may write to), hashing exactly the bytes it copies, and
+/// returns a read-only descriptor of the copy: rewriting the original in place, even
+/// during the call, cannot change what runs. The copy keeps at most the original's
+/// permission bits (`mode & 0o755`). No pin is checked here: see
+/// [`Executable::check_pin`].
+pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, IntegrityError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let (mut file, mode) = open_with_copy_mode(path)?;
     let snap = |p: &Path, source| IntegrityError::Snapshot {
         path: p.to_path_buf(),
         source,
@@ -177,16 +184,7 @@ pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, Integ
 /// [`Executable::check_pin`].
 pub fn seal_executable(path: &Path) -> Result<Option<Executable>, IntegrityError> {
     use std::os::unix::ffi::OsStrExt;
-    let mut file = open_plugin_file(path)?;
-    let mode = file
-        .metadata()
-        .map_err(|source| IntegrityError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o755;
+    let (mut file, mode) = open_with_copy_mode(path)?;
     let name = path.file_name().unwrap_or(std::ffi::OsStr::new("exec"));
     let shown = PathBuf::from(format!("memfd:{}", name.to_string_lossy()));
     let snap = |source| IntegrityError::Snapshot {
