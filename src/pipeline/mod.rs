@@ -184,6 +184,10 @@ impl Session {
             Err(e) => (Err(e), HashMap::new()),
         };
         let host = Host::probe();
+        // Asked now, so that a one-shot call's answer is in before its plugin ends.
+        if crate::sandbox::landlock_audit::can_read(host.euid, host.landlock_abi).is_ok() {
+            crate::sandbox::landlock_audit::question();
+        }
         if host.privileged {
             // A root upm's calls change the spawning thread's euid (see AsOwner).
             sandbox::namespaces::hold_parent_death_signal();

@@ -28,6 +28,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::denials::{Allow, Denial, Denials, Layer};
@@ -105,6 +106,82 @@ pub fn status() -> Result<Status, String> {
                 return answer;
             }
         }
+    }
+}
+
+/// How long a question to the audit about itself answers for the calls that start
+/// after it was asked.
+const FRESH: Duration = Duration::from_millis(250);
+
+/// The latest question, shared by the calls that start within [`FRESH`] of it.
+static LATEST: Mutex<Option<Arc<Question>>> = Mutex::new(None);
+
+/// Whether the kernel's audit is on, asked once for the calls that start within
+/// [`FRESH`] of the question (issue 25). The kernel answers every `AUDIT_GET` from a
+/// thread it starts for that answer: 0.1 ms on a quiet machine, several on a busy one,
+/// which a short call asking for itself waited for at its end. The answer is the state
+/// at one moment either way (the host may switch its audit at any time); a shared one
+/// is at most [`FRESH`] older than the call's start. A one-shot upm asks as its session
+/// loads, before its call is parsed.
+pub struct Question {
+    asked: Instant,
+    answer: Mutex<Option<Result<bool, String>>>,
+    ready: Condvar,
+}
+
+/// The question a call starting now uses: the latest, if it was asked within
+/// [`FRESH`], or a new one, asked on a thread of its own (the asking waits for the
+/// kernel's thread to start).
+pub fn question() -> Arc<Question> {
+    let mut latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(q) = latest.as_ref().filter(|q| q.asked.elapsed() < FRESH) {
+        return q.clone();
+    }
+    let q = Arc::new(Question {
+        asked: Instant::now(),
+        answer: Mutex::new(None),
+        ready: Condvar::new(),
+    });
+    let asking = q.clone();
+    let spawned = std::thread::Builder::new()
+        .name("upm-audit-get".into())
+        .spawn(move || asking.answered(status().map(|s| s.enabled != 0)));
+    if let Err(e) = spawned {
+        q.answered(Err(format!(
+            "cannot ask the kernel's audit whether it is on: {e}"
+        )));
+    }
+    *latest = Some(q.clone());
+    q
+}
+
+impl Question {
+    fn answered(&self, answer: Result<bool, String>) {
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+        self.ready.notify_all();
+    }
+
+    /// The answer, `None` while it has not come.
+    pub fn answer(&self) -> Option<Result<bool, String>> {
+        self.answer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits at most `limit` for the answer.
+    pub fn wait(&self, limit: Duration) -> Result<bool, String> {
+        let guard = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .ready
+            .wait_timeout_while(guard, limit, |a| a.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.clone().unwrap_or_else(|| {
+            Err(format!(
+                "the kernel's audit did not say within {} ms whether it is on",
+                limit.as_millis()
+            ))
+        })
     }
 }
 
@@ -202,9 +279,6 @@ pub struct Reader {
     /// The socket overflowed (ENOBUFS): some records were lost.
     lost: bool,
     buf: Vec<u8>,
-    /// Whether the kernel's audit is on, once its answer to [`Reader::open`]'s
-    /// question has come.
-    audit_on: Option<Result<bool, String>>,
 }
 
 impl Reader {
@@ -259,46 +333,7 @@ impl Reader {
             pending: VecDeque::new(),
             lost: false,
             buf: vec![0u8; 64 * 1024],
-            audit_on: None,
         })
-    }
-
-    /// Asks the kernel's audit whether it is on; the answer comes to this reader
-    /// ([`Reader::audit_on`]). Sending waits for the kernel to start the thread that
-    /// answers: call it off the call's path.
-    pub fn ask_audit_on(&mut self) {
-        if let Err(e) = ask_status(self.fd()) {
-            self.audit_on = Some(Err(format!(
-                "cannot ask the kernel's audit whether it is on: {e}"
-            )));
-        }
-    }
-
-    /// Whether the kernel's audit is on: `None` while its answer has not come.
-    pub fn audit_on(&self) -> Option<Result<bool, String>> {
-        self.audit_on.clone()
-    }
-
-    /// Waits at most `limit` for the answer to whether the audit is on.
-    pub fn await_audit_on(
-        &mut self,
-        limit: Duration,
-        denials: &mut Denials,
-    ) -> Result<bool, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.read_available(denials);
-            if let Some(answer) = self.audit_on.clone() {
-                return answer;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !wait_readable(self.fd(), left) {
-                return Err(format!(
-                    "the kernel's audit did not say within {} ms whether it is on",
-                    limit.as_millis()
-                ));
-            }
-        }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -329,10 +364,6 @@ impl Reader {
     }
 
     fn record(&mut self, ty: u16, payload: &[u8], denials: &mut Denials) {
-        if let Some(answer) = status_answer(ty, payload) {
-            self.audit_on = Some(answer.map(|s| s.enabled != 0));
-            return;
-        }
         if ty != AUDIT_LANDLOCK_ACCESS && ty != AUDIT_LANDLOCK_DOMAIN {
             return;
         }
@@ -647,7 +678,6 @@ mod tests {
             pending: VecDeque::new(),
             lost: false,
             buf: Vec::new(),
-            audit_on: None,
         }
     }
 

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use ::syscalls::{syscall, Sysno};
 
 use crate::denials::{Denials, Layer};
-use crate::sandbox::landlock_audit::{self, Reader};
+use crate::sandbox::landlock_audit::{self, Question, Reader};
 use crate::sandbox::seccomp::notify::{Answered, Context, Supervisor};
 use crate::sandbox::seccomp::CompiledFilter;
 use crate::sandbox::{errno, Prepared};
@@ -117,16 +117,24 @@ impl Observer {
             }
             _ => None,
         };
-        // Subscribed now, before the go: the plugin's first denial may come at once.
+        // Subscribed now, before the go: the plugin's first denial may come at once;
+        // not when the audit is already known to be off (nothing would come).
         let reader = match (&sandbox.observe.landlock, &sandbox.landlock) {
-            (Ok(()), Some(plan)) => match plan.log_token().map(Reader::open) {
-                Some(Ok(r)) => Some(r),
-                Some(Err(why)) => {
-                    denials.not_observable(Layer::Landlock, why);
-                    None
+            (Ok(()), Some(plan)) => {
+                let audit = landlock_audit::question();
+                let off = match audit.answer() {
+                    Some(Ok(true)) | None => false,
+                    Some(on) => !audit_is_on(on, &mut denials),
+                };
+                match plan.log_token().filter(|_| !off).map(Reader::open) {
+                    Some(Ok(r)) => Some((r, audit)),
+                    Some(Err(why)) => {
+                        denials.not_observable(Layer::Landlock, why);
+                        None
+                    }
+                    None => None,
                 }
-                None => None,
-            },
+            }
             (Err(why), Some(_)) => {
                 denials.not_observable(Layer::Landlock, why.clone());
                 None
@@ -216,14 +224,14 @@ fn observe(
     mut denials: Denials,
     stop: OwnedFd,
     seccomp: Option<(OwnedFd, Arc<CompiledFilter>, Context)>,
-    mut reader: Option<Reader>,
+    reader: Option<(Reader, Arc<Question>)>,
 ) -> Denials {
-    // Whether the kernel's audit is on: asked here, off the call's path (the kernel
-    // answers from a thread it starts, which the asking thread waits for), and answered
-    // while the plugin runs.
-    if let Some(r) = reader.as_mut() {
-        r.ask_audit_on();
-    }
+    // Whether the kernel's audit is on: asked off the call's path (see `Question`),
+    // and mostly answered before the plugin ends.
+    let (mut reader, audit) = match reader {
+        Some((r, q)) => (Some(r), Some(q)),
+        None => (None, None),
+    };
     let mut audit_known = false;
     let (mut channel, filter, context) = match seccomp {
         Some((ch, f, c)) => (Some(ch), Some(f), Some(c)),
@@ -271,7 +279,7 @@ fn observe(
                 r.read_available(&mut denials);
             }
             if !audit_known {
-                if let Some(on) = r.audit_on() {
+                if let Some(on) = audit.as_ref().and_then(|q| q.answer()) {
                     audit_known = true;
                     if !audit_is_on(on, &mut denials) {
                         reader = None;
@@ -297,8 +305,9 @@ fn observe(
         }
         answer(&mut supervisor, &mut denials);
     }
-    if let Some(mut r) = reader {
-        let on = r.await_audit_on(AUDIT_ANSWER, &mut denials);
+    if let (Some(mut r), Some(q)) = (reader, audit) {
+        r.read_available(&mut denials);
+        let on = q.wait(AUDIT_ANSWER);
         if audit_known || audit_is_on(on, &mut denials) {
             r.finish(&mut denials);
         }
