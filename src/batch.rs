@@ -89,7 +89,6 @@ pub fn run(
 ) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     crate::sandbox::shared_net::enable();
-    crate::launch::share_homes();
     let cap = session.max_request_bytes();
     let reader = Mutex::new(Reader {
         input,
@@ -140,7 +139,6 @@ pub fn run(
         }
         worker();
     });
-    crate::launch::remove_process_home();
     if failed_output.load(Relaxed) {
         1
     } else if stop::requested() {

@@ -64,11 +64,8 @@ pub fn run(config_path: &Path, parallel: usize) -> i32 {
         }
     };
     crate::sandbox::shared_net::enable();
-    crate::launch::share_homes();
     let stdin = Watched(std::io::stdin(), Watch::with(reading.clone()));
     let input = std::io::BufReader::with_capacity(64 * 1024, stdin);
     let server = server::Server::new(&session, tools, Box::new(std::io::stdout()), reading);
-    let code = server.serve(input, parallel);
-    crate::launch::remove_process_home();
-    code
+    server.serve(input, parallel)
 }

@@ -128,16 +128,16 @@ fn prepare_native(
         .then_some((policy.user.uid, policy.user.gid));
     let python = matches!(plugin.kind, PluginKind::PythonClass { .. });
     let copy_interpreter = call.verdict.is_some();
-    // The process's shared directory, for a call that needs nothing of its own on the
-    // host's disk (its home is a tmpfs in its own mount namespace): not with verified
-    // copies or snapshots, and not where the mount namespace may be given up.
+    // The shared mount point, for a call that needs nothing of its own on the host's
+    // disk (its home is a tmpfs in its own mount namespace): not with verified copies
+    // or snapshots, and not where the mount namespace may be given up.
     let copies = plugin.sha256.is_some() || copy_interpreter;
     let own_files = plugin.manifest_sha256.is_some()
         || (copies && !crate::integrity::memfd_exec())
         || policy.allow_degraded.contains(&Layer::Namespaces);
     let own = || Workdir::create(&config.workdir_root, &call.request_id, owner, python);
     let mut workdir = match own_files {
-        false => Workdir::shared(&config.workdir_root)?,
+        false => Workdir::shared(&config.workdir_root),
         true => None,
     }
     .map_or_else(own, Ok)?;

@@ -288,3 +288,25 @@ pub fn start_call(config: &Path, request: &[u8]) -> std::process::Child {
     stdin.write_all(request).expect("write the request");
     child
 }
+
+/// What calls left under a `workdir_root`: everything but the calls' shared mount
+/// point (`upm-homes-<euid>/home`, kept by design), which must itself be empty.
+pub fn left_under(dir: &Path) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let shared = e.file_name().to_string_lossy().starts_with("upm-homes-");
+        let only_home = || {
+            let inside: Vec<_> = std::fs::read_dir(e.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            inside == ["home"]
+                && std::fs::read_dir(e.path().join("home")).is_ok_and(|mut r| r.next().is_none())
+        };
+        if !(shared && only_home()) {
+            left.push(e.path());
+        }
+    }
+    left
+}

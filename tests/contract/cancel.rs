@@ -85,7 +85,7 @@ fn sigterm_mid_call_ends_it_cancelled_audited_and_cleaned_up() {
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1]["event"], "finished");
     assert_eq!(events[1]["code"], "cancelled");
-    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    let left = left_under(&work);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -143,7 +143,7 @@ fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
     let lines = d.audit_lines();
     let count = |e: &str| lines.iter().filter(|l| l["event"] == e).count();
     assert_eq!((count("started"), count("finished")), (2, 2), "{lines:?}");
-    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    let left = left_under(&work);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 

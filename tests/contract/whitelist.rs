@@ -84,7 +84,7 @@ fn the_private_directory_is_made_under_workdir_root() {
         "{result}"
     );
     assert_eq!(result["tmp"], result["cwd"], "{result}");
-    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    let left = left_under(&root);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 

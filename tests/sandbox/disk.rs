@@ -107,6 +107,6 @@ fn a_plugin_cannot_fill_the_hosts_disk(who: Who) {
     assert_eq!(disk["used_bytes"], 2 * 65536, "{}", ctx(&run));
 
     // Nothing of any of the calls stayed behind.
-    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    let left = left_under(&work);
     assert!(left.is_empty(), "left under {}: {left:?}", work.display());
 }

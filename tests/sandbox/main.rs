@@ -17,7 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{command_plugin, is_root, request, run_command, Run, TestConfig, TestDir};
+use common::{command_plugin, is_root, left_under, request, run_command, Run, TestConfig, TestDir};
 use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

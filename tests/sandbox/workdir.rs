@@ -12,10 +12,7 @@ fn with_own_workdir_root(cfg: &mut Value, dir: &Path) {
 }
 
 fn left_in(fx: &Fx) -> Vec<PathBuf> {
-    std::fs::read_dir(fx.dir.join("work"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect()
+    left_under(&fx.dir.join("work"))
 }
 
 /// However deep a plugin nests its directories, upm removes them, with no descriptor
@@ -145,4 +142,76 @@ fn a_directory_left_behind_is_audited_and_told() {
         last["error"].as_str().unwrap().contains("mounted"),
         "{last}"
     );
+}
+
+/// A plugin that needs nothing of its own on the host's disk (an executable, no pin):
+/// `/bin/sh` prints its cwd and what it sees there, then writes a file in it.
+fn with_shell_plugin(cfg: &mut Value, dir: &Path) {
+    with_own_workdir_root(cfg, dir);
+    let script = r#"printf '{"cwd":"%s","seen":"%s"}' "$(pwd)" "$(ls -A)"; echo x > mine"#;
+    cfg["plugins"]["sh"] = json!({
+        "command": ["/bin/sh", "-c", script],
+        "allowed_methods": ["show"]
+    });
+}
+
+/// The calls that need nothing of their own on the host's disk mount their home tmpfs
+/// over one kept, empty mount point (issue 25): no directory is made or removed per
+/// call, and a killed upm leaves nothing. Each call sees only its own files there.
+#[test]
+fn calls_share_one_empty_mount_point_and_see_only_their_own_home() {
+    let Some(fx) = Fx::new(Who::Root, with_shell_plugin) else {
+        return;
+    };
+    let shared = fx.dir.join("work/upm-homes-0");
+    for _ in 0..2 {
+        let run = fx.call("sh", "show", json!({}));
+        assert_eq!(run.code, 0, "{}", ctx(&run));
+        let r = run.result();
+        assert_eq!(r["cwd"], json!(shared.join("home")), "{}", ctx(&run));
+        // The previous call's file is not there: each call has its own tmpfs.
+        assert_eq!(r["seen"], "", "{}", ctx(&run));
+    }
+    let meta = std::fs::symlink_metadata(shared.join("home")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(meta.uid(), 0);
+    assert_eq!(left_in(&fx), Vec::<PathBuf>::new(), "a call left files");
+}
+
+/// A mount point that is not upm's own (a link, another user's, writable by others) is
+/// never used: the call makes its own directory, and what was planted is untouched.
+#[test]
+fn a_planted_shared_mount_point_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    type Plant = fn(&Path, &Path);
+    let plants: [(&str, Plant); 3] = [
+        ("a link", |shared, elsewhere| {
+            std::os::unix::fs::symlink(elsewhere, shared).unwrap();
+        }),
+        ("another user's", |shared, _| {
+            std::fs::create_dir_all(shared.join("home")).unwrap();
+            std::os::unix::fs::chown(shared, Some(USER.0), Some(USER.1)).unwrap();
+        }),
+        ("writable by others", |shared, _| {
+            std::fs::create_dir_all(shared.join("home")).unwrap();
+            std::fs::set_permissions(shared.join("home"), PermissionsExt::from_mode(0o777))
+                .unwrap();
+        }),
+    ];
+    for (what, plant) in plants {
+        let Some(fx) = Fx::new(Who::Root, with_shell_plugin) else {
+            return;
+        };
+        let shared = fx.dir.join("work/upm-homes-0");
+        let elsewhere = fx.dir.join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("home")).unwrap();
+        plant(&shared, &elsewhere);
+        let run = fx.call("sh", "show", json!({}));
+        assert_eq!(run.code, 0, "{what}: {}", ctx(&run));
+        let cwd = run.result()["cwd"].as_str().unwrap().to_owned();
+        assert!(!cwd.contains("upm-homes"), "{what}: the call used {cwd}");
+        assert!(!Path::new(&cwd).exists(), "{what}: {cwd} outlived the call");
+        let in_elsewhere = std::fs::read_dir(elsewhere.join("home")).unwrap().count();
+        assert_eq!(in_elsewhere, 0, "{what}: the plant was written to");
+    }
 }
