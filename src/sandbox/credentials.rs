@@ -106,7 +106,9 @@ impl Plan {
     /// every thread glibc knows of (in a child of a multithreaded upm that means waiting
     /// forever for threads that do not exist there), and they write `errno`, which in a
     /// child sharing upm's memory is a live upm thread's.
-    pub fn apply(&self) -> Result<(), i32> {
+    /// Empties the bounding set: in the init before the go, while upm writes the id maps
+    /// (it limits what an exec could grant, not the capabilities the init still uses).
+    pub fn drop_bounding_set(&self) -> Result<(), i32> {
         for cap in 0..=self.cap_last_cap {
             // Without a user namespace an unprivileged caller cannot drop the bounding set
             // (EPERM); it has no capabilities to gain, and no_new_privs blocks file capabilities.
@@ -116,6 +118,11 @@ impl Plan {
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    /// After [`Self::drop_bounding_set`]: the plugin's ids, no capabilities.
+    pub fn apply(&self) -> Result<(), i32> {
         if self.mode == Mode::Switch {
             // SAFETY: an empty group list; the pointer is never read for size 0.
             sys(unsafe { syscall!(Sysno::setgroups, 0, 0) })?;

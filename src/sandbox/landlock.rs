@@ -179,8 +179,11 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
 /// A rule on one of upm's descriptors (the verified plugin file) is reported by the
 /// file's path: `/proc/self/fd/6` would tell an auditor nothing.
 fn reported(p: &Path) -> String {
-    match std::fs::read_link(p) {
-        Ok(target) if p.starts_with("/proc/self/fd") => target.display().to_string(),
+    match p
+        .starts_with("/proc/self/fd")
+        .then(|| std::fs::read_link(p))
+    {
+        Some(Ok(target)) => target.display().to_string(),
         _ => p.display().to_string(),
     }
 }
@@ -201,7 +204,11 @@ fn add_rule(
             })
         }
     };
-    let is_dir = path.is_dir();
+    // The kind of what was opened, not of whatever the path names by now.
+    let is_dir = nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFDIR
+    });
     let access = if is_dir {
         access
     } else {

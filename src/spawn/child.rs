@@ -268,6 +268,11 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         // SAFETY: our own descriptor, no longer needed.
         let _ = unsafe { syscall!(Sysno::close, ctx.egress_channel) };
     }
+    // Meanwhile, as upm writes the id maps: nothing the bounding set holds is needed.
+    sandbox
+        .credentials
+        .drop_bounding_set()
+        .map_err(|e| (Step::Credentials, e))?;
     // The rest waits for the go: a user namespace's id maps are written by upm after the
     // clone (until then the private directory's owner is unmapped here, and root's
     // capabilities do not reach it), and an init already switched to the plugin's uid
