@@ -8,7 +8,8 @@
 //! longer than the size cap is refused without being kept in memory.
 
 use crate::error::Code;
-use crate::pipeline::{Input, Session};
+use crate::pipeline::{Input, Session, Staged};
+use crate::response::Response;
 use crate::spawn::stop;
 use std::io::{BufRead, Write};
 use std::sync::Mutex;
@@ -98,8 +99,23 @@ pub fn run(
     let out = Mutex::new(out);
     let failed_output = AtomicBool::new(false);
     let failed_input = AtomicBool::new(false);
-    let worker = || loop {
-        if stop::requested() {
+    let write = |mut response: Response, n: u64| {
+        response.line = Some(n);
+        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+        if response.write_line(&mut *w).is_err() {
+            failed_output.store(true, Relaxed);
+        }
+    };
+    let finished = |staged: Staged| match staged {
+        Staged::Done(response) => response,
+        Staged::Finishing(f) => session.complete(f),
+    };
+    // Each worker's calls end on a thread of its own, in the order it read them: the `finished` entry's fsync and
+    // the result's line, while the worker reads and starts its next call (whose
+    // `started` entry then shares that fsync). At most one call waits there per worker,
+    // so `--parallel` still bounds the plugins running at a time.
+    let worker = |finishing: std::sync::mpsc::SyncSender<(Staged, u64)>| loop {
+        if stop::requested() || failed_output.load(Relaxed) {
             return;
         }
         let (line, n) = {
@@ -114,30 +130,35 @@ pub fn run(
             r.lines += 1;
             (line, r.lines)
         };
-        let mut response = match line {
+        let staged = |input| session.call_staged(input, Default::default());
+        let staged = match line {
             Ok(Line::Eof) => return,
             Ok(Line::Request(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Line::Request(bytes)) => session.call(Input::<std::io::Empty>::Line(bytes)),
-            Ok(Line::TooLong) => session.call(Input::<std::io::Empty>::TooLong),
+            Ok(Line::Request(bytes)) => staged(Input::<Failed>::Line(bytes)),
+            Ok(Line::TooLong) => staged(Input::<Failed>::TooLong),
             // Asked to stop while waiting for a line: no call, so no result.
             Err(e) if stop::Stopped::is(&e) => return,
             Err(e) => {
                 failed_input.store(true, Relaxed);
-                session.call(Input::Stdin(Failed(Some(e))))
+                staged(Input::Stdin(Failed(Some(e))))
             }
         };
-        response.line = Some(n);
-        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
-        if response.write_line(&mut *w).is_err() {
-            failed_output.store(true, Relaxed);
-            return;
+        if let Err(std::sync::mpsc::SendError((staged, n))) = finishing.send((staged, n)) {
+            // The finisher is gone (it cannot be, short of a panic): finish here.
+            write(finished(staged), n);
+        }
+    };
+    let finisher = |calls: std::sync::mpsc::Receiver<(Staged, u64)>| {
+        for (staged, n) in calls {
+            write(finished(staged), n);
         }
     };
     std::thread::scope(|s| {
-        for _ in 1..parallel.max(1) {
-            s.spawn(worker);
+        for _ in 0..parallel.max(1) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(0);
+            s.spawn(move || finisher(rx));
+            s.spawn(move || worker(tx));
         }
-        worker();
     });
     if failed_output.load(Relaxed) {
         1

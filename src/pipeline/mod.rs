@@ -82,6 +82,24 @@ pub struct Context {
     pub origin: Option<(&'static str, Value)>,
 }
 
+/// Where [`Session::call_staged`] stopped.
+// One per call, moved once or twice: not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Staged {
+    /// Answered (refused, or its end already audited).
+    Done(Response),
+    /// Ran: its `finished` entry is still to be made durable ([`Session::complete`]).
+    Finishing(Finishing),
+}
+
+/// What a ran call's `finished` entry and response are made of.
+pub struct Finishing {
+    call: Call,
+    in_force: Value,
+    ran: Ran,
+    workdir: Option<Workdir>,
+}
+
 /// What is known about the call so far, for the response and the audit entry.
 struct Call {
     started: Instant,
@@ -221,6 +239,28 @@ impl Session {
 
     /// [`call`](Self::call), with what its caller adds (see [`Context`]).
     pub fn call_in<R: Read>(&self, input: Input<R>, ctx: Context) -> Response {
+        match self.call_staged(input, ctx) {
+            Staged::Done(resp) => resp,
+            Staged::Finishing(f) => self.complete(f),
+        }
+    }
+
+    /// A ran call's last step: its `finished` entry made durable, then its response.
+    /// A batch's worker hands it to a thread of its own and reads its next line
+    /// meanwhile (the fsync off its path, and shared with the next `started`).
+    pub fn complete(&self, f: Finishing) -> Response {
+        let Finishing {
+            call,
+            in_force,
+            ran,
+            workdir,
+        } = f;
+        self.finish(&call, in_force, ran, workdir)
+    }
+
+    /// [`call_in`](Self::call_in) up to the `finished` entry: a call that ran (or
+    /// whose sandbox was started) returns what its `finished` entry needs.
+    pub fn call_staged<R: Read>(&self, input: Input<R>, ctx: Context) -> Staged {
         let mut call = Call::new();
         call.ctx = ctx;
         let cap = self.max_request_bytes();
@@ -229,17 +269,17 @@ impl Session {
         if let Err(f) = self.open_log() {
             // Whatever the call named is in the answer all the same.
             let _ = parse(input, cap, &mut call);
-            return respond(&call, f.into());
+            return Staged::Done(respond(&call, f.into()));
         }
 
         // parse
         let req = match parse(input, cap, &mut call) {
             Ok(r) => r,
-            Err(f) => return self.finish_refused(&call, f),
+            Err(f) => return Staged::Done(self.finish_refused(&call, f)),
         };
         let config = match self.loaded_config() {
             Ok(c) => c,
-            Err(f) => return self.finish_refused(&call, f),
+            Err(f) => return Staged::Done(self.finish_refused(&call, f)),
         };
         phase(&call, "request parsed");
 
@@ -260,11 +300,11 @@ impl Session {
         });
         let (plugin, schema, seccomp, grants) = match authorized {
             Ok(ok) => ok,
-            Err(f) => return self.finish_refused(&call, f),
+            Err(f) => return Staged::Done(self.finish_refused(&call, f)),
         };
         phase(&call, "authorized and validated");
         if let Some(why) = call.ctx.stop.stopped() {
-            return self.finish_refused(&call, cancelled_before_start(why));
+            return Staged::Done(self.finish_refused(&call, cancelled_before_start(why)));
         }
 
         // prepare, on the plugin's backend: everything checked and built, nothing started
@@ -273,7 +313,7 @@ impl Session {
         );
         let mut prepared = match prepared {
             Ok(p) => p,
-            Err(f) => return self.finish_refused(&call, f),
+            Err(f) => return Staged::Done(self.finish_refused(&call, f)),
         };
         phase(&call, "sandbox prepared");
 
@@ -290,8 +330,10 @@ impl Session {
         let (running, in_force) =
             match self.start_audited(&mut call, started, &mut prepared, plugin) {
                 // Dropping what started (the init, if any) kills it: nothing ran.
-                Err(f) => return respond(&call, f.into()),
-                Ok(Err(f)) => return self.finish_with(&call, Some(requested), f.into()),
+                Err(f) => return Staged::Done(respond(&call, f.into())),
+                Ok(Err(f)) => {
+                    return Staged::Done(self.finish_with(&call, Some(requested), f.into()))
+                }
                 Ok(Ok(running)) => running,
             };
         phase(&call, "sandbox started, started entry durable");
@@ -310,7 +352,13 @@ impl Session {
         let ran = prepared.capture(ended, plugin);
 
         // `finished`, respond
-        self.finish(&call, in_force, ran, prepared.take_workdir())
+        let workdir = prepared.take_workdir();
+        Staged::Finishing(Finishing {
+            call,
+            in_force,
+            ran,
+            workdir,
+        })
     }
 
     /// A call refused before it became a request (`upm mcp`: a tool that names no
