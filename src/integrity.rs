@@ -97,7 +97,11 @@ impl Executable {
 /// the bytes), use [`copy_executable`].
 pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, IntegrityError> {
     let mut file = open_plugin_file(path)?;
-    let (sha256, head) = read_hashing(&mut file, path, None)?;
+    let (sha256, head) = match pin {
+        // A pin is checked against the bytes read now, never a remembered digest.
+        Some(_) => read_hashing(&mut file, path, None)?,
+        None => digest_of(&mut file, path)?,
+    };
     let exe = Executable {
         fd: file.into(),
         path: path.to_path_buf(),
@@ -109,6 +113,50 @@ pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, Int
     };
     exe.check_pin(pin)?;
     Ok(exe)
+}
+
+/// What identifies an opened file's content within one upm process: any write, truncate
+/// or `chmod` changes its ctime (which no one sets by hand, and which the kernel makes
+/// fine-grained once it has been read, as here), and a replaced file is another inode.
+type Identity = (u64, u64, i64, i64, i64, i64, i64);
+
+/// The digests of unpinned executables this process has read, by [`Identity`] (issue 25):
+/// a batch's or `upm mcp`'s calls of a Python plugin hashed the interpreter, 6.8 MB, at
+/// every call (8–9 ms here). A pinned file is always read again.
+static DIGESTS: std::sync::Mutex<Vec<(Identity, String, Vec<u8>)>> =
+    std::sync::Mutex::new(Vec::new());
+/// Distinct executables remembered at most (a config names a few).
+const MAX_DIGESTS: usize = 64;
+
+/// The SHA-256 and first bytes of an unpinned executable: remembered from an earlier
+/// call of this process while the file's [`Identity`] is the same, else read.
+fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), IntegrityError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().map_err(|source| IntegrityError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let id: Identity = (
+        m.dev(),
+        m.ino(),
+        m.size() as i64,
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    );
+    let lock = || DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, sha, head)) = lock().iter().find(|(i, _, _)| *i == id) {
+        return Ok((sha.clone(), head.clone()));
+    }
+    let (sha, head) = read_hashing(file, path, None)?;
+    let mut known = lock();
+    known.retain(|(i, _, _)| (i.0, i.1) != (id.0, id.1));
+    if known.len() == MAX_DIGESTS {
+        known.remove(0);
+    }
+    known.push((id, sha.clone(), head.clone()));
+    Ok((sha, head))
 }
 
 /// The plugin file, opened as [`open_plugin_file`] does, and the permission bits a copy
@@ -685,6 +733,39 @@ mod tests {
             open_executable(&p, Some(&wrong)),
             Err(IntegrityError::Mismatch { .. })
         ));
+    }
+
+    /// An unpinned executable's digest is remembered only while the file is the same:
+    /// rewritten in place to the same size with its mtime put back, it is read again
+    /// (its ctime moved), and the digest is the new content's.
+    #[test]
+    fn a_remembered_digest_is_never_a_rewritten_files() {
+        use std::os::unix::fs::MetadataExt;
+        let d = dir();
+        let p = d.path().join("tool");
+        std::fs::write(&p, b"#!/bin/sh\necho A\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let first = open_executable(&p, None).unwrap().sha256;
+        assert_eq!(open_executable(&p, None).unwrap().sha256, first);
+        let before = std::fs::metadata(&p).unwrap();
+        std::fs::write(&p, b"#!/bin/sh\necho B\n").unwrap();
+        let times = std::fs::FileTimes::new()
+            .set_accessed(before.accessed().unwrap())
+            .set_modified(before.modified().unwrap());
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+        let after = std::fs::metadata(&p).unwrap();
+        assert_eq!(
+            (after.size(), after.mtime(), after.mtime_nsec()),
+            (before.size(), before.mtime(), before.mtime_nsec())
+        );
+        let second = open_executable(&p, None).unwrap().sha256;
+        assert_ne!(second, first, "the old content's digest was reused");
+        assert_eq!(second, hex::encode(Sha256::digest(b"#!/bin/sh\necho B\n")));
     }
 
     #[test]
