@@ -11,14 +11,16 @@
 use crate::config::{Config, ConfigError, Plugin};
 use crate::sandbox::policy::SeccompSource;
 use crate::sandbox::seccomp::{CompileOptions, Profile};
-use crate::schema::MethodSchema;
+use crate::schema::{CheckedSchema, MethodSchema};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What the check found, and the profiles it loaded (for the calls to reuse).
 pub struct Checked {
     pub profiles: HashMap<SeccompSource, Arc<Profile>>,
+    /// The schemas as read and checked, for the calls to compile without reading again.
+    pub schemas: HashMap<PathBuf, CheckedSchema>,
     pub problems: Vec<String>,
 }
 
@@ -59,18 +61,27 @@ pub fn check(config: &Config) -> Checked {
             }
         }
     }
+    let mut kept = HashMap::new();
     for (path, users) in schemas {
         let named = |(p, m, output): &(&Plugin, &str, bool)| {
             let what = if *output { " (output_schema)" } else { "" };
             format!("plugin \"{}\", method \"{m}\"{what}", p.name)
         };
-        match MethodSchema::check(path) {
-            Err(e) => problems.push(format!(
-                "{}: {e}",
-                who(&users.iter().map(named).collect::<Vec<_>>())
-            )),
+        let checked = match MethodSchema::check_kept(path) {
+            Err(e) => {
+                problems.push(format!(
+                    "{}: {e}",
+                    who(&users.iter().map(named).collect::<Vec<_>>())
+                ));
+                continue;
+            }
+            Ok(c) => c,
+        };
+        let grants = checked.grants().to_vec();
+        kept.insert(path.to_path_buf(), checked);
+        match grants {
             // Grants need roots to fall under: without them, fail closed.
-            Ok(grants) if !grants.is_empty() => {
+            grants if !grants.is_empty() => {
                 let marked = || {
                     grants
                         .iter()
@@ -98,7 +109,7 @@ pub fn check(config: &Config) -> Checked {
                     ));
                 }
             }
-            Ok(_) => {}
+            _ => {}
         }
     }
 
@@ -139,7 +150,11 @@ pub fn check(config: &Config) -> Checked {
         };
         problems.push(format!("{}: seccomp profile{file}: {error}", who(&users)));
     }
-    Checked { profiles, problems }
+    Checked {
+        profiles,
+        schemas: kept,
+        problems,
+    }
 }
 
 /// Compiled as the plugin's calls will compile it (the profile caches the filter).

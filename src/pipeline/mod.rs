@@ -153,6 +153,9 @@ pub struct Session {
     host: Host,
     /// Compiled schemas (args and results alike), by file.
     schemas: Mutex<HashMap<PathBuf, Arc<MethodSchema>>>,
+    /// The schemas as the session's preflight read and checked them, each taken by its
+    /// first compilation (nothing read twice).
+    checked_schemas: Mutex<HashMap<PathBuf, crate::schema::CheckedSchema>>,
     profiles: Mutex<HashMap<SeccompSource, Arc<Profile>>>,
     /// Opened on first use; concurrent calls share its fsyncs.
     audit: GroupCommit,
@@ -190,17 +193,21 @@ impl Session {
             Err(_) => crate::config::fallback_audit(config_path),
         };
         // An invalid config runs nothing: its schemas and profiles are checked as a whole.
-        let (config, profiles) = match loaded.map(|c| (crate::preflight::check(&c), c)) {
-            Ok((checked, c)) if checked.problems.is_empty() => (Ok(c), checked.profiles),
-            Ok((checked, c)) => (
-                Err(ConfigError::Invalid {
-                    path: c.path,
-                    problems: checked.problems,
-                }),
-                HashMap::new(),
-            ),
-            Err(e) => (Err(e), HashMap::new()),
-        };
+        let (config, profiles, checked_schemas) =
+            match loaded.map(|c| (crate::preflight::check(&c), c)) {
+                Ok((checked, c)) if checked.problems.is_empty() => {
+                    (Ok(c), checked.profiles, checked.schemas)
+                }
+                Ok((checked, c)) => (
+                    Err(ConfigError::Invalid {
+                        path: c.path,
+                        problems: checked.problems,
+                    }),
+                    HashMap::new(),
+                    HashMap::new(),
+                ),
+                Err(e) => (Err(e), HashMap::new(), HashMap::new()),
+            };
         let host = Host::probe();
         // Asked now, so that a one-shot call's answer is in before its plugin ends.
         if crate::sandbox::landlock_audit::can_read(host.euid, host.landlock_abi).is_ok() {
@@ -215,6 +222,7 @@ impl Session {
             config,
             host,
             schemas: Mutex::new(HashMap::new()),
+            checked_schemas: Mutex::new(checked_schemas),
             profiles: Mutex::new(profiles),
             audit: GroupCommit::new(audit_path, audit_settings),
             overlap: false,
@@ -522,9 +530,13 @@ impl Session {
         if let Some(s) = lock(&self.schemas).get(path) {
             return Ok(s.clone());
         }
+        let checked = lock(&self.checked_schemas).remove(path);
         let schema = Arc::new(
-            MethodSchema::load(path)
-                .map_err(|e| Failure::new(e.code(), format!("the config is invalid: {e}")))?,
+            match checked {
+                Some(c) => MethodSchema::compile_checked(c),
+                None => MethodSchema::load(path),
+            }
+            .map_err(|e| Failure::new(e.code(), format!("the config is invalid: {e}")))?,
         );
         lock(&self.schemas).insert(path.to_path_buf(), schema.clone());
         Ok(schema)
