@@ -26,7 +26,13 @@ fn every_connection_is_an_audit_entry_of_its_own() {
         ["started", "connection", "connection", "finished"],
         "{entries:#?}"
     );
-    let (ok, refused) = (&entries[1], &entries[2]);
+    // Each is appended as it ends, which need not be the order they began in.
+    let c = fx.connections();
+    let (ok, refused) = (&c[0], &c[1]);
+    assert_eq!(
+        (&ok["connection"], &refused["connection"]),
+        (&json!(1), &json!(2))
+    );
     for c in [ok, refused] {
         assert_eq!(c["call_id"], call_id);
         assert_eq!(c["plugin"], "fetch");

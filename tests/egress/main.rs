@@ -344,12 +344,18 @@ impl Fx {
         (run.result().clone(), run.json["data"]["egress"].clone())
     }
 
+    /// The call's `connection` entries in the order the plugin opened them. The log has
+    /// them in the order they ended: a refused second connection can end before the
+    /// proxy has seen the first one close.
     fn connections(&self) -> Vec<Value> {
-        self.dir
+        let mut c: Vec<Value> = self
+            .dir
             .audit_lines()
             .into_iter()
             .filter(|e| e["event"] == "connection")
-            .collect()
+            .collect();
+        c.sort_by_key(|e| e["connection"].as_u64());
+        c
     }
 
     fn verify_log(&self) {
