@@ -110,10 +110,20 @@ pub fn run(
         Staged::Done(response) => response,
         Staged::Finishing(f) => session.complete(f),
     };
-    // Each worker's calls end on a thread of its own, in the order it read them: the `finished` entry's fsync and
-    // the result's line, while the worker reads and starts its next call (whose
-    // `started` entry then shares that fsync). At most one call waits there per worker,
-    // so `--parallel` still bounds the plugins running at a time.
+    // `--parallel N` (N ≥ 2) runs N plugins at a time, but 2N workers prepare calls: a
+    // call waits for one of the N slots with its init cloned and its `started` entry
+    // durable, so that the fsync overlaps other calls' plugins instead of leaving a CPU
+    // idle. (`--parallel 1` keeps one worker: its calls run in the order of the lines.)
+    let (workers, slots) = match parallel.max(1) {
+        1 => (1, None),
+        n => (
+            2 * n,
+            Some(std::sync::Arc::new(crate::pipeline::Slots::new(n))),
+        ),
+    };
+    // Each worker's calls end on a thread of its own, in the order it read them: the
+    // `finished` entry's fsync and the result's line, while the worker reads and starts
+    // its next call (whose `started` entry then shares that fsync).
     let worker = |finishing: std::sync::mpsc::SyncSender<(Staged, u64)>| loop {
         if stop::requested() || failed_output.load(Relaxed) {
             return;
@@ -130,7 +140,13 @@ pub fn run(
             r.lines += 1;
             (line, r.lines)
         };
-        let staged = |input| session.call_staged(input, Default::default());
+        let staged = |input| {
+            let ctx = crate::pipeline::Context {
+                slots: slots.clone(),
+                ..Default::default()
+            };
+            session.call_staged(input, ctx)
+        };
         let staged = match line {
             Ok(Line::Eof) => return,
             Ok(Line::Request(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
@@ -154,7 +170,7 @@ pub fn run(
         }
     };
     std::thread::scope(|s| {
-        for _ in 0..parallel.max(1) {
+        for _ in 0..workers {
             let (tx, rx) = std::sync::mpsc::sync_channel(0);
             s.spawn(move || finisher(rx));
             s.spawn(move || worker(tx));

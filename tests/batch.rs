@@ -634,6 +634,70 @@ fn parallel_runs_calls_at_the_same_time_and_keeps_lines_whole() {
     assert!(took < Duration::from_millis(1600), "took {took:?}");
 }
 
+/// Each plugin's run, as it measured it: (start, end) in ns.
+fn runs(results: &[Value]) -> Vec<(u64, u64)> {
+    results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["success"], true, "{r}");
+            let t = &r["data"]["result"];
+            (t["a"].as_u64().unwrap(), t["b"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// The most plugins that ran at one moment.
+fn most_at_once(runs: &[(u64, u64)]) -> usize {
+    runs.iter()
+        .map(|&(a, _)| runs.iter().filter(|&&(x, y)| x <= a && a < y).count())
+        .max()
+        .unwrap_or(0)
+}
+
+const TIMED_SH: &str =
+    "#!/bin/sh\na=$(date +%s%N)\nsleep 0.2\nb=$(date +%s%N)\necho \"{\\\"a\\\":$a,\\\"b\\\":$b}\"\n";
+
+/// `--parallel N` prepares more calls than it runs (they wait for a slot with their
+/// `started` entry durable), but never runs more than N plugins at a time.
+#[test]
+fn parallel_n_runs_at_most_n_plugins_at_a_time() {
+    let d = TestDir::new();
+    let p = script(&d, "timed.sh", TIMED_SH);
+    let cfg = config(&d, &[("Timed", &p, 10000)], json!({}));
+    let input: Vec<u8> = (0..10)
+        .flat_map(|i| line("Timed", &format!("t{i}"), json!({})))
+        .collect();
+    let b = batch(&cfg, &["--parallel", "2"], input);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(b.results.len(), 10);
+    let runs = runs(&b.results);
+    assert_eq!(most_at_once(&runs), 2, "{runs:?}");
+    // Every call waited for its slot after its `started` entry: both are audited.
+    let entries = d.audit_lines();
+    assert_eq!(entries.len(), 20);
+}
+
+/// `--parallel 1` (the default) runs the lines' calls one after another, in order.
+#[test]
+fn without_parallel_calls_run_one_at_a_time_in_line_order() {
+    let d = TestDir::new();
+    let p = script(&d, "timed.sh", TIMED_SH);
+    let cfg = config(&d, &[("Timed", &p, 10000)], json!({}));
+    let input: Vec<u8> = (0..4)
+        .flat_map(|i| line("Timed", &format!("t{i}"), json!({})))
+        .collect();
+    let b = batch(&cfg, &[], input);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let ids: Vec<&str> = b
+        .results
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["t0", "t1", "t2", "t3"]);
+    let runs = runs(&b.results);
+    assert!(runs.windows(2).all(|w| w[0].1 <= w[1].0), "{runs:?}");
+}
+
 /// Calls start while the batch's threads are still being created (and end while
 /// others exit): a sandbox cloned from upm at that moment must not inherit a lock.
 #[test]

@@ -166,6 +166,7 @@ impl<'a> Server<'a> {
         let ctx = Context {
             stop: Watch::default(),
             origin: Some((ORIGIN_KEY, json!({ "jsonrpc_id": id }))),
+            ..Default::default()
         };
         let _ = self.session.call_in(input, ctx);
     }
@@ -389,6 +390,7 @@ impl<'a> Server<'a> {
         let ctx = Context {
             stop: Watch::with(job.cancel.clone()),
             origin: Some((ORIGIN_KEY, origin)),
+            ..Default::default()
         };
         let refuse = |code: i64, failure: Failure| {
             let (plugin, method) = tool.map_or((None, None), |t| {

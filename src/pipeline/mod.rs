@@ -18,6 +18,7 @@ mod backend;
 mod checks;
 mod entry;
 mod grants;
+mod slots;
 
 use crate::audit::GroupCommit;
 use crate::codes::Coded;
@@ -37,6 +38,7 @@ use crate::trust;
 use checks::{authorize, check_python_args, no_schema, parse, validate, verify_trust};
 use entry::Started;
 use serde_json::{json, Map, Value};
+pub use slots::Slots;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
@@ -80,6 +82,9 @@ pub struct Context {
     /// Recorded in every audit entry of the call under this key (`upm mcp`: the
     /// JSON-RPC id and the tool name).
     pub origin: Option<(&'static str, Value)>,
+    /// A batch's bound on the plugins running at a time: the call waits for a slot
+    /// between its `started` entry and the go.
+    pub slots: Option<Arc<Slots>>,
 }
 
 /// Where [`Session::call_staged`] stopped.
@@ -346,6 +351,19 @@ impl Session {
             };
         phase(&call, "sandbox started, started entry durable");
 
+        // a slot, in a batch (`--parallel`): stopped while it waits, the call ends
+        // without a go (dropping what started kills the init: nothing ran)
+        let slots = call.ctx.slots.clone();
+        let slot = match slots.as_deref().map(|s| s.take(&call.ctx.stop)) {
+            Some(Err(why)) => {
+                drop(running);
+                let f = cancelled_before_start(why);
+                return Staged::Done(self.finish_with(&call, Some(requested), f.into()));
+            }
+            Some(Ok(slot)) => Some(slot),
+            None => None,
+        };
+
         // run (with an egress allowlist, beside the call's proxy, whose every connection
         // is audited as it ends)
         let audit_connection = |record: &crate::egress::Record| {
@@ -354,6 +372,7 @@ impl Session {
                 .map_err(|e| e.to_string())
         };
         let ended = running.run(&call.ctx.stop, &audit_connection);
+        drop(slot);
         phase(&call, "plugin finished");
 
         // capture

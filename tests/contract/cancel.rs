@@ -110,22 +110,24 @@ fn sigint_while_waiting_for_the_request_refuses_it() {
     assert_eq!(lines[0]["code"], "cancelled");
 }
 
-/// A batch asked to stop: the calls running end `cancelled`, no further line is read,
-/// every `started` entry has its `finished` one, and the batch exits 15.
+/// A batch asked to stop: the calls running end `cancelled`, and so do the calls
+/// prepared and waiting for a slot (`--parallel 2` prepares four: two run, two wait
+/// with their `started` entry durable) without their plugin ever running. No further
+/// line is read, every `started` entry has its `finished` one, and the batch exits 15.
 #[test]
 fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
     let d = setup();
     let (c, work) = slow_config(&d);
     let mut child = spawn_run(&c, &["--jsonl", "--parallel", "2"]);
     let mut stdin = child.stdin.take().unwrap();
-    for i in 0..6 {
+    for i in 0..8 {
         writeln!(
             stdin,
             r#"{{"plugin": "Slow", "method": "m", "request_id": "hup-{i}"}}"#
         )
         .unwrap();
     }
-    wait_for_events(&d, "started", 2);
+    wait_for_events(&d, "started", 4);
     std::thread::sleep(Duration::from_millis(200));
     signal(&child, libc::SIGHUP);
     let out = child.wait_with_output().unwrap();
@@ -135,14 +137,24 @@ fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results.len(), 4, "{results:?}");
+    let (mut killed, mut not_run) = (0, 0);
     for r in &results {
         assert_eq!(r["data"]["code"], "cancelled", "{r}");
-        assert!(matches!(r["line"].as_u64(), Some(1 | 2)), "{r}");
+        assert!(matches!(r["line"].as_u64(), Some(1..=4)), "{r}");
+        let error = r["data"]["error"].as_str().unwrap();
+        if error.contains("killed the plugin") {
+            assert_eq!(r["data"]["signal"], libc::SIGKILL, "{r}");
+            killed += 1;
+        } else {
+            assert!(error.ends_with("the plugin was not run"), "{r}");
+            not_run += 1;
+        }
     }
+    assert_eq!((killed, not_run), (2, 2), "{results:?}");
     let lines = d.audit_lines();
     let count = |e: &str| lines.iter().filter(|l| l["event"] == e).count();
-    assert_eq!((count("started"), count("finished")), (2, 2), "{lines:?}");
+    assert_eq!((count("started"), count("finished")), (4, 4), "{lines:?}");
     let left = left_under(&work);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
