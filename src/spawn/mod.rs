@@ -254,7 +254,7 @@ pub struct Spawned<'a> {
     _exec_at: Option<ExecAt>,
     _script_name: Option<CString>,
     _parent: OwnedFd,
-    _stacks: child::Stacks,
+    _stacks: child::Pooled,
     /// issue 23: what the sandbox refuses, observed from before the go (a thread that
     /// starts while the init sets up, and takes upm's end of the listener's channel).
     observer: Option<Box<observe::Observer>>,
@@ -296,7 +296,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let parent = parent_pidfd()?;
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
-    let stacks = child::Stacks::new().map_err(SpawnError::Stack)?;
+    let stacks = child::Pooled::take().map_err(SpawnError::Stack)?;
     // issue 23: the listener of the plugin's filter comes to upm over this pair.
     let observe_channel = match supervised(
         launch,

@@ -97,9 +97,67 @@ pub(crate) fn hand_over(sock: RawFd, listener: i32) {
 pub(super) struct Observer {
     /// Written to stop the thread.
     stop: Option<OwnedFd>,
-    thread: Option<std::thread::JoinHandle<Denials>>,
+    thread: Option<Thread>,
     /// Without a thread: what is already known is all there will be.
     known: Option<Denials>,
+}
+
+/// A call's observation, run as a job on its calling thread's observer thread.
+type Job = Box<dyn FnOnce() -> Denials + Send>;
+
+/// An observer thread, kept by the thread that calls (a batch's worker, a one-shot
+/// call's main thread) for its next call: a thread's creation and end less per call.
+/// Busy with one call at a time; a thread that observes two at once makes a second.
+struct Thread {
+    jobs: std::sync::mpsc::Sender<Job>,
+    done: std::sync::mpsc::Receiver<Denials>,
+}
+
+thread_local! {
+    static KEPT: std::cell::RefCell<Option<Thread>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Thread {
+    /// The calling thread's kept observer thread, or a new one, running `job`.
+    fn run(job: Job) -> std::io::Result<Thread> {
+        let kept = KEPT.with(|k| k.borrow_mut().take());
+        let job = match kept {
+            Some(t) => match t.jobs.send(job) {
+                Ok(()) => return Ok(t),
+                // Its thread ended (a panic in a job): make another.
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (jobs, todo) = std::sync::mpsc::channel::<Job>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("upm-denials".into())
+            .spawn(move || {
+                // Ends when its owner is gone (the sender dropped) or cannot be told.
+                for job in todo {
+                    if done_tx.send(job()).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        let t = Thread { jobs, done };
+        // (Sent before anything can end the thread: cannot fail.)
+        let _ = t.jobs.send(job);
+        Ok(t)
+    }
+
+    /// The job's denials; the thread is then kept for the calling thread's next call.
+    fn wait(self) -> Option<Denials> {
+        let d = self.done.recv().ok()?;
+        KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.is_none() {
+                *k = Some(self);
+            }
+        });
+        Some(d)
+    }
 }
 
 impl Observer {
@@ -171,10 +229,7 @@ impl Observer {
         // Kept to report with, should the thread not start (the closure takes `denials`):
         // at this point it holds at most the other layers' reasons.
         let kept = denials.clone();
-        let spawned = std::thread::Builder::new()
-            .name("upm-denials".into())
-            .spawn(move || observe(denials, stop_r, seccomp, reader));
-        match spawned {
+        match Thread::run(Box::new(move || observe(denials, stop_r, seccomp, reader))) {
             Ok(thread) => Observer {
                 stop: Some(stop_w),
                 thread: Some(thread),
@@ -197,8 +252,8 @@ impl Observer {
         if let Some(stop) = &self.stop {
             let _ = nix::unistd::write(stop, b"s");
         }
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(d)) => d,
+        match self.thread.take().and_then(Thread::wait) {
+            Some(d) => d,
             _ => {
                 let mut d = Denials::new();
                 let why = "upm's observer of the call failed";
@@ -428,5 +483,50 @@ fn poll_now(fd: RawFd) -> libc::c_short {
         p.revents
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Runs a job that says which thread ran it, under its name.
+    fn on_thread(
+        ran: &Arc<Mutex<Vec<(&'static str, std::thread::ThreadId)>>>,
+        name: &'static str,
+    ) -> Thread {
+        let ran = ran.clone();
+        Thread::run(Box::new(move || {
+            ran.lock()
+                .unwrap()
+                .push((name, std::thread::current().id()));
+            Denials::new()
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_calls_observer_thread_is_kept_for_the_next_call_and_only_when_free() {
+        std::thread::spawn(|| {
+            let ran = Arc::new(Mutex::new(Vec::new()));
+            on_thread(&ran, "first").wait().unwrap();
+            on_thread(&ran, "second").wait().unwrap();
+            // Two at once: the second cannot wait behind the first.
+            let (a, b) = (on_thread(&ran, "a"), on_thread(&ran, "b"));
+            b.wait().unwrap();
+            a.wait().unwrap();
+            let ran: std::collections::HashMap<_, _> =
+                ran.lock().unwrap().iter().copied().collect();
+            assert_eq!(ran["first"], ran["second"], "kept for the next call");
+            assert_eq!(ran["first"], ran["a"], "still kept");
+            assert_ne!(
+                ran["a"], ran["b"],
+                "a second thread while the first is busy"
+            );
+            assert_ne!(ran["first"], std::thread::current().id());
+        })
+        .join()
+        .unwrap();
     }
 }
