@@ -14,6 +14,9 @@ use crate::spawn::stop;
 use std::io::{BufRead, Write};
 use std::sync::Mutex;
 
+/// How many calls a batch prepares at most beyond those it runs (`--parallel`).
+const LOOKAHEAD: usize = 4;
+
 /// One line of input, bounded (also `upm mcp`'s messages).
 pub(crate) enum Line {
     Request(Vec<u8>),
@@ -110,14 +113,15 @@ pub fn run(
         Staged::Done(response) => response,
         Staged::Finishing(f) => session.complete(f),
     };
-    // `--parallel N` (N ≥ 2) runs N plugins at a time, but 2N workers prepare calls: a
-    // call waits for one of the N slots with its init cloned and its `started` entry
-    // durable, so that the fsync overlaps other calls' plugins instead of leaving a CPU
-    // idle. (`--parallel 1` keeps one worker: its calls run in the order of the lines.)
+    // `--parallel N` (N ≥ 2) runs N plugins at a time, but up to N more workers (at most
+    // LOOKAHEAD) prepare calls: a call waits for one of the N slots with its init cloned
+    // and its `started` entry durable, so that the fsync overlaps other calls' plugins
+    // instead of leaving a CPU idle. Each waiting call holds an init and ~10 descriptors,
+    // hence the cap. (`--parallel 1` keeps one worker: its calls run in line order.)
     let (workers, slots) = match parallel.max(1) {
         1 => (1, None),
         n => (
-            2 * n,
+            n + n.min(LOOKAHEAD),
             Some(std::sync::Arc::new(crate::pipeline::Slots::new(n))),
         ),
     };
