@@ -654,47 +654,47 @@ fn most_at_once(runs: &[(u64, u64)]) -> usize {
         .unwrap_or(0)
 }
 
-const TIMED_SH: &str =
-    "#!/bin/sh\na=$(date +%s%N)\nsleep 0.2\nb=$(date +%s%N)\necho \"{\\\"a\\\":$a,\\\"b\\\":$b}\"\n";
+/// A batch of `n` calls of a plugin that says when it ran (it sleeps 0.2 s between):
+/// its results, each checked a success, with the plugin's own (start, end) in ns.
+fn timed_batch(d: &TestDir, n: usize, extra: &[&str]) -> (Batch, Vec<(u64, u64)>) {
+    let p = script(
+        d,
+        "timed.sh",
+        "#!/bin/sh\na=$(date +%s%N)\nsleep 0.2\nb=$(date +%s%N)\necho \"{\\\"a\\\":$a,\\\"b\\\":$b}\"\n",
+    );
+    let cfg = config(d, &[("Timed", &p, 10000)], json!({}));
+    let input: Vec<u8> = (0..n)
+        .flat_map(|i| line("Timed", &format!("t{i}"), json!({})))
+        .collect();
+    let b = batch(&cfg, extra, input);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(b.results.len(), n);
+    let runs = runs(&b.results);
+    (b, runs)
+}
 
 /// `--parallel N` prepares more calls than it runs (they wait for a slot with their
 /// `started` entry durable), but never runs more than N plugins at a time.
 #[test]
 fn parallel_n_runs_at_most_n_plugins_at_a_time() {
     let d = TestDir::new();
-    let p = script(&d, "timed.sh", TIMED_SH);
-    let cfg = config(&d, &[("Timed", &p, 10000)], json!({}));
-    let input: Vec<u8> = (0..10)
-        .flat_map(|i| line("Timed", &format!("t{i}"), json!({})))
-        .collect();
-    let b = batch(&cfg, &["--parallel", "2"], input);
-    assert_eq!(b.code, 0, "{}", b.stderr);
-    assert_eq!(b.results.len(), 10);
-    let runs = runs(&b.results);
+    let (_, runs) = timed_batch(&d, 10, &["--parallel", "2"]);
     assert_eq!(most_at_once(&runs), 2, "{runs:?}");
     // Every call waited for its slot after its `started` entry: both are audited.
-    let entries = d.audit_lines();
-    assert_eq!(entries.len(), 20);
+    assert_eq!(d.audit_lines().len(), 20);
 }
 
 /// `--parallel 1` (the default) runs the lines' calls one after another, in order.
 #[test]
 fn without_parallel_calls_run_one_at_a_time_in_line_order() {
     let d = TestDir::new();
-    let p = script(&d, "timed.sh", TIMED_SH);
-    let cfg = config(&d, &[("Timed", &p, 10000)], json!({}));
-    let input: Vec<u8> = (0..4)
-        .flat_map(|i| line("Timed", &format!("t{i}"), json!({})))
-        .collect();
-    let b = batch(&cfg, &[], input);
-    assert_eq!(b.code, 0, "{}", b.stderr);
+    let (b, runs) = timed_batch(&d, 4, &[]);
     let ids: Vec<&str> = b
         .results
         .iter()
         .map(|r| r["request_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["t0", "t1", "t2", "t3"]);
-    let runs = runs(&b.results);
     assert!(runs.windows(2).all(|w| w[0].1 <= w[1].0), "{runs:?}");
 }
 
