@@ -2,10 +2,13 @@
 #![allow(dead_code)]
 
 mod config;
+mod who;
 
 // Not every test binary uses every helper (hence also `dead_code` above).
 #[allow(unused_imports)]
 pub use config::{command_plugin, texttools_plugin, TestConfig};
+#[allow(unused_imports)]
+pub(crate) use who::{both, errno, Who, NOBODY, USER};
 
 use serde_json::Value;
 use std::io::Write;

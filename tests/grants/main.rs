@@ -19,7 +19,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{is_root, request, run_command, Run, TestConfig, TestDir};
+use common::{both, errno, is_root, request, run_command, Run, TestConfig, TestDir, Who, USER};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -29,26 +29,8 @@ use std::process::Command;
 const PROBE: &str = include_str!("../fixtures/grants/probe.py");
 const SCHEMA: &str = include_str!("../fixtures/grants/probe.json");
 
-const USER: (u32, u32) = (4242, 4242);
-const NOBODY: u32 = 65534;
-
 const EACCES: i64 = 13;
 const EROFS: i64 = 30;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    Root,
-    User,
-}
-
-impl Who {
-    fn plugin_uid(self) -> u32 {
-        match self {
-            Who::Root => NOBODY,
-            Who::User => USER.0,
-        }
-    }
-}
 
 struct Fx {
     dir: TestDir,
@@ -106,7 +88,7 @@ impl Fx {
         chmod(&dir.write("roots/proj/a.txt", "alpha", false), 0o666);
         chmod(&dir.write("roots/proj/b.txt", "beta", false), 0o666);
         dir.write("roots/proj/mine.txt", "the plugin's own", false);
-        std::os::unix::fs::chown(proj.join("mine.txt"), Some(who.plugin_uid()), None).unwrap();
+        std::os::unix::fs::chown(proj.join("mine.txt"), Some(who.plugin_ids().0), None).unwrap();
         chmod(&dir.write("outside/secret.txt", "secret", false), 0o666);
         mkdir(&dir.join("roots"), 0o755);
         mkdir(&proj.join("out"), 0o777);
@@ -162,7 +144,12 @@ impl Fx {
         for (name, layer) in layers {
             assert_eq!(layer["state"], "enforced", "layer {name}: {}", ctx(&run));
         }
-        assert_eq!(run.result()["uid"], self.who.plugin_uid(), "{}", ctx(&run));
+        assert_eq!(
+            run.result()["uid"],
+            self.who.plugin_ids().0,
+            "{}",
+            ctx(&run)
+        );
     }
 }
 
@@ -178,30 +165,8 @@ fn op(run: &Run, i: usize) -> &Value {
     &run.result()["results"][i]
 }
 
-fn errno(v: &Value) -> i64 {
-    v["errno"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("expected an errno, got {v}"))
-}
-
 fn assert_ok(v: &Value, what: &str) {
     assert_eq!(v["ok"], true, "{what} should work: {v}");
-}
-
-/// Declares `name::as_root` and `name::as_user` for a `fn name(who: Who)`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn as_root() {
-                super::$name(super::Who::Root)
-            }
-            #[test]
-            fn as_user() {
-                super::$name(super::Who::User)
-            }
-        }
-    )*};
 }
 
 mod config;

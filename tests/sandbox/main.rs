@@ -17,7 +17,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{command_plugin, is_root, left_under, request, run_command, Run, TestConfig, TestDir};
+use common::{
+    both, command_plugin, errno, is_root, left_under, request, run_command, Run, TestConfig,
+    TestDir, Who, NOBODY, USER,
+};
 use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -90,10 +93,6 @@ const PROBE_METHODS: [&str; 24] = [
     "netns",
 ];
 
-/// The uid/gid upm runs as in the unprivileged variant (no passwd entry needed).
-const USER: (u32, u32) = (4242, 4242);
-const NOBODY: u32 = 65534;
-
 const EPERM: i64 = 1;
 const EAGAIN: i64 = 11;
 const EBADF: i64 = 9;
@@ -107,24 +106,6 @@ const ENOSPC: i64 = 28;
 /// Fork bombs run alone (other calls take this lock shared), so that their timing is
 /// not disturbed. (RLIMIT_NPROC itself is per call: each has its own user namespace.)
 static NPROC: RwLock<()> = RwLock::new(());
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    /// upm runs as root: plugins become 65534.
-    Root,
-    /// upm runs as uid 4242: plugins stay 4242 inside a user namespace.
-    User,
-}
-
-impl Who {
-    /// The uid and gid the plugin must have.
-    fn plugin_ids(self) -> (u32, u32) {
-        match self {
-            Who::Root => (NOBODY, NOBODY),
-            Who::User => USER,
-        }
-    }
-}
 
 /// One scratch config dir with every hostile plugin in a `plugins/` subdirectory.
 struct Fx {
@@ -384,28 +365,6 @@ fn check_layers(fx: &Fx, plugin: &str, run: &Run) {
     if r["uid"] != uid || r["euid"] != uid || r["gid"] != gid {
         fail(format!("the plugin runs as {r}, want uid/gid {uid}/{gid}"));
     }
-}
-
-/// Declares `name::as_root` and `name::as_user` for a `fn name(who: Who)`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn as_root() {
-                super::$name(super::Who::Root)
-            }
-            #[test]
-            fn as_user() {
-                super::$name(super::Who::User)
-            }
-        }
-    )*};
-}
-
-fn errno(v: &Value) -> i64 {
-    v["errno"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("expected an errno, got {v}"))
 }
 
 fn assert_ok(v: &Value, what: &str) {
