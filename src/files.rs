@@ -99,6 +99,42 @@ pub enum RemoveError {
 /// How often one directory may be found with new entries before removal gives up.
 const MAX_SCANS: u32 = 16;
 
+/// Makes `dir` (with `mode`) if missing and checks it is upm's own: a real directory
+/// (never a link followed), owned by upm's euid, none of the `others` bits set (e.g.
+/// 0o022: no one else may write). Where upm keeps something between calls or
+/// processes under a directory others may write to (a sticky `/tmp`), no one else can
+/// then have made or replace it.
+pub fn own_dir(dir: &Path, mode: u32, others: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let euid = nix::unistd::geteuid().as_raw();
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
+    }
+    // lstat: a link is never followed, nor taken for a directory.
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if !meta.file_type().is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != euid {
+        return Err(format!(
+            "{} is owned by uid {}, not upm's {euid}",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & others != 0 {
+        return Err(format!(
+            "{} has mode {:o}: others may write to it",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 /// Removes the directory `root` and everything in it: a plugin's tree, so hostile.
 ///
 /// `std::fs::remove_dir_all` recurses once per level and holds a descriptor per level:

@@ -19,6 +19,8 @@
 //! digest is the SHA-256 of those lines. `__pycache__` directories and `.pyc`
 //! files are caches: skipped, and never copied into a snapshot.
 
+mod digest_store;
+
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
@@ -125,6 +127,8 @@ type Identity = (u64, u64, i64, i64, i64, i64, i64);
 /// every call (8–9 ms here). A pinned file is always read again.
 static DIGESTS: std::sync::Mutex<Vec<(Identity, String, Vec<u8>)>> =
     std::sync::Mutex::new(Vec::new());
+/// How many first bytes of an executable are kept (for its `#!` line).
+const HEAD: usize = 256;
 /// Distinct executables remembered at most (a config names a few).
 const MAX_DIGESTS: usize = 64;
 
@@ -149,7 +153,15 @@ fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), Integrit
     if let Some((_, sha, head)) = lock().iter().find(|(i, _, _)| *i == id) {
         return Ok((sha.clone(), head.clone()));
     }
-    let (sha, head) = read_hashing(file, path, None)?;
+    // Kept by an earlier upm process: only the head is read (for a `#!` line).
+    let (sha, head) = match digest_store::recall(&id) {
+        Some(sha) => (sha, read_head(file, path)?),
+        None => {
+            let (sha, head) = read_hashing(file, path, None)?;
+            digest_store::remember(&id, &sha);
+            (sha, head)
+        }
+    };
     let mut known = lock();
     known.retain(|(i, _, _)| (i.0, i.1) != (id.0, id.1));
     if known.len() == MAX_DIGESTS {
@@ -157,6 +169,34 @@ fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), Integrit
     }
     known.push((id, sha.clone(), head.clone()));
     Ok((sha, head))
+}
+
+/// Where this process keeps unpinned executables' digests for later upm processes:
+/// under the config's `workdir_root` (see `integrity/digest_store.rs`).
+pub fn keep_digests_under(workdir_root: &Path) {
+    digest_store::keep_under(workdir_root);
+}
+
+/// The first bytes of `file` (as [`read_hashing`] keeps them), read at offset 0.
+fn read_head(file: &File, path: &Path) -> Result<Vec<u8>, IntegrityError> {
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; HEAD];
+    let mut got = 0;
+    while got < HEAD {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(IntegrityError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    head.truncate(got);
+    Ok(head)
 }
 
 /// The plugin file, opened as [`open_plugin_file`] does, and the permission bits a copy
@@ -385,7 +425,6 @@ fn read_hashing(
     path: &Path,
     mut copy: Option<(&mut File, &Path)>,
 ) -> Result<(String, Vec<u8>), IntegrityError> {
-    const HEAD: usize = 256;
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];

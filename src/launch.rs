@@ -167,39 +167,8 @@ impl Workdir {
 
 /// Makes (if missing) and checks the shared mount point `root`/home: see [`SHARED_NAME`].
 fn shared_mount_point(root: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let euid = nix::unistd::geteuid().as_raw();
-    for (dir, mode, others) in [
-        (root.to_path_buf(), 0o755, 0o022),
-        (root.join("home"), 0o700, 0o077),
-    ] {
-        match std::fs::DirBuilder::new().mode(mode).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
-        }
-        // lstat: a link is never followed, nor taken for a directory.
-        let meta = std::fs::symlink_metadata(&dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        if !meta.file_type().is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
-        }
-        if meta.uid() != euid {
-            return Err(format!(
-                "{} is owned by uid {}, not upm's {euid}",
-                dir.display(),
-                meta.uid()
-            ));
-        }
-        if meta.mode() & others != 0 {
-            return Err(format!(
-                "{} has mode {:o}: others may write to it",
-                dir.display(),
-                meta.mode() & 0o7777
-            ));
-        }
-    }
-    Ok(())
+    crate::files::own_dir(root, 0o755, 0o022)?;
+    crate::files::own_dir(&root.join("home"), 0o700, 0o077)
 }
 
 impl Workdir {

@@ -193,6 +193,9 @@ impl Session {
         // Where this session's audit entries go, even when the config is invalid: its own
         // log when it can be read that far.
         let loaded = Config::load(config_path);
+        if let Ok(c) = &loaded {
+            crate::integrity::keep_digests_under(&c.workdir_root);
+        }
         let (audit_path, audit_settings) = match &loaded {
             Ok(c) => (c.audit_path.clone(), c.audit.clone()),
             Err(_) => crate::config::fallback_audit(config_path),

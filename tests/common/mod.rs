@@ -292,11 +292,15 @@ pub fn start_call(config: &Path, request: &[u8]) -> std::process::Child {
     child
 }
 
-/// What calls left under a `workdir_root`: everything but the calls' shared mount
-/// point (`upm-homes-<euid>/home`, kept by design), which must itself be empty.
+/// What calls left under a `workdir_root`: everything but what upm keeps there by
+/// design, the calls' shared mount point (`upm-homes-<euid>/home`), which must itself
+/// be empty, and the executables' digests (`upm-digests-<euid>`, no plugin's files).
 pub fn left_under(dir: &Path) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("upm-digests-") {
+            continue;
+        }
         let shared = e.file_name().to_string_lossy().starts_with("upm-homes-");
         let only_home = || {
             let inside: Vec<_> = std::fs::read_dir(e.path())

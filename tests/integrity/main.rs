@@ -356,6 +356,7 @@ impl Signed {
     }
 }
 
+mod digests;
 mod pinning;
 mod race;
 mod signing;

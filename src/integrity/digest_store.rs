@@ -1,0 +1,206 @@
+//! Digests of unpinned executables kept between upm processes (issue 25): a one-shot
+//! call of a Python plugin hashed the interpreter (6.8 MB, 8–9 ms) every time.
+//!
+//! One small file per executable, in `<workdir_root>/upm-digests-<euid>/` (0700, upm's
+//! own: see [`crate::files::own_dir`]), named by the file's device and inode and holding
+//! its [`Identity`] and SHA-256. An entry is used only while the executable's identity
+//! is the same (any write, truncation or `chmod` moves its ctime, which no one sets by
+//! hand; a replaced file is another inode), and only if it is a regular file of upm's
+//! euid that no one else may read or write. Anything else (a missing, malformed or
+//! foreign entry, a directory that is not upm's own) means the file is read and hashed
+//! as before. A pinned executable never comes here: it is always read.
+//!
+//! Who could write an entry could make the audit name a wrong digest for an unpinned
+//! file, never run anything else: that is upm's euid alone (root's, for a root upm).
+
+use super::Identity;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Entries a directory holds at most: past it, nothing new is kept (an executable's
+/// entry is rewritten in place when its identity changes, so this bounds only the
+/// distinct executables of a host).
+const MAX_ENTRIES: usize = 256;
+/// An entry's size at most (it is one line of ~120 bytes).
+const MAX_ENTRY_BYTES: u64 = 512;
+const FORMAT: &str = "upm-digest-1";
+
+/// This process's store: set by the session from its config's `workdir_root`, checked
+/// when first used; `None` when it cannot be used (why is logged once).
+static DIR: OnceLock<PathBuf> = OnceLock::new();
+static USABLE: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Where this process's digests are kept (the first call wins: a process has one config).
+pub fn keep_under(workdir_root: &Path) {
+    let euid = nix::unistd::geteuid().as_raw();
+    let _ = DIR.set(workdir_root.join(format!("upm-digests-{euid}")));
+}
+
+fn dir() -> Option<&'static Path> {
+    USABLE
+        .get_or_init(|| {
+            let dir = DIR.get()?;
+            match crate::files::own_dir(dir, 0o700, 0o077) {
+                Ok(()) => Some(dir.clone()),
+                Err(why) => {
+                    tracing::warn!("executables' digests are not kept between calls: {why}");
+                    None
+                }
+            }
+        })
+        .as_deref()
+}
+
+fn name(id: &Identity) -> String {
+    format!("{:x}-{:x}", id.0, id.1)
+}
+
+fn line(id: &Identity, sha256: &str) -> String {
+    format!(
+        "{FORMAT} {} {} {} {} {} {sha256}\n",
+        id.2, id.3, id.4, id.5, id.6
+    )
+}
+
+/// The digest kept for an executable of this identity, if there is a sound one.
+pub fn recall(id: &Identity) -> Option<String> {
+    recall_in(dir()?, id)
+}
+
+/// Keeps `sha256` for an executable of this identity; a failure only costs the next
+/// process a hash.
+pub fn remember(id: &Identity, sha256: &str) {
+    if let Some(dir) = dir() {
+        if let Err(e) = remember_in(dir, id, sha256) {
+            tracing::debug!("an executable's digest was not kept: {e}");
+        }
+    }
+}
+
+fn recall_in(dir: &Path, id: &Identity) -> Option<String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(dir.join(name(id)))
+        .ok()?;
+    let m = file.metadata().ok()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !m.is_file() || m.uid() != euid || m.mode() & 0o077 != 0 || m.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX_ENTRY_BYTES).read_to_string(&mut text).ok()?;
+    let sha256 = text.strip_suffix('\n')?.rsplit(' ').next()?;
+    let sound = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    // The whole line must be what this identity's entry would be, to the byte.
+    (sound && text == line(id, sha256)).then(|| sha256.to_owned())
+}
+
+fn remember_in(dir: &Path, id: &Identity, sha256: &str) -> std::io::Result<()> {
+    let target = dir.join(name(id));
+    if !target.exists() && std::fs::read_dir(dir)?.take(MAX_ENTRIES).count() >= MAX_ENTRIES {
+        return Ok(());
+    }
+    // Written whole under a name of its own, then renamed over the entry: a reader sees
+    // the old entry or the new one, never a part (a torn file after a crash fails the
+    // format check and is hashed again).
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{}.{}.{nonce}", name(id), std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    let written = f
+        .write_all(line(id, sha256).as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, &target));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const ID: Identity = (2049, 77, 6_800_000, 1_700_000_000, 5, 1_700_000_001, 6);
+
+    fn store() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_kept_digest_is_recalled_for_the_same_identity_only() {
+        let d = store();
+        remember_in(d.path(), &ID, SHA).unwrap();
+        assert_eq!(recall_in(d.path(), &ID).as_deref(), Some(SHA));
+        for other in [
+            (ID.0, ID.1, ID.2 + 1, ID.3, ID.4, ID.5, ID.6),
+            (ID.0, ID.1, ID.2, ID.3, ID.4, ID.5, ID.6 + 1),
+            (ID.0, ID.1 + 1, ID.2, ID.3, ID.4, ID.5, ID.6),
+        ] {
+            assert_eq!(recall_in(d.path(), &other), None, "{other:?}");
+        }
+        // A new identity of the same inode replaces the entry.
+        let changed = (ID.0, ID.1, ID.2, ID.3, ID.4, ID.5 + 1, ID.6);
+        remember_in(d.path(), &changed, &SHA.replace('0', "f")).unwrap();
+        assert_eq!(recall_in(d.path(), &ID), None);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn an_entry_others_may_touch_a_link_or_a_malformed_one_is_not_used() {
+        let d = store();
+        let entry = d.path().join(name(&ID));
+        remember_in(d.path(), &ID, SHA).unwrap();
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(recall_in(d.path(), &ID), None, "readable by others");
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(recall_in(d.path(), &ID).as_deref(), Some(SHA));
+
+        let real = d.path().join("elsewhere");
+        std::fs::rename(&entry, &real).unwrap();
+        std::os::unix::fs::symlink(&real, &entry).unwrap();
+        assert_eq!(recall_in(d.path(), &ID), None, "a link is not followed");
+        std::fs::remove_file(&entry).unwrap();
+
+        for bad in [
+            line(&ID, SHA).trim_end().to_owned(),
+            line(&ID, &SHA.to_uppercase()),
+            line(&ID, &SHA[1..]),
+            format!("x{}", line(&ID, SHA)),
+            line(&ID, SHA).replace(FORMAT, "upm-digest-0"),
+        ] {
+            std::fs::write(&entry, &bad).unwrap();
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(recall_in(d.path(), &ID), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_store_keeps_nothing_new() {
+        let d = store();
+        for i in 0..MAX_ENTRIES as u64 {
+            std::fs::write(d.path().join(format!("x{i}")), "").unwrap();
+        }
+        remember_in(d.path(), &ID, SHA).unwrap();
+        assert_eq!(recall_in(d.path(), &ID), None);
+    }
+}
