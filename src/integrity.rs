@@ -96,51 +96,81 @@ impl Executable {
 ///
 /// The descriptor is the file itself: whoever may write the file could still rewrite it
 /// in place before it is exec'd. Where that matters (a pin or a signature vouches for
-/// the bytes), use [`copy_executable`].
+/// the bytes), use [`copy_executable`]. The bytes are always read now (for a pin, a
+/// signature, a snapshot); a call's unpinned executable is [`open_unpinned`].
 pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, IntegrityError> {
     let mut file = open_plugin_file(path)?;
-    let (sha256, head) = match pin {
-        // A pin is checked against the bytes read now, never a remembered digest.
-        Some(_) => read_hashing(&mut file, path, None)?,
-        None => digest_of(&mut file, path)?,
-    };
+    let (sha256, head) = read_hashing(&mut file, path, None)?;
+    opened(file, path, sha256, &head, pin)
+}
+
+/// A call's executable that nothing vouches for: its digest (for the audit) may be one
+/// computed earlier for the same unchanged file ([`digest_of`]).
+pub fn open_unpinned(path: &Path) -> Result<Executable, IntegrityError> {
+    let mut file = open_plugin_file(path)?;
+    let (sha256, head) = digest_of(&mut file, path)?;
+    opened(file, path, sha256, &head, None)
+}
+
+fn opened(
+    file: File,
+    path: &Path,
+    sha256: String,
+    head: &[u8],
+    pin: Option<&str>,
+) -> Result<Executable, IntegrityError> {
     let exe = Executable {
         fd: file.into(),
         path: path.to_path_buf(),
         source: path.to_path_buf(),
         sha256,
         script: head.starts_with(b"#!"),
-        interpreter: interpreter(&head),
+        interpreter: interpreter(head),
         sealed: false,
     };
     exe.check_pin(pin)?;
     Ok(exe)
 }
 
-/// What identifies an opened file's content within one upm process: any write, truncate
-/// or `chmod` changes its ctime (which no one sets by hand, and which the kernel makes
+/// What identifies an opened file's content: any write, truncate or `chmod` changes its
+/// ctime (which no one sets by hand on a local filesystem, and which the kernel makes
 /// fine-grained once it has been read, as here), and a replaced file is another inode.
 type Identity = (u64, u64, i64, i64, i64, i64, i64);
 
 /// The digests of unpinned executables this process has read, by [`Identity`] (issue 25):
 /// a batch's or `upm mcp`'s calls of a Python plugin hashed the interpreter, 6.8 MB, at
-/// every call (8–9 ms here). A pinned file is always read again.
+/// every call (8–9 ms here). Later processes find them in [`digest_store`].
 static DIGESTS: std::sync::Mutex<Vec<(Identity, String, Vec<u8>)>> =
     std::sync::Mutex::new(Vec::new());
 /// How many first bytes of an executable are kept (for its `#!` line).
 const HEAD: usize = 256;
 /// Distinct executables remembered at most (a config names a few).
 const MAX_DIGESTS: usize = 64;
+/// How old a file's last change must be before its identity stands for its bytes: a
+/// write within the same clock tick as the hash could leave the ctime as it was on a
+/// filesystem with coarse timestamps (git's "racy" rule).
+const SETTLED_SECS: i64 = 2;
 
-/// The SHA-256 and first bytes of an unpinned executable: remembered from an earlier
-/// call of this process while the file's [`Identity`] is the same, else read.
-fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), IntegrityError> {
+/// Filesystems whose ctimes the kernel itself keeps (not FUSE's or NFS's, which their
+/// server decides): ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, F2FS, squashfs, ZFS.
+const LOCAL_FILESYSTEMS: [i64; 8] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0x794C_7630,
+    0xF2F5_2010,
+    0x7371_7368,
+    0x2FC1_2FC1,
+];
+
+fn identity_of(file: &File, path: &Path) -> Result<Identity, IntegrityError> {
     use std::os::unix::fs::MetadataExt;
     let m = file.metadata().map_err(|source| IntegrityError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    let id: Identity = (
+    Ok((
         m.dev(),
         m.ino(),
         m.size() as i64,
@@ -148,27 +178,50 @@ fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), Integrit
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec(),
-    );
+    ))
+}
+
+/// Whether `id` may stand for the file's bytes from now on: a local filesystem, and a
+/// last change at least [`SETTLED_SECS`] old.
+fn settled(file: &File, id: &Identity) -> bool {
+    let local = nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| LOCAL_FILESYSTEMS.contains(&{ fs.filesystem_type().0 }));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    local && id.5 + SETTLED_SECS <= now
+}
+
+/// The SHA-256 and first bytes of an unpinned executable: remembered (by this process,
+/// or an earlier one) while the file's [`Identity`] is the same, else read. What is read
+/// is remembered only if the identity did not change while it was read, and is settled.
+fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), IntegrityError> {
+    let id = identity_of(file, path)?;
     let lock = || DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, sha, head)) = lock().iter().find(|(i, _, _)| *i == id) {
         return Ok((sha.clone(), head.clone()));
     }
     // Kept by an earlier upm process: only the head is read (for a `#!` line).
-    let (sha, head) = match digest_store::recall(&id) {
-        Some(sha) => (sha, read_head(file, path)?),
-        None => {
-            let (sha, head) = read_hashing(file, path, None)?;
-            digest_store::remember(&id, &sha);
-            (sha, head)
-        }
-    };
-    let mut known = lock();
+    if let Some(sha) = digest_store::recall(&id) {
+        let head = read_head(file, path)?;
+        remember(id, &sha, &head);
+        return Ok((sha, head));
+    }
+    let (sha, head) = read_hashing(file, path, None)?;
+    if identity_of(file, path)? == id && settled(file, &id) {
+        digest_store::remember(&id, &sha);
+        remember(id, &sha, &head);
+    }
+    Ok((sha, head))
+}
+
+fn remember(id: Identity, sha: &str, head: &[u8]) {
+    let mut known = DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
     known.retain(|(i, _, _)| (i.0, i.1) != (id.0, id.1));
     if known.len() == MAX_DIGESTS {
         known.remove(0);
     }
-    known.push((id, sha.clone(), head.clone()));
-    Ok((sha, head))
+    known.push((id, sha.to_owned(), head.to_vec()));
 }
 
 /// Where this process keeps unpinned executables' digests for later upm processes:
@@ -784,7 +837,13 @@ mod tests {
         let p = d.path().join("tool");
         std::fs::write(&p, b"#!/bin/sh\necho A\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let first = open_executable(&p, None).unwrap().sha256;
+        let first = open_unpinned(&p).unwrap().sha256;
+        // Just written, so not settled: nothing was remembered of it.
+        let id = identity_of(&std::fs::File::open(&p).unwrap(), &p).unwrap();
+        assert!(!DIGESTS.lock().unwrap().iter().any(|(i, _, _)| *i == id));
+        // As a settled file's hash would be.
+        remember(id, &first, b"#!/bin/sh\n");
+        assert_eq!(open_unpinned(&p).unwrap().sha256, first);
         assert_eq!(open_executable(&p, None).unwrap().sha256, first);
         let before = std::fs::metadata(&p).unwrap();
         std::fs::write(&p, b"#!/bin/sh\necho B\n").unwrap();
@@ -802,7 +861,7 @@ mod tests {
             (after.size(), after.mtime(), after.mtime_nsec()),
             (before.size(), before.mtime(), before.mtime_nsec())
         );
-        let second = open_executable(&p, None).unwrap().sha256;
+        let second = open_unpinned(&p).unwrap().sha256;
         assert_ne!(second, first, "the old content's digest was reused");
         assert_eq!(second, hex::encode(Sha256::digest(b"#!/bin/sh\necho B\n")));
     }

@@ -259,7 +259,7 @@ pub fn resolve(
                     (exe, readable, None)
                 }
                 (None, None) => {
-                    let exe = integrity::open_executable(&original, None)?;
+                    let exe = integrity::open_unpinned(&original)?;
                     // Landlock's rule must name the opened inode, not whatever the path
                     // names by the time the sandbox is prepared (it may have been swapped).
                     let verified = format!("/proc/self/fd/{}", exe.fd.as_raw_fd());
@@ -310,7 +310,7 @@ pub fn resolve(
             let exe = if copy_interpreter {
                 verified_copy(&python.exe, workdir)?
             } else {
-                integrity::open_executable(&python.exe, None)?
+                integrity::open_unpinned(&python.exe)?
             };
             let mut readable = python_path.clone();
             if !exe.sealed {

@@ -75,6 +75,8 @@ pub(super) struct Ended {
 }
 
 /// A started call, about to run.
+// One per call, moved once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Running<'p> {
     /// The sandbox's init exists and waits for the go.
     Native(spawn::Spawned<'p>, Option<&'p Egress>),

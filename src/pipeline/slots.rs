@@ -36,6 +36,10 @@ impl Slots {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(why) = stop.stopped() {
+                // The wake-up this call may have taken is another waiter's.
+                if *free > 0 {
+                    self.freed.notify_one();
+                }
                 return Err(why);
             }
             if *free > 0 {

@@ -105,17 +105,24 @@ unsafe impl Send for Stacks {}
 static KEPT: std::sync::Mutex<Vec<Stacks>> = std::sync::Mutex::new(Vec::new());
 const KEEP_AT_MOST: usize = 16;
 
-/// A call's stacks: back to [`KEPT`] when dropped, which its owner does only after
-/// reaping the init that ran on them.
-pub(super) struct Pooled(Option<Stacks>);
+/// A call's stacks: back to [`KEPT`] when dropped (which its owner does only after
+/// reaping the init that ran on them), if [`Pooled::keep_after_reap`] says so.
+pub(super) struct Pooled(Option<Stacks>, bool);
 
 impl Pooled {
     pub fn take() -> io::Result<Pooled> {
         let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match kept {
-            Some(s) => Ok(Pooled(Some(s))),
-            None => Stacks::new().map(|s| Pooled(Some(s))),
+            Some(s) => Ok(Pooled(Some(s), true)),
+            None => Stacks::new().map(|s| Pooled(Some(s), true)),
         }
+    }
+
+    /// Whether the init's reaping proves nothing runs on these stacks any more: only
+    /// when the init was the PID namespace's init (its end kills the plugin, which runs
+    /// on the second stack until its exec); otherwise they are unmapped.
+    pub fn keep_after_reap(&mut self, keep: bool) {
+        self.1 = keep;
     }
 }
 
@@ -131,7 +138,7 @@ impl std::ops::Deref for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
+        if let Some(s) = self.0.take().filter(|_| self.1) {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
             if kept.len() < KEEP_AT_MOST {
                 kept.push(s);

@@ -316,6 +316,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         None => None,
     };
 
+    let mut stacks = stacks;
     let (pid, ctx) = loop {
         let ctx = Box::new(child::Ctx {
             stdio: [
@@ -387,7 +388,12 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         drop(owner);
         drop(joined);
         match cloned {
-            Ok(pid) => break (pid, ctx),
+            Ok(pid) => {
+                // Without a PID namespace of its own, the init's reaping does not prove its
+                // plugin (which shares upm's memory until its exec) gone: not reused then.
+                stacks.keep_after_reap(flags & libc::CLONE_NEWPID != 0);
+                break (pid, ctx);
+            }
             // A root upm goes on without the call's own user namespace (the report says
             // what max_processes then counts) before it considers the other namespaces.
             Err(e @ (libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS))

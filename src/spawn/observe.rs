@@ -120,7 +120,8 @@ thread_local! {
 impl Thread {
     /// The calling thread's kept observer thread, or a new one, running `job`.
     fn run(job: Job) -> std::io::Result<Thread> {
-        let kept = KEPT.with(|k| k.borrow_mut().take());
+        // (During the thread's own end its kept thread is gone: make one.)
+        let kept = KEPT.try_with(|k| k.borrow_mut().take()).ok().flatten();
         let job = match kept {
             Some(t) => match t.jobs.send(job) {
                 Ok(()) => return Ok(t),
@@ -150,7 +151,7 @@ impl Thread {
     /// The job's denials; the thread is then kept for the calling thread's next call.
     fn wait(self) -> Option<Denials> {
         let d = self.done.recv().ok()?;
-        KEPT.with(|k| {
+        let _ = KEPT.try_with(|k| {
             let mut k = k.borrow_mut();
             if k.is_none() {
                 *k = Some(self);

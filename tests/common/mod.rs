@@ -298,7 +298,16 @@ pub fn start_call(config: &Path, request: &[u8]) -> std::process::Child {
 pub fn left_under(dir: &Path) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("upm-digests-") {
+        let digests = format!("upm-digests-{}", nix::unistd::geteuid().as_raw());
+        if e.file_name().to_string_lossy() == digests.as_str() {
+            // Entries only: a temporary file left would be a half-kept digest.
+            let temporary = std::fs::read_dir(e.path())
+                .unwrap()
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().starts_with('.'));
+            if temporary {
+                left.push(e.path());
+            }
             continue;
         }
         let shared = e.file_name().to_string_lossy().starts_with("upm-homes-");

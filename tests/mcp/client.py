@@ -116,9 +116,9 @@ async def cancel(upm, config, marker):
                     out["answer"] = dump(await client.call_tool("Calc__hang", {"marker": marker}))
 
                 tg.start_soon(call)
-                # The plugin (and its child) running, seen from the host.
+                # The plugin (a shell and its two sleeps) running, seen from the host.
                 for _ in range(500):
-                    if len(processes_with(marker)) >= 2:
+                    if len(processes_with(marker)) >= 3:
                         break
                     await anyio.sleep(0.01)
                 out["running_before"] = processes_with(marker)
