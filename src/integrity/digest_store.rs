@@ -19,9 +19,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// Entries a directory holds at most: past it, nothing new is kept (an executable's
-/// entry is rewritten in place when its identity changes, so this bounds only the
-/// distinct executables of a host).
+/// Entries a directory holds at most: a new one then replaces the one written longest
+/// ago (an executable's entry is rewritten in place when its identity changes; a
+/// replaced file's old entry stays until then).
 const MAX_ENTRIES: usize = 256;
 /// An entry's size at most (it is one line of ~120 bytes).
 const MAX_ENTRY_BYTES: u64 = 512;
@@ -103,8 +103,8 @@ fn recall_in(dir: &Path, id: &Identity) -> Option<String> {
 
 fn remember_in(dir: &Path, id: &Identity, sha256: &str) -> std::io::Result<()> {
     let target = dir.join(name(id));
-    if !target.exists() && std::fs::read_dir(dir)?.take(MAX_ENTRIES).count() >= MAX_ENTRIES {
-        return Ok(());
+    if !target.exists() {
+        make_room(dir)?;
     }
     // Written whole under a name of its own, then renamed over the entry: a reader sees
     // the old entry or the new one, never a part (a torn file after a crash fails the
@@ -126,6 +126,35 @@ fn remember_in(dir: &Path, id: &Identity, sha256: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Below [`MAX_ENTRIES`]: the entry written longest ago goes, and so does a temporary
+/// file a killed upm left (older than a minute).
+fn make_room(dir: &Path) -> std::io::Result<()> {
+    let now = std::time::SystemTime::now();
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let Ok(written) = e.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if e.file_name().to_string_lossy().starts_with('.') {
+            if now
+                .duration_since(written)
+                .is_ok_and(|age| age.as_secs() > 60)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        } else {
+            entries.push((written, e.path()));
+        }
+    }
+    if entries.len() >= MAX_ENTRIES {
+        entries.sort();
+        for (_, path) in &entries[..=entries.len() - MAX_ENTRIES] {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -195,12 +224,20 @@ mod tests {
     }
 
     #[test]
-    fn a_full_store_keeps_nothing_new() {
+    fn a_full_store_gives_up_the_entry_written_longest_ago() {
         let d = store();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for i in 0..MAX_ENTRIES as u64 {
-            std::fs::write(d.path().join(format!("x{i}")), "").unwrap();
+            let p = d.path().join(format!("x{i}"));
+            std::fs::write(&p, "").unwrap();
+            if i == 7 {
+                let f = std::fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(old).unwrap();
+            }
         }
         remember_in(d.path(), &ID, SHA).unwrap();
-        assert_eq!(recall_in(d.path(), &ID), None);
+        assert_eq!(recall_in(d.path(), &ID).as_deref(), Some(SHA));
+        assert!(!d.path().join("x7").exists(), "the oldest entry made room");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), MAX_ENTRIES);
     }
 }
