@@ -298,8 +298,12 @@ pub fn start_call(config: &Path, request: &[u8]) -> std::process::Child {
 pub fn left_under(dir: &Path) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let digests = format!("upm-digests-{}", nix::unistd::geteuid().as_raw());
-        if e.file_name().to_string_lossy() == digests.as_str() {
+        // upm's euid, which need not be this process's (the sandbox suites' `as_user`).
+        let name = e.file_name().to_string_lossy().into_owned();
+        let digests = name
+            .strip_prefix("upm-digests-")
+            .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()));
+        if digests {
             // Entries only: a temporary file left would be a half-kept digest.
             let temporary = std::fs::read_dir(e.path())
                 .unwrap()
