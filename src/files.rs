@@ -99,6 +99,44 @@ pub enum RemoveError {
 /// How often one directory may be found with new entries before removal gives up.
 const MAX_SCANS: u32 = 16;
 
+/// Writes `bytes` to `path` by a fresh file in the same directory (O_CREAT|O_EXCL|
+/// O_NOFOLLOW: never through a link someone planted, never into an existing file),
+/// with `mode` whatever the umask, made durable and renamed over `path` (which replaces
+/// a symlink there, not its target). Readers see the old file or the new one, never half
+/// of one.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(tmp_name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    let written = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // The rename itself, durable.
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Makes `dir` (with `mode`) if missing and checks it is upm's own: a real directory
 /// (never a link followed), owned by upm's euid, none of the `others` bits set (e.g.
 /// 0o022: no one else may write). Where upm keeps something between calls or

@@ -425,49 +425,14 @@ pub fn sign(config: &Config, secret: &Path) -> Result<(PathBuf, String), TrustEr
     body.insert("signature".into(), json!(hex::encode(signature.to_bytes())));
     let path = sig_path(&config.path);
     let text = serde_json::to_string_pretty(&Value::Object(body)).unwrap_or_default() + "\n";
-    replace_file(&path, text.as_bytes()).map_err(|source| TrustError::Write {
-        path: path.clone(),
-        source,
+    // A signature is public: 0644 whatever the umask.
+    crate::files::replace_file(&path, text.as_bytes(), 0o644).map_err(|source| {
+        TrustError::Write {
+            path: path.clone(),
+            source,
+        }
     })?;
     Ok((path, signed_at))
-}
-
-/// Writes `bytes` to `path` by a fresh file in the same directory (O_CREAT|O_EXCL|
-/// O_NOFOLLOW: never through a link someone planted, never into an existing file),
-/// made durable and renamed over `path` (which replaces a symlink there, not its
-/// target). Readers see the old file or the new one, never half of one.
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-    let tmp = dir.join(tmp_name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    // A signature is public: 0644 whatever the umask.
-    let written = f
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .and_then(|()| f.write_all(bytes))
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    // The rename itself, durable.
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A verified signature: which key, and the signed digests.

@@ -14,7 +14,7 @@
 //! file, never run anything else: that is upm's euid alone (root's, for a root upm).
 
 use super::Identity;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -107,25 +107,8 @@ fn remember_in(dir: &Path, id: &Identity, sha256: &str) -> std::io::Result<()> {
         make_room(dir)?;
     }
     // Written whole under a name of its own, then renamed over the entry: a reader sees
-    // the old entry or the new one, never a part (a torn file after a crash fails the
-    // format check and is hashed again).
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{}.{}.{nonce}", name(id), std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    let written = f
-        .write_all(line(id, sha256).as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, &target));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    // the old entry or the new one, never a part.
+    crate::files::replace_file(&target, line(id, sha256).as_bytes(), 0o600)
 }
 
 /// Below [`MAX_ENTRIES`]: the entry written longest ago goes, and so does a temporary

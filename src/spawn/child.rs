@@ -107,14 +107,23 @@ const KEEP_AT_MOST: usize = 16;
 
 /// A call's stacks: back to [`KEPT`] when dropped (which its owner does only after
 /// reaping the init that ran on them), if [`Pooled::keep_after_reap`] says so.
-pub(super) struct Pooled(Option<Stacks>, bool);
+pub(super) struct Pooled {
+    stacks: Option<Stacks>,
+    keep: bool,
+}
 
 impl Pooled {
     pub fn take() -> io::Result<Pooled> {
         let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match kept {
-            Some(s) => Ok(Pooled(Some(s), true)),
-            None => Stacks::new().map(|s| Pooled(Some(s), true)),
+            Some(s) => Ok(Pooled {
+                stacks: Some(s),
+                keep: true,
+            }),
+            None => Stacks::new().map(|s| Pooled {
+                stacks: Some(s),
+                keep: true,
+            }),
         }
     }
 
@@ -122,14 +131,14 @@ impl Pooled {
     /// when the init was the PID namespace's init (its end kills the plugin, which runs
     /// on the second stack until its exec); otherwise they are unmapped.
     pub fn keep_after_reap(&mut self, keep: bool) {
-        self.1 = keep;
+        self.keep = keep;
     }
 }
 
 impl std::ops::Deref for Pooled {
     type Target = Stacks;
     fn deref(&self) -> &Stacks {
-        match &self.0 {
+        match &self.stacks {
             Some(s) => s,
             None => unreachable!("taken only by Drop"),
         }
@@ -138,7 +147,7 @@ impl std::ops::Deref for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let Some(s) = self.0.take().filter(|_| self.1) {
+        if let Some(s) = self.stacks.take().filter(|_| self.keep) {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
             if kept.len() < KEEP_AT_MOST {
                 kept.push(s);

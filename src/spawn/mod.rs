@@ -296,7 +296,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     let parent = parent_pidfd()?;
     let argv = cptrs(&launch.argv);
     let envp = cptrs(&launch.envp);
-    let stacks = child::Pooled::take().map_err(SpawnError::Stack)?;
+    let mut stacks = child::Pooled::take().map_err(SpawnError::Stack)?;
     // issue 23: the listener of the plugin's filter comes to upm over this pair.
     let observe_channel = match supervised(
         launch,
@@ -316,7 +316,6 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         None => None,
     };
 
-    let mut stacks = stacks;
     let (pid, ctx) = loop {
         let ctx = Box::new(child::Ctx {
             stdio: [
