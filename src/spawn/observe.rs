@@ -22,7 +22,8 @@
 //! with the plain errno filter and says so.
 //!
 //! Bounds: the thread polls (no wait on the plugin), answers one notification per
-//! wake-up, and stops when upm, having killed and reaped the call's tree, says so; it
+//! wake-up, and stops when upm, having killed and reaped the call's tree, says so (or
+//! before, once the filter's every process has ended and no audit is read); it
 //! then answers what is still pending for at most [`DRAIN`], waits at most
 //! `landlock_audit::BARRIER` for the audit queue, and closes L (a survivor's later
 //! refused calls then get ENOSYS from the kernel). The list of denials is bounded
@@ -151,13 +152,29 @@ impl Thread {
     /// The job's denials; the thread is then kept for the calling thread's next call.
     fn wait(self) -> Option<Denials> {
         let d = self.done.recv().ok()?;
+        self.keep();
+        Some(d)
+    }
+
+    /// The job's denials if it has ended already (then the thread is kept), or the
+    /// thread back.
+    fn ended(self) -> Result<Denials, Thread> {
+        match self.done.try_recv() {
+            Ok(d) => {
+                self.keep();
+                Ok(d)
+            }
+            Err(_) => Err(self),
+        }
+    }
+
+    fn keep(self) {
         let _ = KEPT.try_with(|k| {
             let mut k = k.borrow_mut();
             if k.is_none() {
                 *k = Some(self);
             }
         });
-        Some(d)
     }
 }
 
@@ -249,6 +266,12 @@ impl Observer {
     fn stop(&mut self) -> Denials {
         if let Some(known) = self.known.take() {
             return known;
+        }
+        // Ended by itself (nothing was left to watch): no word needed.
+        match self.thread.take().map(Thread::ended) {
+            Some(Ok(d)) => return d,
+            Some(Err(t)) => self.thread = Some(t),
+            None => {}
         }
         if let Some(stop) = &self.stop {
             let _ = nix::unistd::write(stop, b"s");
@@ -344,6 +367,13 @@ fn observe(
             }
         }
         if fds[0].revents != 0 {
+            break;
+        }
+        // Nothing left to watch: the listener came (or why there is none) and every
+        // process of the filter has ended, with no audit to read. Done now, not at
+        // upm's word, which comes only once upm has drained and reaped the tree: the
+        // end of a call then waits for no wake-up of this thread.
+        if channel.is_none() && supervisor.is_none() && reader.is_none() {
             break;
         }
     }
@@ -505,6 +535,44 @@ mod tests {
             Denials::new()
         }))
         .unwrap()
+    }
+
+    /// The observer ends once nothing is left to watch, before upm's word to stop (the
+    /// stop's pipe is never written here): an init that had no listener to hand over.
+    #[test]
+    fn an_observer_with_nothing_left_to_watch_ends_without_being_told() {
+        use crate::sandbox::policy::{BUILTIN_SECCOMP, BUILTIN_SECCOMP_NAME};
+        use crate::sandbox::seccomp::{CompileOptions, Profile};
+        let profile = Profile::from_json(BUILTIN_SECCOMP_NAME, BUILTIN_SECCOMP).unwrap();
+        let filter = profile.compiled(&CompileOptions::default()).unwrap();
+        let context = Context {
+            profile: profile.name.clone(),
+            deny_sockets: false,
+        };
+        let (init_end, upm_end) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (stop_r, _stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        hand_over(init_end.as_raw_fd(), -libc::EPERM);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let d = observe(
+                Denials::new(),
+                stop_r,
+                Some((upm_end, filter, context)),
+                None,
+            );
+            let _ = tx.send(d);
+        });
+        let d = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the observer waited for a stop with nothing left to watch");
+        let said = serde_json::to_string(&d.summary_json()).unwrap();
+        assert!(said.contains("no listener"), "{said}");
     }
 
     #[test]
