@@ -84,12 +84,17 @@ impl std::io::Read for Failed {
 /// Runs every line of `input` as a call; returns the exit code: 0 once every line has
 /// its result, 3 when stdin failed (that failure has a `bad_request` result of its
 /// own), 15 when upm was asked to stop (lines not yet read have no result; calls
-/// running then end `cancelled`), 1 when stdout could not be written.
+/// running then end `cancelled`), 1 when stdout could not be written (then no more
+/// lines are read, and the calls running or waiting for a slot end `cancelled`: their
+/// results could not be delivered). `output_gone` is fired then: `input`'s reads and
+/// the calls watch it. (Without one, should it not be made, the calls already read
+/// still run, audited, their results lost.)
 pub fn run(
     session: &Session,
     input: impl BufRead + Send,
     out: impl Write + Send,
     parallel: usize,
+    output_gone: Option<std::sync::Arc<stop::Cancel>>,
 ) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     crate::sandbox::shared_net::enable();
@@ -107,6 +112,9 @@ pub fn run(
         let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
         if response.write_line(&mut *w).is_err() {
             failed_output.store(true, Relaxed);
+            if let Some(c) = &output_gone {
+                c.fire(stop::Why::OutputGone);
+            }
         }
     };
     let finished = |staged: Staged| match staged {
@@ -147,6 +155,9 @@ pub fn run(
         let staged = |input| {
             let ctx = crate::pipeline::Context {
                 slots: slots.clone(),
+                stop: output_gone
+                    .as_ref()
+                    .map_or_else(stop::Watch::default, |c| stop::Watch::with(c.clone())),
                 ..Default::default()
             };
             session.call_staged(input, ctx)

@@ -173,11 +173,20 @@ pub fn main() -> i32 {
             parallel,
         } => {
             let session = pipeline::Session::load(&config_path);
+            // Fired when stdout fails: the batch then reads no more (see batch::run).
+            let output_gone = stop::Cancel::new().ok();
+            let watch = output_gone
+                .as_ref()
+                .map_or_else(stop::Watch::default, |c| stop::Watch::with(c.clone()));
             crate::batch::run(
                 &session,
-                std::io::BufReader::with_capacity(64 * 1024, Stoppable(std::io::stdin())),
+                std::io::BufReader::with_capacity(
+                    64 * 1024,
+                    stop::Watched(std::io::stdin(), watch),
+                ),
                 std::io::stdout(),
                 usize::from(parallel),
+                output_gone,
             )
         }
         Command::Legacy(argv) => legacy(&config_path, argv),

@@ -156,6 +156,9 @@ pub enum Why {
     Cancelled,
     /// The caller closed the connection the call came on (EOF on `upm mcp`'s stdin).
     CallerGone,
+    /// A batch's results can no longer be written (its stdout failed: whoever read
+    /// them is gone), so its calls still running or waiting to run are stopped.
+    OutputGone,
 }
 
 impl Why {
@@ -164,6 +167,9 @@ impl Why {
             Why::Signal => "upm was asked to stop (SIGTERM, SIGINT or SIGHUP)",
             Why::Cancelled => "the client cancelled the call (notifications/cancelled)",
             Why::CallerGone => "the client closed the connection (EOF on stdin)",
+            Why::OutputGone => {
+                "upm's stdout could not be written (whoever read the results is gone)"
+            }
         }
     }
 
@@ -191,6 +197,7 @@ impl Why {
             Why::Signal => 1,
             Why::Cancelled => 2,
             Why::CallerGone => 3,
+            Why::OutputGone => 4,
         }
     }
 
@@ -199,6 +206,7 @@ impl Why {
             1 => Some(Why::Signal),
             2 => Some(Why::Cancelled),
             3 => Some(Why::CallerGone),
+            4 => Some(Why::OutputGone),
             _ => None,
         }
     }

@@ -159,6 +159,65 @@ fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A batch whose results can no longer be written (its reader closed stdout) stops
+/// its calls: the running ones are killed, the one waiting for a slot is not run, all
+/// audited `cancelled`, and upm exits 1 without waiting for the 30 s plugins.
+#[test]
+fn a_batch_whose_stdout_is_gone_stops_its_running_and_waiting_calls() {
+    let d = setup();
+    let (c, work) = slow_config(&d);
+    let mut child = spawn_run(&c, &["--jsonl", "--parallel", "2"]);
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..3 {
+        writeln!(
+            stdin,
+            r#"{{"plugin": "Slow", "method": "m", "request_id": "gone-{i}"}}"#
+        )
+        .unwrap();
+    }
+    // Two running, the third waiting for a slot (its `started` entry durable).
+    wait_for_events(&d, "started", 3);
+    std::thread::sleep(Duration::from_millis(200));
+    // A refused line is answered at once: writing its result fails.
+    let t = Instant::now();
+    writeln!(stdin, "not json").unwrap();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "upm went on running calls whose results cannot be delivered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let mut errors = Vec::new();
+    for i in 0..3 {
+        let events = audit_of(&d, &format!("gone-{i}"));
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[1]["event"], "finished", "{events:?}");
+        assert_eq!(events[1]["code"], "cancelled", "{events:?}");
+        errors.push(events[1].to_string());
+    }
+    let killed = errors
+        .iter()
+        .filter(|e| e.contains("killed the plugin"))
+        .count();
+    let not_run = errors
+        .iter()
+        .filter(|e| e.contains("the plugin was not run"))
+        .count();
+    assert_eq!((killed, not_run), (2, 1), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("stdout could not be written")),
+        "{errors:#?}"
+    );
+    let left = left_under(&work);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// A stop is bounded even where upm is blocked and no poll watches for it: here,
 /// writing a large result its caller does not read. upm ends within its 5 s grace,
 /// exit 15, the call's `finished` entry already durable.
