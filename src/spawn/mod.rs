@@ -415,8 +415,8 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     drop((stdin_r, stdout_w, stderr_w, report_w, sync_r));
     // Only the init holds the other end now: if it ends without sending, upm reads EOF.
     let observe_channel = observe_channel.map(|(_init_end, upm_end)| upm_end);
-    // Started now, so that the thread is up while the init sets up (and upm makes the
-    // `started` entry durable), not after the go.
+    // Prepared now, before the plugin can exist (the audit's subscription, if any); its
+    // thread starts just after the go, while the init sets up (see `Observer::launch`).
     let observer = Box::new(observe::Observer::start(sandbox, observe_channel));
     let egress = egress.map(|(init_end, upm_end)| {
         drop(init_end);
@@ -477,12 +477,16 @@ impl Spawned<'_> {
     /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
     /// from before the go until the whole tree has ended (`observe`).
     pub fn run_observed(mut self, stop: &stop::Watch) -> (Outcome, Denials) {
-        let observer = self.observer.take();
-        let outcome = self.run_plugin(stop);
+        let mut observer = self.observer.take();
+        let outcome = self.run_plugin(stop, observer.as_deref_mut());
         (outcome, observer.map(|o| o.finish()).unwrap_or_default())
     }
 
-    fn run_plugin(&mut self, stop: &stop::Watch) -> Outcome {
+    fn run_plugin(
+        &mut self,
+        stop: &stop::Watch,
+        observer: Option<&mut observe::Observer>,
+    ) -> Outcome {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
@@ -492,6 +496,9 @@ impl Spawned<'_> {
                 other => break other,
             }
         };
+        if let Some(o) = observer {
+            o.launch();
+        }
         let mut cap = capture::Capture::new(self.launch.io(stop), started);
         if go.is_err() {
             // The init is gone (EPIPE) before it could start anything. Make sure, then

@@ -101,6 +101,17 @@ pub(super) struct Observer {
     thread: Option<Thread>,
     /// Without a thread: what is already known is all there will be.
     known: Option<Denials>,
+    /// Prepared before the go, run on the thread after it ([`Observer::launch`]).
+    pending: Option<Pending>,
+}
+
+/// An observation ready to run, and what to say should its thread not start.
+struct Pending {
+    job: Job,
+    /// What is known without the thread: at most the other layers' reasons.
+    kept: Denials,
+    /// The layers the thread was to watch, said unobserved should it not start.
+    watching: [(Layer, bool); 2],
 }
 
 /// A call's observation, run as a job on its calling thread's observer thread.
@@ -179,8 +190,10 @@ impl Thread {
 }
 
 impl Observer {
-    /// Starts observing before the plugin may start. `channel` is upm's end of the
-    /// socketpair the init hands the listener over, when upm supervises the errnos.
+    /// Prepares observing before the plugin may start (the audit's subscription
+    /// included); the thread runs from [`launch`](Self::launch), just after the go. `channel` is
+    /// upm's end of the socketpair the init hands the listener over, when upm
+    /// supervises the errnos.
     pub(super) fn start(sandbox: &Prepared, channel: Option<OwnedFd>) -> Observer {
         let mut denials = Denials::new();
         let seccomp = match (&sandbox.observe.seccomp, &sandbox.seccomp, channel) {
@@ -217,43 +230,51 @@ impl Observer {
             }
             _ => None,
         };
+        let known = |denials| Observer {
+            stop: None,
+            thread: None,
+            known: Some(denials),
+            pending: None,
+        };
         if seccomp.is_none() && reader.is_none() {
-            return Observer {
-                stop: None,
-                thread: None,
-                known: Some(denials),
-            };
+            return known(denials);
         }
         // The layers this observer was to watch: said unobserved, should it not start.
         let watching = [
             (Layer::Seccomp, seccomp.is_some()),
             (Layer::Landlock, reader.is_some()),
         ];
-        let failed = |mut denials: Denials, e: &dyn std::fmt::Display| {
-            let why = format!("upm could not start observing the call: {e}");
-            for (layer, _) in watching.iter().filter(|(_, w)| *w) {
-                denials.not_observable(*layer, why.clone());
-            }
-            Observer {
-                stop: None,
-                thread: None,
-                known: Some(denials),
-            }
-        };
         let (stop_r, stop_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(p) => p,
-            Err(e) => return failed(denials, &e),
+            Err(e) => return known(unobserved(denials, &watching, &e)),
         };
-        // Kept to report with, should the thread not start (the closure takes `denials`):
-        // at this point it holds at most the other layers' reasons.
+        // Kept to report with, should the thread not start (the closure takes `denials`).
         let kept = denials.clone();
-        match Thread::run(Box::new(move || observe(denials, stop_r, seccomp, reader))) {
-            Ok(thread) => Observer {
-                stop: Some(stop_w),
-                thread: Some(thread),
-                known: None,
-            },
-            Err(e) => failed(kept, &e),
+        Observer {
+            stop: Some(stop_w),
+            thread: None,
+            known: None,
+            pending: Some(Pending {
+                job: Box::new(move || observe(denials, stop_r, seccomp, reader)),
+                kept,
+                watching,
+            }),
+        }
+    }
+
+    /// Runs the prepared observation on the calling thread's observer thread: just after
+    /// the go, so that a thread's start overlaps the init's set-up instead of delaying
+    /// the go. Until then the plugin cannot exist, and what the sandbox refuses waits
+    /// for an answer (a notification) or is queued (the audit's records, subscribed to
+    /// in [`start`](Self::start)).
+    pub(super) fn launch(&mut self) {
+        let Some(p) = self.pending.take() else { return };
+        match Thread::run(p.job) {
+            Ok(thread) => self.thread = Some(thread),
+            Err(e) => {
+                self.stop = None;
+                self.known = Some(unobserved(p.kept, &p.watching, &e));
+            }
         }
     }
 
@@ -264,6 +285,8 @@ impl Observer {
     }
 
     fn stop(&mut self) -> Denials {
+        // Never launched (the call ended before its go): it ends at once, as it would have.
+        self.launch();
         if let Some(known) = self.known.take() {
             return known;
         }
@@ -292,10 +315,23 @@ impl Observer {
 /// A call given up before its go (or whose `run` never came): the thread ends with it.
 impl Drop for Observer {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if self.thread.is_some() || self.pending.is_some() {
             self.stop();
         }
     }
+}
+
+/// What could not be observed for want of the observer: `why` for each watched layer.
+fn unobserved(
+    mut denials: Denials,
+    watching: &[(Layer, bool); 2],
+    why: &dyn std::fmt::Display,
+) -> Denials {
+    let why = format!("upm could not start observing the call: {why}");
+    for (layer, _) in watching.iter().filter(|(_, w)| *w) {
+        denials.not_observable(*layer, why.clone());
+    }
+    denials
 }
 
 /// The thread: waits for the listener, answers it, reads the audit, until stopped.
