@@ -167,6 +167,11 @@ impl Thread {
         Some(d)
     }
 
+    /// Whether the calling thread has a kept observer thread.
+    fn kept() -> bool {
+        KEPT.try_with(|k| k.borrow().is_some()).unwrap_or(false)
+    }
+
     /// The job's denials if it has ended already (then the thread is kept), or the
     /// thread back.
     fn ended(self) -> Result<Denials, Thread> {
@@ -250,7 +255,11 @@ impl Observer {
         };
         // Kept to report with, should the thread not start (the closure takes `denials`).
         let kept = denials.clone();
-        Observer {
+        // Deferred to the go only when that saves a thread's start on the go's path: not
+        // with a kept thread (a job is a channel send), and not with the audit to read
+        // (a batch's call may wait long for its slot, the subscribed socket filling).
+        let now = reader.is_some() || Thread::kept();
+        let mut o = Observer {
             stop: Some(stop_w),
             thread: None,
             known: None,
@@ -259,7 +268,11 @@ impl Observer {
                 kept,
                 watching,
             }),
+        };
+        if now {
+            o.launch();
         }
+        o
     }
 
     /// Runs the prepared observation on the calling thread's observer thread: just after
@@ -285,7 +298,7 @@ impl Observer {
     }
 
     fn stop(&mut self) -> Denials {
-        // Never launched (the call ended before its go): it ends at once, as it would have.
+        // (`run_plugin` launches it with the go: only a failed go can get here first.)
         self.launch();
         if let Some(known) = self.known.take() {
             return known;
@@ -312,10 +325,12 @@ impl Observer {
     }
 }
 
-/// A call given up before its go (or whose `run` never came): the thread ends with it.
+/// A call given up before its go (or whose `run` never came): the thread ends with it;
+/// one never launched is dropped (its init already reaped: nothing can be pending).
 impl Drop for Observer {
     fn drop(&mut self) {
-        if self.thread.is_some() || self.pending.is_some() {
+        self.pending = None;
+        if self.thread.is_some() {
             self.stop();
         }
     }
@@ -384,8 +399,9 @@ fn observe(
             let ev = fds[i].revents;
             if ev & libc::POLLIN != 0 {
                 answer(&mut supervisor, &mut denials);
-            } else if ev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-                // Every process of the filter has ended.
+            } else if ev & (libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // Every process of the filter has ended. (A bare POLLERR is the kernel's
+                // lock on the listener interrupted by a signal: polled again.)
                 supervisor = None;
             }
         }
