@@ -12,6 +12,7 @@ use crate::pipeline::{Input, Session, Staged};
 use crate::response::Response;
 use crate::spawn::stop;
 use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 
 /// How many calls a batch prepares at most beyond those it runs (`--parallel`).
@@ -88,13 +89,15 @@ impl std::io::Read for Failed {
 /// lines are read, and the calls running or waiting for a slot end `cancelled`: their
 /// results could not be delivered). `output_gone` is fired then: `input`'s reads and
 /// the calls watch it. (Without one, should it not be made, the calls already read
-/// still run, audited, their results lost.)
+/// still run, audited, their results lost.) `output_fd`, `out`'s descriptor, is
+/// watched meanwhile, so that a reader gone while no result is due stops the calls too.
 pub fn run(
     session: &Session,
     input: impl BufRead + Send,
     out: impl Write + Send,
     parallel: usize,
     output_gone: Option<std::sync::Arc<stop::Cancel>>,
+    output_fd: Option<RawFd>,
 ) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     crate::sandbox::shared_net::enable();
@@ -142,7 +145,7 @@ pub fn run(
         }
         let (line, n) = {
             let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
-            if r.failed || stop::requested() {
+            if r.failed || stop::requested() || failed_output.load(Relaxed) {
                 return;
             }
             let line = read_line(&mut r.input, cap);
@@ -184,11 +187,39 @@ pub fn run(
             write(finished(staged), n);
         }
     };
+    // Whoever reads the results may go while no result is due: stdout is watched, so
+    // that the calls stop then, not at the next result's write.
+    let watching = match (&output_gone, output_fd) {
+        (Some(gone), Some(fd)) => stop::wake_pipe().ok().map(|(r, w)| (gone, fd, r, w)),
+        _ => None,
+    };
     std::thread::scope(|s| {
+        let (watcher, done) = match watching {
+            Some((gone, fd, r, w)) => {
+                let failed = &failed_output;
+                let watcher = s.spawn(move || {
+                    if output_failed(fd, r.as_raw_fd()) {
+                        failed.store(true, Relaxed);
+                        gone.fire(stop::Why::OutputGone);
+                    }
+                });
+                (Some(watcher), Some(w))
+            }
+            None => (None, None),
+        };
+        let mut running = Vec::new();
         for _ in 0..workers {
             let (tx, rx) = std::sync::mpsc::sync_channel(0);
-            s.spawn(move || finisher(rx));
-            s.spawn(move || worker(tx));
+            running.push(s.spawn(move || finisher(rx)));
+            running.push(s.spawn(move || worker(tx)));
+        }
+        for t in running {
+            let _ = t.join();
+        }
+        // Wakes the watcher: the batch is over.
+        drop(done);
+        if let Some(w) = watcher {
+            let _ = w.join();
         }
     });
     if failed_output.load(Relaxed) {
@@ -199,6 +230,44 @@ pub fn run(
         Code::BadRequest.exit_code()
     } else {
         0
+    }
+}
+
+/// Waits until `fd` (upm's stdout) fails, or `done` turns readable (its write end
+/// closed); true when stdout failed. A pipe's write end reports POLLERR once its
+/// reader is gone, a socket or a terminal POLLHUP; a file never does (a write that
+/// fails still tells).
+fn output_failed(fd: RawFd, done: RawFd) -> bool {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events: 0,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: done,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds on our stack.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return false;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents & libc::POLLNVAL != 0 {
+            return false;
+        }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return true;
+        }
     }
 }
 

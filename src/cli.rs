@@ -187,6 +187,7 @@ pub fn main() -> i32 {
                 std::io::stdout(),
                 usize::from(parallel),
                 output_gone,
+                Some(libc::STDOUT_FILENO),
             )
         }
         Command::Legacy(argv) => legacy(&config_path, argv),

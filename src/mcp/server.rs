@@ -470,9 +470,9 @@ impl<'a> Server<'a> {
             if !self.failed_output.swap(true, Ordering::SeqCst) {
                 tracing::error!("upm mcp: stdout failed ({e}): stopping");
             }
-            self.reading.fire(Why::CallerGone);
+            self.reading.fire(Why::OutputGone);
             for c in lock(&self.jobs).in_flight.values() {
-                c.fire(Why::CallerGone);
+                c.fire(Why::OutputGone);
             }
         }
     }

@@ -137,7 +137,7 @@ fn poke(fd: RawFd) {
 }
 
 /// A non-blocking, close-on-exec pipe for [`poke`].
-fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2 writes two descriptors into the array on our stack.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -156,8 +156,8 @@ pub enum Why {
     Cancelled,
     /// The caller closed the connection the call came on (EOF on `upm mcp`'s stdin).
     CallerGone,
-    /// A batch's results can no longer be written (its stdout failed: whoever read
-    /// them is gone), so its calls still running or waiting to run are stopped.
+    /// The results can no longer be written (stdout failed: whoever read them is
+    /// gone), so the calls still running or waiting to run are stopped.
     OutputGone,
 }
 

@@ -159,16 +159,38 @@ fn sighup_mid_batch_cancels_the_running_calls_and_reads_no_more() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-/// A batch whose results can no longer be written (its reader closed stdout) stops
-/// its calls: the running ones are killed, the one waiting for a slot is not run, all
-/// audited `cancelled`, and upm exits 1 without waiting for the 30 s plugins.
-#[test]
-fn a_batch_whose_stdout_is_gone_stops_its_running_and_waiting_calls() {
-    let d = setup();
-    let (c, work) = slow_config(&d);
-    let mut child = spawn_run(&c, &["--jsonl", "--parallel", "2"]);
-    drop(child.stdout.take());
-    let mut stdin = child.stdin.take().unwrap();
+/// How many processes run `sleep ARG` (a duration only one test uses).
+fn sleeping(arg: &str) -> usize {
+    let want = format!("sleep\0{arg}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .count()
+}
+
+/// A batch of three calls of a plugin that sleeps `arg` seconds at `--parallel 2`:
+/// returned once two plugins run and the third call waits for a slot. `stdout`: upm's.
+fn gone_batch(d: &TestDir, arg: &str, stdout: Stdio) -> (std::process::Child, PathBuf) {
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = sh(d, "slow", &format!("read -r _; exec sleep {arg}"));
+    let c = cfg(
+        d,
+        json!({ "workdir_root": work,
+                "sandbox": { "limits": { "timeout_ms": 60000 } },
+                "plugins": { "Slow": cmd(&slow, &["m"]) } }),
+    );
+    let mut child = Command::new(upm_bin())
+        .args(["run", "--jsonl", "--parallel", "2", "--config"])
+        .arg(&c)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
     for i in 0..3 {
         writeln!(
             stdin,
@@ -177,11 +199,19 @@ fn a_batch_whose_stdout_is_gone_stops_its_running_and_waiting_calls() {
         .unwrap();
     }
     // Two running, the third waiting for a slot (its `started` entry durable).
-    wait_for_events(&d, "started", 3);
-    std::thread::sleep(Duration::from_millis(200));
-    // A refused line is answered at once: writing its result fails.
-    let t = Instant::now();
-    writeln!(stdin, "not json").unwrap();
+    wait_for_events(d, "started", 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeping(arg) < 2 {
+        assert!(Instant::now() < deadline, "the two plugins never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, work)
+}
+
+/// What a batch whose results can no longer be written must have done: stopped within
+/// `bound` (its plugins sleep 30 s), exit 1, its two running calls killed and the
+/// waiting one not run, each audited `cancelled` for that reason, nothing left behind.
+fn gone_batch_stopped(d: &TestDir, mut child: std::process::Child, work: &Path, t: Instant) {
     while child.try_wait().unwrap().is_none() {
         assert!(
             t.elapsed() < Duration::from_secs(15),
@@ -189,11 +219,11 @@ fn a_batch_whose_stdout_is_gone_stops_its_running_and_waiting_calls() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(stdin);
+    drop(child.stdin.take());
     assert_eq!(child.wait().unwrap().code(), Some(1));
     let mut errors = Vec::new();
     for i in 0..3 {
-        let events = audit_of(&d, &format!("gone-{i}"));
+        let events = audit_of(d, &format!("gone-{i}"));
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[1]["event"], "finished", "{events:?}");
         assert_eq!(events[1]["code"], "cancelled", "{events:?}");
@@ -214,8 +244,34 @@ fn a_batch_whose_stdout_is_gone_stops_its_running_and_waiting_calls() {
             .all(|e| e.contains("stdout could not be written")),
         "{errors:#?}"
     );
-    let left = left_under(&work);
+    let left = left_under(work);
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A batch whose reader closes stdout while no result is due (upm watches stdout):
+/// its running calls are killed and the waiting one is not run, at once.
+#[test]
+fn a_batch_whose_reader_leaves_stops_its_running_and_waiting_calls() {
+    let d = setup();
+    let (mut child, work) = gone_batch(&d, "29.71", Stdio::piped());
+    let t = Instant::now();
+    drop(child.stdout.take());
+    gone_batch_stopped(&d, child, &work, t);
+}
+
+/// The same when writing a result fails where nothing could be watched (stdout is
+/// /dev/full: ENOSPC): a refused line's result, answered at once, fails to be written.
+#[test]
+fn a_batch_whose_result_cannot_be_written_stops_its_running_and_waiting_calls() {
+    let d = setup();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (mut child, work) = gone_batch(&d, "29.72", Stdio::from(full));
+    let t = Instant::now();
+    writeln!(child.stdin.as_mut().unwrap(), "not json").unwrap();
+    gone_batch_stopped(&d, child, &work, t);
 }
 
 /// A stop is bounded even where upm is blocked and no poll watches for it: here,
