@@ -85,12 +85,14 @@ impl std::io::Read for Failed {
 /// Runs every line of `input` as a call; returns the exit code: 0 once every line has
 /// its result, 3 when stdin failed (that failure has a `bad_request` result of its
 /// own), 15 when upm was asked to stop (lines not yet read have no result; calls
-/// running then end `cancelled`), 1 when stdout could not be written (then no more
-/// lines are read, and the calls running or waiting for a slot end `cancelled`: their
-/// results could not be delivered). `output_gone` is fired then: `input`'s reads and
-/// the calls watch it. (Without one, should it not be made, the calls already read
-/// still run, audited, their results lost.) `output_fd`, `out`'s descriptor, is
-/// watched meanwhile, so that a reader gone while no result is due stops the calls too.
+/// running then end `cancelled`), 1 when stdout could not be written or its reader left
+/// before stdin's end (a reader gone once every line is read and answered is no
+/// failure). Then no more lines are read, and the calls running or waiting for a slot
+/// end `cancelled`: their results could not be delivered. `output_gone` is fired then:
+/// `input`'s reads and the calls watch it (without one, should it not be made, the
+/// calls already read still run, audited, their results lost). `output_fd`, `out`'s
+/// descriptor, is watched meanwhile, so that a reader gone while no result is due
+/// stops the calls too.
 pub fn run(
     session: &Session,
     input: impl BufRead + Send,
@@ -109,6 +111,10 @@ pub fn run(
     });
     let out = Mutex::new(out);
     let failed_output = AtomicBool::new(false);
+    // Seen gone by the watch below; every line read by then (stdin's EOF) and answered,
+    // that is no failure.
+    let reader_gone = AtomicBool::new(false);
+    let all_read = AtomicBool::new(false);
     let failed_input = AtomicBool::new(false);
     let write = |mut response: Response, n: u64| {
         response.line = Some(n);
@@ -140,12 +146,16 @@ pub fn run(
     // `finished` entry's fsync and the result's line, while the worker reads and starts
     // its next call (whose `started` entry then shares that fsync).
     let worker = |finishing: std::sync::mpsc::SyncSender<(Staged, u64)>| loop {
-        if stop::requested() || failed_output.load(Relaxed) {
+        if stop::requested() || failed_output.load(Relaxed) || reader_gone.load(Relaxed) {
             return;
         }
         let (line, n) = {
             let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
-            if r.failed || stop::requested() || failed_output.load(Relaxed) {
+            if r.failed
+                || stop::requested()
+                || failed_output.load(Relaxed)
+                || reader_gone.load(Relaxed)
+            {
                 return;
             }
             let line = read_line(&mut r.input, cap);
@@ -166,7 +176,10 @@ pub fn run(
             session.call_staged(input, ctx)
         };
         let staged = match line {
-            Ok(Line::Eof) => return,
+            Ok(Line::Eof) => {
+                all_read.store(true, Relaxed);
+                return;
+            }
             Ok(Line::Request(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Line::Request(bytes)) => staged(Input::<Failed>::Line(bytes)),
             Ok(Line::TooLong) => staged(Input::<Failed>::TooLong),
@@ -196,10 +209,10 @@ pub fn run(
     std::thread::scope(|s| {
         let (watcher, done) = match watching {
             Some((gone, fd, r, w)) => {
-                let failed = &failed_output;
+                let gone_flag = &reader_gone;
                 let watcher = s.spawn(move || {
                     if output_failed(fd, r.as_raw_fd()) {
-                        failed.store(true, Relaxed);
+                        gone_flag.store(true, Relaxed);
                         gone.fire(stop::Why::OutputGone);
                     }
                 });
@@ -222,7 +235,7 @@ pub fn run(
             let _ = w.join();
         }
     });
-    if failed_output.load(Relaxed) {
+    if failed_output.load(Relaxed) || (reader_gone.load(Relaxed) && !all_read.load(Relaxed)) {
         1
     } else if stop::requested() {
         Code::Cancelled.exit_code()
