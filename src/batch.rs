@@ -226,13 +226,21 @@ pub fn run(
             running.push(s.spawn(move || finisher(rx)));
             running.push(s.spawn(move || worker(tx)));
         }
+        // (A thread's panic is carried on as before, once the watcher is woken: the
+        // scope would otherwise wait for it.)
+        let mut panicked = None;
         for t in running {
-            let _ = t.join();
+            if let Err(p) = t.join() {
+                panicked.get_or_insert(p);
+            }
         }
         // Wakes the watcher: the batch is over.
         drop(done);
         if let Some(w) = watcher {
             let _ = w.join();
+        }
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
         }
     });
     if failed_output.load(Relaxed) || (reader_gone.load(Relaxed) && !all_read.load(Relaxed)) {
