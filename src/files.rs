@@ -99,6 +99,17 @@ pub enum RemoveError {
 /// How often one directory may be found with new entries before removal gives up.
 const MAX_SCANS: u32 = 16;
 
+/// A new file for writing, created with `mode` (the umask applies): never an existing
+/// file, never through a link someone planted (O_CREAT|O_EXCL|O_NOFOLLOW).
+pub fn create_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Writes `bytes` to `path` by a fresh file in the same directory (O_CREAT|O_EXCL|
 /// O_NOFOLLOW: never through a link someone planted, never into an existing file),
 /// with `mode` whatever the umask, made durable and renamed over `path` (which replaces
@@ -106,7 +117,7 @@ const MAX_SCANS: u32 = 16;
 /// of one.
 pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -118,12 +129,7 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
     let tmp = dir.join(tmp_name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
+    let mut f = create_new(&tmp, mode)?;
     let written = f
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| f.write_all(bytes))

@@ -275,7 +275,7 @@ fn open_with_copy_mode(path: &Path) -> Result<(File, u32), IntegrityError> {
 /// permission bits (`mode & 0o755`). No pin is checked here: see
 /// [`Executable::check_pin`].
 pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, IntegrityError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let (mut file, mode) = open_with_copy_mode(path)?;
     let snap = |p: &Path, source| IntegrityError::Snapshot {
         path: p.to_path_buf(),
@@ -288,13 +288,7 @@ pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, Integ
         .map_err(|e| snap(dest_dir, e))?;
     let name = path.file_name().unwrap_or(std::ffi::OsStr::new("exec"));
     let target = dest_dir.join(name);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&target)
-        .map_err(|e| snap(&target, e))?;
+    let mut out = crate::files::create_new(&target, mode).map_err(|e| snap(&target, e))?;
     let (sha256, head) = read_hashing(&mut file, path, Some((&mut out, &target)))?;
     // Exactly the original's bits (at most 0755), whatever upm's umask took away.
     out.set_permissions(std::fs::Permissions::from_mode(mode))
@@ -690,7 +684,7 @@ impl Manifest {
     /// original did not let it read. Directories are made 0700 while they are filled
     /// and given their modes last.
     pub fn snapshot(&self, roots: usize, dest: &Path) -> Result<Vec<PathBuf>, IntegrityError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let err = |path: &Path, source| IntegrityError::Snapshot {
             path: path.to_path_buf(),
             source,
@@ -722,13 +716,7 @@ impl Manifest {
                 private(parent)?;
             }
             let mode = f.mode & 0o755;
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&target)
-                .map_err(|e| err(&target, e))?;
+            let mut out = crate::files::create_new(&target, mode).map_err(|e| err(&target, e))?;
             io::Write::write_all(&mut out, &f.bytes).map_err(|e| err(&target, e))?;
             // Exactly the original's bits, whatever upm's umask took away.
             out.set_permissions(std::fs::Permissions::from_mode(mode))

@@ -5,9 +5,7 @@
 //! - secret: PKCS#8 `-----BEGIN PRIVATE KEY-----`, created mode 0600;
 //! - public: SPKI `-----BEGIN PUBLIC KEY-----`, created mode 0644.
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -56,12 +54,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io)?;
+    let mut f = crate::files::create_new(path, mode).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)
 }

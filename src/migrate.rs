@@ -16,7 +16,7 @@ use crate::error::Code;
 use crate::pipeline::Session;
 use serde_json::{json, Map, Value};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Where the derived schemas go, relative to the new config.
@@ -356,13 +356,8 @@ fn pretty(v: &Value) -> String {
 
 /// A new file (never through a link, never over one), 0644, made durable.
 fn write_new(path: &Path, text: &str) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f =
+        crate::files::create_new(path, 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))

@@ -727,13 +727,7 @@ impl AuditLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(rot_err(&tmp, e)),
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| rot_err(&tmp, e))?;
+        let mut f = crate::files::create_new(&tmp, 0o600).map_err(|e| rot_err(&tmp, e))?;
         let _ = f.set_permissions(std::fs::Permissions::from_mode(old_meta.mode() & 0o777));
         let _ = std::os::unix::fs::fchown(&f, Some(old_meta.uid()), Some(old_meta.gid()));
         f.write_all(first_lines)
