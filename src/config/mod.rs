@@ -625,9 +625,20 @@ fn grant_roots_overlap(
 /// Every call's plugin runs as the same uid, so only Landlock keeps one call out of
 /// another's private directory: no path a plugin may read or write may contain them.
 fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
     let mut problems = Vec::new();
-    // `root` has its symlinks resolved: so must the paths it is compared with.
-    let within = |p: &Path| root.starts_with(std::fs::canonicalize(p).unwrap_or_else(|_| p.into()));
+    // A path contains `root` when the directory it names, links followed, is `root` or
+    // one of its ancestors: compared by identity, one stat a path where resolving it took
+    // a readlink a component (a fifth of config loading), and a bind mount counts too.
+    let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let ancestors: Vec<(u64, u64)> = root
+        .ancestors()
+        .filter_map(|a| std::fs::metadata(a).ok().map(identity))
+        .collect();
+    let within = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => ancestors.contains(&identity(m)),
+        Err(_) => root.starts_with(p),
+    };
     for base in crate::sandbox::landlock::BASE_READ_PATHS {
         if within(Path::new(base)) {
             problems.push(format!(

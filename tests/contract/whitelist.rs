@@ -159,6 +159,22 @@ fn an_unsafe_workdir_root_is_a_config_error() {
         |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
         "read_paths [/tmp]",
     );
+    // ... also through a link to it, or to an ancestor of it (`/` holds every root).
+    let link = d.join("to-root");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let config = cfg(
+        &d,
+        json!({ "plugins": { "Pwd": {
+            "command": [pwd], "allowed_methods": ["where"],
+            "sandbox": { "read_paths": [link] }
+        } } }),
+    );
+    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+    refused_with(
+        &r,
+        |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
+        "read_paths [a link to /]",
+    );
     for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
         let r = with_root(bad.clone());
         refused_with(&r, |p| p.contains("workdir_root"), &bad);
