@@ -628,8 +628,8 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
     use std::os::unix::fs::MetadataExt;
     let mut problems = Vec::new();
     // A path contains `root` when the directory it names, links followed, is `root` or
-    // one of its ancestors: compared by identity, one stat a path where resolving it took
-    // a readlink a component (a fifth of config loading), and a bind mount counts too.
+    // one of its ancestors: compared by identity, one stat a path where resolving the
+    // path took a readlink a component (25 a call), and a bind mount counts too.
     let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
     let ancestors: Vec<(u64, u64)> = root
         .ancestors()
