@@ -7,40 +7,70 @@
 //! layout hint: a name it lists that the binary no longer has is skipped, so a stale list
 //! costs speed, never correctness (`bench/text_order.py --check` says how stale it is).
 //!
-//! Only LLD reads the list, the linker rustc uses by default for this target since 1.90;
-//! with another toolchain the hint is left out.
+//! Only LLD reads such a list (GNU ld and gold refuse the option), and whether LLD links
+//! depends on the toolchain's build and the flags in force, not on rustc's version: an
+//! empty program is linked with the list first, with the same flags and linker, and the
+//! hint is left out when that fails.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/text-order.txt");
-    println!("cargo:rerun-if-changed={}", order.display());
     println!("cargo:rerun-if-changed=build.rs");
-    let target = std::env::var("TARGET").unwrap_or_default();
-    if target != "x86_64-unknown-linux-gnu" || !rustc_links_with_lld() || !order.is_file() {
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    if !order.is_file() {
         return;
     }
-    println!(
-        "cargo:rustc-link-arg-bin=upm=-Wl,--symbol-ordering-file={},--no-warn-symbol-ordering",
-        order.display()
-    );
+    println!("cargo:rerun-if-changed={}", order.display());
+    let args = [
+        format!("--symbol-ordering-file={}", order.display()),
+        "--no-warn-symbol-ordering".to_string(),
+    ];
+    if !links_with(&args) {
+        println!("cargo:warning=the linker takes no symbol ordering file (not LLD?): left out");
+        return;
+    }
+    for arg in args {
+        println!("cargo:rustc-link-arg-bin=upm=-Xlinker");
+        println!("cargo:rustc-link-arg-bin=upm={arg}");
+    }
 }
 
-/// Whether rustc is 1.90 or later, whose x86_64 Linux target links with its own LLD.
-fn rustc_links_with_lld() -> bool {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+/// Whether an empty program links with `args` passed to the linker.
+fn links_with(args: &[String]) -> bool {
+    let (Some(out), Some(rustc), Some(target)) = (
+        std::env::var_os("OUT_DIR").map(PathBuf::from),
+        std::env::var_os("RUSTC"),
+        std::env::var_os("TARGET"),
+    ) else {
         return false;
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let mut parts = text
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("")
-        .split('.')
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (1, 90)
+    let src = out.join("probe.rs");
+    if std::fs::write(&src, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let mut cmd = Command::new(rustc);
+    cmd.arg("--target")
+        .arg(target)
+        .arg("--crate-type=bin")
+        .arg("-o")
+        .arg(out.join("probe"))
+        .arg(&src);
+    // The flags the real link gets: static glibc, a linker or its flavour chosen there.
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        let mut flag = std::ffi::OsString::from("-Clinker=");
+        flag.push(linker);
+        cmd.arg(flag);
+    }
+    for arg in args {
+        cmd.arg("-Clink-arg=-Xlinker")
+            .arg(format!("-Clink-arg={arg}"));
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
