@@ -570,6 +570,23 @@ fn a_pythonpath_over_the_calls_directories_is_refused() {
         "{}",
         ctx(&r)
     );
+    // ... and one that names it through a link: the directory is what counts.
+    let link = u.d.join("to-root");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let r = u.run(
+        &["MockPlugin", "version", "{}"],
+        &[("PYTHONPATH", link.to_str().unwrap())],
+    );
+    let data = says(
+        &r,
+        6,
+        "Cannot import plugin module 'upm.plugins.mock'. Error: ",
+    );
+    assert!(
+        data["error"].as_str().unwrap().contains("workdir_root"),
+        "a PYTHONPATH link to /: {}",
+        ctx(&r)
+    );
 }
 
 /// The environment is not signed: strict trust refuses a path taken from it.

@@ -625,20 +625,9 @@ fn grant_roots_overlap(
 /// Every call's plugin runs as the same uid, so only Landlock keeps one call out of
 /// another's private directory: no path a plugin may read or write may contain them.
 fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
     let mut problems = Vec::new();
-    // A path contains `root` when the directory it names, links followed, is `root` or
-    // one of its ancestors: compared by identity, one stat a path where resolving the
-    // path took a readlink a component (25 a call), and a bind mount counts too.
-    let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
-    let ancestors: Vec<(u64, u64)> = root
-        .ancestors()
-        .filter_map(|a| std::fs::metadata(a).ok().map(identity))
-        .collect();
-    let within = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) => ancestors.contains(&identity(m)),
-        Err(_) => root.starts_with(p),
-    };
+    let ancestry = Ancestry::of(root);
+    let within = |p: &Path| ancestry.is_within(p);
     for base in crate::sandbox::landlock::BASE_READ_PATHS {
         if within(Path::new(base)) {
             problems.push(format!(
@@ -683,6 +672,42 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
         }
     }
     problems
+}
+
+/// `root` (symlinks resolved) and the directories above it, to tell whether a path
+/// contains it: the path's own name, or the directory it names with links followed being
+/// one of them. Compared by identity: one stat a path where resolving the path took a
+/// readlink a component (25 a call), and a bind mount of one of them counts too.
+struct Ancestry<'a> {
+    root: &'a Path,
+    /// (device, inode) of each; `None` when one could not be read, and then paths are
+    /// resolved and compared by name instead.
+    ids: Option<Vec<(u64, u64)>>,
+}
+
+impl<'a> Ancestry<'a> {
+    fn of(root: &'a Path) -> Self {
+        let ids = root
+            .ancestors()
+            .map(|a| std::fs::metadata(a).ok().map(identity))
+            .collect();
+        Ancestry { root, ids }
+    }
+
+    fn is_within(&self, p: &Path) -> bool {
+        if self.root.starts_with(p) {
+            return true;
+        }
+        match &self.ids {
+            Some(ids) => std::fs::metadata(p).is_ok_and(|m| ids.contains(&identity(m))),
+            None => std::fs::canonicalize(p).is_ok_and(|real| self.root.starts_with(real)),
+        }
+    }
+}
+
+fn identity(m: std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 /// The directory and each one above it must belong to root or to upm's own user, and
@@ -1032,7 +1057,8 @@ fn grant_roots(
 /// plugin's calls are then refused (the config itself stays valid).
 fn env_python_path(workdir_root: &Path) -> EnvPythonPath {
     let mut env = EnvPythonPath::from_env();
-    if let Some(p) = env.paths.iter().find(|p| workdir_root.starts_with(p)) {
+    let ancestry = Ancestry::of(workdir_root);
+    if let Some(p) = env.paths.iter().find(|p| ancestry.is_within(p)) {
         env.problem.get_or_insert_with(|| {
             format!(
                 "the PYTHONPATH entry {} contains upm's \"workdir_root\" {}: the plugin could \

@@ -175,6 +175,35 @@ fn an_unsafe_workdir_root_is_a_config_error() {
         |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
         "read_paths [a link to /]",
     );
+    if is_root() {
+        // ... and through a bind mount of it, which no name resolves to.
+        let mnt = d.join("tmp-again");
+        std::fs::create_dir(&mnt).unwrap();
+        nix::mount::mount(
+            Some("/tmp"),
+            &mnt,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let config = cfg(
+            &d,
+            json!({ "plugins": { "Pwd": {
+                "command": [pwd], "allowed_methods": ["where"],
+                "sandbox": { "read_paths": [mnt] }
+            } } }),
+        );
+        let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+        nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        refused_with(
+            &r,
+            |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
+            "read_paths [a bind mount of /tmp]",
+        );
+    } else {
+        eprintln!("SKIPPED: a bind mount of workdir_root (needs root to mount)");
+    }
     for bad in [json!("relative/dir"), json!(d.join("missing")), json!(pwd)] {
         let r = with_root(bad.clone());
         refused_with(&r, |p| p.contains("workdir_root"), &bad);
