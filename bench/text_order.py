@@ -12,9 +12,11 @@ by a uprobe (a call hung), and which variant runs depends on the CPU anyway.
     bench/text_order.py --check [--upm BINARY]   how many listed names the binary still has
     bench/text_order.py --rebase [--upm BINARY]  carry the list over to the binary's names
 
-A Rust function's name ends in a hash of its crate's build (its version, its dependencies,
-the compiler), so names go stale together: `--rebase` maps each listed name to the
-binary's functions of the same name without the hash, in seconds and without root. A stale
+upm is built with v0 symbol names (.cargo/config.toml), which name a function by its path
+and its generic arguments, not by a hash of the item, so editing the code keeps the names
+of what it does not touch. Each name still holds its crate's disambiguator, which changes
+with the crate's version or dependencies: `--rebase` maps each listed name to the
+binary's functions of the same name without it, in seconds and without root. A stale
 list costs speed, never correctness; record it anew when the code a call runs has changed.
 """
 import argparse
@@ -140,7 +142,9 @@ def clear(inst):
         pass  # no such group
 
 
-HASH = re.compile(r"17h[0-9a-f]{16}E|\.llvm\.\d+$|\.\d+$")
+# What changes in a name when nothing about the function did: a legacy name's hash, a v0
+# name's crate disambiguators and back-references (offsets into the name), LLVM's suffixes.
+HASH = re.compile(r"17h[0-9a-f]{16}E|(?<=C)s[0-9A-Za-z]*_|(?<=B)[0-9A-Za-z]*_|\.llvm\.\d+$|\.\d+$")
 
 
 def rebase(listed, names):
