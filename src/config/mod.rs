@@ -674,33 +674,41 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
     problems
 }
 
-/// `root` (symlinks resolved) and the directories above it, to tell whether a path
-/// contains it: the path's own name, or the directory it names with links followed being
-/// one of them. Compared by identity: one stat a path where resolving the path took a
-/// readlink a component (25 a call), and a bind mount of one of them counts too.
-struct Ancestry<'a> {
-    root: &'a Path,
+/// `root` and the directories above it, to tell whether a path contains it: the path's
+/// own name, or the directory it names with links followed being one of them. Compared by
+/// identity: one stat a path where resolving the path took a readlink a component (25 a
+/// call), and a bind mount of one of them counts too. The directories above `root` as
+/// its links resolve count as well (the default `/tmp` is taken as written).
+struct Ancestry {
+    roots: Vec<PathBuf>,
     /// (device, inode) of each; `None` when one could not be read, and then paths are
     /// resolved and compared by name instead.
     ids: Option<Vec<(u64, u64)>>,
 }
 
-impl<'a> Ancestry<'a> {
-    fn of(root: &'a Path) -> Self {
-        let ids = root
-            .ancestors()
+impl Ancestry {
+    fn of(root: &Path) -> Self {
+        let mut roots = vec![root.to_path_buf()];
+        match std::fs::canonicalize(root) {
+            Ok(real) if real != root => roots.push(real),
+            _ => {}
+        }
+        let ids = roots
+            .iter()
+            .flat_map(|r| r.ancestors())
             .map(|a| std::fs::metadata(a).ok().map(identity))
             .collect();
-        Ancestry { root, ids }
+        Ancestry { roots, ids }
     }
 
     fn is_within(&self, p: &Path) -> bool {
-        if self.root.starts_with(p) {
+        if self.roots.iter().any(|r| r.starts_with(p)) {
             return true;
         }
         match &self.ids {
             Some(ids) => std::fs::metadata(p).is_ok_and(|m| ids.contains(&identity(m))),
-            None => std::fs::canonicalize(p).is_ok_and(|real| self.root.starts_with(real)),
+            None => std::fs::canonicalize(p)
+                .is_ok_and(|real| self.roots.iter().any(|r| r.starts_with(&real))),
         }
     }
 }
@@ -1110,6 +1118,28 @@ fn is_python_dotted(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A root taken as written (the default `/tmp`) may be a link: the directories
+    /// above where it leads contain it too.
+    #[test]
+    fn a_directory_above_where_a_linked_root_leads_contains_it() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("var").join("tmp");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = d.path().join("tmp");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let other = d.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let a = Ancestry::of(&link);
+        assert!(
+            a.is_within(&d.path().join("var")),
+            "the link's target's parent"
+        );
+        assert!(a.is_within(&real), "the target itself");
+        assert!(a.is_within(d.path()), "by name");
+        assert!(!a.is_within(&other), "a sibling");
+        assert!(!a.is_within(&real.join("below")), "missing, below");
+    }
 
     fn load_str(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
