@@ -146,35 +146,25 @@ fn an_unsafe_workdir_root_is_a_config_error() {
     // Where plugins may read, they could read other calls' directories.
     let r = with_root(json!("/usr/local"));
     refused_with(&r, |p| p.contains("inside /usr"), "/usr/local");
-    let config = cfg(
-        &d,
-        json!({ "plugins": { "Pwd": {
-            "command": [pwd], "allowed_methods": ["where"],
-            "sandbox": { "read_paths": ["/tmp"] }
-        } } }),
-    );
-    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
-    refused_with(
-        &r,
-        |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
-        "read_paths [/tmp]",
-    );
+    // A read path over the default root (/tmp), however it names it.
+    let with_read_path = |path: Value| {
+        let config = cfg(
+            &d,
+            json!({ "plugins": { "Pwd": {
+                "command": [pwd], "allowed_methods": ["where"],
+                "sandbox": { "read_paths": [path] }
+            } } }),
+        );
+        run_stdin(&config, &request("Pwd", "where", json!({})))
+    };
+    let over_root = |p: &str| p.contains("plugin \"Pwd\"") && p.contains("workdir_root");
+    let r = with_read_path(json!("/tmp"));
+    refused_with(&r, over_root, "read_paths [/tmp]");
     // ... also through a link to it, or to an ancestor of it (`/` holds every root).
     let link = d.join("to-root");
     std::os::unix::fs::symlink("/", &link).unwrap();
-    let config = cfg(
-        &d,
-        json!({ "plugins": { "Pwd": {
-            "command": [pwd], "allowed_methods": ["where"],
-            "sandbox": { "read_paths": [link] }
-        } } }),
-    );
-    let r = run_stdin(&config, &request("Pwd", "where", json!({})));
-    refused_with(
-        &r,
-        |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
-        "read_paths [a link to /]",
-    );
+    let r = with_read_path(json!(link));
+    refused_with(&r, over_root, "read_paths [a link to /]");
     if is_root() {
         // ... and through a bind mount of it, which no name resolves to.
         let mnt = d.join("tmp-again");
@@ -187,20 +177,9 @@ fn an_unsafe_workdir_root_is_a_config_error() {
             None::<&str>,
         )
         .unwrap();
-        let config = cfg(
-            &d,
-            json!({ "plugins": { "Pwd": {
-                "command": [pwd], "allowed_methods": ["where"],
-                "sandbox": { "read_paths": [mnt] }
-            } } }),
-        );
-        let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+        let r = with_read_path(json!(mnt));
         nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
-        refused_with(
-            &r,
-            |p| p.contains("plugin \"Pwd\"") && p.contains("workdir_root"),
-            "read_paths [a bind mount of /tmp]",
-        );
+        refused_with(&r, over_root, "read_paths [a bind mount of /tmp]");
     } else {
         eprintln!("SKIPPED: a bind mount of workdir_root (needs root to mount)");
     }
