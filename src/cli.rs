@@ -164,10 +164,10 @@ pub fn main() -> i32 {
         }
     }
     match cli.command {
-        Command::Run { jsonl: false, .. } => respond(pipeline::run(
+        Command::Run { jsonl: false, .. } => one_shot(
             &config_path,
             Input::Stdin(Stoppable(std::io::stdin().lock())),
-        )),
+        ),
         Command::Run {
             jsonl: true,
             parallel,
@@ -332,14 +332,14 @@ fn legacy(config_path: &Path, mut argv: Vec<OsString>) -> i32 {
     let args = argv.pop().unwrap_or_default();
     let method = argv.pop().unwrap_or_default();
     let plugin = argv.pop().unwrap_or_default();
-    respond(pipeline::run(
+    one_shot(
         config_path,
         Input::<std::io::Empty>::Argv {
             plugin,
             method,
             args,
         },
-    ))
+    )
 }
 
 /// The argv form's usage error; a first word that is no plugin of the config but
@@ -366,6 +366,17 @@ fn legacy_usage(config_path: &Path, word: Option<&str>, n: usize) -> String {
         }
     };
     format!("{} (upm: {upm})", crate::compat::USAGE)
+}
+
+/// One call, its response, then the process's end, with nothing freed first: the
+/// caller waits for that end (its stdout's EOF), which freeing the session, the
+/// response and the call's buffers would only delay. Everything the call had to do
+/// (its `finished` entry durable, its processes reaped) is done before the response.
+fn one_shot<R: std::io::Read>(config_path: &Path, input: Input<R>) -> ! {
+    let session = pipeline::one_shot(config_path);
+    let resp = session.call(input);
+    let _ = resp.write_line(&mut std::io::stdout().lock());
+    std::process::exit(resp.exit_code)
 }
 
 fn respond(resp: Response) -> i32 {

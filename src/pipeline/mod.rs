@@ -169,11 +169,12 @@ pub struct Session {
     overlap: bool,
 }
 
-/// Runs one call and returns its response (whose `exit_code` is the process's).
-pub fn run<R: Read>(config_path: &Path, input: Input<R>) -> Response {
+/// The session of a process that makes one call (`upm run`, the argv form): its two
+/// fsyncs overlap other work on extra threads.
+pub fn one_shot(config_path: &Path) -> Session {
     let mut session = Session::load(config_path);
     session.overlap = true;
-    session.call(input)
+    session
 }
 
 /// A call refused before it could even be read (the argv form's usage error):
@@ -376,6 +377,10 @@ impl Session {
         };
         let ended = running.run(&call.ctx.stop, &audit_connection);
         drop(slot);
+        if self.overlap {
+            // The process's only call: its observer thread is not kept for another.
+            spawn::observe::end_kept();
+        }
         phase(&call, "plugin finished");
 
         // capture

@@ -129,6 +129,13 @@ thread_local! {
     static KEPT: std::cell::RefCell<Option<Thread>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Lets the calling thread's kept observer thread end, without waiting for it: a
+/// process that makes no further call then ends it beside its last steps, instead of
+/// its exit having to stop a parked thread.
+pub fn end_kept() {
+    let _ = KEPT.try_with(|k| k.borrow_mut().take());
+}
+
 impl Thread {
     /// The calling thread's kept observer thread, or a new one, running `job`.
     fn run(job: Job) -> std::io::Result<Thread> {
