@@ -849,3 +849,48 @@ fn the_config_is_read_once_per_batch() {
     let r = run_stdin(&cfg, &line("Echo", "new", json!({})));
     assert_eq!(r.code_word(), "not_whitelisted", "{r:?}");
 }
+
+/// upm's children, from every one of its threads' lists (a zombie not yet reaped is
+/// still there), with their state letter.
+fn children_of(pid: u32) -> Vec<String> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let list = std::fs::read_to_string(task.unwrap().path().join("children"));
+        for kid in list.unwrap_or_default().split_whitespace() {
+            let stat = std::fs::read_to_string(format!("/proc/{kid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().unwrap_or("?").chars().next();
+            kids.push(format!("{kid} ({})", state.unwrap_or('?')));
+        }
+    }
+    kids
+}
+
+/// A call answers only once its processes are gone: the sandbox's init is reaped after
+/// the `finished` entry (its namespaces torn down meanwhile) and before the result
+/// line, so after each line upm has no child left, not even a zombie.
+#[test]
+fn a_result_line_leaves_no_process_of_its_call_behind() {
+    let d = TestDir::new();
+    let p = script(&d, "ok.sh", "#!/bin/sh\necho '{}'\n");
+    let cfg = config(&d, &[("Ok", &p, 10000)], json!({}));
+    for parallel in ["1", "2"] {
+        let mut child = start(&cfg, &["--parallel", parallel]);
+        let mut stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        for i in 0..5 {
+            stdin
+                .write_all(&line("Ok", &format!("c{i}"), json!({})))
+                .unwrap();
+            let mut result = String::new();
+            out.read_line(&mut result).unwrap();
+            assert!(result.contains("\"success\":true"), "{result}");
+            let kids = children_of(child.id());
+            assert!(
+                kids.is_empty(),
+                "--parallel {parallel}, after result {i}: upm still has children {kids:?}"
+            );
+        }
+        drop(stdin);
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+}

@@ -72,6 +72,14 @@ pub(super) struct Ended {
     outcome: Outcome,
     egress: Option<Value>,
     denials: Denials,
+    /// The native init, still to be reaped (after the `finished` entry).
+    ending: Option<spawn::Ending>,
+}
+
+impl Ended {
+    pub(super) fn take_ending(&mut self) -> Option<spawn::Ending> {
+        self.ending.take()
+    }
 }
 
 /// A started call, about to run.
@@ -262,6 +270,7 @@ impl Prepared {
             outcome,
             egress,
             denials,
+            ending: _,
         } = match ended {
             Ok(e) => e,
             Err(f) => return f.into(),
@@ -310,11 +319,12 @@ impl Running<'_> {
     ) -> Result<Ended, Failure> {
         match self {
             Running::Native(spawned, None) => {
-                let (outcome, denials) = spawned.run_observed(stop);
+                let (outcome, denials, ending) = spawned.run_observed(stop);
                 Ok(Ended {
                     outcome,
                     egress: None,
                     denials,
+                    ending,
                 })
             }
             Running::Native(spawned, Some(egress)) => run_with_egress(spawned, egress, stop, audit),
@@ -323,6 +333,7 @@ impl Running<'_> {
                     outcome,
                     egress: None,
                     denials: crate::denials::in_container(),
+                    ending: None,
                 })
                 .map_err(Failure::from),
         }
@@ -360,7 +371,7 @@ fn run_with_egress(
             )
         })?;
         tracing::debug!("egress proxy started");
-        let (outcome, mut denials) = spawned.run_observed(stop);
+        let (outcome, mut denials, ending) = spawned.run_observed(stop);
         let summary = helper.finish();
         tracing::debug!("egress proxy finished, every connection audited");
         network_denials(&summary, &mut denials);
@@ -368,6 +379,7 @@ fn run_with_egress(
             outcome,
             egress: Some(summary.to_json()),
             denials,
+            ending,
         })
     })
 }

@@ -103,6 +103,8 @@ pub struct Finishing {
     in_force: Value,
     ran: Ran,
     workdir: Option<Workdir>,
+    /// The sandbox's init, reaped once the `finished` entry is durable.
+    ending: Option<spawn::Ending>,
 }
 
 /// What is known about the call so far, for the response and the audit entry.
@@ -271,8 +273,12 @@ impl Session {
             in_force,
             ran,
             workdir,
+            ending,
         } = f;
-        self.finish(&call, in_force, ran, workdir)
+        let resp = self.finish(&call, in_force, ran, workdir);
+        // Its namespaces were torn down meanwhile; no call answers with a process left.
+        drop(ending);
+        resp
     }
 
     /// [`call_in`](Self::call_in) up to the `finished` entry: a call that ran (or
@@ -375,7 +381,8 @@ impl Session {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
-        let ended = running.run(&call.ctx.stop, &audit_connection);
+        let mut ended = running.run(&call.ctx.stop, &audit_connection);
+        let ending = ended.as_mut().ok().and_then(backend::Ended::take_ending);
         drop(slot);
         if self.overlap {
             // The process's only call: its observer thread is not kept for another.
@@ -393,6 +400,7 @@ impl Session {
             in_force,
             ran,
             workdir,
+            ending,
         })
     }
 

@@ -251,6 +251,10 @@ impl<'a> Capture<'a> {
                 Ok(0) => Read::Eof,
                 Ok(k) => {
                     self.report.extend_from_slice(&rec[..k]);
+                    if self.end_reported() {
+                        // The init's last word: it exits next, writing nothing more.
+                        return Read::Eof;
+                    }
                     Read::Data {
                         full: false,
                         over_cap: false,
@@ -310,20 +314,16 @@ impl<'a> Capture<'a> {
         }
     }
 
+    /// Whether the init has reported its plugin's end (its last record).
+    pub(super) fn end_reported(&self) -> bool {
+        records(&self.report).any(|r| r.kind == EXITED)
+    }
+
     pub(super) fn finish(self) -> Outcome {
         let mut exit = None;
         let mut start_failure = None;
         let mut usage = None;
-        for chunk in self.report.chunks_exact(RECORD_SIZE) {
-            let mut rec = Record::default();
-            // SAFETY: copies RECORD_SIZE bytes into a repr(C) struct of plain integers.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    chunk.as_ptr(),
-                    (&mut rec as *mut Record).cast::<u8>(),
-                    RECORD_SIZE,
-                )
-            };
+        for rec in records(&self.report) {
             match rec.kind {
                 SETUP_FAILED => {
                     start_failure =
@@ -360,6 +360,22 @@ impl<'a> Capture<'a> {
             usage,
         }
     }
+}
+
+/// The init's report, record by record.
+fn records(report: &[u8]) -> impl Iterator<Item = Record> + '_ {
+    report.chunks_exact(RECORD_SIZE).map(|chunk| {
+        let mut rec = Record::default();
+        // SAFETY: copies RECORD_SIZE bytes into a repr(C) struct of plain integers.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                chunk.as_ptr(),
+                (&mut rec as *mut Record).cast::<u8>(),
+                RECORD_SIZE,
+            )
+        };
+        rec
+    })
 }
 
 /// What one read gave.

@@ -244,17 +244,18 @@ pub struct Spawned<'a> {
     sandbox: &'a Prepared,
     pid: libc::pid_t,
     reaped: bool,
+    /// The init, once it has reported its plugin's end (see [`Ending`]).
+    ending: Option<Ending>,
     sync_w: OwnedFd,
     pipes: Option<(Pipes, Option<OwnedFd>, OwnedFd)>,
     // What the children read: kept (and unchanged) until the init is reaped.
-    _ctx: Box<child::Ctx>,
+    memory: Option<InitMemory>,
     _argv: Vec<*const libc::c_char>,
     _envp: Vec<*const libc::c_char>,
     _exec_fd: OwnedFd,
     _exec_at: Option<ExecAt>,
     _script_name: Option<CString>,
     _parent: OwnedFd,
-    _stacks: child::Pooled,
     /// issue 23: what the sandbox refuses, observed from before the go (a thread that
     /// starts while the init sets up, and takes upm's end of the listener's channel).
     observer: Option<Box<observe::Observer>>,
@@ -428,6 +429,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         sandbox,
         pid,
         reaped: false,
+        ending: None,
         sync_w,
         pipes: Some((
             Pipes {
@@ -438,14 +440,16 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             result_r,
             report_r,
         )),
-        _ctx: ctx,
+        memory: Some(InitMemory {
+            _ctx: ctx,
+            _stacks: stacks,
+        }),
         _argv: argv,
         _envp: envp,
         _exec_fd: exec_fd,
         _exec_at: exec_at,
         _script_name: script_name,
         _parent: parent,
-        _stacks: stacks,
         observer: Some(observer),
         egress,
     };
@@ -475,11 +479,17 @@ impl Spawned<'_> {
     }
 
     /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
-    /// from before the go until the whole tree has ended (`observe`).
-    pub fn run_observed(mut self, stop: &stop::Watch) -> (Outcome, Denials) {
+    /// from before the go until the whole tree has ended (`observe`). With the init,
+    /// when it reported its plugin's end: killed, still to be reaped ([`Ending`]).
+    pub fn run_observed(mut self, stop: &stop::Watch) -> (Outcome, Denials, Option<Ending>) {
         let mut observer = self.observer.take();
         let outcome = self.run_plugin(stop, observer.as_deref_mut());
-        (outcome, observer.map(|o| o.finish()).unwrap_or_default())
+        let ending = self.ending.take();
+        (
+            outcome,
+            observer.map(|o| o.finish()).unwrap_or_default(),
+            ending,
+        )
     }
 
     fn run_plugin(
@@ -514,13 +524,49 @@ impl Spawned<'_> {
             "spawn: output drained"
         );
         kill_tree(self.pid);
-        reap(self.pid);
+        if cap.end_reported() {
+            // Nothing of the call is left but the init's own end: the kernel tears its
+            // namespaces down while upm makes the `finished` entry durable.
+            self.ending = self.memory.take().map(|memory| Ending {
+                pid: self.pid,
+                _memory: memory,
+            });
+        }
+        if self.ending.is_none() {
+            reap(self.pid);
+        }
         self.reaped = true;
         let mut o = cap.finish();
         if let Err(e) = go {
             o.start_failure = o.start_failure.or(Some((Step::Sync, e as i32)));
         }
         o
+    }
+}
+
+/// What the init may still touch after its report: it runs in upm's memory (`CLONE_VM`),
+/// on one of these stacks, until its exit. Kept until it is reaped.
+struct InitMemory {
+    _ctx: Box<child::Ctx>,
+    _stacks: child::Pooled,
+}
+
+// SAFETY: upm never reads or writes through the context's pointers: it only keeps the
+// memory alive, and frees it on whichever thread reaps the init (a batch's finisher).
+unsafe impl Send for InitMemory {}
+
+/// A call's init after it reported its plugin's end (the plugin reaped, its usage
+/// measured): killed, its exit and the kernel's teardown of its namespaces under way,
+/// not yet reaped. Reaped when dropped, which the pipeline does once the `finished`
+/// entry is durable and before the response: no call answers with a process left.
+pub struct Ending {
+    pid: libc::pid_t,
+    _memory: InitMemory,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        reap(self.pid);
     }
 }
 
