@@ -278,6 +278,8 @@ pub struct Reader {
     pending: VecDeque<(u64, Denial)>,
     /// The socket overflowed (ENOBUFS): some records were lost.
     lost: bool,
+    /// Allocated when the first record waits: a call with nothing to read (the audit
+    /// off, no denial) zeroes no 64 KiB.
     buf: Vec<u8>,
 }
 
@@ -332,7 +334,7 @@ impl Reader {
             foreign: VecDeque::new(),
             pending: VecDeque::new(),
             lost: false,
-            buf: vec![0u8; 64 * 1024],
+            buf: Vec::new(),
         })
     }
 
@@ -342,6 +344,12 @@ impl Reader {
 
     /// Reads every record waiting on the socket, without blocking.
     pub fn read_available(&mut self, denials: &mut Denials) {
+        if self.buf.is_empty() {
+            if !wait_readable(self.fd(), Duration::ZERO) {
+                return;
+            }
+            self.buf = vec![0u8; 64 * 1024];
+        }
         loop {
             let mut buf = std::mem::take(&mut self.buf);
             let n = match recv(self.fd(), &mut buf) {
