@@ -11,14 +11,24 @@
 //! depends on the toolchain's build and the flags in force, not on rustc's version: an
 //! empty program is linked with the list first, with the same flags and linker, and the
 //! hint is left out when that fails.
+//!
+//! Also names the seccomp compiler's code (`UPM_SECCOMP_CODE`): a program kept between
+//! processes is recalled only by the build whose compiler made it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/text-order.txt");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    let seccomp = root.join("src/sandbox/seccomp");
+    println!("cargo:rerun-if-changed={}", seccomp.display());
+    println!(
+        "cargo:rustc-env=UPM_SECCOMP_CODE={:016x}",
+        code_hash(&seccomp)
+    );
+    let order = root.join("link/text-order.txt");
     if !order.is_file() {
         return;
     }
@@ -35,6 +45,40 @@ fn main() {
         println!("cargo:rustc-link-arg-bin=upm=-Xlinker");
         println!("cargo:rustc-link-arg-bin=upm={arg}");
     }
+}
+
+/// FNV-1a over the names and bytes of every file under `dir`, in name order: a change to
+/// the compiler's code (its rules and syscall tables included) changes it.
+fn code_hash(dir: &Path) -> u64 {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        let name = f
+            .strip_prefix(dir)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned();
+        for b in name
+            .bytes()
+            .chain([0])
+            .chain(std::fs::read(&f).unwrap_or_default())
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// Whether an empty program links with `args` passed to the linker.

@@ -143,6 +143,56 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// An entry upm kept for itself in a directory of its own ([`own_dir`]): its bytes, or
+/// `None` unless it is a regular file (not a link) of upm's euid that no one else may
+/// read or write, of at most `max` bytes.
+pub fn read_own_entry(path: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let m = file.metadata().ok()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !m.is_file() || m.uid() != euid || m.mode() & 0o077 != 0 || m.len() > max {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    file.take(max).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Keeps a directory of entries below `max` before one more is written: the entry
+/// written longest ago goes, and so does a temporary file a killed upm left (a name
+/// starting with a dot, older than a minute).
+pub fn make_room(dir: &Path, max: usize) -> std::io::Result<()> {
+    let now = std::time::SystemTime::now();
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let Ok(written) = e.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if e.file_name().to_string_lossy().starts_with('.') {
+            if now
+                .duration_since(written)
+                .is_ok_and(|age| age.as_secs() > 60)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        } else {
+            entries.push((written, e.path()));
+        }
+    }
+    if entries.len() >= max {
+        entries.sort();
+        for (_, path) in &entries[..=entries.len() - max] {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes `dir` (with `mode`) if missing and checks it is upm's own: a real directory
 /// (never a link followed), owned by upm's euid, none of the `others` bits set (e.g.
 /// 0o022: no one else may write). Where upm keeps something between calls or

@@ -123,7 +123,8 @@ pub fn check(config: &Config) -> Checked {
         }
         let loaded = match profiles.get(source) {
             Some(p) => Ok(Arc::clone(p)),
-            None => source.load().map(Arc::new),
+            // Parsed only if a program is to be compiled (a root upm keeps them).
+            None => source.load_deferred().map(Arc::new),
         };
         let compiled = loaded.and_then(|p| compile(&p, plugin).map(|()| p));
         match compiled {

@@ -14,8 +14,6 @@
 //! file, never run anything else: that is upm's euid alone (root's, for a root upm).
 
 use super::Identity;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -80,18 +78,8 @@ pub fn remember(id: &Identity, sha256: &str) {
 }
 
 fn recall_in(dir: &Path, id: &Identity) -> Option<String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(dir.join(name(id)))
-        .ok()?;
-    let m = file.metadata().ok()?;
-    let euid = nix::unistd::geteuid().as_raw();
-    if !m.is_file() || m.uid() != euid || m.mode() & 0o077 != 0 || m.len() > MAX_ENTRY_BYTES {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(MAX_ENTRY_BYTES).read_to_string(&mut text).ok()?;
+    let bytes = crate::files::read_own_entry(&dir.join(name(id)), MAX_ENTRY_BYTES)?;
+    let text = String::from_utf8(bytes).ok()?;
     let sha256 = text.strip_suffix('\n')?.rsplit(' ').next()?;
     let sound = sha256.len() == 64
         && sha256
@@ -104,40 +92,11 @@ fn recall_in(dir: &Path, id: &Identity) -> Option<String> {
 fn remember_in(dir: &Path, id: &Identity, sha256: &str) -> std::io::Result<()> {
     let target = dir.join(name(id));
     if !target.exists() {
-        make_room(dir)?;
+        crate::files::make_room(dir, MAX_ENTRIES)?;
     }
     // Written whole under a name of its own, then renamed over the entry: a reader sees
     // the old entry or the new one, never a part.
     crate::files::replace_file(&target, line(id, sha256).as_bytes(), 0o600)
-}
-
-/// Below [`MAX_ENTRIES`]: the entry written longest ago goes, and so does a temporary
-/// file a killed upm left (older than a minute).
-fn make_room(dir: &Path) -> std::io::Result<()> {
-    let now = std::time::SystemTime::now();
-    let mut entries = Vec::new();
-    for e in std::fs::read_dir(dir)?.flatten() {
-        let Ok(written) = e.metadata().and_then(|m| m.modified()) else {
-            continue;
-        };
-        if e.file_name().to_string_lossy().starts_with('.') {
-            if now
-                .duration_since(written)
-                .is_ok_and(|age| age.as_secs() > 60)
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        } else {
-            entries.push((written, e.path()));
-        }
-    }
-    if entries.len() >= MAX_ENTRIES {
-        entries.sort();
-        for (_, path) in &entries[..=entries.len() - MAX_ENTRIES] {
-            std::fs::remove_file(path)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

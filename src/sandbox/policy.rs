@@ -304,6 +304,18 @@ impl SeccompSource {
         }
     }
 
+    /// [`load`](Self::load), parsed only when first needed (see
+    /// [`Profile::deferred`](super::seccomp::Profile::deferred)).
+    pub fn load_deferred(&self) -> Result<super::seccomp::Profile, super::seccomp::SeccompError> {
+        match self {
+            SeccompSource::Builtin => Ok(super::seccomp::Profile::deferred(
+                BUILTIN_SECCOMP_NAME,
+                BUILTIN_SECCOMP,
+            )),
+            SeccompSource::File(path) => super::seccomp::Profile::load_deferred(path),
+        }
+    }
+
     /// The file, when there is one (the signature covers files, not upm's own profile).
     pub fn file(&self) -> Option<&Path> {
         match self {

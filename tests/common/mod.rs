@@ -303,8 +303,9 @@ pub fn left_under(dir: &Path) -> Vec<PathBuf> {
         let digests = name
             .strip_prefix("upm-digests-")
             .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()));
-        if digests {
-            // Entries only: a temporary file left would be a half-kept digest.
+        // What upm keeps between processes: executables' digests, a root upm's programs.
+        if digests || name == "upm-seccomp-0" {
+            // Entries only: a temporary file left would be a half-kept entry.
             let temporary = std::fs::read_dir(e.path())
                 .unwrap()
                 .flatten()

@@ -471,6 +471,7 @@ mod disk;
 mod fail_closed;
 mod files;
 mod inheritance;
+mod kept_programs;
 mod lifetime;
 mod limits;
 mod network;

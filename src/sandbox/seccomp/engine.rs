@@ -43,7 +43,8 @@ pub(super) fn build(profile: &Profile, target: &Target) -> Result<EngineProfile,
         allow_tcp: false,
     };
     let own_nrs: BTreeSet<i64> = own_rules(&opts).iter().map(|r| r.nr).collect();
-    let ranked = plan::ranked_by_number(profile, &opts, target);
+    let parsed = profile.parsed()?;
+    let ranked = plan::ranked_by_number(parsed, &opts, target);
     let mut raw: serde_json::Value =
         serde_json::from_slice(&profile.bytes).map_err(|source| SeccompError::Parse {
             profile: profile.name.clone(),
@@ -65,7 +66,7 @@ pub(super) fn build(profile: &Profile, target: &Target) -> Result<EngineProfile,
             .filter(|(_, r)| r.nr == *nr)
             .cloned()
             .collect();
-        let block = Block::decide(&rules, profile.default_action);
+        let block = Block::decide(&rules, parsed.default_action);
         let regions = disjoint_regions(&block).map_err(|reason| error(profile, name, &reason))?;
         if regions.len() > MAX_ENGINE_ENTRIES_PER_SYSCALL {
             return Err(error(profile, name, "too many entries"));

@@ -23,6 +23,14 @@ const NEW_LISTENER: libc::c_ulong = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
 const WAIT_KILLABLE_RECV: libc::c_ulong = libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
 
 impl CompiledFilter {
+    /// The one program, and its notifying twin.
+    pub(super) fn of(program: BpfProgram) -> CompiledFilter {
+        CompiledFilter {
+            notifying: Some(super::bpf::notifying(&program)),
+            programs: vec![program],
+        }
+    }
+
     /// Installs the filters in the calling thread. Runs in the sandbox's init, so
     /// async-signal-safe: no allocation, no locks, raw prctl(PR_SET_NO_NEW_PRIVS) +
     /// seccomp(SECCOMP_SET_MODE_FILTER) system calls that never write `errno`; returns

@@ -93,7 +93,8 @@
 //! installation apart: `wire` parses the JSON into the `model`; `resolve` picks the
 //! entries that apply for a kernel and arch; `rules` adds upm's own; `plan` decides
 //! every syscall number; `bpf` emits the program and `install` installs it; `engine`
-//! writes the profile a container engine gets; `syscalls` turns names into numbers.
+//! writes the profile a container engine gets; `syscalls` turns names into numbers;
+//! `store` keeps a root upm's compiled programs between its processes.
 
 mod bpf;
 mod engine;
@@ -104,6 +105,7 @@ pub mod notify;
 mod plan;
 mod resolve;
 mod rules;
+mod store;
 mod syscalls;
 #[cfg(test)]
 mod tests;
@@ -127,8 +129,11 @@ use resolve::Target;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("upm's seccomp layer has syscall tables for x86_64 and aarch64 only");
 
-/// A parsed and validated profile. Resolution against this machine's arch and kernel,
-/// and the compilation to BPF, happen in [`Profile::compile`].
+pub use store::keep_under as keep_programs_under;
+
+/// A profile: its bytes, parsed and validated (at once, or when first needed: see
+/// [`Profile::deferred`]). Resolution against this machine's arch and kernel, and the
+/// compilation to BPF, happen in [`Profile::compile`].
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
@@ -136,10 +141,16 @@ pub struct Profile {
     pub digest: String,
     /// The exact bytes parsed (and digested): a container engine is handed these, never the path.
     pub bytes: Vec<u8>,
-    default_action: Action,
-    entries: Vec<Entry>,
+    parsed: OnceLock<Parsed>,
     /// Compiled filters, by `deny_sockets` and `allow_tcp`: a batch compiles each once.
     compiled: [OnceLock<Arc<CompiledFilter>>; 3],
+}
+
+/// What a profile says, as parsed and validated.
+#[derive(Debug, Clone)]
+struct Parsed {
+    default_action: Action,
+    entries: Vec<Entry>,
 }
 
 /// Options that upm layers on top of any profile.
@@ -171,6 +182,13 @@ impl CompileOptions {
 impl Profile {
     /// Reads a profile file; its name is the file stem (`policies/default.json` → `default`).
     pub fn load(path: &Path) -> Result<Profile, SeccompError> {
+        let p = Profile::load_deferred(path)?;
+        p.parsed()?;
+        Ok(p)
+    }
+
+    /// [`Profile::load`], parsed when first needed ([`Profile::deferred`]).
+    pub fn load_deferred(path: &Path) -> Result<Profile, SeccompError> {
         let read_err = |source| SeccompError::Read {
             path: path.to_owned(),
             source,
@@ -189,30 +207,64 @@ impl Profile {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        Profile::from_json(&name, &bytes)
+        Ok(Profile::deferred(&name, &bytes))
     }
 
     /// Parses and validates a profile; nothing host-dependent is resolved yet.
     pub fn from_json(name: &str, bytes: &[u8]) -> Result<Profile, SeccompError> {
-        let (default_action, entries) = wire::parse(name, bytes)?;
-        Ok(Profile {
+        let p = Profile::deferred(name, bytes);
+        p.parsed()?;
+        Ok(p)
+    }
+
+    /// A profile parsed when first needed: by a compilation whose program the store has
+    /// not kept ([`Profile::compiled`]), or the engine's profile. Its errors come then.
+    pub fn deferred(name: &str, bytes: &[u8]) -> Profile {
+        Profile {
             name: name.to_owned(),
             digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
             bytes: bytes.to_vec(),
+            parsed: OnceLock::new(),
+            compiled: Default::default(),
+        }
+    }
+
+    fn parsed(&self) -> Result<&Parsed, SeccompError> {
+        if let Some(p) = self.parsed.get() {
+            return Ok(p);
+        }
+        let (default_action, entries) = wire::parse(&self.name, &self.bytes)?;
+        Ok(self.parsed.get_or_init(|| Parsed {
             default_action,
             entries,
-            compiled: Default::default(),
-        })
+        }))
     }
 
     /// Resolves the profile against this host and compiles it; call before forking.
-    /// Like [`Profile::compile`], compiled once per profile and options.
+    /// Like [`Profile::compile`], compiled once per profile and options, and a root
+    /// upm's program kept between its processes (`store`): recalled, it is neither
+    /// parsed nor compiled again.
     pub fn compiled(&self, opts: &CompileOptions) -> Result<Arc<CompiledFilter>, SeccompError> {
         let slot = &self.compiled[opts.slot()];
         if let Some(f) = slot.get() {
             return Ok(f.clone());
         }
-        let f = Arc::new(self.compile(opts)?);
+        let target = Target::native()?;
+        let f = match store::dir() {
+            None => self.compile_for(opts, &target)?,
+            Some(dir) => {
+                let key = store::key(&self.digest, opts, &target);
+                match store::recall(dir, &key) {
+                    Some(program) => CompiledFilter::of(program),
+                    None => {
+                        let f = self.compile_for(opts, &target)?;
+                        store::remember(dir, &key, &f.programs[0]);
+                        f
+                    }
+                }
+            }
+        };
+        let f = Arc::new(f);
         Ok(slot.get_or_init(|| f).clone())
     }
 
@@ -225,17 +277,14 @@ impl Profile {
         opts: &CompileOptions,
         target: &Target,
     ) -> Result<CompiledFilter, SeccompError> {
-        let program = bpf::emit(&Plan::new(self, opts, target));
+        let program = bpf::emit(&Plan::new(self.parsed()?, opts, target));
         if program.len() > bpf::BPF_MAXINSNS {
             return Err(SeccompError::ProgramTooLarge {
                 profile: self.name.clone(),
                 instructions: program.len(),
             });
         }
-        Ok(CompiledFilter {
-            notifying: Some(bpf::notifying(&program)),
-            programs: vec![program],
-        })
+        Ok(CompiledFilter::of(program))
     }
 
     /// The profile a container engine gets, with upm's rules (always without network).

@@ -4,11 +4,11 @@
 use super::model::{Action, Cond};
 use super::resolve::{self, ResolvedRule, Target};
 use super::rules::own_rules;
-use super::{CompileOptions, Profile};
+use super::{CompileOptions, Parsed};
 
 /// The profile's rules plus upm's network rules, each ranked as the module doc says.
 pub(super) fn ranked(
-    profile: &Profile,
+    profile: &Parsed,
     opts: &CompileOptions,
     target: &Target,
 ) -> Vec<(Rank, ResolvedRule)> {
@@ -36,7 +36,7 @@ pub(super) fn ranked(
 /// [`ranked`], by syscall number, then best rank first; stable, so one rank keeps the
 /// profile's order.
 pub(super) fn ranked_by_number(
-    profile: &Profile,
+    profile: &Parsed,
     opts: &CompileOptions,
     target: &Target,
 ) -> Vec<(Rank, ResolvedRule)> {
@@ -131,7 +131,7 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The decision for every syscall number.
-    pub(super) fn new(profile: &Profile, opts: &CompileOptions, target: &Target) -> Plan {
+    pub(super) fn new(profile: &Parsed, opts: &CompileOptions, target: &Target) -> Plan {
         let rules = ranked_by_number(profile, opts, target);
         let mut plan = Plan::default();
         let gap = plan.intern(Block::ret(profile.default_action));

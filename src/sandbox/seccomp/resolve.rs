@@ -3,7 +3,7 @@
 //! module doc, "Resolving Docker's keys").
 
 use super::model::{Action, Cond, Entry};
-use super::{Profile, SeccompError};
+use super::{Parsed, SeccompError};
 
 /// Major, minor, patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,7 +76,7 @@ pub(super) struct ResolvedRule {
 }
 
 /// The rules of `profile` that apply on `target`, in the profile's order.
-pub(super) fn rules(profile: &Profile, target: &Target) -> Vec<ResolvedRule> {
+pub(super) fn rules(profile: &Parsed, target: &Target) -> Vec<ResolvedRule> {
     let mut rules = Vec::new();
     for entry in profile.entries.iter().filter(|e| applies(e, target)) {
         if !entry.conds.iter().all(Cond::satisfiable) {

@@ -66,7 +66,9 @@ fn sample_args() -> Vec<[u64; 6]> {
 fn entries_for(json: &serde_json::Value, name: &str) -> Vec<(Action, Vec<Cond>)> {
     let p = Profile::from_json("gen", &serde_json::to_vec(json).unwrap()).unwrap();
     let nr = nr(name);
-    p.entries
+    p.parsed()
+        .unwrap()
+        .entries
         .iter()
         .filter(|e| e.nrs.contains(&nr))
         .map(|e| (e.action, e.conds.clone()))
@@ -85,18 +87,18 @@ fn check_engine_profile(p: &Profile) {
         deny_sockets: true,
         allow_tcp: false,
     };
-    let mut ranked = plan::ranked(p, &opts, &h);
+    let mut ranked = plan::ranked(p.parsed().unwrap(), &opts, &h);
     ranked.sort_by_key(|(rank, r)| (r.nr, std::cmp::Reverse(*rank)));
     let own: std::collections::BTreeSet<i64> = own_rules(&opts).iter().map(|r| r.nr).collect();
     for nr in own {
         let name = syscalls::NATIVE.iter().find(|(_, n)| *n == nr).unwrap().0;
         let rules: Vec<_> = ranked.iter().filter(|(_, r)| r.nr == nr).cloned().collect();
-        let block = Block::decide(&rules, p.default_action);
+        let block = Block::decide(&rules, p.parsed().unwrap().default_action);
         let entries = entries_for(&json, name);
         assert!(!entries.is_empty(), "{name}: no entry");
         for args in sample_args() {
             assert_eq!(
-                engine_answer(&entries, p.default_action, &args),
+                engine_answer(&entries, p.parsed().unwrap().default_action, &args),
                 upm_answer(&block, &args),
                 "{}: {name} with {args:?}",
                 p.name

@@ -73,7 +73,7 @@ pub(super) fn assert_equivalent(p: &Profile, opts: &CompileOptions, h: &Target) 
         }
     }
     let mut by_nr: BTreeMap<i64, Vec<Vec<Cond>>> = BTreeMap::new();
-    for (_, rule) in plan::ranked(p, opts, h) {
+    for (_, rule) in plan::ranked(p.parsed().unwrap(), opts, h) {
         if !rule.conds.is_empty() {
             by_nr.entry(rule.nr).or_default().push(rule.conds);
         }

@@ -60,7 +60,7 @@ impl Stage {
 
 /// The filters after the ABI guard, in installation order.
 pub fn plan(p: &Profile, opts: &CompileOptions, target: &Target) -> Vec<Stage> {
-    let rules = resolve::rules(p, target);
+    let rules = resolve::rules(p.parsed().unwrap(), target);
     let mut groups: Vec<Stage> = Vec::new();
     for rule in rules.iter().filter(|r| r.action != Action::Allow) {
         match groups.iter_mut().find(|g| g.match_action == rule.action) {
@@ -72,7 +72,7 @@ pub fn plan(p: &Profile, opts: &CompileOptions, target: &Target) -> Vec<Stage> {
             }
         }
     }
-    let mut default = Stage::new(p.default_action, Action::Allow);
+    let mut default = Stage::new(p.parsed().unwrap().default_action, Action::Allow);
     for rule in &rules {
         default.add(rule);
     }
@@ -83,7 +83,7 @@ pub fn plan(p: &Profile, opts: &CompileOptions, target: &Target) -> Vec<Stage> {
         groups.push(stage);
         default.add(&rule);
     }
-    if p.default_action != Action::Allow {
+    if p.parsed().unwrap().default_action != Action::Allow {
         groups.push(default);
     }
     groups

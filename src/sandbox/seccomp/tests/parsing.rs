@@ -37,7 +37,7 @@ fn shipped_and_docker_profiles_parse() {
     let p = Profile::load(Path::new(DEFAULT_POLICY)).unwrap();
     assert_eq!(p.name, "default");
     assert!(p.digest.starts_with("sha256:") && p.digest.len() == 7 + 64);
-    assert_eq!(p.default_action, Action::Errno(1));
+    assert_eq!(p.parsed().unwrap().default_action, Action::Errno(1));
     let d = Profile::load(Path::new(DOCKER_PROFILE)).unwrap();
     assert_eq!(d.name, "docker-default");
     assert_ne!(p.digest, d.digest);
@@ -115,11 +115,17 @@ fn errno_rules() {
     );
     // defaultErrnoRet is the default action's errno only; a rule without errnoRet gets EPERM.
     let p = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO"},{"names":["write"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#).unwrap();
-    assert_eq!(p.default_action, Action::Errno(38));
-    assert_eq!(p.entries[0].action, Action::Errno(libc::EPERM as u32));
-    assert_eq!(p.entries[1].action, Action::Errno(13));
+    assert_eq!(p.parsed().unwrap().default_action, Action::Errno(38));
+    assert_eq!(
+        p.parsed().unwrap().entries[0].action,
+        Action::Errno(libc::EPERM as u32)
+    );
+    assert_eq!(p.parsed().unwrap().entries[1].action, Action::Errno(13));
     let p = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#).unwrap();
-    assert_eq!(p.default_action, Action::Errno(libc::EPERM as u32));
+    assert_eq!(
+        p.parsed().unwrap().default_action,
+        Action::Errno(libc::EPERM as u32)
+    );
 }
 
 #[test]
@@ -131,7 +137,7 @@ fn syscall_names_unknown_everywhere_are_errors_but_foreign_ones_are_skipped() {
     );
     assert!(err.to_string().contains("\"raed\""));
     let p = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","chown32","_llseek"],"action":"SCMP_ACT_ALLOW"}]}"#).unwrap();
-    let rules = resolve::rules(&p, &target(NATIVE_GO_ARCH, 6, 18));
+    let rules = resolve::rules(p.parsed().unwrap(), &target(NATIVE_GO_ARCH, 6, 18));
     assert_eq!(
         rules.iter().map(|r| r.nr).collect::<Vec<_>>(),
         vec![nr("read")]
@@ -144,7 +150,7 @@ fn syscall_names_unknown_everywhere_are_errors_but_foreign_ones_are_skipped() {
     let err = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"name":"read","names":["write"],"action":"SCMP_ACT_ALLOW"}]}"#).unwrap_err();
     assert!(matches!(err, SeccompError::NameAndNames { .. }));
     let p = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"name":"read","action":"SCMP_ACT_ALLOW"}]}"#).unwrap();
-    assert_eq!(p.entries[0].nrs, vec![nr("read")]);
+    assert_eq!(p.parsed().unwrap().entries[0].nrs, vec![nr("read")]);
 }
 
 #[test]
@@ -176,7 +182,7 @@ fn argument_errors() {
     assert!(matches!(err, SeccompError::StrayValueTwo { .. }), "{err}");
     let p = with_args(r#"[{"index":0,"value":255,"valueTwo":3,"op":"SCMP_CMP_MASKED_EQ"},{"index":2,"value":7,"op":"SCMP_CMP_LT"}]"#).unwrap();
     assert_eq!(
-        p.entries[0].conds,
+        p.parsed().unwrap().entries[0].conds,
         vec![
             Cond {
                 index: 0,
@@ -257,7 +263,10 @@ fn kernel_versions_parse_and_order() {
 // ---- include / exclude resolution ----
 
 fn resolved_names(p: &Profile, h: &Target) -> Vec<i64> {
-    resolve::rules(p, h).iter().map(|r| r.nr).collect()
+    resolve::rules(p.parsed().unwrap(), h)
+        .iter()
+        .map(|r| r.nr)
+        .collect()
 }
 
 #[test]
@@ -289,7 +298,7 @@ fn includes_and_excludes_follow_docker() {
 #[test]
 fn docker_default_resolves_like_docker_for_a_capless_container() {
     let d = Profile::load(Path::new(DOCKER_PROFILE)).unwrap();
-    let rules = resolve::rules(&d, &target(NATIVE_GO_ARCH, 6, 18));
+    let rules = resolve::rules(d.parsed().unwrap(), &target(NATIVE_GO_ARCH, 6, 18));
     let actions_of = |name: &str| {
         rules
             .iter()

@@ -13,7 +13,7 @@ fn block_of(plan: &Plan, nr: i64) -> &Block {
 fn plan_orders_checks_by_precedence_then_group() {
     let p = parse(SYNTHETIC_DENY).unwrap();
     let plan = Plan::new(
-        &p,
+        p.parsed().unwrap(),
         &CompileOptions::default(),
         &target(NATIVE_GO_ARCH, 6, 18),
     );
@@ -66,7 +66,7 @@ fn network_rules_rank_after_the_profile_groups() {
         deny_sockets: true,
         allow_tcp: false,
     };
-    let plan = Plan::new(&p, &opts, &target(NATIVE_GO_ARCH, 6, 18));
+    let plan = Plan::new(p.parsed().unwrap(), &opts, &target(NATIVE_GO_ARCH, 6, 18));
     let b = block_of(&plan, libc::SYS_socket);
     let actions: Vec<_> = b.checks.iter().map(|c| c.action).collect();
     // The profile's explicit KILL still wins; otherwise upm's refusal of every
@@ -74,7 +74,7 @@ fn network_rules_rank_after_the_profile_groups() {
     assert_eq!(actions, vec![Action::KillProcess]);
     assert_eq!(b.otherwise, Action::Errno(libc::EAFNOSUPPORT as u32));
     let without = Plan::new(
-        &p,
+        p.parsed().unwrap(),
         &CompileOptions::default(),
         &target(NATIVE_GO_ARCH, 6, 18),
     );
@@ -101,7 +101,7 @@ fn default_policy_is_one_small_program() {
     for opts in both_network_options() {
         let compiled = p.compile_for(&opts, &t).unwrap();
         let stack: usize = oracle::stack(&p, &opts, &t).iter().map(Vec::len).sum();
-        let plan = Plan::new(&p, &opts, &t);
+        let plan = Plan::new(p.parsed().unwrap(), &opts, &t);
         println!(
             "default.json (sockets denied: {}): {} instructions in 1 filter, {} ranges, {} blocks (the stack: {stack})",
             opts.deny_sockets,
