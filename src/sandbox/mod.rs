@@ -517,7 +517,10 @@ impl Prepared {
             layer.insert("detail".into(), r.detail.clone());
             layers.insert(r.layer.as_str().into(), Value::Object(layer));
         }
-        json!({ "backend": "native", "layers": layers })
+        let mut summary = serde_json::Map::new();
+        summary.insert("backend".into(), json!("native"));
+        summary.insert("layers".into(), Value::Object(layers));
+        Value::Object(summary)
     }
 
     /// The first half, in the sandbox's init: limits, credentials, parent-death
