@@ -201,14 +201,20 @@ pub fn make_room(dir: &Path, max: usize) -> std::io::Result<()> {
 pub fn own_dir(dir: &Path, mode: u32, others: u32) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let euid = nix::unistd::geteuid().as_raw();
-    match std::fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
+    // lstat: a link is never followed, nor taken for a directory. (Made first only when
+    // missing: a kept directory costs one system call.)
+    let meta = match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::DirBuilder::new().mode(mode).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
+            }
+            std::fs::symlink_metadata(dir)
+        }
+        other => other,
     }
-    // lstat: a link is never followed, nor taken for a directory.
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     if !meta.file_type().is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }

@@ -62,16 +62,22 @@ pub(super) fn dir() -> Option<&'static Path> {
 
 /// What a program is compiled from, as the entry's name.
 pub(super) fn key(profile_digest: &str, opts: &CompileOptions, target: &Target) -> String {
-    let what = format!(
-        "{FORMAT}\n{}\n{}\n{profile_digest}\n{} {}\n{} {:?}\n",
-        env!("CARGO_PKG_VERSION"),
-        env!("UPM_SECCOMP_CODE"),
-        opts.deny_sockets,
-        opts.allow_tcp,
-        target.arch,
-        target.kernel,
-    );
-    hex::encode(Sha256::digest(what.as_bytes()))
+    let k = target.kernel;
+    let mut h = Sha256::new();
+    for part in [
+        FORMAT.as_bytes(),
+        env!("CARGO_PKG_VERSION").as_bytes(),
+        env!("UPM_SECCOMP_CODE").as_bytes(),
+        profile_digest.as_bytes(),
+        &[u8::from(opts.deny_sockets), u8::from(opts.allow_tcp)],
+        target.arch.as_bytes(),
+        &[k.0, k.1, k.2].map(u32::to_le_bytes).concat(),
+    ] {
+        // Each part's length first: no two different lists of parts hash alike.
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
 }
 
 /// The program kept under `key`, if there is a sound one.
