@@ -981,6 +981,12 @@ fn build_plugin(
         for p in container::problems(&policy, &kind, pinned) {
             problems.push(format!("{at}: {p}"));
         }
+    } else if policy.user.uid == 0 || policy.user.gid == 0 {
+        // Root owns what upm keeps between calls (a root upm's compiled seccomp programs
+        // among them): without capabilities, a plugin as uid 0 could still write those.
+        problems.push(format!(
+            "{at}: \"user\" is root (uid/gid 0): a plugin never runs as root; name another user"
+        ));
     }
     // Every path means one file, whoever calls upm from wherever.
     for p in policy.read_paths.iter_mut().chain(&mut policy.write_paths) {

@@ -196,3 +196,25 @@ fn an_unsafe_workdir_root_is_a_config_error() {
         .collect::<Vec<_>>();
     assert_eq!(about_root.len(), 1, "{about_root:?}");
 }
+
+/// A plugin never runs as root: a non-root user is one of the sandbox's layers, and root
+/// owns what upm keeps between calls (a root upm's compiled seccomp programs).
+#[test]
+fn a_root_plugin_user_is_a_config_error() {
+    let d = setup();
+    let pwd = sh(&d, "pwd", "read -r _; echo '{}'");
+    for user in [
+        json!({"uid": 0, "gid": 65534}),
+        json!({"uid": 65534, "gid": 0}),
+    ] {
+        let mut plugin = cmd(&pwd, &["where"]);
+        plugin["sandbox"] = json!({ "user": user });
+        let config = cfg(&d, json!({ "plugins": { "Pwd": plugin } }));
+        let r = run_stdin(&config, &request("Pwd", "where", json!({})));
+        refused_with(&r, |p| p.contains("never runs as root"), &user);
+    }
+    let mut plugin = cmd(&pwd, &["where"]);
+    plugin["sandbox"] = json!({ "user": {"uid": 65534, "gid": 65534} });
+    let config = cfg(&d, json!({ "plugins": { "Pwd": plugin } }));
+    ok(&run_stdin(&config, &request("Pwd", "where", json!({}))));
+}
