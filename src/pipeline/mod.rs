@@ -383,7 +383,14 @@ impl Session {
                 .map_err(|e| e.to_string())
         };
         let mut ended = running.run(&call.ctx.stop, &audit_connection);
-        let ending = ended.as_mut().ok().and_then(backend::Ended::take_ending);
+        // Reaped after the `finished` entry only in a process's one call; here otherwise
+        // (`filter` drops it): a batch's or a server's slot and `--parallel` bound the
+        // calls whose processes exist at a time.
+        let ending = ended
+            .as_mut()
+            .ok()
+            .and_then(backend::Ended::take_ending)
+            .filter(|_| self.overlap);
         drop(slot);
         if self.overlap {
             // The process's only call: its observer thread is not kept for another.

@@ -3,9 +3,7 @@
 //! A batch prepares more calls than it runs: a call that waits for a slot has its
 //! sandbox's init cloned and its `started` entry durable, so that the fsync of that
 //! entry (the wait that left the CPUs idle) overlaps other calls' plugins. A slot is
-//! held from the go until the init has reported its plugin's end and been killed (what
-//! the plugin left running in its process group is killed with it, the rest of its PID
-//! namespace as the init exits); the init is reaped after the call's `finished` entry.
+//! held from the go until the call's whole tree is reaped.
 
 use crate::spawn::stop::{Watch, Why};
 use std::sync::{Condvar, Mutex};

@@ -479,12 +479,17 @@ impl Spawned<'_> {
     }
 
     /// [`Spawned::run`], and what the sandbox refused meanwhile (issue 23): observed
-    /// from before the go until the whole tree has ended (`observe`). With the init,
-    /// when it reported its plugin's end: killed, still to be reaped ([`Ending`]).
+    /// from before the go until the plugin has ended (`observe`), and until the whole
+    /// tree has when the kernel's audit is read. With the init, when it reported its
+    /// plugin's end: killed, still to be reaped ([`Ending`]).
     pub fn run_observed(mut self, stop: &stop::Watch) -> (Outcome, Denials, Option<Ending>) {
         let mut observer = self.observer.take();
         let outcome = self.run_plugin(stop, observer.as_deref_mut());
-        let ending = self.ending.take();
+        let mut ending = self.ending.take();
+        if observer.as_ref().is_some_and(|o| o.reads_audit) {
+            // Reaped first: the audit's last records may come from what its end killed.
+            ending = None;
+        }
         (
             outcome,
             observer.map(|o| o.finish()).unwrap_or_default(),

@@ -103,6 +103,9 @@ pub(super) struct Observer {
     known: Option<Denials>,
     /// Prepared before the go, run on the thread after it ([`Observer::launch`]).
     pending: Option<Pending>,
+    /// It reads the kernel's audit (Landlock's denials), whose last records may come from
+    /// processes that only the init's end kills.
+    pub(super) reads_audit: bool,
 }
 
 /// An observation ready to run, and what to say should its thread not start.
@@ -247,6 +250,7 @@ impl Observer {
             thread: None,
             known: Some(denials),
             pending: None,
+            reads_audit: false,
         };
         if seccomp.is_none() && reader.is_none() {
             return known(denials);
@@ -267,6 +271,7 @@ impl Observer {
         // (a batch's call may wait long for its slot, the subscribed socket filling).
         let now = reader.is_some() || Thread::kept();
         let mut o = Observer {
+            reads_audit: reader.is_some(),
             stop: Some(stop_w),
             thread: None,
             known: None,
