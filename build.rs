@@ -23,11 +23,12 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let seccomp = root.join("src/sandbox/seccomp");
+    let lock = root.join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", seccomp.display());
-    println!(
-        "cargo:rustc-env=UPM_SECCOMP_CODE={:016x}",
-        code_hash(&seccomp)
-    );
+    println!("cargo:rerun-if-changed={}", lock.display());
+    // The compiler's sources and every dependency's version (libc's constants among them).
+    let code = code_hash(&seccomp) ^ code_hash(&lock).rotate_left(1);
+    println!("cargo:rustc-env=UPM_SECCOMP_CODE={code:016x}");
     let order = root.join("link/text-order.txt");
     if !order.is_file() {
         return;
@@ -47,10 +48,14 @@ fn main() {
     }
 }
 
-/// FNV-1a over the names and bytes of every file under `dir`, in name order: a change to
-/// the compiler's code (its rules and syscall tables included) changes it.
+/// FNV-1a over the names and bytes of every file under `dir` (or of the file `dir`), in
+/// name order: a change to the compiler's code (its rules and syscall tables included)
+/// changes it.
 fn code_hash(dir: &Path) -> u64 {
     let mut files = Vec::new();
+    if dir.is_file() {
+        files.push(dir.to_path_buf());
+    }
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {

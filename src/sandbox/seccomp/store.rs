@@ -6,13 +6,14 @@
 //! [`crate::files::own_dir`]), named by its key: the SHA-256 of the profile's bytes,
 //! the options upm adds, the arch and running kernel the rules were resolved for, and
 //! this build's compiler (`UPM_SECCOMP_CODE`, a hash of `src/sandbox/seccomp`, from
-//! `build.rs`). An entry is recalled only if it is a regular file of root's that no one
-//! else may read or write, and its header names that same key and the SHA-256 of the
+//! `build.rs`, with `Cargo.lock`). An entry is recalled only if it is a regular file of
+//! root's that no one else may read or write, and its header names that same key and the SHA-256 of the
 //! program after it; anything else means compiling as before, and the entry replaced.
 //!
 //! Whoever can write an entry decides the filter of every call that recalls it: root
 //! alone, who can as well replace upm or its config. No plugin can: each runs as a
-//! user of its own or nobody, without capabilities, so neither the directory nor an
+//! user other than root (a config naming uid or gid 0 is refused), without
+//! capabilities, so neither the directory nor an
 //! entry (root's, 0600) is writable to it, whatever its Landlock rules grant. That is
 //! why only a root upm keeps programs: an unprivileged upm's plugins run as its own
 //! user, and a config granting one of them the store's directory would hand it the
@@ -62,15 +63,20 @@ pub(super) fn dir() -> Option<&'static Path> {
 
 /// What a program is compiled from, as the entry's name.
 pub(super) fn key(profile_digest: &str, opts: &CompileOptions, target: &Target) -> String {
-    let k = target.kernel;
+    // Taken apart whole: a field added to either must be added here (or the build fails).
+    let CompileOptions {
+        deny_sockets,
+        allow_tcp,
+    } = *opts;
+    let Target { arch, kernel: k } = *target;
     let mut h = Sha256::new();
     for part in [
         FORMAT.as_bytes(),
         env!("CARGO_PKG_VERSION").as_bytes(),
         env!("UPM_SECCOMP_CODE").as_bytes(),
         profile_digest.as_bytes(),
-        &[u8::from(opts.deny_sockets), u8::from(opts.allow_tcp)],
-        target.arch.as_bytes(),
+        &[u8::from(deny_sockets), u8::from(allow_tcp)],
+        arch.as_bytes(),
         &[k.0, k.1, k.2].map(u32::to_le_bytes).concat(),
     ] {
         // Each part's length first: no two different lists of parts hash alike.
@@ -140,6 +146,7 @@ fn decode(b: &[u8]) -> sock_filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::seccomp::resolve::KernelVersion;
     use std::os::unix::fs::PermissionsExt;
 
     fn store() -> tempfile::TempDir {
@@ -187,11 +194,21 @@ mod tests {
             deny_sockets,
             allow_tcp,
         };
+        let other_kernel = Target {
+            kernel: KernelVersion(target.kernel.0, target.kernel.1 + 1, 0),
+            ..target
+        };
+        let other_arch = Target {
+            arch: "arm64-or-amd64",
+            ..target
+        };
         let keys = [
             key("sha256:a", &opts(true, false), &target),
             key("sha256:b", &opts(true, false), &target),
             key("sha256:a", &opts(false, false), &target),
             key("sha256:a", &opts(true, true), &target),
+            key("sha256:a", &opts(true, false), &other_kernel),
+            key("sha256:a", &opts(true, false), &other_arch),
         ];
         let distinct: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "{keys:?}");
@@ -218,7 +235,7 @@ mod tests {
 
         let split = good.iter().position(|&b| b == b'\n').unwrap();
         let mut flipped = good.clone();
-        flipped[split + 5] ^= 1; // one instruction's jump changed, the header kept
+        flipped[split + 5] ^= 1; // the first instruction's operand changed, the header kept
         let mut torn = good.clone();
         torn.truncate(good.len() - 8);
         let mut extra = good.clone();
