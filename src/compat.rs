@@ -248,7 +248,7 @@ impl EnvPythonPath {
 /// `p` (absolute) with `.` and `..` resolved by name, as Python's `os.path.abspath`
 /// resolves a `PYTHONPATH` entry (a symlinked directory followed by `..` means its
 /// lexical parent, as for Python's imports).
-fn lexically_normal(p: &Path) -> PathBuf {
+pub(crate) fn lexically_normal(p: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::from("/");
     for c in p.components() {

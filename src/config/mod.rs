@@ -655,19 +655,32 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
             }
             PluginKind::Command { .. } => Vec::new(),
         };
-        let granted = plugin
+        let granted: Vec<&PathBuf> = plugin
             .policy
             .read_paths
             .iter()
             .chain(&plugin.policy.write_paths)
             .chain(&plugin.grants_within)
-            .chain(python);
-        for p in granted.filter(|p| within(p)) {
+            .chain(python)
+            .collect();
+        for p in granted.iter().filter(|p| within(p)) {
             problems.push(format!(
                 "plugin \"{name}\": {} contains \"workdir_root\" {}: the plugin could reach \
                  other calls' private directories",
                 p.display(),
                 root.display()
+            ));
+        }
+        for (p, own) in granted
+            .iter()
+            .filter_map(|p| ancestry.upms_own(p).map(|o| (p, o)))
+        {
+            problems.push(format!(
+                "plugin \"{name}\": {} is in {}, which upm keeps for itself under \
+                 \"workdir_root\" (the homes' mount point, digests, compiled programs): \
+                 no plugin may reach it",
+                p.display(),
+                own.display()
             ));
         }
     }
@@ -699,6 +712,24 @@ impl Ancestry {
             .map(|a| std::fs::metadata(a).ok().map(identity))
             .collect();
         Ancestry { roots, ids }
+    }
+
+    /// The directory upm keeps under `root` between calls (`upm-homes-<uid>`,
+    /// `upm-digests-<uid>`, `upm-seccomp-0`) that `p`, by name, is in.
+    fn upms_own(&self, p: &Path) -> Option<PathBuf> {
+        let p = crate::compat::lexically_normal(p);
+        self.roots.iter().find_map(|r| {
+            let first = p.strip_prefix(r).ok()?.components().next()?;
+            let name = first.as_os_str().to_string_lossy();
+            let own = ["upm-homes-", "upm-digests-", "upm-seccomp-"]
+                .iter()
+                .any(|kept| {
+                    name.strip_prefix(kept).is_some_and(|uid| {
+                        !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit())
+                    })
+                });
+            own.then(|| r.join(first))
+        })
     }
 
     fn is_within(&self, p: &Path) -> bool {
@@ -1079,6 +1110,20 @@ fn env_python_path(workdir_root: &Path) -> EnvPythonPath {
                  reach other calls' private directories",
                 p.display(),
                 workdir_root.display()
+            )
+        });
+    }
+    if let Some((p, own)) = env
+        .paths
+        .iter()
+        .find_map(|p| ancestry.upms_own(p).map(|o| (p, o)))
+    {
+        env.problem.get_or_insert_with(|| {
+            format!(
+                "the PYTHONPATH entry {} is in {}, which upm keeps for itself under \
+                 \"workdir_root\": no plugin may reach it",
+                p.display(),
+                own.display()
             )
         });
     }

@@ -218,3 +218,53 @@ fn a_root_plugin_user_is_a_config_error() {
     let config = cfg(&d, json!({ "plugins": { "Pwd": plugin } }));
     ok(&run_stdin(&config, &request("Pwd", "where", json!({}))));
 }
+
+/// What upm keeps for itself under `workdir_root` (the homes' mount point, the digests,
+/// the compiled programs) is no plugin's to read or write, however a config or the
+/// caller's PYTHONPATH names it; a path beside them is fine (`upm-data` too).
+#[test]
+fn upms_own_directories_under_workdir_root_are_no_plugins() {
+    let d = setup();
+    let pwd = sh(&d, "pwd", "read -r _; echo '{}'");
+    let root = d.join("work");
+    std::fs::create_dir_all(root.join("upm-data")).unwrap();
+    let with = |key: &str, path: &Path| {
+        let config = cfg(
+            &d,
+            json!({ "workdir_root": root, "plugins": { "Pwd": {
+                "command": [pwd], "allowed_methods": ["where"],
+                "sandbox": { key: [path] }
+            } } }),
+        );
+        run_stdin(&config, &request("Pwd", "where", json!({})))
+    };
+    let own = |p: &str| p.contains("plugin \"Pwd\"") && p.contains("keeps for itself");
+    for key in ["read_paths", "write_paths"] {
+        for inside in [
+            "upm-seccomp-0",
+            "upm-homes-1000/home",
+            "upm-data/../upm-digests-0",
+        ] {
+            refused_with(
+                &with(key, &root.join(inside)),
+                own,
+                format!("{key} {inside}"),
+            );
+        }
+        ok(&with(key, &root.join("upm-data")));
+    }
+    let python = Command::new(upm_bin())
+        .arg("--config")
+        .arg(cfg(
+            &d,
+            json!({ "workdir_root": root, "plugins": { "Pwd": {
+                "module": "m", "methods": { "where": {} }
+            } } }),
+        ))
+        .args(["Pwd", "where", "{}"])
+        .env("PYTHONPATH", root.join("upm-digests-0"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&python.stdout);
+    assert!(out.contains("keeps for itself"), "{out}");
+}
