@@ -143,6 +143,46 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A directory where upm keeps something between its processes (under `workdir_root`):
+/// named once by the session, checked ([`own_dir`], 0700) when first used; `None` when it
+/// cannot be used (why is logged once).
+pub struct KeptDir {
+    /// What is kept there, for the warning.
+    what: &'static str,
+    dir: std::sync::OnceLock<std::path::PathBuf>,
+    usable: std::sync::OnceLock<Option<std::path::PathBuf>>,
+}
+
+impl KeptDir {
+    pub const fn new(what: &'static str) -> KeptDir {
+        KeptDir {
+            what,
+            dir: std::sync::OnceLock::new(),
+            usable: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The first call wins: a process has one config.
+    pub fn name(&self, dir: std::path::PathBuf) {
+        let _ = self.dir.set(dir);
+    }
+
+    pub fn get(&self) -> Option<&Path> {
+        self.usable
+            .get_or_init(|| {
+                let dir = self.dir.get()?;
+                match own_dir(dir, 0o700, 0o077) {
+                    Ok(()) => Some(dir.clone()),
+                    Err(why) => {
+                        tracing::warn!("{} are not kept between calls: {why}", self.what);
+                        None
+                    }
+                }
+            })
+            .as_deref()
+    }
+}
+
 /// An entry upm kept for itself in a directory of its own ([`own_dir`]): its bytes, or
 /// `None` unless it is a regular file (not a link) of upm's euid that no one else may
 /// read or write, of at most `max` bytes.

@@ -14,8 +14,7 @@
 //! file, never run anything else: that is upm's euid alone (root's, for a root upm).
 
 use super::Identity;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 /// Entries a directory holds at most: a new one then replaces the one written longest
 /// ago (an executable's entry is rewritten in place when its identity changes; a
@@ -25,30 +24,17 @@ const MAX_ENTRIES: usize = 256;
 const MAX_ENTRY_BYTES: u64 = 512;
 const FORMAT: &str = "upm-digest-1";
 
-/// This process's store: set by the session from its config's `workdir_root`, checked
-/// when first used; `None` when it cannot be used (why is logged once).
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-static USABLE: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// This process's store, named by the session from its config's `workdir_root`.
+static STORE: crate::files::KeptDir = crate::files::KeptDir::new("executables' digests");
 
 /// Where this process's digests are kept (the first call wins: a process has one config).
 pub fn keep_under(workdir_root: &Path) {
     let euid = nix::unistd::geteuid().as_raw();
-    let _ = DIR.set(workdir_root.join(format!("upm-digests-{euid}")));
+    STORE.name(workdir_root.join(format!("upm-digests-{euid}")));
 }
 
 fn dir() -> Option<&'static Path> {
-    USABLE
-        .get_or_init(|| {
-            let dir = DIR.get()?;
-            match crate::files::own_dir(dir, 0o700, 0o077) {
-                Ok(()) => Some(dir.clone()),
-                Err(why) => {
-                    tracing::warn!("executables' digests are not kept between calls: {why}");
-                    None
-                }
-            }
-        })
-        .as_deref()
+    STORE.get()
 }
 
 fn name(id: &Identity) -> String {

@@ -19,8 +19,7 @@
 //! user, and a config granting one of them the store's directory would hand it the
 //! filter of every later call. (A torn entry, after a crash, fails its digest.)
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use seccompiler::{sock_filter, BpfProgram};
 use sha2::{Digest, Sha256};
@@ -34,31 +33,19 @@ const MAX_ENTRIES: usize = 64;
 /// A header line and the largest program the kernel takes (4096 instructions).
 const MAX_ENTRY_BYTES: u64 = 256 + 8 * super::bpf::BPF_MAXINSNS as u64;
 
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-static USABLE: OnceLock<Option<PathBuf>> = OnceLock::new();
+static STORE: crate::files::KeptDir = crate::files::KeptDir::new("compiled seccomp programs");
 
 /// Where this process keeps programs: a root upm's, under its config's `workdir_root`
 /// (the first call wins: a process has one config).
 pub fn keep_under(workdir_root: &Path) {
     if nix::unistd::geteuid().is_root() {
-        let _ = DIR.set(workdir_root.join("upm-seccomp-0"));
+        STORE.name(workdir_root.join("upm-seccomp-0"));
     }
 }
 
-/// The store, checked when first used; `None` when there is none (why is logged once).
+/// The store; `None` when there is none.
 pub(super) fn dir() -> Option<&'static Path> {
-    USABLE
-        .get_or_init(|| {
-            let dir = DIR.get()?;
-            match crate::files::own_dir(dir, 0o700, 0o077) {
-                Ok(()) => Some(dir.clone()),
-                Err(why) => {
-                    tracing::warn!("compiled seccomp programs are not kept between calls: {why}");
-                    None
-                }
-            }
-        })
-        .as_deref()
+    STORE.get()
 }
 
 /// What a program is compiled from, as the entry's name.
