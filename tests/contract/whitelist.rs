@@ -166,19 +166,23 @@ fn an_unsafe_workdir_root_is_a_config_error() {
     let r = with_read_path(json!(link));
     refused_with(&r, over_root, "read_paths [a link to /]");
     if is_root() {
-        // ... and through a bind mount of it, which no name resolves to.
+        // ... and through a bind mount of it, which no name resolves to (made in upm's
+        // own mount namespace: nothing of it outlives upm, whatever happens here).
         let mnt = d.join("tmp-again");
         std::fs::create_dir(&mnt).unwrap();
-        nix::mount::mount(
-            Some("/tmp"),
-            &mnt,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .unwrap();
-        let r = with_read_path(json!(mnt));
-        nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        let config = cfg(
+            &d,
+            json!({ "plugins": { "Pwd": {
+                "command": [pwd], "allowed_methods": ["where"],
+                "sandbox": { "read_paths": [mnt] }
+            } } }),
+        );
+        let mut upm = Command::new(upm_bin());
+        upm.args(["run", "--config", config.to_str().unwrap()])
+            .env_remove("UPM_CONFIG_PATH")
+            .env_remove("UPM_LOG_FILE");
+        bind_over(&mut upm, Path::new("/tmp"), mnt.to_str().unwrap());
+        let r = run_command(upm, &request("Pwd", "where", json!({})));
         refused_with(&r, over_root, "read_paths [a bind mount of /tmp]");
     } else {
         eprintln!("SKIPPED: a bind mount of workdir_root (needs root to mount)");
