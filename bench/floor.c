@@ -20,6 +20,18 @@
  *                     size (206 instructions, a linear list here). Still no uid maps, rlimits,
  *                     init process, working directory, audit entries or result.
  *
+ *   floor batch W N full | floor batch W N LOG full durable
+ *                     the layers, and the kernel's share of the rest of what issue 25 keeps
+ *                     for every call: a mount namespace of its own whose every mount the
+ *                     child makes read-only and private, a size-limited tmpfs home mounted
+ *                     there (the new mount API, as upm's init does), uid and gid maps
+ *                     written by the parent before the go, the capability bounding set
+ *                     emptied, ten rlimits, a switch to uid and gid 65534. With `durable`,
+ *                     also a 2 KB `started` line made durable before the go and a
+ *                     `finished` one after the reap (each process its own fdatasync: no
+ *                     group commit). Still no init process, capture, config, schema or
+ *                     result: what is left above this is upm's own work.
+ *
  * A last word `nonet` leaves the network namespace out of the clone (either mode): the
  * floor of a call that joins an existing empty namespace (upm's batch and `upm mcp`
  * share one per process), whose cost per call is a setns on the cloning thread, ~µs.
@@ -41,6 +53,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -57,6 +70,11 @@ static char line[2048];
 /* The "layers" variant: set up in the parent per call, applied in the child. */
 static int layers = 0;
 static int ruleset_fd = -1;
+
+/* The "full" variant (see above); `durable` adds the two lines per call. */
+static int full = 0;
+static int durable = 0;
+static int full_go[2] = {-1, -1};
 #define FILTER_LEN 206
 static struct sock_filter filter[FILTER_LEN];
 static struct sock_fprog prog = {FILTER_LEN, filter};
@@ -100,7 +118,8 @@ static void build_ruleset(void) {
                                 "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"};
     for (size_t i = 0; i < sizeof read_paths / sizeof *read_paths; i++)
         add_rule(read_paths[i], LL_FS_READ_EXEC);
-    add_rule(home, LL_FS_ALL);
+    if (!full)
+        add_rule(home, LL_FS_ALL);
 }
 
 static void build_filter(void) {
@@ -116,11 +135,64 @@ static void build_filter(void) {
     filter[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 1);
 }
 
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+struct floor_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+/* In the child, in its new user and mount namespaces, before the layers: what upm's init
+ * does for the host's view, the home, the credentials and the limits. */
+static int full_setup(void) {
+    for (int cap = 0; prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0; cap++)
+        ;
+    struct floor_mount_attr ro = {0x1 /* RDONLY */, 0, 1 << 18 /* MS_PRIVATE */, 0};
+    if (syscall(SYS_mount_setattr, AT_FDCWD, "/", 0x8000 /* AT_RECURSIVE */, &ro, sizeof ro) != 0)
+        return perror("mount_setattr"), -1;
+    int fs = syscall(SYS_fsopen, "tmpfs", 1);
+    const char *opts[][2] = {{"size", "67108864"}, {"nr_inodes", "16384"}, {"mode", "0700"},
+                             {"uid", "65534"}, {"gid", "65534"}};
+    if (fs < 0)
+        return perror("fsopen"), -1;
+    for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
+        if (syscall(SYS_fsconfig, fs, 1 /* SET_STRING */, opts[i][0], opts[i][1], 0) != 0)
+            return perror("fsconfig"), -1;
+    if (syscall(SYS_fsconfig, fs, 6 /* CMD_CREATE */, 0, 0, 0) != 0)
+        return perror("fsconfig create"), -1;
+    int mnt = syscall(SYS_fsmount, fs, 1, 0x2 | 0x4 /* NOSUID, NODEV */);
+    if (mnt < 0 || syscall(SYS_move_mount, mnt, "", AT_FDCWD, home, 0x4 /* F_EMPTY_PATH */) != 0)
+        return perror("fsmount"), -1;
+    close(mnt);
+    close(fs);
+    add_rule(home, LL_FS_ALL);
+    struct rlimit lim;
+    int which[] = {RLIMIT_CORE, RLIMIT_CPU, RLIMIT_DATA, RLIMIT_FSIZE, RLIMIT_MEMLOCK,
+                   RLIMIT_MSGQUEUE, RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_SIGPENDING, RLIMIT_STACK};
+    for (size_t i = 0; i < sizeof which / sizeof *which; i++) {
+        /* Lowered only: raising a hard limit takes CAP_SYS_RESOURCE on the host. */
+        struct rlimit now;
+        rlim_t want = which[i] == RLIMIT_CORE ? 0 : which[i] == RLIMIT_NOFILE ? 4096 : (1UL << 30);
+        if (getrlimit(which[i], &now) != 0)
+            return perror("getrlimit"), -1;
+        lim.rlim_cur = lim.rlim_max = want < now.rlim_max ? want : now.rlim_max;
+        if (setrlimit(which[i], &lim) != 0)
+            return perror("setrlimit"), -1;
+    }
+    /* Raw system calls: glibc's setresuid would wait for the parent's other threads. */
+    if (syscall(SYS_setgroups, 0, NULL) != 0 || syscall(SYS_setresgid, 65534, 65534, 65534) != 0 ||
+        syscall(SYS_setresuid, 65534, 65534, 65534) != 0)
+        return perror("credentials"), -1;
+    return 0;
+}
+
 static int child(void *arg) {
     (void)arg;
     char c;
     if (go[0] >= 0 && read(go[0], &c, 1) != 1)
         _exit(126);
+    if (full && (read(full_go[0], &c, 1) != 1 || full_setup() != 0))
+        _exit(124);
     if (layers && (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
                    syscall(SYS_landlock_restrict_self, ruleset_fd, 0) != 0 ||
                    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0))
@@ -144,9 +216,24 @@ static void *durable_line_thread(void *arg) {
     return NULL;
 }
 
+static void durable_line(void);
+
+static void write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+        perror(path);
+        exit(1);
+    }
+    close(fd);
+}
+
 static pid_t spawn(void) {
     if (layers)
         build_ruleset();
+    if (full && pipe2(full_go, O_CLOEXEC) != 0) {
+        perror("pipe2");
+        exit(1);
+    }
     pid_t pid = clone(child, stack + sizeof stack, namespaces | SIGCHLD, NULL);
     if (pid < 0) {
         perror("clone");
@@ -154,6 +241,21 @@ static pid_t spawn(void) {
     }
     if (layers)
         close(ruleset_fd);
+    if (full) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+        write_file(path, "65534 65534 1\n");
+        snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+        write_file(path, "65534 65534 1\n");
+        if (durable)
+            durable_line();
+        close(full_go[0]);
+        if (write(full_go[1], "g", 1) != 1) {
+            perror("go");
+            exit(1);
+        }
+        close(full_go[1]);
+    }
     return pid;
 }
 
@@ -166,11 +268,10 @@ static void reap(pid_t pid) {
     }
 }
 
+static int open_log(const char *log);
+
 static int one_call(const char *log) {
-    memset(line, 'x', sizeof line - 1);
-    line[sizeof line - 1] = '\n';
-    log_fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (log_fd < 0 || pipe2(go, O_CLOEXEC) != 0) {
+    if (open_log(log) < 0 || pipe2(go, O_CLOEXEC) != 0) {
         perror("setup");
         return 1;
     }
@@ -200,8 +301,11 @@ static int batch(int workers, int n) {
             return 1;
         }
         if (p == 0) {
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n; i++) {
                 reap(spawn());
+                if (durable)
+                    durable_line();
+            }
             _exit(0);
         }
     }
@@ -216,25 +320,59 @@ static int batch(int workers, int n) {
     return 0;
 }
 
+/* Turns on the layers (and with `full`, the rest of the guarantees) for every call. */
+static int set_mode(const char *mode) {
+    layers = 1;
+    full = strcmp(mode, "full") == 0;
+    if (!full && strcmp(mode, "layers") != 0)
+        return -1;
+    if (full)
+        namespaces |= CLONE_NEWNS;
+    if (mkdir(home, 0755) != 0 && access(home, F_OK) != 0) {
+        perror(home);
+        exit(1);
+    }
+    build_filter();
+    return 0;
+}
+
+static int open_log(const char *log) {
+    memset(line, 'x', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    log_fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        perror(log);
+    return log_fd;
+}
+
 int main(int argc, char **argv) {
     if (argc > 3 && strcmp(argv[argc - 1], "nonet") == 0) {
         namespaces &= ~CLONE_NEWNET;
         argc--;
     }
-    if (argc == 3 && strcmp(argv[1], "call") == 0)
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "call") == 0) {
+        /* floor call LOG [layers | full] */
+        if (argc == 4 && set_mode(argv[3]) != 0)
+            goto usage;
         return one_call(argv[2]);
-    if ((argc == 4 || (argc == 5 && strcmp(argv[4], "layers") == 0)) &&
-        strcmp(argv[1], "batch") == 0 && atoi(argv[2]) > 0 && atoi(argv[3]) > 0) {
-        if (argc == 5) {
-            layers = 1;
-            if (mkdir(home, 0755) != 0 && access(home, F_OK) != 0) {
-                perror(home);
-                return 1;
-            }
-            build_filter();
-        }
-        return batch(atoi(argv[2]), atoi(argv[3]));
     }
-    fprintf(stderr, "usage: floor call LOG [nonet] | floor batch WORKERS CALLS_EACH [layers] [nonet]\n");
+    if (argc < 4 || strcmp(argv[1], "batch") != 0 || atoi(argv[2]) <= 0 || atoi(argv[3]) <= 0)
+        goto usage;
+    if (argc == 7 && strcmp(argv[5], "full") == 0 && strcmp(argv[6], "durable") == 0) {
+        /* floor batch W N LOG full durable */
+        durable = 1;
+        if (open_log(argv[4]) < 0)
+            return 1;
+        set_mode("full");
+    } else if (argc == 5) {
+        if (set_mode(argv[4]) != 0)
+            goto usage;
+    } else if (argc != 4) {
+        goto usage;
+    }
+    return batch(atoi(argv[2]), atoi(argv[3]));
+usage:
+    fprintf(stderr, "usage: floor call LOG [layers | full] [nonet] | floor batch WORKERS CALLS_EACH "
+                    "[layers | full | LOG full durable] [nonet]\n");
     return 2;
 }

@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """Issue 25's target table, every row measured side by side in one interleaved run.
 
-Each round runs, interleaved call by call: a one-shot `upm run` (every layer on, two
-durable audit entries), bwrap's bare sandbox, bench/floor.c's one call (the kernel's
-share alone: new user, PID, network and IPC namespaces, an exec, two durable lines) and
-its `nonet` variant, and a warm `tools/call` of the same no-op through one `upm mcp`
-process (plain JSON-RPC lines, one call at a time). Then, per round, a batch through
-`upm run --jsonl --parallel 2` and floor batches with 2 workers, with the layers' kernel
-cost (Landlock, no_new_privs, seccomp), with and without a per-call network namespace.
+Each round runs, interleaved call by call in a shuffled order (a call that follows one
+which made a network namespace shares the CPU with that namespace's teardown, so a fixed
+order favours whatever follows the cheap kinds): a one-shot `upm run` (every layer on,
+two durable audit entries), bwrap's bare sandbox, bench/floor.c's one call (the kernel's
+share alone: new user, PID, network and IPC namespaces, an exec, two durable lines), its
+`nonet` variant and its `full` variant (also every other guarantee upm keeps, see
+floor.c), and a warm `tools/call` of the same no-op through one `upm mcp` process (plain
+JSON-RPC lines, one call at a time). Then, per round, a batch through `upm run --jsonl
+--parallel 2` and floor batches: with the layers' kernel cost (Landlock, no_new_privs,
+seccomp), with and without a per-call network namespace, and with every guarantee and
+two durable lines a call (4 workers, as upm's batch has 4 for 2 slots).
 Latencies are medians over every call; rates, medians over the rounds. The plugin is
 /bin/true everywhere (bwrap runs it too). The machine's load is printed with the table:
 on this shared machine only ratios measured in one run mean anything.
@@ -19,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -151,6 +156,7 @@ def main():
         "bwrap": [bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"],
         "floor": [floor_exe, "call", flog],
         "floor_nonet": [floor_exe, "call", flog, "nonet"],
+        "floor_full": [floor_exe, "call", flog, "full"],
     }
     if args.baseline:
         one["baseline"] = [args.baseline, "run", "--config", config]
@@ -168,17 +174,24 @@ def main():
         mcp_shm.call()
     load_before = os.getloadavg()
     lat = {k: [] for k in list(one) + ["mcp", "mcp_shm"]}
-    rates = {"batch": [], "batch_shm": [], "floor_layers_nonet": [], "floor_layers": []}
+    rates = {"batch": [], "batch_shm": [], "floor_layers_nonet": [], "floor_layers": [],
+             "floor_full_nonet": []}
     if args.baseline:
         rates["baseline_batch"] = []
     each = args.batch // 2
+    order = random.Random(25)
+    kinds = list(one) + ["mcp", "mcp_shm"]
     for rnd in range(args.rounds):
         for _ in range(args.calls):
-            for k, argv in one.items():
-                ms, _ = timed(argv, request if k in ("upm", "baseline") else b"")
-                lat[k].append(ms)
-            lat["mcp"].append(mcp.call()[0])
-            lat["mcp_shm"].append(mcp_shm.call()[0])
+            order.shuffle(kinds)
+            for k in kinds:
+                if k == "mcp":
+                    lat[k].append(mcp.call()[0])
+                elif k == "mcp_shm":
+                    lat[k].append(mcp_shm.call()[0])
+                else:
+                    ms, _ = timed(one[k], request if k in ("upm", "baseline") else b"")
+                    lat[k].append(ms)
         rates["batch"].append(run_batch(config, args.batch))
         rates["batch_shm"].append(run_batch(config, args.batch, shm_env))
         if args.baseline:
@@ -187,6 +200,9 @@ def main():
             out = subprocess.run([floor_exe, "batch", "2", str(each)] + extra,
                                  stdout=subprocess.PIPE, check=True).stdout
             rates[k].append(float(out))
+        out = subprocess.run([floor_exe, "batch", "4", str(each // 2), flog, "full", "durable",
+                              "nonet"], stdout=subprocess.PIPE, check=True).stdout
+        rates["floor_full_nonet"].append(float(out))
         print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
     load_after = os.getloadavg()
     mcp.close()
@@ -225,6 +241,13 @@ def main():
           f"{mcp_over:.2f} ms (floor without a per-call network namespace "
           f"{med['floor_nonet']:.2f} ms; with one {med['floor']:.2f}) | within 1 ms of the "
           f"floor's call | {verdict(mcp_over <= 1.0)} |")
+    print(f"| diagnostic: the floor with every guarantee upm keeps (mount namespace, read-only "
+          f"view, tmpfs home, id maps, credentials, limits), one call | {med['floor_full']:.2f} ms "
+          f"(upm − it: {med['upm'] - med['floor_full']:.2f} ms) | | |")
+    print(f"| diagnostic: the same in a batch, two durable lines a call, 4 workers, no per-call "
+          f"network namespace | {rate['floor_full_nonet']:.0f} calls/s: "
+          f"{rate['floor_full_nonet'] / rate['floor_layers_nonet']:.2f} of the floor above "
+          f"(upm's batch: {rate['batch'] / rate['floor_full_nonet']:.2f} of it) | | |")
     print(f"| peak RSS, one call (GNU time) | {rss_kb / 1024:.1f} MB | ≤ 10 MB | "
           f"{verdict(rss_kb <= 10 * 1024)} |")
     print(f"| diagnostic: the batch with the audit log on tmpfs (not durable) | "
