@@ -16,8 +16,11 @@ upm is built with v0 symbol names (.cargo/config.toml), which name a function by
 and its generic arguments, not by a hash of the item, so editing the code keeps the names
 of what it does not touch. Each name still holds its crate's disambiguator, which changes
 with the crate's version or dependencies: `--rebase` maps each listed name to the
-binary's functions of the same name without it, in seconds and without root. A stale
-list costs speed, never correctness; record it anew when the code a call runs has changed.
+binary's functions of the same name without it, in seconds and without root. Neither
+sees a function the list lacks: code written since the list was recorded is laid out
+wherever the linker puts it, a page fault each (17 of them a call before run 10's
+recording, docs/performance.md). A stale list costs speed, never correctness; record it
+anew when the code a call runs has changed.
 """
 import argparse
 import json
