@@ -1,15 +1,18 @@
 /*
- * The floor under issue 7's targets: what the kernel alone charges for the parts of a
- * sandboxed, audited call that cannot be skipped, with none of upm's own work (no
- * config, no schema, no Landlock, no seccomp, no uid switch, no private directory,
- * no init process, no capture). bench/call.py and bench/batch.py build it with `cc`
- * and run it beside upm, so the tables show how close to the floor upm is.
+ * The floor under issues 7 and 25's targets: what the kernel alone charges for the parts
+ * of a sandboxed, audited call that cannot be skipped, with none of upm's own work (no
+ * config, no schema, no init process, no capture, no result; by default no layers, no
+ * uid switch and no mount namespace either: see `layers` and `full`). bench/call.py,
+ * bench/batch.py and bench/targets.py build it with `cc` and run it beside upm, so the
+ * tables show how close to the floor upm is.
  *
  *   floor call LOG    one call: a 2 KB line appended to LOG and fdatasync'd on a
  *                     thread while a child is cloned into new user, PID, network and
  *                     IPC namespaces; the child waits for the go, then execs /bin/true;
  *                     wait; a second line made durable. (upm overlaps its `started`
  *                     entry with the clone the same way.)
+ *   floor call LOG layers | floor call LOG full
+ *                     the same call with the layers, or with every guarantee (below).
  *   floor batch W N   W processes, each N times: clone into those namespaces, exec
  *                     /bin/true, wait. Prints calls per second.
  *   floor batch W N layers
@@ -26,11 +29,16 @@
  *                     child makes read-only and private, a size-limited tmpfs home mounted
  *                     there (the new mount API, as upm's init does), uid and gid maps
  *                     written by the parent before the go, the capability bounding set
- *                     emptied, ten rlimits, a switch to uid and gid 65534. With `durable`,
- *                     also a 2 KB `started` line made durable before the go and a
- *                     `finished` one after the reap (each process its own fdatasync: no
- *                     group commit). Still no init process, capture, config, schema or
- *                     result: what is left above this is upm's own work.
+ *                     emptied (before the go, as upm's init does), the ten rlimits upm
+ *                     sets (at most the current ones), a switch to uid and gid 65534.
+ *                     With `durable`, also two 2 KB lines a call, at one fdatasync a call:
+ *                     the `started` line is made durable before the go, and the
+ *                     `finished` one, written after the reap, by the next call's
+ *                     fdatasync (and a last one at the end), which is the most upm's group
+ *                     commit can share (it must have the `finished` entry durable before
+ *                     the result line, and measures 1.3-1.5 fdatasyncs a call). Still no
+ *                     init process, capture, config, schema or result: what is left above
+ *                     this is upm's own work.
  *
  * A last word `nonet` leaves the network namespace out of the clone (either mode): the
  * floor of a call that joins an existing empty namespace (upm's batch and `upm mcp`
@@ -40,6 +48,7 @@
  * failure makes the program exit 1 without a number.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -92,19 +101,22 @@ struct ll_path_beneath {
 #define LL_FS_READ_EXEC (1ULL << 0 | 1ULL << 2 | 1ULL << 3) /* execute, read file, read dir */
 #define LL_FS_FILE_READ (1ULL << 2)
 
-static void add_rule(const char *path, uint64_t access) {
+/* Adds a rule; -1 (said on stderr) on failure. */
+static int add_rule_to(const char *path, uint64_t access) {
     int fd = open(path, O_PATH | O_CLOEXEC);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        perror(path);
-        exit(1);
-    }
+    if (fd < 0 || fstat(fd, &st) != 0)
+        return perror(path), -1;
     struct ll_path_beneath pb = {S_ISDIR(st.st_mode) ? access : access & LL_FS_FILE_READ, fd};
-    if (syscall(SYS_landlock_add_rule, ruleset_fd, 1 /* PATH_BENEATH */, &pb, 0) != 0) {
-        perror("landlock_add_rule");
-        exit(1);
-    }
+    if (syscall(SYS_landlock_add_rule, ruleset_fd, 1 /* PATH_BENEATH */, &pb, 0) != 0)
+        return perror("landlock_add_rule"), -1;
     close(fd);
+    return 0;
+}
+
+static void add_rule(const char *path, uint64_t access) {
+    if (add_rule_to(path, access) != 0)
+        exit(1);
 }
 
 static void build_ruleset(void) {
@@ -144,9 +156,15 @@ struct floor_mount_attr {
 
 /* In the child, in its new user and mount namespaces, before the layers: what upm's init
  * does for the host's view, the home, the credentials and the limits. */
+static int drop_bounding_set(void) {
+    int cap = 0;
+    while (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
+        cap++;
+    /* Done only when the kernel knows no next capability. */
+    return errno == EINVAL && cap > 0 ? 0 : -1;
+}
+
 static int full_setup(void) {
-    for (int cap = 0; prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0; cap++)
-        ;
     struct floor_mount_attr ro = {0x1 /* RDONLY */, 0, 1 << 18 /* MS_PRIVATE */, 0};
     if (syscall(SYS_mount_setattr, AT_FDCWD, "/", 0x8000 /* AT_RECURSIVE */, &ro, sizeof ro) != 0)
         return perror("mount_setattr"), -1;
@@ -165,18 +183,23 @@ static int full_setup(void) {
         return perror("fsmount"), -1;
     close(mnt);
     close(fs);
-    add_rule(home, LL_FS_ALL);
-    struct rlimit lim;
-    int which[] = {RLIMIT_CORE, RLIMIT_CPU, RLIMIT_DATA, RLIMIT_FSIZE, RLIMIT_MEMLOCK,
-                   RLIMIT_MSGQUEUE, RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_SIGPENDING, RLIMIT_STACK};
-    for (size_t i = 0; i < sizeof which / sizeof *which; i++) {
-        /* Lowered only: raising a hard limit takes CAP_SYS_RESOURCE on the host. */
-        struct rlimit now;
-        rlim_t want = which[i] == RLIMIT_CORE ? 0 : which[i] == RLIMIT_NOFILE ? 4096 : (1UL << 30);
-        if (getrlimit(which[i], &now) != 0)
+    if (add_rule_to(home, LL_FS_ALL) != 0)
+        return -1;
+    /* The ten upm sets, each at most the current hard limit (raising one would take
+     * CAP_SYS_RESOURCE on the host). */
+    struct {
+        int resource;
+        rlim_t value;
+    } limits[] = {{RLIMIT_CPU, 60},          {RLIMIT_AS, 1UL << 30},    {RLIMIT_NPROC, 256},
+                  {RLIMIT_FSIZE, 1UL << 26}, {RLIMIT_NOFILE, 256},      {RLIMIT_CORE, 0},
+                  {RLIMIT_SIGPENDING, 256},  {RLIMIT_MSGQUEUE, 0},      {RLIMIT_RTPRIO, 0},
+                  {RLIMIT_NICE, 0}};
+    for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+        struct rlimit now, lim;
+        if (getrlimit(limits[i].resource, &now) != 0)
             return perror("getrlimit"), -1;
-        lim.rlim_cur = lim.rlim_max = want < now.rlim_max ? want : now.rlim_max;
-        if (setrlimit(which[i], &lim) != 0)
+        lim.rlim_cur = lim.rlim_max = limits[i].value < now.rlim_max ? limits[i].value : now.rlim_max;
+        if (setrlimit(limits[i].resource, &lim) != 0)
             return perror("setrlimit"), -1;
     }
     /* Raw system calls: glibc's setresuid would wait for the parent's other threads. */
@@ -189,6 +212,13 @@ static int full_setup(void) {
 static int child(void *arg) {
     (void)arg;
     char c;
+    /* Only the parent writes a go: a parent that fails first leaves the child EOF. */
+    if (go[1] >= 0)
+        close(go[1]);
+    if (full)
+        close(full_go[1]);
+    if (full && drop_bounding_set() != 0)
+        _exit(123);
     if (go[0] >= 0 && read(go[0], &c, 1) != 1)
         _exit(126);
     if (full && (read(full_go[0], &c, 1) != 1 || full_setup() != 0))
@@ -303,8 +333,15 @@ static int batch(int workers, int n) {
         if (p == 0) {
             for (int i = 0; i < n; i++) {
                 reap(spawn());
-                if (durable)
-                    durable_line();
+                /* The `finished` line: made durable by the next call's fdatasync. */
+                if (durable && write(log_fd, line, sizeof line) != (ssize_t)sizeof line) {
+                    perror("audit line");
+                    _exit(1);
+                }
+            }
+            if (durable && fdatasync(log_fd) != 0) {
+                perror("fdatasync");
+                _exit(1);
             }
             _exit(0);
         }
