@@ -106,7 +106,10 @@ def record(binary, funcs):
         write(os.path.join(inst, "options", "overwrite"), "0")  # drop the newest, never the first
         write(os.path.join(inst, "buffer_size_kb"), "65536")
         write(os.path.join(inst, "events", GROUP, "enable"), "1")
-        r = subprocess.run([copy, "run", "--config", config], capture_output=True,
+        # The config named relative to the working directory, as callers often do: the
+        # call then also runs what makes it absolute (an absolute one skips that).
+        r = subprocess.run([copy, "run", "--config", os.path.basename(config)], cwd=d,
+                           capture_output=True,
                            input=b'{"plugin":"Noop","method":"noop","args":{}}', timeout=1200)
         write(os.path.join(inst, "events", GROUP, "enable"), "0")
         if r.returncode != 0:
