@@ -101,9 +101,9 @@ pub struct Data {
 
 /// RFC 3339, UTC, milliseconds, `Z`.
 pub fn timestamp_now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    // chrono's own RFC 3339 writer: a `format("%Y-…")` parses its pattern at each call
+    // and brings 17 KB of strftime code into every one-shot call.
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub fn hostname() -> String {
@@ -164,4 +164,18 @@ impl Response {
 
 pub fn round_ms(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    /// The shape UPM's entrypoint wrote and callers parse: `2026-12-07T13:20:52.706Z`.
+    #[test]
+    fn timestamps_are_rfc3339_utc_milliseconds_with_z() {
+        let ts = super::timestamp_now();
+        assert_eq!(ts.len(), 24, "{ts}");
+        assert!(ts.ends_with('Z'), "{ts}");
+        assert_eq!(&ts[10..11], "T", "{ts}");
+        assert_eq!(&ts[19..20], ".", "{ts}");
+        assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok(), "{ts}");
+    }
 }
