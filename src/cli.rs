@@ -138,6 +138,7 @@ fn one_shot_run(args: &[OsString]) -> Option<Cli> {
 
 /// Parses argv, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
+    ignore_sigpipe();
     ensure_std_fds();
     crate::diagnostics::init();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -925,6 +926,14 @@ fn egress_row(report: &Value) -> Value {
             ),
         ),
     }
+}
+
+/// A write to a reader that is gone fails with EPIPE, which upm handles (a batch stops,
+/// a response that cannot be written is an error), instead of killing upm mid-call.
+/// Rust's own entry did this; upm's (`main.rs`) does not run it.
+fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN installs no handler; only SIGPIPE's disposition changes.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 /// A caller may start upm with 0, 1 or 2 closed; pipes must never land there.

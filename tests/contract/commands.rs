@@ -398,3 +398,37 @@ fn a_mistyped_subcommand_gets_did_you_mean() {
     err(&r, 2, "usage");
     assert!(!error_text(&r).contains("did you mean"), "{}", r.stdout);
 }
+
+/// A reader gone before upm writes (stdout a pipe with no reader) is an EPIPE upm
+/// answers with an exit code, never SIGPIPE killing it: upm sets SIGPIPE to be ignored
+/// itself (`cli::main`), since its entry is not Rust's own.
+#[test]
+fn a_reader_gone_is_an_error_not_a_sigpipe_death() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    for argv in [
+        vec!["--version".to_owned()],
+        vec![
+            "run".to_owned(),
+            "--config".to_owned(),
+            c.display().to_string(),
+        ],
+    ] {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        let mut child = Command::new(upm_bin())
+            .args(&argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(br#"{"plugin":"TextTools","method":"noop","args":{}}"#);
+        drop(stdin);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), None, "{argv:?}: {status:?}");
+        assert!(status.code().is_some(), "{argv:?}: {status:?}");
+    }
+}
