@@ -3,8 +3,10 @@
 //! to print a message when a stack overflows (which then ends upm with SIGSEGV instead):
 //! about 0.08 ms of every one-shot call. What upm needs of it, `cli::main` does first:
 //! SIGPIPE ignored and descriptors 0–2 open.
-#![no_main]
+// Not for `cargo test`'s harness of this file (no tests), which brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(
     _argc: std::ffi::c_int,
