@@ -199,6 +199,7 @@ impl Session {
         if let Ok(c) = &loaded {
             crate::integrity::keep_digests_under(&c.workdir_root);
             crate::sandbox::seccomp::keep_programs_under(&c.workdir_root);
+            crate::sandbox::landlock_audit::kept::keep_under(&c.workdir_root);
         }
         let (audit_path, audit_settings) = match &loaded {
             Ok(c) => (c.audit_path.clone(), c.audit.clone()),
