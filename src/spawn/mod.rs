@@ -248,6 +248,8 @@ pub struct Spawned<'a> {
     /// The init, once it has reported its plugin's end (see [`Ending`]).
     ending: Option<Ending>,
     sync_w: OwnedFd,
+    /// The go, when another thread gave it ([`Spawned::gone_ahead`]).
+    went: Option<nix::Result<usize>>,
     pipes: Option<(Pipes, Option<OwnedFd>, OwnedFd)>,
     // What the children read: kept (and unchanged) until the init is reaped.
     memory: Option<InitMemory>,
@@ -434,6 +436,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         reaped: false,
         ending: None,
         sync_w,
+        went: None,
         pipes: Some((
             Pipes {
                 stdin: stdin_w,
@@ -474,6 +477,18 @@ impl Spawned<'_> {
         self.sandbox
     }
 
+    /// Another end of the pipe the go is given on, for [`give_go`] on another thread:
+    /// a one-shot call's `started` entry is made durable on one, which then gives the
+    /// go at once instead of waking this one to give it.
+    pub fn go_pipe(&self) -> io::Result<OwnedFd> {
+        self.sync_w.try_clone()
+    }
+
+    /// The go was given on [`Spawned::go_pipe`], with this result.
+    pub fn gone_ahead(&mut self, went: nix::Result<usize>) {
+        self.went = Some(went);
+    }
+
     /// With an egress allowlist: where the init hands over the proxy's listening socket.
     pub fn egress_listener(&mut self) -> Option<ListenerChannel> {
         self.egress.take().map(ListenerChannel)
@@ -511,7 +526,10 @@ impl Spawned<'_> {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
-        let go = retry_eintr(|| nix::unistd::write(&self.sync_w, &[child::GO]));
+        let go = match self.went.take() {
+            Some(went) => went,
+            None => give_go(&self.sync_w),
+        };
         if let Some(o) = observer {
             o.launch();
         }
@@ -763,6 +781,11 @@ pub fn run(
 
 /// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
 /// (root's included) is unmapped in the call's user namespace.
+/// Gives the go on `sync_w` (once upm's word that the id maps are written went first).
+pub fn give_go(sync_w: &OwnedFd) -> nix::Result<usize> {
+    retry_eintr(|| nix::unistd::write(sync_w, &[child::GO]))
+}
+
 fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
     loop {
         match f() {
