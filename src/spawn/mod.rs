@@ -8,7 +8,8 @@
 //! [`start`] clones the init (creating the namespaces is most of a spawn's cost), which
 //! sets the plugin's descriptors and, once upm has written its id maps, its mounts up
 //! while upm makes the call's `started` audit entry durable; [`Spawned::run`] then
-//! gives the go: the init applies limits and
+//! gives the go (or a one-shot call's entry thread gave it already: [`give_go`]): the
+//! init applies limits and
 //! credentials, starts the plugin — which puts itself under Landlock and seccomp just
 //! before its exec — reaps it and reports its status and resource usage on a pipe.
 //! When the init exits the kernel kills everything left in the PID namespace,
