@@ -117,8 +117,13 @@ impl Fx {
         // Readable by the plugin's uid, but not given to it.
         dir.write("secret/data.txt", "secret\n", false);
         dir.write("elsewhere/.keep", "", false);
+        // A workdir_root of the test's own: a root upm keeps the audit's answer there
+        // for 250 ms (`upm-audit-0`), which a test that turns the audit on or off must
+        // not take from another test's calls.
+        std::fs::create_dir(dir.join("work")).unwrap();
         let config = dir.config(&json!({
             "require_schemas": false,
+            "workdir_root": dir.join("work"),
             "sandbox": {"limits": {"timeout_ms": 10_000, "cpu_seconds": 10}},
             "plugins": {
                 "probe": {"command": ["plugins/probe.py"], "allowed_methods": [
@@ -535,7 +540,9 @@ fn an_unprivileged_upm_reports_seccomp_and_says_why_not_landlock() {
     let Some(fx) = Fx::new() else { return };
     // On: the reason must then be upm's privileges, not the audit.
     let Some(_audit) = Audit::set(1) else { return };
-    std::os::unix::fs::chown(&fx.dir.path, Some(USER.0), Some(USER.1)).unwrap();
+    for dir in [fx.dir.path.clone(), fx.dir.join("work")] {
+        std::os::unix::fs::chown(dir, Some(USER.0), Some(USER.1)).unwrap();
+    }
     let mut cmd = fx.command();
     cmd.uid(USER.0).gid(USER.1);
     let run = run_command(cmd, &request("probe", "sockets", json!({})));
@@ -611,6 +618,56 @@ fn a_failure_writing_outside_write_paths_points_at_write_paths() {
         "{error}"
     );
     assert_eq!(fx.finished(&run)["error"], error);
+}
+
+/// A root upm keeps the audit's answer to whether it is on
+/// (`<workdir_root>/upm-audit-0/status`) for the calls that start within 250 ms of the
+/// question, in its later processes too; only a fresh entry of root's own is used.
+#[test]
+fn a_kept_answer_of_the_audit_serves_only_while_fresh_and_roots_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(fx) = Fx::new() else { return };
+    let Some(_audit) = Audit::set(1) else { return };
+    let store = fx.dir.join("work/upm-audit-0");
+    let status = store.join("status");
+    let landlock_observed = || {
+        let run = fx.call("quiet", "m", json!({}));
+        assert_eq!(run.code, 0, "{}", run.stdout);
+        observed(&run, "landlock")
+    };
+    assert!(landlock_observed(), "the audit is on");
+    let kept = std::fs::read_to_string(&status).unwrap();
+    assert!(kept.starts_with("upm-audit-1 1 "), "{kept:?}");
+    let mode = |p: &PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&store), mode(&status)), (0o700, 0o600));
+    // Root's own entry saying the audit is off, asked `age` ago.
+    let forge = |age: Duration, mode: u32| {
+        let asked = std::time::SystemTime::now() - age;
+        let ns = asked
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        std::fs::write(
+            &status,
+            format!(
+                "upm-audit-1 0 {ns}
+"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&status, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // Believed while fresh (a few tries: upm must start within 250 ms of the forgery).
+    let believed = (0..5).any(|_| {
+        forge(Duration::ZERO, 0o600);
+        !landlock_observed()
+    });
+    assert!(believed, "a fresh kept answer was not used");
+    // Not once older than 250 ms, nor when anyone else may read or write it: asked anew.
+    for (age, mode) in [(Duration::from_secs(1), 0o600), (Duration::ZERO, 0o644)] {
+        forge(age, mode);
+        assert!(landlock_observed(), "{age:?} {mode:o}");
+    }
 }
 
 #[test]

@@ -715,13 +715,13 @@ impl Ancestry {
     }
 
     /// The directory upm keeps under `root` between calls (`upm-homes-<uid>`,
-    /// `upm-digests-<uid>`, `upm-seccomp-0`) that `p`, by name, is in.
+    /// `upm-digests-<uid>`, `upm-seccomp-0`, `upm-audit-0`) that `p`, by name, is in.
     fn upms_own(&self, p: &Path) -> Option<PathBuf> {
         let p = crate::compat::lexically_normal(p);
         self.roots.iter().find_map(|r| {
             let first = p.strip_prefix(r).ok()?.components().next()?;
             let name = first.as_os_str().to_string_lossy();
-            let own = ["upm-homes-", "upm-digests-", "upm-seccomp-"]
+            let own = ["upm-homes-", "upm-digests-", "upm-seccomp-", "upm-audit-"]
                 .iter()
                 .any(|kept| {
                     name.strip_prefix(kept).is_some_and(|uid| {

@@ -306,6 +306,22 @@ impl Prepared {
 }
 
 impl Running<'_> {
+    /// Where the go can be given from another thread: a native call's without an egress
+    /// proxy (which must be started first), `None` otherwise.
+    pub(super) fn go_pipe(&self) -> Option<std::os::fd::OwnedFd> {
+        match self {
+            Running::Native(spawned, None) => spawned.go_pipe().ok(),
+            _ => None,
+        }
+    }
+
+    /// The go was given on [`Running::go_pipe`].
+    pub(super) fn gone_ahead(&mut self, went: nix::Result<usize>) {
+        if let Running::Native(spawned, None) = self {
+            spawned.gone_ahead(went);
+        }
+    }
+
     /// The go; returns when the plugin (with its whole process tree) is gone. `Err`:
     /// the container never started (the engine refused, or the command is not in the
     /// image), or the egress proxy could not be started (the plugin did not run).

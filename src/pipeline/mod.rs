@@ -17,6 +17,7 @@
 mod backend;
 mod checks;
 mod entry;
+mod go;
 mod grants;
 mod slots;
 
@@ -199,6 +200,7 @@ impl Session {
         if let Ok(c) = &loaded {
             crate::integrity::keep_digests_under(&c.workdir_root);
             crate::sandbox::seccomp::keep_programs_under(&c.workdir_root);
+            crate::sandbox::landlock_audit::kept::keep_under(&c.workdir_root);
         }
         let (audit_path, audit_settings) = match &loaded {
             Ok(c) => (c.audit_path.clone(), c.audit.clone()),
@@ -454,9 +456,21 @@ impl Session {
         plugin: &Plugin,
     ) -> Result<Result<(backend::Running<'p>, Value), Failure>, Failure> {
         let (audited, running) = if self.overlap && prepared.starts_early() {
-            std::thread::scope(|s| {
-                let audit = s.spawn(|| self.audit_started(call, started));
+            // Whichever of the two ends last gives the go: the entry's thread, usually
+            // (the disk is slower than the clone), as soon as the entry is durable.
+            let gate = go::Gate::default();
+            let (audited, mut running) = std::thread::scope(|s| {
+                let audit = s.spawn(|| {
+                    let audited = self.audit_started(call, started);
+                    if audited.is_ok() {
+                        gate.audited();
+                    }
+                    audited
+                });
                 let running = prepared.start(plugin);
+                if let Some(pipe) = running.as_ref().ok().and_then(|(r, _)| r.go_pipe()) {
+                    gate.started(pipe);
+                }
                 let audited = audit.join().unwrap_or_else(|_| {
                     Err(Failure::new(
                         Code::AuditError,
@@ -464,7 +478,11 @@ impl Session {
                     ))
                 });
                 (audited, running)
-            })
+            });
+            if let (Some(went), Ok((r, _))) = (gate.went(), running.as_mut()) {
+                r.gone_ahead(went);
+            }
+            (audited, running)
         } else {
             let running = prepared.start(plugin);
             (self.audit_started(call, started), running)

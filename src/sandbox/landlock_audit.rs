@@ -130,12 +130,22 @@ pub struct Question {
 }
 
 /// The question a call starting now uses: the latest, if it was asked within
-/// [`FRESH`], or a new one, asked on a thread of its own (the asking waits for the
+/// [`FRESH`] (by this process, or by another root upm with the same `workdir_root`:
+/// [`kept`]), or a new one, asked on a thread of its own (the asking waits for the
 /// kernel's thread to start).
 pub fn question() -> Arc<Question> {
     let mut latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(q) = latest.as_ref().filter(|q| q.asked.elapsed() < FRESH) {
         return q.clone();
+    }
+    if let Some((on, age)) = kept::recall() {
+        let q = Arc::new(Question {
+            asked: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            answer: Mutex::new(Some(Ok(on))),
+            ready: Condvar::new(),
+        });
+        *latest = Some(q.clone());
+        return q;
     }
     let q = Arc::new(Question {
         asked: Instant::now(),
@@ -143,9 +153,16 @@ pub fn question() -> Arc<Question> {
         ready: Condvar::new(),
     });
     let asking = q.clone();
+    let asked_at = std::time::SystemTime::now();
     let spawned = std::thread::Builder::new()
         .name("upm-audit-get".into())
-        .spawn(move || asking.answered(status().map(|s| s.enabled != 0)));
+        .spawn(move || {
+            let on = status().map(|s| s.enabled != 0);
+            asking.answered(on.clone());
+            if let Ok(on) = on {
+                kept::keep(on, asked_at);
+            }
+        });
     if let Err(e) = spawned {
         q.answered(Err(format!(
             "cannot ask the kernel's audit whether it is on: {e}"
@@ -153,6 +170,98 @@ pub fn question() -> Arc<Question> {
     }
     *latest = Some(q.clone());
     q
+}
+
+/// The latest answer, kept between a root upm's processes in
+/// `<workdir_root>/upm-audit-0/status` (0700 and 0600, root's own: see
+/// [`crate::files::own_dir`]), so that one-shot calls in a row do not each ask: a
+/// question costs the kernel a thread of its own, ~0.1 ms of CPU a call (issue 25).
+/// Only root can write it; what it decides is whether the call's Landlock denials are
+/// read and reported, never what the sandbox enforces.
+pub mod kept {
+    use std::time::{Duration, SystemTime};
+
+    const FORMAT: &str = "upm-audit-1";
+    static STORE: crate::files::KeptDir = crate::files::KeptDir::new("the audit's answers");
+
+    /// Where this process keeps answers: a root upm's (only root reads the audit),
+    /// under its config's `workdir_root` (the first call wins).
+    pub fn keep_under(workdir_root: &std::path::Path) {
+        if nix::unistd::geteuid().is_root() {
+            STORE.name(workdir_root.join("upm-audit-0"));
+        }
+    }
+
+    /// The kept answer and how long ago it was asked, if that is less than
+    /// [`super::FRESH`] (an answer from the future, after the clock was set back, is
+    /// not one).
+    pub(super) fn recall() -> Option<(bool, Duration)> {
+        let bytes = crate::files::read_own_entry(&STORE.get()?.join("status"), 64)?;
+        let (on, asked) = parse(std::str::from_utf8(&bytes).ok()?)?;
+        let age = SystemTime::now().duration_since(asked).ok()?;
+        (age < super::FRESH).then_some((on, age))
+    }
+
+    /// Keeps `on`, asked at `asked`; a failure only costs the next process a question.
+    pub(super) fn keep(on: bool, asked: SystemTime) {
+        let Some(dir) = STORE.get() else { return };
+        let written = crate::files::replace_file_unsynced(
+            &dir.join("status"),
+            entry(on, asked).as_bytes(),
+            0o600,
+        );
+        if let Err(e) = written {
+            tracing::debug!("the audit's answer was not kept: {e}");
+        }
+    }
+
+    fn entry(on: bool, asked: SystemTime) -> String {
+        let ns = asked
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{FORMAT} {} {ns}\n", u8::from(on))
+    }
+
+    fn parse(entry: &str) -> Option<(bool, SystemTime)> {
+        let mut words = entry.strip_suffix('\n')?.split(' ');
+        let (format, on, ns) = (words.next()?, words.next()?, words.next()?);
+        if format != FORMAT || words.next().is_some() {
+            return None;
+        }
+        let on = match on {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let ns: u64 = ns.parse().ok()?;
+        SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_nanos(ns))
+            .map(|t| (on, t))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_entry_reads_back_as_written_and_nothing_else_reads() {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_765_000_000_123_456_789);
+            for on in [false, true] {
+                assert_eq!(parse(&entry(on, t)), Some((on, t)));
+            }
+            for bad in [
+                "",
+                "upm-audit-1 1 1765000000123456789",
+                "upm-audit-1 2 1765000000123456789\n",
+                "upm-audit-2 1 1765000000123456789\n",
+                "upm-audit-1 1 17650000001234567x\n",
+                "upm-audit-1 1 1765000000123456789 x\n",
+                "upm-audit-1 1\n",
+            ] {
+                assert_eq!(parse(bad), None, "{bad:?}");
+            }
+        }
+    }
 }
 
 impl Question {

@@ -555,7 +555,8 @@ impl Prepared {
     }
 
     /// The second half, in the plugin's own process just before its exec: Landlock,
-    /// then seccomp. Not in the init: the init shares upm's memory, and a plugin in a
+    /// `before_seccomp` (where the plugin may wait for upm's go), then seccomp. Not in
+    /// the init: the init shares upm's memory, and a plugin in a
     /// Landlock domain the init is outside of can neither trace it (ptrace,
     /// process_vm_*, /proc/PID/mem) nor signal it. Same rules as [`Self::apply_in_init`].
     ///
@@ -565,10 +566,12 @@ impl Prepared {
     pub fn apply_in_plugin(
         &self,
         listener: &std::sync::atomic::AtomicI32,
+        before_seccomp: impl FnOnce() -> Result<(), (Step, i32)>,
     ) -> Result<(), (Step, i32)> {
         if let Some(l) = &self.landlock {
             l.apply().map_err(|e| (Step::Landlock, e))?;
         }
+        before_seccomp()?;
         if let Some(s) = &self.seccomp {
             let applied = if self.observe.seccomp.is_ok() {
                 s.apply_notifying(listener)

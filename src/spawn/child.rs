@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! upm ──clone(CLONE_VM | NEWPID | NEWNET | NEWIPC | NEWNS [| NEWUSER])──▶ init (pid 1 of its PID namespace)
-//!                  signals reset, stdio, setsid; waits for upm's go;
-//!                  read-only mounts and the home tmpfs, chdir, rlimits, credentials,
-//!                  no_new_privs
+//!                  signals reset, stdio, setsid; waits for the id maps;
+//!                  read-only mounts and the home tmpfs, chdir; [waits for the go;]
+//!                  rlimits, credentials, no_new_privs
 //!                                     └──clone(CLONE_VM | CLONE_VFORK)──▶ plugin:
-//!                                          Landlock, seccomp, execveat
+//!                                          Landlock, [waits for the go;] seccomp, execveat
 //! ```
+//!
+//! The go (upm's word that the call's `started` entry is durable) is waited for as
+//! late as it can be, so that the set-up runs while upm waits for the disk: by the
+//! plugin when the call has a user namespace of its own, by the init otherwise.
 //!
 //! Both processes share upm's memory until the plugin's exec: no page tables are
 //! copied, which is what made a fork of upm cost more than the rest of the spawn.
@@ -29,6 +33,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// Where the report pipe and the go pipe sit in the init, above the plugin's 0..=3.
 pub(super) const REPORT_FD: RawFd = 4;
 pub(super) const SYNC_FD: RawFd = 5;
+/// upm's words to the init on the sync pipe, in this order: the id maps are written
+/// (the mounts may start), and the go (the `started` entry is durable).
+pub(super) const MAPPED: u8 = b'm';
+pub(super) const GO: u8 = b'g';
 
 /// What the children read: built by the parent, unchanged until the init is reaped.
 pub(super) struct Ctx {
@@ -61,6 +69,10 @@ pub(super) struct Ctx {
     pub listener: AtomicI32,
     /// The init's end of the egress listener's channel (issue 22), or -1. >= 10.
     pub egress_channel: RawFd,
+    /// Whether the plugin, not the init, waits for the go, just before its seccomp
+    /// filter and exec: only in a user namespace of the call's own, where the init and
+    /// the waiting plugin count against no one else's RLIMIT_NPROC.
+    pub go_in_plugin: bool,
 }
 
 /// The path execveat is given with AT_EMPTY_PATH (one address, which the parent's
@@ -333,11 +345,10 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         .credentials
         .drop_bounding_set()
         .map_err(|e| (Step::Credentials, e))?;
-    // The rest waits for the go: a user namespace's id maps are written by upm after the
-    // clone (until then the private directory's owner is unmapped here, and root's
-    // capabilities do not reach it), and an init already switched to the plugin's uid
-    // would count against that uid's RLIMIT_NPROC while it waits.
-    wait_for_go()?;
+    // The mounts wait for upm's word that the id maps are written (until then the
+    // private directory's owner is unmapped here, and root's capabilities do not reach
+    // it), not for the go: they are done while upm makes the `started` entry durable.
+    wait_for(MAPPED)?;
     // Before any path the plugin uses is resolved (its cwd), and with the capabilities
     // the init still has in the call's namespaces.
     let mut home = -1;
@@ -357,6 +368,12 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     // SAFETY: plain prctl with integer arguments.
     sys(unsafe { syscall!(Sysno::prctl, libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .map_err(|e| (Step::Session, e))?;
+    // Without a user namespace of the call's own, the rest waits for the go (the
+    // `started` entry durable): an init already switched to the plugin's uid would
+    // count against that uid's RLIMIT_NPROC on the host while it waits.
+    if !ctx.go_in_plugin {
+        wait_for(GO)?;
+    }
     sandbox.apply_in_init(ctx.parent, SYNC_FD)?;
     if let Some(m) = &sandbox.mounts {
         m.make_home_dirs(home).map_err(|e| (Step::Workdir, e))?;
@@ -413,8 +430,14 @@ extern "C" fn plugin_main(ctx: *const Ctx) -> ! {
     if let Err(e) = sys(set) {
         fail(Step::ParentDeath, e);
     }
+    // Nothing of the plugin's own runs before the go (its exec); the filter comes after
+    // the wait, which a profile could otherwise refuse.
+    let go = || match ctx.go_in_plugin {
+        true => wait_for(GO),
+        false => Ok(()),
+    };
     // SAFETY: the parent keeps the plan unchanged until the init is reaped.
-    if let Err((step, e)) = unsafe { &*ctx.sandbox }.apply_in_plugin(&ctx.listener) {
+    if let Err((step, e)) = unsafe { &*ctx.sandbox }.apply_in_plugin(&ctx.listener, go) {
         fail(step, e);
     }
     if ctx.keep_exec_fd {
@@ -528,12 +551,14 @@ fn reset_signals() {
     };
 }
 
-fn wait_for_go() -> Result<(), (Step, i32)> {
+/// Reads upm's next word on the sync pipe, which must be `word`.
+fn wait_for(word: u8) -> Result<(), (Step, i32)> {
     let mut byte = 0u8;
     loop {
         // SAFETY: reads one byte into a stack variable.
         match sys(unsafe { syscall!(Sysno::read, SYNC_FD, &mut byte as *mut u8, 1) }) {
-            Ok(1) => return Ok(()),
+            Ok(1) if byte == word => return Ok(()),
+            Ok(1) => return Err((Step::Sync, libc::EPROTO)),
             // upm closed the pipe without a go: it gave the call up (or died).
             Ok(_) => return Err((Step::Sync, libc::EPIPE)),
             Err(libc::EINTR) => {}

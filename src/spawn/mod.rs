@@ -6,8 +6,10 @@
 //! ```
 //!
 //! [`start`] clones the init (creating the namespaces is most of a spawn's cost), which
-//! sets the plugin's descriptors up while upm makes the call's `started` audit entry
-//! durable; [`Spawned::run`] then gives the go: the init applies limits and
+//! sets the plugin's descriptors and, once upm has written its id maps, its mounts up
+//! while upm makes the call's `started` audit entry durable; [`Spawned::run`] then
+//! gives the go (or a one-shot call's entry thread gave it already: [`give_go`]): the
+//! init applies limits and
 //! credentials, starts the plugin — which puts itself under Landlock and seccomp just
 //! before its exec — reaps it and reports its status and resource usage on a pipe.
 //! When the init exits the kernel kills everything left in the PID namespace,
@@ -247,6 +249,8 @@ pub struct Spawned<'a> {
     /// The init, once it has reported its plugin's end (see [`Ending`]).
     ending: Option<Ending>,
     sync_w: OwnedFd,
+    /// The go, when another thread gave it ([`Spawned::gone_ahead`]).
+    went: Option<nix::Result<usize>>,
     pipes: Option<(Pipes, Option<OwnedFd>, OwnedFd)>,
     // What the children read: kept (and unchanged) until the init is reaped.
     memory: Option<InitMemory>,
@@ -318,7 +322,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     };
 
     let (pid, ctx) = loop {
-        let ctx = Box::new(child::Ctx {
+        let mut ctx = Box::new(child::Ctx {
             stdio: [
                 stdin_r.as_raw_fd(),
                 stdout_w.as_raw_fd(),
@@ -349,6 +353,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             egress_channel: egress
                 .as_ref()
                 .map_or(-1, |(init_end, _)| init_end.as_raw_fd()),
+            go_in_plugin: false,
         });
         // The shared network namespace is joined by this thread for the clone: the
         // init, in a user namespace of its own, could not join it itself.
@@ -370,6 +375,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
             _ => None,
         };
         let flags = sandbox.namespaces.map_or(0, |n| n.clone_flags);
+        ctx.go_in_plugin = flags & libc::CLONE_NEWUSER != 0;
         // A root upm's call gets a user namespace owned by a uid of its own.
         let owner = match sandbox.namespaces.and_then(|n| n.owner) {
             Some(uid) if flags & libc::CLONE_NEWUSER != 0 => match AsOwner::enter(uid) {
@@ -431,6 +437,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         reaped: false,
         ending: None,
         sync_w,
+        went: None,
         pipes: Some((
             Pipes {
                 stdin: stdin_w,
@@ -459,6 +466,9 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     }
     // The init sets its rlimits after the go, but only upm can raise a hard one.
     sandbox.limits.raise_on(pid).map_err(SpawnError::Limits)?;
+    // The init may mount now. A failed write means the init is gone: the go finds that
+    // out and reads its report.
+    let _ = retry_eintr(|| nix::unistd::write(&spawned.sync_w, &[child::MAPPED]));
     Ok(spawned)
 }
 
@@ -466,6 +476,18 @@ impl Spawned<'_> {
     /// The sandbox as it really is (namespaces may have been given up, if allowed).
     pub fn sandbox(&self) -> &Prepared {
         self.sandbox
+    }
+
+    /// Another end of the pipe the go is given on, for [`give_go`] on another thread:
+    /// a one-shot call's `started` entry is made durable on one, which then gives the
+    /// go at once instead of waking this one to give it.
+    pub fn go_pipe(&self) -> io::Result<OwnedFd> {
+        self.sync_w.try_clone()
+    }
+
+    /// The go was given on [`Spawned::go_pipe`], with this result.
+    pub fn gone_ahead(&mut self, went: nix::Result<usize>) {
+        self.went = Some(went);
     }
 
     /// With an egress allowlist: where the init hands over the proxy's listening socket.
@@ -505,11 +527,9 @@ impl Spawned<'_> {
         let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
-        let go = loop {
-            match nix::unistd::write(&self.sync_w, b"g") {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other,
-            }
+        let go = match self.went.take() {
+            Some(went) => went,
+            None => give_go(&self.sync_w),
         };
         if let Some(o) = observer {
             o.launch();
@@ -762,6 +782,20 @@ pub fn run(
 
 /// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
 /// (root's included) is unmapped in the call's user namespace.
+/// Gives the go on `sync_w` (once upm's word that the id maps are written went first).
+pub fn give_go(sync_w: &OwnedFd) -> nix::Result<usize> {
+    retry_eintr(|| nix::unistd::write(sync_w, &[child::GO]))
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match f() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
 fn map_ids(pid: libc::pid_t, uid: u32, gid: u32, deny_setgroups: bool) -> io::Result<()> {
     if deny_setgroups {
         std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;

@@ -294,7 +294,8 @@ pub fn start_call(config: &Path, request: &[u8]) -> std::process::Child {
 
 /// What calls left under a `workdir_root`: everything but what upm keeps there by
 /// design, the calls' shared mount point (`upm-homes-<euid>/home`), which must itself
-/// be empty, and the executables' digests (`upm-digests-<euid>`, no plugin's files).
+/// be empty, the executables' digests (`upm-digests-<euid>`, no plugin's files), a root
+/// upm's compiled programs (`upm-seccomp-0`) and the audit's answer (`upm-audit-0`).
 pub fn left_under(dir: &Path) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -303,8 +304,9 @@ pub fn left_under(dir: &Path) -> Vec<PathBuf> {
         let digests = name
             .strip_prefix("upm-digests-")
             .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()));
-        // What upm keeps between processes: executables' digests, a root upm's programs.
-        if digests || name == "upm-seccomp-0" {
+        // What upm keeps between processes: executables' digests, a root upm's programs
+        // and its audit's answer.
+        if digests || name == "upm-seccomp-0" || name == "upm-audit-0" {
             // Entries only: a temporary file left would be a half-kept entry.
             let temporary = std::fs::read_dir(e.path())
                 .unwrap()

@@ -246,6 +246,7 @@ fn upms_own_directories_under_workdir_root_are_no_plugins() {
     for key in ["read_paths", "write_paths"] {
         for inside in [
             "upm-seccomp-0",
+            "upm-audit-0",
             "upm-homes-1000/home",
             "upm-data/../upm-digests-0",
         ] {
