@@ -812,14 +812,28 @@ fn parallel_needs_jsonl_and_a_positive_count() {
 
 // ---------------------------------------------------------------- one session
 
+/// A batch on a config with the `Echo` plugin, started: the config, upm, its stdin and
+/// its stdout.
+fn echo_batch(
+    d: &TestDir,
+) -> (
+    PathBuf,
+    Child,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+) {
+    let echo = script(d, "echo.sh", ECHO_SH);
+    let cfg = config(d, &[("Echo", &echo, 5000)], json!({}));
+    let mut child = start(&cfg, &[]);
+    let stdin = child.stdin.take().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (cfg, child, stdin, out)
+}
+
 #[test]
 fn the_config_is_read_once_per_batch() {
     let d = TestDir::new();
-    let echo = script(&d, "echo.sh", ECHO_SH);
-    let cfg = config(&d, &[("Echo", &echo, 5000)], json!({}));
-    let mut child = start(&cfg, &[]);
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (cfg, mut child, mut stdin, mut out) = echo_batch(&d);
 
     stdin.write_all(&line("Echo", "before", json!({}))).unwrap();
     stdin.flush().unwrap();
@@ -919,11 +933,7 @@ fn answer_n(stdin: &mut impl Write, out: &mut impl BufRead, n: usize) {
 #[test]
 fn a_reader_gone_before_stdins_end_fails_the_batch() {
     let d = TestDir::new();
-    let echo = script(&d, "echo.sh", ECHO_SH);
-    let cfg = config(&d, &[("Echo", &echo, 5000)], json!({}));
-    let mut child = start(&cfg, &[]);
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (_, mut child, mut stdin, mut out) = echo_batch(&d);
     answer_n(&mut stdin, &mut out, 3);
     drop(out);
     let status = wait_at_most(&mut child, Duration::from_secs(15));

@@ -257,20 +257,30 @@ fn upms_own_directories_under_workdir_root_are_no_plugins() {
         }
         ok(&with(key, &root.join("upm-data")));
     }
+    python_path_entry_is_refused(&d, &root, &root.join("upm-digests-0"));
+}
+
+/// A Python plugin's call with `entry` as the caller's PYTHONPATH is refused: the entry
+/// is in a directory upm keeps for itself under `root`.
+fn python_path_entry_is_refused(d: &TestDir, root: &Path, entry: &Path) {
     let python = Command::new(upm_bin())
         .arg("--config")
         .arg(cfg(
-            &d,
+            d,
             json!({ "workdir_root": root, "plugins": { "Pwd": {
                 "module": "m", "methods": { "where": {} }
             } } }),
         ))
         .args(["Pwd", "where", "{}"])
-        .env("PYTHONPATH", root.join("upm-digests-0"))
+        .env("PYTHONPATH", entry)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&python.stdout);
-    assert!(out.contains("keeps for itself"), "{out}");
+    assert!(
+        out.contains("keeps for itself"),
+        "{}: {out}",
+        entry.display()
+    );
 }
 
 /// What a call makes under `workdir_root` that no plugin may reach (see
@@ -363,20 +373,7 @@ fn upms_own_directories_are_told_by_identity_through_links() {
         }
         ok(&call(key, &links.join("root/upm-data")));
     }
-    let python = Command::new(upm_bin())
-        .arg("--config")
-        .arg(cfg(
-            &d,
-            json!({ "workdir_root": k.root, "plugins": { "Pwd": {
-                "module": "m", "methods": { "where": {} }
-            } } }),
-        ))
-        .args(["Pwd", "where", "{}"])
-        .env("PYTHONPATH", links.join("homes"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&python.stdout);
-    assert!(out.contains("keeps for itself"), "{out}");
+    python_path_entry_is_refused(&d, &k.root, &links.join("homes"));
 }
 
 /// The same for a bind mount, at another place, of one of them or of `workdir_root`
