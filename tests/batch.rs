@@ -812,14 +812,28 @@ fn parallel_needs_jsonl_and_a_positive_count() {
 
 // ---------------------------------------------------------------- one session
 
+/// A batch on a config with the `Echo` plugin, started: the config, upm, its stdin and
+/// its stdout.
+fn echo_batch(
+    d: &TestDir,
+) -> (
+    PathBuf,
+    Child,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+) {
+    let echo = script(d, "echo.sh", ECHO_SH);
+    let cfg = config(d, &[("Echo", &echo, 5000)], json!({}));
+    let mut child = start(&cfg, &[]);
+    let stdin = child.stdin.take().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (cfg, child, stdin, out)
+}
+
 #[test]
 fn the_config_is_read_once_per_batch() {
     let d = TestDir::new();
-    let echo = script(&d, "echo.sh", ECHO_SH);
-    let cfg = config(&d, &[("Echo", &echo, 5000)], json!({}));
-    let mut child = start(&cfg, &[]);
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (cfg, mut child, mut stdin, mut out) = echo_batch(&d);
 
     stdin.write_all(&line("Echo", "before", json!({}))).unwrap();
     stdin.flush().unwrap();
@@ -893,4 +907,90 @@ fn a_result_line_leaves_no_process_of_its_call_behind() {
         drop(stdin);
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
+}
+
+// ---------------------------------------------------------------- a reader gone
+
+/// Writes `n` calls of `Echo`, reads their `n` result lines from `out`.
+fn answer_n(stdin: &mut impl Write, out: &mut impl BufRead, n: usize) {
+    for i in 0..n {
+        stdin
+            .write_all(&line("Echo", &format!("g{i}"), json!({})))
+            .unwrap();
+    }
+    stdin.flush().unwrap();
+    for _ in 0..n {
+        let mut result = String::new();
+        out.read_line(&mut result).unwrap();
+        assert!(result.contains("\"success\":true"), "{result}");
+    }
+}
+
+/// A reader gone before stdin's end fails the batch (exit 1): every result so far
+/// was read, but upm could not know no more lines were coming. stdin stays open
+/// until upm has ended, so upm never sees its end: its wait for a line is what the
+/// reader's going stops.
+#[test]
+fn a_reader_gone_before_stdins_end_fails_the_batch() {
+    let d = TestDir::new();
+    let (_, mut child, mut stdin, mut out) = echo_batch(&d);
+    answer_n(&mut stdin, &mut out, 3);
+    drop(out);
+    let status = wait_at_most(&mut child, Duration::from_secs(15));
+    drop(stdin);
+    let status = status.expect("upm went on waiting for a line its reader would not get");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_eq!(d.audit_lines().len(), 6, "every call audited");
+}
+
+/// A reader gone once every line is read and answered is no failure (exit 0). To
+/// have upm still running at that point, deterministically, stdin is a terminal: its
+/// end (^D) is read once, so with `--parallel 2` one worker sees it (every line
+/// read) and the others wait for a line still, until the reader's going stops them.
+#[test]
+fn a_reader_gone_once_every_line_is_read_and_answered_is_no_failure() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::os::fd::AsFd;
+    let d = TestDir::new();
+    let echo = script(&d, "echo.sh", ECHO_SH);
+    let cfg = config(&d, &[("Echo", &echo, 5000)], json!({}));
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut attrs = tcgetattr(&pty.slave).unwrap();
+    attrs.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&pty.slave, SetArg::TCSANOW, &attrs).unwrap();
+    let mut child = Command::new(upm_bin())
+        .args(["run", "--jsonl", "--parallel", "2", "--config"])
+        .arg(&cfg)
+        .env_remove("UPM_CONFIG_PATH")
+        .env_remove("UPM_LOG_FILE")
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut terminal = std::fs::File::from(pty.master);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    answer_n(&mut terminal, &mut out, 3);
+    // ^D at a line's start: one read of upm's gives 0, and the terminal turns
+    // unreadable once it is read (our copy of the slave tells).
+    terminal.write_all(b"\x04").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut fds = [PollFd::new(pty.slave.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::ZERO).unwrap() == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upm never read stdin's end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "upm ended at the terminal's ^D: this test no longer has a reader gone while upm runs"
+    );
+    drop(out);
+    let status = wait_at_most(&mut child, Duration::from_secs(15))
+        .expect("upm did not end once its reader was gone");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(d.audit_lines().len(), 6, "every call audited");
 }

@@ -627,9 +627,8 @@ fn grant_roots_overlap(
 fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec<String> {
     let mut problems = Vec::new();
     let ancestry = Ancestry::of(root);
-    let within = |p: &Path| ancestry.is_within(p);
     for base in crate::sandbox::landlock::BASE_READ_PATHS {
-        if within(Path::new(base)) {
+        if ancestry.is_within(Path::new(base)) {
             problems.push(format!(
                 "\"workdir_root\" {} is inside {base}, which every plugin may read: \
                  plugins could read other calls' private directories",
@@ -663,25 +662,23 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
             .chain(&plugin.grants_within)
             .chain(python)
             .collect();
-        for p in granted.iter().filter(|p| within(p)) {
-            problems.push(format!(
-                "plugin \"{name}\": {} contains \"workdir_root\" {}: the plugin could reach \
-                 other calls' private directories",
-                p.display(),
-                root.display()
-            ));
-        }
-        for (p, own) in granted
-            .iter()
-            .filter_map(|p| ancestry.upms_own(p).map(|o| (p, o)))
-        {
-            problems.push(format!(
-                "plugin \"{name}\": {} is in {}, which upm keeps for itself under \
-                 \"workdir_root\" (the homes' mount point, digests, compiled programs): \
-                 no plugin may reach it",
-                p.display(),
-                own.display()
-            ));
+        for p in granted {
+            match ancestry.place(p) {
+                Place::Contains => problems.push(format!(
+                    "plugin \"{name}\": {} contains \"workdir_root\" {}: the plugin could reach \
+                     other calls' private directories",
+                    p.display(),
+                    root.display()
+                )),
+                Place::UpmsOwn(own) => problems.push(format!(
+                    "plugin \"{name}\": {} is in {}, which upm keeps for itself under \
+                     \"workdir_root\" (the homes' mount point, digests, compiled programs): \
+                     no plugin may reach it",
+                    p.display(),
+                    own.display()
+                )),
+                Place::Elsewhere => {}
+            }
         }
     }
     problems
@@ -691,12 +688,40 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
 /// own name, or the directory it names with links followed being one of them. Compared by
 /// identity: one stat a path where resolving the path took a readlink a component (25 a
 /// call), and a bind mount of one of them counts too. The directories above `root` as
-/// its links resolve count as well (the default `/tmp` is taken as written).
+/// its links resolve count as well (the default `/tmp` is taken as written). Also what
+/// upm keeps under `root`, to tell whether a path is in one of those directories.
 struct Ancestry {
     roots: Vec<PathBuf>,
     /// (device, inode) of each; `None` when one could not be read, and then paths are
     /// resolved and compared by name instead.
-    ids: Option<Vec<(u64, u64)>>,
+    ids: Option<Vec<Id>>,
+    /// upm's own kept directories under `root` that exist, by identity, each with the
+    /// directory a refusal names: read once a path needs them (see [`Ancestry::kept`]).
+    kept: std::cell::OnceCell<Vec<(Id, PathBuf)>>,
+}
+
+/// A directory's (device, inode).
+type Id = (u64, u64);
+
+/// Where a path a plugin may reach is, for [`workdir_root_overlaps`].
+enum Place {
+    /// It is `root` or a directory above it.
+    Contains,
+    /// It is in this directory that upm keeps for itself under `root`.
+    UpmsOwn(PathBuf),
+    Elsewhere,
+}
+
+/// What upm keeps under `workdir_root` between calls is named `upm-homes-<uid>`,
+/// `upm-digests-<uid>`, `upm-seccomp-<uid>` or `upm-audit-<uid>`.
+fn is_kept_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    ["upm-homes-", "upm-digests-", "upm-seccomp-", "upm-audit-"]
+        .iter()
+        .any(|kept| {
+            name.strip_prefix(kept)
+                .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 impl Ancestry {
@@ -709,9 +734,13 @@ impl Ancestry {
         let ids = roots
             .iter()
             .flat_map(|r| r.ancestors())
-            .map(|a| std::fs::metadata(a).ok().map(identity))
+            .map(|a| std::fs::metadata(a).ok().map(|m| identity(&m)))
             .collect();
-        Ancestry { roots, ids }
+        Ancestry {
+            roots,
+            ids,
+            kept: std::cell::OnceCell::new(),
+        }
     }
 
     /// The directory upm keeps under `root` between calls (`upm-homes-<uid>`,
@@ -720,31 +749,139 @@ impl Ancestry {
         let p = crate::compat::lexically_normal(p);
         self.roots.iter().find_map(|r| {
             let first = p.strip_prefix(r).ok()?.components().next()?;
-            let name = first.as_os_str().to_string_lossy();
-            let own = ["upm-homes-", "upm-digests-", "upm-seccomp-", "upm-audit-"]
-                .iter()
-                .any(|kept| {
-                    name.strip_prefix(kept).is_some_and(|uid| {
-                        !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit())
-                    })
-                });
-            own.then(|| r.join(first))
+            is_kept_name(first.as_os_str()).then(|| r.join(first))
         })
     }
 
     fn is_within(&self, p: &Path) -> bool {
+        matches!(self.place_of(p, false), Place::Contains)
+    }
+
+    /// Whether `p` contains `root` or is in one of upm's kept directories: by name, then
+    /// by identity (see [`Ancestry::upms_own_by_identity`]).
+    fn place(&self, p: &Path) -> Place {
+        self.place_of(p, true)
+    }
+
+    fn place_of(&self, p: &Path, own: bool) -> Place {
         if self.roots.iter().any(|r| r.starts_with(p)) {
-            return true;
+            return Place::Contains;
         }
-        match &self.ids {
-            Some(ids) => std::fs::metadata(p).is_ok_and(|m| ids.contains(&identity(m))),
-            None => std::fs::canonicalize(p)
-                .is_ok_and(|real| self.roots.iter().any(|r| r.starts_with(&real))),
+        if let Some(kept) = own.then(|| self.upms_own(p)).flatten() {
+            return Place::UpmsOwn(kept);
         }
+        let Some(ids) = &self.ids else {
+            let contains = std::fs::canonicalize(p)
+                .is_ok_and(|real| self.roots.iter().any(|r| r.starts_with(&real)));
+            return if contains {
+                Place::Contains
+            } else {
+                Place::Elsewhere
+            };
+        };
+        let found = std::fs::metadata(p).ok();
+        if found.as_ref().is_some_and(|m| ids.contains(&identity(m))) {
+            return Place::Contains;
+        }
+        match own {
+            true => self
+                .upms_own_by_identity(p, found, ids)
+                .map_or(Place::Elsewhere, Place::UpmsOwn),
+            false => Place::Elsewhere,
+        }
+    }
+
+    /// The kept directory `p` is in where its name does not say so (a link, a bind mount
+    /// of that directory, of `root` or of one above it): `p`'s directory (`p` itself when
+    /// it is one) and each one above it as the kernel resolves them (`dir/..`), compared
+    /// with those kept directories that exist, up to `root` or one above it. A stat a
+    /// directory walked (no readlink a component), and one readlink for a path that is
+    /// no directory (a link to a file in a kept directory). A path that does not exist
+    /// yet is taken from its first existing directory; when that is `root` (by another
+    /// name), the next name decides.
+    fn upms_own_by_identity(
+        &self,
+        p: &Path,
+        mut found: Option<std::fs::Metadata>,
+        ids: &[Id],
+    ) -> Option<PathBuf> {
+        let root = *ids.first()?;
+        let mut dir = p.to_path_buf();
+        let mut next = None;
+        let mut links = 0;
+        let mut meta = loop {
+            match found.take() {
+                Some(m) if m.is_dir() => break m,
+                Some(_) => match std::fs::read_link(&dir) {
+                    Ok(target) if links < 40 => {
+                        links += 1;
+                        dir = dir.parent()?.join(target);
+                    }
+                    _ => {
+                        next = None;
+                        if !dir.pop() {
+                            return None;
+                        }
+                    }
+                },
+                None => {
+                    next = dir.file_name().map(std::ffi::OsStr::to_os_string);
+                    if !dir.pop() {
+                        return None;
+                    }
+                }
+            }
+            found = std::fs::metadata(&dir).ok();
+        };
+        // Bounded: `/..` is `/`, which is above `root`.
+        for step in 0..256 {
+            let id = identity(&meta);
+            if id == root {
+                let name = next.filter(|n| step == 0 && is_kept_name(n))?;
+                return Some(self.roots[0].join(name));
+            }
+            if let Some((_, kept)) = self.kept().iter().find(|(k, _)| *k == id) {
+                return Some(kept.clone());
+            }
+            if ids.contains(&id) {
+                return None;
+            }
+            dir.push("..");
+            meta = std::fs::metadata(&dir).ok()?;
+        }
+        None
+    }
+
+    /// This upm's kept directories under `root` that exist (`upm-homes-<euid>` and its
+    /// `home`, `upm-digests-<euid>`, a root upm's `upm-seccomp-0` and `upm-audit-0`), by
+    /// identity. Another
+    /// user's are matched by name only: finding them would take a listing of `root`.
+    fn kept(&self) -> &[(Id, PathBuf)] {
+        self.kept.get_or_init(|| {
+            let root = &self.roots[0];
+            let euid = nix::unistd::geteuid();
+            let homes = root.join(format!("upm-homes-{euid}"));
+            let digests = root.join(format!("upm-digests-{euid}"));
+            let seccomp = root.join("upm-seccomp-0");
+            let audit = root.join("upm-audit-0");
+            [
+                (homes.join("home"), &homes),
+                (homes.clone(), &homes),
+                (digests.clone(), &digests),
+                (seccomp.clone(), &seccomp),
+                (audit.clone(), &audit),
+            ]
+            .into_iter()
+            .filter_map(|(dir, kept)| {
+                let m = std::fs::metadata(dir).ok()?;
+                Some((identity(&m), kept.clone()))
+            })
+            .collect()
+        })
     }
 }
 
-fn identity(m: std::fs::Metadata) -> (u64, u64) {
+fn identity(m: &std::fs::Metadata) -> Id {
     use std::os::unix::fs::MetadataExt;
     (m.dev(), m.ino())
 }
@@ -1103,29 +1240,23 @@ fn grant_roots(
 fn env_python_path(workdir_root: &Path) -> EnvPythonPath {
     let mut env = EnvPythonPath::from_env();
     let ancestry = Ancestry::of(workdir_root);
-    if let Some(p) = env.paths.iter().find(|p| ancestry.is_within(p)) {
-        env.problem.get_or_insert_with(|| {
-            format!(
-                "the PYTHONPATH entry {} contains upm's \"workdir_root\" {}: the plugin could \
-                 reach other calls' private directories",
-                p.display(),
-                workdir_root.display()
-            )
-        });
-    }
-    if let Some((p, own)) = env
-        .paths
-        .iter()
-        .find_map(|p| ancestry.upms_own(p).map(|o| (p, o)))
-    {
-        env.problem.get_or_insert_with(|| {
-            format!(
-                "the PYTHONPATH entry {} is in {}, which upm keeps for itself under \
-                 \"workdir_root\": no plugin may reach it",
-                p.display(),
-                own.display()
-            )
-        });
+    let found = env.paths.iter().find_map(|p| match ancestry.place(p) {
+        Place::Contains => Some(format!(
+            "the PYTHONPATH entry {} contains upm's \"workdir_root\" {}: the plugin could \
+             reach other calls' private directories",
+            p.display(),
+            workdir_root.display()
+        )),
+        Place::UpmsOwn(own) => Some(format!(
+            "the PYTHONPATH entry {} is in {}, which upm keeps for itself under \
+             \"workdir_root\": no plugin may reach it",
+            p.display(),
+            own.display()
+        )),
+        Place::Elsewhere => None,
+    });
+    if let Some(problem) = found {
+        env.problem.get_or_insert(problem);
     }
     env
 }

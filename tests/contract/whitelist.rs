@@ -258,18 +258,166 @@ fn upms_own_directories_under_workdir_root_are_no_plugins() {
         }
         ok(&with(key, &root.join("upm-data")));
     }
+    python_path_entry_is_refused(&d, &root, &root.join("upm-digests-0"));
+}
+
+/// A Python plugin's call with `entry` as the caller's PYTHONPATH is refused: the entry
+/// is in a directory upm keeps for itself under `root`.
+fn python_path_entry_is_refused(d: &TestDir, root: &Path, entry: &Path) {
     let python = Command::new(upm_bin())
         .arg("--config")
         .arg(cfg(
-            &d,
+            d,
             json!({ "workdir_root": root, "plugins": { "Pwd": {
                 "module": "m", "methods": { "where": {} }
             } } }),
         ))
         .args(["Pwd", "where", "{}"])
-        .env("PYTHONPATH", root.join("upm-digests-0"))
+        .env("PYTHONPATH", entry)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&python.stdout);
-    assert!(out.contains("keeps for itself"), "{out}");
+    assert!(
+        out.contains("keeps for itself"),
+        "{}: {out}",
+        entry.display()
+    );
+}
+
+/// What a call makes under `workdir_root` that no plugin may reach (see
+/// [`upms_own_directories_are_told_by_identity_through_links`]): the root, its homes
+/// directory and its digests directory, with one entry of the digests.
+struct Kept {
+    root: PathBuf,
+    homes: PathBuf,
+    digests: PathBuf,
+    entry: PathBuf,
+}
+
+/// Makes upm's kept directories under `<d>/work` with a call, and gives the configs whose
+/// plugin `Pwd` has `path` under `key` (`grants_within` is the plugin's, the others its
+/// sandbox's).
+fn kept_dirs(d: &TestDir) -> (Kept, impl Fn(&str, &Path) -> PathBuf + '_) {
+    let root = d.join("work");
+    std::fs::create_dir_all(root.join("upm-data")).unwrap();
+    let config = move |key: &str, path: &Path| {
+        // An executable changed long ago: upm keeps its digest.
+        let mut plugin = json!({ "command": ["/bin/echo", "{}"], "allowed_methods": ["where"] });
+        match key {
+            "grants_within" => plugin[key] = json!([path]),
+            _ => plugin["sandbox"] = json!({ key: [path] }),
+        }
+        cfg(
+            d,
+            json!({ "workdir_root": d.join("work"), "plugins": { "Pwd": plugin } }),
+        )
+    };
+    let c = config("read_paths", &root.join("upm-data"));
+    ok(&run_stdin(&c, &request("Pwd", "where", json!({}))));
+    let euid = nix::unistd::geteuid();
+    let homes = root.join(format!("upm-homes-{euid}"));
+    let digests = root.join(format!("upm-digests-{euid}"));
+    assert!(
+        homes.join("home").is_dir(),
+        "a call made {}",
+        homes.display()
+    );
+    let entry = std::fs::read_dir(&digests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("a call kept a digest in {}", digests.display()));
+    let kept = Kept {
+        root,
+        homes,
+        digests,
+        entry,
+    };
+    (kept, config)
+}
+
+/// upm's own directories under `workdir_root` reached under another name are told by
+/// identity, not by name: a link to one, to a directory or a file in one, or to
+/// `workdir_root` itself (then the next name decides, for one not made yet too). A
+/// path beside them through the same link is fine.
+#[test]
+fn upms_own_directories_are_told_by_identity_through_links() {
+    let d = setup();
+    let (k, config) = kept_dirs(&d);
+    let links = d.join("elsewhere");
+    std::fs::create_dir(&links).unwrap();
+    for (name, target) in [
+        ("homes", &k.homes),
+        ("home", &k.homes.join("home")),
+        ("root", &k.root),
+        ("entry", &k.entry),
+    ] {
+        std::os::unix::fs::symlink(target, links.join(name)).unwrap();
+    }
+    let digests_name = k.digests.file_name().unwrap();
+    let own = |p: &str| p.contains("plugin \"Pwd\"") && p.contains("keeps for itself");
+    let call =
+        |key: &str, path: &Path| run_stdin(&config(key, path), &request("Pwd", "where", json!({})));
+    for key in ["read_paths", "write_paths", "grants_within"] {
+        let mut paths = vec![
+            links.join("homes"),
+            links.join("home"),
+            links.join("root").join(digests_name),
+        ];
+        if key != "grants_within" {
+            // A grant's root is a directory.
+            paths.push(links.join("entry"));
+            paths.push(links.join("root/upm-homes-4242/home"));
+        }
+        for p in paths {
+            refused_with(&call(key, &p), own, format!("{key} {}", p.display()));
+        }
+        ok(&call(key, &links.join("root/upm-data")));
+    }
+    python_path_entry_is_refused(&d, &k.root, &links.join("homes"));
+}
+
+/// The same for a bind mount, at another place, of one of them or of `workdir_root`
+/// (made in a mount namespace of upm's own, which ends with it).
+#[test]
+fn upms_own_directories_are_told_by_identity_through_bind_mounts() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED upms_own_directories_are_told_by_identity_through_bind_mounts: needs root"
+        );
+        return;
+    }
+    let d = setup();
+    let (k, config) = kept_dirs(&d);
+    let mnt = d.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let digests_name = k.digests.file_name().unwrap();
+    let own = |p: &str| p.contains("plugin \"Pwd\"") && p.contains("keeps for itself");
+    for (source, path, refused) in [
+        (&k.homes, mnt.clone(), true),
+        (&k.homes, mnt.join("home"), true),
+        (&k.digests, mnt.clone(), true),
+        (&k.root, mnt.join(digests_name), true),
+        (&k.root, mnt.join("upm-homes-4242"), true),
+        (&k.root, mnt.join("upm-data"), false),
+    ] {
+        let mut cmd = Command::new(upm_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config("read_paths", &path));
+        bind_over(&mut cmd, source, mnt.to_str().unwrap());
+        let r = run_command(cmd, &request("Pwd", "where", json!({})));
+        let what = format!(
+            "{} bound at {}: {}",
+            source.display(),
+            mnt.display(),
+            path.display()
+        );
+        match refused {
+            true => refused_with(&r, own, what),
+            false => {
+                ok(&r);
+            }
+        }
+    }
 }

@@ -217,6 +217,87 @@ fn root_without_a_user_namespace_says_the_process_limit_is_shared() {
     }
 }
 
+/// A call's init and its plugin (until its exec) run on two stacks in upm's memory. A
+/// batch keeps them for its next call only when the init was its PID namespace's init:
+/// its reaping then proves the plugin gone. Without the namespace (given up, as
+/// `allow_degraded` lets it) the plugin may still run on them: they are unmapped. Seen
+/// in upm's maps after each result line (the stacks are given back before it).
+#[test]
+fn a_batch_keeps_the_sandbox_stacks_only_with_a_pid_namespace() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(fx) = Fx::new(Who::Root, |cfg, _| {
+        cfg["sandbox"]["allow_degraded"] = json!(["namespaces"]);
+    }) else {
+        return;
+    };
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    for (pid_namespace, kept) in [(true, 1), (false, 0)] {
+        let mut cmd = fx.command(&common::upm_bin());
+        cmd.args(["run", "--jsonl", "--config"])
+            .arg(&fx.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if !pid_namespace {
+            restrict_upm(&mut cmd, no_pid_namespaces());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        for call in 0..3 {
+            stdin
+                .write_all(&request("spew", "control", json!({})))
+                .unwrap();
+            stdin.write_all(b"\n").unwrap();
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let r: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(r["success"], true, "{r}");
+            let ns = &r["data"]["sandbox"]["layers"]["namespaces"]["state"];
+            let want = if pid_namespace {
+                "enforced"
+            } else {
+                "degraded"
+            };
+            assert_eq!(ns, want, "{r}");
+            assert_eq!(
+                call_stacks(child.id()),
+                kept,
+                "PID namespace {pid_namespace}, after call {call}"
+            );
+        }
+        drop(stdin);
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+}
+
+/// How many call stacks upm's memory holds: the layout of their mapping, a guard, 256
+/// KiB, a 64 KiB guard, then 256 KiB (`spawn::child::Stacks`), found in its maps.
+fn call_stacks(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let areas: Vec<(u64, u64, &str)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (start, end) = words.next()?.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            Some((start, end, words.next()?))
+        })
+        .collect();
+    areas
+        .windows(4)
+        .filter(|w| {
+            let joined = w.windows(2).all(|p| p[0].1 == p[1].0);
+            let perms: Vec<&str> = w.iter().map(|a| a.2).collect();
+            joined
+                && perms == ["---p", "rw-p", "---p", "rw-p"]
+                && w[1].1 - w[1].0 == 256 << 10
+                && w[2].1 - w[2].0 == 64 << 10
+        })
+        .count()
+}
+
 fn no_pid_namespaces() -> HostRestriction {
     HostRestriction {
         syscall: libc::SYS_clone,
