@@ -133,7 +133,8 @@ pub fn run(
     // `--parallel N` (N ≥ 2) runs N plugins at a time, but up to N more workers (at most
     // LOOKAHEAD) prepare calls: a call waits for one of the N slots with its init cloned
     // and its `started` entry durable, so that the fsync overlaps other calls' plugins
-    // instead of leaving a CPU idle. Each waiting call holds an init and ~10 descriptors,
+    // instead of leaving a CPU idle. Each waiting call holds an init (and, in a user
+    // namespace of its own, its plugin's process, parked before its exec) and ~10 descriptors,
     // hence the cap. (`--parallel 1` keeps one worker: its calls run in line order.)
     let (workers, slots) = match parallel.max(1) {
         1 => (1, None),

@@ -116,16 +116,6 @@ pub fn create_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
 /// a symlink there, not its target). Readers see the old file or the new one, never half
 /// of one.
 pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    replace(path, bytes, mode, true)
-}
-
-/// [`replace_file`] without making anything durable: for what is worth only a moment
-/// (a crash may leave the old file, or none).
-pub fn replace_file_unsynced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    replace(path, bytes, mode, false)
-}
-
-fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
@@ -143,14 +133,11 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> std::io::Resu
     let written = f
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| f.write_all(bytes))
-        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
+        .and_then(|()| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
-    }
-    if !durable {
-        return Ok(());
     }
     // The rename itself, durable.
     std::fs::File::open(dir)?.sync_all()

@@ -622,7 +622,8 @@ fn a_failure_writing_outside_write_paths_points_at_write_paths() {
 
 /// A root upm keeps the audit's answer to whether it is on
 /// (`<workdir_root>/upm-audit-0/status`) for the calls that start within 250 ms of the
-/// question, in its later processes too; only a fresh entry of root's own is used.
+/// question, in its later processes too; only a fresh, whole entry of root's own, of
+/// this boot, is used.
 #[test]
 fn a_kept_answer_of_the_audit_serves_only_while_fresh_and_roots_own() {
     use std::os::unix::fs::PermissionsExt;
@@ -630,44 +631,111 @@ fn a_kept_answer_of_the_audit_serves_only_while_fresh_and_roots_own() {
     let Some(_audit) = Audit::set(1) else { return };
     let store = fx.dir.join("work/upm-audit-0");
     let status = store.join("status");
+    // Whether the call saw Landlock's denials as observable, and how long it took.
     let landlock_observed = || {
+        let t = Instant::now();
         let run = fx.call("quiet", "m", json!({}));
         assert_eq!(run.code, 0, "{}", run.stdout);
-        observed(&run, "landlock")
+        (observed(&run, "landlock"), t.elapsed())
     };
-    assert!(landlock_observed(), "the audit is on");
+    assert!(landlock_observed().0, "the audit is on");
     let kept = std::fs::read_to_string(&status).unwrap();
-    assert!(kept.starts_with("upm-audit-1 1 "), "{kept:?}");
+    assert!(kept.starts_with("upm-audit-2 1 "), "{kept:?}");
     let mode = |p: &PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(&store), mode(&status)), (0o700, 0o600));
-    // Root's own entry saying the audit is off, asked `age` ago.
-    let forge = |age: Duration, mode: u32| {
-        let asked = std::time::SystemTime::now() - age;
-        let ns = asked
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        std::fs::write(
-            &status,
-            format!(
-                "upm-audit-1 0 {ns}
-"
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&status, std::fs::Permissions::from_mode(mode)).unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let forge = |age: Duration, boot: &str, mode: u32, torn: bool| {
+        forge_answer(&status, false, age, boot, mode, torn)
     };
-    // Believed while fresh (a few tries: upm must start within 250 ms of the forgery).
+    // Believed while fresh: the call says the audit is off (a few tries, since upm must
+    // start within 250 ms of the forgery).
     let believed = (0..5).any(|_| {
-        forge(Duration::ZERO, 0o600);
-        !landlock_observed()
+        forge(Duration::ZERO, &boot, 0o600, false);
+        !landlock_observed().0
     });
     assert!(believed, "a fresh kept answer was not used");
-    // Not once older than 250 ms, nor when anyone else may read or write it: asked anew.
-    for (age, mode) in [(Duration::from_secs(1), 0o600), (Duration::ZERO, 0o644)] {
-        forge(age, mode);
-        assert!(landlock_observed(), "{age:?} {mode:o}");
+    // Not once older than 250 ms, nor when anyone else may read or write it, nor torn, nor
+    // another boot's: asked anew. Each counts only from a call that took less than 200 ms
+    // (so that the entry was still fresh when upm read it).
+    let other_boot = "00000000-0000-4000-8000-000000000000";
+    for (what, age, boot, mode, torn) in [
+        ("stale", Duration::from_secs(1), boot.as_str(), 0o600, false),
+        ("0644", Duration::ZERO, boot.as_str(), 0o644, false),
+        ("torn", Duration::ZERO, boot.as_str(), 0o600, true),
+        ("another boot", Duration::ZERO, other_boot, 0o600, false),
+    ] {
+        let fast = (0..5).find_map(|_| {
+            forge(age, boot, mode, torn);
+            let (seen, took) = landlock_observed();
+            (took < Duration::from_millis(200)).then_some(seen)
+        });
+        assert_eq!(
+            fast,
+            Some(true),
+            "{what}: used, or no call fast enough to tell"
+        );
     }
+}
+
+/// Writes a kept answer of the audit (`on`), asked `age` ago (on CLOCK_BOOTTIME), of boot
+/// `boot`, with the given mode; `torn` drops its last bytes.
+fn forge_answer(
+    status: &std::path::Path,
+    on: bool,
+    age: Duration,
+    boot: &str,
+    mode: u32,
+    torn: bool,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+    let now = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    let asked = now - age.as_nanos() as u64;
+    let text = format!("upm-audit-2 {} {asked:020} {}", u8::from(on), boot.trim());
+    let sum = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut entry = format!("{text} {sum:016x}\n");
+    if torn {
+        entry.truncate(entry.len() - 3);
+        entry.push('\n');
+    }
+    std::fs::write(status, entry).unwrap();
+    std::fs::set_permissions(status, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A kept answer that the audit is on, while it is off (out of date by up to 250 ms):
+/// the call's end asks the audit anyway (for its queue) and then says Landlock's
+/// denials were not observable, rather than "none".
+#[test]
+fn a_kept_answer_that_the_audit_is_on_is_corrected_at_the_calls_end() {
+    let Some(fx) = Fx::new() else { return };
+    let Some(_audit) = Audit::set(0) else { return };
+    let status = fx.dir.join("work/upm-audit-0/status");
+    let first = fx.call("quiet", "m", json!({}));
+    assert_eq!(first.code, 0, "{}", first.stdout);
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let corrected = (0..5).any(|_| {
+        forge_answer(&status, true, Duration::ZERO, &boot, 0o600, false);
+        let t = Instant::now();
+        let run = fx.call("quiet", "m", json!({}));
+        assert_eq!(run.code, 0, "{}", run.stdout);
+        assert!(!observed(&run, "landlock"), "{}", run.stdout);
+        let why = summary(&run)["not_observable"]["landlock"]
+            .as_str()
+            .unwrap_or("");
+        assert!(why.contains("audit is off"), "{}", run.stdout);
+        t.elapsed() < Duration::from_millis(200)
+    });
+    assert!(
+        corrected,
+        "no call fast enough to have used the kept answer"
+    );
 }
 
 #[test]

@@ -672,7 +672,8 @@ fn workdir_root_overlaps(root: &Path, plugins: &BTreeMap<String, Plugin>) -> Vec
                 )),
                 Place::UpmsOwn(own) => problems.push(format!(
                     "plugin \"{name}\": {} is in {}, which upm keeps for itself under \
-                     \"workdir_root\" (the homes' mount point, digests, compiled programs): \
+                     \"workdir_root\" (the homes' mount point, digests, compiled programs, the audit's \
+                     answer): \
                      no plugin may reach it",
                     p.display(),
                     own.display()

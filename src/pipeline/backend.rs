@@ -14,6 +14,7 @@
 //! (issue 22, [`crate::egress`]): started before the go, stopped once the plugin is gone.
 
 use super::checks::verify_executable;
+use super::go;
 use super::grants::reported;
 use super::{phase, Call};
 use crate::config::{Config, Plugin, PluginKind, PythonPathFrom};
@@ -316,9 +317,9 @@ impl Running<'_> {
     }
 
     /// The go was given on [`Running::go_pipe`].
-    pub(super) fn gone_ahead(&mut self, went: nix::Result<usize>) {
+    pub(super) fn gone_ahead(&mut self, (at, went): go::Went) {
         if let Running::Native(spawned, None) = self {
-            spawned.gone_ahead(went);
+            spawned.gone_ahead(at, went);
         }
     }
 

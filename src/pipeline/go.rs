@@ -17,7 +17,14 @@ struct State {
     audited: bool,
     /// The go's pipe, once the sandbox has started (and while the go is not given).
     pipe: Option<OwnedFd>,
-    went: Option<nix::Result<usize>>,
+    went: Option<Went>,
+}
+
+/// The go's result, and when it was given (the call's timeout counts from there).
+pub(super) type Went = (std::time::Instant, nix::Result<usize>);
+
+fn give(pipe: &OwnedFd) -> Went {
+    (std::time::Instant::now(), crate::spawn::give_go(pipe))
 }
 
 impl Gate {
@@ -26,7 +33,7 @@ impl Gate {
         let mut s = self.lock();
         s.audited = true;
         if let Some(pipe) = s.pipe.take() {
-            s.went = Some(crate::spawn::give_go(&pipe));
+            s.went = Some(give(&pipe));
         }
     }
 
@@ -34,13 +41,13 @@ impl Gate {
     pub fn started(&self, pipe: OwnedFd) {
         let mut s = self.lock();
         match s.audited {
-            true => s.went = Some(crate::spawn::give_go(&pipe)),
+            true => s.went = Some(give(&pipe)),
             false => s.pipe = Some(pipe),
         }
     }
 
     /// The go's result, if it was given here (both halves ended well).
-    pub fn went(self) -> Option<nix::Result<usize>> {
+    pub fn went(self) -> Option<Went> {
         self.state
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
@@ -79,7 +86,7 @@ mod tests {
                 gate.started(w);
                 gate.audited();
             }
-            assert_eq!(gate.went().map(|w| w.unwrap()), Some(1));
+            assert_eq!(gate.went().map(|(_, w)| w.unwrap()), Some(1));
             assert_eq!(read_all(r), b"g");
         }
     }

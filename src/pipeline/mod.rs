@@ -455,38 +455,40 @@ impl Session {
         prepared: &'p mut backend::Prepared,
         plugin: &Plugin,
     ) -> Result<Result<(backend::Running<'p>, Value), Failure>, Failure> {
-        let (audited, running) = if self.overlap && prepared.starts_early() {
-            // Whichever of the two ends last gives the go: the entry's thread, usually
-            // (the disk is slower than the clone), as soon as the entry is durable.
-            let gate = go::Gate::default();
-            let (audited, mut running) = std::thread::scope(|s| {
-                let audit = s.spawn(|| {
-                    let audited = self.audit_started(call, started);
-                    if audited.is_ok() {
-                        gate.audited();
+        // A one-shot call has no slot to wait for between its start and its go.
+        let (audited, running) =
+            if self.overlap && call.ctx.slots.is_none() && prepared.starts_early() {
+                // Whichever of the two ends last gives the go: the entry's thread, usually
+                // (the disk is slower than the clone), as soon as the entry is durable.
+                let gate = go::Gate::default();
+                let (audited, mut running) = std::thread::scope(|s| {
+                    let audit = s.spawn(|| {
+                        let audited = self.audit_started(call, started);
+                        if audited.is_ok() {
+                            gate.audited();
+                        }
+                        audited
+                    });
+                    let running = prepared.start(plugin);
+                    if let Some(pipe) = running.as_ref().ok().and_then(|(r, _)| r.go_pipe()) {
+                        gate.started(pipe);
                     }
-                    audited
+                    let audited = audit.join().unwrap_or_else(|_| {
+                        Err(Failure::new(
+                            Code::AuditError,
+                            "the audit writer failed; the plugin was not run".to_owned(),
+                        ))
+                    });
+                    (audited, running)
                 });
-                let running = prepared.start(plugin);
-                if let Some(pipe) = running.as_ref().ok().and_then(|(r, _)| r.go_pipe()) {
-                    gate.started(pipe);
+                if let (Some(went), Ok((r, _))) = (gate.went(), running.as_mut()) {
+                    r.gone_ahead(went);
                 }
-                let audited = audit.join().unwrap_or_else(|_| {
-                    Err(Failure::new(
-                        Code::AuditError,
-                        "the audit writer failed; the plugin was not run".to_owned(),
-                    ))
-                });
                 (audited, running)
-            });
-            if let (Some(went), Ok((r, _))) = (gate.went(), running.as_mut()) {
-                r.gone_ahead(went);
-            }
-            (audited, running)
-        } else {
-            let running = prepared.start(plugin);
-            (self.audit_started(call, started), running)
-        };
+            } else {
+                let running = prepared.start(plugin);
+                (self.audit_started(call, started), running)
+            };
         audited.map(|()| running)
     }
 

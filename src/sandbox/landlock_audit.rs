@@ -153,7 +153,7 @@ pub fn question() -> Arc<Question> {
         ready: Condvar::new(),
     });
     let asking = q.clone();
-    let asked_at = std::time::SystemTime::now();
+    let asked_at = kept::now();
     let spawned = std::thread::Builder::new()
         .name("upm-audit-get".into())
         .spawn(move || {
@@ -179,9 +179,9 @@ pub fn question() -> Arc<Question> {
 /// Only root can write it; what it decides is whether the call's Landlock denials are
 /// read and reported, never what the sandbox enforces.
 pub mod kept {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
-    const FORMAT: &str = "upm-audit-1";
+    const FORMAT: &str = "upm-audit-2";
     static STORE: crate::files::KeptDir = crate::files::KeptDir::new("the audit's answers");
 
     /// Where this process keeps answers: a root upm's (only root reads the audit),
@@ -193,38 +193,98 @@ pub mod kept {
     }
 
     /// The kept answer and how long ago it was asked, if that is less than
-    /// [`super::FRESH`] (an answer from the future, after the clock was set back, is
-    /// not one).
+    /// [`super::FRESH`] on this boot's clock (which no one sets: a wall clock set back
+    /// would make an old answer look fresh) and the entry is this boot's (a
+    /// `workdir_root` shared with another host, or kept across a reboot, is not).
     pub(super) fn recall() -> Option<(bool, Duration)> {
-        let bytes = crate::files::read_own_entry(&STORE.get()?.join("status"), 64)?;
-        let (on, asked) = parse(std::str::from_utf8(&bytes).ok()?)?;
-        let age = SystemTime::now().duration_since(asked).ok()?;
+        let bytes = crate::files::read_own_entry(&STORE.get()?.join("status"), 128)?;
+        let (on, asked, boot) = parse(std::str::from_utf8(&bytes).ok()?)?;
+        if boot != boot_id()? {
+            return None;
+        }
+        let age = Duration::from_nanos(boottime_ns().checked_sub(asked)?);
         (age < super::FRESH).then_some((on, age))
     }
 
-    /// Keeps `on`, asked at `asked`; a failure only costs the next process a question.
-    pub(super) fn keep(on: bool, asked: SystemTime) {
+    /// When a question is asked, for [`keep`].
+    pub(super) fn now() -> u64 {
+        boottime_ns()
+    }
+
+    /// Keeps `on`, asked at `asked` ([`now`]), over the entry in place: no temporary
+    /// file for an exit to leave behind (a one-shot upm does not wait for this thread),
+    /// and a reader that sees half of it fails its checksum. A failure only costs the
+    /// next process a question.
+    pub(super) fn keep(on: bool, asked: u64) {
         let Some(dir) = STORE.get() else { return };
-        let written = crate::files::replace_file_unsynced(
-            &dir.join("status"),
-            entry(on, asked).as_bytes(),
-            0o600,
-        );
-        if let Err(e) = written {
+        let Some(boot) = boot_id() else { return };
+        if let Err(e) = write_in_place(&dir.join("status"), entry(on, asked, boot).as_bytes()) {
             tracing::debug!("the audit's answer was not kept: {e}");
         }
     }
 
-    fn entry(on: bool, asked: SystemTime) -> String {
-        let ns = asked
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{FORMAT} {} {ns}\n", u8::from(on))
+    fn write_in_place(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        let m = file.metadata()?;
+        if !m.is_file() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o077 != 0 {
+            return Err(std::io::Error::other("not upm's own entry: left as it is"));
+        }
+        file.write_all_at(bytes, 0)?;
+        if m.len() > bytes.len() as u64 {
+            file.set_len(bytes.len() as u64)?;
+        }
+        Ok(())
     }
 
-    fn parse(entry: &str) -> Option<(bool, SystemTime)> {
-        let mut words = entry.strip_suffix('\n')?.split(' ');
-        let (format, on, ns) = (words.next()?, words.next()?, words.next()?);
+    /// `CLOCK_BOOTTIME` in ns: this boot's, never set.
+    fn boottime_ns() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer on our stack; CLOCK_BOOTTIME exists since Linux 2.6.39.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    }
+
+    fn boot_id() -> Option<&'static str> {
+        static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        ID.get_or_init(|| {
+            let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let id = id.trim();
+            (!id.is_empty() && !id.contains(' ')).then(|| id.to_owned())
+        })
+        .as_deref()
+    }
+
+    /// FNV-1a (64 bits): tells a torn entry, not a forged one (only root can write it).
+    fn checksum(text: &str) -> u64 {
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn entry(on: bool, asked: u64, boot: &str) -> String {
+        let text = format!("{FORMAT} {} {asked:020} {boot}", u8::from(on));
+        format!("{text} {:016x}\n", checksum(&text))
+    }
+
+    fn parse(entry: &str) -> Option<(bool, u64, &str)> {
+        let (text, sum) = entry.strip_suffix('\n')?.rsplit_once(' ')?;
+        if u64::from_str_radix(sum, 16).ok()? != checksum(text) {
+            return None;
+        }
+        let mut words = text.split(' ');
+        let (format, on, asked, boot) =
+            (words.next()?, words.next()?, words.next()?, words.next()?);
         if format != FORMAT || words.next().is_some() {
             return None;
         }
@@ -233,10 +293,7 @@ pub mod kept {
             "1" => true,
             _ => return None,
         };
-        let ns: u64 = ns.parse().ok()?;
-        SystemTime::UNIX_EPOCH
-            .checked_add(Duration::from_nanos(ns))
-            .map(|t| (on, t))
+        Some((on, asked.parse().ok()?, boot))
     }
 
     #[cfg(test)]
@@ -245,18 +302,26 @@ pub mod kept {
 
         #[test]
         fn an_entry_reads_back_as_written_and_nothing_else_reads() {
-            let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_765_000_000_123_456_789);
+            let boot = "9b3c1e52-0d6f-4a8e-b7a1-2f6c9d0e4b13";
             for on in [false, true] {
-                assert_eq!(parse(&entry(on, t)), Some((on, t)));
+                let e = entry(on, 1_234_567_890_123, boot);
+                assert_eq!(parse(&e), Some((on, 1_234_567_890_123, boot)), "{e}");
+                // Torn or altered anywhere: the checksum says so.
+                for cut in 1..e.len() {
+                    assert_eq!(parse(&e[..cut]), None, "{:?}", &e[..cut]);
+                }
+                let flipped = e.replacen(
+                    if on { " 1 " } else { " 0 " },
+                    if on { " 0 " } else { " 1 " },
+                    1,
+                );
+                assert_eq!(parse(&flipped), None, "{flipped}");
             }
             for bad in [
                 "",
-                "upm-audit-1 1 1765000000123456789",
-                "upm-audit-1 2 1765000000123456789\n",
-                "upm-audit-2 1 1765000000123456789\n",
-                "upm-audit-1 1 17650000001234567x\n",
-                "upm-audit-1 1 1765000000123456789 x\n",
-                "upm-audit-1 1\n",
+                "\n",
+                "upm-audit-2 1 5 boot 0\n",
+                "upm-audit-1 1 1765000000123456789\n",
             ] {
                 assert_eq!(parse(bad), None, "{bad:?}");
             }
@@ -534,10 +599,15 @@ impl Reader {
     /// the list may be incomplete.
     pub fn finish(mut self, denials: &mut Denials) {
         let deadline = Instant::now() + BARRIER;
+        let mut off = false;
         let drained = loop {
             self.read_available(denials);
             match status() {
                 Ok(s) if s.backlog == 0 => {
+                    // Off now: the answer the call started with (shared for 250 ms) was
+                    // out of date, or the audit went off meanwhile. Either way, no
+                    // record means nothing.
+                    off = s.enabled == 0;
                     // Dequeued records reach the socket right after they leave the
                     // queue; give the one in flight, if any, that moment.
                     std::thread::sleep(Duration::from_micros(200));
@@ -548,7 +618,9 @@ impl Reader {
                 _ => break false,
             }
         };
-        if self.lost {
+        if off {
+            denials.not_observable(Layer::Landlock, AUDIT_OFF);
+        } else if self.lost {
             denials.not_observable(
                 Layer::Landlock,
                 "some of the kernel's audit records were lost before upm could read them \

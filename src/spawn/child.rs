@@ -279,8 +279,8 @@ unsafe fn clone_on(
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("upm's spawn needs a clone-onto-a-new-stack trampoline for this architecture");
 
-/// The init: sets the plugin's descriptors and every layer up, waits for the go,
-/// starts the plugin, reaps it and reports how it ended.
+/// The init: sets the plugin's descriptors and every layer up, starts the plugin (one
+/// of them waits for the go first), reaps it and reports how it ended.
 extern "C" fn init_main(ctx: *const Ctx) -> ! {
     // SAFETY: the parent passed a Ctx that outlives this process.
     let ctx = unsafe { &*ctx };

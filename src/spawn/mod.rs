@@ -6,12 +6,13 @@
 //! ```
 //!
 //! [`start`] clones the init (creating the namespaces is most of a spawn's cost), which
-//! sets the plugin's descriptors and, once upm has written its id maps, its mounts up
-//! while upm makes the call's `started` audit entry durable; [`Spawned::run`] then
-//! gives the go (or a one-shot call's entry thread gave it already: [`give_go`]): the
-//! init applies limits and
-//! credentials, starts the plugin — which puts itself under Landlock and seccomp just
-//! before its exec — reaps it and reports its status and resource usage on a pipe.
+//! sets the plugin's descriptors and, once upm has written its id maps, its mounts,
+//! limits and credentials up while upm makes the call's `started` audit entry durable,
+//! and starts the plugin's process, which puts itself under Landlock and waits for the
+//! go (without a user namespace of the call's own the init waits, before its limits).
+//! [`Spawned::run`] gives the go (or a one-shot call's entry thread gave it already:
+//! [`give_go`]); the plugin then installs its seccomp filter and execs. The init reaps
+//! it and reports its status and resource usage on a pipe.
 //! When the init exits the kernel kills everything left in the PID namespace,
 //! daemonized grandchildren included. On timeout or past the output cap upm kills the
 //! plugin first (so that the init still reaps it and reports its usage), then the init,
@@ -239,8 +240,9 @@ fn cptrs(v: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// A sandbox whose init waits for the go; the plugin starts in [`Spawned::run`].
-/// Dropping it without running kills the init: the plugin never starts.
+/// A sandbox set up up to the go (its plugin's exec), which [`Spawned::run`] gives
+/// unless a one-shot call's entry thread gave it ([`Spawned::gone_ahead`]). Dropping it
+/// before the go kills the init and whatever waits with it: the plugin never runs.
 pub struct Spawned<'a> {
     launch: &'a Launch,
     sandbox: &'a Prepared,
@@ -249,8 +251,8 @@ pub struct Spawned<'a> {
     /// The init, once it has reported its plugin's end (see [`Ending`]).
     ending: Option<Ending>,
     sync_w: OwnedFd,
-    /// The go, when another thread gave it ([`Spawned::gone_ahead`]).
-    went: Option<nix::Result<usize>>,
+    /// The go, when another thread gave it ([`Spawned::gone_ahead`]), and when.
+    went: Option<(Instant, nix::Result<usize>)>,
     pipes: Option<(Pipes, Option<OwnedFd>, OwnedFd)>,
     // What the children read: kept (and unchanged) until the init is reaped.
     memory: Option<InitMemory>,
@@ -267,7 +269,8 @@ pub struct Spawned<'a> {
     egress: Option<OwnedFd>,
 }
 
-/// Clones the sandbox's init, which prepares the plugin's descriptors and waits for the go.
+/// Clones the sandbox's init, which sets the sandbox up (once told the id maps are
+/// written) and waits for the go, itself or in the plugin's process (see [`child`]).
 pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawned<'a>, SpawnError> {
     let (stdin_r, stdin_w) = pipe_high()?;
     let (stdout_r, stdout_w) = pipe_high()?;
@@ -464,7 +467,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
         let c = &sandbox.credentials;
         map_ids(pid, c.uid, c.gid, n.deny_setgroups).map_err(SpawnError::IdMap)?;
     }
-    // The init sets its rlimits after the go, but only upm can raise a hard one.
+    // The init sets its rlimits after upm's word below, but only upm can raise a hard one.
     sandbox.limits.raise_on(pid).map_err(SpawnError::Limits)?;
     // The init may mount now. A failed write means the init is gone: the go finds that
     // out and reads its report.
@@ -485,9 +488,9 @@ impl Spawned<'_> {
         self.sync_w.try_clone()
     }
 
-    /// The go was given on [`Spawned::go_pipe`], with this result.
-    pub fn gone_ahead(&mut self, went: nix::Result<usize>) {
-        self.went = Some(went);
+    /// The go was given on [`Spawned::go_pipe`] at that instant, with this result.
+    pub fn gone_ahead(&mut self, at: Instant, went: nix::Result<usize>) {
+        self.went = Some((at, went));
     }
 
     /// With an egress allowlist: where the init hands over the proxy's listening socket.
@@ -524,12 +527,12 @@ impl Spawned<'_> {
         stop: &stop::Watch,
         observer: Option<&mut observe::Observer>,
     ) -> Outcome {
-        let started = Instant::now();
         // sync_w then stays open until the call ends: the init checks it (and a pidfd
         // of this thread) to learn whether upm died before its parent-death signal was set.
-        let go = match self.went.take() {
+        // The call's time (its timeout) counts from the go.
+        let (started, go) = match self.went.take() {
             Some(went) => went,
-            None => give_go(&self.sync_w),
+            None => (Instant::now(), give_go(&self.sync_w)),
         };
         if let Some(o) = observer {
             o.launch();
@@ -780,8 +783,6 @@ pub fn run(
     Ok(start(launch, sandbox)?.run(stop))
 }
 
-/// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
-/// (root's included) is unmapped in the call's user namespace.
 /// Gives the go on `sync_w` (once upm's word that the id maps are written went first).
 pub fn give_go(sync_w: &OwnedFd) -> nix::Result<usize> {
     retry_eintr(|| nix::unistd::write(sync_w, &[child::GO]))
@@ -796,6 +797,8 @@ fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
     }
 }
 
+/// Maps the plugin's uid and gid onto themselves, and nothing else: every other id
+/// (root's included) is unmapped in the call's user namespace.
 fn map_ids(pid: libc::pid_t, uid: u32, gid: u32, deny_setgroups: bool) -> io::Result<()> {
     if deny_setgroups {
         std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;

@@ -289,7 +289,7 @@ impl Observer {
 
     /// Runs the prepared observation on the calling thread's observer thread: just after
     /// the go, so that a thread's start overlaps the init's set-up instead of delaying
-    /// the go. Until then the plugin cannot exist, and what the sandbox refuses waits
+    /// the go. Until then the plugin has not exec'd, and what the sandbox refuses waits
     /// for an answer (a notification) or is queued (the audit's records, subscribed to
     /// in [`start`](Self::start)).
     pub(super) fn launch(&mut self) {

@@ -354,6 +354,19 @@ fn upms_own_directories_are_told_by_identity_through_links() {
     ] {
         std::os::unix::fs::symlink(target, links.join(name)).unwrap();
     }
+    // A root upm's own stores too (made by the call above).
+    let roots_own: Vec<PathBuf> = ["upm-seccomp-0", "upm-audit-0"]
+        .iter()
+        .map(|name| k.root.join(name))
+        .filter(|_| is_root())
+        .inspect(|dir| assert!(dir.is_dir(), "a root call made {}", dir.display()))
+        .enumerate()
+        .map(|(i, dir)| {
+            let link = links.join(format!("store{i}"));
+            std::os::unix::fs::symlink(dir, &link).unwrap();
+            link
+        })
+        .collect();
     let digests_name = k.digests.file_name().unwrap();
     let own = |p: &str| p.contains("plugin \"Pwd\"") && p.contains("keeps for itself");
     let call =
@@ -364,6 +377,7 @@ fn upms_own_directories_are_told_by_identity_through_links() {
             links.join("home"),
             links.join("root").join(digests_name),
         ];
+        paths.extend(roots_own.iter().cloned());
         if key != "grants_within" {
             // A grant's root is a directory.
             paths.push(links.join("entry"));
