@@ -217,6 +217,88 @@ fn root_without_a_user_namespace_says_the_process_limit_is_shared() {
     }
 }
 
+/// Without a user namespace of the call's own, a batch call waiting for its slot has its
+/// init waiting for the go before its limits and credentials: no process of the plugin's
+/// uid exists for it yet (one would count against that uid's RLIMIT_NPROC on the host,
+/// which the running calls share). With one, the plugin's process waits instead, in the
+/// call's own namespace (`spawn::child`).
+#[test]
+fn without_a_user_namespace_a_waiting_call_has_no_process_of_the_plugins_uid() {
+    use std::io::Write;
+    let Some(fx) = Fx::new(Who::Root, |cfg, _| {
+        cfg["plugins"]["sleeper"] = json!({
+            "command": ["/bin/sh", "-c", "read -r _; sleep 3; echo '{}'"],
+            "allowed_methods": ["m"]
+        });
+    }) else {
+        return;
+    };
+    let _shared = NPROC.read().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = fx.command(&common::upm_bin());
+    cmd.args(["run", "--jsonl", "--parallel", "2", "--config"])
+        .arg(&fx.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    restrict_upm(
+        &mut cmd,
+        HostRestriction {
+            syscall: libc::SYS_clone,
+            arg0: Some((libc::CLONE_NEWUSER as u64, libc::CLONE_NEWUSER as u64)),
+            errno: libc::EPERM as u32,
+        },
+    );
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for _ in 0..4 {
+        stdin
+            .write_all(&request("sleeper", "m", json!({})))
+            .unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    // Two calls run (3 s each), two wait for a slot with their `started` entry durable.
+    let started = || {
+        fx.dir
+            .audit_lines()
+            .iter()
+            .filter(|e| e["event"] == "started")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while started() < 4 {
+        assert!(Instant::now() < deadline, "4 calls did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for a waiting call's init to go as far as it may.
+    std::thread::sleep(Duration::from_millis(300));
+    let inits = children_of(child.id());
+    let of_plugins_uid = inits.iter().filter(|&&pid| real_uid(pid) == Some(65534));
+    // The running calls' inits only (their plugins are their children).
+    assert_eq!(of_plugins_uid.count(), 2, "inits {inits:?}");
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the comm's closing parenthesis: state, then the parent's pid.
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            after.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+        })
+        .collect()
+}
+
+fn real_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A call's init and its plugin (until its exec) run on two stacks in upm's memory. A
 /// batch keeps them for its next call only when the init was its PID namespace's init:
 /// its reaping then proves the plugin gone. Without the namespace (given up, as
