@@ -471,7 +471,7 @@ pub fn start<'a>(launch: &'a Launch, sandbox: &'a mut Prepared) -> Result<Spawne
     sandbox.limits.raise_on(pid).map_err(SpawnError::Limits)?;
     // The init may mount now. A failed write means the init is gone: the go finds that
     // out and reads its report.
-    let _ = retry_eintr(|| nix::unistd::write(&spawned.sync_w, &[child::MAPPED]));
+    let _ = say(&spawned.sync_w, child::MAPPED);
     Ok(spawned)
 }
 
@@ -785,12 +785,13 @@ pub fn run(
 
 /// Gives the go on `sync_w` (once upm's word that the id maps are written went first).
 pub fn give_go(sync_w: &OwnedFd) -> nix::Result<usize> {
-    retry_eintr(|| nix::unistd::write(sync_w, &[child::GO]))
+    say(sync_w, child::GO)
 }
 
-fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+/// One of upm's words to the init on the sync pipe (`child::MAPPED`, `child::GO`).
+fn say(sync_w: &OwnedFd, word: u8) -> nix::Result<usize> {
     loop {
-        match f() {
+        match nix::unistd::write(sync_w, &[word]) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => return other,
         }
