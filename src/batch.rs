@@ -68,6 +68,9 @@ struct Reader<R> {
     lines: u64,
     /// Set once stdin failed: nothing more is read.
     failed: bool,
+    /// Set once a read gave stdin's end: nothing more is read. (A terminal's ^D gives
+    /// one read of 0 bytes and then waits again: the other workers must not read on.)
+    ended: bool,
 }
 
 /// Hands a read error to the pipeline, which refuses it like a one-shot call's.
@@ -108,6 +111,7 @@ pub fn run(
         input,
         lines: 0,
         failed: false,
+        ended: false,
     });
     let out = Mutex::new(out);
     let failed_output = AtomicBool::new(false);
@@ -153,6 +157,7 @@ pub fn run(
         let (line, n) = {
             let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
             if r.failed
+                || r.ended
                 || stop::requested()
                 || failed_output.load(Relaxed)
                 || reader_gone.load(Relaxed)
@@ -160,8 +165,10 @@ pub fn run(
                 return;
             }
             let line = read_line(&mut r.input, cap);
-            if line.is_err() {
-                r.failed = true;
+            match &line {
+                Err(_) => r.failed = true,
+                Ok(Line::Eof) => r.ended = true,
+                Ok(_) => {}
             }
             r.lines += 1;
             (line, r.lines)
@@ -244,11 +251,38 @@ pub fn run(
             std::panic::resume_unwind(p);
         }
     });
-    if failed_output.load(Relaxed) || (reader_gone.load(Relaxed) && !all_read.load(Relaxed)) {
+    exit_code(Ended {
+        output_failed: failed_output.load(Relaxed),
+        reader_gone: reader_gone.load(Relaxed),
+        all_read: all_read.load(Relaxed),
+        stopped: stop::requested(),
+        input_failed: failed_input.load(Relaxed),
+    })
+}
+
+/// How a batch ended, as far as its exit code goes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ended {
+    /// A result line could not be written.
+    output_failed: bool,
+    /// The reader of the results was seen gone (stdout's watch).
+    reader_gone: bool,
+    /// stdin's end was read: every line had been read.
+    all_read: bool,
+    /// upm was asked to stop.
+    stopped: bool,
+    /// stdin failed (that failure has a result of its own).
+    input_failed: bool,
+}
+
+/// The rule [`run`] documents: a reader gone once every line was read fails the batch
+/// only if a result could not be written to it.
+fn exit_code(e: Ended) -> i32 {
+    if e.output_failed || (e.reader_gone && !e.all_read) {
         1
-    } else if stop::requested() {
+    } else if e.stopped {
         Code::Cancelled.exit_code()
-    } else if failed_input.load(Relaxed) {
+    } else if e.input_failed {
         Code::BadRequest.exit_code()
     } else {
         0
@@ -305,6 +339,41 @@ mod tests {
         assert!(matches!(read_line(&mut r, 8).unwrap(), Line::TooLong));
         assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Request(l) if l == b"xy"));
         assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Eof));
+    }
+
+    #[test]
+    fn a_reader_gone_fails_the_batch_only_before_stdins_end() {
+        let gone = Ended {
+            reader_gone: true,
+            ..Ended::default()
+        };
+        assert_eq!(exit_code(gone), 1, "gone while lines may still come");
+        let done = Ended {
+            all_read: true,
+            ..gone
+        };
+        assert_eq!(
+            exit_code(done),
+            0,
+            "gone once every line was read and answered"
+        );
+        let lost = Ended {
+            output_failed: true,
+            ..done
+        };
+        assert_eq!(exit_code(lost), 1, "a result that could not be written");
+        assert_eq!(exit_code(Ended::default()), 0);
+        let stopped = Ended {
+            stopped: true,
+            all_read: true,
+            ..Ended::default()
+        };
+        assert_eq!(exit_code(stopped), Code::Cancelled.exit_code());
+        let bad = Ended {
+            input_failed: true,
+            ..Ended::default()
+        };
+        assert_eq!(exit_code(bad), Code::BadRequest.exit_code());
     }
 
     #[test]
