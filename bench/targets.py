@@ -14,7 +14,10 @@ seccomp), with and without a per-call network namespace, and with every guarante
 two durable lines at one fdatasync a call (4 workers all running their children, where
 upm's `--parallel 2` runs 2 plugins while 2 more calls prepare); the batches in a
 shuffled order too.
-Latencies are medians over every call; rates, medians over the rounds. The plugin is
+Latencies are medians over every call; rates, medians over the rounds. Each batch's CPU a
+call (its whole process tree, user and system, from getrusage of the reaped children) is
+printed too, with the CPU a call at which upm's batch, as busy as it is, would reach the
+share's goal. The plugin is
 /bin/true everywhere (bwrap runs it too). The machine's load is printed with the table:
 on this shared machine only ratios measured in one run mean anything.
 
@@ -26,6 +29,7 @@ import datetime
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -182,6 +186,7 @@ def main():
              "floor_full_nonet": []}
     if args.baseline:
         rates["baseline_batch"] = []
+    cpu = {k: [] for k in rates}
     each = args.batch // 2
     # upm's `--parallel 2` has 4 workers, 2 running plugins while 2 prepare; the full
     # floor's 4 all run theirs, more than upm may (a floor above, not below, upm's).
@@ -206,6 +211,7 @@ def main():
         # leave its teardown to the next).
         order.shuffle(batches)
         for k in batches:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             if k == "batch":
                 rates[k].append(run_batch(config, args.batch))
             elif k == "batch_shm":
@@ -216,6 +222,11 @@ def main():
                 out = subprocess.run([floor_exe, "batch"] + floors[k], stdout=subprocess.PIPE,
                                      check=True).stdout
                 rates[k].append(float(out))
+            # The CPU of the batch's whole tree (each process is reaped by its parent,
+            # the last by us), user and system, a call.
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            cpu[k].append(used * 1000.0 / args.batch)
         print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
     load_after = os.getloadavg()
     mcp.close()
@@ -263,6 +274,16 @@ def main():
           f"{rate['floor_full_nonet'] / rate['floor_layers_nonet']:.2f} of the layers floor "
           f"without a per-call network namespace (upm's batch: "
           f"{rate['batch'] / rate['floor_full_nonet']:.2f} of it) | | |")
+    # What the batch's goal leaves upm: the CPU a call at which upm's batch, as busy as it
+    # is now (CPUs used = rate × CPU a call), would run at the goal's rate, against the
+    # CPU the full floor's kernel work alone takes a call.
+    c = {k: statistics.median(v) for k, v in cpu.items()}
+    busy = rate["batch"] * c["batch"] / 1000.0
+    allowed = busy * 1000.0 / (0.6 * rate["floor_layers_nonet"])
+    print(f"| diagnostic: CPU a call in a batch (its whole tree, getrusage), ms | layers floor "
+          f"{c['floor_layers_nonet']:.2f}, full floor {c['floor_full_nonet']:.2f}, upm "
+          f"{c['batch']:.2f} ({busy:.2f} CPUs busy); at that, the share's goal needs upm "
+          f"≤ {allowed:.2f}: {allowed - c['floor_full_nonet']:+.2f} over the full floor | | |")
     print(f"| peak RSS, one call (GNU time) | {rss_kb / 1024:.1f} MB | ≤ 10 MB | "
           f"{verdict(rss_kb <= 10 * 1024)} |")
     print(f"| diagnostic: the batch with the audit log on tmpfs (not durable) | "
@@ -277,6 +298,8 @@ def main():
     print("\nmedians, ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
     print("rates, calls/s (min–max over rounds): " + ", ".join(
         f"{k} {rate[k]:.0f} ({min(v):.0f}–{max(v):.0f})" for k, v in rates.items()))
+    print("CPU a call in the batches, ms (min–max over rounds): " + ", ".join(
+        f"{k} {statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f})" for k, v in cpu.items()))
     print("\ncommand: sudo bench/targets.py " + " ".join(sys.argv[1:]))
 
 
