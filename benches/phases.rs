@@ -149,6 +149,7 @@ fn main() {
                     plugin_files: vec![exe.clone()],
                     seccomp: &p,
                     grants: &[],
+                    verified: None,
                 };
                 upm::sandbox::prepare(&policy, &paths, &host).unwrap();
             },

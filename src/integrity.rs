@@ -731,6 +731,79 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// What a copy of the tree takes on a tmpfs: bytes (every file's pages) and inodes
+    /// (every file and directory, and the mount's root), with a little room to spare.
+    pub fn footprint(&self) -> (u64, u64) {
+        const PAGE: u64 = 4096;
+        let bytes: u64 = self
+            .files
+            .iter()
+            .map(|f| (f.bytes.len() as u64).div_ceil(PAGE) * PAGE)
+            .sum();
+        let inodes = (self.files.len() + self.dirs.len()) as u64 + 1;
+        (bytes + 16 * PAGE, inodes + 16)
+    }
+
+    /// [`snapshot`](Self::snapshot) into the directory `dest` (a tmpfs of upm's own that
+    /// nothing else can reach yet: see `sandbox::mounts::Verified`), through its
+    /// descriptor: `<root index>/...`, each file and directory with at most its original
+    /// permission bits (`mode & 0o755`).
+    pub fn snapshot_into(
+        &self,
+        roots: usize,
+        dest: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), IntegrityError> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::{fchmod, fchmodat, mkdirat, FchmodatFlags, Mode};
+        let err = |path: &Path, e: nix::errno::Errno| IntegrityError::Snapshot {
+            path: Path::new("verified").join(path),
+            source: e.into(),
+        };
+        let private = Mode::from_bits_truncate(0o700);
+        let rel = |root: usize, p: &Path| PathBuf::from(root.to_string()).join(p);
+        for r in 0..roots {
+            let d = rel(r, Path::new(""));
+            mkdirat(dest, &d, private).map_err(|e| err(&d, e))?;
+        }
+        // Sorted: every parent before its children (the roots, as "", are made above).
+        for (root, p, _) in self
+            .dirs
+            .iter()
+            .filter(|(_, p, _)| !p.as_os_str().is_empty())
+        {
+            let d = rel(*root, p);
+            mkdirat(dest, &d, private).map_err(|e| err(&d, e))?;
+        }
+        for f in &self.files {
+            let target = rel(f.root, &f.rel);
+            let mode = Mode::from_bits_truncate(f.mode & 0o755);
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
+            let out = openat(dest, &target, flags, mode).map_err(|e| err(&target, e))?;
+            let mut out = File::from(out);
+            io::Write::write_all(&mut out, &f.bytes).map_err(|source| {
+                IntegrityError::Snapshot {
+                    path: Path::new("verified").join(&target),
+                    source,
+                }
+            })?;
+            // Exactly the original's bits, whatever upm's umask took away.
+            fchmod(&out, mode).map_err(|e| err(&target, e))?;
+        }
+        // Given their modes last, deepest first: the tree is upm's alone until sealed.
+        for (root, p, mode) in self.dirs.iter().rev() {
+            let d = rel(*root, p);
+            let mode = Mode::from_bits_truncate(mode & 0o755);
+            fchmodat(dest, &d, mode, FchmodatFlags::FollowSymlink).map_err(|e| err(&d, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// `(root index, relative path, path, what to open: the path or its link's target)`.
 type Visit<'a> = dyn FnMut(usize, &Path, &Path, &Path) -> Result<(), IntegrityError> + 'a;
 

@@ -46,7 +46,9 @@ pub enum LaunchError {
 ///     home/.cache/                   a Python class plugin's default cache_dir, ".cache"
 ///                                    as UPM passed it (only for those)
 ///     verified/                      owned by upm, read-only to the plugin, only when needed:
-///     verified/<root index>/...        the snapshot of a pinned plugin tree
+///     verified/<root index>/...        the snapshot of a pinned plugin tree (a root upm's
+///                                    of a Python tree: a tmpfs attached over `verified/`
+///                                    in the call's mount namespace, empty on the host)
 ///     verified/exec/<name>             the copy of a pinned executable (or, with trust
 ///                                    on, of the Python interpreter) that is exec'd
 /// ```
@@ -201,6 +203,9 @@ pub struct Runnable {
     pub readable: Vec<PathBuf>,
     /// Digest of the plugin's tree, when one was read.
     pub manifest_sha256: Option<String>,
+    /// The verified snapshot of a pinned Python tree, in memory: attached over the call's
+    /// `verified/` in its own mount namespace (kept open until the call has ended).
+    pub verified: Option<crate::sandbox::mounts::Verified>,
 }
 
 /// A Python class plugin's `cache_dir` when the call names none: UPM's default,
@@ -218,11 +223,14 @@ const EXEC_DIR: &str = "exec";
 /// runs: a pinned command (`sha256`) and, when `copy_interpreter` (trust is on: the
 /// signature lists it), a Python class plugin's interpreter. The `sha256` pin itself is
 /// compared by [`check_pin`], after the caller has compared the digest with the
-/// signature.
+/// signature. A pinned Python tree's snapshot is made in memory when `in_memory` (the
+/// call cannot go on without its own mount namespace, where the init attaches it), on
+/// the host's disk under `verified/` otherwise.
 pub fn resolve(
     plugin: &Plugin,
     workdir: &Workdir,
     copy_interpreter: bool,
+    in_memory: bool,
 ) -> Result<Runnable, LaunchError> {
     let not_found = |exe: &Path| {
         crate::config::command_not_found(exe).map_or(Ok(()), |why| {
@@ -272,6 +280,7 @@ pub fn resolve(
                 python_path: Vec::new(),
                 readable,
                 manifest_sha256,
+                verified: None,
             })
         }
         PluginKind::PythonClass {
@@ -290,12 +299,22 @@ pub fn resolve(
             }
             // The tree is read (and checked) on every call: its digest goes to the audit log.
             let m = integrity::manifest(python_path)?;
-            let python_path = match &plugin.manifest_sha256 {
+            let (python_path, verified) = match &plugin.manifest_sha256 {
                 Some(pin) => {
                     m.check(python_path, pin)?;
-                    m.snapshot(python_path.len(), &workdir.verified)?
+                    let n = python_path.len();
+                    match in_memory
+                        .then(|| snapshot_in_memory(&m, n, workdir))
+                        .transpose()?
+                    {
+                        Some(Some(v)) => {
+                            let roots = (0..n).map(|i| workdir.verified.join(i.to_string()));
+                            (roots.collect(), Some(v))
+                        }
+                        _ => (m.snapshot(n, &workdir.verified)?, None),
+                    }
                 }
-                None => python_path.clone(),
+                None => (python_path.clone(), None),
             };
             not_found(&python.path)?;
             if let Some(why) = python.symlink_problem() {
@@ -312,7 +331,12 @@ pub fn resolve(
             } else {
                 integrity::open_unpinned(&python.exe)?
             };
-            let mut readable = python_path.clone();
+            // In memory, the snapshot's rule is on its own root (`sandbox::Paths::verified`):
+            // its roots exist only in the call's namespace.
+            let mut readable = match &verified {
+                Some(_) => Vec::new(),
+                None => python_path.clone(),
+            };
             if !exe.sealed {
                 readable.push(exe.path.clone());
             }
@@ -323,9 +347,38 @@ pub fn resolve(
                 python_path,
                 readable,
                 manifest_sha256: Some(m.digest),
+                verified,
             })
         }
     }
+}
+
+/// A pinned tree's snapshot in a detached tmpfs of its own size, sealed read-only, and the
+/// empty directory of upm's on the host (`verified/`, 0755) where the init attaches it.
+/// `None` where upm may not make a tmpfs (an unprivileged upm, outside any user namespace
+/// of its own): the snapshot is then made on the host's disk, as before.
+fn snapshot_in_memory(
+    m: &integrity::Manifest,
+    roots: usize,
+    workdir: &Workdir,
+) -> Result<Option<crate::sandbox::mounts::Verified>, LaunchError> {
+    let snap = |source| IntegrityError::Snapshot {
+        path: workdir.verified.clone(),
+        source,
+    };
+    let (bytes, inodes) = m.footprint();
+    let v = match crate::sandbox::mounts::Verified::new(bytes, inodes) {
+        Ok(v) => v,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(None),
+        Err(e) => return Err(snap(e).into()),
+    };
+    m.snapshot_into(roots, v.root())?;
+    v.seal().map_err(snap)?;
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&workdir.verified)
+        .map_err(snap)?;
+    Ok(Some(v))
 }
 
 /// The verified copy of an executable that runs: a sealed memfd, or where this kernel

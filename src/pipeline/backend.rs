@@ -153,7 +153,10 @@ fn prepare_native(
     }
     .map_or_else(own, Ok)?;
     phase(call, "workdir created");
-    let runnable = launch::resolve(plugin, &workdir, copy_interpreter)?;
+    // A pinned tree's snapshot in memory, attached in the call's mount namespace: only
+    // where the call cannot go on without one.
+    let in_memory = !policy.allow_degraded.contains(&Layer::Namespaces);
+    let runnable = launch::resolve(plugin, &workdir, copy_interpreter, in_memory)?;
     // A script is exec'd through a link in the call's own directory.
     if workdir.shared && runnable.exe.script {
         workdir = own()?;
@@ -178,6 +181,10 @@ fn prepare_native(
         plugin_files: runnable.readable.clone(),
         seccomp,
         grants: &grants,
+        verified: runnable
+            .verified
+            .as_ref()
+            .map(|v| (v, workdir.verified.as_path())),
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
     let egress = policy.network.allowlist().map(|settings| Egress {

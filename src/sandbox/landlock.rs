@@ -40,6 +40,10 @@ pub struct Spec<'a> {
     pub write: Vec<PathBuf>,
     /// The call's grants: each rule made from the descriptor upm opened.
     pub grants: &'a [super::grants::Grant],
+    /// A pinned tree's snapshot in memory (its root, read access) and the path it is
+    /// attached at in the call's namespace, which the report names. The rule must be on
+    /// that root: Landlock skips a covered mount point's own rules.
+    pub verified: Option<(std::os::fd::BorrowedFd<'a>, &'a Path)>,
     pub network: bool,
     /// With an egress allowlist (issue 22): the one TCP port the plugin may connect to
     /// (the proxy's, in its own network namespace); still no bind.
@@ -108,6 +112,13 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
         if add_rule(&mut created, p, read_dir)? {
             readable.push(reported(p));
         }
+    }
+    if let Some((root, at)) = spec.verified {
+        created
+            .as_mut()
+            .add_rule(PathBeneath::new(root, read_dir))
+            .map_err(|e| unavailable(format!("rule for {}: {e}", at.display())))?;
+        readable.push(at.display().to_string());
     }
     if let (Some(port), false) = (spec.tcp_connect, spec.network) {
         created

@@ -90,6 +90,9 @@ pub struct Paths<'a> {
     pub seccomp: &'a seccomp::Profile,
     /// This call's grants (its `x-upm-grant` arguments), opened.
     pub grants: &'a [grants::Grant],
+    /// A pinned tree's snapshot in memory and where the init attaches it (the call's
+    /// `verified/`): see [`mounts::Verified`].
+    pub verified: Option<(&'a mounts::Verified, &'a Path)>,
 }
 
 /// Everything the child needs, computed in the parent.
@@ -225,12 +228,24 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         credentials.gid,
         paths.home_dirs,
     );
-    let mounts = mounts::prepare(paths.workdir, tmpfs, &policy.write_paths, paths.grants).map_err(
-        |reason| SandboxError::Unavailable {
+    let mut mounts = mounts::prepare(paths.workdir, tmpfs, &policy.write_paths, paths.grants)
+        .map_err(|reason| SandboxError::Unavailable {
             layer: Layer::Namespaces,
             reason,
-        },
-    )?;
+        })?;
+    if let Some((v, at)) = paths.verified {
+        mounts
+            .attach_verified(v, at)
+            .map_err(|reason| SandboxError::Unavailable {
+                layer: Layer::Namespaces,
+                reason,
+            })?;
+        ns_report.detail["verified"] = json!({
+            "at": at,
+            "tmpfs_bytes": v.bytes,
+            "inodes": v.inodes,
+        });
+    }
     ns_report.detail["host_files"] = json!("read-only mounts");
     ns_report.detail["writable_mounts"] = json!(mounts.writable());
     ns_report.detail["home"] = json!({
@@ -253,6 +268,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         read,
         write,
         grants: paths.grants,
+        verified: paths.verified.map(|(v, at)| (v.root(), at)),
         network: policy.network.is_host(),
         tcp_connect: egress.map(|e| e.port),
         host,

@@ -89,11 +89,142 @@ impl Tmpfs {
     }
 }
 
+/// A tmpfs that upm makes and fills itself, detached (mounted nowhere on the host), for
+/// the verified copy of a pinned plugin tree: written through its descriptor, then made
+/// read-only, then attached by the init in the call's own mount namespace
+/// ([`Plan::attach_verified`]). The copy lives in memory, bounded by the tree's own size,
+/// is never on the host's disk, and goes when upm closes the descriptor and the call's
+/// namespace ends, whether upm removed anything or was killed.
+#[derive(Debug)]
+pub struct Verified {
+    fd: std::os::fd::OwnedFd,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl Verified {
+    /// A detached tmpfs of `bytes` and `inodes` at most (nosuid, nodev; executable: a
+    /// Python tree may hold native extensions), its root 0755, at a descriptor >= 10 (the
+    /// init's descriptors 0..=5 are its own).
+    pub fn new(bytes: u64, inodes: u64) -> std::io::Result<Verified> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let os = |e: i32| std::io::Error::from_raw_os_error(e);
+        let c = |s: String| CString::new(s).unwrap_or_default();
+        // SAFETY: a static, NUL-terminated file system name; returns a descriptor.
+        let fs = sys(unsafe { syscall!(Sysno::fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })
+            .map_err(os)? as libc::c_int;
+        // SAFETY: fs is a fresh descriptor nobody else owns.
+        let fs = unsafe { OwnedFd::from_raw_fd(fs) };
+        use std::os::fd::AsRawFd;
+        let options = [
+            (c("size".into()), c(bytes.to_string())),
+            (c("nr_inodes".into()), c(inodes.to_string())),
+            (c("mode".into()), c("0755".into())),
+        ];
+        for (key, value) in &options {
+            // SAFETY: NUL-terminated key and value that outlive the call.
+            sys(unsafe {
+                syscall!(
+                    Sysno::fsconfig,
+                    fs.as_raw_fd(),
+                    FSCONFIG_SET_STRING,
+                    key.as_ptr(),
+                    value.as_ptr(),
+                    0
+                )
+            })
+            .map_err(os)?;
+        }
+        // SAFETY: no pointers.
+        sys(unsafe {
+            syscall!(
+                Sysno::fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                0,
+                0,
+                0
+            )
+        })
+        .map_err(os)?;
+        // SAFETY: returns a descriptor of the new, detached mount.
+        let m = sys(unsafe {
+            syscall!(
+                Sysno::fsmount,
+                fs.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+            )
+        })
+        .map_err(os)? as libc::c_int;
+        // SAFETY: m is a fresh descriptor nobody else owns.
+        let m = unsafe { OwnedFd::from_raw_fd(m) };
+        // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor returns a new one we then own.
+        let high = unsafe { libc::fcntl(m.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if high < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: high is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(high) };
+        Ok(Verified { fd, bytes, inodes })
+    }
+
+    /// Its root, to write the copy through (before [`seal`](Self::seal)).
+    pub fn root(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Makes the whole mount read-only: nothing, upm included, can change the copy now.
+    ///
+    /// The kernel refuses (EBUSY) while a file of it is open for writing anywhere: in a
+    /// batch, another call's init cloned while a file was being written holds a copy of
+    /// that descriptor until it closes what it does not need, a moment later. So EBUSY is
+    /// tried again, for a bounded while.
+    pub fn seal(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let mut tries = 0;
+        loop {
+            // SAFETY: a valid mount_attr on our stack, its size, and an empty static path
+            // with AT_EMPTY_PATH: the descriptor's own mount.
+            let r = sys(unsafe {
+                syscall!(
+                    Sysno::mount_setattr,
+                    self.fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>()
+                )
+            });
+            match r {
+                Err(libc::EBUSY) if tries < SEAL_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                other => return other.map(|_| ()).map_err(std::io::Error::from_raw_os_error),
+            }
+        }
+    }
+}
+
+/// How often [`Verified::seal`] tries again, 1 ms apart.
+const SEAL_TRIES: u32 = 500;
+
 #[derive(Debug)]
 pub struct Plan {
     /// The call's home, where the tmpfs goes.
     home: CString,
     tmpfs: Tmpfs,
+    /// A verified copy's tmpfs (upm's descriptor, kept open by upm until the init is
+    /// reaped) and where the init attaches it.
+    verified: Option<(libc::c_int, CString)>,
     /// The `write_paths`. Paths that do not exist are left out, as Landlock leaves them
     /// out; one that disappears before the init clones it has nothing to write to. Any
     /// other failure stops the call: the report names these as writable.
@@ -137,6 +268,7 @@ pub fn prepare(
     Ok(Plan {
         home,
         tmpfs,
+        verified: None,
         writable,
         grants,
     })
@@ -146,6 +278,21 @@ pub fn prepare(
 const MAX_GRANTS: usize = 16;
 
 impl Plan {
+    /// Has the init attach `verified` at `at` (an empty directory of upm's on the host).
+    /// upm keeps `verified` open until the init is reaped.
+    pub fn attach_verified(&mut self, verified: &Verified, at: &Path) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let at = CString::new(at.as_os_str().as_bytes())
+            .map_err(|_| "the verified copy's path holds a NUL byte".to_string())?;
+        self.verified = Some((verified.fd.as_raw_fd(), at));
+        Ok(())
+    }
+
+    /// The verified copy's descriptor, which the init keeps until it attaches it (-1: none).
+    pub fn verified_fd(&self) -> libc::c_int {
+        self.verified.as_ref().map_or(-1, |(fd, _)| *fd)
+    }
+
     /// In the init, in its fresh mount namespace, with its capabilities there (before
     /// the uid switch) and before anything resolves a path the plugin will use (its
     /// cwd). Raw system calls only, no allocation: see `spawn::child`. Returns the
@@ -221,6 +368,24 @@ impl Plan {
         // And put back by descriptor, onto the very place each was cloned from.
         for &(at, tree) in &granted[..self.grants.len()] {
             super::grants::Mount::attach(at, tree).map_err(|e| (Step::Grants, e))?;
+        }
+        // The verified copy, read-only already (upm sealed it), over its empty directory.
+        if let Some((tree, path)) = &self.verified {
+            // SAFETY: attaches upm's detached mount (a descriptor it keeps open until we
+            // are reaped) at a NUL-terminated path prepared by the parent.
+            sys(unsafe {
+                syscall!(
+                    Sysno::move_mount,
+                    *tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH
+                )
+            })
+            .map_err(mounts)?;
+            // SAFETY: our copy of upm's descriptor; the plugin must not inherit it.
+            let _ = unsafe { syscall!(Sysno::close, *tree) };
         }
         Ok(home)
     }

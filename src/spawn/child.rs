@@ -315,6 +315,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
     let sandbox = unsafe { &*ctx.sandbox };
     // Whatever else upm had open (another call's pipes, in a batch) is none of ours.
     let ruleset = sandbox.landlock.as_ref().map_or(-1, |l| l.fd());
+    let verified = sandbox.mounts.as_ref().map_or(-1, |m| m.verified_fd());
     close_except(&mut [
         0,
         1,
@@ -327,6 +328,7 @@ fn init(ctx: &Ctx) -> Result<(), (Step, i32)> {
         ruleset,
         ctx.observe_channel,
         ctx.egress_channel,
+        verified,
     ])
     .map_err(|e| (Step::Stdio, e))?;
     // SAFETY: setsid takes no arguments.

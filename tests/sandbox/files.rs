@@ -3,10 +3,56 @@
 use super::*;
 
 both!(
+    a_pinned_python_tree_runs_from_its_snapshot,
     host_files_cannot_be_changed_by_path,
     reads_outside_the_allowed_paths_are_denied,
     writes_outside_the_workdir_are_denied,
 );
+
+/// A pinned Python tree runs from its verified snapshot: for a root upm, a tmpfs of its
+/// own that upm fills and seals, attached over the call's `verified/` in the call's mount
+/// namespace (never on the host's disk); for an unprivileged upm, which may not make a
+/// tmpfs outside a user namespace, files in the call's own directory, as before.
+fn a_pinned_python_tree_runs_from_its_snapshot(who: Who) {
+    let pin = |cfg: &mut Value, found: &str| {
+        cfg["plugins"]["pyclass"]["manifest_sha256"] = json!(found);
+    };
+    let Some(fx) = Fx::new(who, |cfg, _| pin(cfg, &"0".repeat(64))) else {
+        return;
+    };
+    // The digest the tree has, from the refusal of a wrong pin.
+    let run = fx.call("pyclass", "control", json!({}));
+    assert_eq!(run.code_word(), "integrity_mismatch", "{}", ctx(&run));
+    let err = run.json["data"]["error"].as_str().unwrap().to_owned();
+    let found = err
+        .split("found ")
+        .nth(1)
+        .and_then(|s| s.get(..64))
+        .unwrap();
+    let mut cfg = base_config();
+    pin(&mut cfg, found);
+    fx.dir.config(&cfg);
+
+    let run = fx.call("pyclass", "control", json!({}));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let (uid, _) = who.plugin_ids();
+    assert_eq!(run.result()["uid"], uid, "{}", ctx(&run));
+    let snapshot = &run.json["data"]["sandbox"]["python_path"]["snapshot"];
+    assert!(
+        snapshot[0].as_str().unwrap().ends_with("/verified/0"),
+        "{}",
+        ctx(&run)
+    );
+    let verified = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"];
+    match who {
+        Who::Root => assert!(
+            verified["at"].as_str().unwrap().ends_with("/verified"),
+            "in memory: {}",
+            ctx(&run)
+        ),
+        Who::User => assert!(verified.is_null(), "on disk: {}", ctx(&run)),
+    }
+}
 
 fn reads_outside_the_allowed_paths_are_denied(who: Who) {
     let Some(fx) = Fx::new(who, |_, _| {}) else {
