@@ -184,12 +184,21 @@ fn identity_of(file: &File, path: &Path) -> Result<Identity, IntegrityError> {
 /// Whether `id` may stand for the file's bytes from now on: a local filesystem, and a
 /// last change at least [`SETTLED_SECS`] old.
 fn settled(file: &File, id: &Identity) -> bool {
-    let local = nix::sys::statfs::fstatfs(file)
-        .is_ok_and(|fs| LOCAL_FILESYSTEMS.contains(&{ fs.filesystem_type().0 }));
+    on_local_filesystem(file) && settled_since(id)
+}
+
+/// A filesystem whose ctimes the kernel itself keeps ([`LOCAL_FILESYSTEMS`]).
+fn on_local_filesystem(file: &File) -> bool {
+    nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| LOCAL_FILESYSTEMS.contains(&{ fs.filesystem_type().0 }))
+}
+
+/// A last change at least [`SETTLED_SECS`] old.
+fn settled_since(id: &Identity) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    local && id.5 + SETTLED_SECS <= now
+    id.5 + SETTLED_SECS <= now
 }
 
 /// The SHA-256 and first bytes of an unpinned executable: remembered (by this process,
@@ -593,6 +602,91 @@ struct ManifestFile {
     rel: PathBuf,
     mode: u32,
     bytes: Vec<u8>,
+}
+
+/// The digest of an unpinned tree ([`manifest`]'s, for the audit), read from the tree only
+/// when its fingerprint is not known: every file's root, path, [`Identity`] and mode,
+/// taken through the same checked walk (issue 25: a Python plugin's `python_path`, which
+/// the caller's `PYTHONPATH` may fill with a whole `site-packages`, was read and hashed at
+/// every call; 26 MB cost a call ~55 ms here). Known means remembered by this process or
+/// kept by an earlier one ([`digest_store`]), and used only when every file is settled
+/// on a local filesystem, as for executables. A pinned tree never comes here: it is read.
+pub fn tree_digest(roots: &[PathBuf]) -> Result<String, IntegrityError> {
+    let (fp, all_settled) = tree_fingerprint(roots)?;
+    let memo = || TREES.lock().unwrap_or_else(|e| e.into_inner());
+    if all_settled {
+        if let Some((_, d)) = memo().iter().find(|(f, _)| *f == fp) {
+            return Ok(d.clone());
+        }
+        if let Some(d) = digest_store::recall_tree(&fp) {
+            return Ok(d);
+        }
+    }
+    let digest = manifest(roots)?.digest;
+    // Kept only if nothing changed while it was read.
+    if all_settled && tree_fingerprint(roots)?.0 == fp {
+        digest_store::remember_tree(&fp, &digest);
+        let mut known = memo();
+        if known.len() == MAX_TREES {
+            known.remove(0);
+        }
+        known.push((fp, digest.clone()));
+    }
+    Ok(digest)
+}
+
+/// Unpinned trees' digests this process has read, by fingerprint.
+static TREES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+const MAX_TREES: usize = 16;
+
+/// The tree's fingerprint, and whether every file is settled ([`settled`]).
+fn tree_fingerprint(roots: &[PathBuf]) -> Result<(String, bool), IntegrityError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut lines = Vec::new();
+    let mut all_settled = true;
+    // Whether each device seen is a local filesystem (one `fstatfs` a device, not a file).
+    let mut local: Vec<(u64, bool)> = Vec::new();
+    walk(
+        roots,
+        &mut |root, rel, path, resolved| {
+            let file = open_regular(path, resolved)?;
+            let m = file.metadata().map_err(|source| IntegrityError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let id: Identity = (
+                m.dev(),
+                m.ino(),
+                m.size() as i64,
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            );
+            let mode = m.mode();
+            let is_local = match local.iter().find(|(d, _)| *d == id.0) {
+                Some(&(_, l)) => l,
+                None => {
+                    let l = on_local_filesystem(&file);
+                    local.push((id.0, l));
+                    l
+                }
+            };
+            all_settled &= is_local && settled_since(&id);
+            let mut line = format!("{root}/").into_bytes();
+            line.extend_from_slice(rel.as_os_str().as_encoded_bytes());
+            line.extend_from_slice(format!("\0{id:?} {mode:o}\n").as_bytes());
+            lines.push(line);
+            Ok(())
+        },
+        &mut |_, _, _| {},
+    )?;
+    lines.sort();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l);
+    }
+    Ok((hex::encode(h.finalize()), all_settled))
 }
 
 /// Checks a plugin tree is safe, without reading file contents.

@@ -297,10 +297,12 @@ pub fn resolve(
                     )));
                 }
             }
-            // The tree is read (and checked) on every call: its digest goes to the audit log.
-            let m = integrity::manifest(python_path)?;
-            let (python_path, verified) = match &plugin.manifest_sha256 {
+            // The tree is checked on every call, and its digest goes to the audit log: a
+            // pinned one is read whole (the snapshot is made of what was hashed), an
+            // unpinned one only while its files' identities are not known.
+            let (python_path, verified, digest) = match &plugin.manifest_sha256 {
                 Some(pin) => {
+                    let m = integrity::manifest(python_path)?;
                     m.check(python_path, pin)?;
                     let n = python_path.len();
                     match in_memory
@@ -309,12 +311,16 @@ pub fn resolve(
                     {
                         Some(Some(v)) => {
                             let roots = (0..n).map(|i| workdir.verified.join(i.to_string()));
-                            (roots.collect(), Some(v))
+                            (roots.collect(), Some(v), m.digest)
                         }
-                        _ => (m.snapshot(n, &workdir.verified)?, None),
+                        _ => (m.snapshot(n, &workdir.verified)?, None, m.digest),
                     }
                 }
-                None => (python_path.clone(), None),
+                None => (
+                    python_path.clone(),
+                    None,
+                    integrity::tree_digest(python_path)?,
+                ),
             };
             not_found(&python.path)?;
             if let Some(why) = python.symlink_problem() {
@@ -346,7 +352,7 @@ pub fn resolve(
                 argv: Vec::new(),
                 python_path,
                 readable,
-                manifest_sha256: Some(m.digest),
+                manifest_sha256: Some(digest),
                 verified,
             })
         }

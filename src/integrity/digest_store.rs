@@ -12,6 +12,9 @@
 //!
 //! Who could write an entry could make the audit name a wrong digest for an unpinned
 //! file, never run anything else: that is upm's euid alone (root's, for a root upm).
+//!
+//! An unpinned tree's digest is kept the same way, as `tree-<fingerprint>` (see
+//! `integrity::tree_digest`).
 
 use super::Identity;
 use std::path::Path;
@@ -83,6 +86,47 @@ fn remember_in(dir: &Path, id: &Identity, sha256: &str) -> std::io::Result<()> {
     // Written whole under a name of its own, then renamed over the entry: a reader sees
     // the old entry or the new one, never a part.
     crate::files::replace_file(&target, line(id, sha256).as_bytes(), 0o600)
+}
+
+/// An unpinned tree's digest kept for its fingerprint (every file's path, identity and
+/// mode: see `integrity::tree_digest`), if there is a sound entry.
+pub fn recall_tree(fingerprint: &str) -> Option<String> {
+    let bytes =
+        crate::files::read_own_entry(&dir()?.join(tree_name(fingerprint)), MAX_ENTRY_BYTES)?;
+    let text = String::from_utf8(bytes).ok()?;
+    let digest = text.strip_suffix('\n')?.rsplit(' ').next()?;
+    let sound = is_hex64(fingerprint) && is_hex64(digest);
+    (sound && text == tree_line(fingerprint, digest)).then(|| digest.to_owned())
+}
+
+/// Keeps an unpinned tree's digest for its fingerprint; a failure only costs the next
+/// process a read of the tree.
+pub fn remember_tree(fingerprint: &str, digest: &str) {
+    let Some(dir) = dir() else { return };
+    let target = dir.join(tree_name(fingerprint));
+    let kept = (|| {
+        if !target.exists() {
+            crate::files::make_room(dir, MAX_ENTRIES)?;
+        }
+        crate::files::replace_file(&target, tree_line(fingerprint, digest).as_bytes(), 0o600)
+    })();
+    if let Err(e) = kept {
+        tracing::debug!("a tree's digest was not kept: {e}");
+    }
+}
+
+fn tree_name(fingerprint: &str) -> String {
+    format!("tree-{}", fingerprint.get(..32).unwrap_or(fingerprint))
+}
+
+fn tree_line(fingerprint: &str, digest: &str) -> String {
+    format!("{TREE_FORMAT} {fingerprint} {digest}\n")
+}
+
+const TREE_FORMAT: &str = "upm-tree-1";
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

@@ -88,3 +88,97 @@ fn an_unpinned_executables_digest_is_kept_until_the_file_changes() {
 fn settle() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
 }
+
+/// An unpinned Python tree's digest (the audit's `manifest_sha256`) is kept for the tree's
+/// fingerprint (every file's path, identity and mode) until a file changes or is added,
+/// so that a `python_path` holding a whole `site-packages` is not read at every call; a
+/// pinned tree is always read.
+#[test]
+fn an_unpinned_trees_digest_is_kept_until_a_file_changes() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    chmod(&work, 0o755);
+    let module = d.write("py/mod.py", GOOD_PY, false);
+    d.write("py/pkg/helper.py", "X = 1\n", false);
+    let config = |plugin: Value| {
+        TestConfig::new()
+            .set("python", json!("/usr/bin/python3"))
+            .set("workdir_root", json!(work))
+            .timeout_ms(10000)
+            .plugins(json!({ "P": plugin }))
+            .write(&d)
+    };
+    let cfg = config(py_plugin("py"));
+    // What `upm check` reads from the tree itself.
+    let real = || {
+        let c = check(&cfg, &[]);
+        assert_eq!(c.code, 0, "{}", ctx(&c));
+        c.json["plugins"]["P"]["pins"]["manifest"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let digest_of_call = |d: &TestDir| {
+        let run = call(&cfg, "P", "who", json!({}), &[]);
+        assert_ok(&run);
+        audit_of(d, &run)[0]["plugin_files"]["manifest_sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let store = work.join("upm-digests-0");
+    let trees = || -> Vec<PathBuf> {
+        std::fs::read_dir(&store)
+            .map(|r| {
+                r.map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with("tree-")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = real();
+    // Files changed in the last 2 s: read, not kept.
+    assert_eq!(digest_of_call(&d), first);
+    assert!(trees().is_empty(), "{:?}", trees());
+    settle();
+    assert_eq!(digest_of_call(&d), first);
+    let entries = trees();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // The next process takes the digest from the entry, not from the tree: one made to
+    // say another digest (as only upm's euid could) shows it.
+    let other = "cd".repeat(32);
+    let text = std::fs::read_to_string(&entries[0]).unwrap();
+    assert!(text.ends_with(&format!(" {first}\n")), "{text}");
+    std::fs::write(&entries[0], text.replace(&first, &other)).unwrap();
+    assert_eq!(digest_of_call(&d), other, "the kept digest is used");
+    // A pinned tree is always read: its pin holds against the planted entry. (The same
+    // config file, rewritten, and then put back.)
+    let mut pinned = py_plugin("py");
+    pinned["manifest_sha256"] = json!(first);
+    let pinned_cfg = config(pinned);
+    let run = call(&pinned_cfg, "P", "who", json!({}), &[]);
+    assert_ok(&run);
+    assert_eq!(
+        audit_of(&d, &run)[0]["plugin_files"]["manifest_sha256"],
+        first.as_str()
+    );
+    assert_eq!(config(py_plugin("py")), cfg);
+    // One byte of a module, or a file added: read again (and the digest says so).
+    std::fs::write(&module, GOOD_PY.replace("good", "gooD")).unwrap();
+    let changed = real();
+    assert_ne!(changed, first);
+    assert_eq!(digest_of_call(&d), changed);
+    d.write("py/pkg/more.py", "Y = 2\n", false);
+    let added = real();
+    assert_ne!(added, changed);
+    assert_eq!(digest_of_call(&d), added);
+}
