@@ -27,12 +27,20 @@ pub(crate) enum Line {
 
 /// Reads up to the next newline, keeping at most `cap` bytes.
 pub(crate) fn read_line(input: &mut impl BufRead, cap: u64) -> std::io::Result<Line> {
+    read_line_to_end(input, cap).map(|(line, _)| line)
+}
+
+/// [`read_line`], and whether the input's end was read (a last line without a newline,
+/// or none): a terminal gives its end once, as one read of 0 bytes.
+fn read_line_to_end(input: &mut impl BufRead, cap: u64) -> std::io::Result<(Line, bool)> {
     let mut line = Vec::new();
     let mut too_long = false;
     let mut saw_any = false;
+    let mut at_end = false;
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
+            at_end = true;
             break;
         }
         saw_any = true;
@@ -54,11 +62,12 @@ pub(crate) fn read_line(input: &mut impl BufRead, cap: u64) -> std::io::Result<L
             break;
         }
     }
-    Ok(match (saw_any, too_long) {
+    let line = match (saw_any, too_long) {
         (false, _) => Line::Eof,
         (true, true) => Line::TooLong,
         (true, false) => Line::Request(line),
-    })
+    };
+    Ok((line, at_end))
 }
 
 /// Where the reader stands: shared by the workers, behind one lock.
@@ -164,12 +173,20 @@ pub fn run(
             {
                 return;
             }
-            let line = read_line(&mut r.input, cap);
-            match &line {
-                Err(_) => r.failed = true,
-                Ok(Line::Eof) => r.ended = true,
-                Ok(_) => {}
-            }
+            let line = match read_line_to_end(&mut r.input, cap) {
+                Ok((line, at_end)) => {
+                    if at_end {
+                        // Every line is read (this one, if any, was the last).
+                        r.ended = true;
+                        all_read.store(true, Relaxed);
+                    }
+                    Ok(line)
+                }
+                Err(e) => {
+                    r.failed = true;
+                    Err(e)
+                }
+            };
             r.lines += 1;
             (line, r.lines)
         };
@@ -184,10 +201,7 @@ pub fn run(
             session.call_staged(input, ctx)
         };
         let staged = match line {
-            Ok(Line::Eof) => {
-                all_read.store(true, Relaxed);
-                return;
-            }
+            Ok(Line::Eof) => return,
             Ok(Line::Request(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Line::Request(bytes)) => staged(Input::<Failed>::Line(bytes)),
             Ok(Line::TooLong) => staged(Input::<Failed>::TooLong),
@@ -381,5 +395,16 @@ mod tests {
         let mut r = &b"abc"[..];
         assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Request(l) if l == b"abc"));
         assert!(matches!(read_line(&mut r, 8).unwrap(), Line::Eof));
+    }
+
+    #[test]
+    fn the_end_is_told_with_the_line_it_ends() {
+        let mut r = &b"a\nbc"[..];
+        let (line, at_end) = read_line_to_end(&mut r, 8).unwrap();
+        assert!(matches!(line, Line::Request(l) if l == b"a") && !at_end);
+        let (line, at_end) = read_line_to_end(&mut r, 8).unwrap();
+        assert!(matches!(line, Line::Request(l) if l == b"bc") && at_end);
+        let (line, at_end) = read_line_to_end(&mut r, 8).unwrap();
+        assert!(matches!(line, Line::Eof) && at_end);
     }
 }

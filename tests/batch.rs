@@ -945,7 +945,8 @@ fn a_reader_gone_before_stdins_end_fails_the_batch() {
 
 /// A terminal's end (^D) is read once: the next read waits for more input. With
 /// `--parallel 2` several workers read stdin in turn, and each must take that one end
-/// as the batch's, not only the worker that read it. (A reader gone once every line is
+/// as the batch's, not only the worker that read it, whether it came alone or ended a
+/// last line without a newline. (A reader gone once every line is
 /// read and answered is no failure: that rule, which only a race can show from outside,
 /// is `exit_code`'s unit test.)
 #[test]
@@ -971,8 +972,14 @@ fn a_terminals_end_ends_a_parallel_batch() {
     let mut terminal = std::fs::File::from(pty.master);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     answer_n(&mut terminal, &mut out, 3);
-    // ^D at a line's start: one read of upm's gives 0, the next would wait again.
-    terminal.write_all(b"\x04").unwrap();
+    // A last line without its newline: the first ^D hands it over as it is, the second
+    // (at a line's start) is the end: one read of upm's gives 0, the next would wait again.
+    let last = line("Echo", "g3", json!({}));
+    terminal.write_all(&last[..last.len() - 1]).unwrap();
+    terminal.write_all(b"\x04\x04").unwrap();
+    let mut result = String::new();
+    out.read_line(&mut result).unwrap();
+    assert!(result.contains("\"success\":true"), "{result}");
     let status = wait_at_most(&mut child, Duration::from_secs(10));
     if status.is_none() {
         let _ = child.kill();
@@ -981,8 +988,8 @@ fn a_terminals_end_ends_a_parallel_batch() {
     drop(terminal);
     let status = status.expect("upm went on reading the terminal after its ^D");
     assert_eq!(status.code(), Some(0), "{status:?}");
-    assert_eq!(d.audit_lines().len(), 6, "every call audited");
+    assert_eq!(d.audit_lines().len(), 8, "every call audited");
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
-    assert!(rest.is_empty(), "no result after the three: {rest}");
+    assert!(rest.is_empty(), "no result after the four: {rest}");
 }
