@@ -829,29 +829,34 @@ impl Manifest {
     /// What a copy of the tree takes on a tmpfs: bytes (every file's pages) and inodes
     /// (every file and directory, and the mount's root), with a little room to spare.
     pub fn footprint(&self) -> (u64, u64) {
-        const PAGE: u64 = 4096;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map_or(4096, |p| p as u64);
         let bytes: u64 = self
             .files
             .iter()
-            .map(|f| (f.bytes.len() as u64).div_ceil(PAGE) * PAGE)
+            .map(|f| (f.bytes.len() as u64).div_ceil(page) * page)
             .sum();
         let inodes = (self.files.len() + self.dirs.len()) as u64 + 1;
-        (bytes + 16 * PAGE, inodes + 16)
+        (bytes + 16 * page, inodes)
     }
 
     /// [`snapshot`](Self::snapshot) into the directory `dest` (a tmpfs of upm's own that
     /// nothing else can reach yet: see `sandbox::mounts::Verified`), through its
     /// descriptor: `<root index>/...`, each file and directory with at most its original
-    /// permission bits (`mode & 0o755`).
+    /// permission bits (`mode & 0o755`). Errors name the files under `shown`, where the
+    /// tmpfs will be.
     pub fn snapshot_into(
         &self,
         roots: usize,
         dest: std::os::fd::BorrowedFd<'_>,
+        shown: &Path,
     ) -> Result<(), IntegrityError> {
         use nix::fcntl::{openat, OFlag};
         use nix::sys::stat::{fchmod, fchmodat, mkdirat, FchmodatFlags, Mode};
         let err = |path: &Path, e: nix::errno::Errno| IntegrityError::Snapshot {
-            path: Path::new("verified").join(path),
+            path: shown.join(path),
             source: e.into(),
         };
         let private = Mode::from_bits_truncate(0o700);
@@ -881,7 +886,7 @@ impl Manifest {
             let mut out = File::from(out);
             io::Write::write_all(&mut out, &f.bytes).map_err(|source| {
                 IntegrityError::Snapshot {
-                    path: Path::new("verified").join(&target),
+                    path: shown.join(&target),
                     source,
                 }
             })?;

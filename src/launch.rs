@@ -46,9 +46,10 @@ pub enum LaunchError {
 ///     home/.cache/                   a Python class plugin's default cache_dir, ".cache"
 ///                                    as UPM passed it (only for those)
 ///     verified/                      owned by upm, read-only to the plugin, only when needed:
-///     verified/<root index>/...        the snapshot of a pinned plugin tree (a root upm's
-///                                    of a Python tree: a tmpfs attached over `verified/`
-///                                    in the call's mount namespace, empty on the host)
+///     verified/<root index>/...        the snapshot of a pinned plugin tree, or
+///     verified/tree/<root index>/...   a root upm's of a Python tree: a tmpfs attached over
+///                                    `verified/tree/` in the call's mount namespace (an
+///                                    empty directory on the host)
 ///     verified/exec/<name>             the copy of a pinned executable (or, with trust
 ///                                    on, of the Python interpreter) that is exec'd
 /// ```
@@ -213,8 +214,10 @@ pub struct Runnable {
 pub const DEFAULT_CACHE_DIR: &str = ".cache";
 
 /// Where, under the call's `verified/` directory, a single vouched-for executable is
-/// copied (tree snapshots are `verified/<root index>/`).
+/// copied (tree snapshots are `verified/<root index>/` on disk).
 const EXEC_DIR: &str = "exec";
+/// Where, under the call's `verified/`, a tree's snapshot in memory is attached.
+const TREE_DIR: &str = "tree";
 
 /// Verifies the plugin's files and opens what will be exec'd.
 ///
@@ -310,7 +313,7 @@ pub fn resolve(
                         .transpose()?
                     {
                         Some(Some(v)) => {
-                            let roots = (0..n).map(|i| workdir.verified.join(i.to_string()));
+                            let roots = (0..n).map(|i| v.at().join(i.to_string()));
                             (roots.collect(), Some(v), m.digest)
                         }
                         _ => (m.snapshot(n, &workdir.verified)?, None, m.digest),
@@ -360,7 +363,8 @@ pub fn resolve(
 }
 
 /// A pinned tree's snapshot in a detached tmpfs of its own size, sealed read-only, and the
-/// empty directory of upm's on the host (`verified/`, 0755) where the init attaches it.
+/// empty directory of upm's on the host (`verified/tree/`, 0755) where the init attaches
+/// it (beside `verified/exec/`, where a verified interpreter may be copied on disk).
 /// `None` where upm may not make a tmpfs (an unprivileged upm, outside any user namespace
 /// of its own): the snapshot is then made on the host's disk, as before.
 fn snapshot_in_memory(
@@ -368,21 +372,23 @@ fn snapshot_in_memory(
     roots: usize,
     workdir: &Workdir,
 ) -> Result<Option<crate::sandbox::mounts::Verified>, LaunchError> {
+    let at = workdir.verified.join(TREE_DIR);
     let snap = |source| IntegrityError::Snapshot {
-        path: workdir.verified.clone(),
+        path: at.clone(),
         source,
     };
     let (bytes, inodes) = m.footprint();
-    let v = match crate::sandbox::mounts::Verified::new(bytes, inodes) {
+    let v = match crate::sandbox::mounts::Verified::new(bytes, inodes, at.clone()) {
         Ok(v) => v,
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(None),
         Err(e) => return Err(snap(e).into()),
     };
-    m.snapshot_into(roots, v.root())?;
+    m.snapshot_into(roots, v.root(), &at)?;
     v.seal().map_err(snap)?;
     std::fs::DirBuilder::new()
+        .recursive(true)
         .mode(0o755)
-        .create(&workdir.verified)
+        .create(&at)
         .map_err(snap)?;
     Ok(Some(v))
 }

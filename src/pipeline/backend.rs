@@ -181,10 +181,7 @@ fn prepare_native(
         plugin_files: runnable.readable.clone(),
         seccomp,
         grants: &grants,
-        verified: runnable
-            .verified
-            .as_ref()
-            .map(|v| (v, workdir.verified.as_path())),
+        verified: runnable.verified.as_ref(),
     };
     let sandbox = sandbox::prepare(policy, &paths, host)?;
     let egress = policy.network.allowlist().map(|settings| Egress {

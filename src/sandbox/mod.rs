@@ -90,9 +90,9 @@ pub struct Paths<'a> {
     pub seccomp: &'a seccomp::Profile,
     /// This call's grants (its `x-upm-grant` arguments), opened.
     pub grants: &'a [grants::Grant],
-    /// A pinned tree's snapshot in memory and where the init attaches it (the call's
-    /// `verified/`): see [`mounts::Verified`].
-    pub verified: Option<(&'a mounts::Verified, &'a Path)>,
+    /// A pinned tree's snapshot in memory, which the init attaches where it says: see
+    /// [`mounts::Verified`].
+    pub verified: Option<&'a mounts::Verified>,
 }
 
 /// Everything the child needs, computed in the parent.
@@ -233,15 +233,15 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             layer: Layer::Namespaces,
             reason,
         })?;
-    if let Some((v, at)) = paths.verified {
+    if let Some(v) = paths.verified {
         mounts
-            .attach_verified(v, at)
+            .attach_verified(v)
             .map_err(|reason| SandboxError::Unavailable {
                 layer: Layer::Namespaces,
                 reason,
             })?;
         ns_report.detail["verified"] = json!({
-            "at": at,
+            "at": v.at(),
             "tmpfs_bytes": v.bytes,
             "inodes": v.inodes,
         });
@@ -268,7 +268,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         read,
         write,
         grants: paths.grants,
-        verified: paths.verified.map(|(v, at)| (v.root(), at)),
+        verified: paths.verified.map(|v| (v.root(), v.at())),
         network: policy.network.is_host(),
         tcp_connect: egress.map(|e| e.port),
         host,

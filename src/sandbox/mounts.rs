@@ -12,7 +12,11 @@
 //! are not stopped by a read-only mount; Landlock still decides which are allowed.
 //!
 //! The namespace is created by the init's clone, inside the call's user namespace, so
-//! the host's read-only mounts arrive locked read-only and none can be made writable.
+//! the mounts that were already read-only on the host arrive locked read-only. The rest
+//! are made read-only by the init, and stay so because the plugin has no capability to
+//! change a mount (nor, in a user namespace of its own, over these: the kernel locks a
+//! copied mount's flags there). A pinned tree's snapshot ([`Verified`]) is attached, not
+//! copied: its read-only flag is not locked in the call's namespace, and holds the same way.
 
 use super::{sys, Step};
 use ::syscalls::{syscall, Sysno};
@@ -98,15 +102,21 @@ impl Tmpfs {
 #[derive(Debug)]
 pub struct Verified {
     fd: std::os::fd::OwnedFd,
+    /// Its bound, and the files and directories it holds (for the report).
     pub bytes: u64,
     pub inodes: u64,
+    /// Where the init attaches it: an empty directory of upm's on the host.
+    at: PathBuf,
 }
 
 impl Verified {
-    /// A detached tmpfs of `bytes` and `inodes` at most (nosuid, nodev; executable: a
-    /// Python tree may hold native extensions), its root 0755, at a descriptor >= 10 (the
-    /// init's descriptors 0..=5 are its own).
-    pub fn new(bytes: u64, inodes: u64) -> std::io::Result<Verified> {
+    /// A detached tmpfs of `bytes` at most, for `inodes` files and directories, to be
+    /// attached at `at` (nosuid, nodev; executable: a Python tree may hold native
+    /// extensions), its root 0755, at a descriptor >= 10 (the init's descriptors 0..=5 are
+    /// its own). Its inodes are not bounded (some kernels charge a security module's
+    /// labels to that bound) and its pages are small ones (a huge page would take a small
+    /// file's share of the bound): nothing but upm writes it, and only until it is sealed.
+    pub fn new(bytes: u64, inodes: u64, at: PathBuf) -> std::io::Result<Verified> {
         use std::os::fd::{FromRawFd, OwnedFd};
         let os = |e: i32| std::io::Error::from_raw_os_error(e);
         let c = |s: String| CString::new(s).unwrap_or_default();
@@ -118,7 +128,8 @@ impl Verified {
         use std::os::fd::AsRawFd;
         let options = [
             (c("size".into()), c(bytes.to_string())),
-            (c("nr_inodes".into()), c(inodes.to_string())),
+            (c("nr_inodes".into()), c("0".into())),
+            (c("huge".into()), c("never".into())),
             (c("mode".into()), c("0755".into())),
         ];
         for (key, value) in &options {
@@ -166,7 +177,17 @@ impl Verified {
         }
         // SAFETY: high is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(high) };
-        Ok(Verified { fd, bytes, inodes })
+        Ok(Verified {
+            fd,
+            bytes,
+            inodes,
+            at,
+        })
+    }
+
+    /// Where the init attaches it.
+    pub fn at(&self) -> &Path {
+        &self.at
     }
 
     /// Its root, to write the copy through (before [`seal`](Self::seal)).
@@ -175,7 +196,11 @@ impl Verified {
         self.fd.as_fd()
     }
 
-    /// Makes the whole mount read-only: nothing, upm included, can change the copy now.
+    /// Makes the whole mount read-only: the copy can no longer be changed through any
+    /// path or descriptor, short of clearing the flag again, which takes `CAP_SYS_ADMIN`
+    /// over the mount's namespace (upm's root; in the call's namespace, where it is
+    /// attached and not copied, the flag is not locked: the plugin, which has no
+    /// capabilities, cannot clear it, and in any user namespace it makes, the kernel locks it).
     ///
     /// The kernel refuses (EBUSY) while a file of it is open for writing anywhere: in a
     /// batch, another call's init cloned while a file was being written holds a copy of
@@ -278,11 +303,11 @@ pub fn prepare(
 const MAX_GRANTS: usize = 16;
 
 impl Plan {
-    /// Has the init attach `verified` at `at` (an empty directory of upm's on the host).
-    /// upm keeps `verified` open until the init is reaped.
-    pub fn attach_verified(&mut self, verified: &Verified, at: &Path) -> Result<(), String> {
+    /// Has the init attach `verified` where it says (an empty directory of upm's on the
+    /// host). upm keeps `verified` open until the init is reaped.
+    pub fn attach_verified(&mut self, verified: &Verified) -> Result<(), String> {
         use std::os::fd::AsRawFd;
-        let at = CString::new(at.as_os_str().as_bytes())
+        let at = CString::new(verified.at.as_os_str().as_bytes())
             .map_err(|_| "the verified copy's path holds a NUL byte".to_string())?;
         self.verified = Some((verified.fd.as_raw_fd(), at));
         Ok(())

@@ -102,9 +102,9 @@ fn a_pinned_executable_runs_from_a_sealed_memfd() {
 const LOOKING_PY: &str = "import errno, os, time\n\nclass P:\n    def __init__(self, project_root, cache_dir, policy):\n        pass\n\n    def who(self):\n        here = os.path.dirname(os.path.abspath(__file__))\n        try:\n            open(os.path.join(here, 'new.py'), 'w').close()\n            wrote = 'written'\n        except OSError as e:\n            wrote = errno.errorcode.get(e.errno, str(e.errno))\n        time.sleep(1.0)\n        return {'who': 'good', 'here': here, 'write': wrote, 'listed': sorted(os.listdir(here))}\n";
 
 /// A pinned Python tree runs from a snapshot in memory: a tmpfs upm fills and seals,
-/// attached over the call's `verified/` in the call's own mount namespace. Nothing of it
-/// is ever on the host's disk (there `verified/` stays an empty mount point while the
-/// plugin runs), and the plugin cannot change it.
+/// attached over the call's `verified/tree/` in the call's own mount namespace. Nothing of
+/// it is ever on the host's disk (there `verified/` holds no file while the plugin runs),
+/// and the plugin cannot change it.
 #[test]
 fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
     if skip_unless_root() {
@@ -136,15 +136,24 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
         .to_owned();
     let cfg = with_pin(Some(&digest));
     let running = std::thread::spawn(move || call(&cfg, "P", "who", json!({}), &[]));
-    // While it runs: the calls' `verified/` directories on the host, and what is in them.
+    // While it runs: the calls' `verified/` directories on the host, and any file in them.
     let (mut seen, mut on_host) = (0, std::collections::BTreeSet::new());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !running.is_finished() && std::time::Instant::now() < deadline {
         for call_dir in std::fs::read_dir(&work).unwrap().flatten() {
-            let verified = call_dir.path().join("verified");
-            if let Ok(entries) = std::fs::read_dir(&verified) {
+            let mut dirs = vec![call_dir.path().join("verified")];
+            if dirs[0].is_dir() {
                 seen += 1;
-                on_host.extend(entries.flatten().map(|e| e.path()));
+            }
+            while let Some(dir) = dirs.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    match e.file_type() {
+                        Ok(t) if t.is_dir() => dirs.push(e.path()),
+                        _ => {
+                            on_host.insert(e.path());
+                        }
+                    }
+                }
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -162,7 +171,10 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
         "the snapshot is on the host's disk: {on_host:?}"
     );
     // In the call's namespace it is there, whole, under verified/0, and read-only.
-    assert!(r["here"].as_str().unwrap().ends_with("/verified/0"), "{r}");
+    assert!(
+        r["here"].as_str().unwrap().ends_with("/verified/tree/0"),
+        "{r}"
+    );
     assert_eq!(r["listed"], json!(["mod.py", "pkg"]), "{r}");
     assert!(
         matches!(r["write"].as_str(), Some("EROFS" | "EACCES")),
@@ -170,7 +182,7 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
     );
     // The report says where it was attached, and its bound.
     let v = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"];
-    assert!(v["at"].as_str().unwrap().ends_with("/verified"), "{v}");
+    assert!(v["at"].as_str().unwrap().ends_with("/verified/tree"), "{v}");
     assert!(v["tmpfs_bytes"].as_u64().unwrap() > 0, "{v}");
     let started = &audit_of(&d, &run)[0];
     assert_eq!(started["plugin_files"]["manifest_sha256"], digest.as_str());

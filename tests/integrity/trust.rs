@@ -611,3 +611,63 @@ fn swapping_a_signed_seccomp_profile_never_enforces_the_unsigned_one() {
         },
     );
 }
+
+/// Where the kernel refuses executable memfds (`vm.memfd_noexec` = 2, set here in a PID
+/// namespace of the test's own, where it applies alone), a signed interpreter's verified
+/// copy is a file in the call's `verified/exec/`, on disk; a root upm's in-memory snapshot
+/// of a pinned tree, attached at `verified/tree/`, must not cover it.
+#[test]
+fn a_signed_pinned_python_tree_runs_where_memfds_may_not_be_executed() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    d.write("py/mod.py", GOOD_PY, false);
+    let plugin = |pin: Option<String>| {
+        let mut p = py_plugin("py");
+        if let Some(pin) = pin {
+            p["manifest_sha256"] = json!(pin);
+        }
+        json!({ "require_schemas": false, "python": "/usr/bin/python3", "plugins": { "P": p } })
+    };
+    let cfg = d.config(&plugin(None));
+    let c = check(&cfg, &[]);
+    assert_eq!(c.code, 0, "{}", ctx(&c));
+    let digest = c.json["plugins"]["P"]["pins"]["manifest"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cfg = d.config(&plugin(Some(digest)));
+    std::fs::create_dir(d.join("keys")).unwrap();
+    let secret = d.join("secret.pem");
+    keygen(&secret, &d.join("keys/k.pub"));
+    sign(&cfg, &secret);
+    let keys = d.join("keys");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .arg("echo 2 > /proc/sys/vm/memfd_noexec && exec \"$0\" \"$@\"")
+        .arg(upm_bin())
+        .args(["run", "--config", cfg.to_str().unwrap()]);
+    let cmd = with_trust_env(cmd, &[("UPM_TRUSTED_KEYS_DIR", keys.to_str().unwrap())]);
+    let run = run_command(cmd, &request("P", "who", json!({})));
+    assert_ok(&run);
+    assert_eq!(run.result()["who"], "good", "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["trust"]["status"],
+        "verified",
+        "{}",
+        ctx(&run)
+    );
+    let started = &audit_of(&d, &run)[0];
+    let exec = started["plugin_files"]["exec"].as_str().unwrap();
+    assert!(
+        exec.ends_with("/verified/exec/python3"),
+        "a copy on disk: {started}"
+    );
+    let at = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"]["at"];
+    assert!(
+        at.as_str().unwrap().ends_with("/verified/tree"),
+        "{}",
+        ctx(&run)
+    );
+}

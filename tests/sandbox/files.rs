@@ -37,20 +37,21 @@ fn a_pinned_python_tree_runs_from_its_snapshot(who: Who) {
     assert_eq!(run.code, 0, "{}", ctx(&run));
     let (uid, _) = who.plugin_ids();
     assert_eq!(run.result()["uid"], uid, "{}", ctx(&run));
-    let snapshot = &run.json["data"]["sandbox"]["python_path"]["snapshot"];
-    assert!(
-        snapshot[0].as_str().unwrap().ends_with("/verified/0"),
-        "{}",
-        ctx(&run)
-    );
+    let snapshot = run.json["data"]["sandbox"]["python_path"]["snapshot"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let verified = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"];
     match who {
-        Who::Root => assert!(
-            verified["at"].as_str().unwrap().ends_with("/verified"),
-            "in memory: {}",
-            ctx(&run)
-        ),
-        Who::User => assert!(verified.is_null(), "on disk: {}", ctx(&run)),
+        Who::Root => {
+            assert!(snapshot.ends_with("/verified/tree/0"), "{}", ctx(&run));
+            let at = verified["at"].as_str().unwrap();
+            assert!(at.ends_with("/verified/tree"), "in memory: {}", ctx(&run));
+        }
+        Who::User => {
+            assert!(snapshot.ends_with("/verified/0"), "{}", ctx(&run));
+            assert!(verified.is_null(), "on disk: {}", ctx(&run));
+        }
     }
 }
 
