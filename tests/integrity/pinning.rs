@@ -99,12 +99,14 @@ fn a_pinned_executable_runs_from_a_sealed_memfd() {
 
 /// What the in-memory snapshot's test runs: where its module is, what writing there
 /// gave, what it sees there; and it takes a second, while the test looks at the host.
-const LOOKING_PY: &str = "import errno, os, time\n\nclass P:\n    def __init__(self, project_root, cache_dir, policy):\n        pass\n\n    def who(self):\n        here = os.path.dirname(os.path.abspath(__file__))\n        try:\n            open(os.path.join(here, 'new.py'), 'w').close()\n            wrote = 'written'\n        except OSError as e:\n            wrote = errno.errorcode.get(e.errno, str(e.errno))\n        time.sleep(1.0)\n        return {'who': 'good', 'here': here, 'write': wrote, 'listed': sorted(os.listdir(here))}\n";
+const LOOKING_PY: &str = "import ctypes, errno, os, time\n\nclass A(ctypes.Structure):\n    _fields_ = [('set', ctypes.c_uint64), ('clr', ctypes.c_uint64), ('prop', ctypes.c_uint64), ('ns', ctypes.c_uint64)]\n\nclass P:\n    def __init__(self, project_root, cache_dir, policy):\n        pass\n\n    def who(self):\n        here = os.path.dirname(os.path.abspath(__file__))\n        try:\n            open(os.path.join(here, 'new.py'), 'w').close()\n            wrote = 'written'\n        except OSError as e:\n            wrote = errno.errorcode.get(e.errno, str(e.errno))\n        libc = ctypes.CDLL(None, use_errno=True)\n        clear = A(0, 1, 0, 0)\n        r = libc.syscall(442, -100, os.path.dirname(here).encode(), 0, ctypes.byref(clear), ctypes.sizeof(clear))\n        remount = 'cleared' if r == 0 else errno.errorcode.get(ctypes.get_errno(), '?')\n        time.sleep(1.0)\n        return {'who': 'good', 'here': here, 'write': wrote, 'remount': remount, 'listed': sorted(os.listdir(here))}\n";
 
 /// A pinned Python tree runs from a snapshot in memory: a tmpfs upm fills and seals,
 /// attached over the call's `verified/tree/` in the call's own mount namespace. Nothing of
 /// it is ever on the host's disk (there `verified/` holds no file while the plugin runs),
-/// and the plugin cannot change it.
+/// and the plugin cannot change it: not by writing, nor by clearing the mount's read-only
+/// flag (attached, not copied, the flag is not locked there: the plugin's empty capability
+/// set is what refuses it, so the profile here lets `mount_setattr` through).
 #[test]
 fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
     if skip_unless_root() {
@@ -124,11 +126,17 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
         TestConfig::new()
             .set("python", json!("/usr/bin/python3"))
             .set("workdir_root", json!(work))
-            .timeout_ms(10000)
+            .set(
+                "sandbox",
+                json!({ "seccomp": "policies/allow.json", "limits": { "timeout_ms": 10000 } }),
+            )
             .plugins(json!({ "P": p }))
             .write(&d)
     };
-    let c = check(&with_pin(None), &[]);
+    let allow = r#"{ "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [] }"#;
+    let unpinned = with_pin(None);
+    d.write("policies/allow.json", allow, false);
+    let c = check(&unpinned, &[]);
     assert_eq!(c.code, 0, "{}", ctx(&c));
     let digest = c.json["plugins"]["P"]["pins"]["manifest"]["sha256"]
         .as_str()
@@ -176,9 +184,14 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
         "{r}"
     );
     assert_eq!(r["listed"], json!(["mod.py", "pkg"]), "{r}");
-    assert!(
-        matches!(r["write"].as_str(), Some("EROFS" | "EACCES")),
-        "the plugin wrote into its snapshot: {r}"
+    // Read-only before Landlock is asked (which would say EACCES).
+    assert_eq!(r["write"], "EROFS", "{r}");
+    assert_eq!(r["remount"], "EPERM", "{r}");
+    assert_eq!(
+        run.json["data"]["sandbox"]["layers"]["seccomp"]["detail"]["profile"],
+        "allow",
+        "{}",
+        ctx(&run)
     );
     // The report says where it was attached, and its bound.
     let v = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"];
