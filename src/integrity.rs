@@ -152,15 +152,16 @@ const MAX_DIGESTS: usize = 64;
 const SETTLED_SECS: i64 = 2;
 
 /// Filesystems whose ctimes the kernel itself keeps (not FUSE's or NFS's, which their
-/// server decides): ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, F2FS, squashfs, ZFS.
-const LOCAL_FILESYSTEMS: [i64; 8] = [
+/// server decides): ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, F2FS, ZFS. Not squashfs: its
+/// inodes and times come from the image, and a rebuilt image on a reused loop device
+/// can have a changed file with the same identity.
+const LOCAL_FILESYSTEMS: [i64; 7] = [
     0xEF53,
     0x5846_5342,
     0x9123_683E,
     0x0102_1994,
     0x794C_7630,
     0xF2F5_2010,
-    0x7371_7368,
     0x2FC1_2FC1,
 ];
 
@@ -284,17 +285,13 @@ fn open_with_copy_mode(path: &Path) -> Result<(File, u32), IntegrityError> {
 /// permission bits (`mode & 0o755`). No pin is checked here: see
 /// [`Executable::check_pin`].
 pub fn copy_executable(path: &Path, dest_dir: &Path) -> Result<Executable, IntegrityError> {
-    use std::os::unix::fs::DirBuilderExt;
     let (mut file, mode) = open_with_copy_mode(path)?;
     let snap = |p: &Path, source| IntegrityError::Snapshot {
         path: p.to_path_buf(),
         source,
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dest_dir)
-        .map_err(|e| snap(dest_dir, e))?;
+    // The copy's directory and `verified/` above it, whatever upm's umask.
+    crate::files::make_dir_0755(dest_dir, 1).map_err(|e| snap(dest_dir, e))?;
     let name = path.file_name().unwrap_or(std::ffi::OsStr::new("exec"));
     let target = dest_dir.join(name);
     let mut out = crate::files::create_new(&target, mode).map_err(|e| snap(&target, e))?;
@@ -612,25 +609,27 @@ struct ManifestFile {
 /// kept by an earlier one ([`digest_store`]), and used only when every file is settled
 /// on a local filesystem, as for executables. A pinned tree never comes here: it is read.
 pub fn tree_digest(roots: &[PathBuf]) -> Result<String, IntegrityError> {
-    let (fp, all_settled) = tree_fingerprint(roots)?;
+    let looked = tree_walk(roots, false)?;
     let memo = || TREES.lock().unwrap_or_else(|e| e.into_inner());
-    if all_settled {
-        if let Some((_, d)) = memo().iter().find(|(f, _)| *f == fp) {
+    if looked.stable {
+        if let Some((_, d)) = memo().iter().find(|(f, _)| *f == looked.fingerprint) {
             return Ok(d.clone());
         }
-        if let Some(d) = digest_store::recall_tree(&fp) {
+        if let Some(d) = digest_store::recall_tree(&looked.fingerprint) {
             return Ok(d);
         }
     }
-    let digest = manifest(roots)?.digest;
-    // Kept only if nothing changed while it was read.
-    if all_settled && tree_fingerprint(roots)?.0 == fp {
-        digest_store::remember_tree(&fp, &digest);
+    // Read, each file's identity and bytes through one descriptor: what is kept is the
+    // digest of exactly the files the fingerprint names.
+    let mut read = tree_walk(roots, true)?;
+    let digest = files_digest(&mut read.hashed);
+    if read.stable {
+        digest_store::remember_tree(&read.fingerprint, &digest);
         let mut known = memo();
         if known.len() == MAX_TREES {
             known.remove(0);
         }
-        known.push((fp, digest.clone()));
+        known.push((read.fingerprint, digest.clone()));
     }
     Ok(digest)
 }
@@ -639,31 +638,37 @@ pub fn tree_digest(roots: &[PathBuf]) -> Result<String, IntegrityError> {
 static TREES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
 const MAX_TREES: usize = 16;
 
-/// The tree's fingerprint, and whether every file is settled ([`settled`]).
-fn tree_fingerprint(roots: &[PathBuf]) -> Result<(String, bool), IntegrityError> {
+/// One checked walk of a tree ([`tree_digest`]).
+struct TreeWalk {
+    /// Every file's root, path, [`Identity`] and mode, hashed.
+    fingerprint: String,
+    /// Every file on a local filesystem and settled, and (when read) its identity the
+    /// same after the read as before.
+    stable: bool,
+    /// When read: every file's root, path and SHA-256, read through the descriptor its
+    /// identity was taken from.
+    hashed: Vec<(usize, PathBuf, String)>,
+}
+
+fn tree_walk(roots: &[PathBuf], read: bool) -> Result<TreeWalk, IntegrityError> {
     use std::os::unix::fs::MetadataExt;
     let mut lines = Vec::new();
-    let mut all_settled = true;
+    let mut hashed = Vec::new();
+    let mut stable = true;
     // Whether each device seen is a local filesystem (one `fstatfs` a device, not a file).
     let mut local: Vec<(u64, bool)> = Vec::new();
     walk(
         roots,
         &mut |root, rel, path, resolved| {
-            let file = open_regular(path, resolved)?;
-            let m = file.metadata().map_err(|source| IntegrityError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let id: Identity = (
-                m.dev(),
-                m.ino(),
-                m.size() as i64,
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-            );
-            let mode = m.mode();
+            let mut file = open_regular(path, resolved)?;
+            let mode = file
+                .metadata()
+                .map_err(|source| IntegrityError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .mode();
+            let id = identity_of(&file, path)?;
             let is_local = match local.iter().find(|(d, _)| *d == id.0) {
                 Some(&(_, l)) => l,
                 None => {
@@ -672,10 +677,19 @@ fn tree_fingerprint(roots: &[PathBuf]) -> Result<(String, bool), IntegrityError>
                     l
                 }
             };
-            all_settled &= is_local && settled_since(&id);
+            stable &= is_local && settled_since(&id);
+            if read {
+                let (sha, _) = read_hashing(&mut file, path, None)?;
+                stable &= identity_of(&file, path)? == id;
+                hashed.push((root, rel.to_path_buf(), sha));
+            }
             let mut line = format!("{root}/").into_bytes();
             line.extend_from_slice(rel.as_os_str().as_encoded_bytes());
-            line.extend_from_slice(format!("\0{id:?} {mode:o}\n").as_bytes());
+            let (dev, ino, size, mtime, mtime_ns, ctime, ctime_ns) = id;
+            line.extend_from_slice(
+                format!("\0{dev} {ino} {size} {mtime}.{mtime_ns} {ctime}.{ctime_ns} {mode:o}\n")
+                    .as_bytes(),
+            );
             lines.push(line);
             Ok(())
         },
@@ -683,10 +697,35 @@ fn tree_fingerprint(roots: &[PathBuf]) -> Result<(String, bool), IntegrityError>
     )?;
     lines.sort();
     let mut h = Sha256::new();
+    h.update(TREE_FINGERPRINT.as_bytes());
     for l in &lines {
         h.update(l);
     }
-    Ok((hex::encode(h.finalize()), all_settled))
+    Ok(TreeWalk {
+        fingerprint: hex::encode(h.finalize()),
+        stable,
+        hashed,
+    })
+}
+
+/// What a fingerprint is made of (a change of it must change this name).
+const TREE_FINGERPRINT: &str = "upm-tree-fingerprint-1\n";
+
+/// A tree's digest from its files' digests (root index, path, SHA-256): what pins
+/// (`manifest_sha256`) and the audit name.
+fn files_digest(files: &mut [(usize, PathBuf, String)]) -> String {
+    files.sort_by(|a, b| {
+        (a.0, a.1.as_os_str().as_encoded_bytes()).cmp(&(b.0, b.1.as_os_str().as_encoded_bytes()))
+    });
+    let mut h = Sha256::new();
+    for (root, rel, sha) in files.iter() {
+        h.update(format!("{root}/").as_bytes());
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        h.update(sha.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
 }
 
 /// Checks a plugin tree is safe, without reading file contents.
@@ -737,19 +776,16 @@ pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
         (a.root, a.rel.as_os_str().as_encoded_bytes())
             .cmp(&(b.root, b.rel.as_os_str().as_encoded_bytes()))
     });
-    let mut h = Sha256::new();
-    for f in &files {
-        h.update(format!("{}/", f.root).as_bytes());
-        h.update(f.rel.as_os_str().as_encoded_bytes());
-        h.update(b"\0");
-        h.update(hex::encode(Sha256::digest(&f.bytes)).as_bytes());
-        h.update(b"\n");
-    }
+    let mut digests: Vec<(usize, PathBuf, String)> = files
+        .iter()
+        .map(|f| (f.root, f.rel.clone(), hex::encode(Sha256::digest(&f.bytes))))
+        .collect();
+    let digest = files_digest(&mut digests);
     dirs.sort_by(|a, b| {
         (a.0, a.1.as_os_str().as_encoded_bytes()).cmp(&(b.0, b.1.as_os_str().as_encoded_bytes()))
     });
     Ok(Manifest {
-        digest: hex::encode(h.finalize()),
+        digest,
         files,
         dirs,
     })
@@ -785,11 +821,7 @@ impl Manifest {
         };
         let new_roots: Vec<PathBuf> = (0..roots).map(|i| dest.join(i.to_string())).collect();
         // `dest` itself: upm's, 0755, so that the plugin may reach what it may read.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dest)
-            .map_err(|e| err(dest, e))?;
+        crate::files::make_dir_0755(dest, 0).map_err(|e| err(dest, e))?;
         let private = |d: &Path| {
             std::fs::DirBuilder::new()
                 .recursive(true)

@@ -172,13 +172,32 @@ fn an_unpinned_trees_digest_is_kept_until_a_file_changes() {
         first.as_str()
     );
     assert_eq!(config(py_plugin("py")), cfg);
-    // One byte of a module, or a file added: read again (and the digest says so).
+    // One byte of a module (the same size, its mtime put back: the ctime still moves), or
+    // a file added: read again, once settled too (and the digest says so).
+    let mtime = std::fs::metadata(&module).unwrap().modified().unwrap();
     std::fs::write(&module, GOOD_PY.replace("good", "gooD")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&module)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    settle();
     let changed = real();
     assert_ne!(changed, first);
     assert_eq!(digest_of_call(&d), changed);
     d.write("py/pkg/more.py", "Y = 2\n", false);
+    settle();
     let added = real();
     assert_ne!(added, changed);
     assert_eq!(digest_of_call(&d), added);
+    // A directory renamed over another (their files keep their identities): read again.
+    d.write("py/twin/helper.py", "X = 3\n", false);
+    settle();
+    assert_eq!(digest_of_call(&d), real());
+    std::fs::rename(d.join("py/pkg"), d.join("py/old")).unwrap();
+    std::fs::rename(d.join("py/twin"), d.join("py/pkg")).unwrap();
+    let swapped = real();
+    assert_ne!(swapped, added);
+    assert_eq!(digest_of_call(&d), swapped);
 }
