@@ -471,6 +471,21 @@ fn mount_id(fd: &OwnedFd) -> Result<u64, RemoveError> {
     Ok(st.stx_mnt_id)
 }
 
+/// Makes `dir` (and its missing parents) and gives it, and the `parents` directories above
+/// it, mode 0755 exactly: a directory a plugin must traverse, made 0700 by a restrictive
+/// umask (077), would refuse it everything beneath.
+pub fn make_dir_0755(dir: &Path, parents: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    for d in dir.ancestors().take(parents + 1) {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

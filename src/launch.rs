@@ -143,6 +143,8 @@ impl Workdir {
         let random = uuid::Uuid::new_v4().simple().to_string();
         let root = under.join(format!("upm-{safe}-{random}"));
         std::fs::DirBuilder::new().mode(0o755).create(&root)?;
+        // 0755 whatever upm's umask: the plugin must traverse it to its home.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let dir = Workdir {
             home: root.join("home"),
             verified: root.join("verified"),
@@ -385,11 +387,8 @@ fn snapshot_in_memory(
     };
     m.snapshot_into(roots, v.root(), &at)?;
     v.seal().map_err(snap)?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&at)
-        .map_err(snap)?;
+    // `verified/tree/` and `verified/` above it, whatever upm's umask.
+    crate::files::make_dir_0755(&at, 1).map_err(snap)?;
     Ok(Some(v))
 }
 

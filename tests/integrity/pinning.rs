@@ -330,3 +330,53 @@ fn a_script_pinned_by_its_directory_runs_and_changes_are_refused() {
     let run = call(&cfg, "S", "go", json!({}), &[]);
     assert_refused(&d, &run, 6, "integrity_mismatch");
 }
+
+/// The call's directories a plugin must traverse are 0755 whatever upm's umask: under 077
+/// a pinned command's snapshot (on disk) and a pinned Python tree's (in memory, under
+/// `verified/tree/`) were out of the plugin's reach.
+#[test]
+fn pinned_trees_run_under_a_restrictive_umask() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    d.write("py/mod.py", GOOD_PY, false);
+    let script = d.write(
+        "tool/go.sh",
+        "#!/bin/sh\necho '{\"script\":\"ok\"}'\n",
+        true,
+    );
+    let found = |plugins: Value, name: &str| {
+        let c = check(&config_with(&d, plugins), &[]);
+        let err = c.json["plugins"][name]["pins"]["manifest"]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", ctx(&c)))
+            .to_owned();
+        err.split("found ")
+            .nth(1)
+            .unwrap()
+            .get(..64)
+            .unwrap()
+            .to_owned()
+    };
+    let mut py = py_plugin("py");
+    py["manifest_sha256"] = json!("a".repeat(64));
+    let mut cmd = cmd_plugin(&script, &["go"]);
+    cmd["manifest_sha256"] = json!("a".repeat(64));
+    py["manifest_sha256"] = json!(found(json!({ "P": py.clone() }), "P"));
+    cmd["manifest_sha256"] = json!(found(json!({ "S": cmd.clone() }), "S"));
+    let cfg = config_with(&d, json!({ "P": py, "S": cmd }));
+    let under_077 = |plugin: &str, method: &str| {
+        let mut c = Command::new("sh");
+        c.args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+            .arg(upm_bin())
+            .args(["run", "--config", cfg.to_str().unwrap()]);
+        run_command(with_trust_env(c, &[]), &request(plugin, method, json!({})))
+    };
+    let run = under_077("P", "who");
+    assert_ok(&run);
+    assert_eq!(run.result()["who"], "good", "{}", ctx(&run));
+    let run = under_077("S", "go");
+    assert_ok(&run);
+    assert_eq!(run.result()["script"], "ok", "{}", ctx(&run));
+}
