@@ -165,12 +165,17 @@ const LOCAL_FILESYSTEMS: [i64; 7] = [
     0x2FC1_2FC1,
 ];
 
-fn identity_of(file: &File, path: &Path) -> Result<Identity, IntegrityError> {
-    use std::os::unix::fs::MetadataExt;
-    let m = file.metadata().map_err(|source| IntegrityError::Open {
+/// `file`'s metadata, an error naming `path`.
+fn metadata_of(file: &File, path: &Path) -> Result<std::fs::Metadata, IntegrityError> {
+    file.metadata().map_err(|source| IntegrityError::Open {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+fn identity_of(file: &File, path: &Path) -> Result<Identity, IntegrityError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = metadata_of(file, path)?;
     Ok((
         m.dev(),
         m.ino(),
@@ -266,15 +271,7 @@ fn read_head(file: &File, path: &Path) -> Result<Vec<u8>, IntegrityError> {
 /// of it may keep (at most 0755: never setuid, setgid or writable by others).
 fn open_with_copy_mode(path: &Path) -> Result<(File, u32), IntegrityError> {
     let file = open_plugin_file(path)?;
-    let mode = file
-        .metadata()
-        .map_err(|source| IntegrityError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o755;
+    let mode = metadata_of(&file, path)?.permissions().mode() & 0o755;
     Ok((file, mode))
 }
 
@@ -460,10 +457,7 @@ fn open_regular(path: &Path, resolved: &Path) -> Result<File, IntegrityError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let meta = file.metadata().map_err(|source| IntegrityError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = metadata_of(&file, path)?;
     if !meta.is_file() {
         return Err(unsafe_file(path, "not a regular file"));
     }
@@ -661,13 +655,7 @@ fn tree_walk(roots: &[PathBuf], read: bool) -> Result<TreeWalk, IntegrityError> 
         roots,
         &mut |root, rel, path, resolved| {
             let mut file = open_regular(path, resolved)?;
-            let mode = file
-                .metadata()
-                .map_err(|source| IntegrityError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-                .mode();
+            let mode = metadata_of(&file, path)?.mode();
             let id = identity_of(&file, path)?;
             let is_local = match local.iter().find(|(d, _)| *d == id.0) {
                 Some(&(_, l)) => l,
@@ -744,10 +732,7 @@ pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
             // Through the checked descriptor: a file swapped for a FIFO or a device since
             // the walk looked at it is refused, never read (or waited on).
             let mut file = open_regular(path, resolved)?;
-            let meta = file.metadata().map_err(|source| IntegrityError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let meta = metadata_of(&file, path)?;
             let mut bytes = Vec::new();
             (&mut file)
                 .take(MAX_PLUGIN_FILE_BYTES + 1)

@@ -19,9 +19,7 @@ fn an_unpinned_executables_digest_is_kept_until_the_file_changes() {
         return;
     }
     let d = TestDir::new();
-    let work = d.join("work");
-    std::fs::create_dir(&work).unwrap();
-    chmod(&work, 0o755);
+    let work = work_dir(&d);
     let exe = echo_copy(&d, "bin/echo");
     let mut pinned = cmd_plugin(&exe, &["m"]);
     pinned["sha256"] = json!(sha256_of(&exe));
@@ -99,9 +97,7 @@ fn an_unpinned_trees_digest_is_kept_until_a_file_changes() {
         return;
     }
     let d = TestDir::new();
-    let work = d.join("work");
-    std::fs::create_dir(&work).unwrap();
-    chmod(&work, 0o755);
+    let work = work_dir(&d);
     let module = d.write("py/mod.py", GOOD_PY, false);
     d.write("py/pkg/helper.py", "X = 1\n", false);
     let config = |plugin: Value| {

@@ -162,6 +162,14 @@ fn words(run: &Run) -> bool {
     run.code == 0 && run.result()["words"] == 2
 }
 
+/// A `workdir_root` of the test's own, `work/` (0755).
+fn work_dir(d: &TestDir) -> PathBuf {
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    chmod(&work, 0o755);
+    work
+}
+
 fn skip_unless_root() -> bool {
     if !is_root() {
         eprintln!("SKIPPED: the integrity tests need root (plugins run as uid 65534)");

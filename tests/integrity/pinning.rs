@@ -115,9 +115,7 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
     let d = TestDir::new();
     d.write("py/mod.py", LOOKING_PY, false);
     d.write("py/pkg/helper.py", "X = 1\n", false);
-    let work = d.join("work");
-    std::fs::create_dir(&work).unwrap();
-    chmod(&work, 0o755);
+    let work = work_dir(&d);
     let with_pin = |pin: Option<&str>| {
         let mut p = py_plugin("py");
         if let Some(pin) = pin {
