@@ -231,3 +231,85 @@ fn a_pinned_executable_replaced_by_a_device_or_a_fifo_is_refused_not_read() {
     std::fs::rename(&saved, &s.tt).unwrap();
     assert_ok(&s.wc(&s.strict_env()));
 }
+
+/// Writes `code` as CPython's cached bytecode at `pyc`, with a header that makes Python
+/// take it for `source` (its size and mtime), or for no source (a sourceless `.pyc`).
+fn plant_pyc(source: Option<&Path>, pyc: &Path, code: &str) {
+    let script = r#"
+import importlib.util, marshal, os, sys
+source, pyc, code = sys.argv[1], sys.argv[2], sys.argv[3]
+mtime, size = (0, 0)
+if source:
+    st = os.stat(source)
+    mtime, size = int(st.st_mtime), st.st_size
+os.makedirs(os.path.dirname(pyc), exist_ok=True)
+with open(pyc, "wb") as f:
+    f.write(importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+            + mtime.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
+            + marshal.dumps(compile(code, source or pyc, "exec")))
+"#;
+    let source = source.map(|s| s.to_str().unwrap()).unwrap_or("");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, source, pyc.to_str().unwrap(), code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Python would import a `__pycache__` file whose header matches its source, and a
+/// sourceless `.pyc`, though neither is checked, hashed or snapshotted: an unpinned
+/// tree's runner reads sources only.
+#[test]
+fn python_never_runs_bytecode_caches_from_an_unpinned_tree() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    d.write(
+        "py/mod.py",
+        "class P:\n    def __init__(self, project_root, cache_dir, policy):\n        pass\n\n    \
+         def who(self):\n        import helper, pkg\n        out = {\"helper\": helper.WORD, \"pkg\": pkg.WORD}\n        \
+         try:\n            import stray\n            out[\"stray\"] = stray.WORD\n        \
+         except ImportError:\n            out[\"stray\"] = None\n        return out\n",
+        false,
+    );
+    let helper = d.write("py/helper.py", "WORD = 'source'\n", false);
+    let init = d.write("py/pkg/__init__.py", "WORD = 'source'\n", false);
+    let tag = {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", "import sys; print(sys.implementation.cache_tag)"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    // Anyone may write these: were they read, any local user's code would run.
+    let cache = d.join("py/__pycache__");
+    plant_pyc(
+        Some(&helper),
+        &cache.join(format!("helper.{tag}.pyc")),
+        "WORD = 'planted'",
+    );
+    plant_pyc(
+        Some(&init),
+        &d.join(&format!("py/pkg/__pycache__/__init__.{tag}.pyc")),
+        "WORD = 'planted'",
+    );
+    plant_pyc(None, &d.join("py/stray.pyc"), "WORD = 'planted'");
+    chmod(&cache, 0o777);
+    let planted = cache.join(format!("helper.{tag}.pyc"));
+    std::os::unix::fs::chown(&planted, Some(1234), Some(1234)).unwrap();
+    chmod(&planted, 0o666);
+    let cfg = config_with(&d, json!({ "P": py_plugin("py") }));
+    let run = call(&cfg, "P", "who", json!({}), &[]);
+    assert_ok(&run);
+    assert_eq!(
+        run.result(),
+        &json!({"helper": "source", "pkg": "source", "stray": null}),
+        "{}",
+        ctx(&run)
+    );
+}
