@@ -71,8 +71,10 @@ pub struct Executable {
     pub script: bool,
     /// A script's interpreter, as its `#!` line names it.
     pub interpreter: Option<PathBuf>,
-    /// A sealed memfd ([`seal_executable`]): not a file of the host, so not reopened
-    /// through the call's read-only mounts, and `path` is its name, `memfd:NAME`.
+    /// Held in memory, sealed: a sealed memfd ([`seal_executable`]; `path` is its name,
+    /// `memfd:NAME`) or a file of a read-only snapshot in memory ([`open_in_snapshot`];
+    /// `path` is where the call's namespace has it). Not a file of the host's mounts, so
+    /// not reopened through the call's read-only ones, and no Landlock rule of its own.
     pub sealed: bool,
 }
 
@@ -102,6 +104,32 @@ pub fn open_executable(path: &Path, pin: Option<&str>) -> Result<Executable, Int
     let mut file = open_plugin_file(path)?;
     let (sha256, head) = read_hashing(&mut file, path, None)?;
     opened(file, path, sha256, &head, pin)
+}
+
+/// An executable of a snapshot upm made in memory ([`Manifest::snapshot_into`]), opened
+/// beneath the snapshot's root descriptor (its path in upm's namespace would name
+/// nothing: the snapshot is attached only in the call's) and hashed from its descriptor.
+/// `shown` is where the plugin finds it, `source` the file of the host it copies.
+pub fn open_in_snapshot(
+    root: std::os::fd::BorrowedFd<'_>,
+    rel: &Path,
+    shown: &Path,
+    source: &Path,
+) -> Result<Executable, IntegrityError> {
+    use nix::fcntl::{openat, OFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(root, rel, flags, nix::sys::stat::Mode::empty()).map_err(|e| {
+        IntegrityError::Open {
+            path: shown.to_path_buf(),
+            source: e.into(),
+        }
+    })?;
+    let mut file = File::from(fd);
+    let (sha256, head) = read_hashing(&mut file, shown, None)?;
+    let mut exe = opened(file, shown, sha256, &head, None)?;
+    exe.source = source.to_path_buf();
+    exe.sealed = true;
+    Ok(exe)
 }
 
 /// A call's executable that nothing vouches for: its digest (for the audit) may be one

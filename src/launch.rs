@@ -206,8 +206,9 @@ pub struct Runnable {
     pub readable: Vec<PathBuf>,
     /// Digest of the plugin's tree, when one was read.
     pub manifest_sha256: Option<String>,
-    /// The verified snapshot of a pinned Python tree, in memory: attached over the call's
-    /// `verified/` in its own mount namespace (kept open until the call has ended).
+    /// The verified snapshot of a pinned tree (a Python plugin's, or a command's
+    /// directory), in memory: attached over the call's `verified/tree/` in its own mount
+    /// namespace (kept open until the call has ended).
     pub verified: Option<crate::sandbox::mounts::Verified>,
 }
 
@@ -228,9 +229,9 @@ const TREE_DIR: &str = "tree";
 /// runs: a pinned command (`sha256`) and, when `copy_interpreter` (trust is on: the
 /// signature lists it), a Python class plugin's interpreter. The `sha256` pin itself is
 /// compared by [`check_pin`], after the caller has compared the digest with the
-/// signature. A pinned Python tree's snapshot is made in memory when `in_memory` (the
-/// call cannot go on without its own mount namespace, where the init attaches it), on
-/// the host's disk under `verified/` otherwise.
+/// signature. A pinned tree's snapshot (a Python plugin's, a command's directory) is
+/// made in memory when `in_memory` (the call cannot go on without its own mount
+/// namespace, where the init attaches it), on the host's disk under `verified/` otherwise.
 pub fn resolve(
     plugin: &Plugin,
     workdir: &Workdir,
@@ -249,16 +250,34 @@ pub fn resolve(
         PluginKind::Command { argv } => {
             let original = PathBuf::from(&argv[0]);
             not_found(&original)?;
+            let mut verified = None;
             let (exe, readable, manifest_sha256) = match (&plugin.manifest_sha256, &plugin.sha256) {
                 (Some(pin), _) => {
                     let roots = vec![original.parent().unwrap_or(Path::new("/")).to_path_buf()];
                     let m = integrity::manifest(&roots)?;
                     m.check(&roots, pin)?;
-                    let snap = m.snapshot(1, &workdir.verified)?;
                     let name = original.file_name().unwrap_or_default();
-                    let mut exe = integrity::open_executable(&snap[0].join(name), None)?;
-                    exe.source = original.clone();
-                    (exe, snap, Some(m.digest))
+                    match in_memory
+                        .then(|| snapshot_in_memory(&m, 1, workdir))
+                        .transpose()?
+                        .flatten()
+                    {
+                        // Its rule is on the snapshot's own root (`sandbox::Paths::verified`).
+                        Some(v) => {
+                            let rel = Path::new("0").join(name);
+                            let shown = v.at().join(&rel);
+                            let exe =
+                                integrity::open_in_snapshot(v.root(), &rel, &shown, &original)?;
+                            verified = Some(v);
+                            (exe, Vec::new(), Some(m.digest))
+                        }
+                        None => {
+                            let snap = m.snapshot(1, &workdir.verified)?;
+                            let mut exe = integrity::open_executable(&snap[0].join(name), None)?;
+                            exe.source = original.clone();
+                            (exe, snap, Some(m.digest))
+                        }
+                    }
                 }
                 (None, Some(_)) => {
                     let exe = verified_copy(&original, workdir)?;
@@ -285,7 +304,7 @@ pub fn resolve(
                 python_path: Vec::new(),
                 readable,
                 manifest_sha256,
-                verified: None,
+                verified,
             })
         }
         PluginKind::PythonClass {

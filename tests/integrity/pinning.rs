@@ -330,7 +330,7 @@ fn a_script_pinned_by_its_directory_runs_and_changes_are_refused() {
 }
 
 /// The call's directories a plugin must traverse are 0755 whatever upm's umask: under 077
-/// a pinned command's snapshot (on disk) and a pinned Python tree's (in memory, under
+/// a pinned command's snapshot and a pinned Python tree's (both in memory, under
 /// `verified/tree/`) were out of the plugin's reach.
 #[test]
 fn pinned_trees_run_under_a_restrictive_umask() {
@@ -377,4 +377,92 @@ fn pinned_trees_run_under_a_restrictive_umask() {
     let run = under_077("S", "go");
     assert_ok(&run);
     assert_eq!(run.result()["script"], "ok", "{}", ctx(&run));
+}
+
+/// A command pinned by its directory runs from a snapshot in memory, as a pinned Python
+/// tree does: nothing of it on the host's disk, read-only where the plugin finds it.
+#[test]
+fn a_pinned_commands_directory_is_snapshotted_in_memory() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let work = work_dir(&d);
+    let script = d.write(
+        "tool/run.sh",
+        "#!/bin/sh\ncat >/dev/null\nsleep 0.5\nd=$(dirname \"$0\")/verified/tree/0\n\
+         if touch \"$d/new\" 2>/dev/null; then w=yes; else w=no; fi\n\
+         echo \"{\\\"listed\\\":\\\"$(ls \"$d\" | tr '\\n' ' ')\\\",\\\"data\\\":\\\"$(cat \"$d/data.txt\")\\\",\\\"wrote\\\":\\\"$w\\\"}\"\n",
+        true,
+    );
+    d.write("tool/data.txt", "some data\n", false);
+    let with_pin = |pin: &str| {
+        let mut p = cmd_plugin(&script, &["go"]);
+        p["manifest_sha256"] = json!(pin);
+        TestConfig::new()
+            .set("workdir_root", json!(work))
+            .timeout_ms(10000)
+            .plugins(json!({ "S": p }))
+            .write(&d)
+    };
+    let c = check(&with_pin(&"a".repeat(64)), &[]);
+    let err = c.json["plugins"]["S"]["pins"]["manifest"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", ctx(&c)))
+        .to_owned();
+    let found = err
+        .split("found ")
+        .nth(1)
+        .unwrap()
+        .get(..64)
+        .unwrap()
+        .to_owned();
+    let cfg = with_pin(&found);
+    let running = std::thread::spawn(move || call(&cfg, "S", "go", json!({}), &[]));
+    // While it runs: any file under a call's `verified/` on the host.
+    let (mut seen, mut on_host) = (0, std::collections::BTreeSet::new());
+    while !running.is_finished() {
+        for call_dir in std::fs::read_dir(&work).unwrap().flatten() {
+            let mut dirs = vec![call_dir.path().join("verified")];
+            if dirs[0].is_dir() {
+                seen += 1;
+            }
+            while let Some(dir) = dirs.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    match e.file_type() {
+                        Ok(t) if t.is_dir() => dirs.push(e.path()),
+                        _ => {
+                            on_host.insert(e.path());
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let run = running.join().unwrap();
+    assert_ok(&run);
+    assert!(seen > 0, "no call's verified/ was seen: {}", ctx(&run));
+    assert!(
+        on_host.is_empty(),
+        "the snapshot is on the host's disk: {on_host:?}"
+    );
+    let r = run.result();
+    assert_eq!(r["listed"], "data.txt run.sh ", "{r}");
+    assert_eq!(r["data"], "some data", "{r}");
+    assert_eq!(r["wrote"], "no", "{r}");
+    let v = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"];
+    assert!(v["at"].as_str().unwrap().ends_with("/verified/tree"), "{v}");
+    let started = &audit_of(&d, &run)[0];
+    let files = &started["plugin_files"];
+    assert_eq!(files["manifest_sha256"], found.as_str());
+    assert!(
+        files["exec"]
+            .as_str()
+            .unwrap()
+            .ends_with("/verified/tree/0/run.sh"),
+        "{files}"
+    );
+    assert_eq!(files["exec_source"], script.to_str().unwrap(), "{files}");
+    assert_eq!(files["exec_sha256"], sha256_of(&script).as_str());
 }
