@@ -23,7 +23,6 @@ vocabulary that upm turns into JSON Schemas.
 """
 import asyncio
 import importlib
-import importlib.machinery as machinery
 import inspect
 import json
 import os
@@ -40,42 +39,6 @@ def _send(envelope, lenient=False):
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-class _SourceLoader(machinery.SourceFileLoader):
-    """Compiles the source every time: never reads or writes cached bytecode."""
-
-    def get_data(self, path):
-        if path.endswith(tuple(machinery.BYTECODE_SUFFIXES)):
-            raise OSError("upm does not read cached bytecode from python_path")
-        return super().get_data(path)
-
-    def set_data(self, path, data, *, _mode=0o666):
-        pass
-
-
-def _sources_only(roots):
-    # upm's checks and digest cover python_path's sources, not its `__pycache__` and
-    # `.pyc` files: a cache whose header matches its source's size and mtime, or a
-    # sourceless `.pyc`, would run unchecked code. Directories under python_path get a
-    # finder for sources and extension modules only; the rest keep Python's own.
-    roots = [os.path.abspath(r) for r in roots]
-    within = lambda p: any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-    finder = machinery.FileFinder.path_hook(
-        (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
-        (_SourceLoader, machinery.SOURCE_SUFFIXES),
-    )
-
-    def hook(path):
-        if within(os.path.abspath(path or os.getcwd())):
-            return finder(path)
-        raise ImportError("not under python_path")
-
-    sys.path_hooks.insert(0, hook)
-    # A root that is also on the interpreter's own path may have a finder already.
-    for p in list(sys.path_importer_cache):
-        if within(os.path.abspath(p or os.getcwd())):
-            del sys.path_importer_cache[p]
 
 
 def _fail(kind, exc=None, message=None, tb=True, **more):
@@ -105,7 +68,6 @@ async def _main(settings, request):
     project_root = args["project_root"] if "project_root" in args else settings["project_root"]
     cache_dir = args.get("cache_dir") or settings["cache_dir"]
 
-    _sources_only(settings["python_path"])
     for p in reversed(settings["python_path"]):
         sys.path.insert(0, p)
     try:

@@ -17,7 +17,8 @@
 //! the roots, in order of `<root index>/<relative path>` (bytewise), the line
 //! `<root index>/<relative path>\0<sha256 hex of contents>\n`; the manifest
 //! digest is the SHA-256 of those lines. `__pycache__` directories and `.pyc`
-//! files are caches: skipped, and never copied into a snapshot.
+//! files are caches: checked like every other file (Python may load them from a tree
+//! it runs in place), but not hashed, and never copied into a snapshot.
 
 mod digest_store;
 
@@ -953,7 +954,10 @@ type Visit<'a> = dyn FnMut(usize, &Path, &Path, &Path) -> Result<(), IntegrityEr
 
 /// Walks every root: checks each directory and file, refuses escaping symlinks,
 /// and calls `visit` for each regular file and `on_dir` for each directory, roots
-/// included (caches skipped).
+/// included. Python's bytecode caches (`__pycache__` and what is beneath it, `.pyc`
+/// files) are checked like the rest, since an interpreter run on the tree in place may
+/// load them, but neither visited nor listed: no digest covers them and no snapshot
+/// holds them.
 fn walk(
     roots: &[PathBuf],
     visit: &mut Visit<'_>,
@@ -966,8 +970,8 @@ fn walk(
         })?;
         check_owner_and_mode(root, &meta)?;
         on_dir(i, Path::new(""), meta.permissions().mode() & 0o777);
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
+        let mut stack = vec![(PathBuf::new(), false)];
+        while let Some((rel, in_cache)) = stack.pop() {
             let dir = root.join(&rel);
             let entries = std::fs::read_dir(&dir).map_err(|source| IntegrityError::Open {
                 path: dir.clone(),
@@ -987,18 +991,17 @@ fn walk(
                     source,
                 })?;
                 if meta.is_dir() {
-                    if name == "__pycache__" {
-                        continue;
-                    }
                     check_owner_and_mode(&path, &meta)?;
-                    on_dir(i, &rel_child, meta.permissions().mode() & 0o777);
-                    stack.push(rel_child);
+                    let cache = in_cache || name == "__pycache__";
+                    if !cache {
+                        on_dir(i, &rel_child, meta.permissions().mode() & 0o777);
+                    }
+                    stack.push((rel_child, cache));
                 } else if meta.is_file() {
-                    if path.extension().is_some_and(|e| e == "pyc") {
-                        continue;
-                    }
                     check_owner_and_mode(&path, &meta)?;
-                    visit(i, &rel_child, &path, &resolved)?;
+                    if !in_cache && path.extension().is_none_or(|e| e != "pyc") {
+                        visit(i, &rel_child, &path, &resolved)?;
+                    }
                 }
             }
         }

@@ -260,11 +260,12 @@ with open(pyc, "wb") as f:
     );
 }
 
-/// Python would import a `__pycache__` file whose header matches its source, and a
-/// sourceless `.pyc`, though neither is checked, hashed or snapshotted: an unpinned
-/// tree's runner reads sources only.
+/// Python may load a `__pycache__` file whose header matches its source, or a
+/// sourceless `.pyc`, from a tree it runs in place (at start-up through a `.pth`, by a
+/// loader the plugin calls itself, in a spawned interpreter): neither is hashed, so both
+/// must at least be files that only root or the invoking user could have written.
 #[test]
-fn python_never_runs_bytecode_caches_from_an_unpinned_tree() {
+fn bytecode_caches_in_a_plugin_tree_are_checked_like_its_sources() {
     if skip_unless_root() {
         return;
     }
@@ -272,13 +273,10 @@ fn python_never_runs_bytecode_caches_from_an_unpinned_tree() {
     d.write(
         "py/mod.py",
         "class P:\n    def __init__(self, project_root, cache_dir, policy):\n        pass\n\n    \
-         def who(self):\n        import helper, pkg\n        out = {\"helper\": helper.WORD, \"pkg\": pkg.WORD}\n        \
-         try:\n            import stray\n            out[\"stray\"] = stray.WORD\n        \
-         except ImportError:\n            out[\"stray\"] = None\n        return out\n",
+         def who(self):\n        import helper\n        return {\"helper\": helper.WORD}\n",
         false,
     );
     let helper = d.write("py/helper.py", "WORD = 'source'\n", false);
-    let init = d.write("py/pkg/__init__.py", "WORD = 'source'\n", false);
     let tag = {
         let out = Command::new("/usr/bin/python3")
             .args(["-c", "import sys; print(sys.implementation.cache_tag)"])
@@ -286,30 +284,38 @@ fn python_never_runs_bytecode_caches_from_an_unpinned_tree() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    // Anyone may write these: were they read, any local user's code would run.
     let cache = d.join("py/__pycache__");
-    plant_pyc(
-        Some(&helper),
-        &cache.join(format!("helper.{tag}.pyc")),
-        "WORD = 'planted'",
-    );
-    plant_pyc(
-        Some(&init),
-        &d.join(&format!("py/pkg/__pycache__/__init__.{tag}.pyc")),
-        "WORD = 'planted'",
-    );
-    plant_pyc(None, &d.join("py/stray.pyc"), "WORD = 'planted'");
-    chmod(&cache, 0o777);
     let planted = cache.join(format!("helper.{tag}.pyc"));
-    std::os::unix::fs::chown(&planted, Some(1234), Some(1234)).unwrap();
-    chmod(&planted, 0o666);
+    plant_pyc(Some(&helper), &planted, "WORD = 'planted'");
     let cfg = config_with(&d, json!({ "P": py_plugin("py") }));
+    let refused = |why: &str| {
+        let run = call(&cfg, "P", "who", json!({}), &[]);
+        assert_refused(&d, &run, 6, "unsafe_plugin_file");
+        let err = run.json["data"]["error"].as_str().unwrap();
+        assert!(err.contains(why), "{why}: {}", ctx(&run));
+    };
+    // Anyone may write the cache directory.
+    chmod(&cache, 0o777);
+    refused("__pycache__");
+    chmod(&cache, 0o755);
+    // Another uid's cached module, and its sourceless one.
+    std::os::unix::fs::chown(&planted, Some(1234), Some(1234)).unwrap();
+    refused("owned by uid 1234");
+    std::os::unix::fs::chown(&planted, Some(0), Some(0)).unwrap();
+    let stray = d.join("py/stray.pyc");
+    plant_pyc(None, &stray, "WORD = 'planted'");
+    chmod(&stray, 0o666);
+    refused("writable by group or others");
+    std::fs::remove_file(&stray).unwrap();
+    // Root's own cache is as trusted as root's source, and no digest covers it: the
+    // audit's digest is the sources' alone, as `upm check` prints it.
     let run = call(&cfg, "P", "who", json!({}), &[]);
     assert_ok(&run);
+    let c = check(&cfg, &[]);
     assert_eq!(
-        run.result(),
-        &json!({"helper": "source", "pkg": "source", "stray": null}),
+        audit_of(&d, &run)[0]["plugin_files"]["manifest_sha256"],
+        c.json["plugins"]["P"]["pins"]["manifest"]["sha256"],
         "{}",
-        ctx(&run)
+        ctx(&c)
     );
 }
