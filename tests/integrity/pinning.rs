@@ -142,29 +142,7 @@ fn a_pinned_python_trees_snapshot_is_in_memory_and_read_only() {
         .to_owned();
     let cfg = with_pin(Some(&digest));
     let running = std::thread::spawn(move || call(&cfg, "P", "who", json!({}), &[]));
-    // While it runs: the calls' `verified/` directories on the host, and any file in them.
-    let (mut seen, mut on_host) = (0, std::collections::BTreeSet::new());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !running.is_finished() && std::time::Instant::now() < deadline {
-        for call_dir in std::fs::read_dir(&work).unwrap().flatten() {
-            let mut dirs = vec![call_dir.path().join("verified")];
-            if dirs[0].is_dir() {
-                seen += 1;
-            }
-            while let Some(dir) = dirs.pop() {
-                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    match e.file_type() {
-                        Ok(t) if t.is_dir() => dirs.push(e.path()),
-                        _ => {
-                            on_host.insert(e.path());
-                        }
-                    }
-                }
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let run = running.join().unwrap();
+    let (run, seen, on_host) = verified_on_host_while(running, &work);
     assert_ok(&run);
     let r = run.result();
     assert!(
@@ -419,28 +397,7 @@ fn a_pinned_commands_directory_is_snapshotted_in_memory() {
         .to_owned();
     let cfg = with_pin(&found);
     let running = std::thread::spawn(move || call(&cfg, "S", "go", json!({}), &[]));
-    // While it runs: any file under a call's `verified/` on the host.
-    let (mut seen, mut on_host) = (0, std::collections::BTreeSet::new());
-    while !running.is_finished() {
-        for call_dir in std::fs::read_dir(&work).unwrap().flatten() {
-            let mut dirs = vec![call_dir.path().join("verified")];
-            if dirs[0].is_dir() {
-                seen += 1;
-            }
-            while let Some(dir) = dirs.pop() {
-                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    match e.file_type() {
-                        Ok(t) if t.is_dir() => dirs.push(e.path()),
-                        _ => {
-                            on_host.insert(e.path());
-                        }
-                    }
-                }
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let run = running.join().unwrap();
+    let (run, seen, on_host) = verified_on_host_while(running, &work);
     assert_ok(&run);
     assert!(seen > 0, "no call's verified/ was seen: {}", ctx(&run));
     assert!(
@@ -465,4 +422,35 @@ fn a_pinned_commands_directory_is_snapshotted_in_memory() {
     );
     assert_eq!(files["exec_source"], script.to_str().unwrap(), "{files}");
     assert_eq!(files["exec_sha256"], sha256_of(&script).as_str());
+}
+
+/// While `running` runs (at most 20 s), looks into every call's `verified/` under `work`
+/// on the host: the call's run, how many looks found a `verified/`, and every file seen
+/// under one (a snapshot in memory leaves none).
+fn verified_on_host_while(
+    running: std::thread::JoinHandle<Run>,
+    work: &Path,
+) -> (Run, usize, std::collections::BTreeSet<PathBuf>) {
+    let (mut seen, mut on_host) = (0, std::collections::BTreeSet::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !running.is_finished() && std::time::Instant::now() < deadline {
+        for call_dir in std::fs::read_dir(work).unwrap().flatten() {
+            let mut dirs = vec![call_dir.path().join("verified")];
+            if dirs[0].is_dir() {
+                seen += 1;
+            }
+            while let Some(dir) = dirs.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    match e.file_type() {
+                        Ok(t) if t.is_dir() => dirs.push(e.path()),
+                        _ => {
+                            on_host.insert(e.path());
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (running.join().unwrap(), seen, on_host)
 }
