@@ -701,8 +701,10 @@ fn pins(config: &Config, p: &crate::config::Plugin, problems: &mut Vec<String>) 
     }
     if p.manifest_sha256.is_some() || matches!(p.kind, PluginKind::PythonClass { .. }) {
         let m = crate::integrity::manifest(&roots).and_then(|m| {
-            if let Some(pin) = &p.manifest_sha256 {
-                m.check(&roots, pin)?;
+            match &p.manifest_sha256 {
+                Some(pin) => m.check(&roots, pin)?,
+                // Run in place: its bytecode caches are checked too.
+                None => crate::integrity::check_tree(&roots)?,
             }
             Ok(m)
         });

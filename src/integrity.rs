@@ -17,8 +17,8 @@
 //! the roots, in order of `<root index>/<relative path>` (bytewise), the line
 //! `<root index>/<relative path>\0<sha256 hex of contents>\n`; the manifest
 //! digest is the SHA-256 of those lines. `__pycache__` directories and `.pyc`
-//! files are caches: checked like every other file (Python may load them from a tree
-//! it runs in place), but not hashed, and never copied into a snapshot.
+//! files are caches: not hashed, never copied into a snapshot, and checked like every
+//! other file where the tree runs in place (Python may load them there).
 
 mod digest_store;
 
@@ -560,6 +560,21 @@ fn unsafe_file(path: &Path, reason: &str) -> IntegrityError {
     }
 }
 
+/// Says why an unsafe bytecode cache matters, and how to mend it.
+fn cache_hint(e: IntegrityError) -> IntegrityError {
+    match e {
+        IntegrityError::Unsafe { path, reason } => IntegrityError::Unsafe {
+            path,
+            reason: format!(
+                "{reason}; it is a Python bytecode cache, which Python may load instead of its \
+                 source in a tree run in place (unpinned): let only its owner write it \
+                 (`chmod -R go-w`), remove it, or pin the tree"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// Writable only by its owner; owned by root or by whoever runs upm.
 fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), IntegrityError> {
     let euid = nix::unistd::geteuid().as_raw();
@@ -682,6 +697,7 @@ fn tree_walk(roots: &[PathBuf], read: bool) -> Result<TreeWalk, IntegrityError> 
     let mut local: Vec<(u64, bool)> = Vec::new();
     walk(
         roots,
+        Caches::Check,
         &mut |root, rel, path, resolved| {
             let mut file = open_regular(path, resolved)?;
             let mode = metadata_of(&file, path)?.mode();
@@ -745,9 +761,15 @@ fn files_digest(files: &mut [(usize, PathBuf, String)]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Checks a plugin tree is safe, without reading file contents.
+/// Checks a tree that runs in place (unpinned) is safe, its bytecode caches included,
+/// without reading file contents.
 pub fn check_tree(roots: &[PathBuf]) -> Result<(), IntegrityError> {
-    walk(roots, &mut |_, _, _, _| Ok(()), &mut |_, _, _| {})
+    walk(
+        roots,
+        Caches::Check,
+        &mut |_, _, _, _| Ok(()),
+        &mut |_, _, _| {},
+    )
 }
 
 /// Reads, checks and hashes every file under `roots`.
@@ -757,6 +779,7 @@ pub fn manifest(roots: &[PathBuf]) -> Result<Manifest, IntegrityError> {
     let mut on_dir = |root, rel: &Path, mode| dirs.push((root, rel.to_path_buf(), mode));
     walk(
         roots,
+        Caches::Skip,
         &mut |root, rel, path, resolved| {
             // Through the checked descriptor: a file swapped for a FIFO or a device since
             // the walk looked at it is refused, never read (or waited on).
@@ -952,14 +975,24 @@ impl Manifest {
 /// `(root index, relative path, path, what to open: the path or its link's target)`.
 type Visit<'a> = dyn FnMut(usize, &Path, &Path, &Path) -> Result<(), IntegrityError> + 'a;
 
+/// What the walk does with Python's bytecode caches (`__pycache__` and what is beneath
+/// it, `.pyc` files), which it never visits nor lists: no digest covers them and no
+/// snapshot holds them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caches {
+    /// The tree runs in place (unpinned), where Python may load a cache instead of its
+    /// source: each is checked like the tree's other files.
+    Check,
+    /// The tree runs from its snapshot, which leaves them out: they never run.
+    Skip,
+}
+
 /// Walks every root: checks each directory and file, refuses escaping symlinks,
 /// and calls `visit` for each regular file and `on_dir` for each directory, roots
-/// included. Python's bytecode caches (`__pycache__` and what is beneath it, `.pyc`
-/// files) are checked like the rest, since an interpreter run on the tree in place may
-/// load them, but neither visited nor listed: no digest covers them and no snapshot
-/// holds them.
+/// included (bytecode caches: see [`Caches`]).
 fn walk(
     roots: &[PathBuf],
+    caches: Caches,
     visit: &mut Visit<'_>,
     on_dir: &mut dyn FnMut(usize, &Path, u32),
 ) -> Result<(), IntegrityError> {
@@ -990,18 +1023,27 @@ fn walk(
                     path: path.clone(),
                     source,
                 })?;
-                if meta.is_dir() {
+                let cache = in_cache
+                    || if meta.is_dir() {
+                        name == "__pycache__"
+                    } else {
+                        path.extension().is_some_and(|e| e == "pyc")
+                    };
+                if cache {
+                    if caches == Caches::Skip {
+                        continue;
+                    }
+                    check_owner_and_mode(&path, &meta).map_err(cache_hint)?;
+                } else {
                     check_owner_and_mode(&path, &meta)?;
-                    let cache = in_cache || name == "__pycache__";
+                }
+                if meta.is_dir() {
                     if !cache {
                         on_dir(i, &rel_child, meta.permissions().mode() & 0o777);
                     }
                     stack.push((rel_child, cache));
-                } else if meta.is_file() {
-                    check_owner_and_mode(&path, &meta)?;
-                    if !in_cache && path.extension().is_none_or(|e| e != "pyc") {
-                        visit(i, &rel_child, &path, &resolved)?;
-                    }
+                } else if meta.is_file() && !cache {
+                    visit(i, &rel_child, &path, &resolved)?;
                 }
             }
         }

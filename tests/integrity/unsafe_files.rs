@@ -260,6 +260,13 @@ with open(pyc, "wb") as f:
     );
 }
 
+/// The `py` tree's plugin, pinned to `pin`.
+fn pinned(pin: &str) -> Value {
+    let mut p = py_plugin("py");
+    p["manifest_sha256"] = json!(pin);
+    p
+}
+
 /// Python may load a `__pycache__` file whose header matches its source, or a
 /// sourceless `.pyc`, from a tree it runs in place (at start-up through a `.pth`, by a
 /// loader the plugin calls itself, in a spawned interpreter): neither is hashed, so both
@@ -294,9 +301,30 @@ fn bytecode_caches_in_a_plugin_tree_are_checked_like_its_sources() {
         let err = run.json["data"]["error"].as_str().unwrap();
         assert!(err.contains(why), "{why}: {}", ctx(&run));
     };
-    // Anyone may write the cache directory.
+    // Anyone may write the cache directory (the error says what to do about it).
     chmod(&cache, 0o777);
     refused("__pycache__");
+    refused("chmod -R go-w");
+    // Pinned, the tree runs from a snapshot that leaves caches out: not checked.
+    let c = check(
+        &config_with(&d, json!({ "P": pinned(&"a".repeat(64)) })),
+        &[],
+    );
+    let err = c.json["plugins"]["P"]["pins"]["manifest"]["error"].as_str();
+    let found = err
+        .and_then(|e| e.split("found ").nth(1))
+        .unwrap_or_else(|| panic!("{}", ctx(&c)));
+    let run = call(
+        &config_with(&d, json!({ "P": pinned(&found[..64]) })),
+        "P",
+        "who",
+        json!({}),
+        &[],
+    );
+    assert_ok(&run);
+    assert_eq!(run.result()["helper"], "source", "{}", ctx(&run));
+    // (The same config file, unpinned again.)
+    assert_eq!(config_with(&d, json!({ "P": py_plugin("py") })), cfg);
     chmod(&cache, 0o755);
     // Another uid's cached module, and its sourceless one.
     std::os::unix::fs::chown(&planted, Some(1234), Some(1234)).unwrap();
