@@ -891,15 +891,7 @@ for fmt in (Json(), Text()):
     log.removeHandler(h)
     h.close()
 "#;
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script, path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python3(script, &[path.to_str().unwrap()]);
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 4);
     bytes

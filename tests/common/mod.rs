@@ -29,6 +29,22 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `/usr/bin/python3 -c script args...`, which must succeed; its stdout.
+pub fn python3(script: &str, args: &[&str]) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -56,6 +56,17 @@ fn check(config: &Path, env: &[(&str, &str)]) -> Run {
     upm(&["check", "--config", config.to_str().unwrap()], b"", env)
 }
 
+/// The manifest digest `upm check` found for `plugin`'s tree, from its refusal of a
+/// wrong pin ("... found <digest>").
+fn found_manifest(c: &Run, plugin: &str) -> String {
+    c.json["plugins"][plugin]["pins"]["manifest"]["error"]
+        .as_str()
+        .and_then(|e| e.split("found ").nth(1))
+        .and_then(|s| s.get(..64))
+        .unwrap_or_else(|| panic!("no digest found: {}", ctx(c)))
+        .to_owned()
+}
+
 fn ctx(run: &Run) -> String {
     format!(
         "exit {}\nstdout: {}\nstderr: {}",

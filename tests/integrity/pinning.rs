@@ -269,13 +269,7 @@ fn a_script_pinned_by_its_directory_runs_and_changes_are_refused() {
     assert_eq!(c.code, 5, "{}", ctx(&c));
     let m = &c.json["plugins"]["S"]["pins"]["manifest"];
     assert_eq!(m["ok"], false, "{m}");
-    let err = m["error"].as_str().unwrap();
-    let found = err
-        .split("found ")
-        .nth(1)
-        .and_then(|s| s.get(..64))
-        .unwrap()
-        .to_owned();
+    let found = found_manifest(&c, "S");
     p["manifest_sha256"] = json!(found);
     p["sha256"] = json!(sha256_of(&script));
     let cfg = config_with(&d, json!({ "S": p }));
@@ -322,19 +316,8 @@ fn pinned_trees_run_under_a_restrictive_umask() {
         "#!/bin/sh\necho '{\"script\":\"ok\"}'\n",
         true,
     );
-    let found = |plugins: Value, name: &str| {
-        let c = check(&config_with(&d, plugins), &[]);
-        let err = c.json["plugins"][name]["pins"]["manifest"]["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}", ctx(&c)))
-            .to_owned();
-        err.split("found ")
-            .nth(1)
-            .unwrap()
-            .get(..64)
-            .unwrap()
-            .to_owned()
-    };
+    let found =
+        |plugins: Value, name: &str| found_manifest(&check(&config_with(&d, plugins), &[]), name);
     let mut py = py_plugin("py");
     py["manifest_sha256"] = json!("a".repeat(64));
     let mut cmd = cmd_plugin(&script, &["go"]);
@@ -383,18 +366,7 @@ fn a_pinned_commands_directory_is_snapshotted_in_memory() {
             .plugins(json!({ "S": p }))
             .write(&d)
     };
-    let c = check(&with_pin(&"a".repeat(64)), &[]);
-    let err = c.json["plugins"]["S"]["pins"]["manifest"]["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}", ctx(&c)))
-        .to_owned();
-    let found = err
-        .split("found ")
-        .nth(1)
-        .unwrap()
-        .get(..64)
-        .unwrap()
-        .to_owned();
+    let found = found_manifest(&check(&with_pin(&"a".repeat(64)), &[]), "S");
     let cfg = with_pin(&found);
     let running = std::thread::spawn(move || call(&cfg, "S", "go", json!({}), &[]));
     let (run, seen, on_host) = verified_on_host_while(running, &work);

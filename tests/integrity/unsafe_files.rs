@@ -249,15 +249,7 @@ with open(pyc, "wb") as f:
             + marshal.dumps(compile(code, source or pyc, "exec")))
 "#;
     let source = source.map(|s| s.to_str().unwrap()).unwrap_or("");
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script, source, pyc.to_str().unwrap(), code])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python3(script, &[source, pyc.to_str().unwrap(), code]);
 }
 
 /// The `py` tree's plugin, pinned to `pin`.
@@ -284,13 +276,8 @@ fn bytecode_caches_in_a_plugin_tree_are_checked_like_its_sources() {
         false,
     );
     let helper = d.write("py/helper.py", "WORD = 'source'\n", false);
-    let tag = {
-        let out = Command::new("/usr/bin/python3")
-            .args(["-c", "import sys; print(sys.implementation.cache_tag)"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let tag = python3("import sys; print(sys.implementation.cache_tag)", &[]);
+    let tag = tag.trim();
     let cache = d.join("py/__pycache__");
     let planted = cache.join(format!("helper.{tag}.pyc"));
     plant_pyc(Some(&helper), &planted, "WORD = 'planted'");
@@ -310,12 +297,9 @@ fn bytecode_caches_in_a_plugin_tree_are_checked_like_its_sources() {
         &config_with(&d, json!({ "P": pinned(&"a".repeat(64)) })),
         &[],
     );
-    let err = c.json["plugins"]["P"]["pins"]["manifest"]["error"].as_str();
-    let found = err
-        .and_then(|e| e.split("found ").nth(1))
-        .unwrap_or_else(|| panic!("{}", ctx(&c)));
+    let found = found_manifest(&c, "P");
     let run = call(
-        &config_with(&d, json!({ "P": pinned(&found[..64]) })),
+        &config_with(&d, json!({ "P": pinned(&found) })),
         "P",
         "who",
         json!({}),
