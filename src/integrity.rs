@@ -1003,8 +1003,10 @@ fn walk(
         })?;
         check_owner_and_mode(root, &meta)?;
         on_dir(i, Path::new(""), meta.permissions().mode() & 0o777);
-        let mut stack = vec![(PathBuf::new(), false)];
-        while let Some((rel, in_cache)) = stack.pop() {
+        // Each directory with the identities of those it was reached through: a symlink
+        // back to one of them would make the tree endless.
+        let mut stack = vec![(PathBuf::new(), false, vec![(meta.dev(), meta.ino())])];
+        while let Some((rel, in_cache, above)) = stack.pop() {
             let dir = root.join(&rel);
             let entries = std::fs::read_dir(&dir).map_err(|source| IntegrityError::Open {
                 path: dir.clone(),
@@ -1038,10 +1040,23 @@ fn walk(
                     check_owner_and_mode(&path, &meta)?;
                 }
                 if meta.is_dir() {
+                    let id = (meta.dev(), meta.ino());
+                    if above.contains(&id) {
+                        return Err(unsafe_file(
+                            &path,
+                            &format!(
+                                "a symlink to {}, a directory that holds it: the tree would \
+                                 never end (link a directory beside it, not above it)",
+                                resolved.display()
+                            ),
+                        ));
+                    }
                     if !cache {
                         on_dir(i, &rel_child, meta.permissions().mode() & 0o777);
                     }
-                    stack.push((rel_child, cache));
+                    let mut chain = above.clone();
+                    chain.push(id);
+                    stack.push((rel_child, cache, chain));
                 } else if meta.is_file() && !cache {
                     visit(i, &rel_child, &path, &resolved)?;
                 }
@@ -1137,6 +1152,34 @@ mod tests {
         let inside = d.path().join("inside");
         symlink(&p, &inside).unwrap();
         assert!(open_executable(&inside, None).is_ok());
+    }
+
+    #[test]
+    fn a_symlink_back_up_the_tree_is_refused_and_one_beside_it_walked() {
+        let d = dir();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/m.py"), b"M = 1\n").unwrap();
+        symlink("src", root.join("lib")).unwrap();
+        let roots = vec![root.to_path_buf()];
+        check_tree(&roots).unwrap();
+        let m = manifest(&roots).unwrap();
+        assert_eq!(m.files.len(), 2, "src/m.py and lib/m.py");
+        // Straight back up, and round two directories that link to each other.
+        for (link, to) in [("src/loop", ".."), ("src/up", "../lib")] {
+            symlink(to, root.join(link)).unwrap();
+            for err in [check_tree(&roots).err(), manifest(&roots).err()] {
+                let err = err.unwrap().to_string();
+                assert!(err.contains("a directory that holds it"), "{err}");
+            }
+            std::fs::remove_file(root.join(link)).unwrap();
+        }
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("c")).unwrap();
+        symlink("../c", root.join("a/b")).unwrap();
+        symlink("../a", root.join("c/d")).unwrap();
+        let err = check_tree(&roots).err().unwrap().to_string();
+        assert!(err.contains("a directory that holds it"), "{err}");
     }
 
     #[test]

@@ -172,8 +172,16 @@ fn unsafe_files_in_a_python_path_are_refused() {
         "unsafe_plugin_file",
     );
     std::fs::remove_file(d.join("py/dirlink")).unwrap();
-    // A link that stays inside is fine.
+    // A directory linked back above itself would make the tree endless: refused by name.
+    std::os::unix::fs::symlink("..", d.join("py/pkg/up")).unwrap();
+    let run = call(&cfg, "P", "who", json!({}), &[]);
+    assert_refused(&d, &run, 6, "unsafe_plugin_file");
+    let err = run.json["data"]["error"].as_str().unwrap();
+    assert!(err.contains("a directory that holds it"), "{}", ctx(&run));
+    std::fs::remove_file(d.join("py/pkg/up")).unwrap();
+    // A link that stays inside is fine, a directory's beside it too.
     std::os::unix::fs::symlink("helper.py", d.join("py/pkg/alias.py")).unwrap();
+    std::os::unix::fs::symlink("pkg", d.join("py/pkg2")).unwrap();
     assert_ok(&call(&cfg, "P", "who", json!({}), &[]));
 }
 
