@@ -224,7 +224,7 @@ pub fn main() -> i32 {
 /// that the log of a config broken elsewhere can still be checked; `UPM_LOG_FILE` wins,
 /// as it does for calls. No config, no default: never some `./entrypoint.log`.
 fn default_log(config_path: &Path) -> crate::audit::DefaultLog {
-    let shown = config::absolute(config_path);
+    let shown = config::located(config_path);
     let from_env = std::env::var_os("UPM_LOG_FILE").is_some_and(|v| !v.is_empty());
     match config::audit_of_document(config_path) {
         Ok((path, _)) if from_env => Ok((path, "the log UPM_LOG_FILE names".to_owned())),

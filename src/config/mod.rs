@@ -281,7 +281,7 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
 pub fn fallback_audit(config_path: &Path) -> (PathBuf, AuditSettings) {
     audit_of_document(config_path).unwrap_or_else(|_| {
         let path = env_log_file().unwrap_or_else(|| {
-            let dir = absolute(config_path);
+            let dir = located(config_path);
             let dir = dir.parent().unwrap_or(Path::new("/"));
             dir.join("entrypoint.log")
         });
@@ -297,7 +297,7 @@ pub fn fallback_audit(config_path: &Path) -> (PathBuf, AuditSettings) {
 /// auditor's tools, which need no more of it, and for refusals of a config that is
 /// otherwise invalid. `UPM_LOG_FILE` wins, as it does for calls.
 pub fn audit_of_document(config_path: &Path) -> Result<(PathBuf, AuditSettings), ConfigError> {
-    let path = absolute(config_path);
+    let path = located(config_path);
     let bytes = read_config(&path);
     let bytes = match (env_log_file(), bytes) {
         (Some(log), Err(_)) => {
@@ -340,6 +340,23 @@ pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// The config file as the kernel finds it: absolute, with `..` and symlinks resolved
+/// (those of its directory too, and a symlink to the file itself), so that the paths it
+/// holds are relative to where the file really is, however the caller named it: through
+/// `../`, a "current release" symlink, or a link to the file. Its signature is looked
+/// for beside it there. A file that is not there keeps its directory resolved, for the
+/// fallback log and the error.
+pub fn located(p: &Path) -> PathBuf {
+    let p = absolute(p);
+    if let Ok(real) = std::fs::canonicalize(&p) {
+        return real;
+    }
+    match (p.parent().map(std::fs::canonicalize), p.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => p,
+    }
+}
+
 /// `UPM_LOG_FILE`, made absolute against upm's working directory.
 fn env_log_file() -> Option<PathBuf> {
     std::env::var_os("UPM_LOG_FILE")
@@ -365,7 +382,7 @@ fn read_config(path: &Path) -> Result<Vec<u8>, ConfigError> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let path = absolute(path);
+        let path = located(path);
         let bytes = read_config(&path)?;
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::NotJson {
             path: path.clone(),

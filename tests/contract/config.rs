@@ -542,6 +542,112 @@ printf '{{"mine": "%s", "theirs": "%s", "wrote": "%s", "wrote_decoy": "%s"}}\n' 
     assert!(r.stdout.contains("checkpoint"), "{}", r.stdout);
 }
 
+/// The config's directory is where the file really is: named through `../`, through a
+/// symlinked directory (a "current release" link) or by a symlink to the file, the same
+/// config finds the same schema and seccomp files, the same grant roots and the same log,
+/// and its signature verifies (it names files relative to that directory).
+#[test]
+fn the_config_means_the_same_however_it_is_named() {
+    let d = setup();
+    d.write("data/f.txt", "granted\n", false);
+    d.write(
+        "schemas/grant.json",
+        r#"{"type": "object", "properties": {"p": {"type": "string", "x-upm-grant": "read"}},
+            "additionalProperties": false}"#,
+        false,
+    );
+    sh(&d, "ok", r#"echo '{"ok": 1}'"#);
+    cfg(
+        &d,
+        json!({
+            "sandbox": { "seccomp": "policies/default.json" },
+            "plugins": { "G": {
+                "command": ["plugins/ok.sh"],
+                "grants_within": ["data"],
+                "methods": { "go": { "schema": "schemas/grant.json" } }
+            }}
+        }),
+    );
+    std::fs::create_dir(d.join("keys")).unwrap();
+    let secret = d.join("sign.pem");
+    keygen(&secret, &d.join("keys/k.pub"));
+    let config = d.join("upm_config.json");
+    let r = run_with(
+        &[
+            "sign",
+            "--key",
+            secret.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    let elsewhere = TestDir::new();
+    std::fs::create_dir(elsewhere.join("cwd")).unwrap();
+    std::os::unix::fs::symlink(&d.path, elsewhere.join("current")).unwrap();
+    std::fs::create_dir(elsewhere.join("etc")).unwrap();
+    std::os::unix::fs::symlink(&config, elsewhere.join("etc/upm_config.json")).unwrap();
+    let dir_name = d.path.file_name().unwrap().to_str().unwrap();
+    let up = format!("../{dir_name}/upm_config.json");
+    let keys = d.join("keys");
+    let env = [
+        ("UPM_TRUST_MODE", "strict"),
+        ("UPM_TRUSTED_KEYS_DIR", keys.to_str().unwrap()),
+    ];
+    let granted = d.join("data/f.txt");
+    let args = json!({ "p": granted }).to_string();
+    // `../dir/upm_config.json` from a sibling directory of the config's.
+    assert_eq!(d.path.parent(), elsewhere.path.parent());
+    let named = [
+        (d.path.clone(), config.to_str().unwrap().to_owned()),
+        (elsewhere.path.clone(), up),
+        (
+            elsewhere.join("cwd"),
+            elsewhere
+                .join("current/upm_config.json")
+                .display()
+                .to_string(),
+        ),
+        (
+            elsewhere.join("cwd"),
+            elsewhere.join("etc/upm_config.json").display().to_string(),
+        ),
+    ];
+    for (cwd, given) in &named {
+        let r = run_in(cwd, &["--config", given, "G", "go", &args], b"", &env);
+        let result = ok(&r);
+        assert_eq!(result["ok"], 1, "{given}");
+        let data = &r.json["data"];
+        assert_eq!(data["trust"]["status"], "verified", "{given}: {data}");
+        let grants = &data["sandbox"]["layers"]["landlock"]["detail"]["grants"];
+        assert_eq!(
+            grants[0]["path"],
+            granted.to_str().unwrap(),
+            "{given}: {grants}"
+        );
+        assert_eq!(
+            data["sandbox"]["layers"]["seccomp"]["detail"]["file"],
+            d.join("policies/default.json").to_str().unwrap(),
+            "{given}"
+        );
+    }
+    // One log, beside the real file: none beside the links.
+    assert_eq!(
+        std::fs::read_to_string(d.join("entrypoint.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"finished\""))
+            .count(),
+        named.len()
+    );
+    for stray in ["etc/entrypoint.log", "entrypoint.log"] {
+        assert!(!elsewhere.join(stray).exists(), "{stray}");
+    }
+}
+
 /// A bare command name is looked up in /usr/local/bin:/usr/bin:/bin only: one found
 /// nowhere there does not fall back on a file of that name in the caller's directory.
 #[test]
