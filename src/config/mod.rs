@@ -542,12 +542,13 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     for problem in workdir_root_overlaps(&workdir_root, &plugins) {
         problems.push(problem);
     }
-    let upms_own = [
-        ("the config", Some(path)),
-        ("the audit log", Some(audit_path.as_path())),
-        ("the audit signing key", audit.signing_key.as_deref()),
-    ];
-    for problem in grant_roots_overlap(&upms_own, &plugins) {
+    let keys_dir = obj
+        .get("trust")
+        .and_then(|t| t.get("keys_dir"))
+        .and_then(Value::as_str)
+        .map(|k| resolve_in(&dir, Path::new(k)));
+    let guarded = guarded_files(path, &audit_path, &audit, keys_dir, &plugins);
+    for problem in grant_roots_overlap(&guarded, &plugins) {
         problems.push(problem);
     }
 
@@ -607,8 +608,84 @@ fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
 /// hold upm's own files, which Landlock and the read-only mounts otherwise keep from every
 /// plugin (a write grant could rewrite the config or the log, a read grant leak the key,
 /// whenever the file's mode lets the plugin's uid, as when upm runs unprivileged).
+/// What a call's grant must never reach, whichever plugin it is for: what decides what
+/// every call may do (the config, its schemas and seccomp profiles, the trusted keys),
+/// what records it (the audit log and its key), what runs outside the sandbox (upm and
+/// its egress helper) and what runs as any plugin (executables, interpreters, Python
+/// trees: a call that could write one would run its code in later calls, other plugins'
+/// included). `true` marks a tree, which may not hold a root either.
+fn guarded_files(
+    config: &Path,
+    audit_path: &Path,
+    audit: &AuditSettings,
+    keys_dir: Option<PathBuf>,
+    plugins: &BTreeMap<String, Plugin>,
+) -> Vec<(String, PathBuf, bool)> {
+    let mut out = vec![
+        ("the config".to_owned(), config.to_path_buf(), false),
+        ("the audit log".to_owned(), audit_path.to_path_buf(), false),
+    ];
+    if let Some(k) = &audit.signing_key {
+        out.push(("the audit signing key".into(), k.clone(), false));
+    }
+    if let Some(k) = keys_dir {
+        out.push(("the trusted keys directory".into(), k, true));
+    }
+    if let Ok(me) = std::env::current_exe() {
+        out.push(("upm's own executable".into(), me.clone(), false));
+        out.push((
+            "upm's egress helper".into(),
+            me.with_file_name(crate::egress::HELPER),
+            false,
+        ));
+    }
+    for (name, p) in plugins {
+        if let SeccompSource::File(f) = &p.seccomp_profile {
+            out.push((
+                format!("plugin \"{name}\"'s seccomp profile"),
+                f.clone(),
+                false,
+            ));
+        }
+        for (m, method) in &p.methods {
+            for s in [&method.schema, &method.output_schema]
+                .into_iter()
+                .flatten()
+            {
+                out.push((format!("the schema of {name}.{m}"), s.clone(), false));
+            }
+        }
+        match &p.kind {
+            PluginKind::Command { argv } => {
+                if let Some(exe) = argv.first() {
+                    out.push((format!("plugin \"{name}\"'s executable"), exe.into(), false));
+                }
+            }
+            PluginKind::PythonClass {
+                python_path,
+                python,
+                ..
+            } => {
+                out.push((
+                    format!("plugin \"{name}\"'s interpreter"),
+                    python.path.clone(),
+                    false,
+                ));
+                for root in python_path {
+                    out.push((
+                        format!("plugin \"{name}\"'s python_path"),
+                        root.clone(),
+                        true,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn grant_roots_overlap(
-    upms_own: &[(&str, Option<&Path>)],
+    guarded: &[(String, PathBuf, bool)],
     plugins: &BTreeMap<String, Plugin>,
 ) -> Vec<String> {
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
@@ -616,8 +693,7 @@ fn grant_roots_overlap(
     for (name, plugin) in plugins {
         for root in &plugin.grants_within {
             let root_real = real(root);
-            for (what, file) in upms_own {
-                let Some(file) = file else { continue };
+            for (what, file, tree) in guarded {
                 // The file may not exist yet (a new audit log): its directory decides.
                 let file_real = match file.parent() {
                     Some(dir) if !file.exists() => {
@@ -629,6 +705,13 @@ fn grant_roots_overlap(
                     problems.push(format!(
                         "plugin \"{name}\": \"grants_within\" {} contains {what} {}: a call \
                          could have it granted to the plugin",
+                        root.display(),
+                        file.display()
+                    ));
+                } else if *tree && root_real.starts_with(&file_real) {
+                    problems.push(format!(
+                        "plugin \"{name}\": \"grants_within\" {} lies inside {what} {}: a \
+                         call could have part of it granted to the plugin",
                         root.display(),
                         file.display()
                     ));

@@ -33,6 +33,7 @@
 
 pub mod address;
 pub mod allowlist;
+
 mod http;
 pub mod process;
 mod proxy;
@@ -43,6 +44,10 @@ mod socks;
 pub use allowlist::Allowlist;
 pub use proxy::Handover;
 pub use record::{Record, Summary, Verdict};
+
+/// The helper's file name, beside upm's own executable (where upm runs it from, and
+/// what a config's grant roots may not contain).
+pub const HELPER: &str = "upm-egress";
 
 use serde::{Deserialize, Serialize};
 

@@ -31,8 +31,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
-/// The helper's file name, beside upm's own executable.
-pub const HELPER: &str = "upm-egress";
+pub use crate::egress::HELPER;
 /// The longest line the helper may write (a record is well under 4 KiB).
 const MAX_LINE: u64 = 1 << 20;
 /// How long the helper may take to end its connections and sum up once told to.

@@ -60,6 +60,53 @@ fn grants_within_must_name_existing_directories_clear_of_workdir_root() {
     }
 }
 
+/// A write grant of what decides, records or runs a later call would let one call
+/// change them: upm and its egress helper (which run outside the sandbox), any plugin's
+/// executable, interpreter or Python tree, schemas, seccomp profiles, the trusted keys.
+#[test]
+fn grants_within_may_not_reach_what_runs_or_rules_later_calls() {
+    let upm_dir = common::upm_bin().parent().unwrap().to_path_buf();
+    for (roots, needle) in [
+        (json!([upm_dir]), "contains upm's own executable"),
+        (json!(["plugins"]), "contains plugin \\\"G\\\"'s executable"),
+        (json!(["schemas"]), "contains the schema of G.probe"),
+        (
+            json!(["policies"]),
+            "contains plugin \\\"S\\\"'s seccomp profile",
+        ),
+        (json!(["py"]), "contains plugin \\\"P\\\"'s python_path"),
+        (
+            json!(["py/pkg/data"]),
+            "lies inside plugin \\\"P\\\"'s python_path",
+        ),
+        (json!(["keys"]), "contains the trusted keys directory"),
+    ] {
+        let Some(fx) = Fx::with(Who::Root, |c, dir| {
+            std::fs::create_dir_all(dir.join("py/pkg/data")).unwrap();
+            std::fs::create_dir_all(dir.join("keys")).unwrap();
+            std::fs::create_dir_all(dir.join("policies")).unwrap();
+            std::fs::write(dir.join("schemas/plain.json"), r#"{"type": "object"}"#).unwrap();
+            std::fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.json"),
+                dir.join("policies/s.json"),
+            )
+            .unwrap();
+            let mut v = c.value();
+            v["plugins"]["G"]["grants_within"] = roots.clone();
+            v["plugins"]["P"] = json!({"module": "m", "python_path": ["py"],
+                                       "methods": {"m": {"schema": "schemas/plain.json"}}});
+            v["plugins"]["S"] = json!({"command": ["/bin/true"],
+                                       "sandbox": {"seccomp": "policies/s.json"},
+                                       "methods": {"m": {"schema": "schemas/plain.json"}}});
+            v["trust"] = json!({"keys_dir": "keys"});
+            TestConfig::new().merge(v)
+        }) else {
+            return;
+        };
+        assert_config_refused(&fx, needle);
+    }
+}
+
 #[test]
 fn a_grant_mark_upm_cannot_honour_is_a_config_error() {
     for (schema, needle) in [
