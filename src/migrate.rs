@@ -110,8 +110,9 @@ fn migrate(config_path: &Path, out: &Path) -> Result<Value, Problems> {
     doc["require_schemas"] = json!(true);
     if doc.get("$comment").is_none() {
         doc["$comment"] = json!(format!(
-            "written by upm migrate from {}: python_path written in and pinned, private methods \
-             dropped, one schema per method derived from its Python signature (review them)",
+            "written by upm migrate from {}: python_path written in and pinned (where it does \
+             not hold this config), private methods dropped, one schema per method derived \
+             from its Python signature (review them)",
             config.path.display()
         ));
     }
@@ -278,13 +279,19 @@ fn migrate_plugin(
                     report.insert("dropped_not_found".into(), json!(not_found));
                 }
             }
-            if plugin.manifest_sha256.is_none() {
-                let m = crate::integrity::manifest(python_path).map_err(|e| {
-                    let f = crate::error::Failure::from(e);
-                    (f.code, vec![format!("{at}: {}", f.message)])
-                })?;
-                entry["manifest_sha256"] = json!(m.digest);
-                report.insert("manifest_sha256".into(), json!(m.digest));
+            match (&plugin.manifest_sha256, unpinnable(python_path, config)) {
+                (Some(_), _) => {}
+                (None, Some(why)) => {
+                    report.insert("not_pinned".into(), json!(why));
+                }
+                (None, None) => {
+                    let m = crate::integrity::manifest(python_path).map_err(|e| {
+                        let f = crate::error::Failure::from(e);
+                        (f.code, vec![format!("{at}: {}", f.message)])
+                    })?;
+                    entry["manifest_sha256"] = json!(m.digest);
+                    report.insert("manifest_sha256".into(), json!(m.digest));
+                }
             }
         }
     }
@@ -306,6 +313,32 @@ fn migrate_plugin(
         schemas,
         report: Value::Object(report),
     })
+}
+
+/// Why a `python_path` cannot be pinned, if it cannot: a root that holds the config's
+/// directory holds what changes after the pin (the new config and schemas migrate writes
+/// there, the audit log every call appends to by default, any later edit of the config),
+/// so the pin would refuse every call. Such a tree stays unpinned, and the report says so.
+fn unpinnable(python_path: &[PathBuf], config: &Config) -> Option<String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let log_dir = config.audit_path.parent().map(real);
+    for root in python_path {
+        let root_real = real(root);
+        let holds = if real(&config.dir).starts_with(&root_real) {
+            "this config (and the schemas written beside it)"
+        } else if log_dir.as_ref().is_some_and(|d| d.starts_with(&root_real)) {
+            "the audit log, which every call appends to"
+        } else {
+            continue;
+        };
+        return Some(format!(
+            "{} holds {holds}: a pin of it would refuse every call once they change. Move the \
+             plugin's code into a directory of its own, point python_path there and run \
+             migrate again (or pin it by hand with manifest_sha256)",
+            root.display()
+        ));
+    }
+    None
 }
 
 /// Writes the schemas, checks each compiles, then the config; on any failure removes

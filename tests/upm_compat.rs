@@ -842,6 +842,56 @@ fn migrate_writes_a_strict_config_that_check_passes_without_warnings() {
     assert!(r.json["problems"].to_string().contains("exists already"));
 }
 
+/// UPM's flat layout: the module beside the config, `PYTHONPATH=.`. That tree holds the
+/// config, the schemas migrate writes and the default audit log: pinned, every call
+/// would be refused once they change, so it stays unpinned and the report says why.
+#[test]
+fn migrate_leaves_unpinned_a_python_path_that_holds_the_config() {
+    let d = TestDir::new();
+    d.write(
+        "myplug.py",
+        "class MyPlug:\n    def __init__(self, project_root=None, cache_dir=None, policy=None):\n        pass\n    def peek(self, word: str) -> str:\n        return word\n",
+        false,
+    );
+    d.write(
+        "upm_config.json",
+        r#"{"plugins": {"MyPlug": {"module": "myplug", "allowed_methods": ["peek"]}}}"#,
+        false,
+    );
+    let r = run_in(
+        &d.path,
+        &["migrate", "--out", "strict.json"],
+        b"",
+        &[("PYTHONPATH", ".")],
+    );
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    let report = &r.json["plugins"]["MyPlug"];
+    assert!(
+        report["not_pinned"]
+            .as_str()
+            .unwrap()
+            .contains("holds this config"),
+        "{report}"
+    );
+    let strict: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("strict.json")).unwrap()).unwrap();
+    assert!(strict["plugins"]["MyPlug"].get("manifest_sha256").is_none());
+    // Calls (each appending to the log beside the config) and check pass.
+    for word in ["one", "two"] {
+        let args = json!({ "args": [word] }).to_string();
+        let r = run_in(
+            &d.path,
+            &["--config", "strict.json", "MyPlug", "peek", &args],
+            b"",
+            &[("PYTHONPATH", "")],
+        );
+        assert_eq!(r.code, 0, "{}", ctx(&r));
+        assert_eq!(r.json["data"]["result"], word);
+    }
+    let r = run_in(&d.path, &["check", "--config", "strict.json"], b"", &[]);
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+}
+
 #[test]
 fn migrate_writes_nothing_when_a_plugin_cannot_be_read() {
     let u = Upm::new();
