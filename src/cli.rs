@@ -491,7 +491,7 @@ fn check(config_path: &Path) -> i32 {
     };
     // What every call checks (schemas, seccomp profiles): a problem here stops them all.
     let mut problems = crate::preflight::check(&config).problems;
-    let mut warnings = Vec::new();
+    let mut warnings = config.warnings.clone();
     audit_problems(&config, &mut problems);
     if config.plugins.is_empty() {
         // Valid (deny-all), but more likely a config written under the wrong key.
@@ -500,6 +500,11 @@ fn check(config_path: &Path) -> i32 {
     let mut plugins = serde_json::Map::new();
     for (name, p) in &config.plugins {
         let at = format!("plugin \"{name}\"");
+        if p.methods.is_empty() {
+            // Never called (`warnings` says so): nothing of it is loaded or run.
+            plugins.insert(name.clone(), json!({ "methods": [], "ok": true }));
+            continue;
+        }
         if let PluginKind::PythonClass {
             module,
             python_path,

@@ -79,10 +79,24 @@ fn migrate(config_path: &Path, out: &Path) -> Result<Value, Problems> {
     let mut problems: Vec<String> = Vec::new();
     let mut first_code = None;
     let mut migrated = Vec::new();
+    // Plugins no call can reach (an invalid name, no method whitelisted): a UPM config
+    // lives with them, a strict one would refuse them, so they are left out and listed.
+    let mut dropped = Map::new();
     for name in &config.plugin_order {
         let Some(raw) = source["plugins"].get(name) else {
             continue;
         };
+        match config.plugins.get(name) {
+            None => {
+                dropped.insert(name.clone(), json!("not a valid plugin name"));
+                continue;
+            }
+            Some(p) if p.methods.is_empty() => {
+                dropped.insert(name.clone(), json!("whitelists no method"));
+                continue;
+            }
+            Some(_) => {}
+        }
         match migrate_plugin(&session, config, name, raw) {
             Ok(m) => migrated.push(m),
             Err((code, p)) => {
@@ -121,6 +135,9 @@ fn migrate(config_path: &Path, out: &Path) -> Result<Value, Problems> {
         doc["plugins"][&m.name] = m.entry.clone();
         reports.insert(m.name.clone(), m.report.clone());
     }
+    if let Some(plugins) = doc["plugins"].as_object_mut() {
+        plugins.retain(|name, _| !dropped.contains_key(name));
+    }
     let written =
         write_all(&dir, &out, &doc, &migrated).map_err(|p| (Code::ConfigError, vec![p]))?;
     Ok(json!({
@@ -129,6 +146,7 @@ fn migrate(config_path: &Path, out: &Path) -> Result<Value, Problems> {
         "config": out,
         "written": written,
         "plugins": reports,
+        "dropped_plugins": dropped,
         "next": format!("upm check --config {}", out.display()),
     }))
 }
@@ -171,6 +189,20 @@ fn migrate_plugin(
     }
     if !plugin.private_methods.is_empty() {
         report.insert("dropped_private".into(), json!(plugin.private_methods));
+    }
+    // Names upm can never call (its config's warnings said so).
+    let invalid: Vec<&str> = raw
+        .get("allowed_methods")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|m| {
+            !plugin.methods.contains_key(*m) && !plugin.private_methods.iter().any(|p| p == m)
+        })
+        .collect();
+    if !invalid.is_empty() {
+        report.insert("dropped_invalid_name".into(), json!(invalid));
     }
     let needing: Vec<String> = plugin
         .methods

@@ -727,6 +727,67 @@ fn the_seccomp_profile_is_built_in_unless_a_path_names_a_file() {
     assert_eq!(r.code, 5, "{}", ctx(&r));
 }
 
+/// UPM refused a plugin it could never call one call at a time, never the config: an
+/// entry with no `allowed_methods` (or an empty list), a name upm cannot take, a method
+/// name upm cannot call. The other plugins run; `upm check` warns; migrate leaves them out.
+#[test]
+fn a_plugin_no_call_can_reach_leaves_the_others_running() {
+    let config = UPM_CONFIG.replacen(
+        "\"plugins\": {",
+        r#""plugins": {"NpmPlugin": {"module": "upm.plugins.npm", "allowed_methods": []},
+                       "Gone": {"module": "upm.plugins.gone"},
+                       "Plügin": {"module": "upm.plugins.mock", "allowed_methods": ["version"]},
+                       "Spaced": {"module": "upm.plugins.mock", "class": "MockPlugin",
+                                  "allowed_methods": ["version", "list installed"]},"#,
+        1,
+    );
+    let u = Upm::with_config(&config);
+    u.d.write("pkg/upm/plugins/pip.py", PIP_PY, false);
+    let r = u.call("MockPlugin", "version", "{}");
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    let r = u.call("Spaced", "version", "{}");
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    for plugin in ["NpmPlugin", "Gone"] {
+        says(
+            &u.call(plugin, "info", "{}"),
+            7,
+            &format!("Method 'info' not allowed for plugin '{plugin}'"),
+        );
+    }
+    let r = u.run(&["check"], &[]);
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    let warnings = r.json["warnings"].to_string();
+    for w in [
+        "\\\"NpmPlugin\\\": whitelists no method",
+        "\\\"Gone\\\": whitelists no method",
+        "\\\"Plügin\\\": not a valid plugin name",
+        "method \\\"list installed\\\" can never be called",
+    ] {
+        assert!(warnings.contains(w), "{w} not in {warnings}");
+    }
+    let r = u.run(&["migrate", "--out", "../strict.json"], &[]);
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    assert_eq!(
+        r.json["dropped_plugins"],
+        json!({"NpmPlugin": "whitelists no method", "Gone": "whitelists no method",
+               "Plügin": "not a valid plugin name"})
+    );
+    assert_eq!(
+        r.json["plugins"]["Spaced"]["dropped_invalid_name"],
+        json!(["list installed"])
+    );
+    let cfg = u.d.join("strict.json");
+    let r = u.run(
+        &["check"],
+        &[
+            ("UPM_CONFIG_PATH", cfg.to_str().unwrap()),
+            ("PYTHONPATH", ""),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", ctx(&r));
+    assert_eq!(r.json["warnings"], json!([]), "{}", ctx(&r));
+}
+
 // ---------------------------------------------------------------- upm migrate
 
 #[test]

@@ -203,6 +203,9 @@ pub struct Config {
     pub plugins: BTreeMap<String, Plugin>,
     /// The plugins' names in the file's order (UPM's "not in config" sentence lists them so).
     pub plugin_order: Vec<String>,
+    /// What `upm check` warns about and calls live with: plugins of a UPM config that can
+    /// never be called (UPM refused their calls one by one; it never refused the config).
+    pub warnings: Vec<String>,
     /// The config's `trust` block, read by [`crate::trust`] (which fails closed on it).
     pub trust: Option<Value>,
 }
@@ -519,6 +522,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
     };
 
     let mut plugins = BTreeMap::new();
+    let mut warnings = Vec::new();
     match obj.get("plugins") {
         None => problems.push("\"plugins\" is missing".into()),
         Some(Value::Object(raw)) => {
@@ -531,7 +535,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
                     sandbox_defaults_ok,
                     python: &python,
                 };
-                if let Some(p) = build_plugin(&ctx, name, value, problems) {
+                if let Some(p) = build_plugin(&ctx, name, value, problems, &mut warnings) {
                     plugins.insert(name.clone(), p);
                 }
             }
@@ -566,6 +570,7 @@ fn build(path: &Path, digest: String, doc: &Value, problems: &mut Vec<String>) -
         workdir_root,
         plugins,
         plugin_order: Vec::new(),
+        warnings,
         trust: obj.get("trust").cloned(),
     })
 }
@@ -1035,13 +1040,12 @@ fn build_plugin(
     name: &str,
     value: &Value,
     problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> Option<Plugin> {
     let at = format!("plugin \"{name}\"");
-    if !valid_name(name) {
-        problems.push(format!(
-            "{at}: not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)"
-        ));
-    }
+    let bad_name = (!valid_name(name)).then(|| {
+        format!("{at}: not a valid plugin name (must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$)")
+    });
     let mut value = value.clone();
     unknown_keys::strip(
         &mut value,
@@ -1058,6 +1062,11 @@ fn build_plugin(
     if let Some(sandbox) = value.get_mut("sandbox") {
         strip_policy(sandbox, &format!("{at}: "), problems);
     }
+    // A UPM config's entry (a Python class with no upm `methods`, schemas not required):
+    // what makes it uncallable refuses its calls, as UPM did, not every plugin's.
+    let upm_form = value.get("methods").is_none()
+        && value.get("command").is_none()
+        && ctx.require_schemas != Some(true);
     let raw: RawPlugin = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
@@ -1065,6 +1074,16 @@ fn build_plugin(
             return None;
         }
     };
+    if let Some(bad) = bad_name {
+        if upm_form {
+            warnings.push(format!(
+                "{bad}: it can never be called (upm refuses the name in a request); the \
+                 config's other plugins run"
+            ));
+            return None;
+        }
+        problems.push(bad);
+    }
     let mut kind = match (&raw.command, &raw.module) {
         (Some(_), Some(_)) => {
             problems.push(format!(
@@ -1174,8 +1193,26 @@ fn build_plugin(
             output_schema: None,
         });
     }
+    if upm_form {
+        methods.retain(|m, _| {
+            let ok = !m.starts_with('_') && valid_name(m);
+            if !ok {
+                warnings.push(format!(
+                    "{at}: method {m:?} can never be called (not a valid method name); its \
+                     other methods run"
+                ));
+            }
+            ok
+        });
+    }
     if methods.is_empty() {
-        problems.push(format!("{at}: whitelists no method"));
+        if upm_form {
+            warnings.push(format!(
+                "{at}: whitelists no method: every call to it is refused (exit 7), as in UPM"
+            ));
+        } else {
+            problems.push(format!("{at}: whitelists no method"));
+        }
     }
     for (m, spec) in &methods {
         if m.starts_with('_') || !valid_name(m) {
@@ -1435,7 +1472,7 @@ mod tests {
     fn lists_every_problem() {
         let err = load_str(
             r#"{"plugins": {"../x": {"command": ["/bin/true"], "methods": {"_p": {}}},
-                            "B": {"module": "a.b"}}, "sandox": {}}"#,
+                            "B": {"module": "a.b", "methods": {}}}, "sandox": {}}"#,
         )
         .unwrap_err();
         let problems = err.problems();
