@@ -8,8 +8,9 @@
 //! Names and addresses are matched separately, and only names on the list are ever
 //! resolved: resolving whatever name a plugin asks for would let it tell any DNS
 //! server anything (`<secret>.attacker.example`). A name on the list may lead only to
-//! public addresses; a loopback, private, link-local, shared, unspecified or multicast
-//! one needs an IP or CIDR entry that contains it ([`super::address`]), and a cloud
+//! public (globally reachable) addresses; a loopback, private, link-local, shared,
+//! unspecified, multicast, documentation, benchmarking or other special-purpose one
+//! needs an IP or CIDR entry that contains it ([`super::address`]), and a cloud
 //! metadata address is refused always: a config that lists one does not load.
 
 use super::address::{classify, Class};
@@ -224,9 +225,11 @@ impl Allowlist {
             return Ok(usable);
         }
         Err(format!(
-            "{name}:{port} resolves only to addresses a name may not lead to: {}; a loopback, \
-             private, link-local, shared or multicast address needs an IP or CIDR entry of \
-             its own on the allowlist",
+            "{name}:{port} resolves only to addresses a name may not lead to: {}; an address \
+             that is not globally reachable (loopback, private, link-local, shared, \
+             unspecified, multicast, reserved, documentation, benchmarking, or another block \
+             of the IANA special-purpose registries) needs an IP or CIDR entry of its own on \
+             the allowlist",
             refused.join(", ")
         ))
     }
@@ -507,6 +510,16 @@ mod tests {
         let l = list(&["localhost:8080", "mirror.corp:8080", "10.1.0.0/16:8080"]);
         let e = l.usable("localhost", 8080, &[ip("127.0.0.1")]).unwrap_err();
         assert!(e.contains("127.0.0.1 (loopback)"), "{e}");
+        assert!(e.contains("not globally reachable"), "{e}");
+        // The special-purpose blocks a name once reached (the red team's 192.0.2.2).
+        let e = l
+            .usable("mirror.corp", 8080, &[ip("192.0.2.2"), ip("2001:db8::2")])
+            .unwrap_err();
+        assert!(
+            e.contains("192.0.2.2 (documentation (192.0.2.0/24))")
+                && e.contains("2001:db8::2 (documentation (2001:db8::/32))"),
+            "{e}"
+        );
         assert_eq!(
             l.usable("mirror.corp", 8080, &[ip("10.1.2.3")]).unwrap(),
             vec![ip("10.1.2.3")]
