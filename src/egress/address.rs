@@ -6,8 +6,11 @@
 //!
 //! "Public" means globally reachable as the IANA IPv4 and IPv6 Special-Purpose Address
 //! Registries say: every block they mark not globally reachable is [`Class::Special`],
-//! and so are multicast, 240.0.0.0/4 and IPv4-compatible IPv6.
+//! and so are multicast, 240.0.0.0/4 and IPv4-compatible IPv6. Whatever its class, an
+//! address of one of this host's own interfaces ([`Local`]) is refused the same way: a
+//! service bound to 0.0.0.0 answers on every one of them, a public one included.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What an address is, for the proxy's decision.
@@ -20,6 +23,9 @@ pub enum Class {
     /// A cloud metadata endpoint: never.
     Metadata,
 }
+
+/// The kind of this host's own addresses, in a refusal.
+pub const OWN_ADDRESS: &str = "this host's own address";
 
 /// Classifies an address as the proxy would connect to it. IPv4-mapped IPv6
 /// (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::/48`)
@@ -212,6 +218,45 @@ fn six_to_four(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     (o[..2] == [0x20, 0x02]).then(|| Ipv4Addr::new(o[2], o[3], o[4], o[5]))
 }
 
+/// This host's own addresses: those of its network interfaces, in the network namespace
+/// the proxy connects from. A listed name must not lead to one of them without an IP or
+/// CIDR entry that contains it, whatever its class: a service bound to 0.0.0.0 or `::`
+/// answers on a public address of the host as it does on 127.0.0.1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local(HashSet<IpAddr>);
+
+impl Local {
+    /// The interfaces' addresses now (getifaddrs(3): one netlink dump of the links and
+    /// one of the addresses), IPv4-mapped ones as their IPv4 address.
+    pub fn read() -> Result<Local, String> {
+        let found = nix::ifaddrs::getifaddrs()
+            .map_err(|e| format!("cannot read this host's interface addresses: {e}"))?;
+        Ok(Local::from_addresses(found.filter_map(|ifa| {
+            let a = ifa.address?;
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })))
+    }
+
+    pub fn from_addresses(addresses: impl IntoIterator<Item = IpAddr>) -> Local {
+        Local(addresses.into_iter().map(|ip| ip.to_canonical()).collect())
+    }
+
+    /// Adds what `other` holds: an address once seen stays this host's for the call.
+    pub fn extend(&mut self, other: Local) {
+        self.0.extend(other.0);
+    }
+
+    /// Whether `ip` is one of these addresses, or leads to one ([`leads_to`]: an
+    /// IPv4-mapped address is compared as its IPv4 address, and so are NAT64 and 6to4
+    /// ones, which a gateway would carry back to this host).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.contains(&ip) || self.0.contains(&leads_to(ip))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +423,44 @@ mod tests {
             "::ffff:1.1.1.1",
         ] {
             assert_eq!(class(ip), Class::Public, "{ip}");
+        }
+    }
+    #[test]
+    fn this_hosts_addresses_are_compared_as_the_ipv4_address_they_lead_to() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An interface's IPv4-mapped address is its IPv4 address.
+        let local = Local::from_addresses([ip("44.0.0.7"), ip("::ffff:44.0.0.8"), ip("2a00::7")]);
+        for own in [
+            "44.0.0.7",
+            "::ffff:44.0.0.7",
+            "44.0.0.8",
+            "::ffff:44.0.0.8",
+            "64:ff9b::2c00:7",
+            "2002:2c00:7::1",
+            "2a00::7",
+        ] {
+            assert!(local.contains(ip(own)), "{own}");
+        }
+        for other in ["44.0.0.9", "::ffff:44.0.0.9", "2a00::8", "::44.0.0.7"] {
+            assert!(!local.contains(ip(other)), "{other}");
+        }
+        // What was seen stays.
+        let mut seen = Local::from_addresses([ip("44.0.0.7")]);
+        seen.extend(Local::from_addresses([ip("44.0.0.9")]));
+        assert!(seen.contains(ip("44.0.0.7")) && seen.contains(ip("44.0.0.9")));
+    }
+
+    #[test]
+    fn this_hosts_addresses_can_be_read() {
+        let local = Local::read().unwrap();
+        // Every address the kernel lists for lo is there (none if lo has none here).
+        let lo: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+            .unwrap()
+            .filter(|i| i.interface_name == "lo")
+            .filter_map(|i| i.address?.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())))
+            .collect();
+        for ip in lo {
+            assert!(local.contains(ip), "{ip}");
         }
     }
 }
