@@ -8,11 +8,13 @@
 //! Names and addresses are matched separately, and only names on the list are ever
 //! resolved: resolving whatever name a plugin asks for would let it tell any DNS
 //! server anything (`<secret>.attacker.example`). A name on the list may lead only to
-//! public addresses; a loopback, private, link-local, shared, unspecified or multicast
-//! one needs an IP or CIDR entry that contains it ([`super::address`]), and a cloud
-//! metadata address is refused always: a config that lists one does not load.
+//! public (globally reachable) addresses; a loopback, private, link-local, shared,
+//! unspecified, multicast, documentation, benchmarking or other special-purpose one
+//! needs an IP or CIDR entry that contains it ([`super::address`]), and so does an
+//! address of this host's own interfaces whatever its class; a cloud metadata address
+//! is refused always: a config that lists one does not load.
 
-use super::address::{classify, Class};
+use super::address::{classify, Class, Local, OWN_ADDRESS};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -203,17 +205,23 @@ impl Allowlist {
     }
 
     /// The addresses a listed name resolved to that the proxy may connect to, in their
-    /// order, or why none: special addresses need an IP or CIDR entry of their own.
+    /// order, or why none: special addresses, and this host's own (`local`) whatever
+    /// their class, need an IP or CIDR entry of their own.
     pub fn usable(
         &self,
         name: &str,
         port: u16,
         resolved: &[IpAddr],
+        local: &Local,
     ) -> Result<Vec<IpAddr>, String> {
         let mut usable = Vec::new();
         let mut refused = Vec::new();
         for &ip in resolved {
-            match classify(ip) {
+            let class = match classify(ip) {
+                Class::Public if local.contains(ip) => Class::Special(OWN_ADDRESS),
+                class => class,
+            };
+            match class {
                 Class::Public => usable.push(ip),
                 Class::Special(_) if self.by_address(ip, port).is_some() => usable.push(ip),
                 Class::Special(kind) => refused.push(format!("{ip} ({kind})")),
@@ -224,9 +232,11 @@ impl Allowlist {
             return Ok(usable);
         }
         Err(format!(
-            "{name}:{port} resolves only to addresses a name may not lead to: {}; a loopback, \
-             private, link-local, shared or multicast address needs an IP or CIDR entry of \
-             its own on the allowlist",
+            "{name}:{port} resolves only to addresses a name may not lead to: {}; an address \
+             that is not globally reachable (loopback, private, link-local, shared, \
+             unspecified, multicast, reserved, documentation, benchmarking, or another block \
+             of the IANA special-purpose registries) or that is this host's own needs an IP \
+             or CIDR entry of its own on the allowlist",
             refused.join(", ")
         ))
     }
@@ -504,15 +514,34 @@ mod tests {
     #[test]
     fn a_listed_name_leads_only_to_public_addresses_unless_an_address_entry_allows() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let none = Local::default();
         let l = list(&["localhost:8080", "mirror.corp:8080", "10.1.0.0/16:8080"]);
-        let e = l.usable("localhost", 8080, &[ip("127.0.0.1")]).unwrap_err();
+        let e = l
+            .usable("localhost", 8080, &[ip("127.0.0.1")], &none)
+            .unwrap_err();
         assert!(e.contains("127.0.0.1 (loopback)"), "{e}");
+        assert!(e.contains("not globally reachable"), "{e}");
+        // The special-purpose blocks a name once reached (the red team's 192.0.2.2).
+        let e = l
+            .usable(
+                "mirror.corp",
+                8080,
+                &[ip("192.0.2.2"), ip("2001:db8::2")],
+                &none,
+            )
+            .unwrap_err();
+        assert!(
+            e.contains("192.0.2.2 (documentation (192.0.2.0/24))")
+                && e.contains("2001:db8::2 (documentation (2001:db8::/32))"),
+            "{e}"
+        );
         assert_eq!(
-            l.usable("mirror.corp", 8080, &[ip("10.1.2.3")]).unwrap(),
+            l.usable("mirror.corp", 8080, &[ip("10.1.2.3")], &none)
+                .unwrap(),
             vec![ip("10.1.2.3")]
         );
         let e = l
-            .usable("mirror.corp", 8080, &[ip("10.2.0.1")])
+            .usable("mirror.corp", 8080, &[ip("10.2.0.1")], &none)
             .unwrap_err();
         assert!(e.contains("10.2.0.1 (private)"), "{e}");
         // Mixed answers: only what may be used, in order.
@@ -524,19 +553,80 @@ mod tests {
                     ip("169.254.169.254"),
                     ip("192.168.0.1"),
                     ip("93.184.216.34")
-                ]
+                ],
+                &none
             )
             .unwrap(),
             vec![ip("93.184.216.34")]
         );
         let e = l
-            .usable("mirror.corp", 8080, &[ip("169.254.169.254")])
+            .usable("mirror.corp", 8080, &[ip("169.254.169.254")], &none)
             .unwrap_err();
         assert!(e.contains("cloud metadata"), "{e}");
         // The address entry must allow the port too.
         let l = list(&["localhost:8080", "127.0.0.1:9090"]);
-        assert!(l.usable("localhost", 8080, &[ip("127.0.0.1")]).is_err());
+        assert!(l
+            .usable("localhost", 8080, &[ip("127.0.0.1")], &none)
+            .is_err());
         let l = list(&["localhost:8080", "127.0.0.1:8080"]);
-        assert!(l.usable("localhost", 8080, &[ip("127.0.0.1")]).is_ok());
+        assert!(l
+            .usable("localhost", 8080, &[ip("127.0.0.1")], &none)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_listed_name_may_not_lead_to_this_hosts_own_address_unless_an_address_entry_allows() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Public addresses on this host's interfaces, and its loopback.
+        let local = Local::from_addresses([ip("44.0.0.7"), ip("2a00:1450::7"), ip("127.0.0.1")]);
+        let l = list(&["mirror.example", "other.example", "44.0.0.0/8:443"]);
+        for (found, shown) in [
+            ("44.0.0.7", "44.0.0.7"),
+            ("::ffff:44.0.0.7", "::ffff:44.0.0.7"),
+            ("64:ff9b::2c00:7", "64:ff9b::2c00:7"),
+            ("2002:2c00:7::1", "2002:2c00:7::1"),
+            ("2a00:1450::7", "2a00:1450::7"),
+        ] {
+            let e = l
+                .usable("mirror.example", 80, &[ip(found)], &local)
+                .unwrap_err();
+            assert!(
+                e.contains(&format!("{shown} (this host's own address)")),
+                "{found}: {e}"
+            );
+            assert!(e.contains("this host's own needs an IP"), "{e}");
+            // Without it among the host's addresses, it is public.
+            assert_eq!(
+                l.usable("mirror.example", 80, &[ip(found)], &Local::default())
+                    .unwrap(),
+                vec![ip(found)],
+                "{found}"
+            );
+        }
+        // Its own kind stays first: loopback is loopback.
+        let e = l
+            .usable("mirror.example", 80, &[ip("127.0.0.1")], &local)
+            .unwrap_err();
+        assert!(e.contains("127.0.0.1 (loopback)"), "{e}");
+        // The rest of a mixed answer is used, in order.
+        assert_eq!(
+            l.usable(
+                "mirror.example",
+                80,
+                &[ip("44.0.0.7"), ip("1.1.1.1")],
+                &local
+            )
+            .unwrap(),
+            vec![ip("1.1.1.1")]
+        );
+        // An IP or CIDR entry that contains it allows it, with its port only.
+        assert_eq!(
+            l.usable("other.example", 443, &[ip("44.0.0.7")], &local)
+                .unwrap(),
+            vec![ip("44.0.0.7")]
+        );
+        assert!(l
+            .usable("other.example", 80, &[ip("44.0.0.7")], &local)
+            .is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! If the audit log cannot take a record, the proxy stops: no connection goes on
 //! unaudited. [`Proxy::finish`] stops it when the call ends.
 
+use super::address::Local;
 use super::allowlist::Host;
 use super::record::{Protocol, Record, Summary, Verdict};
 use super::resolve::Resolver;
@@ -177,6 +178,9 @@ pub(super) struct Ctx {
     /// Built at the first name to resolve: a call that resolves none never reads the
     /// resolver's files.
     resolver: std::sync::OnceLock<Resolver>,
+    /// This host's own addresses: read when the proxy starts, and added to at each
+    /// decision on a name ([`Ctx::local`]); `Err` if they could not be read at the start.
+    local: Mutex<Result<Local, String>>,
     bytes_left: AtomicU64,
     tally: Mutex<Summary>,
     records: Mutex<mpsc::Sender<Record>>,
@@ -186,6 +190,18 @@ pub(super) struct Ctx {
 impl Ctx {
     fn tally(&self) -> std::sync::MutexGuard<'_, Summary> {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This host's own addresses as a name's answer is checked: those read when the proxy
+    /// started and those it has now (an address added during the call counts as soon as
+    /// it is there, one removed still counts). `Err` (the name is refused) if they cannot
+    /// be read now, or could not be when the proxy started.
+    fn local(&self) -> Result<Local, String> {
+        let now = Local::read();
+        let mut seen = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.as_mut().map_err(|e| e.clone())?;
+        seen.extend(now?);
+        Ok(seen.clone())
     }
 
     /// Takes `n` bytes from the call's budget, or reports the limit reached.
@@ -223,6 +239,7 @@ async fn serve(
         bytes_left: AtomicU64::new(settings.max_bytes),
         settings,
         resolver: std::sync::OnceLock::new(),
+        local: Mutex::new(Local::read()),
         tally: Mutex::new(Summary::new(super::proxy_address())),
         records: Mutex::new(records),
         stop: stop.clone(),
@@ -586,9 +603,17 @@ pub(super) async fn open(
                     ))
                 }
             };
+            let local = ctx.local().map_err(|e| {
+                Refusal::refused(
+                    Why::Policy,
+                    format!(
+                        "{name}:{port} cannot be checked against this host's own addresses: {e}"
+                    ),
+                )
+            })?;
             ctx.settings
                 .allow
-                .usable(name, port, &found)
+                .usable(name, port, &found, &local)
                 .map_err(|r| Refusal::refused(Why::Policy, r))?
         }
     };

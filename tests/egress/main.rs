@@ -388,6 +388,7 @@ const EPROTONOSUPPORT: i64 = 93;
 
 mod audit;
 mod clients;
+mod host_address;
 mod layers;
 mod limits;
 mod mcp;
