@@ -66,6 +66,6 @@ pub fn run(config_path: &Path, parallel: usize) -> i32 {
     crate::sandbox::shared_net::enable();
     let stdin = Watched(std::io::stdin(), Watch::with(reading.clone()));
     let input = std::io::BufReader::with_capacity(64 * 1024, stdin);
-    let server = server::Server::new(&session, tools, Box::new(std::io::stdout()), reading);
+    let server = server::Server::new(&session, &tools, Box::new(std::io::stdout()), reading);
     server.serve(input, parallel)
 }

@@ -1,9 +1,9 @@
 //! The server loop: one reader, `--parallel` workers, one writer lock.
 //!
 //! The reader (upm's main thread) reads one bounded line at a time and answers what
-//! costs nothing at once (`initialize`, `ping`, `tools/list`, protocol errors); each
-//! `tools/call` is registered under its JSON-RPC id, with its own [`Cancel`], and queued
-//! for the workers, which run it through the pipeline exactly as `upm run` would and
+//! costs nothing at once (`initialize`, `ping`, `tools/list`, protocol errors, and a
+//! `tools/call` that cannot run: audited, then refused); each other `tools/call` is
+//! registered under its JSON-RPC id, with its own [`Cancel`], and queued for the workers, which run it through the pipeline exactly as `upm run` would and
 //! answer as it finishes. A `notifications/cancelled` fires the call's `Cancel`: a
 //! running plugin is killed with its tree, a queued call is refused before it starts,
 //! and either ends `cancelled` in the audit log with no answer.
@@ -41,13 +41,13 @@ const MAX_CLIENT_CHARS: usize = 128;
 
 pub struct Server<'a> {
     session: &'a Session,
-    tools: Tools,
+    tools: &'a Tools,
     out: Mutex<Box<dyn Write + Send + 'a>>,
     failed_output: AtomicBool,
     /// Fired once upm can no longer answer: the reader stops.
     reading: Arc<Cancel>,
     state: Mutex<State>,
-    jobs: Mutex<Jobs>,
+    jobs: Mutex<Jobs<'a>>,
     ready: Condvar,
 }
 
@@ -59,20 +59,36 @@ struct State {
     client: Value,
 }
 
-#[derive(Default)]
-struct Jobs {
-    queue: VecDeque<Job>,
+struct Jobs<'a> {
+    queue: VecDeque<Job<'a>>,
     /// Every call not yet answered (queued or running), by id.
     in_flight: HashMap<String, Arc<Cancel>>,
     closing: bool,
 }
 
-struct Job {
+/// An admitted `tools/call`, waiting for a worker.
+struct Job<'a> {
     id: Value,
-    params: Option<Value>,
+    tool: &'a Tool,
+    args: Value,
+    /// The `mcp` block of its audit entries.
+    origin: Value,
     cancel: Arc<Cancel>,
-    /// Its id is already that of a call in flight: refused.
-    duplicate: bool,
+}
+
+/// Why a `tools/call` is not run, and how it is answered.
+struct Refusal<'t> {
+    answer: Answer<'t>,
+    failure: Failure,
+    /// The tool it names, if any: its plugin and method are audited.
+    tool: Option<&'t Tool>,
+}
+
+enum Answer<'t> {
+    /// A JSON-RPC error with this code (the request itself is wrong).
+    Rpc(i64),
+    /// A tool error (`isError`), for the model to read and correct.
+    ToolError(&'t Tool),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,7 +98,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<'a> Server<'a> {
     pub fn new(
         session: &'a Session,
-        tools: Tools,
+        tools: &'a Tools,
         out: Box<dyn Write + Send + 'a>,
         reading: Arc<Cancel>,
     ) -> Server<'a> {
@@ -93,7 +109,11 @@ impl<'a> Server<'a> {
             failed_output: AtomicBool::new(false),
             reading,
             state: Mutex::new(State::default()),
-            jobs: Mutex::new(Jobs::default()),
+            jobs: Mutex::new(Jobs {
+                queue: VecDeque::new(),
+                in_flight: HashMap::new(),
+                closing: false,
+            }),
             ready: Condvar::new(),
         }
     }
@@ -301,7 +321,35 @@ impl<'a> Server<'a> {
         )
     }
 
+    /// A `tools/call`: refused at once, on this thread, when it cannot run (a duplicate
+    /// id, malformed params, an unknown tool, arguments that do not fit the tool's
+    /// wrapper), so that its answer does not wait behind the calls the workers run;
+    /// else queued for them.
     fn enqueue(&self, id: Value, params: Option<Value>) {
+        let name = params
+            .as_ref()
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str);
+        let origin = json!({
+            "jsonrpc_id": id,
+            "tool": name.map(request::noted),
+            "client": lock(&self.state).client,
+        });
+        let key = jsonrpc::id_key(&id);
+        // Only this thread adds ids: one that is not in flight now cannot become so.
+        let duplicate = lock(&self.jobs).in_flight.contains_key(&key);
+        let arguments = params.as_ref().and_then(|p| p.get("arguments"));
+        let admitted = self.admit(&id, name, arguments, duplicate);
+        let (tool, args) = match admitted {
+            Ok(ok) => ok,
+            Err(refusal) => {
+                let ctx = Context {
+                    origin: Some((ORIGIN_KEY, origin)),
+                    ..Default::default()
+                };
+                return self.send(&self.refuse(&id, refusal, ctx));
+            }
+        };
         let cancel = match Cancel::new() {
             Ok(c) => c,
             Err(e) => {
@@ -309,20 +357,80 @@ impl<'a> Server<'a> {
                 return self.send(&jsonrpc::error(&id, -32603, &text, None));
             }
         };
-        let key = jsonrpc::id_key(&id);
         let mut jobs = lock(&self.jobs);
-        let duplicate = jobs.in_flight.contains_key(&key);
-        if !duplicate {
-            jobs.in_flight.insert(key, cancel.clone());
-        }
+        jobs.in_flight.insert(key, cancel.clone());
         jobs.queue.push_back(Job {
             id,
-            params,
+            tool,
+            args,
+            origin,
             cancel,
-            duplicate,
         });
         drop(jobs);
         self.ready.notify_one();
+    }
+
+    /// The tool a `tools/call` names and the call's args, or why it cannot run, in the
+    /// order the checks were always made.
+    fn admit(
+        &self,
+        id: &Value,
+        name: Option<&str>,
+        arguments: Option<&Value>,
+        duplicate: bool,
+    ) -> Result<(&'a Tool, Value), Refusal<'a>> {
+        let tools: &'a Tools = self.tools;
+        let tool = name.and_then(|n| tools.get(n));
+        let refusal = |answer, failure| Refusal {
+            answer,
+            failure,
+            tool,
+        };
+        if duplicate {
+            let f = Failure::new(
+                Code::BadRequest,
+                format!("Invalid Request: the id {id} is already that of a call in flight"),
+            );
+            return Err(refusal(Answer::Rpc(jsonrpc::INVALID_REQUEST), f));
+        }
+        let Some(name) = name.filter(|_| arguments.is_none_or(Value::is_object)) else {
+            let f = Failure::new(
+                Code::BadRequest,
+                "Invalid params: tools/call needs params {\"name\": string, \"arguments\": \
+                 object (optional)}",
+            );
+            return Err(refusal(Answer::Rpc(jsonrpc::INVALID_PARAMS), f));
+        };
+        let Some(tool) = tool else {
+            let f = Failure::new(
+                Code::NotWhitelisted,
+                format!(
+                    "Unknown tool: {} (tools/list names every tool)",
+                    request::noted(name)
+                ),
+            );
+            return Err(refusal(Answer::Rpc(jsonrpc::INVALID_PARAMS), f));
+        };
+        match tool.args(arguments.cloned()) {
+            Ok(args) => Ok((tool, args)),
+            Err(why) => Err(refusal(
+                Answer::ToolError(tool),
+                Failure::new(Code::InvalidArgs, why),
+            )),
+        }
+    }
+
+    /// A refused `tools/call`, audited (durably, as every refusal) before it is answered.
+    fn refuse(&self, id: &Value, r: Refusal<'_>, ctx: Context) -> Value {
+        let (plugin, method) = r.tool.map_or((None, None), |t| {
+            (Some(t.plugin.as_str()), Some(t.method.as_str()))
+        });
+        let text = r.failure.message.clone();
+        let resp = self.session.refuse_in(r.failure, ctx, plugin, method);
+        match r.answer {
+            Answer::ToolError(tool) => jsonrpc::result(id, tool_result(tool, resp)),
+            Answer::Rpc(code) => jsonrpc::error(id, code, &text, None),
+        }
     }
 
     /// `notifications/cancelled`: an unknown, finished or malformed id is ignored, as
@@ -364,89 +472,32 @@ impl<'a> Server<'a> {
                 }
             };
             let answer = self.call(&job);
-            if !job.duplicate {
-                lock(&self.jobs).in_flight.remove(&jsonrpc::id_key(&job.id));
-            }
+            lock(&self.jobs).in_flight.remove(&jsonrpc::id_key(&job.id));
             if let Some(a) = answer {
                 self.send(&a);
             }
         }
     }
 
-    /// One `tools/call`, audited whatever becomes of it; `None` when the client
+    /// One admitted `tools/call`, run through the pipeline; `None` when the client
     /// cancelled it (no answer, as the spec says).
     fn call(&self, job: &Job) -> Option<Value> {
-        let name = job
-            .params
-            .as_ref()
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str);
-        let tool = name.and_then(|n| self.tools.get(n));
-        let origin = json!({
-            "jsonrpc_id": job.id,
-            "tool": name.map(request::noted),
-            "client": lock(&self.state).client,
-        });
         let ctx = Context {
             stop: Watch::with(job.cancel.clone()),
-            origin: Some((ORIGIN_KEY, origin)),
+            origin: Some((ORIGIN_KEY, job.origin.clone())),
             ..Default::default()
         };
-        let refuse = |code: i64, failure: Failure| {
-            let (plugin, method) = tool.map_or((None, None), |t| {
-                (Some(t.plugin.as_str()), Some(t.method.as_str()))
-            });
-            let text = failure.message.clone();
-            let _ = self.session.refuse_in(failure, ctx.clone(), plugin, method);
-            Some(jsonrpc::error(&job.id, code, &text, None))
+        let tool = job.tool;
+        let req = Request {
+            plugin: tool.plugin.clone(),
+            method: tool.method.clone(),
+            args: job.args.clone(),
+            request_id: None,
+            introspect: None,
         };
-        if job.duplicate {
-            let f = Failure::new(
-                Code::BadRequest,
-                format!(
-                    "Invalid Request: the id {} is already that of a call in flight",
-                    job.id
-                ),
-            );
-            return refuse(jsonrpc::INVALID_REQUEST, f);
-        }
-        let arguments = job.params.as_ref().and_then(|p| p.get("arguments"));
-        let Some(name) = name.filter(|_| arguments.is_none_or(Value::is_object)) else {
-            let f = Failure::new(
-                Code::BadRequest,
-                "Invalid params: tools/call needs params {\"name\": string, \"arguments\": \
-                 object (optional)}",
-            );
-            return refuse(jsonrpc::INVALID_PARAMS, f);
-        };
-        let Some(tool) = tool else {
-            let f = Failure::new(
-                Code::NotWhitelisted,
-                format!(
-                    "Unknown tool: {} (tools/list names every tool)",
-                    request::noted(name)
-                ),
-            );
-            return refuse(jsonrpc::INVALID_PARAMS, f);
-        };
-        let resp = match tool.args(arguments.cloned()) {
-            Ok(args) => {
-                let req = Request {
-                    plugin: tool.plugin.clone(),
-                    method: tool.method.clone(),
-                    args,
-                    request_id: None,
-                    introspect: None,
-                };
-                self.session
-                    .call_in(Input::<std::io::Empty>::Parsed(req), ctx)
-            }
-            Err(why) => {
-                let f = Failure::new(Code::InvalidArgs, why);
-                self.session
-                    .refuse_in(f, ctx, Some(&tool.plugin), Some(&tool.method))
-            }
-        };
+        let resp = self
+            .session
+            .call_in(Input::<std::io::Empty>::Parsed(req), ctx);
         if resp.data.code == Some(Code::Cancelled.as_str())
             && job.cancel.fired() == Some(Why::Cancelled)
         {

@@ -870,6 +870,87 @@ fn an_id_in_flight_cannot_be_reused() {
     });
 }
 
+#[test]
+fn refusals_are_answered_at_once_while_a_call_runs() {
+    let d = TestDir::new();
+    let config = fixture(&d, json!({}));
+    // One worker, busy for 3 s: a refusal queued behind it would be answered after it.
+    let mut s = Raw::start(&config, &["--parallel", "1"]);
+    s.initialize("2025-11-25");
+    let slow = json!({"name": "Calc__sleep", "arguments": {"seconds": 3}});
+    s.request(json!(1), "tools/call", slow.clone());
+    s.request(
+        json!(2),
+        "tools/call",
+        json!({"name": "Nope__nope", "arguments": {}}),
+    );
+    s.request(json!(3), "tools/call", json!({"arguments": {}}));
+    s.request(
+        json!(4),
+        "tools/call",
+        json!({"name": "Calc__add", "arguments": [1]}),
+    );
+    s.request(json!(1), "tools/call", slow);
+    s.request(
+        json!(5),
+        "tools/call",
+        json!({"name": "Calc__list", "arguments": {"a": 1}}),
+    );
+    // In order of arrival, all before the slow call's result.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let m = s.next(Duration::from_secs(20)).expect("an answer");
+        let what = if m["result"]["isError"] == true {
+            format!(
+                "{}:{}",
+                m["id"],
+                text(&m["result"]).split(':').next().unwrap()
+            )
+        } else if m.get("error").is_some() {
+            format!("{}:{}", m["id"], m["error"]["code"])
+        } else {
+            format!("{}:{}", m["id"], m["result"]["structuredContent"])
+        };
+        seen.push(what);
+    }
+    assert_eq!(
+        seen,
+        [
+            "2:-32602",
+            "3:-32602",
+            "4:-32602",
+            "1:-32600",
+            "5:invalid_args",
+            r#"1:{"slept":3}"#,
+        ]
+    );
+    drop(s);
+    // Each refusal audited as before, under its id.
+    let refused: Vec<(String, Value)> = d
+        .audit_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "refused")
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap().to_owned(),
+                e["mcp"]["jsonrpc_id"].clone(),
+            )
+        })
+        .collect();
+    let refused: Vec<(&str, &Value)> = refused.iter().map(|(c, i)| (c.as_str(), i)).collect();
+    assert_eq!(
+        refused,
+        [
+            ("not_whitelisted", &json!(2)),
+            ("bad_request", &json!(3)),
+            ("bad_request", &json!(4)),
+            ("bad_request", &json!(1)),
+            ("invalid_args", &json!(5)),
+        ]
+    );
+    assert_eq!(finished(&d, "sleep")[0]["code"], "ok");
+}
+
 /// EOF or SIGTERM while a call runs: the plugin's tree is killed, the call ends
 /// `cancelled` in the log (and is answered, if anyone still reads), and upm exits.
 fn ends_running_calls(signal: bool) {
