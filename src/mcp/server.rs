@@ -402,13 +402,23 @@ impl<'a> Server<'a> {
             return Err(refusal(Answer::Rpc(jsonrpc::INVALID_PARAMS), f));
         };
         let Some(tool) = tool else {
-            let f = Failure::new(
-                Code::NotWhitelisted,
-                format!(
-                    "Unknown tool: {} (tools/list names every tool)",
-                    request::noted(name)
+            let f = match self.tools.left_out.get(name) {
+                Some(why) => Failure::new(
+                    Code::ConfigError,
+                    format!(
+                        "Unknown tool: {}: upm left it out at start, since every call of it \
+                         would fail: {why}",
+                        request::noted(name)
+                    ),
                 ),
-            );
+                None => Failure::new(
+                    Code::NotWhitelisted,
+                    format!(
+                        "Unknown tool: {} (tools/list names every tool)",
+                        request::noted(name)
+                    ),
+                ),
+            };
             return Err(refusal(Answer::Rpc(jsonrpc::INVALID_PARAMS), f));
         };
         match tool.args(arguments.cloned()) {

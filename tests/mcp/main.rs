@@ -1035,6 +1035,105 @@ fn colliding_tool_names_are_refused() {
 }
 
 #[test]
+fn an_audit_log_that_cannot_be_opened_stops_the_server_at_start() {
+    let d = TestDir::new();
+    let config = fixture(&d, json!({"audit": {"path": "logs/audit.log"}}));
+    let c = config.to_str().unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                      "params": {"protocolVersion": "2025-11-25"}});
+    let r = run_with(&["mcp", "--config", c], format!("{init}\n").as_bytes(), &[]);
+    assert_eq!(r.code, 11, "audit_error, as a call would: {r:?}");
+    assert!(r.stdout.is_empty(), "nothing served: {r:?}");
+    assert!(
+        r.stderr.contains("every call would fail")
+            && r.stderr.contains("logs/audit.log: its directory"),
+        "{}",
+        r.stderr
+    );
+    // What upm check says of the same config.
+    let r = run_with(&["check", "--config", c], b"", &[]);
+    assert_eq!(r.json["ok"], false, "{r:?}");
+}
+
+#[test]
+fn a_plugin_with_a_problem_is_left_out_and_the_others_served() {
+    let d = TestDir::new();
+    let config = fixture(&d, json!({}));
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["plugins"]["Gone"] = json!({"command": ["plugins/missing.py"], "allowed_methods": ["go"]});
+    let config = d.config(&c);
+    let cs = config.to_str().unwrap();
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25"}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "Gone__go", "arguments": {}}}),
+    ];
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let r = run_with(&["mcp", "--config", cs], input.as_bytes(), &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let answers: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = answers[1]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Calc__add") && !names.contains(&"Gone__go"),
+        "{names:?}"
+    );
+    assert!(
+        r.stderr.contains("warning: plugin \"Gone\" is not served")
+            && r.stderr.contains("Gone__go")
+            && r.stderr.contains("missing.py cannot be opened"),
+        "{}",
+        r.stderr
+    );
+    let e = &answers[2]["error"];
+    assert_eq!(e["code"], -32602, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("left it out at start")
+            && e["message"].as_str().unwrap().contains("missing.py"),
+        "{e}"
+    );
+    let refused: Vec<Value> = d
+        .audit_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["code"], "config_error");
+    assert_eq!(refused[0]["mcp"]["jsonrpc_id"], 2);
+    // The other plugins' tools run.
+    let mut s = Raw::start(&config, &[]);
+    s.initialize("2025-11-25");
+    let r = s.tool(json!(1), "Calc__add", json!({"a": 2, "b": 3}));
+    assert_eq!(r["result"]["structuredContent"], json!({"sum": 5}), "{r}");
+    drop(s);
+
+    // Every plugin with a problem: nothing left to serve.
+    let only = d.config(&json!({"require_schemas": false, "plugins": {
+        "Gone": {"command": ["plugins/missing.py"], "allowed_methods": ["go"]}}}));
+    let r = run_with(
+        &["mcp", "--config", only.to_str().unwrap()],
+        input.as_bytes(),
+        &[],
+    );
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    assert!(r.stderr.contains("every tool was left out"), "{}", r.stderr);
+}
+
+#[test]
 fn list_prints_the_tools_for_mcp_and_openai() {
     let d = TestDir::new();
     let config = fixture(&d, json!({}));
