@@ -21,7 +21,7 @@ use crate::batch::{read_line, Line};
 use crate::error::{Code, Failure};
 use crate::pipeline::{Context, Input, Session};
 use crate::request::{self, Request};
-use crate::response::Response;
+use crate::response::{Captured, Response};
 use crate::spawn::stop::{self, Cancel, Watch, Why};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -539,12 +539,28 @@ impl<'a> Server<'a> {
     }
 }
 
+/// The most of a failed call's stderr its tool error's text holds: its end, where a
+/// plugin's own word on why it failed usually is.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// The most of each captured stream's text `_meta["upm/call"]` holds: metadata for a
+/// client's logs, not a second copy of up to the whole output cap on one JSON-RPC line.
+const META_STREAM_BYTES: usize = 16 * 1024;
+
 /// A call's response as a `CallToolResult`: the result as `structuredContent` and as
 /// JSON text, or `isError` with upm's code and sentence (and its details: schema
-/// violations, a traceback) for the model to read. `_meta["upm/call"]` holds the rest
-/// of upm's answer: request_id, call_id, usage, the sandbox report.
+/// violations, a traceback; and the end of the plugin's stderr) for the model to read.
+/// `_meta["upm/call"]` holds the rest of upm's answer: request_id, call_id, usage, the
+/// sandbox report, the captured streams (each bounded).
 fn tool_result(tool: &Tool, mut resp: Response) -> Value {
     let result = resp.data.result.take();
+    let stderr_tail = resp.data.stderr.as_ref().and_then(stderr_tail);
+    for c in [&mut resp.data.stdout, &mut resp.data.stderr]
+        .into_iter()
+        .flatten()
+    {
+        bound(c, META_STREAM_BYTES);
+    }
     let meta = json!({ "upm/call": serde_json::to_value(&resp.data).unwrap_or(Value::Null) });
     if resp.success {
         let structured = tool.structured(result.unwrap_or(Value::Null));
@@ -564,9 +580,109 @@ fn tool_result(tool: &Tool, mut resp: Response) -> Value {
         text.push_str("\ndetails: ");
         text.push_str(&d.to_string());
     }
+    if let Some(tail) = stderr_tail {
+        text.push('\n');
+        text.push_str(&tail);
+    }
     json!({
         "content": [{ "type": "text", "text": text }],
         "isError": true,
         "_meta": meta,
     })
+}
+
+/// The end of a failed call's stderr, at most [`STDERR_TAIL_BYTES`] of it (cut at a
+/// character), headed by what it is; `None` when the plugin wrote nothing but blanks.
+fn stderr_tail(c: &Captured) -> Option<String> {
+    let text = c.text.trim_end();
+    if text.trim_start().is_empty() {
+        return None;
+    }
+    let mut from = text.len().saturating_sub(STDERR_TAIL_BYTES);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let tail = &text[from..];
+    let n = tail.len();
+    let head = match (from > 0, c.truncated) {
+        (false, false) => "stderr:".to_owned(),
+        (true, false) => format!("stderr (truncated: its last {n} of {} bytes):", c.bytes),
+        // What upm kept is the stream's beginning: the rest was not kept.
+        (cut, true) => format!(
+            "stderr (truncated: upm kept the first {} of its {} bytes{}):",
+            c.text.len(),
+            c.bytes,
+            if cut {
+                format!(", of which the last {n}")
+            } else {
+                String::new()
+            }
+        ),
+    };
+    let mark = if from > 0 { "…" } else { "" };
+    Some(format!("{head}\n{mark}{tail}"))
+}
+
+/// Cuts a captured stream's text to its first `max` bytes (at a character), marked
+/// `truncated` as upm's own capture marks it; `bytes` still counts all it wrote.
+fn bound(c: &mut Captured, max: usize) {
+    if c.text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !c.text.is_char_boundary(end) {
+        end -= 1;
+    }
+    c.text.truncate(end);
+    c.truncated = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured(text: &str, bytes: u64) -> Captured {
+        Captured {
+            text: text.to_owned(),
+            bytes,
+            truncated: bytes > text.len() as u64,
+            invalid_utf8_at: None,
+        }
+    }
+
+    #[test]
+    fn a_stderr_tail_is_bounded_marked_and_cut_at_a_character() {
+        let c = captured("something went wrong\n", 21);
+        assert_eq!(stderr_tail(&c).unwrap(), "stderr:\nsomething went wrong");
+        assert_eq!(stderr_tail(&captured(" \n\t\n", 4)), None);
+        // 'é' is two bytes: the cut moves forward to the next character.
+        let long = format!("{}{}", "é".repeat(2000), "the end");
+        let t = stderr_tail(&captured(&long, long.len() as u64)).unwrap();
+        let (head, tail) = t.split_once('\n').unwrap();
+        assert!(tail.starts_with('…') && tail.ends_with("the end"), "{tail}");
+        assert!(tail.len() <= STDERR_TAIL_BYTES + '…'.len_utf8());
+        assert_eq!(
+            head,
+            format!(
+                "stderr (truncated: its last {} of {} bytes):",
+                tail.len() - 3,
+                long.len()
+            )
+        );
+        let t = stderr_tail(&captured("oops", 9000)).unwrap();
+        assert_eq!(
+            t,
+            "stderr (truncated: upm kept the first 4 of its 9000 bytes):\noops"
+        );
+    }
+
+    #[test]
+    fn a_meta_stream_is_cut_at_a_character_and_marked() {
+        let mut c = captured(&"é".repeat(10), 20);
+        bound(&mut c, 5);
+        assert_eq!((c.text.as_str(), c.truncated, c.bytes), ("éé", true, 20));
+        let mut c = captured("short", 5);
+        bound(&mut c, 5);
+        assert_eq!((c.text.as_str(), c.truncated), ("short", false));
+    }
 }

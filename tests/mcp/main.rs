@@ -33,6 +33,11 @@ elif m == "list":
 elif m == "sleep":
     time.sleep(a["seconds"])
     print(json.dumps({"slept": a["seconds"]}))
+elif m == "fail":
+    sys.stderr.write(a.get("stderr", ""))
+    sys.exit(3)
+elif m == "flood":
+    sys.stdout.write("x" * a["bytes"])
 elif m == "hang":
     os.execv("/bin/sh", ["/bin/sh", "-c", "sleep %s & sleep %s; wait" % (a["marker"], a["marker"])])
 else:
@@ -949,6 +954,66 @@ fn refusals_are_answered_at_once_while_a_call_runs() {
         ]
     );
     assert_eq!(finished(&d, "sleep")[0]["code"], "ok");
+}
+
+#[test]
+fn a_failed_calls_error_ends_with_the_plugins_stderr() {
+    let d = TestDir::new();
+    d.write("plugins/tool.py", TOOL, true);
+    let config = d.config(&json!({"require_schemas": false, "plugins": {
+        "P": {"command": ["plugins/tool.py"], "allowed_methods": ["fail"]}
+    }}));
+    let mut s = Raw::start(&config, &[]);
+    s.initialize("2025-11-25");
+    let r = s.tool(
+        json!(1),
+        "P__fail",
+        json!({"stderr": "something went wrong\n"}),
+    );
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(
+        text(&r["result"]),
+        "plugin_failed: the plugin exited with status 3\nstderr:\nsomething went wrong"
+    );
+    // A long stderr: its last 2 KB, cut at a character, marked.
+    let long = format!("{}the real reason", "é".repeat(3000));
+    let r = s.tool(json!(2), "P__fail", json!({"stderr": long}));
+    let t = text(&r["result"]);
+    let (head, tail) = t.split_once("\nstderr (truncated: its last ").expect(t);
+    assert_eq!(head, "plugin_failed: the plugin exited with status 3");
+    assert!(tail.ends_with("éthe real reason"), "{tail}");
+    let shown = tail.split_once("):\n…").expect(tail).1;
+    assert!(shown.len() <= 2048 && shown.len() > 2000, "{}", shown.len());
+    // No stderr: nothing added.
+    let r = s.tool(json!(3), "P__fail", json!({}));
+    assert_eq!(
+        text(&r["result"]),
+        "plugin_failed: the plugin exited with status 3"
+    );
+}
+
+#[test]
+fn a_failed_calls_meta_holds_at_most_16_kib_of_output() {
+    let d = TestDir::new();
+    d.write("plugins/tool.py", TOOL, true);
+    let config = d.config(&json!({"require_schemas": false, "plugins": {
+        "P": {"command": ["plugins/tool.py"], "allowed_methods": ["flood"],
+              "sandbox": {"limits": {"output_bytes": 100000}}}
+    }}));
+    let mut s = Raw::start(&config, &[]);
+    s.initialize("2025-11-25");
+    // Past the output cap: _meta holds the first 16 KiB of what upm kept, marked.
+    let r = s.tool(json!(4), "P__flood", json!({"bytes": 300000}));
+    assert!(text(&r["result"]).starts_with("limit_exceeded"), "{r}");
+    let out = &r["result"]["_meta"]["upm/call"]["stdout"];
+    assert_eq!(
+        out["text"].as_str().unwrap().len(),
+        16 * 1024,
+        "{}",
+        out["bytes"]
+    );
+    assert_eq!(out["truncated"], true);
+    assert!(out["bytes"].as_u64().unwrap() >= 100000, "{out:?}");
 }
 
 /// EOF or SIGTERM while a call runs: the plugin's tree is killed, the call ends
