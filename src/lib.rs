@@ -20,6 +20,7 @@
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`error`]: result codes, exit codes and the `Failure` a call ends on (a leaf);
 //!   [`codes`]: the one place where each module's error becomes a result code.
+//! - [`check`]: what `upm check` finds in a config, which `upm mcp` heeds at start.
 //! - [`mcp`]: `upm mcp`, an MCP server whose every tool call is one pipeline call.
 //! - [`compat`]: what keeps the original UPM entrypoint's callers working (its
 //!   sentences, its module lookup through `PYTHONPATH`); [`migrate`] takes a UPM
@@ -38,7 +39,7 @@
 //! container  launch  outcome  trust  preflight
 //! codes                                                          every error -> its result code
 //! pipeline                                                       one call, top-down
-//! batch  migrate
+//! batch  migrate  check
 //! mcp                                                            tools/call -> pipeline (batch's line reader)
 //! cli
 //! ```
@@ -47,6 +48,7 @@ pub mod access;
 pub mod audit;
 pub mod batch;
 pub mod canonical;
+pub mod check;
 pub mod cli;
 pub mod codes;
 pub mod compat;

@@ -1,9 +1,9 @@
 //! The server loop: one reader, `--parallel` workers, one writer lock.
 //!
 //! The reader (upm's main thread) reads one bounded line at a time and answers what
-//! costs nothing at once (`initialize`, `ping`, `tools/list`, protocol errors); each
-//! `tools/call` is registered under its JSON-RPC id, with its own [`Cancel`], and queued
-//! for the workers, which run it through the pipeline exactly as `upm run` would and
+//! costs nothing at once (`initialize`, `ping`, `tools/list`, protocol errors, and a
+//! `tools/call` that cannot run: audited, then refused); each other `tools/call` is
+//! registered under its JSON-RPC id, with its own [`Cancel`], and queued for the workers, which run it through the pipeline exactly as `upm run` would and
 //! answer as it finishes. A `notifications/cancelled` fires the call's `Cancel`: a
 //! running plugin is killed with its tree, a queued call is refused before it starts,
 //! and either ends `cancelled` in the audit log with no answer.
@@ -21,7 +21,7 @@ use crate::batch::{read_line, Line};
 use crate::error::{Code, Failure};
 use crate::pipeline::{Context, Input, Session};
 use crate::request::{self, Request};
-use crate::response::Response;
+use crate::response::{Captured, Response};
 use crate::spawn::stop::{self, Cancel, Watch, Why};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -41,13 +41,13 @@ const MAX_CLIENT_CHARS: usize = 128;
 
 pub struct Server<'a> {
     session: &'a Session,
-    tools: Tools,
+    tools: &'a Tools,
     out: Mutex<Box<dyn Write + Send + 'a>>,
     failed_output: AtomicBool,
     /// Fired once upm can no longer answer: the reader stops.
     reading: Arc<Cancel>,
     state: Mutex<State>,
-    jobs: Mutex<Jobs>,
+    jobs: Mutex<Jobs<'a>>,
     ready: Condvar,
 }
 
@@ -59,20 +59,36 @@ struct State {
     client: Value,
 }
 
-#[derive(Default)]
-struct Jobs {
-    queue: VecDeque<Job>,
+struct Jobs<'a> {
+    queue: VecDeque<Job<'a>>,
     /// Every call not yet answered (queued or running), by id.
     in_flight: HashMap<String, Arc<Cancel>>,
     closing: bool,
 }
 
-struct Job {
+/// An admitted `tools/call`, waiting for a worker.
+struct Job<'a> {
     id: Value,
-    params: Option<Value>,
+    tool: &'a Tool,
+    args: Value,
+    /// The `mcp` block of its audit entries.
+    origin: Value,
     cancel: Arc<Cancel>,
-    /// Its id is already that of a call in flight: refused.
-    duplicate: bool,
+}
+
+/// Why a `tools/call` is not run, and how it is answered.
+struct Refusal<'t> {
+    answer: Answer<'t>,
+    failure: Failure,
+    /// The tool it names, if any: its plugin and method are audited.
+    tool: Option<&'t Tool>,
+}
+
+enum Answer<'t> {
+    /// A JSON-RPC error with this code (the request itself is wrong).
+    Rpc(i64),
+    /// A tool error (`isError`), for the model to read and correct.
+    ToolError(&'t Tool),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,7 +98,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<'a> Server<'a> {
     pub fn new(
         session: &'a Session,
-        tools: Tools,
+        tools: &'a Tools,
         out: Box<dyn Write + Send + 'a>,
         reading: Arc<Cancel>,
     ) -> Server<'a> {
@@ -93,7 +109,11 @@ impl<'a> Server<'a> {
             failed_output: AtomicBool::new(false),
             reading,
             state: Mutex::new(State::default()),
-            jobs: Mutex::new(Jobs::default()),
+            jobs: Mutex::new(Jobs {
+                queue: VecDeque::new(),
+                in_flight: HashMap::new(),
+                closing: false,
+            }),
             ready: Condvar::new(),
         }
     }
@@ -301,7 +321,35 @@ impl<'a> Server<'a> {
         )
     }
 
+    /// A `tools/call`: refused at once, on this thread, when it cannot run (a duplicate
+    /// id, malformed params, an unknown tool, arguments that do not fit the tool's
+    /// wrapper), so that its answer does not wait behind the calls the workers run;
+    /// else queued for them.
     fn enqueue(&self, id: Value, params: Option<Value>) {
+        let name = params
+            .as_ref()
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str);
+        let origin = json!({
+            "jsonrpc_id": id,
+            "tool": name.map(request::noted),
+            "client": lock(&self.state).client,
+        });
+        let key = jsonrpc::id_key(&id);
+        // Only this thread adds ids: one that is not in flight now cannot become so.
+        let duplicate = lock(&self.jobs).in_flight.contains_key(&key);
+        let arguments = params.as_ref().and_then(|p| p.get("arguments"));
+        let admitted = self.admit(&id, name, arguments, duplicate);
+        let (tool, args) = match admitted {
+            Ok(ok) => ok,
+            Err(refusal) => {
+                let ctx = Context {
+                    origin: Some((ORIGIN_KEY, origin)),
+                    ..Default::default()
+                };
+                return self.send(&self.refuse(&id, refusal, ctx));
+            }
+        };
         let cancel = match Cancel::new() {
             Ok(c) => c,
             Err(e) => {
@@ -309,20 +357,90 @@ impl<'a> Server<'a> {
                 return self.send(&jsonrpc::error(&id, -32603, &text, None));
             }
         };
-        let key = jsonrpc::id_key(&id);
         let mut jobs = lock(&self.jobs);
-        let duplicate = jobs.in_flight.contains_key(&key);
-        if !duplicate {
-            jobs.in_flight.insert(key, cancel.clone());
-        }
+        jobs.in_flight.insert(key, cancel.clone());
         jobs.queue.push_back(Job {
             id,
-            params,
+            tool,
+            args,
+            origin,
             cancel,
-            duplicate,
         });
         drop(jobs);
         self.ready.notify_one();
+    }
+
+    /// The tool a `tools/call` names and the call's args, or why it cannot run, in the
+    /// order the checks were always made.
+    fn admit(
+        &self,
+        id: &Value,
+        name: Option<&str>,
+        arguments: Option<&Value>,
+        duplicate: bool,
+    ) -> Result<(&'a Tool, Value), Refusal<'a>> {
+        let tools: &'a Tools = self.tools;
+        let tool = name.and_then(|n| tools.get(n));
+        let refusal = |answer, failure| Refusal {
+            answer,
+            failure,
+            tool,
+        };
+        if duplicate {
+            let f = Failure::new(
+                Code::BadRequest,
+                format!("Invalid Request: the id {id} is already that of a call in flight"),
+            );
+            return Err(refusal(Answer::Rpc(jsonrpc::INVALID_REQUEST), f));
+        }
+        let Some(name) = name.filter(|_| arguments.is_none_or(Value::is_object)) else {
+            let f = Failure::new(
+                Code::BadRequest,
+                "Invalid params: tools/call needs params {\"name\": string, \"arguments\": \
+                 object (optional)}",
+            );
+            return Err(refusal(Answer::Rpc(jsonrpc::INVALID_PARAMS), f));
+        };
+        let Some(tool) = tool else {
+            let f = match self.tools.left_out.get(name) {
+                Some(why) => Failure::new(
+                    Code::ConfigError,
+                    format!(
+                        "Unknown tool: {}: upm left it out at start, since every call of it \
+                         would fail: {why}",
+                        request::noted(name)
+                    ),
+                ),
+                None => Failure::new(
+                    Code::NotWhitelisted,
+                    format!(
+                        "Unknown tool: {} (tools/list names every tool)",
+                        request::noted(name)
+                    ),
+                ),
+            };
+            return Err(refusal(Answer::Rpc(jsonrpc::INVALID_PARAMS), f));
+        };
+        match tool.args(arguments.cloned()) {
+            Ok(args) => Ok((tool, args)),
+            Err(why) => Err(refusal(
+                Answer::ToolError(tool),
+                Failure::new(Code::InvalidArgs, why),
+            )),
+        }
+    }
+
+    /// A refused `tools/call`, audited (durably, as every refusal) before it is answered.
+    fn refuse(&self, id: &Value, r: Refusal<'_>, ctx: Context) -> Value {
+        let (plugin, method) = r.tool.map_or((None, None), |t| {
+            (Some(t.plugin.as_str()), Some(t.method.as_str()))
+        });
+        let text = r.failure.message.clone();
+        let resp = self.session.refuse_in(r.failure, ctx, plugin, method);
+        match r.answer {
+            Answer::ToolError(tool) => jsonrpc::result(id, tool_result(tool, resp)),
+            Answer::Rpc(code) => jsonrpc::error(id, code, &text, None),
+        }
     }
 
     /// `notifications/cancelled`: an unknown, finished or malformed id is ignored, as
@@ -364,89 +482,32 @@ impl<'a> Server<'a> {
                 }
             };
             let answer = self.call(&job);
-            if !job.duplicate {
-                lock(&self.jobs).in_flight.remove(&jsonrpc::id_key(&job.id));
-            }
+            lock(&self.jobs).in_flight.remove(&jsonrpc::id_key(&job.id));
             if let Some(a) = answer {
                 self.send(&a);
             }
         }
     }
 
-    /// One `tools/call`, audited whatever becomes of it; `None` when the client
+    /// One admitted `tools/call`, run through the pipeline; `None` when the client
     /// cancelled it (no answer, as the spec says).
     fn call(&self, job: &Job) -> Option<Value> {
-        let name = job
-            .params
-            .as_ref()
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str);
-        let tool = name.and_then(|n| self.tools.get(n));
-        let origin = json!({
-            "jsonrpc_id": job.id,
-            "tool": name.map(request::noted),
-            "client": lock(&self.state).client,
-        });
         let ctx = Context {
             stop: Watch::with(job.cancel.clone()),
-            origin: Some((ORIGIN_KEY, origin)),
+            origin: Some((ORIGIN_KEY, job.origin.clone())),
             ..Default::default()
         };
-        let refuse = |code: i64, failure: Failure| {
-            let (plugin, method) = tool.map_or((None, None), |t| {
-                (Some(t.plugin.as_str()), Some(t.method.as_str()))
-            });
-            let text = failure.message.clone();
-            let _ = self.session.refuse_in(failure, ctx.clone(), plugin, method);
-            Some(jsonrpc::error(&job.id, code, &text, None))
+        let tool = job.tool;
+        let req = Request {
+            plugin: tool.plugin.clone(),
+            method: tool.method.clone(),
+            args: job.args.clone(),
+            request_id: None,
+            introspect: None,
         };
-        if job.duplicate {
-            let f = Failure::new(
-                Code::BadRequest,
-                format!(
-                    "Invalid Request: the id {} is already that of a call in flight",
-                    job.id
-                ),
-            );
-            return refuse(jsonrpc::INVALID_REQUEST, f);
-        }
-        let arguments = job.params.as_ref().and_then(|p| p.get("arguments"));
-        let Some(name) = name.filter(|_| arguments.is_none_or(Value::is_object)) else {
-            let f = Failure::new(
-                Code::BadRequest,
-                "Invalid params: tools/call needs params {\"name\": string, \"arguments\": \
-                 object (optional)}",
-            );
-            return refuse(jsonrpc::INVALID_PARAMS, f);
-        };
-        let Some(tool) = tool else {
-            let f = Failure::new(
-                Code::NotWhitelisted,
-                format!(
-                    "Unknown tool: {} (tools/list names every tool)",
-                    request::noted(name)
-                ),
-            );
-            return refuse(jsonrpc::INVALID_PARAMS, f);
-        };
-        let resp = match tool.args(arguments.cloned()) {
-            Ok(args) => {
-                let req = Request {
-                    plugin: tool.plugin.clone(),
-                    method: tool.method.clone(),
-                    args,
-                    request_id: None,
-                    introspect: None,
-                };
-                self.session
-                    .call_in(Input::<std::io::Empty>::Parsed(req), ctx)
-            }
-            Err(why) => {
-                let f = Failure::new(Code::InvalidArgs, why);
-                self.session
-                    .refuse_in(f, ctx, Some(&tool.plugin), Some(&tool.method))
-            }
-        };
+        let resp = self
+            .session
+            .call_in(Input::<std::io::Empty>::Parsed(req), ctx);
         if resp.data.code == Some(Code::Cancelled.as_str())
             && job.cancel.fired() == Some(Why::Cancelled)
         {
@@ -478,12 +539,28 @@ impl<'a> Server<'a> {
     }
 }
 
+/// The most of a failed call's stderr its tool error's text holds: its end, where a
+/// plugin's own word on why it failed usually is.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// The most of each captured stream's text `_meta["upm/call"]` holds: metadata for a
+/// client's logs, not a second copy of up to the whole output cap on one JSON-RPC line.
+const META_STREAM_BYTES: usize = 16 * 1024;
+
 /// A call's response as a `CallToolResult`: the result as `structuredContent` and as
 /// JSON text, or `isError` with upm's code and sentence (and its details: schema
-/// violations, a traceback) for the model to read. `_meta["upm/call"]` holds the rest
-/// of upm's answer: request_id, call_id, usage, the sandbox report.
+/// violations, a traceback; and the end of the plugin's stderr) for the model to read.
+/// `_meta["upm/call"]` holds the rest of upm's answer: request_id, call_id, usage, the
+/// sandbox report, the captured streams (each bounded).
 fn tool_result(tool: &Tool, mut resp: Response) -> Value {
     let result = resp.data.result.take();
+    let stderr_tail = resp.data.stderr.as_ref().and_then(stderr_tail);
+    for c in [&mut resp.data.stdout, &mut resp.data.stderr]
+        .into_iter()
+        .flatten()
+    {
+        bound(c, META_STREAM_BYTES);
+    }
     let meta = json!({ "upm/call": serde_json::to_value(&resp.data).unwrap_or(Value::Null) });
     if resp.success {
         let structured = tool.structured(result.unwrap_or(Value::Null));
@@ -503,9 +580,109 @@ fn tool_result(tool: &Tool, mut resp: Response) -> Value {
         text.push_str("\ndetails: ");
         text.push_str(&d.to_string());
     }
+    if let Some(tail) = stderr_tail {
+        text.push('\n');
+        text.push_str(&tail);
+    }
     json!({
         "content": [{ "type": "text", "text": text }],
         "isError": true,
         "_meta": meta,
     })
+}
+
+/// The end of a failed call's stderr, at most [`STDERR_TAIL_BYTES`] of it (cut at a
+/// character), headed by what it is; `None` when the plugin wrote nothing but blanks.
+fn stderr_tail(c: &Captured) -> Option<String> {
+    let text = c.text.trim_end();
+    if text.trim_start().is_empty() {
+        return None;
+    }
+    let mut from = text.len().saturating_sub(STDERR_TAIL_BYTES);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let tail = &text[from..];
+    let n = tail.len();
+    let head = match (from > 0, c.truncated) {
+        (false, false) => "stderr:".to_owned(),
+        (true, false) => format!("stderr (truncated: its last {n} of {} bytes):", c.bytes),
+        // What upm kept is the stream's beginning: the rest was not kept.
+        (cut, true) => format!(
+            "stderr (truncated: upm kept the first {} of its {} bytes{}):",
+            c.text.len(),
+            c.bytes,
+            if cut {
+                format!(", of which the last {n}")
+            } else {
+                String::new()
+            }
+        ),
+    };
+    let mark = if from > 0 { "…" } else { "" };
+    Some(format!("{head}\n{mark}{tail}"))
+}
+
+/// Cuts a captured stream's text to its first `max` bytes (at a character), marked
+/// `truncated` as upm's own capture marks it; `bytes` still counts all it wrote.
+fn bound(c: &mut Captured, max: usize) {
+    if c.text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !c.text.is_char_boundary(end) {
+        end -= 1;
+    }
+    c.text.truncate(end);
+    c.truncated = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured(text: &str, bytes: u64) -> Captured {
+        Captured {
+            text: text.to_owned(),
+            bytes,
+            truncated: bytes > text.len() as u64,
+            invalid_utf8_at: None,
+        }
+    }
+
+    #[test]
+    fn a_stderr_tail_is_bounded_marked_and_cut_at_a_character() {
+        let c = captured("something went wrong\n", 21);
+        assert_eq!(stderr_tail(&c).unwrap(), "stderr:\nsomething went wrong");
+        assert_eq!(stderr_tail(&captured(" \n\t\n", 4)), None);
+        // 'é' is two bytes: the cut moves forward to the next character.
+        let long = format!("{}{}", "é".repeat(2000), "the end");
+        let t = stderr_tail(&captured(&long, long.len() as u64)).unwrap();
+        let (head, tail) = t.split_once('\n').unwrap();
+        assert!(tail.starts_with('…') && tail.ends_with("the end"), "{tail}");
+        assert!(tail.len() <= STDERR_TAIL_BYTES + '…'.len_utf8());
+        assert_eq!(
+            head,
+            format!(
+                "stderr (truncated: its last {} of {} bytes):",
+                tail.len() - 3,
+                long.len()
+            )
+        );
+        let t = stderr_tail(&captured("oops", 9000)).unwrap();
+        assert_eq!(
+            t,
+            "stderr (truncated: upm kept the first 4 of its 9000 bytes):\noops"
+        );
+    }
+
+    #[test]
+    fn a_meta_stream_is_cut_at_a_character_and_marked() {
+        let mut c = captured(&"é".repeat(10), 20);
+        bound(&mut c, 5);
+        assert_eq!((c.text.as_str(), c.truncated, c.bytes), ("éé", true, 20));
+        let mut c = captured("short", 5);
+        bound(&mut c, 5);
+        assert_eq!((c.text.as_str(), c.truncated), ("short", false));
+    }
 }

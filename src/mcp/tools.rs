@@ -137,6 +137,8 @@ impl Tool {
 #[derive(Debug, Default)]
 pub struct Tools {
     pub by_name: BTreeMap<String, Tool>,
+    /// Tools taken out of the list, and why: a call of one is told so.
+    pub left_out: BTreeMap<String, String>,
 }
 
 impl Tools {
@@ -165,7 +167,10 @@ impl Tools {
             }
         }
         if problems.is_empty() {
-            Ok(Tools { by_name })
+            Ok(Tools {
+                by_name,
+                left_out: BTreeMap::new(),
+            })
         } else {
             Err(problems)
         }
@@ -173,6 +178,23 @@ impl Tools {
 
     pub fn get(&self, name: &str) -> Option<&Tool> {
         self.by_name.get(name)
+    }
+
+    /// Leaves out the tools of `plugin` (`upm mcp`: one `upm check` finds a problem
+    /// with, which every call of it would fail on), keeping `why` for a call of one of
+    /// them; their names.
+    pub fn leave_out(&mut self, plugin: &str, why: &str) -> Vec<String> {
+        let names: Vec<String> = self
+            .by_name
+            .values()
+            .filter(|t| t.plugin == plugin)
+            .map(|t| t.name.clone())
+            .collect();
+        for n in &names {
+            self.by_name.remove(n);
+            self.left_out.insert(n.clone(), why.to_owned());
+        }
+        names
     }
 
     /// The result of `tools/list`.

@@ -536,7 +536,7 @@ impl Session {
     }
 
     /// The audit log, opened (once per session), or UPM's sentence (exit 11).
-    fn open_log(&self) -> Result<(), Failure> {
+    pub fn open_log(&self) -> Result<(), Failure> {
         self.audit.ensure_open().map_err(|e| {
             Failure::new(
                 e.code(),

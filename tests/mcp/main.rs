@@ -33,6 +33,11 @@ elif m == "list":
 elif m == "sleep":
     time.sleep(a["seconds"])
     print(json.dumps({"slept": a["seconds"]}))
+elif m == "fail":
+    sys.stderr.write(a.get("stderr", ""))
+    sys.exit(3)
+elif m == "flood":
+    sys.stdout.write("x" * a["bytes"])
 elif m == "hang":
     os.execv("/bin/sh", ["/bin/sh", "-c", "sleep %s & sleep %s; wait" % (a["marker"], a["marker"])])
 else:
@@ -870,6 +875,147 @@ fn an_id_in_flight_cannot_be_reused() {
     });
 }
 
+#[test]
+fn refusals_are_answered_at_once_while_a_call_runs() {
+    let d = TestDir::new();
+    let config = fixture(&d, json!({}));
+    // One worker, busy for 3 s: a refusal queued behind it would be answered after it.
+    let mut s = Raw::start(&config, &["--parallel", "1"]);
+    s.initialize("2025-11-25");
+    let slow = json!({"name": "Calc__sleep", "arguments": {"seconds": 3}});
+    s.request(json!(1), "tools/call", slow.clone());
+    s.request(
+        json!(2),
+        "tools/call",
+        json!({"name": "Nope__nope", "arguments": {}}),
+    );
+    s.request(json!(3), "tools/call", json!({"arguments": {}}));
+    s.request(
+        json!(4),
+        "tools/call",
+        json!({"name": "Calc__add", "arguments": [1]}),
+    );
+    s.request(json!(1), "tools/call", slow);
+    s.request(
+        json!(5),
+        "tools/call",
+        json!({"name": "Calc__list", "arguments": {"a": 1}}),
+    );
+    // In order of arrival, all before the slow call's result.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let m = s.next(Duration::from_secs(20)).expect("an answer");
+        let what = if m["result"]["isError"] == true {
+            format!(
+                "{}:{}",
+                m["id"],
+                text(&m["result"]).split(':').next().unwrap()
+            )
+        } else if m.get("error").is_some() {
+            format!("{}:{}", m["id"], m["error"]["code"])
+        } else {
+            format!("{}:{}", m["id"], m["result"]["structuredContent"])
+        };
+        seen.push(what);
+    }
+    assert_eq!(
+        seen,
+        [
+            "2:-32602",
+            "3:-32602",
+            "4:-32602",
+            "1:-32600",
+            "5:invalid_args",
+            r#"1:{"slept":3}"#,
+        ]
+    );
+    drop(s);
+    // Each refusal audited as before, under its id.
+    let refused: Vec<(String, Value)> = d
+        .audit_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "refused")
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap().to_owned(),
+                e["mcp"]["jsonrpc_id"].clone(),
+            )
+        })
+        .collect();
+    let refused: Vec<(&str, &Value)> = refused.iter().map(|(c, i)| (c.as_str(), i)).collect();
+    assert_eq!(
+        refused,
+        [
+            ("not_whitelisted", &json!(2)),
+            ("bad_request", &json!(3)),
+            ("bad_request", &json!(4)),
+            ("bad_request", &json!(1)),
+            ("invalid_args", &json!(5)),
+        ]
+    );
+    assert_eq!(finished(&d, "sleep")[0]["code"], "ok");
+}
+
+#[test]
+fn a_failed_calls_error_ends_with_the_plugins_stderr() {
+    let d = TestDir::new();
+    d.write("plugins/tool.py", TOOL, true);
+    let config = d.config(&json!({"require_schemas": false, "plugins": {
+        "P": {"command": ["plugins/tool.py"], "allowed_methods": ["fail"]}
+    }}));
+    let mut s = Raw::start(&config, &[]);
+    s.initialize("2025-11-25");
+    let r = s.tool(
+        json!(1),
+        "P__fail",
+        json!({"stderr": "something went wrong\n"}),
+    );
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(
+        text(&r["result"]),
+        "plugin_failed: the plugin exited with status 3\nstderr:\nsomething went wrong"
+    );
+    // A long stderr: its last 2 KB, cut at a character, marked.
+    let long = format!("{}the real reason", "é".repeat(3000));
+    let r = s.tool(json!(2), "P__fail", json!({"stderr": long}));
+    let t = text(&r["result"]);
+    let (head, tail) = t.split_once("\nstderr (truncated: its last ").expect(t);
+    assert_eq!(head, "plugin_failed: the plugin exited with status 3");
+    assert!(tail.ends_with("éthe real reason"), "{tail}");
+    let shown = tail.split_once("):\n…").expect(tail).1;
+    assert!(shown.len() <= 2048 && shown.len() > 2000, "{}", shown.len());
+    // No stderr: nothing added.
+    let r = s.tool(json!(3), "P__fail", json!({}));
+    assert_eq!(
+        text(&r["result"]),
+        "plugin_failed: the plugin exited with status 3"
+    );
+}
+
+#[test]
+fn a_failed_calls_meta_holds_at_most_16_kib_of_output() {
+    let d = TestDir::new();
+    d.write("plugins/tool.py", TOOL, true);
+    let config = d.config(&json!({"require_schemas": false, "plugins": {
+        "P": {"command": ["plugins/tool.py"], "allowed_methods": ["flood"],
+              "sandbox": {"limits": {"output_bytes": 100000}}}
+    }}));
+    let mut s = Raw::start(&config, &[]);
+    s.initialize("2025-11-25");
+    // Past the output cap: _meta holds the first 16 KiB of what upm kept, marked.
+    let r = s.tool(json!(4), "P__flood", json!({"bytes": 300000}));
+    assert!(text(&r["result"]).starts_with("limit_exceeded"), "{r}");
+    let out = &r["result"]["_meta"]["upm/call"]["stdout"];
+    assert_eq!(
+        out["text"].as_str().unwrap().len(),
+        16 * 1024,
+        "{}",
+        out["bytes"]
+    );
+    assert_eq!(out["truncated"], true);
+    assert!(out["bytes"].as_u64().unwrap() >= 100000, "{out:?}");
+}
+
 /// EOF or SIGTERM while a call runs: the plugin's tree is killed, the call ends
 /// `cancelled` in the log (and is answered, if anyone still reads), and upm exits.
 fn ends_running_calls(signal: bool) {
@@ -951,6 +1097,105 @@ fn colliding_tool_names_are_refused() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn an_audit_log_that_cannot_be_opened_stops_the_server_at_start() {
+    let d = TestDir::new();
+    let config = fixture(&d, json!({"audit": {"path": "logs/audit.log"}}));
+    let c = config.to_str().unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                      "params": {"protocolVersion": "2025-11-25"}});
+    let r = run_with(&["mcp", "--config", c], format!("{init}\n").as_bytes(), &[]);
+    assert_eq!(r.code, 11, "audit_error, as a call would: {r:?}");
+    assert!(r.stdout.is_empty(), "nothing served: {r:?}");
+    assert!(
+        r.stderr.contains("every call would fail")
+            && r.stderr.contains("logs/audit.log: its directory"),
+        "{}",
+        r.stderr
+    );
+    // What upm check says of the same config.
+    let r = run_with(&["check", "--config", c], b"", &[]);
+    assert_eq!(r.json["ok"], false, "{r:?}");
+}
+
+#[test]
+fn a_plugin_with_a_problem_is_left_out_and_the_others_served() {
+    let d = TestDir::new();
+    let config = fixture(&d, json!({}));
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["plugins"]["Gone"] = json!({"command": ["plugins/missing.py"], "allowed_methods": ["go"]});
+    let config = d.config(&c);
+    let cs = config.to_str().unwrap();
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25"}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "Gone__go", "arguments": {}}}),
+    ];
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let r = run_with(&["mcp", "--config", cs], input.as_bytes(), &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let answers: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = answers[1]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Calc__add") && !names.contains(&"Gone__go"),
+        "{names:?}"
+    );
+    assert!(
+        r.stderr.contains("warning: plugin \"Gone\" is not served")
+            && r.stderr.contains("Gone__go")
+            && r.stderr.contains("missing.py cannot be opened"),
+        "{}",
+        r.stderr
+    );
+    let e = &answers[2]["error"];
+    assert_eq!(e["code"], -32602, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("left it out at start")
+            && e["message"].as_str().unwrap().contains("missing.py"),
+        "{e}"
+    );
+    let refused: Vec<Value> = d
+        .audit_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["code"], "config_error");
+    assert_eq!(refused[0]["mcp"]["jsonrpc_id"], 2);
+    // The other plugins' tools run.
+    let mut s = Raw::start(&config, &[]);
+    s.initialize("2025-11-25");
+    let r = s.tool(json!(1), "Calc__add", json!({"a": 2, "b": 3}));
+    assert_eq!(r["result"]["structuredContent"], json!({"sum": 5}), "{r}");
+    drop(s);
+
+    // Every plugin with a problem: nothing left to serve.
+    let only = d.config(&json!({"require_schemas": false, "plugins": {
+        "Gone": {"command": ["plugins/missing.py"], "allowed_methods": ["go"]}}}));
+    let r = run_with(
+        &["mcp", "--config", only.to_str().unwrap()],
+        input.as_bytes(),
+        &[],
+    );
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    assert!(r.stderr.contains("every tool was left out"), "{}", r.stderr);
 }
 
 #[test]
