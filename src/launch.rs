@@ -508,12 +508,20 @@ pub fn build(
             env.push((name.clone(), v));
         }
     }
-    let fixed = plugin
-        .policy
-        .env
-        .set
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+    // HOME is the call's home, writable and gone with the call (tools that keep caches
+    // under `~` work), unless the config sets one.
+    let home_var =
+        (!plugin.policy.env.set.contains_key("HOME")).then(|| ("HOME".to_owned(), home.clone()));
+    let fixed = home_var
+        .into_iter()
+        .chain(
+            plugin
+                .policy
+                .env
+                .set
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        )
         .chain([("TMPDIR".to_owned(), home.clone())])
         .chain(result_channel.then(|| ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())));
     for (k, v) in fixed {

@@ -153,10 +153,8 @@ impl Default for EnvSettings {
     fn default() -> Self {
         EnvSettings {
             allow: vec!["LANG".into(), "LC_ALL".into(), "TZ".into()],
-            set: BTreeMap::from([
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                ("HOME".into(), "/nonexistent".into()),
-            ]),
+            // HOME is the call's home unless `set` names one (see `launch`).
+            set: BTreeMap::from([("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]),
         }
     }
 }

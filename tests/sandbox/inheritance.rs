@@ -63,9 +63,12 @@ fn caller_environment_is_not_passed(who: Who) {
     assert_eq!(env["PATH"], "/usr/bin:/bin", "{env}");
     assert_eq!(env["UPM_PROBE"], "set-by-config", "{env}");
     assert_eq!(env["LANG"], "C.UTF-8", "{env}");
-    for k in ["UPM_TEST_SECRET", "LD_PRELOAD", "PYTHONPATH", "HOME"] {
+    for k in ["UPM_TEST_SECRET", "LD_PRELOAD", "PYTHONPATH"] {
         assert!(env.get(k).is_none(), "{k} leaked into the plugin: {env}");
     }
+    // HOME is never the caller's: the call's own home, as TMPDIR (and its cwd).
+    assert_eq!(env["HOME"], env["TMPDIR"], "{env}");
+    assert_ne!(env["HOME"], "/root", "the caller's: {env}");
     assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
 }
 
