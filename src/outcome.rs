@@ -217,6 +217,10 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
         ran.result = Some(Value::Null);
         return;
     }
+    if let Some(f) = wide_result(text) {
+        ran.failure = Some(f);
+        return;
+    }
     match serde_json::from_str::<Value>(text.trim()) {
         Ok(v) => {
             ran.result = Some(v);
@@ -232,17 +236,45 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
     }
 }
 
+/// A result holding an integer wider than 64 bits: upm's JSON would pass it on as the
+/// nearest float (2**64 as 1.8446744073709552e19), a number the plugin never returned.
+/// Refused, as a request holding one is, rather than changed without a word.
+fn wide_result(text: &str) -> Option<Failure> {
+    crate::request::wide_integer(text).map(|literal| {
+        let shown: String = literal.chars().take(40).collect();
+        let cut = if shown.len() < literal.len() {
+            "…"
+        } else {
+            ""
+        };
+        Failure::new(
+            Code::PluginFailed,
+            format!(
+                "the plugin's result holds the integer {shown}{cut}, which does not fit in 64 \
+                 bits: JSON parsing would pass it on as a rounded float; return it as a string"
+            ),
+        )
+    })
+}
+
 /// The runner's envelope (see `python/upm_runner.py`), each failure in UPM's sentence.
 fn interpret_python(o: &Outcome, ran: &mut Ran, plugin: &Plugin) {
     let envelope: Option<Value> = serde_json::from_slice(&o.result.data).ok();
     let Some(env) = envelope else {
         ran.failure = Some(exit_failure(o).unwrap_or_else(|| {
-            Failure::new(Code::PluginFailed, "the Python runner returned no result")
+            Failure::new(
+                Code::PluginFailed,
+                "the plugin's process ended with status 0 before its method returned a result \
+                 (sys.exit() or os._exit() in the plugin?)",
+            )
         }));
         return;
     };
     if env["ok"] == Value::Bool(true) {
-        ran.result = Some(env["result"].clone());
+        match wide_result(&String::from_utf8_lossy(&o.result.data)) {
+            Some(f) => ran.failure = Some(f),
+            None => ran.result = Some(env["result"].clone()),
+        }
         return;
     }
     let (module, class) = match &plugin.kind {

@@ -109,7 +109,7 @@ pub fn parse_json(bytes: &[u8], what_is_args: bool) -> Result<Value, RequestErro
 /// The first integer literal of (valid) JSON text that fits neither i64 nor u64.
 /// serde_json reads one as the nearest f64 without a word (18446744073709551616 becomes
 /// 1.8446744073709552e19), so a plugin would be handed a number its caller never sent.
-fn wide_integer(text: &str) -> Option<&str> {
+pub(crate) fn wide_integer(text: &str) -> Option<&str> {
     let b = text.as_bytes();
     let mut i = 0;
     let mut in_string = false;

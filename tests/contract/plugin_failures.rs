@@ -361,3 +361,70 @@ fn a_plugin_past_its_timeout_is_killed() {
     assert!(data.get("result").is_none());
     assert_eq!(data["stderr"]["text"], "started\n", "output so far is kept");
 }
+
+/// A result's integer wider than 64 bits would reach the caller as the nearest float
+/// (2**64 as 1.8446744073709552e19): refused, as in a request, never changed silently.
+#[test]
+fn an_integer_wider_than_64_bits_in_a_result_is_a_plugin_failure() {
+    let d = setup();
+    d.write(
+        "py/wide.py",
+        "class Wide:\n    def __init__(self, **kw):\n        pass\n    def big(self):\n        return {\"id\": 12345678901234567890123}\n    def edge(self):\n        return {\"max\": 2**64 - 1, \"min\": -2**63}\n",
+        false,
+    );
+    let p = sh(
+        &d,
+        "wide",
+        r#"echo '{"n": -9223372036854775809, "s": "18446744073709551616"}'"#,
+    );
+    let c = cfg(
+        &d,
+        json!({"plugins": {
+            "Wide": {"module": "wide", "python_path": ["py"], "allowed_methods": ["big", "edge"]},
+            "Cmd": cmd(&p, &["go"]),
+        }}),
+    );
+    for (plugin, method, literal) in [
+        ("Wide", "big", "12345678901234567890123"),
+        ("Cmd", "go", "-9223372036854775809"),
+    ] {
+        let r = call(&c, plugin, method, json!({}));
+        err(&r, 9, "plugin_failed");
+        let text = error_text(&r);
+        assert!(
+            text.contains(literal) && text.contains("does not fit in 64 bits"),
+            "{}",
+            r.stdout
+        );
+    }
+    // The widest integers that fit pass exactly; a digit string inside a string is text.
+    let r = call(&c, "Wide", "edge", json!({}));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(r#""max":18446744073709551615"#)
+            && r.stdout.contains(r#""min":-9223372036854775808"#),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A method that ends its process (`sys.exit(0)`) returns nothing: said so, not blamed on
+/// upm's runner.
+#[test]
+fn a_method_that_exits_its_process_is_named_as_the_cause() {
+    let d = setup();
+    d.write(
+        "py/leaver.py",
+        "import sys\nclass Leaver:\n    def __init__(self, **kw):\n        pass\n    def leave(self):\n        sys.exit(0)\n",
+        false,
+    );
+    let c = cfg(
+        &d,
+        json!({"plugins": {
+            "Leaver": {"module": "leaver", "python_path": ["py"], "allowed_methods": ["leave"]},
+        }}),
+    );
+    let r = call(&c, "Leaver", "leave", json!({}));
+    err(&r, 9, "plugin_failed");
+    assert!(error_text(&r).contains("sys.exit()"), "{}", r.stdout);
+}
