@@ -291,6 +291,14 @@ impl Denials {
         if says(EROFS_TEXT) {
             return Some(EROFS_HINT.to_owned());
         }
+        // Landlock's refusals are EACCES, and unlisted when the kernel's audit is off:
+        // without a word here, one reads as the plugin's own bug.
+        if self.listed.is_empty()
+            && self.not_observable.contains_key(&Layer::Landlock)
+            && says(EACCES_TEXT)
+        {
+            return Some(EACCES_HINT.to_owned());
+        }
         let first = self
             .listed
             .iter()
@@ -326,6 +334,14 @@ fn tail(s: &str, max: usize) -> &str {
 const EROFS_TEXT: &str = "Read-only file system";
 const EROFS_HINT: &str = "the sandbox shows the plugin the host's files read-only, except \
     the call's own directory and write_paths: write_paths would allow writing there";
+
+/// strerror(EACCES), as plugins print it.
+const EACCES_TEXT: &str = "Permission denied";
+const EACCES_HINT: &str = "the plugin met \"Permission denied\": Landlock lets it read only \
+    its own files, the system's libraries and read_paths (and write only its home, \
+    write_paths and grants), and this host's kernel audit is off, so upm cannot name the \
+    path it refused; read_paths (or write_paths) would allow one outside them, unless the \
+    file's own mode refuses the plugin's uid";
 
 /// The container backend: the engine applies the seccomp profile (and has no Landlock
 /// or proxy of upm's), and tells upm nothing of what it refused.

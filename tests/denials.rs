@@ -762,6 +762,23 @@ fn with_the_audit_off_the_result_says_landlock_denials_are_not_observable() {
     assert!(!observed(&run, "landlock"));
 }
 
+/// With the audit off, a failure that says "Permission denied" is still not left to look
+/// like the plugin's own bug: the error names Landlock and read_paths.
+#[test]
+fn with_the_audit_off_a_permission_denied_failure_points_at_read_paths() {
+    let Some(fx) = Fx::new() else { return };
+    let Some(_audit) = Audit::set(0) else { return };
+    let secret = fx.path("secret/data.txt");
+    let run = fx.call("probe", "read_or_fail", json!({"path": secret}));
+    assert_eq!(run.code_word(), "plugin_failed", "{}", run.stdout);
+    let error = run.json["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("Landlock") && error.contains("read_paths (or write_paths) would allow"),
+        "{error}"
+    );
+    assert_eq!(fx.finished(&run)["error"], error);
+}
+
 /// Calls running at once in a batch each get their own Landlock denials (each domain is
 /// found by its own token), and their own seccomp ones.
 #[test]
