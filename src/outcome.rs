@@ -236,6 +236,20 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
     }
 }
 
+/// Why the plugin's uid cannot read its `python_path`, when it cannot: Python then says
+/// only "No module named ...", as if the module were missing.
+fn unreachable_python_path(plugin: &Plugin) -> String {
+    let PluginKind::PythonClass { python_path, .. } = &plugin.kind else {
+        return String::new();
+    };
+    let who = crate::access::Who::plugin(&plugin.policy.user);
+    python_path
+        .iter()
+        .find_map(|dir| crate::access::denied(dir, &who, crate::access::READ | crate::access::EXEC))
+        .map(|why| format!(" (python_path: {why})"))
+        .unwrap_or_default()
+}
+
 /// A result holding an integer wider than 64 bits: upm's JSON would pass it on as the
 /// nearest float (2**64 as 1.8446744073709552e19), a number the plugin never returned.
 /// Refused, as a request holding one is, rather than changed without a word.
@@ -294,7 +308,11 @@ fn interpret_python(o: &Outcome, ran: &mut Ran, plugin: &Plugin) {
     let (code, text) = match env["kind"].as_str() {
         Some("import_error") => (
             Code::PluginStartFailed,
-            compat::cannot_import(module, &message),
+            format!(
+                "{}{}",
+                compat::cannot_import(module, &message),
+                unreachable_python_path(plugin)
+            ),
         ),
         Some("class_not_found") => (
             Code::PluginStartFailed,

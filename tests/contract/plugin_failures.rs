@@ -428,3 +428,31 @@ fn a_method_that_exits_its_process_is_named_as_the_cause() {
     err(&r, 9, "plugin_failed");
     assert!(error_text(&r).contains("sys.exit()"), "{}", r.stdout);
 }
+
+/// A python_path the plugin's uid cannot read makes Python say only "No module named";
+/// the error adds why (as `upm check` says it).
+#[test]
+fn an_unreadable_python_path_is_named_in_the_import_error() {
+    let d = setup();
+    d.write(
+        "priv/src/tool.py",
+        "class Tool:\n    def __init__(self, **kw):\n        pass\n    def ping(self):\n        return 'pong'\n",
+        false,
+    );
+    let c = cfg(
+        &d,
+        json!({"plugins": {
+            "Tool": {"module": "tool", "python_path": ["priv/src"], "allowed_methods": ["ping"]},
+        }}),
+    );
+    assert_eq!(call(&c, "Tool", "ping", json!({})).code, 0);
+    std::fs::set_permissions(d.join("priv"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = call(&c, "Tool", "ping", json!({}));
+    err(&r, 6, "plugin_start_failed");
+    let text = error_text(&r);
+    assert!(
+        text.starts_with("Cannot import plugin module 'tool'")
+            && text.contains("(mode 0700, owner 0:0) cannot be searched by uid"),
+        "{text}"
+    );
+}
