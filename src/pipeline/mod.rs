@@ -538,10 +538,16 @@ impl Session {
     /// The audit log, opened (once per session), or UPM's sentence (exit 11).
     pub fn open_log(&self) -> Result<(), Failure> {
         self.audit.ensure_open().map_err(|e| {
+            // The log of a config that did not load is a guess beside where it was looked
+            // for: a mistyped --config shows here first, so say so.
+            let config = match &self.config {
+                Err(c) => format!("; the config did not load either: {c}"),
+                Ok(_) => String::new(),
+            };
             Failure::new(
                 e.code(),
                 format!(
-                    "{}; the plugin was not run (nothing runs unaudited)",
+                    "{}{config}; the plugin was not run (nothing runs unaudited)",
                     compat::logging_failed(&e)
                 ),
             )

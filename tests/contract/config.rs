@@ -681,3 +681,22 @@ fn a_bare_command_is_never_found_in_the_working_directory() {
         r.stdout
     );
 }
+
+/// A mistyped --config whose directory does not exist: the fallback log cannot be opened
+/// either, and the answer says both (it used to name only the log).
+#[test]
+fn a_config_in_a_missing_directory_is_named_beside_the_log() {
+    let r = run_with(
+        &["run", "--config", "/nonexistent-upm-dir/upm_config.json"],
+        br#"{"plugin": "A", "method": "b", "args": {}}"#,
+        &[],
+    );
+    assert_eq!(r.code, 11, "{}", r.stdout);
+    let error = r.json["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot open audit log /nonexistent-upm-dir/entrypoint.log")
+            && error.contains("the config did not load either")
+            && error.contains("/nonexistent-upm-dir/upm_config.json"),
+        "{error}"
+    );
+}
