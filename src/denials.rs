@@ -299,10 +299,18 @@ impl Denials {
         {
             return Some(EACCES_HINT.to_owned());
         }
+        // glibc's resolver asks nscd over an AF_UNIX socket before DNS: when a network
+        // socket was refused too, that is the one that mattered.
+        let local_probe = |d: &&Denial| d.what.starts_with("socket(AF_UNIX");
         let first = self
             .listed
             .iter()
-            .find(|d| d.errno.as_deref() != Some("ENOSYS"))
+            .find(|d| d.errno.as_deref() != Some("ENOSYS") && !local_probe(d))
+            .or_else(|| {
+                self.listed
+                    .iter()
+                    .find(|d| d.errno.as_deref() != Some("ENOSYS"))
+            })
             .or_else(|| self.listed.first())?;
         Some(self.with_others(first))
     }
@@ -447,6 +455,25 @@ mod tests {
             s.starts_with("the sandbox refused fs.read_file /etc/locale.alias"),
             "{s}"
         );
+    }
+
+    /// A name lookup: glibc's nscd probe (AF_UNIX) is refused before the DNS socket;
+    /// the DNS one is named. Alone, the AF_UNIX one still is.
+    #[test]
+    fn a_network_socket_is_named_before_the_resolvers_local_probe() {
+        let sock = |what: &str| {
+            Denial::new(Layer::Seccomp, what, Allow::Profile("default".into()))
+                .with_errno("EAFNOSUPPORT")
+        };
+        let mut d = Denials::new();
+        d.record(sock("socket(AF_UNIX, SOCK_STREAM)"));
+        let s = d.explain(&["no answer"]).unwrap();
+        assert!(s.contains("socket(AF_UNIX, SOCK_STREAM)"), "{s}");
+        d.record(sock("socket(AF_INET, SOCK_DGRAM)"));
+        let s = d
+            .explain(&["Temporary failure in name resolution"])
+            .unwrap();
+        assert!(s.contains("socket(AF_INET, SOCK_DGRAM)"), "{s}");
     }
 
     /// A write outside the call's directory and write_paths fails with EROFS on the

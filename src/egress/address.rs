@@ -218,42 +218,87 @@ fn six_to_four(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     (o[..2] == [0x20, 0x02]).then(|| Ipv4Addr::new(o[2], o[3], o[4], o[5]))
 }
 
-/// This host's own addresses: those of its network interfaces, in the network namespace
-/// the proxy connects from. A listed name must not lead to one of them without an IP or
+/// This host's own addresses, in the network namespace the proxy connects from: those of
+/// its network interfaces, and (asked of the kernel) any other it answers on itself, such
+/// as a local route's (`ip route add local 203.0.113.0/24`, what cloud agents add for load
+/// balancers' addresses). A listed name must not lead to one of them without an IP or
 /// CIDR entry that contains it, whatever its class: a service bound to 0.0.0.0 or `::`
 /// answers on a public address of the host as it does on 127.0.0.1.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Local(HashSet<IpAddr>);
+pub struct Local {
+    seen: HashSet<IpAddr>,
+    /// Per family (IPv4, IPv6): whether a `bind` tells this host's addresses from others,
+    /// which it does not where `ip_nonlocal_bind` lets any address be bound.
+    ask_kernel: (bool, bool),
+}
 
 impl Local {
     /// The interfaces' addresses now (getifaddrs(3): one netlink dump of the links and
-    /// one of the addresses), IPv4-mapped ones as their IPv4 address.
+    /// one of the addresses), IPv4-mapped ones as their IPv4 address; and the kernel is
+    /// asked about the rest ([`Local::contains`]).
     pub fn read() -> Result<Local, String> {
         let found = nix::ifaddrs::getifaddrs()
             .map_err(|e| format!("cannot read this host's interface addresses: {e}"))?;
-        Ok(Local::from_addresses(found.filter_map(|ifa| {
+        let mut local = Local::from_addresses(found.filter_map(|ifa| {
             let a = ifa.address?;
             a.as_sockaddr_in()
                 .map(|v4| IpAddr::V4(v4.ip()))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })))
+        }));
+        let off = |family: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/{family}/ip_nonlocal_bind"))
+                .is_ok_and(|v| v.trim() == "0")
+        };
+        local.ask_kernel = (off("ipv4"), off("ipv6"));
+        Ok(local)
     }
 
     pub fn from_addresses(addresses: impl IntoIterator<Item = IpAddr>) -> Local {
-        Local(addresses.into_iter().map(|ip| ip.to_canonical()).collect())
+        Local {
+            seen: addresses.into_iter().map(|ip| ip.to_canonical()).collect(),
+            ask_kernel: (false, false),
+        }
     }
 
     /// Adds what `other` holds: an address once seen stays this host's for the call.
     pub fn extend(&mut self, other: Local) {
-        self.0.extend(other.0);
+        self.seen.extend(other.seen);
+        self.ask_kernel = other.ask_kernel;
     }
 
     /// Whether `ip` is one of these addresses, or leads to one ([`leads_to`]: an
     /// IPv4-mapped address is compared as its IPv4 address, and so are NAT64 and 6to4
-    /// ones, which a gateway would carry back to this host).
+    /// ones, which a gateway would carry back to this host); for a `read` set, also
+    /// whether the kernel would answer on it itself.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.contains(&ip) || self.0.contains(&leads_to(ip))
+        let to = leads_to(ip);
+        self.seen.contains(&ip)
+            || self.seen.contains(&to)
+            || self.answers(ip)
+            || (to != ip && self.answers(to))
+    }
+
+    /// Whether a socket may be bound to `ip` (port 0, nothing sent): the kernel allows
+    /// that for its own addresses only, local routes' included, unless nonlocal binds are
+    /// on. Any other failure than "not available" counts as this host's (refused).
+    fn answers(&self, ip: IpAddr) -> bool {
+        let ask = if ip.is_ipv4() {
+            self.ask_kernel.0
+        } else {
+            self.ask_kernel.1
+        };
+        if !ask {
+            return false;
+        }
+        match std::net::UdpSocket::bind(std::net::SocketAddr::new(ip, 0)) {
+            Ok(_) => true,
+            // (No such family here: nothing of it is this host's, nor reachable.)
+            Err(e) => !matches!(
+                e.raw_os_error(),
+                Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+            ),
+        }
     }
 }
 

@@ -14,6 +14,9 @@ use std::path::Path;
 const OWN: &str = "44.0.0.7";
 /// Routed to the namespace itself (`ip route add local`), on no interface.
 const DOCUMENTATION: &str = "198.51.100.7";
+/// Public by its class, on no interface, and routed to the namespace itself: what cloud
+/// agents do for a load balancer's addresses.
+const LOCAL_ROUTE: &str = "44.1.2.3";
 
 fn ip(args: &[&str]) -> std::process::Output {
     let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
@@ -67,6 +70,7 @@ fn in_a_network_of_its_own<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             ip_ok(&["addr", "add", &own, "dev", on]);
             ip_ok(&["link", "set", on, "up"]);
             ip_ok(&["route", "add", "local", "198.51.100.0/24", "dev", "lo"]);
+            ip_ok(&["route", "add", "local", "44.1.0.0/16", "dev", "lo"]);
             f()
         });
         match run.join() {
@@ -91,15 +95,20 @@ fn a_listed_name_leading_to_this_hosts_own_or_a_special_address_is_refused() {
         let names = [
             format!("own.upm-test:{port}"),
             format!("doc.upm-test:{port}"),
+            format!("route.upm-test:{port}"),
         ];
         let urls = json!([
             format!("http://own.upm-test:{port}/"),
-            format!("http://doc.upm-test:{port}/")
+            format!("http://doc.upm-test:{port}/"),
+            format!("http://route.upm-test:{port}/")
         ]);
         let call = |fx: &Fx| {
             let hosts = fx.dir.write(
                 "hosts",
-                &format!("127.0.0.1 localhost\n{OWN} own.upm-test\n{DOCUMENTATION} doc.upm-test\n"),
+                &format!(
+                    "127.0.0.1 localhost\n{OWN} own.upm-test\n{DOCUMENTATION} doc.upm-test\n\
+                     {LOCAL_ROUTE} route.upm-test\n"
+                ),
                 false,
             );
             let mut cmd = fx.command();
@@ -117,6 +126,7 @@ fn a_listed_name_leading_to_this_hosts_own_or_a_special_address_is_refused() {
         for (i, (address, kind)) in [
             (OWN, "this host's own address"),
             (DOCUMENTATION, "documentation (198.51.100.0/24)"),
+            (LOCAL_ROUTE, "this host's own address"),
         ]
         .into_iter()
         .enumerate()
@@ -125,7 +135,7 @@ fn a_listed_name_leading_to_this_hosts_own_or_a_special_address_is_refused() {
             let why = r[i]["error"].as_str().unwrap_or_default();
             assert!(why.contains(&format!("{address} ({kind})")), "{why}");
         }
-        assert_eq!(egress["refused"], 2, "{egress}");
+        assert_eq!(egress["refused"], 3, "{egress}");
         assert_eq!(server.accepted(), 0, "the host's service was reached");
         for c in fx.connections() {
             assert_eq!(c["verdict"], "refused", "{c}");
@@ -145,12 +155,16 @@ fn a_listed_name_leading_to_this_hosts_own_or_a_special_address_is_refused() {
         // With IP and CIDR entries that contain the addresses: both reached, which shows
         // the refusals above were the policy's, not this namespace's.
         let mut listed = names.to_vec();
-        listed.extend([format!("{OWN}:{port}"), format!("198.51.100.0/24:{port}")]);
+        listed.extend([
+            format!("{OWN}:{port}"),
+            format!("198.51.100.0/24:{port}"),
+            format!("44.1.0.0/16:{port}"),
+        ]);
         let Some(fx) = fixture(allow(&listed)) else {
             return;
         };
         let (r, _) = call(&fx);
-        for (i, address) in [OWN, DOCUMENTATION].into_iter().enumerate() {
+        for (i, address) in [OWN, DOCUMENTATION, LOCAL_ROUTE].into_iter().enumerate() {
             assert_eq!(r[i]["body"], "the host's own service\n", "{address}: {r}");
             assert_eq!(
                 fx.connections()[i]["address"],
@@ -158,6 +172,6 @@ fn a_listed_name_leading_to_this_hosts_own_or_a_special_address_is_refused() {
                 "{r}"
             );
         }
-        assert_eq!(server.accepted(), 2);
+        assert_eq!(server.accepted(), 3);
     });
 }
