@@ -71,7 +71,7 @@ pub fn check(config: &Config) -> Report {
                     problems.push(format!("{at}: every call is refused: {problem}"));
                 }
             }
-            check_module(&at, module, python_path, &mut problems);
+            check_module(&at, module, python_path, &mut warnings);
         }
         for (m, spec) in &p.methods {
             if let Some(path) = &spec.output_schema {
@@ -380,15 +380,36 @@ fn env_python_path_warning(at: &str, env: &crate::compat::EnvPythonPath) -> Stri
     )
 }
 
-fn check_module(at: &str, module: &str, python_path: &[PathBuf], problems: &mut Vec<String>) {
+/// Whether the plugin's module is in its `python_path`. Only a warning when it is not:
+/// the interpreter's own site-packages (a virtualenv's, a pip-installed package's) are on
+/// the plugin's `sys.path` too, and looking there would mean running Python outside the
+/// sandbox; `upm mcp` serves a plugin with a warning.
+fn check_module(at: &str, module: &str, python_path: &[PathBuf], warnings: &mut Vec<String>) {
     let rel: PathBuf = module.split('.').collect();
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let extension = |dir: &Path| {
+        // A compiled module: `name.so`, `name.cpython-311-x86_64-linux-gnu.so`, ...
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_str().is_some_and(|f| {
+                    f.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".so"))
+                })
+            })
+        })
+    };
     let found = python_path.iter().any(|dir| {
-        dir.join(&rel).with_extension("py").is_file()
-            || dir.join(&rel).join("__init__.py").is_file()
+        let at = dir.join(&rel);
+        at.with_extension("py").is_file()
+            || at.join("__init__.py").is_file()
+            || at.parent().is_some_and(extension)
     });
     if !found {
-        problems.push(format!(
-            "{at}: module \"{module}\" is not found in its python_path ({})",
+        warnings.push(format!(
+            "{at}: module \"{module}\" is not found in its python_path ({}): a call fails \
+             (exit 6) unless the interpreter's own site-packages hold it",
             python_path
                 .iter()
                 .map(|p| p.display().to_string())

@@ -217,11 +217,9 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
         ran.result = Some(Value::Null);
         return;
     }
-    if let Some(f) = wide_result(text) {
-        ran.failure = Some(f);
-        return;
-    }
     match serde_json::from_str::<Value>(text.trim()) {
+        // (Checked once parsed: the scan reads JSON text, and plain text has dates.)
+        Ok(_) if wide_result(text).is_some() => ran.failure = wide_result(text),
         Ok(v) => {
             ran.result = Some(v);
             // The result is the stdout; do not echo it twice.
@@ -236,12 +234,24 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
     }
 }
 
-/// Why the plugin's uid cannot read its `python_path`, when it cannot: Python then says
-/// only "No module named ...", as if the module were missing.
-fn unreachable_python_path(plugin: &Plugin) -> String {
+/// Why the plugin's uid cannot read its `python_path`, when it cannot and Python's
+/// "No module named ..." names the plugin's own module or a package above it (not a
+/// dependency the module imports): Python says only that, as if it were missing.
+fn unreachable_python_path(plugin: &Plugin, module: &str, message: &str) -> String {
     let PluginKind::PythonClass { python_path, .. } = &plugin.kind else {
         return String::new();
     };
+    let mut prefix = String::new();
+    let own = module.split('.').any(|part| {
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(part);
+        message.contains(&format!("No module named '{prefix}'"))
+    });
+    if !own {
+        return String::new();
+    }
     let who = crate::access::Who::plugin(&plugin.policy.user);
     python_path
         .iter()
@@ -311,7 +321,7 @@ fn interpret_python(o: &Outcome, ran: &mut Ran, plugin: &Plugin) {
             format!(
                 "{}{}",
                 compat::cannot_import(module, &message),
-                unreachable_python_path(plugin)
+                unreachable_python_path(plugin, module, &message)
             ),
         ),
         Some("class_not_found") => (

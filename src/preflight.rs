@@ -113,6 +113,31 @@ pub fn check(config: &Config) -> Checked {
         }
     }
 
+    // A schema's `$ref`d files decide what a call may pass, its grant marks included: no
+    // grant root may hold one (the schemas themselves are the config's to refuse).
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut reached = std::collections::BTreeSet::new();
+    for plugin in config.plugins.values() {
+        for root in &plugin.grants_within {
+            let root_real = real(root);
+            for (schema, checked) in &kept {
+                for file in checked.files().skip(1) {
+                    if real(file).starts_with(&root_real) {
+                        reached.insert(format!(
+                            "plugin \"{}\": \"grants_within\" {} contains {}, which the \
+                             schema {} refers to: a call could have it granted to the plugin",
+                            plugin.name,
+                            root.display(),
+                            file.display(),
+                            schema.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems.extend(reached);
+
     let mut profiles = HashMap::new();
     let mut broken: HashMap<&SeccompSource, (String, Vec<String>)> = HashMap::new();
     for (name, plugin) in &config.plugins {

@@ -636,6 +636,14 @@ fn guarded_files(
     if let Some(k) = keys_dir {
         out.push(("the trusted keys directory".into(), k, true));
     }
+    // The caller's keys directory wins over the config's for its calls (crate::trust).
+    if let Some(k) = std::env::var_os("UPM_TRUSTED_KEYS_DIR").filter(|k| !k.is_empty()) {
+        out.push((
+            "the trusted keys directory (UPM_TRUSTED_KEYS_DIR)".into(),
+            absolute(Path::new(&k)),
+            true,
+        ));
+    }
     if let Ok(me) = std::env::current_exe() {
         out.push(("upm's own executable".into(), me.clone(), false));
         out.push((
@@ -668,6 +676,7 @@ fn guarded_files(
             }
             PluginKind::PythonClass {
                 python_path,
+                python_path_from,
                 python,
                 ..
             } => {
@@ -676,12 +685,23 @@ fn guarded_files(
                     python.path.clone(),
                     false,
                 ));
-                for root in python_path {
+                if let Some(venv) = &python.venv {
+                    // Its site-packages are on the plugin's sys.path: a .pth there runs.
                     out.push((
-                        format!("plugin \"{name}\"'s python_path"),
-                        root.clone(),
+                        format!("plugin \"{name}\"'s virtualenv"),
+                        venv.clone(),
                         true,
                     ));
+                }
+                // Only the config's: a caller's PYTHONPATH cannot make the config invalid.
+                if *python_path_from == PythonPathFrom::Config {
+                    for root in python_path {
+                        out.push((
+                            format!("plugin \"{name}\"'s python_path"),
+                            root.clone(),
+                            true,
+                        ));
+                    }
                 }
             }
         }
@@ -699,21 +719,23 @@ fn grant_roots_overlap(
         for root in &plugin.grants_within {
             let root_real = real(root);
             for (what, file, tree) in guarded {
-                // The file may not exist yet (a new audit log): its directory decides.
-                let file_real = match file.parent() {
-                    Some(dir) if !file.exists() => {
-                        real(dir).join(file.file_name().unwrap_or_default())
-                    }
+                // As named (its directory resolved: a symlink such as a virtualenv's
+                // bin/python counts where it is) and as what it leads to; a file that
+                // does not exist yet (a new audit log) by its directory alone.
+                let named = match (file.parent(), file.file_name()) {
+                    (Some(dir), Some(name)) => real(dir).join(name),
                     _ => real(file),
                 };
-                if file_real.starts_with(&root_real) {
+                let target = real(file);
+                if named.starts_with(&root_real) || target.starts_with(&root_real) {
                     problems.push(format!(
                         "plugin \"{name}\": \"grants_within\" {} contains {what} {}: a call \
                          could have it granted to the plugin",
                         root.display(),
                         file.display()
                     ));
-                } else if *tree && root_real.starts_with(&file_real) {
+                } else if *tree && (root_real.starts_with(&named) || root_real.starts_with(&target))
+                {
                     problems.push(format!(
                         "plugin \"{name}\": \"grants_within\" {} lies inside {what} {}: a \
                          call could have part of it granted to the plugin",

@@ -131,6 +131,11 @@ impl CheckedSchema {
     pub fn grants(&self) -> &[GrantArg] {
         &self.grants
     }
+
+    /// Its files: the schema's own, then each its `$ref`s reach.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.index.docs.iter().map(|d| d.path.as_path())
+    }
 }
 
 /// A method's compiled schema.

@@ -294,6 +294,7 @@ fn stdout_that_is_not_one_json_value_is_a_plugin_failure() {
         "{}",
         r.stdout
     );
+
     assert_eq!(
         data["stdout"]["text"], "hello there\n",
         "kept for diagnosis"
@@ -301,6 +302,16 @@ fn stdout_that_is_not_one_json_value_is_a_plugin_failure() {
     assert_eq!(data["exit_code"], 0);
     let r = call(&c, "Two", "go", json!({}));
     err(&r, 9, "plugin_failed");
+    // Plain text with what looks like a wide integer (a date) is still just not JSON.
+    let dated = sh(&d, "dated", "echo 'build 2024-01-01 failed'");
+    let c2 = cfg(&d, json!({"plugins": {"Dated": cmd(&dated, &["go"])}}));
+    let r2 = call(&c2, "Dated", "go", json!({}));
+    err(&r2, 9, "plugin_failed");
+    assert!(
+        error_text(&r2).contains("not one JSON value"),
+        "{}",
+        r2.stdout
+    );
 }
 
 /// JSON is UTF-8: a string holding other bytes is not silently turned into U+FFFD and
@@ -439,10 +450,16 @@ fn an_unreadable_python_path_is_named_in_the_import_error() {
         "class Tool:\n    def __init__(self, **kw):\n        pass\n    def ping(self):\n        return 'pong'\n",
         false,
     );
+    d.write(
+        "dep/needs.py",
+        "import upm_test_no_such_dependency\n",
+        false,
+    );
     let c = cfg(
         &d,
         json!({"plugins": {
             "Tool": {"module": "tool", "python_path": ["priv/src"], "allowed_methods": ["ping"]},
+            "Needs": {"module": "needs", "python_path": ["dep", "priv/src"], "allowed_methods": ["x"]},
         }}),
     );
     assert_eq!(call(&c, "Tool", "ping", json!({})).code, 0);
@@ -453,6 +470,14 @@ fn an_unreadable_python_path_is_named_in_the_import_error() {
     assert!(
         text.starts_with("Cannot import plugin module 'tool'")
             && text.contains("(mode 0700, owner 0:0) cannot be searched by uid"),
+        "{text}"
+    );
+    // A dependency the module lacks is not blamed on an unreadable directory.
+    let r = call(&c, "Needs", "x", json!({}));
+    err(&r, 6, "plugin_start_failed");
+    let text = error_text(&r);
+    assert!(
+        text.contains("upm_test_no_such_dependency") && !text.contains("cannot be searched"),
         "{text}"
     );
 }

@@ -80,8 +80,23 @@ fn grants_within_may_not_reach_what_runs_or_rules_later_calls() {
             "lies inside plugin \\\"P\\\"'s python_path",
         ),
         (json!(["keys"]), "contains the trusted keys directory"),
+        // A virtualenv's bin/python leads out of it (to /usr/bin): the venv is guarded
+        // as itself, and the interpreter as named.
+        (json!(["venv"]), "contains plugin \\\"V\\\"'s virtualenv"),
+        (
+            json!(["venv/bin"]),
+            "contains plugin \\\"V\\\"'s interpreter",
+        ),
+        // A file a schema's $ref reaches.
+        (json!(["schemas/defs"]), "which the schema"),
     ] {
         let Some(fx) = Fx::with(Who::Root, |c, dir| {
+            std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
+            std::fs::write(dir.join("venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+            std::os::unix::fs::symlink("/usr/bin/python3", dir.join("venv/bin/python")).unwrap();
+            std::fs::create_dir_all(dir.join("schemas/defs")).unwrap();
+            std::fs::write(dir.join("schemas/defs/x.json"), r#"{"type": "object"}"#).unwrap();
+            std::fs::write(dir.join("schemas/r.json"), r#"{"$ref": "defs/x.json"}"#).unwrap();
             std::fs::create_dir_all(dir.join("py/pkg/data")).unwrap();
             std::fs::create_dir_all(dir.join("keys")).unwrap();
             std::fs::create_dir_all(dir.join("policies")).unwrap();
@@ -99,6 +114,10 @@ fn grants_within_may_not_reach_what_runs_or_rules_later_calls() {
                                        "sandbox": {"seccomp": "policies/s.json"},
                                        "methods": {"m": {"schema": "schemas/plain.json"}}});
             v["trust"] = json!({"keys_dir": "keys"});
+            v["plugins"]["V"] = json!({"module": "m", "python_path": ["py"], "python": "venv/bin/python",
+                                       "methods": {"m": {"schema": "schemas/plain.json"}}});
+            v["plugins"]["R"] = json!({"command": ["/bin/true"],
+                                       "methods": {"m": {"schema": "schemas/r.json"}}});
             TestConfig::new().merge(v)
         }) else {
             return;
@@ -152,4 +171,41 @@ fn a_grant_mark_in_an_output_schema_is_a_config_error() {
         return;
     };
     assert_config_refused(&fx, "(output_schema): it marks /p with \\\"x-upm-grant\\\"");
+}
+
+/// The caller's environment: a keys directory it names under a grant root is refused
+/// like the config's own (it is the one the calls trust), and a PYTHONPATH under a root
+/// refuses nothing (the caller's environment does not make a config invalid).
+#[test]
+fn the_callers_keys_directory_is_guarded_and_its_pythonpath_breaks_nothing() {
+    let Some(fx) = Fx::with(Who::Root, |c, dir| {
+        std::fs::write(dir.join("schemas/plain.json"), r#"{"type": "object"}"#).unwrap();
+        let mut v = c.value();
+        v["plugins"]["U"] = json!({"module": "m", "allowed_methods": ["m"]});
+        TestConfig::new().merge(v)
+    }) else {
+        return;
+    };
+    let keys = fx.join("roots/proj/keys");
+    mkdir(&keys, 0o755);
+    let mut check = Command::new(common::upm_bin());
+    check
+        .args(["check", "--config", fx.config.to_str().unwrap()])
+        .env("UPM_TRUSTED_KEYS_DIR", &keys);
+    let r = run_command(check, b"");
+    assert_eq!(r.code, 5, "{}", ctx(&r));
+    assert!(
+        r.json["problems"]
+            .to_string()
+            .contains("contains the trusted keys directory (UPM_TRUSTED_KEYS_DIR)"),
+        "{}",
+        ctx(&r)
+    );
+    let mut cmd = fx.upm();
+    cmd.env("PYTHONPATH", fx.join("roots"));
+    let run = run_command(
+        cmd,
+        &request("G", "probe", json!({ "read": fx.join("roots/proj/a.txt") })),
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
 }

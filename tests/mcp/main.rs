@@ -1126,6 +1126,11 @@ fn a_plugin_with_a_problem_is_left_out_and_the_others_served() {
     let config = fixture(&d, json!({}));
     let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     c["plugins"]["Gone"] = json!({"command": ["plugins/missing.py"], "allowed_methods": ["go"]});
+    // A module not in its python_path may be in the interpreter's own site-packages (a
+    // virtualenv's, a pip-installed one): upm check only warns, and the tool is served.
+    d.write("py/.keep", "", false);
+    c["plugins"]["Installed"] =
+        json!({"module": "acme.pipx", "python_path": ["py"], "allowed_methods": ["info"]});
     let config = d.config(&c);
     let cs = config.to_str().unwrap();
     let lines = [
@@ -1150,7 +1155,9 @@ fn a_plugin_with_a_problem_is_left_out_and_the_others_served() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert!(
-        names.contains(&"Calc__add") && !names.contains(&"Gone__go"),
+        names.contains(&"Calc__add")
+            && !names.contains(&"Gone__go")
+            && names.contains(&"Installed__info"),
         "{names:?}"
     );
     assert!(
