@@ -251,6 +251,7 @@ impl Coded for GrantError {
             | Why::SymlinkOut(_)
             | Why::SymlinkLoop(_)
             | Why::NotFileOrDir
+            | Why::FileAsDirectory
             | Why::Open(_) => Code::InvalidArgs,
         }
     }

@@ -94,6 +94,10 @@ pub enum Why {
     SymlinkLoop(String),
     #[error("it is neither a regular file nor a directory")]
     NotFileOrDir,
+    /// The kernel answers ENOTDIR for `file/`: granted as the file, it would mean what
+    /// the plugin's own open of it never could.
+    #[error("it ends with \"/\", which names a directory, but it is a file")]
+    FileAsDirectory,
     #[error("it cannot be opened: {0}")]
     Open(std::io::Error),
     /// The config's root itself cannot be used now (the config checked it at load).
@@ -162,6 +166,9 @@ pub fn open(
         rustix::fs::FileType::RegularFile => false,
         _ => return Err(refuse(Why::NotFileOrDir)),
     };
+    if !dir && (text.ends_with('/') || text.ends_with("/.")) {
+        return Err(refuse(Why::FileAsDirectory));
+    }
     Ok(Grant {
         argument: argument.to_owned(),
         path: text.to_owned(),

@@ -67,6 +67,17 @@ fn paths_outside_the_roots_dotdot_relative_or_missing_are_refused_before_anythin
             json!("/etc/passwd"),
             "not under any of the roots",
         ),
+        // A file named as a directory: the kernel would answer ENOTDIR.
+        (
+            "/read",
+            json!(format!("{roots}/proj/a.txt/")),
+            "ends with \"/\", which names a directory, but it is a file",
+        ),
+        (
+            "/write",
+            json!(format!("{roots}/proj/a.txt/.")),
+            "ends with \"/\", which names a directory, but it is a file",
+        ),
     ];
     for (argument, value, why) in cases {
         let mut args = json!({ "marker": marker, "ops": [] });
