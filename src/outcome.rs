@@ -219,12 +219,14 @@ fn interpret_command(o: &Outcome, ran: &mut Ran) {
     }
     match serde_json::from_str::<Value>(text.trim()) {
         // (Checked once parsed: the scan reads JSON text, and plain text has dates.)
-        Ok(_) if wide_result(text).is_some() => ran.failure = wide_result(text),
-        Ok(v) => {
-            ran.result = Some(v);
-            // The result is the stdout; do not echo it twice.
-            ran.stdout = None;
-        }
+        Ok(v) => match wide_result(text) {
+            Some(f) => ran.failure = Some(f),
+            None => {
+                ran.result = Some(v);
+                // The result is the stdout; do not echo it twice.
+                ran.stdout = None;
+            }
+        },
         Err(e) => {
             ran.failure = Some(Failure::new(
                 Code::PluginFailed,

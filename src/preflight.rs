@@ -114,7 +114,8 @@ pub fn check(config: &Config) -> Checked {
     }
 
     // A schema's `$ref`d files decide what a call may pass, its grant marks included: no
-    // grant root may hold one (the schemas themselves are the config's to refuse).
+    // grant root may hold one (the schemas themselves, and the rest of what a grant must
+    // not reach, are refused with the config: `config::guarded_files`).
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let mut reached = std::collections::BTreeSet::new();
     for plugin in config.plugins.values() {

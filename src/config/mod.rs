@@ -609,16 +609,13 @@ fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
     }
 }
 
-/// A caller picks a grant's path anywhere under a plugin's `grants_within`: no root may
-/// hold upm's own files, which Landlock and the read-only mounts otherwise keep from every
-/// plugin (a write grant could rewrite the config or the log, a read grant leak the key,
-/// whenever the file's mode lets the plugin's uid, as when upm runs unprivileged).
 /// What a call's grant must never reach, whichever plugin it is for: what decides what
 /// every call may do (the config, its schemas and seccomp profiles, the trusted keys),
 /// what records it (the audit log and its key), what runs outside the sandbox (upm and
 /// its egress helper) and what runs as any plugin (executables, interpreters, Python
 /// trees: a call that could write one would run its code in later calls, other plugins'
-/// included). `true` marks a tree, which may not hold a root either.
+/// included). `true` marks a tree, which may not hold a root either. The files a
+/// schema's `$ref`s reach are checked where schemas are read (`preflight::check`).
 fn guarded_files(
     config: &Path,
     audit_path: &Path,
@@ -709,6 +706,10 @@ fn guarded_files(
     out
 }
 
+/// A caller picks a grant's path anywhere under a plugin's `grants_within`: no root may
+/// hold what [`guarded_files`] lists, which Landlock and the read-only mounts otherwise
+/// keep from every plugin, whenever the file's mode lets the plugin's uid in (as when upm
+/// runs unprivileged).
 fn grant_roots_overlap(
     guarded: &[(String, PathBuf, bool)],
     plugins: &BTreeMap<String, Plugin>,
