@@ -258,7 +258,7 @@ pub fn resolve(
                     m.check(&roots, pin)?;
                     let name = original.file_name().unwrap_or_default();
                     match in_memory
-                        .then(|| snapshot_in_memory(&m, 1, workdir))
+                        .then(|| snapshot_in_memory(&m, &roots, plugin, workdir))
                         .transpose()?
                         .flatten()
                     {
@@ -330,7 +330,7 @@ pub fn resolve(
                     m.check(python_path, pin)?;
                     let n = python_path.len();
                     match in_memory
-                        .then(|| snapshot_in_memory(&m, n, workdir))
+                        .then(|| snapshot_in_memory(&m, python_path, plugin, workdir))
                         .transpose()?
                     {
                         Some(Some(v)) => {
@@ -385,30 +385,70 @@ pub fn resolve(
 
 /// A pinned tree's snapshot in a detached tmpfs of its own size, sealed read-only, and the
 /// empty directory of upm's on the host (`verified/tree/`, 0755) where the init attaches
-/// it (beside `verified/exec/`, where a verified interpreter may be copied on disk).
-/// `None` where upm may not make a tmpfs (an unprivileged upm, outside any user namespace
-/// of its own): the snapshot is then made on the host's disk, as before.
+/// it (beside `verified/exec/`, where a verified interpreter may be copied on disk), and
+/// each root's copy over the root itself. `None` where upm may not make a tmpfs (an
+/// unprivileged upm, outside any user namespace of its own): the snapshot is then made on
+/// the host's disk, as before, and found at its `verified/` path only.
 fn snapshot_in_memory(
     m: &integrity::Manifest,
-    roots: usize,
+    tree: &[PathBuf],
+    plugin: &Plugin,
     workdir: &Workdir,
 ) -> Result<Option<crate::sandbox::mounts::Verified>, LaunchError> {
+    let roots = tree.len();
     let at = workdir.verified.join(TREE_DIR);
     let snap = |source| IntegrityError::Snapshot {
         path: at.clone(),
         source,
     };
     let (bytes, inodes) = m.footprint();
-    let v = match crate::sandbox::mounts::Verified::new(bytes, inodes, at.clone()) {
+    let mut v = match crate::sandbox::mounts::Verified::new(bytes, inodes, at.clone()) {
         Ok(v) => v,
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(None),
         Err(e) => return Err(snap(e).into()),
     };
     m.snapshot_into(roots, v.root(), &at)?;
     v.seal().map_err(snap)?;
+    for (index, root) in tree.iter().enumerate() {
+        if let Some(o) = original(index, root, &plugin.policy.write_paths, workdir) {
+            v.also_at(o);
+        }
+    }
     // `verified/tree/` and `verified/` above it, whatever upm's umask.
     crate::files::make_dir_0755(&at, 1).map_err(snap)?;
     Ok(Some(v))
+}
+
+/// A pinned tree's root as the init finds it in the call's namespace ([`Original`]):
+/// resolved, with the inode it leads to now. None (the copy is then found at its
+/// `verified/` path only) for a root that holds the call's own directories or one of its
+/// `write_paths`, which its copy would cover, or one that no longer resolves (the call
+/// then fails on its own).
+///
+/// [`Original`]: crate::sandbox::mounts::Original
+fn original(
+    index: usize,
+    root: &Path,
+    write_paths: &[PathBuf],
+    workdir: &Workdir,
+) -> Option<crate::sandbox::mounts::Original> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::canonicalize(root).ok()?;
+    let resolved = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    let covered = [&workdir.root, &workdir.home]
+        .into_iter()
+        .cloned()
+        .chain(write_paths.iter().map(resolved))
+        .any(|p| p.starts_with(&path));
+    if covered {
+        return None;
+    }
+    let meta = std::fs::metadata(&path).ok().filter(|m| m.is_dir())?;
+    Some(crate::sandbox::mounts::Original {
+        index,
+        path,
+        id: (meta.dev(), meta.ino()),
+    })
 }
 
 /// The verified copy of an executable that runs: a sealed memfd, or where this kernel

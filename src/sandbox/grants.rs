@@ -323,28 +323,7 @@ impl Mount {
     /// detached writable clone of it. Returns (where it goes, the clone). Raw system
     /// calls only, no allocation (see `spawn::child`).
     pub fn clone_in_init(&self) -> Result<(libc::c_int, libc::c_int), i32> {
-        let how = OpenHow {
-            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: a NUL-terminated path prepared by the parent and an open_how on our stack.
-        let at = sys(unsafe {
-            syscall!(
-                Sysno::openat2,
-                libc::AT_FDCWD,
-                self.path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>()
-            )
-        })? as libc::c_int;
-        // SAFETY: zeroed stat is a valid value; fstat fills it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid out-pointer on our stack.
-        sys(unsafe { syscall!(Sysno::fstat, at, &mut st as *mut libc::stat) })?;
-        if (st.st_dev, st.st_ino) != self.id {
-            return Err(libc::ESTALE);
-        }
+        let at = open_proven(&self.path, self.id)?;
         // SAFETY: clones the mount under our own descriptor; "" with AT_EMPTY_PATH names it.
         let tree = sys(unsafe {
             syscall!(
@@ -361,7 +340,8 @@ impl Mount {
     }
 
     /// After the read-only remount: the clone attached onto the very place it was
-    /// cloned from, both by descriptor.
+    /// cloned from (or, for a pinned tree's copy, the tree's own directory), both by
+    /// descriptor.
     pub fn attach(at: libc::c_int, tree: libc::c_int) -> Result<(), i32> {
         // SAFETY: our own two descriptors; "" with the EMPTY_PATH flags names them.
         sys(unsafe {
@@ -380,6 +360,37 @@ impl Mount {
         let _ = unsafe { syscall!(Sysno::close, at) };
         Ok(())
     }
+}
+
+/// In the init, in the call's mount namespace: `path` opened there (`O_PATH`, no symlink
+/// followed), proven to be the inode upm saw (`id`: device and inode number), else
+/// ESTALE. Raw system calls only, no allocation (see `spawn::child`).
+pub(super) fn open_proven(path: &std::ffi::CStr, id: (u64, u64)) -> Result<libc::c_int, i32> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: a NUL-terminated path prepared by the parent and an open_how on our stack.
+    let at = sys(unsafe {
+        syscall!(
+            Sysno::openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>()
+        )
+    })? as libc::c_int;
+    // SAFETY: zeroed stat is a valid value; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer on our stack.
+    sys(unsafe { syscall!(Sysno::fstat, at, &mut st as *mut libc::stat) })?;
+    if (st.st_dev, st.st_ino) != id {
+        // SAFETY: our own descriptor.
+        let _ = unsafe { syscall!(Sysno::close, at) };
+        return Err(libc::ESTALE);
+    }
+    Ok(at)
 }
 
 #[cfg(test)]

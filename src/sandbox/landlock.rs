@@ -40,10 +40,11 @@ pub struct Spec<'a> {
     pub write: Vec<PathBuf>,
     /// The call's grants: each rule made from the descriptor upm opened.
     pub grants: &'a [super::grants::Grant],
-    /// A pinned tree's snapshot in memory (its root, read access) and the path it is
-    /// attached at in the call's namespace, which the report names. The rule must be on
-    /// that root: Landlock skips a covered mount point's own rules.
-    pub verified: Option<(std::os::fd::BorrowedFd<'a>, &'a Path)>,
+    /// A pinned tree's snapshot in memory (read access), attached in the call's namespace
+    /// at its `verified/` path and over the trees' own directories. The rules must be on
+    /// the copy's own directories: Landlock skips a covered mount point's own rules, and
+    /// a path through a root's copy attached over its tree never passes the tmpfs's root.
+    pub verified: Option<&'a super::mounts::Verified>,
     pub network: bool,
     /// With an egress allowlist (issue 22): the one TCP port the plugin may connect to
     /// (the proxy's, in its own network namespace); still no bind.
@@ -113,12 +114,32 @@ pub fn prepare(spec: &Spec<'_>) -> Result<(Plan, LayerReport), SandboxError> {
             readable.push(reported(p));
         }
     }
-    if let Some((root, at)) = spec.verified {
+    if let Some(v) = spec.verified {
+        let at = v.at();
         created
             .as_mut()
-            .add_rule(PathBeneath::new(root, read_dir))
+            .add_rule(PathBeneath::new(v.root(), read_dir))
             .map_err(|e| unavailable(format!("rule for {}: {e}", at.display())))?;
         readable.push(at.display().to_string());
+        for o in v.originals() {
+            let copy = at.join(o.index.to_string());
+            let rule = |e: String| unavailable(format!("rule for {}: {e}", copy.display()));
+            let dir = rustix::fs::openat(
+                v.root(),
+                o.index.to_string(),
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| rule(e.to_string()))?;
+            created
+                .as_mut()
+                .add_rule(PathBeneath::new(&dir, read_dir))
+                .map_err(|e| rule(e.to_string()))?;
+            readable.push(o.path.display().to_string());
+        }
     }
     if let (Some(port), false) = (spec.tcp_connect, spec.network) {
         created

@@ -242,6 +242,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
             })?;
         ns_report.detail["verified"] = json!({
             "at": v.at(),
+            "also_at": v.originals().iter().map(|o| &o.path).collect::<Vec<_>>(),
             "tmpfs_bytes": v.bytes,
             "inodes": v.inodes,
         });
@@ -268,7 +269,7 @@ pub fn prepare(policy: &Policy, paths: &Paths<'_>, host: &Host) -> Result<Prepar
         read,
         write,
         grants: paths.grants,
-        verified: paths.verified.map(|v| (v.root(), v.at())),
+        verified: paths.verified,
         network: policy.network.is_host(),
         tcp_connect: egress.map(|e| e.port),
         host,

@@ -107,7 +107,25 @@ pub struct Verified {
     pub inodes: u64,
     /// Where the init attaches it: an empty directory of upm's on the host.
     at: PathBuf,
+    /// The trees' own directories, where the init attaches each root's copy as well
+    /// ([`Verified::also_at`]).
+    originals: Vec<Original>,
 }
+
+/// A pinned tree's own directory (root `index` of the copy), by its resolved path and
+/// the inode it led to when upm looked: a `#!` line or a file named by its absolute path
+/// then finds the verified copy in the call's namespace, never the original (which
+/// Landlock would refuse anyway). The init opens the path there with no symlink followed
+/// and attaches the copy only if it leads to that same inode (see `grants`).
+#[derive(Debug)]
+pub struct Original {
+    pub index: usize,
+    pub path: PathBuf,
+    pub id: (u64, u64),
+}
+
+/// The trees' own directories the init attaches copies over (on its stack).
+pub const MAX_ORIGINALS: usize = 16;
 
 impl Verified {
     /// A detached tmpfs of `bytes` at most, for `inodes` files and directories, to be
@@ -182,12 +200,26 @@ impl Verified {
             bytes,
             inodes,
             at,
+            originals: Vec::new(),
         })
     }
 
     /// Where the init attaches it.
     pub fn at(&self) -> &Path {
         &self.at
+    }
+
+    /// Has the init also attach root `index`'s copy over the tree's own directory
+    /// (at most [`MAX_ORIGINALS`]; the rest only at [`at`](Self::at)).
+    pub fn also_at(&mut self, original: Original) {
+        if self.originals.len() < MAX_ORIGINALS {
+            self.originals.push(original);
+        }
+    }
+
+    /// The trees' own directories where the init attaches their copies.
+    pub fn originals(&self) -> &[Original] {
+        &self.originals
     }
 
     /// Its root, to write the copy through (before [`seal`](Self::seal)).
@@ -250,6 +282,9 @@ pub struct Plan {
     /// A verified copy's tmpfs (upm's descriptor, kept open by upm until the init is
     /// reaped) and where the init attaches it.
     verified: Option<(libc::c_int, CString)>,
+    /// Each of its roots' copies (`<at>/<index>`), attached over the tree's own directory
+    /// if that is still the inode upm saw ([`Original`]).
+    originals: Vec<(CString, CString, (u64, u64))>,
     /// The `write_paths`. Paths that do not exist are left out, as Landlock leaves them
     /// out; one that disappears before the init clones it has nothing to write to. Any
     /// other failure stops the call: the report names these as writable.
@@ -294,6 +329,7 @@ pub fn prepare(
         home,
         tmpfs,
         verified: None,
+        originals: Vec::new(),
         writable,
         grants,
     })
@@ -309,6 +345,18 @@ impl Plan {
         use std::os::fd::AsRawFd;
         let at = CString::new(verified.at.as_os_str().as_bytes())
             .map_err(|_| "the verified copy's path holds a NUL byte".to_string())?;
+        let cstr = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| format!("{} holds a NUL byte", p.display()))
+        };
+        self.originals = verified
+            .originals
+            .iter()
+            .map(|o| {
+                let copy = cstr(&verified.at.join(o.index.to_string()))?;
+                Ok((copy, cstr(&o.path)?, o.id))
+            })
+            .collect::<Result<_, String>>()?;
         self.verified = Some((verified.fd.as_raw_fd(), at));
         Ok(())
     }
@@ -411,6 +459,26 @@ impl Plan {
             .map_err(mounts)?;
             // SAFETY: our copy of upm's descriptor; the plugin must not inherit it.
             let _ = unsafe { syscall!(Sysno::close, *tree) };
+            // And each root's copy over the tree's own directory, every one opened and
+            // proven before any is covered (one root may lie inside another).
+            let mut targets = [-1 as libc::c_int; MAX_ORIGINALS];
+            for (slot, (_, path, id)) in targets.iter_mut().zip(&self.originals) {
+                *slot = super::grants::open_proven(path, *id).map_err(mounts)?;
+            }
+            for ((copy, _, _), &target) in self.originals.iter().zip(&targets) {
+                // SAFETY: clones the copy's root directory (a NUL-terminated path
+                // prepared by the parent, on the tmpfs just attached) as a detached mount.
+                let tree = sys(unsafe {
+                    syscall!(
+                        Sysno::open_tree,
+                        libc::AT_FDCWD,
+                        copy.as_ptr(),
+                        OPEN_TREE_CLONE | libc::O_CLOEXEC as usize
+                    )
+                })
+                .map_err(mounts)? as libc::c_int;
+                super::grants::Mount::attach(target, tree).map_err(mounts)?;
+            }
         }
         Ok(home)
     }

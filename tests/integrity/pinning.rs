@@ -397,6 +397,61 @@ fn a_pinned_commands_directory_is_snapshotted_in_memory() {
     assert_eq!(files["exec_sha256"], sha256_of(&script).as_str());
 }
 
+/// A pinned tree is also found at its own path, in the call's namespace: a `#!` line
+/// naming an interpreter in the tree by its path, and a file of the tree named by its
+/// absolute path, reach the verified copy (before, Landlock refused the original with
+/// EACCES), and the original's later changes are not seen.
+#[test]
+fn a_pinned_tree_is_found_at_its_own_path() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = TestDir::new();
+    let work = work_dir(&d);
+    let tool = d.join("tool");
+    let sh = echo_copy(&d, "tool/sh");
+    std::fs::copy("/bin/dash", &sh).unwrap();
+    let data = d.write("tool/data.txt", "some data\n", false);
+    let script = d.write(
+        "tool/run.sh",
+        &format!(
+            "#!{}\ncat >/dev/null\nsleep 1\necho \"{{\\\"data\\\":\\\"$(cat {})\\\"}}\"\n",
+            sh.display(),
+            data.display()
+        ),
+        true,
+    );
+    let with_pin = |pin: &str| {
+        let mut p = cmd_plugin(&script, &["go"]);
+        p["manifest_sha256"] = json!(pin);
+        TestConfig::new()
+            .set("workdir_root", json!(work))
+            .timeout_ms(10000)
+            .plugins(json!({ "S": p }))
+            .write(&d)
+    };
+    let found = found_manifest(&check(&with_pin(&"a".repeat(64)), &[]), "S");
+    let cfg = with_pin(&found);
+    let running = std::thread::spawn(move || call(&cfg, "S", "go", json!({}), &[]));
+    // Once the call's snapshot is made, the original changes; the plugin reads after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let snapshotted = || {
+        std::fs::read_dir(&work)
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().join("verified/tree").is_dir())
+    };
+    while !snapshotted() && !running.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::fs::write(&data, "changed\n").unwrap();
+    let run = running.join().unwrap();
+    assert_ok(&run);
+    assert_eq!(run.result()["data"], "some data", "{}", ctx(&run));
+    let v = &run.json["data"]["sandbox"]["layers"]["namespaces"]["detail"]["verified"];
+    assert_eq!(v["also_at"], json!([tool]), "{v}");
+}
+
 /// While `running` runs (at most 20 s), looks into every call's `verified/` under `work`
 /// on the host: the call's run, how many looks found a `verified/`, and every file seen
 /// under one (a snapshot in memory leaves none).
