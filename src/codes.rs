@@ -60,6 +60,7 @@ impl Coded for ConfigError {
             | E::Unreadable { .. }
             | E::NotAFile { .. }
             | E::TooLarge { .. }
+            | E::Unsafe { .. }
             | E::NotJson { .. }
             | E::Invalid { .. } => Code::ConfigError,
         }
@@ -74,6 +75,7 @@ impl Coded for SchemaError {
             E::Read { .. }
             | E::NotAFile { .. }
             | E::TooLarge { .. }
+            | E::Unsafe { .. }
             | E::Parse { .. }
             | E::UnsupportedDraft { .. }
             | E::Invalid { .. }
@@ -96,6 +98,7 @@ impl Coded for SeccompError {
             E::Read { .. }
             | E::TooLarge { .. }
             | E::NotAFile { .. }
+            | E::Unsafe { .. }
             | E::Parse { .. }
             | E::UnknownAction { .. }
             | E::RefusedAction { .. }

@@ -22,6 +22,12 @@ pub enum ReadError {
     NotAFile,
     #[error("larger than {0} bytes")]
     TooLarge(u64),
+    #[error(
+        "others could change it (owner uid {uid}, mode {mode:o}): a file that decides what \
+         plugins may do must be owned by root or by the user running upm, and writable by \
+         its owner alone (`chmod go-w`)"
+    )]
+    Unsafe { mode: u32, uid: u32 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,25 @@ impl ReadError {
 /// The whole of a regular file of at most `cap` bytes.
 pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     read_checked(path, cap, |_| Ok::<(), ReadError>(()))
+}
+
+/// [`read_regular`] for a file that decides what plugins may do (the config, its schemas
+/// and seccomp profiles, a trusted public key): refused when anyone but root or upm's
+/// user could change it ([`rules_safe`]).
+pub fn read_rules(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    read_checked(path, cap, rules_safe)
+}
+
+/// Owned by root or by upm's user, and writable by its owner alone: whoever else could
+/// write such a file (or a directory of trusted keys) would choose what plugins may do.
+/// (Its directory is not asked: a file someone else put in its place is theirs.)
+pub fn rules_safe(meta: &std::fs::Metadata) -> Result<(), ReadError> {
+    use std::os::unix::fs::MetadataExt;
+    let (mode, uid) = (meta.mode() & 0o7777, meta.uid());
+    if mode & 0o022 != 0 || (uid != 0 && uid != nix::unistd::geteuid().as_raw()) {
+        return Err(ReadError::Unsafe { mode, uid });
+    }
+    Ok(())
 }
 
 /// [`read_regular`] for a secret (a signing key): refused when anyone but its owner

@@ -67,7 +67,7 @@ fn read_text(path: &Path, secret: bool) -> Result<String, KeyError> {
     let read = if secret {
         crate::files::read_private(path, MAX_KEY_BYTES)
     } else {
-        crate::files::read_regular(path, MAX_KEY_BYTES).map_err(SecretError::from)
+        crate::files::read_rules(path, MAX_KEY_BYTES).map_err(SecretError::from)
     };
     let bytes = read.map_err(|e| match e {
         SecretError::Read(ReadError::Io(source)) => KeyError::Io {

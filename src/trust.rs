@@ -518,6 +518,14 @@ pub fn verify_signature(config: &Config, keys_dir: Option<&Path>) -> Result<Sign
 
 /// Finds the trusted key with this id; any `.pub`/`.pem` file that does not parse fails closed.
 fn find_key(dir: &Path, key_id: &str) -> Result<VerifyingKey, TrustError> {
+    let refuse = |reason: String| TrustError::KeysDir {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    // Whoever could add a file here could add a key of their own (each key's file is
+    // checked likewise when it is read).
+    let meta = std::fs::metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    crate::files::rules_safe(&meta).map_err(|e| refuse(e.to_string()))?;
     let entries = std::fs::read_dir(dir).map_err(|e| TrustError::KeysDir {
         dir: dir.to_path_buf(),
         reason: e.to_string(),

@@ -40,6 +40,8 @@ pub enum ConfigError {
     NotAFile { path: PathBuf },
     #[error("config file {path} is larger than {MAX_CONFIG_BYTES} bytes")]
     TooLarge { path: PathBuf },
+    #[error("config file {path} is not safe to use: {why}")]
+    Unsafe { path: PathBuf, why: String },
     #[error("config file {path} is not valid JSON: {message}")]
     NotJson { path: PathBuf, message: String },
     #[error("config file {path} is invalid: {}", problems.join("; "))]
@@ -372,12 +374,16 @@ const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Reads the config (see [`crate::files`]).
 fn read_config(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| {
+    crate::files::read_rules(path, MAX_CONFIG_BYTES).map_err(|e| {
         let path = path.to_path_buf();
         match e {
             e if e.is_not_found() => ConfigError::Missing { path },
             crate::files::ReadError::NotAFile => ConfigError::NotAFile { path },
             crate::files::ReadError::TooLarge(_) => ConfigError::TooLarge { path },
+            e @ crate::files::ReadError::Unsafe { .. } => ConfigError::Unsafe {
+                path,
+                why: e.to_string(),
+            },
             crate::files::ReadError::Io(source) => ConfigError::Unreadable { path, source },
         }
     })
@@ -612,8 +618,9 @@ fn strip_audit(v: &mut Value, problems: &mut Vec<String>) {
 /// What a call's grant must never reach, whichever plugin it is for: what decides what
 /// every call may do (the config, its schemas and seccomp profiles, the trusted keys),
 /// what records it (the audit log and its key), what runs outside the sandbox (upm and
-/// its egress helper) and what runs as any plugin (executables, interpreters, Python
-/// trees: a call that could write one would run its code in later calls, other plugins'
+/// its egress helper) and what runs or is read as any plugin's own (executables, the
+/// files their commands name, interpreters, Python trees, `read_paths`: a call that could
+/// write one would run its code, or feed its data, to later calls, other plugins'
 /// included). `true` marks a tree, which may not hold a root either. The files a
 /// schema's `$ref`s reach are checked where schemas are read (`preflight::check`).
 fn guarded_files(
@@ -650,6 +657,15 @@ fn guarded_files(
         ));
     }
     for (name, p) in plugins {
+        // read_paths are readable and executable by every call of the plugin, without
+        // any grant: code or data one call wrote there would serve the next.
+        for r in &p.policy.read_paths {
+            out.push((
+                format!("plugin \"{name}\"'s read_paths entry"),
+                r.clone(),
+                true,
+            ));
+        }
         if let SeccompSource::File(f) = &p.seccomp_profile {
             out.push((
                 format!("plugin \"{name}\"'s seccomp profile"),
@@ -669,6 +685,19 @@ fn guarded_files(
             PluginKind::Command { argv } => {
                 if let Some(exe) = argv.first() {
                     out.push((format!("plugin \"{name}\"'s executable"), exe.into(), false));
+                }
+                // What its arguments name runs too (`["/usr/bin/python3", "/srv/tool.py"]`):
+                // every absolute path that exists, whole or after `--option=`.
+                for arg in argv.iter().skip(1) {
+                    let named = arg.split_once('=').map_or(arg.as_str(), |(_, v)| v);
+                    let path = Path::new(named);
+                    if let (true, Ok(meta)) = (path.is_absolute(), std::fs::metadata(path)) {
+                        out.push((
+                            format!("a file plugin \"{name}\"'s command names"),
+                            path.to_path_buf(),
+                            meta.is_dir(),
+                        ));
+                    }
                 }
             }
             PluginKind::PythonClass {

@@ -379,7 +379,7 @@ fn read_json(path: &Path) -> Result<(Value, String), SchemaError> {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = crate::files::read_regular(path, MAX_SCHEMA_FILE_BYTES).map_err(|e| match e {
+    let bytes = crate::files::read_rules(path, MAX_SCHEMA_FILE_BYTES).map_err(|e| match e {
         crate::files::ReadError::Io(source) => read_error(source),
         crate::files::ReadError::NotAFile => SchemaError::NotAFile {
             path: path.to_path_buf(),
@@ -387,6 +387,10 @@ fn read_json(path: &Path) -> Result<(Value, String), SchemaError> {
         crate::files::ReadError::TooLarge(limit) => SchemaError::TooLarge {
             path: path.to_path_buf(),
             limit,
+        },
+        e @ crate::files::ReadError::Unsafe { .. } => SchemaError::Unsafe {
+            path: path.to_path_buf(),
+            why: e.to_string(),
         },
     })?;
     let value = serde_json::from_slice(&bytes).map_err(|source| SchemaError::Parse {

@@ -35,6 +35,8 @@ pub enum SchemaError {
     NotAFile { path: PathBuf },
     #[error("schema file {} is larger than the {limit}-byte limit", path.display())]
     TooLarge { path: PathBuf, limit: u64 },
+    #[error("schema file {} is not safe to use: {why}", path.display())]
+    Unsafe { path: PathBuf, why: String },
     #[error("schema file {} is not valid JSON: {source}", path.display())]
     Parse {
         path: PathBuf,

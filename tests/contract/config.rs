@@ -153,6 +153,57 @@ fn a_missing_method_schema_file_is_a_config_error() {
 
 /// One broken file of the config stops every method, not only the one that uses it:
 /// `run`, `list` and `check` agree that the config is invalid.
+/// The files that decide what plugins may do (the config, its schemas, its seccomp
+/// profiles) are refused when anyone but root or upm's user could change them: a config
+/// in a directory others write to, or one they own, would otherwise choose the plugins'
+/// user, paths and filter for a root upm.
+#[test]
+fn files_others_could_change_are_not_taken_as_rules() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (to give files to other users)");
+        return;
+    }
+    let d = setup();
+    d.config(&json!({})); // copies the repository's policies/ beside it
+    let chown = |p: &Path, uid: u32| std::os::unix::fs::chown(p, Some(uid), None).unwrap();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let plugins = json!({ "TextTools": { "command": [texttools_bin()], "methods": {
+        "upper": { "schema": "schemas/text.json" } },
+        "sandbox": { "seccomp": "policies/default.json" } } });
+    let c = cfg(&d, json!({ "plugins": plugins }));
+    let ok = || call(&c, "TextTools", "upper", json!({"text": "x"}));
+    assert_eq!(ok().code, 0, "{}", ok().stdout);
+    let refused = |needle: &str| {
+        let r = ok();
+        err(&r, 5, "config_error");
+        assert!(
+            config_problems(&r)
+                .iter()
+                .any(|p| p.contains(needle) && p.contains("others could change it")),
+            "{needle}: {}",
+            r.stdout
+        );
+        let r = run_with(&["check", "--config", c.to_str().unwrap()], b"", &[]);
+        assert_eq!(r.code, 5, "check {needle}: {}", r.stdout);
+        assert!(r.stdout.contains("others could change it"), "{}", r.stdout);
+    };
+    for (file, uid, mode) in [
+        (c.clone(), 4243, 0o644),
+        (c.clone(), 0, 0o666),
+        (d.join("schemas/text.json"), 0, 0o664),
+        (d.join("policies/default.json"), 4243, 0o644),
+    ] {
+        chown(&file, uid);
+        chmod(&file, mode);
+        refused(file.file_name().unwrap().to_str().unwrap());
+        chown(&file, 0);
+        chmod(&file, 0o644);
+        assert_eq!(ok().code, 0, "{}", ok().stdout);
+    }
+}
+
 #[test]
 fn a_broken_schema_or_profile_stops_every_method_and_check_and_list_agree() {
     let d = setup();

@@ -89,6 +89,23 @@ fn grants_within_may_not_reach_what_runs_or_rules_later_calls() {
         ),
         // A file a schema's $ref reaches.
         (json!(["schemas/defs"]), "which the schema"),
+        // Files a command names (whole, or after `--option=`), and read_paths.
+        (
+            json!(["tools"]),
+            "contains a file plugin \\\"A\\\"'s command names",
+        ),
+        (
+            json!(["tools2"]),
+            "contains a file plugin \\\"A\\\"'s command names",
+        ),
+        (
+            json!(["data"]),
+            "contains plugin \\\"D\\\"'s read_paths entry",
+        ),
+        (
+            json!(["data/ref/in"]),
+            "lies inside plugin \\\"D\\\"'s read_paths entry",
+        ),
     ] {
         let Some(fx) = Fx::with(Who::Root, |c, dir| {
             std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
@@ -118,6 +135,18 @@ fn grants_within_may_not_reach_what_runs_or_rules_later_calls() {
                                        "methods": {"m": {"schema": "schemas/plain.json"}}});
             v["plugins"]["R"] = json!({"command": ["/bin/true"],
                                        "methods": {"m": {"schema": "schemas/r.json"}}});
+            std::fs::create_dir_all(dir.join("tools")).unwrap();
+            std::fs::create_dir_all(dir.join("tools2")).unwrap();
+            std::fs::write(dir.join("tools/tool.py"), "").unwrap();
+            std::fs::write(dir.join("tools2/conf"), "").unwrap();
+            let named = |rel: &str| dir.join(rel).to_str().unwrap().to_owned();
+            v["plugins"]["A"] = json!({"command": ["/usr/bin/python3", named("tools/tool.py"),
+                                                   format!("--conf={}", named("tools2/conf"))],
+                                       "methods": {"m": {"schema": "schemas/plain.json"}}});
+            std::fs::create_dir_all(dir.join("data/ref/in")).unwrap();
+            v["plugins"]["D"] = json!({"command": ["/bin/true"],
+                                       "sandbox": {"read_paths": ["data/ref"]},
+                                       "methods": {"m": {"schema": "schemas/plain.json"}}});
             TestConfig::new().merge(v)
         }) else {
             return;

@@ -6,6 +6,28 @@ fn signed_ran(run: &Run) -> bool {
     run.code == 0 && run.result()["echo"] == "signed"
 }
 
+/// The trusted keys: whoever could add a file to their directory, or change a key's
+/// file, could trust a key of their own; strict mode refuses such a directory or key.
+#[test]
+fn a_keys_directory_others_could_change_is_not_trusted() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = signed_setup(None);
+    let keys = s.d.join("keys");
+    let key = keys.join("k.pub");
+    for (path, mode) in [(&keys, 0o777), (&keys, 0o1777), (&key, 0o666)] {
+        chmod(path, mode);
+        s.assert_untrusted(&s.wc(&s.strict_env()), "others could change it");
+        chmod(path, if path == &keys { 0o755 } else { 0o644 });
+    }
+    std::os::unix::fs::chown(&key, Some(4243), None).unwrap();
+    s.assert_untrusted(&s.wc(&s.strict_env()), "others could change it");
+    std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+    let run = s.wc(&s.strict_env());
+    assert!(signed_ran(&run), "{}", ctx(&run));
+}
+
 #[test]
 fn a_signed_config_runs_verified() {
     if skip_unless_root() {

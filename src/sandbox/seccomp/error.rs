@@ -18,6 +18,8 @@ pub enum SeccompError {
     TooLarge { path: PathBuf },
     #[error("seccomp profile {path} is not a regular file")]
     NotAFile { path: PathBuf },
+    #[error("seccomp profile {path} is not safe to use: {why}")]
+    Unsafe { path: PathBuf, why: String },
     #[error("seccomp profile {profile:?} is not a valid OCI/Docker profile: {source}")]
     Parse {
         profile: String,

@@ -194,13 +194,17 @@ impl Profile {
             source,
         };
         let bytes =
-            crate::files::read_regular(path, wire::MAX_PROFILE_BYTES).map_err(|e| match e {
+            crate::files::read_rules(path, wire::MAX_PROFILE_BYTES).map_err(|e| match e {
                 crate::files::ReadError::Io(source) => read_err(source),
                 crate::files::ReadError::NotAFile => SeccompError::NotAFile {
                     path: path.to_owned(),
                 },
                 crate::files::ReadError::TooLarge(_) => SeccompError::TooLarge {
                     path: path.to_owned(),
+                },
+                e @ crate::files::ReadError::Unsafe { .. } => SeccompError::Unsafe {
+                    path: path.to_owned(),
+                    why: e.to_string(),
                 },
             })?;
         let name = path
