@@ -161,9 +161,11 @@ fn opened(
     Ok(exe)
 }
 
-/// What identifies an opened file's content: any write, truncate or `chmod` changes its
-/// ctime (which no one sets by hand on a local filesystem, and which the kernel makes
-/// fine-grained once it has been read, as here), and a replaced file is another inode.
+/// What identifies an opened file's content on a filesystem of [`KEPT_FILESYSTEMS`]: a
+/// write, truncate or `chmod` moves its ctime (which only the kernel sets; the kernel makes
+/// it fine-grained once it has been read, as here), and a replaced file is another inode.
+/// A write through a shared mapping moves it only when the page faults, that is once the
+/// page is clean again: see [`written_back`].
 type Identity = (u64, u64, i64, i64, i64, i64, i64);
 
 /// The digests of unpinned executables this process has read, by [`Identity`] (issue 25):
@@ -180,19 +182,16 @@ const MAX_DIGESTS: usize = 64;
 /// filesystem with coarse timestamps (git's "racy" rule).
 const SETTLED_SECS: i64 = 2;
 
-/// Filesystems whose ctimes the kernel itself keeps (not FUSE's or NFS's, which their
-/// server decides): ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, F2FS, ZFS. Not squashfs: its
-/// inodes and times come from the image, and a rebuilt image on a reused loop device
-/// can have a changed file with the same identity.
-const LOCAL_FILESYSTEMS: [i64; 7] = [
-    0xEF53,
-    0x5846_5342,
-    0x9123_683E,
-    0x0102_1994,
-    0x794C_7630,
-    0xF2F5_2010,
-    0x2FC1_2FC1,
-];
+/// Filesystems where a file's [`Identity`], taken after [`written_back`], stands for its bytes:
+/// ext2/3/4, XFS, Btrfs, whose ctimes the kernel keeps and where a write through a
+/// shared mapping to a clean page faults and moves the ctime (checked on each, data=journal
+/// ext4 too, 2026-12-08). Not tmpfs or ramfs: a write through a mapping there moves no
+/// timestamp at all. Not overlayfs: its upper layer may be a tmpfs (its `fstatfs` says
+/// overlayfs whatever the layers are), and a flush through it leaves a lower layer's pages
+/// dirty. Not FUSE or NFS (their server decides the ctime), nor squashfs (its inodes and
+/// times come from the image, which a reused loop device can change), nor F2FS or ZFS
+/// (not checked). A file elsewhere is hashed at every call.
+const KEPT_FILESYSTEMS: [i64; 3] = [0xEF53, 0x5846_5342, 0x9123_683E];
 
 /// `file`'s metadata, an error naming `path`.
 fn metadata_of(file: &File, path: &Path) -> Result<std::fs::Metadata, IntegrityError> {
@@ -216,16 +215,27 @@ fn identity_of(file: &File, path: &Path) -> Result<Identity, IntegrityError> {
     ))
 }
 
-/// Whether `id` may stand for the file's bytes from now on: a local filesystem, and a
-/// last change at least [`SETTLED_SECS`] old.
-fn settled(file: &File, id: &Identity) -> bool {
-    on_local_filesystem(file) && settled_since(id)
+/// On a filesystem of [`KEPT_FILESYSTEMS`].
+fn on_kept_filesystem(file: &File) -> bool {
+    nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| KEPT_FILESYSTEMS.contains(&{ fs.filesystem_type().0 }))
 }
 
-/// A filesystem whose ctimes the kernel itself keeps ([`LOCAL_FILESYSTEMS`]).
-fn on_local_filesystem(file: &File) -> bool {
-    nix::sys::statfs::fstatfs(file)
-        .is_ok_and(|fs| LOCAL_FILESYSTEMS.contains(&{ fs.filesystem_type().0 }))
+/// Writes back `file`'s dirty pages, which write-protects every mapping of them: the next
+/// write through any mapping faults and moves the ctime. Without it, a writer that mapped
+/// the file and wrote once (moving the ctime) could write again through its still-dirty
+/// page, moving nothing, after the digest was kept. Done before the identity a kept digest
+/// is filed under is taken, once per identity: whether it succeeded. `sync_file_range`
+/// over the whole file, waiting before and after: the writeback of
+/// `fdatasync` without its journal commit and device cache flush, which cost ~4 ms a
+/// file here (6.5 s for a tree of 1,671 files) against ~4 µs. Enough on the filesystems of
+/// [`KEPT_FILESYSTEMS`] (not on overlayfs, whose own pages are none: not kept).
+fn written_back(file: &File) -> bool {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a system call on a descriptor borrowed for its duration; no memory passed.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) == 0 }
 }
 
 /// A last change at least [`SETTLED_SECS`] old.
@@ -238,21 +248,28 @@ fn settled_since(id: &Identity) -> bool {
 
 /// The SHA-256 and first bytes of an unpinned executable: remembered (by this process,
 /// or an earlier one) while the file's [`Identity`] is the same, else read. What is read
-/// is remembered only if the identity did not change while it was read, and is settled.
+/// is remembered only if the file is on a filesystem of [`KEPT_FILESYSTEMS`] and was
+/// [`written_back`] first, its identity (taken after that) did not change while it was
+/// read, and is settled. Off those filesystems nothing is looked up either.
 fn digest_of(file: &mut File, path: &Path) -> Result<(String, Vec<u8>), IntegrityError> {
+    let kept_fs = on_kept_filesystem(file);
+    if kept_fs {
+        let id = identity_of(file, path)?;
+        let lock = || DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, sha, head)) = lock().iter().find(|(i, _, _)| *i == id) {
+            return Ok((sha.clone(), head.clone()));
+        }
+        // Kept by an earlier upm process: only the head is read (for a `#!` line).
+        if let Some(sha) = digest_store::recall(&id) {
+            let head = read_head(file, path)?;
+            remember(id, &sha, &head);
+            return Ok((sha, head));
+        }
+    }
+    let keep = kept_fs && written_back(file);
     let id = identity_of(file, path)?;
-    let lock = || DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, sha, head)) = lock().iter().find(|(i, _, _)| *i == id) {
-        return Ok((sha.clone(), head.clone()));
-    }
-    // Kept by an earlier upm process: only the head is read (for a `#!` line).
-    if let Some(sha) = digest_store::recall(&id) {
-        let head = read_head(file, path)?;
-        remember(id, &sha, &head);
-        return Ok((sha, head));
-    }
     let (sha, head) = read_hashing(file, path, None)?;
-    if identity_of(file, path)? == id && settled(file, &id) {
+    if keep && settled_since(&id) && identity_of(file, path)? == id {
         digest_store::remember(&id, &sha);
         remember(id, &sha, &head);
     }
@@ -645,7 +662,8 @@ struct ManifestFile {
 /// the caller's `PYTHONPATH` may fill with a whole `site-packages`, was read and hashed at
 /// every call; 26 MB cost a call ~55 ms here). Known means remembered by this process or
 /// kept by an earlier one ([`digest_store`]), and used only when every file is settled
-/// on a local filesystem, as for executables. A pinned tree never comes here: it is read.
+/// on a filesystem of [`KEPT_FILESYSTEMS`], and kept only when each was [`written_back`] before
+/// its identity was taken, as for executables. A pinned tree never comes here: it is read.
 pub fn tree_digest(roots: &[PathBuf]) -> Result<String, IntegrityError> {
     let looked = tree_walk(roots, false)?;
     let memo = || TREES.lock().unwrap_or_else(|e| e.into_inner());
@@ -680,8 +698,9 @@ const MAX_TREES: usize = 16;
 struct TreeWalk {
     /// Every file's root, path, [`Identity`] and mode, hashed.
     fingerprint: String,
-    /// Every file on a local filesystem and settled, and (when read) its identity the
-    /// same after the read as before.
+    /// Every file on a filesystem of [`KEPT_FILESYSTEMS`] and settled, and (when read)
+    /// written back before its identity was taken, and that identity the same after the
+    /// read.
     stable: bool,
     /// When read: every file's root, path and SHA-256, read through the descriptor its
     /// identity was taken from.
@@ -693,24 +712,27 @@ fn tree_walk(roots: &[PathBuf], read: bool) -> Result<TreeWalk, IntegrityError> 
     let mut lines = Vec::new();
     let mut hashed = Vec::new();
     let mut stable = true;
-    // Whether each device seen is a local filesystem (one `fstatfs` a device, not a file).
-    let mut local: Vec<(u64, bool)> = Vec::new();
+    // Whether each device seen is of a kept filesystem (one `fstatfs` a device, not a file).
+    let mut kept_fs: Vec<(u64, bool)> = Vec::new();
     walk(
         roots,
         Caches::Check,
         &mut |root, rel, path, resolved| {
             let mut file = open_regular(path, resolved)?;
-            let mode = metadata_of(&file, path)?.mode();
-            let id = identity_of(&file, path)?;
-            let is_local = match local.iter().find(|(d, _)| *d == id.0) {
-                Some(&(_, l)) => l,
+            let dev = metadata_of(&file, path)?.dev();
+            let kept = match kept_fs.iter().find(|(d, _)| *d == dev) {
+                Some(&(_, k)) => k,
                 None => {
-                    let l = on_local_filesystem(&file);
-                    local.push((id.0, l));
-                    l
+                    let k = on_kept_filesystem(&file);
+                    kept_fs.push((dev, k));
+                    k
                 }
             };
-            stable &= is_local && settled_since(&id);
+            // To be kept, written back before the identity is taken (see `written_back`).
+            stable &= kept && (!read || written_back(&file));
+            let mode = metadata_of(&file, path)?.mode();
+            let id = identity_of(&file, path)?;
+            stable &= id.0 == dev && settled_since(&id);
             if read {
                 let (sha, _) = read_hashing(&mut file, path, None)?;
                 stable &= identity_of(&file, path)? == id;

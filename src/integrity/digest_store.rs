@@ -4,11 +4,13 @@
 //! One small file per executable, in `<workdir_root>/upm-digests-<euid>/` (0700, upm's
 //! own: see [`crate::files::own_dir`]), named by the file's device and inode and holding
 //! its [`Identity`] and SHA-256. An entry is used only while the executable's identity
-//! is the same (any write, truncation or `chmod` moves its ctime, which no one sets by
-//! hand; a replaced file is another inode), and only if it is a regular file of upm's
-//! euid that no one else may read or write. Anything else (a missing, malformed or
-//! foreign entry, a directory that is not upm's own) means the file is read and hashed
-//! as before. A pinned executable never comes here: it is always read.
+//! is the same (on the filesystems where one is kept at all, any write, truncation or
+//! `chmod` moves its ctime, its pages having been written back before the identity was
+//! taken: see `integrity::written_back`; a replaced file is another inode), and only if it is
+//! a regular file of upm's euid that no one else may read or write. Anything else (a
+//! missing, malformed or foreign entry, a directory that is not upm's own) means the
+//! file is read and hashed as before. A pinned executable never comes here: it is always
+//! read.
 //!
 //! Who could write an entry could make the audit name a wrong digest for an unpinned
 //! file, never run anything else: that is upm's euid alone (root's, for a root upm).
@@ -25,7 +27,9 @@ use std::path::Path;
 const MAX_ENTRIES: usize = 256;
 /// An entry's size at most (it is one line of ~120 bytes).
 const MAX_ENTRY_BYTES: u64 = 512;
-const FORMAT: &str = "upm-digest-1";
+/// `-2`: kept only after a write-back of the file ([`super::written_back`]) and only on
+/// ext2/3/4, XFS or Btrfs; a `-1` entry, kept without either, is not used.
+const FORMAT: &str = "upm-digest-2";
 
 /// This process's store, named by the session from its config's `workdir_root`.
 static STORE: crate::files::KeptDir = crate::files::KeptDir::new("executables' digests");
@@ -123,7 +127,8 @@ fn tree_line(fingerprint: &str, digest: &str) -> String {
     format!("{TREE_FORMAT} {fingerprint} {digest}\n")
 }
 
-const TREE_FORMAT: &str = "upm-tree-1";
+/// As [`FORMAT`]'s `-2`.
+const TREE_FORMAT: &str = "upm-tree-2";
 
 fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -187,7 +192,8 @@ mod tests {
             line(&ID, &SHA.to_uppercase()),
             line(&ID, &SHA[1..]),
             format!("x{}", line(&ID, SHA)),
-            line(&ID, SHA).replace(FORMAT, "upm-digest-0"),
+            // Kept by an upm that neither wrote the file back nor looked at its filesystem.
+            line(&ID, SHA).replace(FORMAT, "upm-digest-1"),
         ] {
             std::fs::write(&entry, &bad).unwrap();
             std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
