@@ -197,6 +197,7 @@ for_each_engine!(
     the_calls_private_files_live_under_workdir_root_and_go,
     the_largest_timeout_still_runs,
     per_call_grants_are_a_config_error,
+    home_is_the_writable_tmpfs_unless_the_config_sets_one,
 );
 
 impl Engine {
@@ -1127,4 +1128,32 @@ fn per_call_grants_are_a_config_error(e: &Engine) {
         "the same plugin without grants: {}\n{}",
         r.stdout, r.stderr
     );
+}
+
+/// HOME is the container's writable `/tmp`, as natively the call's home (left to the
+/// engine it is the image's: docker's `/`, read-only), unless `env.set` names one; the
+/// caller's HOME is not passed even when `env.allow` lists it.
+fn home_is_the_writable_tmpfs_unless_the_config_sets_one(e: &Engine) {
+    let d = TestDir::new();
+    let probe = json!([
+        "/bin/sh",
+        "-c",
+        "echo x > \"$HOME/f\" && echo \"{\\\"home\\\": \\\"$HOME\\\"}\""
+    ]);
+    let mut own = e.plugin(e.busybox_image(), probe.clone(), 10_000);
+    own["sandbox"]["env"] = json!({"set": {"HOME": "/tmp/own"}});
+    let mut allowed = e.plugin(e.busybox_image(), probe.clone(), 10_000);
+    allowed["sandbox"]["env"] = json!({"allow": ["HOME"]});
+    let c = config(
+        &d,
+        json!({"H": e.plugin(e.busybox_image(), probe, 10_000), "Own": own, "Allowed": allowed}),
+    );
+    for plugin in ["H", "Allowed"] {
+        let r = run_stdin(&c, &request(plugin, "m", json!({})));
+        assert_eq!(r.code, 0, "{plugin}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.result()["home"], "/tmp", "{plugin}: {}", r.stdout);
+    }
+    let r = run_stdin(&c, &request("Own", "m", json!({})));
+    let out = stdout_text(&r) + r.json["data"]["stderr"]["text"].as_str().unwrap_or("");
+    assert!(out.contains("/tmp/own"), "{}", r.stdout);
 }
