@@ -963,7 +963,7 @@ fn host_processes_of_the_plugins_uid_do_not_starve_a_call(e: &Engine) {
     assert!(out.contains("can't fork"), "{}", r.stdout);
 }
 
-/// With an init as PID 1 (catatonit, docker-init), the plugin is PID 2 as natively: a signal it sends
+/// With an init as PID 1 (catatonit, docker-init), the plugin is not PID 1, as natively: a signal it sends
 /// itself is not ignored.
 fn a_plugin_that_signals_itself_dies_as_natively(e: &Engine) {
     let d = TestDir::new();
