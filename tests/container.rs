@@ -719,8 +719,42 @@ fn no_engine_is_sandbox_unavailable() {
     assert_nothing_ran(&d);
 }
 
-/// scripts/build-image.sh with this engine, and the image answering a call with upm as its
-/// ENTRYPOINT.
+/// What scripts/build-image.sh reads, copied to `d` with the modes a checkout made under
+/// umask 002 has (directories 775, files 664, executables 775), as a `git archive`
+/// export can too; the binaries of this test build under `bin_dir`.
+fn group_writable_checkout(d: &TestDir, bin_dir: &Path) -> PathBuf {
+    let src = d.join("checkout");
+    std::fs::create_dir_all(src.join(bin_dir)).unwrap();
+    let mut cp = Command::new("cp");
+    cp.arg("-R");
+    for p in [
+        "scripts",
+        "Dockerfile",
+        ".dockerignore",
+        "image",
+        "schemas",
+        "policies",
+        "plugins",
+    ] {
+        cp.arg(repo().join(p));
+    }
+    assert!(cp.arg(&src).status().unwrap().success());
+    for b in ["upm", "upm-egress", "upm-texttools"] {
+        std::fs::copy(repo().join(bin_dir).join(b), src.join(bin_dir).join(b)).unwrap();
+    }
+    let ok = Command::new("chmod")
+        .args(["-R", "g+w,o-w"])
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    src
+}
+
+/// scripts/build-image.sh with this engine, from a checkout whose files are writable by
+/// their group, and the image answering calls with upm as its ENTRYPOINT (a Python
+/// plugin too: upm refuses a plugin file writable by group or others).
 fn dockerfile_image_builds_and_answers(e: &Engine) {
     // The binaries of this test build, so the image holds the code under test.
     let bin_dir = upm_bin()
@@ -729,11 +763,13 @@ fn dockerfile_image_builds_and_answers(e: &Engine) {
         .strip_prefix(repo())
         .expect("target dir inside the repository")
         .to_path_buf();
+    let d = TestDir::new();
+    let src = group_writable_checkout(&d, &bin_dir);
     let image = "localhost/upm-test-image:latest";
     let base = "localhost/upm-test-base:latest";
     e.cli(&["rmi", "-f", image]);
     e.cli(&["rmi", "-f", base]);
-    let out = Command::new(repo().join("scripts/build-image.sh"))
+    let out = Command::new(src.join("scripts/build-image.sh"))
         .arg(image)
         .env("UPM_IMAGE_ENGINE", e.name())
         .env("UPM_SKIP_CARGO", "1")
@@ -766,12 +802,13 @@ fn dockerfile_image_builds_and_answers(e: &Engine) {
         ]
         .map(str::to_owned),
     );
-    let request = std::fs::read(repo().join("examples/wordcount.json")).unwrap();
-    let run = |extra: &[&str]| {
+    let wordcount = std::fs::read(repo().join("examples/wordcount.json")).unwrap();
+    let run_request = |extra: &[&str], request: &[u8]| {
         let mut cmd = Command::new(&e.bin);
         cmd.args(&args).args(extra).arg(image);
-        run_command(cmd, &request)
+        run_command(cmd, request)
     };
+    let run = |extra: &[&str]| run_request(extra, &wordcount);
     let seccomp_opt = format!("seccomp={PODMANS_SECCOMP}");
     let extra: &[&str] = match e.kind {
         // podman's default seccomp profile lets upm create its namespaces.
@@ -805,6 +842,10 @@ fn dockerfile_image_builds_and_answers(e: &Engine) {
     for (name, layer) in layers {
         assert_eq!(layer["state"], "enforced", "{name}: {layer}");
     }
+    let greet = request("Greeter", "greet", json!({"args": ["image"]}));
+    let r = run_request(extra, &greet);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.result(), &json!({"greeting": "Hello, image!"}));
 }
 
 /// containers-common's seccomp profile (podman's default), which allows namespaces.
