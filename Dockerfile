@@ -4,6 +4,8 @@
 # plugin), glibc, and a world-writable /tmp. Without a registry, scripts/build-image.sh
 # makes one from this machine's files; with one, see docs/container.md ("Container image").
 # upm, upm-egress and upm-texttools come from `cargo build --release` against the same glibc.
+# COPY keeps the context's modes and upm refuses plugin files writable by group or others:
+# build from a context without them (scripts/build-image.sh copies it `chmod -R go-w`).
 ARG BASE=localhost/upm-base:latest
 FROM ${BASE}
 # Where the binaries are in the build context (the tests use their own profile's).

@@ -43,7 +43,18 @@ for f in "$bin_dir/upm" "$bin_dir/upm-egress" "$bin_dir/upm-texttools" /usr/bin/
 done
 
 root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
+ctx=$(mktemp -d)
+trap 'rm -rf "$root" "$ctx"' EXIT
+
+# The build context: a copy of what the Dockerfile COPYs, writable by its owner only and
+# readable by all. COPY keeps the source's modes, and upm refuses a plugin file writable by
+# group or others: a checkout made under umask 002 (or a `git archive` export) would give
+# an image whose every Python plugin call fails.
+cp Dockerfile .dockerignore "$ctx/"
+cp -R image schemas policies plugins "$ctx/"
+mkdir -p "$ctx/$bin_dir"
+cp "$bin_dir/upm" "$bin_dir/upm-egress" "$bin_dir/upm-texttools" "$ctx/$bin_dir/"
+chmod -R go-w,a+rX "$ctx"
 
 # The same merged-/usr layout as the host, so library paths resolve the same way.
 for d in bin sbin lib lib64; do
@@ -92,5 +103,5 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:
 printf 'root:x:0:\nnogroup:x:65534:\nupm:x:10001:\n' >"$root/etc/group"
 
 tar --numeric-owner -C "$root" -cf - . | "${engine[@]}" import - "$base" >/dev/null
-"${engine[@]}" build "${build_opts[@]}" --build-arg "BASE=$base" --build-arg "BIN_DIR=$bin_dir" -t "$image" -f Dockerfile . >&2
+"${engine[@]}" build "${build_opts[@]}" --build-arg "BASE=$base" --build-arg "BIN_DIR=$bin_dir" -t "$image" -f "$ctx/Dockerfile" "$ctx" >&2
 "${engine[@]}" image inspect --format "$id_format" "$image"

@@ -271,7 +271,8 @@ impl Denials {
     /// "Read-only file system", the read-only view of the host (a refusal of the mounts,
     /// which no kernel log records); else the first denial that is not ENOSYS (which
     /// says "this kernel lacks it": callers are written to fall back, and glibc's
-    /// clone3, say, is answered so by design); else the first. Programs refuse
+    /// clone3, say, is answered so by design); an ENOSYS one only when quoted (its
+    /// subject is the errno's text, "Function not implemented"). Programs refuse
     /// themselves harmless things as they start (Python lists its script's directory),
     /// so the very first denial is often not the one that mattered. `None` when there
     /// is nothing to say.
@@ -302,16 +303,15 @@ impl Denials {
         // glibc's resolver asks nscd over an AF_UNIX socket before DNS: when a network
         // socket was refused too, that is the one that mattered.
         let local_probe = |d: &&Denial| d.what.starts_with("socket(AF_UNIX");
+        // ENOSYS is answered by design (glibc's clone3 falls back to clone): such a
+        // refusal is named only when the plugin's words quote it ("Function not
+        // implemented", above), never because it is all there is (every thread makes one).
+        let enosys = |d: &&Denial| d.errno.as_deref() == Some("ENOSYS");
         let first = self
             .listed
             .iter()
-            .find(|d| d.errno.as_deref() != Some("ENOSYS") && !local_probe(d))
-            .or_else(|| {
-                self.listed
-                    .iter()
-                    .find(|d| d.errno.as_deref() != Some("ENOSYS"))
-            })
-            .or_else(|| self.listed.first())?;
+            .find(|d| !enosys(d) && !local_probe(d))
+            .or_else(|| self.listed.iter().find(|d| !enosys(d)))?;
         Some(self.with_others(first))
     }
 
@@ -422,8 +422,13 @@ mod tests {
         assert_eq!(d.explain(&[""]), None);
         d.record(
             Denial::new(Layer::Seccomp, "clone3", Allow::Profile("default".into()))
-                .with_errno("ENOSYS"),
+                .with_errno("ENOSYS")
+                .with_subject("Function not implemented"),
         );
+        // ENOSYS is answered by design (callers fall back): not a cause unless quoted.
+        assert_eq!(d.explain(&["my own error"]), None);
+        let s = d.explain(&["[Errno 38] Function not implemented"]).unwrap();
+        assert!(s.starts_with("the sandbox refused clone3"), "{s}");
         d.record(fs("fs.read_file /srv/secret").with_subject("/srv/secret"));
         let s = d.explain(&[""]).unwrap();
         assert!(

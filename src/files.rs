@@ -300,6 +300,32 @@ pub fn own_dir(dir: &Path, mode: u32, others: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// [`own_dir`] with exactly `mode` (no one else may write it): a directory made under a
+/// narrow umask, or left so by an earlier upm, is set to `mode` (it is upm's own and no
+/// one else can write it, so nothing else decides its mode). Through a descriptor opened
+/// without following a link, so the mode set is that of the directory checked.
+pub fn own_dir_exact(dir: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    own_dir(dir, mode, 0o022)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(format!("{} changed while upm checked it", dir.display()));
+    }
+    if meta.mode() & 0o7777 != mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set {} to mode {mode:o}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Removes the directory `root` and everything in it: a plugin's tree, so hostile.
 ///
 /// `std::fs::remove_dir_all` recurses once per level and holds a descriptor per level:

@@ -172,7 +172,9 @@ impl Workdir {
 
 /// Makes (if missing) and checks the shared mount point `root`/home: see [`SHARED_NAME`].
 fn shared_mount_point(root: &Path) -> Result<(), String> {
-    crate::files::own_dir(root, 0o755, 0o022)?;
+    // Exactly 0755 whatever the umask: a plugin's uid must pass through it to its home
+    // (one made 0700 under umask 077 broke every later call).
+    crate::files::own_dir_exact(root, 0o755)?;
     crate::files::own_dir(&root.join("home"), 0o700, 0o077)
 }
 

@@ -164,8 +164,31 @@ pub fn interpret(mut o: Outcome, plugin: &Plugin, exe: Option<&Executable>) -> R
 /// A plugin whose private home filled up got ENOSPC: that alone does not fail the call
 /// (the plugin may have coped), but `usage.disk` says so, and a call that failed names
 /// the bound as its `limit` and in its error.
+///
+/// `usage.disk` is the home's state when the plugin ended (no kernel counter keeps a
+/// tmpfs's peak): a plugin that filled it, deleted its file and failed (pip does) leaves
+/// it empty. Such a failure's stderr says ENOSPC's text: the error then names the bound
+/// as the likely cause, without claiming it as the `limit`, since a write_path's disk
+/// says the same.
 fn disk_full(o: &Outcome, ran: &mut Ran, disk_bytes: u64) {
-    if !o.usage.and_then(|u| u.disk).is_some_and(|d| d.full) {
+    let disk = o.usage.map(|u| u.disk);
+    if !disk.flatten().is_some_and(|d| d.full) {
+        // Natively without a mount namespace the home is not bounded (no `usage.disk`).
+        let bounded = !matches!(disk, Some(None));
+        let stderr = ran
+            .stderr
+            .as_ref()
+            .map_or("", |c| tail(&c.text, ENOSPC_TAIL));
+        if let Some(f) = ran.failure.as_mut() {
+            if bounded && stderr.contains(ENOSPC_TEXT) {
+                f.message = format!(
+                    "{}; the plugin met \"{ENOSPC_TEXT}\": its private home holds at most \
+                     disk_bytes ({disk_bytes}) and may have been full during the call \
+                     (usage.disk is its state at the end); a larger disk_bytes would allow more",
+                    f.message
+                );
+            }
+        }
         return;
     }
     if let Some(f) = ran.failure.as_mut() {
@@ -177,6 +200,22 @@ fn disk_full(o: &Outcome, ran: &mut Ran, disk_bytes: u64) {
             f.message
         );
     }
+}
+
+/// strerror(ENOSPC), as plugins print it.
+const ENOSPC_TEXT: &str = "No space left on device";
+
+/// How much of the end of stderr is searched for [`ENOSPC_TEXT`]: a plugin says why it
+/// failed last.
+const ENOSPC_TAIL: usize = 16 * 1024;
+
+/// The last `max` bytes of `s` (at a character boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
 }
 
 fn exit_failure(o: &Outcome) -> Option<Failure> {

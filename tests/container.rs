@@ -197,6 +197,7 @@ for_each_engine!(
     the_calls_private_files_live_under_workdir_root_and_go,
     the_largest_timeout_still_runs,
     per_call_grants_are_a_config_error,
+    home_is_the_writable_tmpfs_unless_the_config_sets_one,
 );
 
 impl Engine {
@@ -718,8 +719,42 @@ fn no_engine_is_sandbox_unavailable() {
     assert_nothing_ran(&d);
 }
 
-/// scripts/build-image.sh with this engine, and the image answering a call with upm as its
-/// ENTRYPOINT.
+/// What scripts/build-image.sh reads, copied to `d` with the modes a checkout made under
+/// umask 002 has (directories 775, files 664, executables 775), as a `git archive`
+/// export can too; the binaries of this test build under `bin_dir`.
+fn group_writable_checkout(d: &TestDir, bin_dir: &Path) -> PathBuf {
+    let src = d.join("checkout");
+    std::fs::create_dir_all(src.join(bin_dir)).unwrap();
+    let mut cp = Command::new("cp");
+    cp.arg("-R");
+    for p in [
+        "scripts",
+        "Dockerfile",
+        ".dockerignore",
+        "image",
+        "schemas",
+        "policies",
+        "plugins",
+    ] {
+        cp.arg(repo().join(p));
+    }
+    assert!(cp.arg(&src).status().unwrap().success());
+    for b in ["upm", "upm-egress", "upm-texttools"] {
+        std::fs::copy(repo().join(bin_dir).join(b), src.join(bin_dir).join(b)).unwrap();
+    }
+    let ok = Command::new("chmod")
+        .args(["-R", "g+w,o-w"])
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    src
+}
+
+/// scripts/build-image.sh with this engine, from a checkout whose files are writable by
+/// their group, and the image answering calls with upm as its ENTRYPOINT (a Python
+/// plugin too: upm refuses a plugin file writable by group or others).
 fn dockerfile_image_builds_and_answers(e: &Engine) {
     // The binaries of this test build, so the image holds the code under test.
     let bin_dir = upm_bin()
@@ -728,11 +763,13 @@ fn dockerfile_image_builds_and_answers(e: &Engine) {
         .strip_prefix(repo())
         .expect("target dir inside the repository")
         .to_path_buf();
+    let d = TestDir::new();
+    let src = group_writable_checkout(&d, &bin_dir);
     let image = "localhost/upm-test-image:latest";
     let base = "localhost/upm-test-base:latest";
     e.cli(&["rmi", "-f", image]);
     e.cli(&["rmi", "-f", base]);
-    let out = Command::new(repo().join("scripts/build-image.sh"))
+    let out = Command::new(src.join("scripts/build-image.sh"))
         .arg(image)
         .env("UPM_IMAGE_ENGINE", e.name())
         .env("UPM_SKIP_CARGO", "1")
@@ -765,12 +802,13 @@ fn dockerfile_image_builds_and_answers(e: &Engine) {
         ]
         .map(str::to_owned),
     );
-    let request = std::fs::read(repo().join("examples/wordcount.json")).unwrap();
-    let run = |extra: &[&str]| {
+    let wordcount = std::fs::read(repo().join("examples/wordcount.json")).unwrap();
+    let run_request = |extra: &[&str], request: &[u8]| {
         let mut cmd = Command::new(&e.bin);
         cmd.args(&args).args(extra).arg(image);
-        run_command(cmd, &request)
+        run_command(cmd, request)
     };
+    let run = |extra: &[&str]| run_request(extra, &wordcount);
     let seccomp_opt = format!("seccomp={PODMANS_SECCOMP}");
     let extra: &[&str] = match e.kind {
         // podman's default seccomp profile lets upm create its namespaces.
@@ -804,6 +842,10 @@ fn dockerfile_image_builds_and_answers(e: &Engine) {
     for (name, layer) in layers {
         assert_eq!(layer["state"], "enforced", "{name}: {layer}");
     }
+    let greet = request("Greeter", "greet", json!({"args": ["image"]}));
+    let r = run_request(extra, &greet);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.result(), &json!({"greeting": "Hello, image!"}));
 }
 
 /// containers-common's seccomp profile (podman's default), which allows namespaces.
@@ -962,7 +1004,7 @@ fn host_processes_of_the_plugins_uid_do_not_starve_a_call(e: &Engine) {
     assert!(out.contains("can't fork"), "{}", r.stdout);
 }
 
-/// With an init as PID 1 (catatonit, docker-init), the plugin is PID 2 as natively: a signal it sends
+/// With an init as PID 1 (catatonit, docker-init), the plugin is not PID 1, as natively: a signal it sends
 /// itself is not ignored.
 fn a_plugin_that_signals_itself_dies_as_natively(e: &Engine) {
     let d = TestDir::new();
@@ -1127,4 +1169,32 @@ fn per_call_grants_are_a_config_error(e: &Engine) {
         "the same plugin without grants: {}\n{}",
         r.stdout, r.stderr
     );
+}
+
+/// HOME is the container's writable `/tmp`, as natively the call's home (left to the
+/// engine it is the image's: docker's `/`, read-only), unless `env.set` names one; the
+/// caller's HOME is not passed even when `env.allow` lists it.
+fn home_is_the_writable_tmpfs_unless_the_config_sets_one(e: &Engine) {
+    let d = TestDir::new();
+    let probe = json!([
+        "/bin/sh",
+        "-c",
+        "echo x > \"$HOME/f\" && echo \"{\\\"home\\\": \\\"$HOME\\\"}\""
+    ]);
+    let mut own = e.plugin(e.busybox_image(), probe.clone(), 10_000);
+    own["sandbox"]["env"] = json!({"set": {"HOME": "/tmp/own"}});
+    let mut allowed = e.plugin(e.busybox_image(), probe.clone(), 10_000);
+    allowed["sandbox"]["env"] = json!({"allow": ["HOME"]});
+    let c = config(
+        &d,
+        json!({"H": e.plugin(e.busybox_image(), probe, 10_000), "Own": own, "Allowed": allowed}),
+    );
+    for plugin in ["H", "Allowed"] {
+        let r = run_stdin(&c, &request(plugin, "m", json!({})));
+        assert_eq!(r.code, 0, "{plugin}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.result()["home"], "/tmp", "{plugin}: {}", r.stdout);
+    }
+    let r = run_stdin(&c, &request("Own", "m", json!({})));
+    let out = stdout_text(&r) + r.json["data"]["stderr"]["text"].as_str().unwrap_or("");
+    assert!(out.contains("/tmp/own"), "{}", r.stdout);
 }

@@ -67,6 +67,13 @@ elif m in ("fetch", "fetch_or_fail"):
             out.append({"status": e.code, "error": str(e)})
 elif m == "write_or_fail":
     open(a["path"], "w").write("x")
+elif m == "thread_then_fail":
+    # A thread (glibc's clone3 is answered ENOSYS, by design), then a failure of its own.
+    import threading
+    t = threading.Thread(target=lambda: None); t.start(); t.join()
+    sys.exit("my own error: the index said 404")
+elif m == "memfd_or_fail":
+    os.memfd_create("x")
 elif m == "connect_or_fail":
     socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("127.0.0.1", 9))
 elif m == "hammer":
@@ -128,7 +135,7 @@ impl Fx {
             "plugins": {
                 "probe": {"command": ["plugins/probe.py"], "allowed_methods": [
                     "sockets", "many_sockets", "read", "read_or_fail", "write_or_fail",
-                    "connect_or_fail", "none"
+                    "connect_or_fail", "none", "thread_then_fail", "memfd_or_fail"
                 ]},
                 "quiet": {"command": ["plugins/quiet.sh"], "allowed_methods": ["m"]},
                 "fetch": {"command": ["plugins/probe.py"], "allowed_methods": ["fetch", "fetch_or_fail"],
@@ -450,6 +457,28 @@ fn a_failure_after_a_seccomp_denial_names_it_and_the_setting() {
         "{error}"
     );
     assert_eq!(fx.finished(&run)["error"], error);
+}
+
+/// A thread's clone3 is answered ENOSYS by design (glibc falls back): a failure of the
+/// plugin's own is not blamed on it; a failure that quotes ENOSYS's text still names it.
+#[test]
+fn an_enosys_answered_by_design_is_not_blamed_for_a_failure() {
+    let Some(fx) = Fx::new() else { return };
+    let run = fx.call("probe", "thread_then_fail", json!({}));
+    assert_eq!(run.code_word(), "plugin_failed", "{}", run.stdout);
+    assert!(
+        find(&denials(&run), "seccomp", "clone3").is_some(),
+        "{}",
+        run.stdout
+    );
+    let error = run.json["data"]["error"].as_str().unwrap();
+    assert!(!error.contains("clone3"), "{error}");
+    let run = fx.call("probe", "memfd_or_fail", json!({}));
+    let error = run.json["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the sandbox refused memfd_create (seccomp, ENOSYS)"),
+        "{error}"
+    );
 }
 
 /// upm itself under a seccomp filter that has a listener (as under a container runtime

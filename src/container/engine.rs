@@ -127,7 +127,7 @@ pub(super) const PODMAN_INIT: [&str; 4] = [
     "/usr/local/lib/podman/catatonit",
 ];
 
-/// The init the container runs as PID 1, so the plugin is PID 2 as natively (a PID 1
+/// The init the container runs as PID 1, so the plugin is not PID 1, as natively (a PID 1
 /// ignores every signal it has no handler for, those it sends itself included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Init {

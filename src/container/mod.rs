@@ -187,14 +187,28 @@ pub fn prepare(
         })?;
     // From here on, an error return removes it.
     let dir = CallDir(dir_path);
+    // HOME is the writable tmpfs, as natively the call's home, unless the config sets
+    // one: left to the engine it is the image's (docker: the read-only `/`).
+    let fixed_home = !policy.env.set.contains_key("HOME");
     let mut env: Vec<String> = policy
         .env
         .allow
         .iter()
         .filter(|n| !policy.env.set.contains_key(*n) && std::env::var_os(n).is_some())
+        .filter(|n| *n != "TMPDIR" && !(fixed_home && *n == "HOME"))
         .map(|n| format!("{n}={}", std::env::var(n).unwrap_or_default()))
         .collect();
-    env.extend(policy.env.set.iter().map(|(k, v)| format!("{k}={v}")));
+    if fixed_home {
+        env.push(format!("HOME={TMP}"));
+    }
+    env.extend(
+        policy
+            .env
+            .set
+            .iter()
+            .filter(|(k, _)| *k != "TMPDIR")
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     env.push(format!("TMPDIR={TMP}"));
     let pidfile = dir.0.join("container.pid");
     // The engine reads the profile itself: hand it a private file made from the bytes

@@ -99,6 +99,25 @@ fn a_plugin_cannot_fill_the_hosts_disk(who: Who) {
     let error = run.json["data"]["error"].as_str().unwrap();
     assert!(error.contains("disk_bytes"), "{error}");
 
+    // The same, removing its files before it fails (pip does): the home is empty at
+    // the end, so the bound is not the call's limit, but the error names it from the
+    // plugin's ENOSPC text.
+    let args = json!({"count": 48, "size": 1u64 << 20, "fail": true, "clean": true});
+    let run = fx.call("probe", "fill_disk", args);
+    assert_eq!(run.code_word(), "plugin_failed", "{}", ctx(&run));
+    assert!(run.json["data"].get("limit").is_none(), "{}", ctx(&run));
+    assert_eq!(
+        run.json["data"]["usage"]["disk"]["limit_reached"],
+        false,
+        "{}",
+        ctx(&run)
+    );
+    let error = run.json["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("disk_bytes ({BOUND}) and may have been full")),
+        "{error}"
+    );
+
     // A small write: the bound is not reached, and the call says so.
     let run = fx.call("probe", "fill_disk", json!({"count": 2, "size": 65536}));
     assert_eq!(run.code, 0, "{}", ctx(&run));

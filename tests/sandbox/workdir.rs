@@ -178,6 +178,55 @@ fn calls_share_one_empty_mount_point_and_see_only_their_own_home() {
     assert_eq!(left_in(&fx), Vec::<PathBuf>::new(), "a call left files");
 }
 
+/// The shared mount point is 0755 whatever the umask of the upm that made it: one made
+/// under umask 077 (0700) kept every later call's plugin from its home, whatever their
+/// umask; one left so by an earlier upm is set back to 0755.
+#[test]
+fn the_shared_mount_point_serves_calls_made_under_any_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(fx) = Fx::new(Who::Root, with_shell_plugin) else {
+        return;
+    };
+    let shared = fx.dir.join("work/upm-homes-0");
+    let with_umask = |mask: libc::mode_t| {
+        move |cmd: &mut Command| {
+            // SAFETY: umask is async-signal-safe; no allocation.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
+        }
+    };
+    for mask in [0o077, 0o022] {
+        let run = fx.call_with("sh", "show", json!({}), with_umask(mask));
+        assert_eq!(run.code, 0, "umask {mask:o}: {}", ctx(&run));
+        assert_eq!(
+            run.result()["cwd"],
+            json!(shared.join("home")),
+            "{}",
+            ctx(&run)
+        );
+        let mode = std::fs::symlink_metadata(&shared).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "umask {mask:o}");
+    }
+    // Left 0700 by an earlier upm: repaired, and used.
+    std::fs::set_permissions(&shared, PermissionsExt::from_mode(0o700)).unwrap();
+    let run = fx.call_with("sh", "show", json!({}), with_umask(0o022));
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    assert_eq!(
+        run.result()["cwd"],
+        json!(shared.join("home")),
+        "{}",
+        ctx(&run)
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(&shared).unwrap().mode() & 0o7777,
+        0o755
+    );
+}
+
 /// A mount point that is not upm's own (a link, another user's, writable by others) is
 /// never used: the call makes its own directory, and what was planted is untouched.
 #[test]
