@@ -43,23 +43,7 @@ pub fn classify(ip: IpAddr) -> Class {
     }
 }
 
-/// The IPv4 address an IPv6 address leads to: the one inside an IPv4-mapped
-/// (`::ffff:0:0/96`), NAT64 (`64:ff9b::/96`: a NAT64 gateway carries the connection on
-/// to it) or 6to4 (`2002::/16`: a 6to4 relay tunnels it there) address; else the address
-/// itself.
-pub fn leads_to(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6
-            .to_ipv4_mapped()
-            .or_else(|| nat64(v6))
-            .or_else(|| six_to_four(v6))
-        {
-            Some(v4) => IpAddr::V4(v4),
-            None => ip,
-        },
-        v4 => v4,
-    }
-}
+pub use crate::metadata::leads_to;
 
 fn classify_v4(ip: Ipv4Addr) -> Class {
     let o = ip.octets();
@@ -200,22 +184,6 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
         return Class::Public;
     };
     Class::Special(kind)
-}
-
-/// The IPv4 address inside the well-known NAT64 prefix 64:ff9b::/96: a NAT64 gateway
-/// would carry the connection on to it.
-fn nat64(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
-    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| {
-        let o = ip.octets();
-        Ipv4Addr::new(o[12], o[13], o[14], o[15])
-    })
-}
-
-/// The IPv4 address a 6to4 address (2002:AABB:CCDD::/48, RFC 3056) is tunnelled to.
-fn six_to_four(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let o = ip.octets();
-    (o[..2] == [0x20, 0x02]).then(|| Ipv4Addr::new(o[2], o[3], o[4], o[5]))
 }
 
 /// This host's own addresses, in the network namespace the proxy connects from: those of

@@ -344,7 +344,7 @@ fn overlaps_metadata(net: &IpNet) -> bool {
         };
         let m = canonical_net(m);
         net.contains(&m.network()) || m.contains(&net.network())
-    })
+    }) || crate::metadata::is_metadata_ip(net.network())
 }
 
 #[cfg(test)]

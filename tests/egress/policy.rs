@@ -39,6 +39,9 @@ fn a_metadata_address_on_the_list_is_a_config_error() {
         "169.254.169.254",
         "169.254.0.0/16:80",
         "[fd00:ec2::254]:80",
+        // NAT64 and 6to4 spellings of 169.254.169.254.
+        "[64:ff9b::a9fe:a9fe]",
+        "[2002:a9fe:a9fe::1]:80",
         "metadata.google.internal",
     ] {
         let Some(fx) = fixture(allow(&["pypi.org".into(), entry.into()])) else {
