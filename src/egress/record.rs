@@ -162,8 +162,13 @@ impl Summary {
             Verdict::Failed => self.failed += 1,
             Verdict::Refused => {
                 self.refused += 1;
+                // Requests refused before they named a target (malformed, or none at all)
+                // are folded by their reason instead: each says what was wrong.
                 let target = r.target.clone().unwrap_or_else(|| "(no target)".into());
-                match self.refused_targets.iter_mut().find(|t| t.target == target) {
+                let same = |t: &&mut Refused| {
+                    t.target == target && (r.target.is_some() || t.reason == r.reason)
+                };
+                match self.refused_targets.iter_mut().find(same) {
                     Some(t) => t.count += 1,
                     None => {
                         self.refused_targets_total += 1;
@@ -220,6 +225,31 @@ mod tests {
             bytes_down: 100,
             ..Record::new(n)
         }
+    }
+
+    #[test]
+    fn refusals_without_a_target_are_folded_by_their_reason() {
+        let mut s = Summary::new("127.0.0.1:3128".into());
+        let none = |n: u32, reason: &str| Record {
+            reason: reason.into(),
+            ..Record::new(n)
+        };
+        s.add(&none(1, "the client sent no request"));
+        s.add(&none(2, "two Host headers"));
+        s.add(&none(3, "the client sent no request"));
+        let folded: Vec<_> = s
+            .refused_targets
+            .iter()
+            .map(|t| (t.target.as_str(), t.reason.as_str(), t.count))
+            .collect();
+        assert_eq!(
+            folded,
+            [
+                ("(no target)", "the client sent no request", 2),
+                ("(no target)", "two Host headers", 1)
+            ]
+        );
+        assert_eq!(s.refused_targets_total, 2);
     }
 
     #[test]
