@@ -70,6 +70,10 @@
 //! replaced by a new file that already holds its first entry, chained to the
 //! last entry of the rotated file. [`verify`] walks `<name>.*` rotated files in
 //! name order, then the current file, and reports a missing file as a seq gap.
+//! Rotating is best effort: when it fails before anything was moved (no inode for
+//! the new file, say), the entries go into the current file with a warning, chained
+//! exactly as they would have been in the new one, and the next append tries again;
+//! a call that already ran never loses its result for want of a new file.
 //!
 //! Whoever can write the log's directory can plant names in it. The log path
 //! is never opened through a symlink, the temporary `.<name>.rotate` is always

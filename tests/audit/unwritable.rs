@@ -180,3 +180,53 @@ fn a_symlink_at_the_log_path_refuses_the_call() {
     assert!(r.stdout.contains("not a regular file"), "{r:?}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
 }
+
+#[test]
+fn a_rotation_that_cannot_happen_does_not_withhold_a_result() {
+    let dir = TestDir::new();
+    // Every append to a non-empty file is due to rotate: the call's `started` entry goes
+    // into the new, empty file; its `finished` one is the first that rotates.
+    let config = texttools_config(&dir, json!({ "rotate": { "max_bytes": 1 } }), json!({}));
+    let log = log_of(&dir);
+    // A non-empty directory at the rotation's temporary name: upm cannot remove it, so it
+    // cannot rotate (as when the filesystem has no inode left for the new file).
+    let tmp = dir.join(".entrypoint.log.rotate");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::write(tmp.join("keep"), "").unwrap();
+    let rotated = || {
+        std::fs::read_dir(&dir.path)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("entrypoint.log.")
+            })
+            .count()
+    };
+
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.result().is_null(), "{r:?}");
+    assert!(
+        r.stderr.contains("appended to the current file"),
+        "the failed rotation is said: {r:?}"
+    );
+    let events: Vec<String> = raw_lines(&log)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].to_string())
+        .collect();
+    assert_eq!(events, ["\"started\"", "\"finished\""]);
+    assert_eq!(rotated(), 0);
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+
+    // Once it can, the next append rotates, and the chain runs on across the files.
+    std::fs::remove_dir_all(&tmp).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(rotated() >= 1);
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("4 entries"), "{report}");
+}
