@@ -230,3 +230,100 @@ fn a_rotation_that_cannot_happen_does_not_withhold_a_result() {
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("4 entries"), "{report}");
 }
+
+/// `upm run --config CONFIG` from a bash that first set `ulimit -f KIB` (its soft and hard
+/// RLIMIT_FSIZE, in KiB), the call's request on stdin.
+fn run_under_ulimit_f(kib: u64, config: &Path, req: &[u8]) -> Run {
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        &format!("ulimit -f {kib} && exec \"$0\" run --config \"$1\""),
+    ])
+    .arg(upm_bin())
+    .arg(config)
+    .env_remove("UPM_CONFIG_PATH")
+    .env_remove("UPM_LOG_FILE");
+    run_command(cmd, req)
+}
+
+#[test]
+fn a_callers_file_size_limit_fails_the_append_instead_of_killing_upm() {
+    let dir = TestDir::new();
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Writes past its own file size limit (1 MiB) itself, so that SIGXFSZ, by default,
+    // ends the plugin's process.
+    let big = dir.write("big.sh", "#!/bin/sh\nread -r _\nexec yes > ./big\n", true);
+    // TextTools' own file size limit must be below the caller's (upm cannot raise it).
+    let mut texttools = texttools_plugin(&repo().join("schemas"));
+    texttools["sandbox"] = json!({ "limits": { "file_size_bytes": 1024 } });
+    let config = TestConfig::new()
+        .set("audit", json!({}))
+        .set("workdir_root", json!(work))
+        .plugin("TextTools", texttools)
+        .plugins(json!({ "Big": {
+            "command": [big], "allowed_methods": ["go"],
+            "sandbox": { "limits": { "file_size_bytes": 1 << 20 } }
+        } }))
+        .write(&dir);
+    let log = log_of(&dir);
+    let size = || std::fs::metadata(&log).unwrap().len();
+    let req = |id: &str| {
+        let r = json!({"plugin": "TextTools", "method": "upper", "args": {"text": "hi"},
+                       "request_id": id});
+        serde_json::to_vec(&r).unwrap()
+    };
+
+    // upm ignores SIGXFSZ; the plugin does not.
+    let r = run_stdin(&config, &request("Big", "go", json!({})));
+    assert_eq!(r.json["data"]["signal"], libc::SIGXFSZ, "{r:?}");
+    assert_eq!(r.json["data"]["limit"], "file_size", "{r:?}");
+
+    // A limit that lets the next call's `started` entry in, and not its `finished` one
+    // (bash's `ulimit -f` counts KiB). The file's size before the call is moved by
+    // calls until there is such a limit.
+    let margin = 64;
+    let mut kib = None;
+    for i in 0..20 {
+        let r = run_stdin(&config, &req(&format!("warm-{i:02}")));
+        assert_eq!(r.code, 0, "{r:?}");
+        let lines = raw_lines(&log);
+        let started = lines[lines.len() - 2].len() as u64 + 1;
+        let finished = lines[lines.len() - 1].len() as u64 + 1;
+        let (low, high) = (
+            size() + started + margin,
+            size() + started + finished - margin,
+        );
+        let k = low.div_ceil(1024);
+        if k * 1024 < high {
+            kib = Some(k);
+            break;
+        }
+    }
+    let kib = kib.expect("no ulimit -f falls between a started and a finished entry");
+    let before = size();
+
+    let r = run_under_ulimit_f(kib, &config, &req("fsize-00"));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert_eq!(r.code_word(), "audit_error", "{r:?}");
+    assert_eq!(r.json["data"]["details"], json!({"ran": true}), "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert!(r.json["data"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("withheld"));
+    // Cut back to the `started` entry: no torn line.
+    let lines = raw_lines(&log);
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["event"], &last["request_id"]),
+        (&json!("started"), &json!("fsize-00"))
+    );
+    assert!(size() > before && size() <= kib * 1024);
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+    assert!(!report.contains("torn"), "{report}");
+    // The call's private directory is gone like any other's.
+    assert_eq!(left_under(&work), Vec::<PathBuf>::new());
+}
