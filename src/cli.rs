@@ -262,7 +262,8 @@ fn invalid_utf8(e: clap::Error) -> i32 {
 /// A command line clap refused. Where a result is expected (`upm run`, whose caller
 /// reads one JSON result; `list` and `check`, which print a JSON document), the error is
 /// that same JSON with code `usage` (a call's is audited like any refusal), and one
-/// `upm: ...` line on stderr; elsewhere, clap's own text. Exit 2 either way.
+/// `upm: ...` line on stderr; elsewhere, clap's own text. Exit 2 either way (for `run`,
+/// the refusal's own code and exit: 11 `audit_error` when it could not be logged).
 fn usage_error(e: &clap::Error) -> i32 {
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -285,7 +286,9 @@ fn usage_error(e: &clap::Error) -> i32 {
             eprintln!("upm: {message}");
             let path = config::resolve_path(config.as_deref());
             let f = Failure::new(Code::Usage, message);
-            let _ = respond(pipeline::refuse(&path, f));
+            // The response's own exit code: `audit_error` (11) when the refusal could not
+            // be logged, as for every other refusal.
+            return respond(pipeline::refuse(&path, f));
         }
         "list" | "check" => {
             eprintln!("upm: {message}");

@@ -327,3 +327,23 @@ fn a_callers_file_size_limit_fails_the_append_instead_of_killing_upm() {
     // The call's private directory is gone like any other's.
     assert_eq!(left_under(&work), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_usage_error_that_cannot_be_logged_exits_as_audit_error() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let victim = dir.write("victim.conf", "KEY=value", false);
+    std::os::unix::fs::symlink(&victim, log_of(&dir)).unwrap();
+    let c = config.to_str().unwrap();
+    // `upm run` with an unknown flag, and the argv form with too few arguments.
+    for argv in [
+        vec!["run", "--config", c, "--bogus"],
+        vec!["--config", c, "TextTools"],
+    ] {
+        let r = run_with(&argv, b"", &[]);
+        assert_eq!(r.code_word(), "audit_error", "{argv:?}: {r:?}");
+        assert_eq!(r.code, 11, "code and exit agree: {argv:?}: {r:?}");
+        assert!(r.stderr.contains("usage"), "{r:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}
