@@ -157,6 +157,8 @@ struct Checker {
     region: Option<Region>,
     torn: Option<(usize, u64, u64)>,
     checkpoints: u64,
+    /// Checkpoints seen without a key to check them with.
+    unchecked_checkpoints: u64,
     last_checkpoint: Option<(usize, u64, u64, u64)>,
     notes: Vec<String>,
 }
@@ -217,6 +219,7 @@ impl Checker {
             region: None,
             torn: None,
             checkpoints: 0,
+            unchecked_checkpoints: 0,
             last_checkpoint: None,
             notes: Vec::new(),
         }
@@ -330,13 +333,17 @@ impl Checker {
         if p.prev != self.expected_prev {
             return Err(self.prev_finding(file, line, p.seq));
         }
-        if let Some(key) = &self.key {
-            // Cheap filter before parsing, blind to no spelling: JSON can write
-            // `checkpoint` (or the key `event`) only literally or with a `\u` escape,
-            // and the parsed `event` decides, as it does for jq.
-            if contains(bytes, "checkpoint") || contains(bytes, "\\u") {
-                let key = key.clone();
-                self.check_checkpoint(&key, file, line, bytes, &p)?;
+        // Cheap filter before parsing, blind to no spelling: JSON can write
+        // `checkpoint` (or the key `event`) only literally or with a `\u` escape,
+        // and the parsed `event` decides, as it does for jq.
+        if contains(bytes, "checkpoint") || contains(bytes, "\\u") {
+            match &self.key {
+                Some(key) => {
+                    let key = key.clone();
+                    self.check_checkpoint(&key, file, line, bytes, &p)?;
+                }
+                None if is_checkpoint(bytes) => self.unchecked_checkpoints += 1,
+                None => {}
             }
         }
         self.expected_seq = p.seq + 1;
@@ -542,7 +549,7 @@ impl Checker {
         let Ok(v) = serde_json::from_slice::<Map<String, Value>>(bytes) else {
             return Ok(());
         };
-        if v.get("event").and_then(Value::as_str) != Some("checkpoint") {
+        if !event_is_checkpoint(&v) {
             return Ok(());
         }
         let path = self.files[file].clone();
@@ -667,6 +674,15 @@ impl Checker {
     }
 }
 
+fn event_is_checkpoint(v: &Map<String, Value>) -> bool {
+    v.get("event").and_then(Value::as_str) == Some("checkpoint")
+}
+
+/// Whether an entry's `event` is `checkpoint`.
+fn is_checkpoint(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Map<String, Value>>(bytes).is_ok_and(|v| event_is_checkpoint(&v))
+}
+
 /// Verifies the whole log set of `path`; with `key`, also every checkpoint.
 pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
     let mut report = VerifyReport {
@@ -718,6 +734,13 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
         },
     };
     report.notes.append(&mut c.notes);
+    if c.unchecked_checkpoints > 0 && report.exit_code() == 0 {
+        report.notes.push(format!(
+            "{} checkpoint signature(s) not checked: no --key given (upm audit verify --key PUB \
+             checks them)",
+            c.unchecked_checkpoints
+        ));
+    }
     report
 }
 

@@ -151,6 +151,17 @@ fn signed_checkpoints_through_the_binary() {
         report.contains(&format!("{checkpoints} checkpoint signature(s) verified")),
         "{report}"
     );
+    assert!(!report.contains("not checked"), "{report}");
+    // Without the key the chain is intact, and the report says what went unchecked.
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.starts_with("intact"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "note: {checkpoints} checkpoint signature(s) not checked: no --key given"
+        )),
+        "{report}"
+    );
 
     let other = TestDir::new();
     let (s2, p2) = (other.join("o.pem"), other.join("o.pub"));
