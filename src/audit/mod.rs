@@ -90,6 +90,7 @@
 //! `sign_every`, `key_id` and `sig`: an ed25519 signature over
 //! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A
 //! signature covers every entry before it through the chain. `verify --key`
+//! (repeatable: after a key change, a checkpoint may verify with any key given)
 //! checks every checkpoint, fails when there is none, and fails when more than
 //! `2 × sign_every + 2` entries follow the last one (checkpoints stripped by a
 //! rewrite; one lost when a crash tears its write after the entries is tolerated).
@@ -130,7 +131,7 @@ pub use format::GENESIS;
 pub use group::GroupCommit;
 pub use query::{show, Filter, ShowFormat, Shown};
 pub use settings::{AuditSettings, Mirror, Rotation};
-pub use verify::{verify, Finding, Outcome, VerifyReport};
+pub use verify::{verify, verify_with_keys, Finding, Outcome, VerifyReport};
 pub use writer::AuditLog;
 
 #[doc(hidden)]
