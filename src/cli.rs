@@ -138,7 +138,7 @@ fn one_shot_run(args: &[OsString]) -> Option<Cli> {
 
 /// Parses argv, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
-    ignore_sigpipe();
+    ignore_write_signals();
     ensure_std_fds();
     crate::diagnostics::init();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -262,7 +262,8 @@ fn invalid_utf8(e: clap::Error) -> i32 {
 /// A command line clap refused. Where a result is expected (`upm run`, whose caller
 /// reads one JSON result; `list` and `check`, which print a JSON document), the error is
 /// that same JSON with code `usage` (a call's is audited like any refusal), and one
-/// `upm: ...` line on stderr; elsewhere, clap's own text. Exit 2 either way.
+/// `upm: ...` line on stderr; elsewhere, clap's own text. Exit 2 either way (for `run`,
+/// the refusal's own code and exit: 11 `audit_error` when it could not be logged).
 fn usage_error(e: &clap::Error) -> i32 {
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -285,7 +286,9 @@ fn usage_error(e: &clap::Error) -> i32 {
             eprintln!("upm: {message}");
             let path = config::resolve_path(config.as_deref());
             let f = Failure::new(Code::Usage, message);
-            let _ = respond(pipeline::refuse(&path, f));
+            // The response's own exit code: `audit_error` (11) when the refusal could not
+            // be logged, as for every other refusal.
+            return respond(pipeline::refuse(&path, f));
         }
         "list" | "check" => {
             eprintln!("upm: {message}");
@@ -601,9 +604,18 @@ fn egress_row(report: &Value) -> Value {
 /// A write to a reader that is gone fails with EPIPE, which upm handles (a batch stops,
 /// a response that cannot be written is an error), instead of killing upm mid-call.
 /// Rust's own entry did this; upm's (`main.rs`) does not run it.
-fn ignore_sigpipe() {
-    // SAFETY: SIG_IGN installs no handler; only SIGPIPE's disposition changes.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+///
+/// Likewise a write past the caller's `ulimit -f` (RLIMIT_FSIZE) fails with EFBIG instead
+/// of killing upm by SIGXFSZ halfway through an audit line: the audit writer cuts the
+/// file back and the call ends `audit_error`. Every process upm starts gets SIGXFSZ's
+/// default back (the sandbox's init resets every signal; [`crate::spawn::helper`] and
+/// the container engine's client, [`crate::spawn::default_sigxfsz_on_exec`]).
+fn ignore_write_signals() {
+    // SAFETY: SIG_IGN installs no handler; only SIGPIPE's and SIGXFSZ's dispositions change.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// A caller may start upm with 0, 1 or 2 closed; pipes must never land there.

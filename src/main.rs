@@ -2,7 +2,7 @@
 //! main thread's stack guard and gives upm and each of its threads a signal stack, only
 //! to print a message when a stack overflows (which then ends upm with SIGSEGV instead):
 //! about 0.08 ms of every one-shot call. What upm needs of it, `cli::main` does first:
-//! SIGPIPE ignored and descriptors 0–2 open.
+//! SIGPIPE (and SIGXFSZ) ignored and descriptors 0–2 open.
 // Not for `cargo test`'s harness of this file (no tests), which brings its own `main`.
 #![cfg_attr(not(test), no_main)]
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset};
 use super::files::log_set;
 use super::format::printable;
 use super::query::{show, Filter, ShowFormat};
-use super::verify::verify;
+use super::verify::verify_with_keys;
 use super::AuditError;
 use crate::keys::keygen;
 
@@ -21,13 +21,14 @@ fn parse_ts(s: &str) -> Result<DateTime<FixedOffset>, String> {
 pub enum AuditCommand {
     /// Prove that no entry is missing, altered, inserted or reordered.
     /// Exit 0 intact (a torn last line left by a crash included), 1 broken, 2 unreadable.
-    #[command(override_usage = "upm audit verify [PATH] [--key PUB] [--config PATH]")]
+    #[command(override_usage = "upm audit verify [PATH] [--key PUB]... [--config PATH]")]
     Verify {
         /// The log (default: the config's audit log, see --config); its rotated files are walked too.
         path: Option<PathBuf>,
-        /// ed25519 public key (SPKI PEM) to check every checkpoint signature.
+        /// ed25519 public key (SPKI PEM) to check every checkpoint signature; repeat it
+        /// for a log whose signing key was changed (each checkpoint must verify with one).
         #[arg(long, value_name = "PUB")]
-        key: Option<PathBuf>,
+        key: Vec<PathBuf>,
     },
     /// Print entries matching every given filter, oldest first (the files read are named on stderr).
     #[command(
@@ -128,7 +129,7 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
                     return 2;
                 }
             };
-            let report = verify(&path, key.as_deref());
+            let report = verify_with_keys(&path, &key);
             let code = report.exit_code();
             let mut text = report.to_string();
             if !report.files.is_empty() {
@@ -248,7 +249,7 @@ mod tests {
             c.cmd,
             AuditCommand::Verify {
                 path: Some("x.log".into()),
-                key: Some("k.pub".into())
+                key: vec!["k.pub".into()]
             }
         );
         let c = Cli::try_parse_from([
@@ -286,7 +287,7 @@ mod tests {
         let code = run(
             AuditCommand::Verify {
                 path: None,
-                key: None,
+                key: Vec::new(),
             },
             &Err("no config".into()),
         );

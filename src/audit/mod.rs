@@ -70,6 +70,10 @@
 //! replaced by a new file that already holds its first entry, chained to the
 //! last entry of the rotated file. [`verify`] walks `<name>.*` rotated files in
 //! name order, then the current file, and reports a missing file as a seq gap.
+//! Rotating is best effort: when it fails before anything was moved (no inode for
+//! the new file, say), the entries go into the current file with a warning, chained
+//! exactly as they would have been in the new one, and the next append tries again;
+//! a call that already ran never loses its result for want of a new file.
 //!
 //! Whoever can write the log's directory can plant names in it. The log path
 //! is never opened through a symlink, the temporary `.<name>.rotate` is always
@@ -86,6 +90,7 @@
 //! `sign_every`, `key_id` and `sig`: an ed25519 signature over
 //! `upm-audit-checkpoint:v1:<signed_seq>:<signed_hash>:<sign_every>`. A
 //! signature covers every entry before it through the chain. `verify --key`
+//! (repeatable: after a key change, a checkpoint may verify with any key given)
 //! checks every checkpoint, fails when there is none, and fails when more than
 //! `2 × sign_every + 2` entries follow the last one (checkpoints stripped by a
 //! rewrite; one lost when a crash tears its write after the entries is tolerated).
@@ -126,7 +131,7 @@ pub use format::GENESIS;
 pub use group::GroupCommit;
 pub use query::{show, Filter, ShowFormat, Shown};
 pub use settings::{AuditSettings, Mirror, Rotation};
-pub use verify::{verify, Finding, Outcome, VerifyReport};
+pub use verify::{verify, verify_with_keys, Finding, Outcome, VerifyReport};
 pub use writer::AuditLog;
 
 #[doc(hidden)]

@@ -148,7 +148,8 @@ struct Region {
 
 struct Checker {
     files: Vec<PathBuf>,
-    key: Option<(VerifyingKey, String)>,
+    /// The keys a checkpoint may be signed with, and their ids; none: no check.
+    keys: Vec<(VerifyingKey, String)>,
     expected_seq: u64,
     expected_prev: [u8; 64],
     last_entry: Option<(usize, u64)>,
@@ -157,6 +158,8 @@ struct Checker {
     region: Option<Region>,
     torn: Option<(usize, u64, u64)>,
     checkpoints: u64,
+    /// Checkpoints seen without a key to check them with.
+    unchecked_checkpoints: u64,
     last_checkpoint: Option<(usize, u64, u64, u64)>,
     notes: Vec<String>,
 }
@@ -200,15 +203,18 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 impl Checker {
-    fn new(files: Vec<PathBuf>, key: Option<VerifyingKey>) -> Checker {
+    fn new(files: Vec<PathBuf>, keys: Vec<VerifyingKey>) -> Checker {
         let mut genesis = [0u8; 64];
         genesis.copy_from_slice(GENESIS.as_bytes());
         Checker {
             files,
-            key: key.map(|k| {
-                let id = key_id(&k);
-                (k, id)
-            }),
+            keys: keys
+                .into_iter()
+                .map(|k| {
+                    let id = key_id(&k);
+                    (k, id)
+                })
+                .collect(),
             expected_seq: 1,
             expected_prev: genesis,
             last_entry: None,
@@ -217,6 +223,7 @@ impl Checker {
             region: None,
             torn: None,
             checkpoints: 0,
+            unchecked_checkpoints: 0,
             last_checkpoint: None,
             notes: Vec::new(),
         }
@@ -330,13 +337,14 @@ impl Checker {
         if p.prev != self.expected_prev {
             return Err(self.prev_finding(file, line, p.seq));
         }
-        if let Some(key) = &self.key {
-            // Cheap filter before parsing, blind to no spelling: JSON can write
-            // `checkpoint` (or the key `event`) only literally or with a `\u` escape,
-            // and the parsed `event` decides, as it does for jq.
-            if contains(bytes, "checkpoint") || contains(bytes, "\\u") {
-                let key = key.clone();
-                self.check_checkpoint(&key, file, line, bytes, &p)?;
+        // Cheap filter before parsing, blind to no spelling: JSON can write
+        // `checkpoint` (or the key `event`) only literally or with a `\u` escape,
+        // and the parsed `event` decides, as it does for jq.
+        if contains(bytes, "checkpoint") || contains(bytes, "\\u") {
+            if !self.keys.is_empty() {
+                self.check_checkpoint(file, line, bytes, &p)?;
+            } else if is_checkpoint(bytes) {
+                self.unchecked_checkpoints += 1;
             }
         }
         self.expected_seq = p.seq + 1;
@@ -533,7 +541,6 @@ impl Checker {
 
     fn check_checkpoint(
         &mut self,
-        key: &(VerifyingKey, String),
         file: usize,
         line: u64,
         bytes: &[u8],
@@ -542,7 +549,7 @@ impl Checker {
         let Ok(v) = serde_json::from_slice::<Map<String, Value>>(bytes) else {
             return Ok(());
         };
-        if v.get("event").and_then(Value::as_str) != Some("checkpoint") {
+        if !event_is_checkpoint(&v) {
             return Ok(());
         }
         let path = self.files[file].clone();
@@ -576,12 +583,14 @@ impl Checker {
         };
         let hash = String::from_utf8_lossy(p.prev);
         let message = checkpoint_message(p.seq - 1, &hash, every);
-        if key.0.verify(&message, &sig).is_err() {
+        // Any of the keys given (one per signing key the log has had).
+        if !self.keys.iter().any(|k| k.0.verify(&message, &sig).is_ok()) {
             let their = v.get("key_id").and_then(Value::as_str).unwrap_or("?");
             let their = crate::error::clip(their.to_string(), 100);
+            let ours: Vec<&str> = self.keys.iter().map(|k| k.1.as_str()).collect();
             return Err(fail(format!(
                 "signature does not verify with key {} (checkpoint names key {their}): forged, or signed by another key",
-                key.1
+                ours.join(" or ")
             )));
         }
         self.checkpoints += 1;
@@ -630,7 +639,7 @@ impl Checker {
         if let Some(gap) = self.gap.take() {
             return Err(self.gap_finding(&gap, None));
         }
-        if self.key.is_none() || self.entries == 0 {
+        if self.keys.is_empty() || self.entries == 0 {
             return Ok(());
         }
         let last = self.expected_seq - 1;
@@ -667,8 +676,24 @@ impl Checker {
     }
 }
 
+fn event_is_checkpoint(v: &Map<String, Value>) -> bool {
+    v.get("event").and_then(Value::as_str) == Some("checkpoint")
+}
+
+/// Whether an entry's `event` is `checkpoint`.
+fn is_checkpoint(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Map<String, Value>>(bytes).is_ok_and(|v| event_is_checkpoint(&v))
+}
+
 /// Verifies the whole log set of `path`; with `key`, also every checkpoint.
 pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
+    let keys: Vec<PathBuf> = key.map(Path::to_path_buf).into_iter().collect();
+    verify_with_keys(path, &keys)
+}
+
+/// Verifies the whole log set of `path`; with keys, also that every checkpoint is signed
+/// by one of them (a log whose signing key was changed needs the old and the new).
+pub fn verify_with_keys(path: &Path, keys: &[PathBuf]) -> VerifyReport {
     let mut report = VerifyReport {
         files: Vec::new(),
         entries: 0,
@@ -678,7 +703,11 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
         notes: Vec::new(),
         outcome: Outcome::Intact,
     };
-    let key = match key.map(load_verifying_key).transpose() {
+    let keys = match keys
+        .iter()
+        .map(|k| load_verifying_key(k))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(k) => k,
         Err(e) => {
             report.outcome = Outcome::Unreadable(e.to_string());
@@ -700,7 +729,7 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
         ));
     }
     report.files = files.clone();
-    let mut c = Checker::new(files, key);
+    let mut c = Checker::new(files, keys);
     let walked = walk(&mut c);
     report.entries = c.entries;
     report.last_seq = (c.entries > 0).then(|| c.expected_seq - 1);
@@ -718,6 +747,13 @@ pub fn verify(path: &Path, key: Option<&Path>) -> VerifyReport {
         },
     };
     report.notes.append(&mut c.notes);
+    if c.unchecked_checkpoints > 0 && report.exit_code() == 0 {
+        report.notes.push(format!(
+            "{} checkpoint signature(s) not checked: no --key given (upm audit verify --key PUB \
+             checks them)",
+            c.unchecked_checkpoints
+        ));
+    }
     report
 }
 

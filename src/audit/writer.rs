@@ -518,7 +518,21 @@ impl AuditLog {
             if !lines.is_empty() {
                 self.write_durably(len, &lines.concat())?;
             }
-            self.rotate(&new_bytes)?;
+            match self.rotate(&new_bytes) {
+                Ok(()) => {}
+                // Rotating is housekeeping: when it cannot happen (no inode for the new
+                // file, say) and nothing was moved, the entries go into the current file
+                // (the chain is the same either way) and the next append tries again. A
+                // call that already ran must not fail for want of a new file.
+                Err(RotateFailure::Untouched(e)) => {
+                    tracing::warn!(
+                        "{e}; the entry was appended to the current file instead, and rotation \
+                         will be tried again at the next append"
+                    );
+                    self.write_durably(cur_len, &new_bytes)?;
+                }
+                Err(RotateFailure::Unknown(e)) => return Err(e),
+            }
         } else {
             let mut all = lines.concat();
             all.extend_from_slice(&new_bytes);
@@ -710,14 +724,22 @@ impl AuditLog {
     /// Moves the current file aside and atomically puts a new file holding
     /// `first_lines` in its place: `link(path, rotated)` then
     /// `rename(tmp, path)`, so `path` is never missing or empty.
-    fn rotate(&mut self, first_lines: &[u8]) -> Result<(), AuditError> {
+    ///
+    /// Fails with [`RotateFailure::Untouched`] when the current file is still the only
+    /// name of the log (what was made on the way is removed again), so the entries may
+    /// go into it instead.
+    fn rotate(&mut self, first_lines: &[u8]) -> Result<(), RotateFailure> {
+        use RotateFailure::Untouched;
         let rot_err = |path: &Path, source| AuditError::Rotate {
             path: path.to_path_buf(),
             source,
         };
-        let (dir, base) = split(&self.path).map_err(|e| rot_err(&self.path, e))?;
+        let (dir, base) = split(&self.path).map_err(|e| Untouched(rot_err(&self.path, e)))?;
         let tmp = dir.join(format!(".{base}.rotate"));
-        let old_meta = self.file.metadata().map_err(|e| rot_err(&self.path, e))?;
+        let old_meta = self
+            .file
+            .metadata()
+            .map_err(|e| Untouched(rot_err(&self.path, e)))?;
         // The temp name may be left over from a crash, or planted: a symlink there
         // would make upm truncate, fill and chown whatever file it names. Remove the
         // name (never what it points to) and create a fresh file; if something was
@@ -725,30 +747,50 @@ impl AuditLog {
         match std::fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(rot_err(&tmp, e)),
+            Err(e) => return Err(Untouched(rot_err(&tmp, e))),
         }
-        let mut f = crate::files::create_new(&tmp, 0o600).map_err(|e| rot_err(&tmp, e))?;
+        let mut f =
+            crate::files::create_new(&tmp, 0o600).map_err(|e| Untouched(rot_err(&tmp, e)))?;
+        // From here on a failure removes the temporary file (and the rotated name, once
+        // made) before it reports the log untouched.
+        let undo = |err: AuditError, linked: Option<&Path>| {
+            let _ = std::fs::remove_file(&tmp);
+            match linked.map(std::fs::remove_file) {
+                None | Some(Ok(())) => Untouched(err),
+                // A second name of the current file stays: appending to it would put the
+                // entries in what verify reads as a rotated file too.
+                Some(Err(_)) => RotateFailure::Unknown(err),
+            }
+        };
         let _ = f.set_permissions(std::fs::Permissions::from_mode(old_meta.mode() & 0o777));
         let _ = std::os::unix::fs::fchown(&f, Some(old_meta.uid()), Some(old_meta.gid()));
-        f.write_all(first_lines)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| rot_err(&tmp, e))?;
-        self.drop_stale_links(&old_meta)?;
+        if let Err(e) = f.write_all(first_lines).and_then(|()| f.sync_all()) {
+            return Err(undo(rot_err(&tmp, e), None));
+        }
+        drop(f);
+        if let Err(e) = self.drop_stale_links(&old_meta) {
+            return Err(undo(e, None));
+        }
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let mut counter = 0;
-        loop {
-            let name =
-                rotated_name(&self.path, &stamp, counter).map_err(|e| rot_err(&self.path, e))?;
+        let linked = loop {
+            let name = match rotated_name(&self.path, &stamp, counter) {
+                Ok(n) => n,
+                Err(e) => return Err(undo(rot_err(&self.path, e), None)),
+            };
             match std::fs::hard_link(&self.path, &name) {
-                Ok(()) => break,
+                Ok(()) => break name,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && counter < 10_000 => {
                     counter += 1
                 }
-                Err(e) => return Err(rot_err(&name, e)),
+                Err(e) => return Err(undo(rot_err(&name, e), None)),
             }
+        };
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            return Err(undo(rot_err(&self.path, e), Some(&linked)));
         }
-        std::fs::rename(&tmp, &self.path).map_err(|e| rot_err(&self.path, e))?;
-        fsync_dir(&self.path).map_err(|e| rot_err(&self.path, e))?;
+        // The entries are in the new file now: a failure here leaves them there.
+        fsync_dir(&self.path).map_err(|e| RotateFailure::Unknown(rot_err(&self.path, e)))?;
         // Keep the old (still locked) fd until the transaction unlocks it;
         // the next transaction reopens `path` via `lock_current`.
         Ok(())
@@ -803,6 +845,14 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// Why [`AuditLog::rotate`] failed, and whether the entries may go elsewhere.
+enum RotateFailure {
+    /// Nothing was moved: the current file is still the log's only file at its path.
+    Untouched(AuditError),
+    /// The entries may be in the new file, or the current file has a second name.
+    Unknown(AuditError),
 }
 
 /// The seq after `head`'s: a forged head at `u64::MAX` must not wrap the chain to 0.

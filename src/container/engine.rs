@@ -84,6 +84,7 @@ impl Engine {
             .env_clear()
             .env("PATH", ENGINE_PATH.join(":"))
             .process_group(0);
+        crate::spawn::default_sigxfsz_on_exec(&mut cmd);
         let own: &[&str] = match self.kind {
             EngineKind::Podman => &PODMAN_ENV,
             EngineKind::Docker => &DOCKER_ENV,

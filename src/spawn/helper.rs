@@ -61,5 +61,6 @@ pub fn start(h: &Helper<'_>) -> io::Result<Child> {
             Ok(())
         })
     };
+    super::default_sigxfsz_on_exec(&mut cmd);
     cmd.spawn()
 }

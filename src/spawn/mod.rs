@@ -40,6 +40,27 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// Gives the process `cmd` starts SIGXFSZ's default disposition back: upm ignores it
+/// (`cli::main`, so that a write past the caller's `ulimit -f` fails instead of killing
+/// upm mid-line), an ignored signal stays ignored across exec, and std resets only
+/// SIGPIPE. A program started by upm then behaves as it would started by the caller.
+pub fn default_sigxfsz_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure makes one async-signal-safe call (sigaction, with a zeroed
+    // struct on its stack, which is SIG_DFL with no flags) between fork and exec, and
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_DFL;
+            if libc::sigaction(libc::SIGXFSZ, &act, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot create a pipe: {0}")]

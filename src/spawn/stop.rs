@@ -64,10 +64,12 @@ pub fn install() -> io::Result<()> {
     use std::os::fd::IntoRawFd;
     PIPE_R.store(r.into_raw_fd(), Ordering::SeqCst);
     PIPE_W.store(w.into_raw_fd(), Ordering::SeqCst);
-    // SAFETY: as below, for SIGALRM, whose handler only ends the process.
+    // SAFETY: as below, for SIGALRM, whose handler says why on stderr and ends the
+    // process; SA_NODEFER lets its own second alarm interrupt a blocked write.
     let rc = unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        act.sa_flags = libc::SA_NODEFER;
         libc::sigemptyset(&mut act.sa_mask);
         libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut())
     };
@@ -93,11 +95,52 @@ pub fn install() -> io::Result<()> {
     Ok(())
 }
 
-/// [`GRACE`] after the first stop signal: upm is still not done, so it ends now, as the
-/// signal itself would have ended it (the plugins die by their parent-death signal).
+const _: () = assert!(
+    GRACE.as_secs() == 5,
+    "DEADLINE_MESSAGE names the grace period"
+);
+
+/// What upm says on stderr when [`GRACE`] runs out, before it ends.
+const DEADLINE_MESSAGE: &[u8] = b"upm: still not done 5 s after the stop signal (blocked writing \
+its output, or waiting for another process's lock on the audit log): exiting now (15); a call \
+that was running may lack its `finished` audit entry and its result, and its private directory \
+may be left in workdir_root\n";
+
+/// Set when the deadline has come: a second SIGALRM (the one armed below, should the
+/// message's write block) ends upm without trying to write again.
+static DEADLINE: AtomicBool = AtomicBool::new(false);
+
+/// [`GRACE`] after the first stop signal: upm is still not done, so it says why on stderr
+/// and ends now, as the signal itself would have ended it (the plugins die by their
+/// parent-death signal). Only raw syscalls: alarm, poll, write, exit_group.
 extern "C" fn on_alarm(_: libc::c_int) {
+    let code = crate::error::Code::Cancelled.exit_code();
+    if !DEADLINE.swap(true, Ordering::SeqCst) {
+        // The write must not hold upm past its deadline: only when stderr has room now,
+        // and with a second alarm (this handler runs with SA_NODEFER) to end a write
+        // that blocks all the same.
+        let mut pfd = libc::pollfd {
+            fd: 2,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: alarm(2) arms this process's timer; poll(2) reads and writes one pollfd
+        // on our stack, timeout 0; write(2) reads a static buffer. Errors are ignored.
+        unsafe {
+            let _ = syscall!(Sysno::alarm, 1);
+            let ready = syscall!(Sysno::poll, &mut pfd as *mut libc::pollfd, 1, 0);
+            if ready == Ok(1) && pfd.revents & libc::POLLOUT != 0 {
+                let _ = syscall!(
+                    Sysno::write,
+                    2,
+                    DEADLINE_MESSAGE.as_ptr(),
+                    DEADLINE_MESSAGE.len()
+                );
+            }
+        }
+    }
     // SAFETY: exit_group(2) ends the process at once; nothing else runs.
-    let _ = unsafe { syscall!(Sysno::exit_group, crate::error::Code::Cancelled.exit_code()) };
+    let _ = unsafe { syscall!(Sysno::exit_group, code) };
 }
 
 /// Runs `f` (the clone of a sandbox init) with the stop signals blocked in this thread,

@@ -151,6 +151,17 @@ fn signed_checkpoints_through_the_binary() {
         report.contains(&format!("{checkpoints} checkpoint signature(s) verified")),
         "{report}"
     );
+    assert!(!report.contains("not checked"), "{report}");
+    // Without the key the chain is intact, and the report says what went unchecked.
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.starts_with("intact"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "note: {checkpoints} checkpoint signature(s) not checked: no --key given"
+        )),
+        "{report}"
+    );
 
     let other = TestDir::new();
     let (s2, p2) = (other.join("o.pem"), other.join("o.pub"));
@@ -171,4 +182,54 @@ fn signed_checkpoints_through_the_binary() {
     let (code, report) = verify(&log, Some(&p2));
     assert_eq!(code, 1, "{report}");
     assert!(report.contains("signature does not verify"), "{report}");
+}
+
+/// A log whose signing key was changed: each key alone fails at the other's checkpoints;
+/// both given (`--key` twice) check every checkpoint.
+#[test]
+fn a_changed_signing_key_verifies_with_both_keys() {
+    let dir = TestDir::new();
+    let keys = TestDir::new();
+    let (a, a_pub) = (keys.join("a.pem"), keys.join("a.pub"));
+    let (b, b_pub) = (keys.join("b.pem"), keys.join("b.pub"));
+    keygen(&a, &a_pub);
+    keygen(&b, &b_pub);
+    for secret in [&a, &b] {
+        let config = texttools_config(
+            &dir,
+            json!({ "signing_key": secret, "sign_every": 2 }),
+            json!({}),
+        );
+        for _ in 0..3 {
+            assert_eq!(call(&config, "TextTools", "noop", json!({})).code, 0);
+        }
+    }
+    let log = log_of(&dir);
+    let checkpoints = dir
+        .audit_lines()
+        .iter()
+        .filter(|e| e["event"] == "checkpoint")
+        .count();
+    for one in [&a_pub, &b_pub] {
+        let (code, report) = verify(&log, Some(one));
+        assert_eq!(code, 1, "{report}");
+        assert!(report.contains("signature does not verify"), "{report}");
+    }
+    let argv = [
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--key",
+        a_pub.to_str().unwrap(),
+        "--key",
+        b_pub.to_str().unwrap(),
+    ];
+    let r = run_with(&argv, b"", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("intact"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("{checkpoints} checkpoint signature(s) verified")),
+        "{r:?}"
+    );
 }

@@ -180,3 +180,170 @@ fn a_symlink_at_the_log_path_refuses_the_call() {
     assert!(r.stdout.contains("not a regular file"), "{r:?}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
 }
+
+#[test]
+fn a_rotation_that_cannot_happen_does_not_withhold_a_result() {
+    let dir = TestDir::new();
+    // Every append to a non-empty file is due to rotate: the call's `started` entry goes
+    // into the new, empty file; its `finished` one is the first that rotates.
+    let config = texttools_config(&dir, json!({ "rotate": { "max_bytes": 1 } }), json!({}));
+    let log = log_of(&dir);
+    // A non-empty directory at the rotation's temporary name: upm cannot remove it, so it
+    // cannot rotate (as when the filesystem has no inode left for the new file).
+    let tmp = dir.join(".entrypoint.log.rotate");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::write(tmp.join("keep"), "").unwrap();
+    let rotated = || {
+        std::fs::read_dir(&dir.path)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("entrypoint.log.")
+            })
+            .count()
+    };
+
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.result().is_null(), "{r:?}");
+    assert!(
+        r.stderr.contains("appended to the current file"),
+        "the failed rotation is said: {r:?}"
+    );
+    let events: Vec<String> = raw_lines(&log)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].to_string())
+        .collect();
+    assert_eq!(events, ["\"started\"", "\"finished\""]);
+    assert_eq!(rotated(), 0);
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+
+    // Once it can, the next append rotates, and the chain runs on across the files.
+    std::fs::remove_dir_all(&tmp).unwrap();
+    let r = call(&config, "TextTools", "upper", json!({"text": "hi"}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(rotated() >= 1);
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("4 entries"), "{report}");
+}
+
+/// `upm run --config CONFIG` from a bash that first set `ulimit -f KIB` (its soft and hard
+/// RLIMIT_FSIZE, in KiB), the call's request on stdin.
+fn run_under_ulimit_f(kib: u64, config: &Path, req: &[u8]) -> Run {
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        &format!("ulimit -f {kib} && exec \"$0\" run --config \"$1\""),
+    ])
+    .arg(upm_bin())
+    .arg(config)
+    .env_remove("UPM_CONFIG_PATH")
+    .env_remove("UPM_LOG_FILE");
+    run_command(cmd, req)
+}
+
+#[test]
+fn a_callers_file_size_limit_fails_the_append_instead_of_killing_upm() {
+    let dir = TestDir::new();
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Writes past its own file size limit (1 MiB) itself, so that SIGXFSZ, by default,
+    // ends the plugin's process.
+    let big = dir.write("big.sh", "#!/bin/sh\nread -r _\nexec yes > ./big\n", true);
+    // TextTools' own file size limit must be below the caller's (upm cannot raise it).
+    let mut texttools = texttools_plugin(&repo().join("schemas"));
+    texttools["sandbox"] = json!({ "limits": { "file_size_bytes": 1024 } });
+    let config = TestConfig::new()
+        .set("audit", json!({}))
+        .set("workdir_root", json!(work))
+        .plugin("TextTools", texttools)
+        .plugins(json!({ "Big": {
+            "command": [big], "allowed_methods": ["go"],
+            "sandbox": { "limits": { "file_size_bytes": 1 << 20 } }
+        } }))
+        .write(&dir);
+    let log = log_of(&dir);
+    let size = || std::fs::metadata(&log).unwrap().len();
+    let req = |id: &str| {
+        let r = json!({"plugin": "TextTools", "method": "upper", "args": {"text": "hi"},
+                       "request_id": id});
+        serde_json::to_vec(&r).unwrap()
+    };
+
+    // upm ignores SIGXFSZ; the plugin does not.
+    let r = run_stdin(&config, &request("Big", "go", json!({})));
+    assert_eq!(r.json["data"]["signal"], libc::SIGXFSZ, "{r:?}");
+    assert_eq!(r.json["data"]["limit"], "file_size", "{r:?}");
+
+    // A limit that lets the next call's `started` entry in, and not its `finished` one
+    // (bash's `ulimit -f` counts KiB). The file's size before the call is moved by
+    // calls until there is such a limit.
+    let margin = 64;
+    let mut kib = None;
+    for i in 0..20 {
+        let r = run_stdin(&config, &req(&format!("warm-{i:02}")));
+        assert_eq!(r.code, 0, "{r:?}");
+        let lines = raw_lines(&log);
+        let started = lines[lines.len() - 2].len() as u64 + 1;
+        let finished = lines[lines.len() - 1].len() as u64 + 1;
+        let (low, high) = (
+            size() + started + margin,
+            size() + started + finished - margin,
+        );
+        let k = low.div_ceil(1024);
+        if k * 1024 < high {
+            kib = Some(k);
+            break;
+        }
+    }
+    let kib = kib.expect("no ulimit -f falls between a started and a finished entry");
+    let before = size();
+
+    let r = run_under_ulimit_f(kib, &config, &req("fsize-00"));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert_eq!(r.code_word(), "audit_error", "{r:?}");
+    assert_eq!(r.json["data"]["details"], json!({"ran": true}), "{r:?}");
+    assert!(r.result().is_null(), "{r:?}");
+    assert!(r.json["data"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("withheld"));
+    // Cut back to the `started` entry: no torn line.
+    let lines = raw_lines(&log);
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["event"], &last["request_id"]),
+        (&json!("started"), &json!("fsize-00"))
+    );
+    assert!(size() > before && size() <= kib * 1024);
+    let (code, report) = verify(&log, None);
+    assert_eq!(code, 0, "{report}");
+    assert!(!report.contains("torn"), "{report}");
+    // The call's private directory is gone like any other's.
+    assert_eq!(left_under(&work), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_usage_error_that_cannot_be_logged_exits_as_audit_error() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let victim = dir.write("victim.conf", "KEY=value", false);
+    std::os::unix::fs::symlink(&victim, log_of(&dir)).unwrap();
+    let c = config.to_str().unwrap();
+    // `upm run` with an unknown flag, and the argv form with too few arguments.
+    for argv in [
+        vec!["run", "--config", c, "--bogus"],
+        vec!["--config", c, "TextTools"],
+    ] {
+        let r = run_with(&argv, b"", &[]);
+        assert_eq!(r.code_word(), "audit_error", "{argv:?}: {r:?}");
+        assert_eq!(r.code, 11, "code and exit agree: {argv:?}: {r:?}");
+        assert!(r.stderr.contains("usage"), "{r:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY=value");
+}

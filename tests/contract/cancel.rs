@@ -305,3 +305,45 @@ fn a_stop_is_bounded_when_the_result_cannot_be_written() {
     let events = audit_of(&d, "stuck-1");
     assert_eq!(events.len(), 2, "{events:?}");
 }
+
+/// The deadline does not end upm silently: stuck waiting for another process's lock on
+/// the audit log, a stopped upm says on stderr why it ends, and what may be missing.
+#[test]
+fn a_stop_deadline_says_why_on_stderr() {
+    use std::os::fd::AsRawFd;
+    let d = setup();
+    let c = tt_cfg(&d, json!({}));
+    let r = run_stdin(&c, &request("TextTools", "upper", json!({"text": "hi"})));
+    assert_eq!(r.code, 0, "{r:?}");
+    // Another process (here, this one) holds the log's lock: upm waits for it.
+    let log = std::fs::File::open(d.join("entrypoint.log")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(log.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut child = Command::new(upm_bin())
+        .args(["run", "--config", c.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&request("TextTools", "upper", json!({"text": "hi"})))
+        .unwrap();
+    wait_for_handler(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(15), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("still not done 5 s after the stop signal")
+            && stderr.contains("may lack its `finished` audit entry"),
+        "{stderr}"
+    );
+    drop(log);
+}
