@@ -67,11 +67,14 @@ impl Filter {
     }
 }
 
-const COLUMNS: [(&str, usize); 8] = [
+/// `call_id` in full (a UUIDv7: its first digits are a timestamp, shared by a batch's
+/// calls, so no prefix of it would tell them apart), pasteable into `--call-id`.
+const COLUMNS: [(&str, usize); 9] = [
     ("ts", 24),
     ("seq", 8),
     ("event", 10),
     ("request_id", 36),
+    ("call_id", 36),
     ("plugin", 14),
     ("method", 14),
     ("code", 20),

@@ -408,3 +408,56 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         "{report}"
     );
 }
+
+/// A batch may repeat a request_id: the table's call_id column tells its calls apart.
+#[test]
+fn the_table_shows_each_calls_call_id() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let req = json!({"plugin": "TextTools", "method": "upper", "args": {"text": "a"},
+                     "request_id": "dup"});
+    let input = format!("{req}\n{req}\n");
+    let r = run_with(
+        &["run", "--jsonl", "--config", config.to_str().unwrap()],
+        input.as_bytes(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let ids: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["data"]["call_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    let t = run_with(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "audit",
+            "show",
+            "--format",
+            "table",
+            "--request-id",
+            "dup",
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(t.code, 0, "{t:?}");
+    let rows: Vec<&str> = t.stdout.lines().collect();
+    assert_eq!(rows.len(), 5, "{}", t.stdout);
+    assert!(rows[0].contains("CALL_ID"), "{}", t.stdout);
+    for id in &ids {
+        let of_call: Vec<&&str> = rows.iter().filter(|r| r.contains(id.as_str())).collect();
+        assert_eq!(
+            of_call.len(),
+            2,
+            "started and finished of {id}: {}",
+            t.stdout
+        );
+    }
+}
