@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset};
 
 use super::files::log_set;
 use super::format::printable;
-use super::query::{show, Filter, ShowFormat};
+use super::query::{show, unfinished_calls, Filter, ShowFormat};
 use super::verify::verify_with_keys;
 use super::AuditError;
 use crate::keys::keygen;
@@ -32,7 +32,7 @@ pub enum AuditCommand {
     },
     /// Print entries matching every given filter, oldest first (the files read are named on stderr).
     #[command(
-        override_usage = "upm audit show [PATH] [--config PATH] [--request-id ID] [--call-id ID] [--plugin P] [--method M] [--outcome CODE] [--since T] [--until T] [--format jsonl|table]"
+        override_usage = "upm audit show [PATH] [--config PATH] [--request-id ID] [--call-id ID] [--plugin P] [--method M] [--outcome CODE] [--since T] [--until T] [--unfinished] [--format jsonl|table]"
     )]
     Show {
         /// The log (default: the config's audit log, see --config); its rotated files are read too.
@@ -58,6 +58,10 @@ pub enum AuditCommand {
         /// Entries strictly before this RFC 3339 time.
         #[arg(long, value_parser = parse_ts)]
         until: Option<DateTime<FixedOffset>>,
+        /// Only the `started` entry of each call with no `finished` entry in the log set:
+        /// upm was killed, or the call is still running.
+        #[arg(long)]
+        unfinished: bool,
         /// jsonl: the log's own lines (pipe into jq); table: aligned columns.
         #[arg(long, value_enum, default_value_t = ShowFormat::Jsonl)]
         format: ShowFormat,
@@ -132,6 +136,9 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
             let report = verify_with_keys(&path, &key);
             let code = report.exit_code();
             let mut text = report.to_string();
+            if code != 2 {
+                text.push_str(&unfinished_line(&path));
+            }
             if !report.files.is_empty() {
                 text.push('\n');
                 text.push_str(&name_files("checked", &report.files));
@@ -155,6 +162,7 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
             outcome,
             since,
             until,
+            unfinished,
             format,
         } => {
             let (path, how) = match resolve(path, default_log) {
@@ -174,6 +182,7 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
                 outcome,
                 since,
                 until,
+                unfinished,
             };
             let stdout = io::stdout();
             let mut out = stdout.lock();
@@ -228,6 +237,27 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
                 2
             }
         },
+    }
+}
+
+/// verify's line for the calls that started and did not finish (none: no line). A chain
+/// proves that no line was removed, not that a call ended: after a SIGKILL its plugin
+/// may or may not have run.
+fn unfinished_line(path: &std::path::Path) -> String {
+    match unfinished_calls(path) {
+        Ok(calls) if calls.is_empty() => String::new(),
+        Ok(calls) => format!(
+            "\n{} call{} started and did not finish (upm was killed, its finished entry could \
+             not be written, or {} still running): upm audit show --unfinished",
+            calls.len(),
+            if calls.len() == 1 { "" } else { "s" },
+            if calls.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            },
+        ),
+        Err(e) => format!("\ncannot count the calls that did not finish: {e}"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `upm audit show`: filter entries of the whole log set.
 
+use std::collections::HashSet;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
@@ -32,6 +33,9 @@ pub struct Filter {
     pub outcome: Option<String>,
     pub since: Option<DateTime<FixedOffset>>,
     pub until: Option<DateTime<FixedOffset>>,
+    /// Only the `started` entry (the first, one per call_id) of each call with no
+    /// `finished` entry anywhere in the log set ([`unfinished_calls`]).
+    pub unfinished: bool,
 }
 
 impl Filter {
@@ -63,11 +67,14 @@ impl Filter {
     }
 }
 
-const COLUMNS: [(&str, usize); 8] = [
+/// `call_id` in full (a UUIDv7: its first digits are a timestamp, shared by a batch's
+/// calls, so no prefix of it would tell them apart), pasteable into `--call-id`.
+const COLUMNS: [(&str, usize); 9] = [
     ("ts", 24),
     ("seq", 8),
     ("event", 10),
     ("request_id", 36),
+    ("call_id", 36),
     ("plugin", 14),
     ("method", 14),
     ("code", 20),
@@ -102,25 +109,19 @@ pub struct Shown {
     pub not_entries: u64,
 }
 
-/// Prints the matching entries of the log set of `path` to `out`, oldest
-/// first; lines that are not entries (their shape, not their JSON, decides: the log
-/// UPM wrote is JSON too) are skipped and counted.
-pub fn show(
+/// Calls `each` with every entry of the log set of `path` (its bytes, without the
+/// `\n`), oldest first; returns how many lines were not entries (their shape, not their
+/// JSON, decides: the log UPM wrote is JSON too).
+fn walk(
     path: &Path,
-    filter: &Filter,
-    format: ShowFormat,
-    out: &mut dyn Write,
-) -> Result<Shown, AuditError> {
+    mut each: impl FnMut(&[u8]) -> Result<(), AuditError>,
+) -> Result<u64, AuditError> {
     let read_err = |p: &Path, source| AuditError::Read {
         path: p.to_path_buf(),
         source,
     };
     let files = log_set(path).map_err(|e| read_err(path, e))?;
-    if format == ShowFormat::Table {
-        let head: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_uppercase()).collect();
-        table_row(out, &head).map_err(AuditError::Output)?;
-    }
-    let mut shown = Shown::default();
+    let mut not_entries = 0;
     let mut line = Vec::new();
     for file in &files {
         let mut r = BufReader::new(open_regular(file).map_err(|e| read_err(file, e))?);
@@ -136,31 +137,109 @@ pub fn show(
                         .map_err(|e| read_err(file, e))?
                         == Line::TooLong
                     {}
-                    shown.not_entries += 1;
+                    not_entries += 1;
                     continue;
                 }
             }
-            let entry =
-                parse(&line).and_then(|_| serde_json::from_slice::<Map<String, Value>>(&line).ok());
-            let Some(entry) = entry else {
-                shown.not_entries += 1;
-                continue;
-            };
-            if !filter.matches(&entry) {
+            if parse(&line).is_none() {
+                not_entries += 1;
                 continue;
             }
-            shown.matched += 1;
-            let res = match format {
-                ShowFormat::Jsonl => out.write_all(&line).and_then(|()| out.write_all(b"\n")),
-                ShowFormat::Table => {
-                    let cells: Vec<String> = COLUMNS.iter().map(|(k, _)| cell(&entry, k)).collect();
-                    table_row(out, &cells)
-                }
-            };
-            res.map_err(AuditError::Output)?;
+            each(&line)?;
         }
     }
-    Ok(shown)
+    Ok(not_entries)
+}
+
+/// The two fields that pair a call's entries.
+#[derive(serde::Deserialize)]
+struct CallEvent {
+    event: Option<String>,
+    call_id: Option<String>,
+}
+
+/// The call_ids of the calls that have a `started` entry and no `finished` entry
+/// anywhere in the log set of `path`: upm was killed (or its `finished` entry could not
+/// be written, exit 11) or they are still running. A call cancelled once started has its
+/// `finished` (code `cancelled`); one cancelled before has a `refused` entry and no
+/// `started`. A `started` entry without a call_id cannot be paired and is not counted.
+pub fn unfinished_calls(path: &Path) -> Result<HashSet<String>, AuditError> {
+    let mut started = HashSet::new();
+    // `finished` before its `started` (a rewritten log): still that call's end.
+    let mut finished_first = HashSet::new();
+    walk(path, |line| {
+        let Ok(CallEvent {
+            event: Some(event),
+            call_id: Some(id),
+        }) = serde_json::from_slice::<CallEvent>(line)
+        else {
+            return Ok(());
+        };
+        match event.as_str() {
+            "started" if !finished_first.contains(&id) => {
+                started.insert(id);
+            }
+            "finished" if !started.remove(&id) => {
+                finished_first.insert(id);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(started)
+}
+
+/// Prints the matching entries of the log set of `path` to `out`, oldest
+/// first; lines that are not entries are skipped and counted.
+pub fn show(
+    path: &Path,
+    filter: &Filter,
+    format: ShowFormat,
+    out: &mut dyn Write,
+) -> Result<Shown, AuditError> {
+    let mut unfinished = if filter.unfinished {
+        Some(unfinished_calls(path)?)
+    } else {
+        None
+    };
+    if format == ShowFormat::Table {
+        let head: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_uppercase()).collect();
+        table_row(out, &head).map_err(AuditError::Output)?;
+    }
+    let (mut matched, mut not_objects) = (0, 0);
+    let not_entries = walk(path, |line| {
+        let Ok(entry) = serde_json::from_slice::<Map<String, Value>>(line) else {
+            not_objects += 1;
+            return Ok(());
+        };
+        if let Some(calls) = unfinished.as_mut() {
+            // Taken out when shown: one `started` entry per call, its first.
+            let pending = entry.get("event").and_then(Value::as_str) == Some("started")
+                && entry
+                    .get("call_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| calls.remove(id));
+            if !pending {
+                return Ok(());
+            }
+        }
+        if !filter.matches(&entry) {
+            return Ok(());
+        }
+        matched += 1;
+        let res = match format {
+            ShowFormat::Jsonl => out.write_all(line).and_then(|()| out.write_all(b"\n")),
+            ShowFormat::Table => {
+                let cells: Vec<String> = COLUMNS.iter().map(|(k, _)| cell(&entry, k)).collect();
+                table_row(out, &cells)
+            }
+        };
+        res.map_err(AuditError::Output)
+    })?;
+    Ok(Shown {
+        matched,
+        not_entries: not_entries + not_objects,
+    })
 }
 
 #[cfg(test)]
@@ -265,5 +344,37 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("m\\u{202e}dohtem\\u{85}"), "{out}");
+    }
+
+    #[test]
+    fn unfinished_is_started_without_finished_one_entry_per_call() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("u.log");
+        let mut log = AuditLog::open(&p, &AuditSettings::default()).unwrap();
+        for (event, call) in [
+            ("started", Some("done")),
+            ("finished", Some("done")),
+            ("started", Some("killed")),
+            ("started", Some("killed")),
+            ("finished", Some("late")),
+            ("started", Some("late")),
+            ("started", None),
+            ("refused", Some("refused")),
+        ] {
+            let mut v = serde_json::json!({"request_id": "r", "event": event});
+            if let Some(c) = call {
+                v["call_id"] = c.into();
+            }
+            log.append(v.as_object().cloned().unwrap()).unwrap();
+        }
+        let calls = unfinished_calls(&p).unwrap();
+        assert_eq!(calls, HashSet::from(["killed".to_owned()]));
+        let f = Filter {
+            unfinished: true,
+            ..Filter::default()
+        };
+        let (n, out) = run(&p, &f, ShowFormat::Jsonl);
+        assert_eq!(n, 1, "{out}");
+        assert!(out.starts_with("{\"seq\":3,"), "{out}");
     }
 }

@@ -262,3 +262,202 @@ fn show_outcome_takes_result_words_and_refuses_others() {
         assert!(r.stderr.contains(word), "{word}: {}", r.stderr);
     }
 }
+
+/// Every line of the log set (rotated files first, by name, then the log), as JSON.
+fn log_set_entries(dir: &TestDir) -> Vec<Value> {
+    let mut rotated: Vec<PathBuf> = std::fs::read_dir(&dir.path)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("entrypoint.log.")
+        })
+        .collect();
+    rotated.sort();
+    rotated.push(log_of(dir));
+    rotated
+        .iter()
+        .flat_map(|f| raw_lines(f))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
+}
+
+/// Waits until the log set holds `n` `started` entries for `rid`.
+fn wait_for_started(dir: &TestDir, rid: &str, n: usize) {
+    let started = || {
+        log_set_entries(dir)
+            .iter()
+            .filter(|e| e["event"] == "started" && e["request_id"] == rid)
+            .count()
+    };
+    for _ in 0..500 {
+        if started() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no started entry for {rid}");
+}
+
+/// A call whose upm was SIGKILLed mid-call has `started` and nothing more: `show
+/// --unfinished` finds it (and only it: not a finished call with the same request_id,
+/// nor one cancelled by SIGTERM, which has its `finished`), across rotated files, and
+/// `verify` counts it without changing its exit code.
+#[test]
+fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() {
+    let dir = TestDir::new();
+    let napper = dir.write(
+        "napper.py",
+        "#!/usr/bin/python3 -IS\nimport json, sys, time\n\
+         req = json.load(sys.stdin)\ntime.sleep(req[\"args\"][\"ms\"] / 1000.0)\nprint(\"{}\")\n",
+        true,
+    );
+    // Every append rotates: a call's `started` and `finished` are in different files.
+    let config = dir.config(&json!({
+        "require_schemas": false,
+        "audit": {"rotate": {"max_bytes": 1}},
+        "plugins": { "Napper": { "command": [napper], "allowed_methods": ["nap"] } }
+    }));
+    let nap = |ms: u64, rid: &str| {
+        serde_json::to_vec(&json!({"plugin": "Napper", "method": "nap",
+            "args": {"ms": ms}, "request_id": rid}))
+        .unwrap()
+    };
+    assert_eq!(run_stdin(&config, &nap(0, "k")).code, 0);
+
+    // SIGKILL once its `started` is durable: no `finished` is ever written.
+    let mut killed = start_call(&config, &nap(60_000, "k"));
+    wait_for_started(&dir, "k", 2);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    // SIGTERM: the call ends `cancelled`, with its `finished` entry.
+    let mut stopped = start_call(&config, &nap(60_000, "c"));
+    wait_for_started(&dir, "c", 1);
+    // SAFETY: a plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(stopped.id() as i32, libc::SIGTERM) }, 0);
+    stopped.wait().unwrap();
+
+    let entries = log_set_entries(&dir);
+    let cancelled: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["request_id"] == "c" && e["event"] == "finished")
+        .collect();
+    assert_eq!(cancelled.len(), 1, "{entries:?}");
+    assert_eq!(cancelled[0]["code"], "cancelled");
+    let finished_ids: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| e["call_id"].as_str().unwrap())
+        .collect();
+    let never: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            e["event"] == "started" && !finished_ids.contains(e["call_id"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(never.len(), 1, "{entries:?}");
+    assert_eq!(never[0]["request_id"], "k");
+    assert!(
+        std::fs::read_dir(&dir.path)
+            .unwrap()
+            .flatten()
+            .filter(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("entrypoint.log."))
+            .count()
+            >= 4,
+        "rotated at every append: {:?}",
+        std::fs::read_dir(&dir.path)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
+    );
+
+    let show = |extra: &[&str]| {
+        let mut argv = vec!["--config", config.to_str().unwrap(), "audit", "show"];
+        argv.extend_from_slice(extra);
+        let r = run_with(&argv, b"", &[]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stdout
+    };
+    let out = show(&["--unfinished"]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, [never[0].clone()], "{out}");
+    // Combined with the other filters.
+    assert_eq!(show(&["--unfinished", "--request-id", "k"]), out);
+    assert_eq!(show(&["--unfinished", "--plugin", "Napper"]), out);
+    assert_eq!(show(&["--unfinished", "--request-id", "c"]), "");
+    assert_eq!(show(&["--unfinished", "--outcome", "ok"]), "");
+    let id = never[0]["call_id"].as_str().unwrap();
+    assert_eq!(show(&["--unfinished", "--call-id", id]), out);
+
+    let (code, report) = verify(&log_of(&dir), None);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.starts_with("intact"), "{report}");
+    assert!(
+        report.contains("1 call started and did not finish") && report.contains("still running"),
+        "{report}"
+    );
+}
+
+/// A batch may repeat a request_id: the table's call_id column tells its calls apart.
+#[test]
+fn the_table_shows_each_calls_call_id() {
+    let dir = TestDir::new();
+    let config = texttools_config(&dir, json!({}), json!({}));
+    let req = json!({"plugin": "TextTools", "method": "upper", "args": {"text": "a"},
+                     "request_id": "dup"});
+    let input = format!("{req}\n{req}\n");
+    let r = run_with(
+        &["run", "--jsonl", "--config", config.to_str().unwrap()],
+        input.as_bytes(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let ids: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["data"]["call_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    let t = run_with(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "audit",
+            "show",
+            "--format",
+            "table",
+            "--request-id",
+            "dup",
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(t.code, 0, "{t:?}");
+    let rows: Vec<&str> = t.stdout.lines().collect();
+    assert_eq!(rows.len(), 5, "{}", t.stdout);
+    assert!(rows[0].contains("CALL_ID"), "{}", t.stdout);
+    for id in &ids {
+        let of_call: Vec<&&str> = rows.iter().filter(|r| r.contains(id.as_str())).collect();
+        assert_eq!(
+            of_call.len(),
+            2,
+            "started and finished of {id}: {}",
+            t.stdout
+        );
+    }
+}
