@@ -461,3 +461,39 @@ fn the_table_shows_each_calls_call_id() {
         );
     }
 }
+
+/// `upm audit keygen` takes `upm keygen`'s `--secret S --public P`, and still its
+/// positional form; mixing the two is a usage error.
+#[test]
+fn audit_keygen_takes_the_same_options_as_keygen() {
+    let dir = TestDir::new();
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let (s, p) = (path("a.key"), path("a.pub"));
+    let r = run_with(
+        &["audit", "keygen", "--secret", &s, "--public", &p],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read_to_string(&p).unwrap().contains("PUBLIC KEY"));
+    let mode = std::fs::metadata(&s).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (s2, p2) = (path("b.key"), path("b.pub"));
+    let r = run_with(&["audit", "keygen", &s2, &p2], b"", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read_to_string(&p2).unwrap().contains("PUBLIC KEY"));
+    let r = run_with(
+        &[
+            "audit",
+            "keygen",
+            &path("c.key"),
+            "--secret",
+            &path("d.key"),
+            &path("c.pub"),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(!dir.join("c.key").exists() && !dir.join("d.key").exists());
+}
