@@ -326,11 +326,14 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
             "args": {"ms": ms}, "request_id": rid}))
         .unwrap()
     };
-    assert_eq!(run_stdin(&config, &nap(0, "k")).code, 0);
+    // The killed upm cannot remove its private directory (/tmp/upm-<request_id>-...).
+    let k = format!("unfinished{}", std::process::id());
+    let k = k.as_str();
+    assert_eq!(run_stdin(&config, &nap(0, k)).code, 0);
 
     // SIGKILL once its `started` is durable: no `finished` is ever written.
-    let mut killed = start_call(&config, &nap(60_000, "k"));
-    wait_for_started(&dir, "k", 2);
+    let mut killed = start_call(&config, &nap(60_000, k));
+    wait_for_started(&dir, k, 2);
     killed.kill().unwrap();
     killed.wait().unwrap();
 
@@ -360,7 +363,7 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         })
         .collect();
     assert_eq!(never.len(), 1, "{entries:?}");
-    assert_eq!(never[0]["request_id"], "k");
+    assert_eq!(never[0]["request_id"], k);
     assert!(
         std::fs::read_dir(&dir.path)
             .unwrap()
@@ -393,7 +396,7 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         .collect();
     assert_eq!(lines, [never[0].clone()], "{out}");
     // Combined with the other filters.
-    assert_eq!(show(&["--unfinished", "--request-id", "k"]), out);
+    assert_eq!(show(&["--unfinished", "--request-id", k]), out);
     assert_eq!(show(&["--unfinished", "--plugin", "Napper"]), out);
     assert_eq!(show(&["--unfinished", "--request-id", "c"]), "");
     assert_eq!(show(&["--unfinished", "--outcome", "ok"]), "");
@@ -407,6 +410,14 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         report.contains("1 call started and did not finish") && report.contains("still running"),
         "{report}"
     );
+    for e in std::fs::read_dir("/tmp").unwrap().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("upm-{k}-"))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A batch may repeat a request_id: the table's call_id column tells its calls apart.
