@@ -67,12 +67,32 @@ pub enum AuditCommand {
         format: ShowFormat,
     },
     /// Create an ed25519 key pair for checkpoint signing (PKCS#8 / SPKI PEM;
-    /// the secret is created 0600). Never overwrites.
+    /// the secret is created 0600). Never overwrites. The same as `upm keygen`, whose
+    /// `--secret S --public P` it takes too.
+    #[command(
+        override_usage = "upm audit keygen --secret PATH --public PATH\n       upm audit keygen SECRET PUBLIC"
+    )]
     Keygen {
         /// Where the secret key goes (created 0600; must not exist).
-        secret: PathBuf,
+        #[arg(
+            value_name = "SECRET",
+            required_unless_present = "secret_opt",
+            conflicts_with = "secret_opt"
+        )]
+        secret: Option<PathBuf>,
         /// Where the public key goes (must not exist).
-        public: PathBuf,
+        #[arg(
+            value_name = "PUBLIC",
+            required_unless_present = "public_opt",
+            conflicts_with = "public_opt"
+        )]
+        public: Option<PathBuf>,
+        /// Where the secret key goes, as `upm keygen` takes it.
+        #[arg(long = "secret", id = "secret_opt", value_name = "PATH")]
+        secret_opt: Option<PathBuf>,
+        /// Where the public key goes, as `upm keygen` takes it.
+        #[arg(long = "public", id = "public_opt", value_name = "PATH")]
+        public_opt: Option<PathBuf>,
     },
 }
 
@@ -220,23 +240,36 @@ pub fn run(cmd: AuditCommand, default_log: &DefaultLog) -> i32 {
                 }
             }
         }
-        AuditCommand::Keygen { secret, public } => match keygen(&secret, &public) {
-            Ok(()) => {
-                say(
-                    io::stdout(),
-                    &format!(
-                        "wrote {} (secret, 0600) and {}",
-                        secret.display(),
-                        public.display()
-                    ),
-                );
-                0
+        AuditCommand::Keygen {
+            secret,
+            public,
+            secret_opt,
+            public_opt,
+        } => {
+            let (Some(secret), Some(public)) = (secret.or(secret_opt), public.or(public_opt))
+            else {
+                // clap requires one of each form.
+                say(io::stderr(), "upm audit keygen: give --secret S --public P");
+                return 2;
+            };
+            match keygen(&secret, &public) {
+                Ok(()) => {
+                    say(
+                        io::stdout(),
+                        &format!(
+                            "wrote {} (secret, 0600) and {}",
+                            secret.display(),
+                            public.display()
+                        ),
+                    );
+                    0
+                }
+                Err(e) => {
+                    say(io::stderr(), &format!("upm audit keygen: {e}"));
+                    2
+                }
             }
-            Err(e) => {
-                say(io::stderr(), &format!("upm audit keygen: {e}"));
-                2
-            }
-        },
+        }
     }
 }
 
@@ -337,5 +370,26 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("plugin_failed") && e.contains("success"), "{e}");
+    }
+
+    #[test]
+    fn keygen_takes_upm_keygens_options_or_two_paths() {
+        let both = |c: AuditCommand| match c {
+            AuditCommand::Keygen {
+                secret,
+                public,
+                secret_opt,
+                public_opt,
+            } => (secret.or(secret_opt), public.or(public_opt)),
+            _ => panic!("not keygen"),
+        };
+        let want = (Some(PathBuf::from("s")), Some(PathBuf::from("p")));
+        let c = Cli::try_parse_from(["audit", "keygen", "--secret", "s", "--public", "p"]);
+        assert_eq!(both(c.unwrap().cmd), want);
+        let c = Cli::try_parse_from(["audit", "keygen", "s", "p"]);
+        assert_eq!(both(c.unwrap().cmd), want);
+        assert!(Cli::try_parse_from(["audit", "keygen", "s"]).is_err());
+        assert!(Cli::try_parse_from(["audit", "keygen", "--secret", "s"]).is_err());
+        assert!(Cli::try_parse_from(["audit", "keygen", "s", "--secret", "t", "p"]).is_err());
     }
 }

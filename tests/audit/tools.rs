@@ -326,11 +326,14 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
             "args": {"ms": ms}, "request_id": rid}))
         .unwrap()
     };
-    assert_eq!(run_stdin(&config, &nap(0, "k")).code, 0);
+    // The killed upm cannot remove its private directory (/tmp/upm-<request_id>-...).
+    let k = format!("unfinished{}", std::process::id());
+    let k = k.as_str();
+    assert_eq!(run_stdin(&config, &nap(0, k)).code, 0);
 
     // SIGKILL once its `started` is durable: no `finished` is ever written.
-    let mut killed = start_call(&config, &nap(60_000, "k"));
-    wait_for_started(&dir, "k", 2);
+    let mut killed = start_call(&config, &nap(60_000, k));
+    wait_for_started(&dir, k, 2);
     killed.kill().unwrap();
     killed.wait().unwrap();
 
@@ -360,7 +363,7 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         })
         .collect();
     assert_eq!(never.len(), 1, "{entries:?}");
-    assert_eq!(never[0]["request_id"], "k");
+    assert_eq!(never[0]["request_id"], k);
     assert!(
         std::fs::read_dir(&dir.path)
             .unwrap()
@@ -393,7 +396,7 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         .collect();
     assert_eq!(lines, [never[0].clone()], "{out}");
     // Combined with the other filters.
-    assert_eq!(show(&["--unfinished", "--request-id", "k"]), out);
+    assert_eq!(show(&["--unfinished", "--request-id", k]), out);
     assert_eq!(show(&["--unfinished", "--plugin", "Napper"]), out);
     assert_eq!(show(&["--unfinished", "--request-id", "c"]), "");
     assert_eq!(show(&["--unfinished", "--outcome", "ok"]), "");
@@ -407,6 +410,14 @@ fn show_unfinished_finds_the_calls_that_never_finished_and_verify_counts_them() 
         report.contains("1 call started and did not finish") && report.contains("still running"),
         "{report}"
     );
+    for e in std::fs::read_dir("/tmp").unwrap().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("upm-{k}-"))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A batch may repeat a request_id: the table's call_id column tells its calls apart.
@@ -460,4 +471,40 @@ fn the_table_shows_each_calls_call_id() {
             t.stdout
         );
     }
+}
+
+/// `upm audit keygen` takes `upm keygen`'s `--secret S --public P`, and still its
+/// positional form; mixing the two is a usage error.
+#[test]
+fn audit_keygen_takes_the_same_options_as_keygen() {
+    let dir = TestDir::new();
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let (s, p) = (path("a.key"), path("a.pub"));
+    let r = run_with(
+        &["audit", "keygen", "--secret", &s, "--public", &p],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read_to_string(&p).unwrap().contains("PUBLIC KEY"));
+    let mode = std::fs::metadata(&s).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (s2, p2) = (path("b.key"), path("b.pub"));
+    let r = run_with(&["audit", "keygen", &s2, &p2], b"", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read_to_string(&p2).unwrap().contains("PUBLIC KEY"));
+    let r = run_with(
+        &[
+            "audit",
+            "keygen",
+            &path("c.key"),
+            "--secret",
+            &path("d.key"),
+            &path("c.pub"),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(!dir.join("c.key").exists() && !dir.join("d.key").exists());
 }
