@@ -120,7 +120,14 @@ pub fn check(config: &Config) -> Report {
         }
         // A container plugin's files live in its image, pinned by digest.
         let pins = match p.policy.backend {
-            crate::sandbox::policy::Backend::Container => json!({ "image": p.policy.image }),
+            crate::sandbox::policy::Backend::Container => {
+                match crate::container::check_image(p) {
+                    crate::container::ImageCheck::Present => {}
+                    crate::container::ImageCheck::Problem(e) => problems.push(format!("{at}: {e}")),
+                    crate::container::ImageCheck::Warning(e) => warnings.push(format!("{at}: {e}")),
+                }
+                json!({ "image": p.policy.image })
+            }
             crate::sandbox::policy::Backend::Native => {
                 reach_problems(p, &mut problems, &mut warnings);
                 pins(config, p, &mut problems)

@@ -198,6 +198,7 @@ for_each_engine!(
     the_largest_timeout_still_runs,
     per_call_grants_are_a_config_error,
     home_is_the_writable_tmpfs_unless_the_config_sets_one,
+    check_asks_the_engine_for_the_image,
 );
 
 impl Engine {
@@ -1206,4 +1207,98 @@ fn home_is_the_writable_tmpfs_unless_the_config_sets_one(e: &Engine) {
     let r = run_stdin(&c, &request("Own", "m", json!({})));
     let out = stdout_text(&r) + r.json["data"]["stderr"]["text"].as_str().unwrap_or("");
     assert!(out.contains("/tmp/own"), "{}", r.stdout);
+}
+
+/// `upm check` of a config: its exit code and JSON report.
+fn check_config(c: &Path, env: &[(&str, &str)]) -> Run {
+    run_with(&["check", "--config", c.to_str().unwrap()], b"", env)
+}
+
+/// `upm check` asks the engine a call would use whether it has the pinned image: an
+/// absent one fails every call (calls run `--pull=never`), so it is a problem.
+fn check_asks_the_engine_for_the_image(e: &Engine) {
+    let d = TestDir::new();
+    let absent = format!("localhost/upm-test-no-such-image@sha256:{}", "0".repeat(64));
+    let c = config(
+        &d,
+        json!({
+            "Here": e.plugin(e.busybox_image(), json!(["/plugins/echo.sh"]), 5000),
+            "Gone": e.plugin(&absent, json!(["/bin/true"]), 5000),
+        }),
+    );
+    let r = check_config(&c, &[]);
+    assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["plugins"]["Here"]["ok"], true, "{}", r.stdout);
+    assert_eq!(r.json["plugins"]["Gone"]["ok"], false, "{}", r.stdout);
+    let problems = r.json["problems"].to_string();
+    assert!(
+        problems.contains("plugin \\\"Gone\\\"") && problems.contains("has no image"),
+        "{problems}"
+    );
+    assert!(!problems.contains("\\\"Here\\\""), "{problems}");
+    assert!(
+        !r.json["warnings"].to_string().contains("image"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A docker daemon that does not answer, refused or hung, is a warning with the client's
+/// words (it may start after `upm mcp`), not a problem; and `upm check` waits for it
+/// only a bounded time.
+#[test]
+fn check_warns_when_the_docker_daemon_does_not_answer() {
+    if on_engine_path("docker").is_none() {
+        skipped("check_warns_when_the_docker_daemon_does_not_answer: no docker client");
+        return;
+    }
+    let d = TestDir::new();
+    let image = format!("localhost/x@sha256:{}", "0".repeat(64));
+    let c = config(
+        &d,
+        json!({"P": container_plugin("docker", &image, json!(["/bin/true"]), 1000)}),
+    );
+    let dead = format!("unix://{}", d.join("no-daemon.sock").display());
+    let r = check_config(&c, &[("DOCKER_HOST", &dead)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["plugins"]["P"]["ok"], true, "{}", r.stdout);
+    let warnings = r.json["warnings"].to_string();
+    assert!(
+        warnings.contains("whether it has the image") && warnings.contains("no-daemon.sock"),
+        "{warnings}"
+    );
+
+    // A socket that accepts and never answers.
+    let hung_path = d.join("hung.sock");
+    let _hung = std::os::unix::net::UnixListener::bind(&hung_path).unwrap();
+    let hung = format!("unix://{}", hung_path.display());
+    let started = std::time::Instant::now();
+    let r = check_config(&c, &[("DOCKER_HOST", &hung)]);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.json["warnings"].to_string().contains("did not answer in"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// An engine that cannot be found (here: podman's runtime) fails every call: a problem.
+#[test]
+fn check_finds_a_missing_engine() {
+    let d = TestDir::new();
+    let image = format!("localhost/x@sha256:{}", "0".repeat(64));
+    let c = config(
+        &d,
+        json!({"P": container_plugin("podman", &image, json!(["/bin/true"]), 1000)}),
+    );
+    let r = check_config(&c, &[("UPM_CONTAINER_RUNTIME", "upm-no-such-runtime")]);
+    assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["plugins"]["P"]["ok"], false, "{}", r.stdout);
+    let problems = r.json["problems"].to_string();
+    assert!(
+        problems.contains("every call fails (sandbox_unavailable)"),
+        "{problems}"
+    );
 }

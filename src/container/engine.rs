@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Where engines and runtimes are looked up: fixed, never the caller's PATH.
 pub const ENGINE_PATH: [&str; 6] = [
@@ -397,6 +398,126 @@ pub(super) fn engine_answer(
         return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// How long `upm check` waits for each of an engine's answers: a hung daemon must not hang it.
+pub const CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// What the engine said to a question asked within a deadline.
+pub(super) enum Answer {
+    /// Exit 0.
+    Yes,
+    /// Another exit: its code (none when killed by a signal) and stderr.
+    No(Option<i32>, String),
+    /// It could not be started at all (not executable, a bad binary): no call can run.
+    Unstartable(String),
+    /// It did not answer in time (killed, with its process group).
+    Silent(String),
+}
+
+/// Runs the engine's client with `args` for at most `wait`.
+pub(super) fn ask_within(engine: &Engine, args: &[String], wait: Duration) -> Answer {
+    let started = std::time::Instant::now();
+    let mut child = match engine
+        .command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Answer::Unstartable(format!(
+                "cannot start the container engine {}: {e}",
+                engine.path.display()
+            ))
+        }
+    };
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = std::io::Read::read_to_end(&mut r, &mut buf);
+            }
+            String::from_utf8_lossy(&buf).trim().to_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let status = super::run::wait_until(&mut child, started + wait);
+    if status.is_none() {
+        // Its whole group goes, so nothing holds the pipes the readers wait on.
+        super::run::kill_client(&mut child);
+    }
+    let _ = out.join();
+    let err = err.join().unwrap_or_default();
+    match status {
+        None => Answer::Silent(format!(
+            "{} did not answer in {} s",
+            engine.kind.as_str(),
+            wait.as_secs()
+        )),
+        Some(s) if s.success() => Answer::Yes,
+        Some(s) => Answer::No(s.code(), err),
+    }
+}
+
+/// Whether the engine has `image` (the config's digest reference) in its local store:
+/// `Ok(false)` the engine answered that it has not (every call would fail: calls run
+/// with `--pull=never`); `Err` it could not say, with why.
+pub(super) fn has_image(engine: &Engine, image: &str, wait: Duration) -> Result<bool, Unsure> {
+    let mut args = engine.global_args();
+    match engine.kind {
+        // Documented: 0 present, 1 absent, 125 any other failure.
+        EngineKind::Podman => {
+            args.extend(["image".into(), "exists".into(), image.into()]);
+            match ask_within(engine, &args, wait) {
+                Answer::Yes => Ok(true),
+                Answer::No(Some(1), _) => Ok(false),
+                Answer::No(code, err) => Err(Unsure::NoAnswer(exit_message(code, &err))),
+                Answer::Silent(why) => Err(Unsure::NoAnswer(why)),
+                Answer::Unstartable(why) => Err(Unsure::Unstartable(why)),
+            }
+        }
+        // `image inspect` exits 1 for an absent image and for an unreachable daemon alike:
+        // when it fails, whether the daemon answers at all tells the two apart.
+        EngineKind::Docker => {
+            args.extend(["image", "inspect", "--format", "{{.Id}}", image].map(String::from));
+            match ask_within(engine, &args, wait) {
+                Answer::Yes => Ok(true),
+                Answer::Silent(why) => Err(Unsure::NoAnswer(why)),
+                Answer::Unstartable(why) => Err(Unsure::Unstartable(why)),
+                Answer::No(_, inspect_err) => {
+                    let version = ["version", "--format", "{{.Server.Version}}"].map(String::from);
+                    match ask_within(engine, &version, wait) {
+                        Answer::Yes => Ok(false),
+                        Answer::No(code, err) => Err(Unsure::NoAnswer(exit_message(code, &err))),
+                        Answer::Silent(why) => {
+                            Err(Unsure::NoAnswer(format!("{why} ({inspect_err})")))
+                        }
+                        Answer::Unstartable(why) => Err(Unsure::Unstartable(why)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why the engine could not say whether it has an image.
+pub(super) enum Unsure {
+    /// Its client cannot be started: every call fails the same way.
+    Unstartable(String),
+    /// It ran but gave no answer (its daemon is down, hung, or failed otherwise).
+    NoAnswer(String),
+}
+
+fn exit_message(code: Option<i32>, stderr: &str) -> String {
+    let code = code.map_or_else(|| "a signal".to_owned(), |c| format!("exit {c}"));
+    if stderr.is_empty() {
+        code
+    } else {
+        format!("{stderr} ({code})")
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,47 @@ pub enum ContainerError {
     ImageVolumes { volumes: String },
 }
 
+/// What `upm check` makes of a container plugin's engine and image.
+pub enum ImageCheck {
+    /// The engine has the image: nothing to say.
+    Present,
+    /// Every call would fail: no engine (or runtime) to run it, or no such image.
+    Problem(String),
+    /// The engine could not say (its daemon does not answer, or not in time): calls fail
+    /// until it does, which may be later (a daemon that starts after `upm mcp`).
+    Warning(String),
+}
+
+/// Asks the engine a call would use whether it has the plugin's pinned image, waiting
+/// at most [`engine::CHECK_WAIT`] for each answer.
+pub fn check_image(plugin: &Plugin) -> ImageCheck {
+    let Some(image) = &plugin.policy.image else {
+        return ImageCheck::Present;
+    };
+    let engine = match Engine::find(plugin.policy.engine.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            return ImageCheck::Problem(format!("every call fails (sandbox_unavailable): {e}"))
+        }
+    };
+    match engine::has_image(&engine, image, engine::CHECK_WAIT) {
+        Ok(true) => ImageCheck::Present,
+        Ok(false) => ImageCheck::Problem(format!(
+            "every call fails (sandbox_unavailable): the container engine {} ({}) has no image {image} (calls never pull: load or pull it first)",
+            engine.kind.as_str(),
+            engine.path.display()
+        )),
+        Err(engine::Unsure::Unstartable(why)) => {
+            ImageCheck::Problem(format!("every call fails (sandbox_unavailable): {why}"))
+        }
+        Err(engine::Unsure::NoAnswer(why)) => ImageCheck::Warning(format!(
+            "cannot ask the container engine {} ({}) whether it has the image {image}: {why}; calls fail (sandbox_unavailable) until it answers",
+            engine.kind.as_str(),
+            engine.path.display()
+        )),
+    }
+}
+
 /// The call's private directory (engine seccomp profile, pidfile) under `workdir_root`,
 /// named like the container, so `<workdir_root>/upm-*` sweeps cover it; removed on drop.
 struct CallDir(PathBuf);
