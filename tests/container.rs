@@ -598,23 +598,17 @@ fn undigested_image_is_a_config_error() {
         check.stderr
     );
 
-    let meta = format!("169.254.169.254/img@sha256:{}", "a".repeat(64));
-    let c = config(
-        &d,
-        json!({"Meta": container_plugin("docker", &meta, json!(["/bin/true"]), 1000)}),
-    );
-    let r = run_stdin(&c, &request("Meta", "m", json!({})));
-    assert_eq!(r.code, 5, "{}", r.stdout);
-    assert!(r.stdout.contains("metadata"), "{}", r.stdout);
-    // Its NAT64 spelling too.
-    let meta = format!("[64:ff9b::a9fe:a9fe]:5000/img@sha256:{}", "a".repeat(64));
-    let c = config(
-        &d,
-        json!({"Meta": container_plugin("docker", &meta, json!(["/bin/true"]), 1000)}),
-    );
-    let r = run_stdin(&c, &request("Meta", "m", json!({})));
-    assert_eq!(r.code, 5, "{}", r.stdout);
-    assert!(r.stdout.contains("metadata"), "{}", r.stdout);
+    // A metadata address as the registry, and its NAT64 spelling.
+    for registry in ["169.254.169.254", "[64:ff9b::a9fe:a9fe]:5000"] {
+        let meta = format!("{registry}/img@sha256:{}", "a".repeat(64));
+        let c = config(
+            &d,
+            json!({"Meta": container_plugin("docker", &meta, json!(["/bin/true"]), 1000)}),
+        );
+        let r = run_stdin(&c, &request("Meta", "m", json!({})));
+        assert_eq!(r.code, 5, "{registry}: {}", r.stdout);
+        assert!(r.stdout.contains("metadata"), "{registry}: {}", r.stdout);
+    }
 }
 
 fn missing_image_is_sandbox_unavailable_with_the_engines_message(e: &Engine) {
